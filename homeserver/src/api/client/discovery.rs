@@ -1,0 +1,47 @@
+//! Discovery: `/versions`, `/.well-known/matrix/client` and `/capabilities`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use crate::api::extract::Auth;
+use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
+use crate::service::Server;
+
+/// # `GET /_matrix/client/versions`
+/// The spec versions we implement; the first call every client makes.
+pub async fn versions() -> Json<Value> {
+    Json(json!({
+        "versions": ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
+                     "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18"],
+        "unstable_features": {},
+    }))
+}
+
+/// # `GET /.well-known/matrix/client`
+/// Points clients at this listener. On a closed network the server name is the client URL's
+/// host, so we answer with our own base URL.
+pub async fn well_known(State(server): State<Arc<Server>>) -> Json<Value> {
+    let base = format!("http://{}", server.config.client_listen);
+    Json(json!({"m.homeserver": {"base_url": base}}))
+}
+
+/// # `GET /_matrix/client/v3/capabilities`
+pub async fn capabilities(_auth: Auth) -> Json<Value> {
+    let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|v| (v.to_string(), json!("stable")))
+        .collect();
+    Json(json!({
+        "capabilities": {
+            "m.room_versions": {"default": DEFAULT_ROOM_VERSION.as_str(), "available": available},
+            "m.change_password": {"enabled": true},
+            "m.set_displayname": {"enabled": true},
+            "m.set_avatar_url": {"enabled": true},
+            "m.3pid_changes": {"enabled": false},
+            "m.get_login_token": {"enabled": false},
+        }
+    }))
+}

@@ -1,0 +1,349 @@
+//! Membership: join, leave, forget, invite, kick, ban, unban, and member lists.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use ruma::{OwnedRoomId, OwnedUserId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id, user_id};
+use crate::error::{Error, Result};
+use crate::service::Server;
+use crate::service::rooms::{self, Visibility};
+use crate::store::{events, misc, state};
+
+/// # `GET /_matrix/client/v3/joined_rooms`
+pub async fn joined_rooms(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+    let user = auth.user_id.to_string();
+    let rooms = server
+        .store
+        .read(move |conn| state::rooms_with_membership(conn, &user, "join"))
+        .await?;
+    Ok(Json(json!({"joined_rooms": rooms})))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReasonBody {
+    reason: Option<String>,
+}
+
+async fn join(
+    server: &Server,
+    auth: Auth,
+    room: OwnedRoomId,
+    reason: Option<String>,
+) -> Result<Json<Value>> {
+    rooms::set_membership(
+        server,
+        room.clone(),
+        auth.user_id.clone(),
+        auth.user_id,
+        "join",
+        reason,
+        Map::new(),
+    )
+    .await?;
+    Ok(Json(json!({"room_id": room})))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/join`
+pub async fn join_room(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    join(&server, auth, room_id(&room)?, body.reason).await
+}
+
+/// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
+pub async fn join_by_id_or_alias(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(target): PathParams<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    let room = if target.starts_with('#') {
+        let alias = ruma::OwnedRoomAliasId::try_from(target.as_str())
+            .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
+        let key = alias.to_string();
+        let found = server
+            .store
+            .read(move |conn| misc::get_alias(conn, &key))
+            .await?;
+        let (room, _) =
+            found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+        room_id(&room)?
+    } else {
+        room_id(&target)?
+    };
+    join(&server, auth, room, body.reason).await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
+pub async fn leave(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    rooms::set_membership(
+        &server,
+        room,
+        auth.user_id.clone(),
+        auth.user_id,
+        "leave",
+        body.reason,
+        Map::new(),
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/forget`
+pub async fn forget(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let user = auth.user_id.to_string();
+    server
+        .store
+        .write(
+            move |tx| match state::membership(tx, room.as_str(), &user)?.as_deref() {
+                Some("join") | Some("invite") | Some("knock") => Err(Error::bad_json(
+                    "You must leave the room before forgetting it",
+                )),
+                None => Err(Error::not_found("You are not a member of this room")),
+                Some(_) => state::set_forgotten(tx, &user, room.as_str(), true),
+            },
+        )
+        .await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+pub struct TargetBody {
+    user_id: String,
+    reason: Option<String>,
+}
+
+async fn act_on(
+    server: &Server,
+    auth: Auth,
+    room: &str,
+    body: TargetBody,
+    membership: &'static str,
+) -> Result<Json<Value>> {
+    let room = room_id(room)?;
+    let target: OwnedUserId = user_id(&body.user_id)?;
+    if membership == "invite" {
+        let key = room.to_string();
+        let me = auth.user_id.to_string();
+        let them = target.to_string();
+        let current = server
+            .store
+            .read(move |conn| {
+                Ok((
+                    state::membership(conn, &key, &me)?,
+                    state::membership(conn, &key, &them)?,
+                ))
+            })
+            .await?;
+        if current.0.as_deref() != Some("join") {
+            return Err(Error::forbidden("You are not joined to this room"));
+        }
+        if current.1.as_deref() == Some("join") {
+            return Err(Error::forbidden(format!("{target} is already in the room")));
+        }
+        if target.server_name() != server.server_name() {
+            return Err(Error::forbidden(
+                "Inviting users of other units needs federation, which is not configured",
+            ));
+        }
+    }
+    if membership == "leave" {
+        // unban: only from ban; kick: only from join/invite/knock (auth rules check power).
+        let key = room.to_string();
+        let them = target.to_string();
+        let current = server
+            .store
+            .read(move |conn| state::membership(conn, &key, &them))
+            .await?;
+        if current.is_none() || current.as_deref() == Some("leave") {
+            return Err(Error::forbidden(format!(
+                "{target} is not a member of this room"
+            )));
+        }
+    }
+    rooms::set_membership(
+        server,
+        room,
+        auth.user_id,
+        target,
+        membership,
+        body.reason,
+        Map::new(),
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/invite`
+pub async fn invite(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    if body.get("id_server").is_some() || body.get("medium").is_some() {
+        return Err(Error::new(
+            crate::error::ErrorCode::ThreepidDenied,
+            "Third-party invites are not available on this unit",
+        ));
+    }
+    let body: TargetBody =
+        serde_json::from_value(body).map_err(|err| Error::bad_json(err.to_string()))?;
+    act_on(&server, auth, &room, body, "invite").await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/kick`
+pub async fn kick(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> Result<Json<Value>> {
+    act_on(&server, auth, &room, body, "leave").await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/ban`
+pub async fn ban(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> Result<Json<Value>> {
+    act_on(&server, auth, &room, body, "ban").await
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/unban`
+pub async fn unban(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<TargetBody>,
+) -> Result<Json<Value>> {
+    let room_key = body.user_id.clone();
+    let room_parsed = room_id(&room)?;
+    let key = room_parsed.to_string();
+    let current = server
+        .store
+        .read(move |conn| state::membership(conn, &key, &room_key))
+        .await?;
+    if current.as_deref() != Some("ban") {
+        return Err(Error::forbidden(format!("{} is not banned", body.user_id)));
+    }
+    act_on(&server, auth, &room, body, "leave").await
+}
+
+#[derive(Deserialize)]
+pub struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+    at: Option<String>,
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/members`
+pub async fn members(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    QueryParams(q): QueryParams<MembersQuery>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let user = auth.user_id.to_string();
+    let at = match &q.at {
+        Some(token) => Some(crate::api::client::messages::parse_position(token)?),
+        None => None,
+    };
+    let chunk = server
+        .store
+        .read(move |conn| {
+            let visible = rooms::visibility(conn, room.as_str(), &user)?;
+            let limit = match (visible, at) {
+                (Visibility::All, None) => None,
+                (Visibility::All, Some(pos)) => Some(pos),
+                (Visibility::UpTo(max), Some(pos)) => Some(pos.min(max)),
+                (Visibility::UpTo(max), None) => Some(max),
+            };
+            let map = match limit {
+                None => state::current_state(conn, room.as_str())?,
+                Some(pos) => match state::state_group_before(conn, room.as_str(), pos + 1)? {
+                    Some(group) => state::state_at_group(conn, group)?,
+                    None => Default::default(),
+                },
+            };
+            let members = rooms::load_state_events(conn, &map, |kind, _| kind == "m.room.member")?;
+            let mut out = Vec::new();
+            for event in members {
+                let membership = event
+                    .pdu
+                    .content_value()
+                    .get("membership")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                if q.membership.as_ref().is_some_and(|m| *m != membership)
+                    || q.not_membership.as_ref().is_some_and(|m| *m == membership)
+                {
+                    continue;
+                }
+                out.push(rooms::client_event(conn, &event, None)?);
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(json!({"chunk": chunk})))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/joined_members`
+pub async fn joined_members(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let user = auth.user_id.to_string();
+    let joined = server
+        .store
+        .read(move |conn| {
+            if state::membership(conn, room.as_str(), &user)?.as_deref() != Some("join") {
+                return Err(Error::forbidden("You are not joined to this room"));
+            }
+            let mut joined = Map::new();
+            for member in state::members_with(conn, room.as_str(), "join")? {
+                let content =
+                    match state::current_state_id(conn, room.as_str(), "m.room.member", &member)? {
+                        Some(id) => events::get_event(conn, &id)?
+                            .map(|e| e.pdu.content_value())
+                            .unwrap_or_default(),
+                        None => Value::Null,
+                    };
+                joined.insert(
+                    member,
+                    json!({
+                        "display_name": content.get("displayname"),
+                        "avatar_url": content.get("avatar_url"),
+                    }),
+                );
+            }
+            Ok(joined)
+        })
+        .await?;
+    Ok(Json(json!({"joined": joined})))
+}

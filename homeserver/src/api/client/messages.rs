@@ -1,0 +1,317 @@
+//! Room history: `/messages`, `/context` and `/event`, in topological order with pagination
+//! tokens `t<depth>_<stream>` (sync tokens `s<stream>` are accepted as well).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::extract::{Auth, PathParams, QueryParams, event_id, room_id};
+use crate::error::{Error, Result};
+use crate::matrix::filter::RoomEventFilter;
+use crate::service::Server;
+use crate::service::rooms::{self, Visibility};
+use crate::store::events::{self, StoredEvent, TopoKey};
+use crate::store::state;
+
+/// Most events one page returns.
+const MAX_LIMIT: usize = 1000;
+
+/// A parsed pagination token.
+enum Token {
+    Topo(TopoKey),
+    Stream(i64),
+}
+
+fn parse_token(token: &str) -> Result<Token> {
+    let bad = || Error::invalid_param(format!("Invalid pagination token {token:?}"));
+    if let Some(rest) = token.strip_prefix('t') {
+        let (depth, pos) = rest.split_once('_').ok_or_else(bad)?;
+        Ok(Token::Topo(TopoKey {
+            depth: depth.parse().map_err(|_| bad())?,
+            stream_pos: pos.parse().map_err(|_| bad())?,
+        }))
+    } else {
+        Ok(Token::Stream(
+            crate::service::sync::parse_token(token).map_err(|_| bad())?,
+        ))
+    }
+}
+
+/// A token as a stream position (for `/members?at=`).
+pub fn parse_position(token: &str) -> Result<i64> {
+    Ok(match parse_token(token)? {
+        Token::Topo(key) => key.stream_pos - 1,
+        Token::Stream(pos) => pos,
+    })
+}
+
+fn resolve(conn: &Connection, room: &str, token: Token) -> Result<TopoKey> {
+    match token {
+        Token::Topo(key) => Ok(key),
+        Token::Stream(pos) => events::topo_key_after_stream(conn, room, pos),
+    }
+}
+
+fn token_of(key: TopoKey) -> String {
+    format!("t{}_{}", key.depth, key.stream_pos)
+}
+
+fn key_of(event: &StoredEvent) -> TopoKey {
+    TopoKey {
+        depth: event.pdu.depth as i64,
+        stream_pos: event.stream_pos,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: String,
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+/// Collects up to `limit` visible, filter-passing events from `start` in one direction.
+/// Returns them and the key to continue from (`None` when the room is exhausted).
+fn paginate(
+    conn: &Connection,
+    room: &str,
+    start: TopoKey,
+    backwards: bool,
+    limit: usize,
+    stop: Option<TopoKey>,
+    visible: Visibility,
+    filter: &RoomEventFilter,
+) -> Result<(Vec<StoredEvent>, Option<TopoKey>)> {
+    let mut out = Vec::new();
+    let mut cursor = start;
+    loop {
+        let batch = events::room_events_topo(conn, room, cursor, backwards, 100)?;
+        let exhausted = batch.len() < 100;
+        for event in batch {
+            let key = key_of(&event);
+            cursor = if backwards {
+                key
+            } else {
+                TopoKey {
+                    depth: key.depth,
+                    stream_pos: key.stream_pos + 1,
+                }
+            };
+            let past_stop = stop.is_some_and(|s| if backwards { key < s } else { key >= s });
+            if past_stop {
+                return Ok((out, None));
+            }
+            if visible.allows(event.stream_pos) && filter.allows(&event.pdu) {
+                out.push(event);
+                if out.len() == limit {
+                    return Ok((out, Some(cursor)));
+                }
+            }
+        }
+        if exhausted {
+            return Ok((out, None));
+        }
+    }
+}
+
+fn parse_filter(raw: Option<&str>) -> Result<RoomEventFilter> {
+    match raw {
+        Some(raw) => serde_json::from_str(raw)
+            .map_err(|err| Error::bad_json(format!("Invalid filter: {err}"))),
+        None => Ok(RoomEventFilter::default()),
+    }
+}
+
+/// Member events for the senders of `chunk`, for lazy-loading clients.
+fn lazy_members(
+    conn: &Connection,
+    room: &str,
+    chunk: &[StoredEvent],
+    viewer: &str,
+) -> Result<Vec<Value>> {
+    let mut senders: Vec<&str> = chunk.iter().map(|e| e.pdu.sender.as_str()).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut out = Vec::new();
+    for sender in senders {
+        if let Some(id) = state::current_state_id(conn, room, "m.room.member", sender)?
+            && let Some(event) = events::get_event(conn, &id)?
+        {
+            out.push(rooms::client_event(conn, &event, None)?);
+        }
+    }
+    let _ = viewer;
+    Ok(out)
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
+pub async fn messages(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    QueryParams(q): QueryParams<MessagesQuery>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let backwards = match q.dir.as_str() {
+        "b" => true,
+        "f" => false,
+        _ => return Err(Error::invalid_param("dir must be 'b' or 'f'")),
+    };
+    let limit = q.limit.unwrap_or(10).clamp(1, MAX_LIMIT);
+    let filter = parse_filter(q.filter.as_deref())?;
+    let from = q.from.as_deref().map(parse_token).transpose()?;
+    let to = q.to.as_deref().map(parse_token).transpose()?;
+    let user = auth.user_id.to_string();
+    let device = auth.device_id.clone();
+    let current = server.store.current_pos();
+    let body = server
+        .store
+        .read(move |conn| {
+            let room = room.as_str();
+            let visible = rooms::visibility(conn, room, &user)?;
+            let mut start = match from {
+                Some(token) => resolve(conn, room, token)?,
+                None if backwards => events::topo_key_after_stream(conn, room, current)?,
+                None => TopoKey {
+                    depth: 0,
+                    stream_pos: 0,
+                },
+            };
+            if let (Visibility::UpTo(pos), true) = (visible, backwards) {
+                start = start.min(events::topo_key_after_stream(conn, room, pos)?);
+            }
+            let stop = to.map(|t| resolve(conn, room, t)).transpose()?;
+            let (chunk, next) =
+                paginate(conn, room, start, backwards, limit, stop, visible, &filter)?;
+            let formatted = chunk
+                .iter()
+                .map(|e| rooms::client_event(conn, e, Some((&user, &device))))
+                .collect::<Result<Vec<_>>>()?;
+            let state = if filter.lazy_load_members {
+                lazy_members(conn, room, &chunk, &user)?
+            } else {
+                Vec::new()
+            };
+            let mut body = json!({"start": token_of(start), "chunk": formatted});
+            if let Some(next) = next {
+                body["end"] = json!(token_of(next));
+            }
+            if !state.is_empty() {
+                body["state"] = json!(state);
+            }
+            Ok(body)
+        })
+        .await?;
+    Ok(Json(body))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}`
+pub async fn get_event(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, event)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let event = event_id(&event)?;
+    let user = auth.user_id.to_string();
+    let device = auth.device_id.clone();
+    let body = server
+        .store
+        .read(move |conn| {
+            let visible = rooms::visibility(conn, room.as_str(), &user)?;
+            let stored = events::get_room_event(conn, room.as_str(), event.as_str())?
+                .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
+                .ok_or_else(|| Error::not_found("Event not found"))?;
+            rooms::client_event(conn, &stored, Some((&user, &device)))
+        })
+        .await?;
+    Ok(Json(body))
+}
+
+#[derive(Deserialize)]
+pub struct ContextQuery {
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}`
+pub async fn context(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, event)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<ContextQuery>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let event = event_id(&event)?;
+    let limit = q.limit.unwrap_or(10).min(MAX_LIMIT);
+    let filter = parse_filter(q.filter.as_deref())?;
+    let user = auth.user_id.to_string();
+    let device = auth.device_id.clone();
+    let body = server
+        .store
+        .read(move |conn| {
+            let room = room.as_str();
+            let visible = rooms::visibility(conn, room, &user)?;
+            let target = events::get_room_event(conn, room, event.as_str())?
+                .filter(|e| visible.allows(e.stream_pos))
+                .ok_or_else(|| Error::not_found("Event not found"))?;
+            let key = key_of(&target);
+            let before_n = limit / 2;
+            let after_n = limit - before_n;
+            let (before, start) = if before_n == 0 {
+                (Vec::new(), Some(key))
+            } else {
+                paginate(conn, room, key, true, before_n, None, visible, &filter)?
+            };
+            let after_key = TopoKey {
+                depth: key.depth,
+                stream_pos: key.stream_pos + 1,
+            };
+            let (after, end) = if after_n == 0 {
+                (Vec::new(), Some(after_key))
+            } else {
+                paginate(
+                    conn, room, after_key, false, after_n, None, visible, &filter,
+                )?
+            };
+            let format = |list: &[StoredEvent]| -> Result<Vec<Value>> {
+                list.iter()
+                    .map(|e| rooms::client_event(conn, e, Some((&user, &device))))
+                    .collect()
+            };
+            let state_map = match target.state_group {
+                Some(group) => state::state_at_group(conn, group)?,
+                None => Default::default(),
+            };
+            let state_events = rooms::load_state_events(conn, &state_map, |kind, _| {
+                !filter.lazy_load_members || kind != "m.room.member"
+            })?;
+            let mut state = format(&state_events)?;
+            if filter.lazy_load_members {
+                let mut all = before.clone();
+                all.push(target.clone());
+                all.extend(after.iter().cloned());
+                state.extend(lazy_members(conn, room, &all, &user)?);
+            }
+            let last_after = after.last().map(|e| TopoKey {
+                depth: e.pdu.depth as i64,
+                stream_pos: e.stream_pos + 1,
+            });
+            Ok(json!({
+                "event": rooms::client_event(conn, &target, Some((&user, &device)))?,
+                "events_before": format(&before)?,
+                "events_after": format(&after)?,
+                "start": token_of(start.unwrap_or(before.last().map(key_of).unwrap_or(key))),
+                "end": token_of(end.or(last_after).unwrap_or(after_key)),
+                "state": state,
+            }))
+        })
+        .await?;
+    Ok(Json(body))
+}

@@ -1,0 +1,133 @@
+//! Client-Server API handlers, one file per spec area, and the route table.
+
+mod account;
+mod account_data;
+mod directory;
+mod discovery;
+mod membership;
+mod messages;
+mod profile;
+mod room;
+mod sync;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post, put};
+
+use crate::service::Server;
+
+/// Every client route. Paths are listed once; unknown paths and methods fall through to the
+/// router's 404/405 handlers.
+pub fn routes() -> Router<Arc<Server>> {
+    const V3: &str = "/_matrix/client/v3";
+    let r = |path: &str| format!("{V3}{path}");
+    Router::new()
+        .route("/_matrix/client/versions", get(discovery::versions))
+        .route("/.well-known/matrix/client", get(discovery::well_known))
+        .route(&r("/capabilities"), get(discovery::capabilities))
+        .route(&r("/register"), post(account::register))
+        .route(&r("/register/available"), get(account::available))
+        .route(
+            "/_matrix/client/v1/register/m.login.registration_token/validity",
+            get(account::token_validity),
+        )
+        .route(&r("/login"), get(account::login_flows).post(account::login))
+        .route(&r("/logout"), post(account::logout))
+        .route(&r("/logout/all"), post(account::logout_all))
+        .route(&r("/refresh"), post(account::refresh))
+        .route(&r("/account/whoami"), get(account::whoami))
+        .route(&r("/account/password"), post(account::change_password))
+        .route(&r("/account/deactivate"), post(account::deactivate))
+        .route(&r("/account/3pid"), get(account::threepids))
+        .route(&r("/profile/{user_id}"), get(profile::get_profile))
+        .route(
+            &r("/profile/{user_id}/{field}"),
+            get(profile::get_field).put(profile::set_field),
+        )
+        .route(&r("/createRoom"), post(room::create_room))
+        .route(&r("/joined_rooms"), get(membership::joined_rooms))
+        .route(&r("/rooms/{room_id}/join"), post(membership::join_room))
+        .route(
+            &r("/join/{room_id_or_alias}"),
+            post(membership::join_by_id_or_alias),
+        )
+        .route(&r("/rooms/{room_id}/leave"), post(membership::leave))
+        .route(&r("/rooms/{room_id}/forget"), post(membership::forget))
+        .route(&r("/rooms/{room_id}/invite"), post(membership::invite))
+        .route(&r("/rooms/{room_id}/kick"), post(membership::kick))
+        .route(&r("/rooms/{room_id}/ban"), post(membership::ban))
+        .route(&r("/rooms/{room_id}/unban"), post(membership::unban))
+        .route(&r("/rooms/{room_id}/members"), get(membership::members))
+        .route(
+            &r("/rooms/{room_id}/joined_members"),
+            get(membership::joined_members),
+        )
+        .route(&r("/rooms/{room_id}/state"), get(room::full_state))
+        .route(
+            &r("/rooms/{room_id}/state/{event_type}"),
+            get(room::get_state_empty_key).put(room::put_state_empty_key),
+        )
+        .route(
+            &r("/rooms/{room_id}/state/{event_type}/"),
+            get(room::get_state_empty_key).put(room::put_state_empty_key),
+        )
+        .route(
+            &r("/rooms/{room_id}/state/{event_type}/{state_key}"),
+            get(room::get_state).put(room::put_state),
+        )
+        .route(
+            &r("/rooms/{room_id}/send/{event_type}/{txn_id}"),
+            put(room::send),
+        )
+        .route(
+            &r("/rooms/{room_id}/redact/{event_id}/{txn_id}"),
+            put(room::redact),
+        )
+        .route(
+            &r("/rooms/{room_id}/event/{event_id}"),
+            get(messages::get_event),
+        )
+        .route(
+            &r("/rooms/{room_id}/context/{event_id}"),
+            get(messages::context),
+        )
+        .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
+        .route(
+            &r("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"),
+            post(account_data::receipt),
+        )
+        .route(
+            &r("/rooms/{room_id}/read_markers"),
+            post(account_data::read_markers),
+        )
+        .route(&r("/rooms/{room_id}/aliases"), get(directory::room_aliases))
+        .route(
+            &r("/directory/room/{alias}"),
+            get(directory::get_alias)
+                .put(directory::put_alias)
+                .delete(directory::delete_alias),
+        )
+        .route(
+            &r("/directory/list/room/{room_id}"),
+            get(directory::get_visibility).put(directory::set_visibility),
+        )
+        .route(
+            &r("/publicRooms"),
+            get(directory::public_rooms).post(directory::search_public_rooms),
+        )
+        .route(&r("/sync"), get(sync::sync))
+        .route(&r("/user/{user_id}/filter"), post(sync::create_filter))
+        .route(
+            &r("/user/{user_id}/filter/{filter_id}"),
+            get(sync::get_filter),
+        )
+        .route(
+            &r("/user/{user_id}/account_data/{kind}"),
+            get(account_data::get_global).put(account_data::put_global),
+        )
+        .route(
+            &r("/user/{user_id}/rooms/{room_id}/account_data/{kind}"),
+            get(account_data::get_room).put(account_data::put_room),
+        )
+}

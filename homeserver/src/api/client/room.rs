@@ -1,0 +1,366 @@
+//! Rooms: `/createRoom`, room state, sending events and redactions.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use ruma::events::TimelineEventType;
+use ruma::{OwnedUserId, RoomVersionId};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::extract::{Auth, JsonBody, PathParams, event_id, room_id, user_id};
+use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::build::NewEvent;
+use crate::matrix::rules_for;
+use crate::service::Server;
+use crate::service::rooms::{self, CreateRoom, Visibility};
+use crate::store::{events, state};
+
+#[derive(Deserialize)]
+pub struct StateEventBody {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    state_key: String,
+    content: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+pub struct CreateRoomBody {
+    visibility: Option<String>,
+    room_alias_name: Option<String>,
+    name: Option<String>,
+    topic: Option<String>,
+    #[serde(default)]
+    invite: Vec<String>,
+    #[serde(default)]
+    invite_3pid: Vec<Value>,
+    room_version: Option<String>,
+    creation_content: Option<Map<String, Value>>,
+    #[serde(default)]
+    initial_state: Vec<StateEventBody>,
+    preset: Option<String>,
+    #[serde(default)]
+    is_direct: bool,
+    power_level_content_override: Option<Map<String, Value>>,
+}
+
+/// # `POST /_matrix/client/v3/createRoom`
+pub async fn create_room(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<CreateRoomBody>,
+) -> Result<Json<Value>> {
+    let version = match &body.room_version {
+        Some(v) => {
+            let id = RoomVersionId::try_from(v.as_str()).map_err(|_| {
+                Error::new(
+                    ErrorCode::UnsupportedRoomVersion,
+                    "Unsupported room version",
+                )
+            })?;
+            if rules_for(&id).is_none() {
+                return Err(Error::new(
+                    ErrorCode::UnsupportedRoomVersion,
+                    format!("Room version {v} is not supported"),
+                ));
+            }
+            Some(id)
+        }
+        None => None,
+    };
+    if !body.invite_3pid.is_empty() {
+        return Err(Error::new(
+            ErrorCode::ThreepidDenied,
+            "Third-party invites are not available on this unit",
+        ));
+    }
+    if let Some(preset) = &body.preset
+        && !matches!(
+            preset.as_str(),
+            "public_chat" | "private_chat" | "trusted_private_chat"
+        )
+    {
+        return Err(Error::bad_json(format!("Unknown preset {preset:?}")));
+    }
+    let public = match body.visibility.as_deref() {
+        None | Some("private") => false,
+        Some("public") => true,
+        Some(other) => return Err(Error::bad_json(format!("Unknown visibility {other:?}"))),
+    };
+    let alias = match &body.room_alias_name {
+        Some(local) => {
+            let alias = format!("#{local}:{}", server.server_name());
+            if local.is_empty()
+                || local.contains(':')
+                || ruma::OwnedRoomAliasId::try_from(alias.as_str()).is_err()
+            {
+                return Err(Error::new(
+                    ErrorCode::InvalidParam,
+                    "Invalid room alias name",
+                ));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
+    let invite = body
+        .invite
+        .iter()
+        .map(|u| user_id(u))
+        .collect::<Result<Vec<OwnedUserId>>>()?;
+    let request = CreateRoom {
+        version,
+        creation_content: body.creation_content.unwrap_or_default(),
+        preset: body.preset,
+        name: body.name,
+        topic: body.topic,
+        alias,
+        invite,
+        initial_state: body
+            .initial_state
+            .into_iter()
+            .map(|s| (s.kind, s.state_key, Value::Object(s.content)))
+            .collect(),
+        power_level_override: body.power_level_content_override,
+        is_direct: body.is_direct,
+        public,
+    };
+    let room_id = rooms::create_room(&server, auth.user_id, request).await?;
+    Ok(Json(json!({"room_id": room_id})))
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/state`
+pub async fn full_state(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(raw_room): PathParams<String>,
+) -> Result<Json<Value>> {
+    let room = room_id(&raw_room)?;
+    let user = auth.user_id.to_string();
+    let events = server
+        .store
+        .read(move |conn| {
+            let map = match rooms::visibility(conn, room.as_str(), &user)? {
+                Visibility::All => state::current_state(conn, room.as_str())?,
+                Visibility::UpTo(pos) => {
+                    match state::state_group_before(conn, room.as_str(), pos + 1)? {
+                        Some(group) => state::state_at_group(conn, group)?,
+                        None => Default::default(),
+                    }
+                }
+            };
+            let stored = rooms::load_state_events(conn, &map, |_, _| true)?;
+            stored
+                .iter()
+                .map(|e| rooms::client_event(conn, e, None))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await?;
+    Ok(Json(Value::Array(events)))
+}
+
+async fn state_content(
+    server: &Server,
+    auth: &Auth,
+    raw_room: &str,
+    kind: String,
+    key: String,
+) -> Result<Value> {
+    let room = room_id(raw_room)?;
+    let user = auth.user_id.to_string();
+    server
+        .store
+        .read(move |conn| {
+            let id = match rooms::visibility(conn, room.as_str(), &user)? {
+                Visibility::All => state::current_state_id(conn, room.as_str(), &kind, &key)?,
+                Visibility::UpTo(pos) => {
+                    match state::state_group_before(conn, room.as_str(), pos + 1)? {
+                        Some(group) => state::state_entry_at_group(conn, group, &kind, &key)?,
+                        None => None,
+                    }
+                }
+            };
+            let event = match id {
+                Some(id) => events::get_event(conn, &id)?,
+                None => None,
+            };
+            event
+                .map(|e| e.pdu.content_value())
+                .ok_or_else(|| Error::not_found("Event not found"))
+        })
+        .await
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn get_state(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, kind, key)): PathParams<(String, String, String)>,
+) -> Result<Json<Value>> {
+    state_content(&server, &auth, &room, kind, key)
+        .await
+        .map(Json)
+}
+
+/// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}` (empty state key)
+pub async fn get_state_empty_key(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, kind)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    state_content(&server, &auth, &room, kind, String::new())
+        .await
+        .map(Json)
+}
+
+async fn put_state_inner(
+    server: &Server,
+    auth: Auth,
+    raw_room: &str,
+    kind: String,
+    key: String,
+    content: Map<String, Value>,
+) -> Result<Json<Value>> {
+    let room = room_id(raw_room)?;
+    if kind == "m.room.create" {
+        return Err(Error::forbidden(
+            "m.room.create cannot be sent after room creation",
+        ));
+    }
+    if kind == "m.room.member" {
+        let membership = content
+            .get("membership")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !matches!(membership, "join" | "leave" | "invite" | "ban" | "knock") {
+            return Err(Error::bad_json("m.room.member needs a valid membership"));
+        }
+    }
+    if kind == "m.room.canonical_alias" {
+        check_canonical_alias(server, &room, &content).await?;
+    }
+    let event = NewEvent::state(TimelineEventType::from(kind), key, Value::Object(content));
+    let id = rooms::send(server, room, auth.user_id, event, None).await?;
+    Ok(Json(json!({"event_id": id})))
+}
+
+/// Spec: a canonical alias must point at this room (for aliases we can check locally).
+async fn check_canonical_alias(
+    server: &Server,
+    room: &ruma::RoomId,
+    content: &Map<String, Value>,
+) -> Result<()> {
+    let mut aliases: Vec<String> = content
+        .get("alias")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    if let Some(alt) = content.get("alt_aliases").and_then(Value::as_array) {
+        aliases.extend(alt.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    for alias in aliases {
+        let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str()).map_err(|_| {
+            Error::new(
+                ErrorCode::InvalidParam,
+                format!("{alias:?} is not a valid alias"),
+            )
+        })?;
+        if parsed.server_name() != server.server_name() {
+            continue;
+        }
+        let target = server
+            .store
+            .read(move |conn| crate::store::misc::get_alias(conn, &alias))
+            .await?;
+        if target.map(|t| t.0) != Some(room.to_string()) {
+            return Err(Error::new(
+                ErrorCode::InvalidParam,
+                format!("Alias {parsed} does not point to this room"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
+pub async fn put_state(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, kind, key)): PathParams<(String, String, String)>,
+    JsonBody(content): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    put_state_inner(&server, auth, &room, kind, key, content).await
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}` (empty state key)
+pub async fn put_state_empty_key(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, kind)): PathParams<(String, String)>,
+    JsonBody(content): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    put_state_inner(&server, auth, &room, kind, String::new(), content).await
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
+pub async fn send(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, kind, txn_id)): PathParams<(String, String, String)>,
+    JsonBody(content): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    if matches!(kind.as_str(), "m.room.redaction") {
+        return Err(Error::forbidden(
+            "Use the /redact endpoint to redact events",
+        ));
+    }
+    let event = NewEvent::message(TimelineEventType::from(kind), Value::Object(content));
+    let id = rooms::send(
+        &server,
+        room,
+        auth.user_id,
+        event,
+        Some((auth.device_id, txn_id)),
+    )
+    .await?;
+    Ok(Json(json!({"event_id": id})))
+}
+
+#[derive(Deserialize)]
+pub struct RedactBody {
+    reason: Option<String>,
+}
+
+/// # `PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}`
+pub async fn redact(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((room, target, txn_id)): PathParams<(String, String, String)>,
+    JsonBody(body): JsonBody<RedactBody>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let target = event_id(&target)?;
+    let mut content = json!({});
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let event = NewEvent {
+        kind: TimelineEventType::RoomRedaction,
+        state_key: None,
+        content,
+        redacts: Some(target),
+    };
+    let id = rooms::send(
+        &server,
+        room,
+        auth.user_id,
+        event,
+        Some((auth.device_id, format!("redact:{txn_id}"))),
+    )
+    .await?;
+    Ok(Json(json!({"event_id": id})))
+}

@@ -1,0 +1,120 @@
+//! `/sync` and filters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, user_id};
+use crate::error::{Error, Result};
+use crate::matrix::filter::Filter;
+use crate::service::Server;
+use crate::service::sync::{self, SyncRequest, parse_token};
+use crate::store::misc;
+
+#[derive(Deserialize)]
+pub struct SyncQuery {
+    since: Option<String>,
+    timeout: Option<u64>,
+    #[serde(default)]
+    full_state: bool,
+    filter: Option<String>,
+    set_presence: Option<String>,
+}
+
+/// # `GET /_matrix/client/v3/sync`
+pub async fn sync(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    QueryParams(q): QueryParams<SyncQuery>,
+) -> Result<Json<Value>> {
+    if let Some(presence) = &q.set_presence
+        && !matches!(presence.as_str(), "online" | "offline" | "unavailable")
+    {
+        return Err(Error::invalid_param(
+            "set_presence must be online, offline or unavailable",
+        ));
+    }
+    let since = q.since.as_deref().map(parse_token).transpose()?;
+    let filter = match q.filter.as_deref() {
+        None => Filter::default(),
+        Some(raw) if raw.trim_start().starts_with('{') => serde_json::from_str(raw)
+            .map_err(|err| Error::bad_json(format!("Invalid filter: {err}")))?,
+        Some(id) => load_filter(&server, auth.user_id.as_str(), id).await?,
+    };
+    let request = SyncRequest {
+        user_id: auth.user_id.to_string(),
+        device_id: auth.device_id,
+        since,
+        full_state: q.full_state,
+        filter,
+        timeout: Duration::from_millis(q.timeout.unwrap_or(0)),
+    };
+    Ok(Json(sync::sync(&server, request).await?))
+}
+
+async fn load_filter(server: &Server, user: &str, id: &str) -> Result<Filter> {
+    let filter_id: i64 = id
+        .parse()
+        .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
+    let user = user.to_owned();
+    let json = server
+        .store
+        .read(move |conn| misc::get_filter(conn, &user, filter_id))
+        .await?
+        .ok_or_else(|| Error::not_found("Filter not found"))?;
+    serde_json::from_str(&json).map_err(|err| Error::internal(format!("stored filter: {err}")))
+}
+
+pub fn check_self(auth: &Auth, raw_user: &str) -> Result<()> {
+    let target = user_id(raw_user)?;
+    if target != auth.user_id {
+        return Err(Error::forbidden(
+            "You may only manage your own filters and account data",
+        ));
+    }
+    Ok(())
+}
+
+/// # `POST /_matrix/client/v3/user/{userId}/filter`
+pub async fn create_filter(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(user): PathParams<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    check_self(&auth, &user)?;
+    let _: Filter = serde_json::from_value(body.clone())
+        .map_err(|err| Error::bad_json(format!("Invalid filter: {err}")))?;
+    let json = body.to_string();
+    let owner = auth.user_id.to_string();
+    let id = server
+        .store
+        .write(move |tx| misc::create_filter(tx, &owner, &json))
+        .await?;
+    Ok(Json(json!({"filter_id": id.to_string()})))
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`
+pub async fn get_filter(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((user, id)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    check_self(&auth, &user)?;
+    let filter_id: i64 = id
+        .parse()
+        .map_err(|_| Error::not_found("Filter not found"))?;
+    let owner = auth.user_id.to_string();
+    let json = server
+        .store
+        .read(move |conn| misc::get_filter(conn, &owner, filter_id))
+        .await?
+        .ok_or_else(|| Error::not_found("Filter not found"))?;
+    Ok(Json(
+        serde_json::from_str(&json).map_err(|err| Error::internal(err.to_string()))?,
+    ))
+}

@@ -1,0 +1,84 @@
+//! The HTTP edge: the router, CORS, rate limiting, the 404/405 fallbacks, and the extractors.
+//!
+//! Wire formats stay here: handlers in [`client`] parse requests into service calls and shape
+//! service results into spec responses. Every error leaves through [`crate::error::Error`].
+
+pub mod client;
+pub mod extract;
+pub mod ratelimit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{Error, ErrorCode};
+use crate::service::Server;
+use ratelimit::{Key, RateLimiter};
+
+/// Builds the client-facing router.
+pub fn router(server: Arc<Server>) -> Router {
+    let limiter = Arc::new(RateLimiter::new(server.config.rate_limit.clone()));
+    client::routes()
+        .fallback(unknown_endpoint)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .layer(middleware::from_fn(cors))
+        .with_state(server)
+}
+
+async fn unknown_endpoint() -> Error {
+    Error::new(ErrorCode::Unrecognized, "Unrecognized request")
+}
+
+async fn wrong_method() -> Error {
+    Error::MethodNotAllowed
+}
+
+/// Answers CORS preflights and adds the spec's CORS headers to every response, so browser
+/// clients (Element Web) can talk to the unit.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    response
+}
+
+async fn rate_limit(
+    State(limiter): State<Arc<RateLimiter>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let (parts, body) = request.into_parts();
+    let key = match extract::access_token(&parts) {
+        Some(token) => Key::Token(crate::service::accounts::token_hash(&token)),
+        None => Key::Ip(peer.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())),
+    };
+    if let Err(err) = limiter.check(key) {
+        return err.into_response();
+    }
+    next.run(Request::from_parts(parts, body)).await
+}

@@ -1,0 +1,304 @@
+//! The homeserver's configuration: the TOML file format, the `dev` defaults, and validation.
+//!
+//! Parsing turns text into [`FileConfig`]; [`Config::from_file`] and [`Config::dev`] resolve it
+//! into a [`Config`] whose every field is checked, so the rest of the server never sees an
+//! invalid value. Every key is documented in `provisioning/homeserver.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use ruma::OwnedServerName;
+use serde::Deserialize;
+
+/// The file format, exactly as written in TOML. Unknown keys are an error so a typo in a
+/// sealed box's config is caught at start rather than silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    server_name: String,
+    data_dir: PathBuf,
+    #[serde(default)]
+    listen: ListenSection,
+    #[serde(default)]
+    registration: RegistrationConfig,
+    #[serde(default)]
+    rate_limit: RateLimitConfig,
+    #[serde(default)]
+    limits: LimitsConfig,
+    #[serde(default)]
+    storage: StorageConfig,
+    #[serde(default)]
+    log: LogConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenSection {
+    #[serde(default = "default_client_listen")]
+    client: SocketAddr,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        Self {
+            client: default_client_listen(),
+        }
+    }
+}
+
+fn default_client_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8008))
+}
+
+/// Who may create accounts through the client API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Open registration through `/register` (UIA `m.login.dummy`). Off by default in config mode:
+    /// admins create users at the console.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Registration tokens; when non-empty, registration requires `m.login.registration_token`
+    /// with one of them (even if `enabled` is false).
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+/// Request rate limits, applied per user (or per IP address before login).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Whether limits apply at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sustained requests per second.
+    #[serde(default = "default_per_second")]
+    pub per_second: f64,
+    /// Requests allowed in a burst above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_per_second() -> f64 {
+    50.0
+}
+fn default_burst() -> u32 {
+    200
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_second: default_per_second(),
+            burst: default_burst(),
+        }
+    }
+}
+
+/// Size limits on what clients send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request body accepted, in bytes; larger bodies get `M_TOO_LARGE`.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    1024 * 1024
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+/// Database tuning.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Seconds between WAL checkpoints, so the write-ahead log cannot grow without bound.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval_secs: u64,
+    /// Number of read-only connections in the read pool.
+    #[serde(default = "default_readers")]
+    pub read_connections: usize,
+}
+
+fn default_checkpoint() -> u64 {
+    60
+}
+fn default_readers() -> usize {
+    4
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval_secs: default_checkpoint(),
+            read_connections: default_readers(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter directive such as `info` or `homeserver=debug,info`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+        }
+    }
+}
+
+/// The resolved, validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This unit's Matrix server name (may carry a port).
+    pub server_name: OwnedServerName,
+    /// Directory holding the database, keys and media.
+    pub data_dir: PathBuf,
+    /// Client-server API listener.
+    pub client_listen: SocketAddr,
+    /// Registration policy.
+    pub registration: RegistrationConfig,
+    /// Rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Size limits.
+    pub limits: LimitsConfig,
+    /// Database tuning.
+    pub storage: StorageConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// True in `homeserver dev`: prints a newcomer's hint at start.
+    pub dev_mode: bool,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The config path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML was malformed or had unknown/mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The config path.
+        path: PathBuf,
+        /// What was wrong, from the TOML parser.
+        message: String,
+    },
+    /// A value was syntactically fine but not usable.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::Parse {
+            path: path.to_owned(),
+            message: err.message().to_owned(),
+        })?;
+        Self::resolve(file, false)
+    }
+
+    /// The embedded default used by `homeserver dev`: open registration, local data dir.
+    pub fn dev(
+        data_dir: Option<PathBuf>,
+        listen: Option<SocketAddr>,
+        server_name: Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let file = FileConfig {
+            server_name: server_name.unwrap_or_else(|| "localhost:8008".to_owned()),
+            data_dir: data_dir.unwrap_or_else(|| PathBuf::from("outpost-dev")),
+            listen: ListenSection {
+                client: listen.unwrap_or_else(default_client_listen),
+            },
+            registration: RegistrationConfig {
+                enabled: true,
+                tokens: Vec::new(),
+            },
+            rate_limit: RateLimitConfig::default(),
+            limits: LimitsConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+        };
+        Self::resolve(file, true)
+    }
+
+    fn resolve(file: FileConfig, dev_mode: bool) -> Result<Self, ConfigError> {
+        let server_name = OwnedServerName::try_from(file.server_name.as_str()).map_err(|err| {
+            ConfigError::Invalid(format!(
+                "server_name {:?} is not valid: {err}",
+                file.server_name
+            ))
+        })?;
+        if file.rate_limit.enabled
+            && (!file.rate_limit.per_second.is_finite() || file.rate_limit.per_second <= 0.0)
+        {
+            return Err(ConfigError::Invalid(
+                "rate_limit.per_second must be a positive number".to_owned(),
+            ));
+        }
+        if file.limits.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "limits.max_body_bytes must be at least 1024".to_owned(),
+            ));
+        }
+        if file.storage.read_connections == 0 || file.storage.checkpoint_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.read_connections and storage.checkpoint_interval_secs must be > 0"
+                    .to_owned(),
+            ));
+        }
+        if file
+            .registration
+            .tokens
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 64)
+        {
+            return Err(ConfigError::Invalid(
+                "registration.tokens must be 1 to 64 characters each".to_owned(),
+            ));
+        }
+        Ok(Self {
+            server_name,
+            data_dir: file.data_dir,
+            client_listen: file.listen.client,
+            registration: file.registration,
+            rate_limit: file.rate_limit,
+            limits: file.limits,
+            storage: file.storage,
+            log: file.log,
+            dev_mode,
+        })
+    }
+}

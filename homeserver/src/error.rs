@@ -1,0 +1,215 @@
+//! The homeserver's one error type and its mapping to Matrix `errcode` + HTTP status.
+//!
+//! Every failure a client can see is an [`Error`]; [`Error::into_response`] is the single place
+//! where a failure becomes `{"errcode", "error"}` with a status code, so the mapping cannot drift
+//! between handlers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// A Matrix error code, as listed in the spec's "Standard error response" section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request was not permitted.
+    Forbidden,
+    /// No access token was supplied.
+    MissingToken,
+    /// The access token was not recognised.
+    UnknownToken,
+    /// The body was not valid JSON.
+    NotJson,
+    /// The JSON was valid but had the wrong shape.
+    BadJson,
+    /// The resource does not exist.
+    NotFound,
+    /// Too many requests.
+    LimitExceeded,
+    /// Unknown endpoint or wrong method.
+    Unrecognized,
+    /// Anything else.
+    Unknown,
+    /// The body is too large.
+    TooLarge,
+    /// The desired user ID is already taken.
+    UserInUse,
+    /// The desired user ID is not valid.
+    InvalidUsername,
+    /// A room alias that already exists.
+    RoomInUse,
+    /// A parameter had a bad value.
+    InvalidParam,
+    /// A required parameter was missing.
+    MissingParam,
+    /// The requested room version is not supported.
+    UnsupportedRoomVersion,
+    /// Registration is closed on this server.
+    RegistrationDisabled,
+    /// The user has been deactivated.
+    UserDeactivated,
+    /// The password was rejected by policy.
+    WeakPassword,
+    /// The homeserver does not offer 3PID or identity-server features.
+    ThreepidDenied,
+    /// A guest tried something only users may do.
+    GuestAccessForbidden,
+}
+
+impl ErrorCode {
+    /// The wire name of this code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Forbidden => "M_FORBIDDEN",
+            Self::MissingToken => "M_MISSING_TOKEN",
+            Self::UnknownToken => "M_UNKNOWN_TOKEN",
+            Self::NotJson => "M_NOT_JSON",
+            Self::BadJson => "M_BAD_JSON",
+            Self::NotFound => "M_NOT_FOUND",
+            Self::LimitExceeded => "M_LIMIT_EXCEEDED",
+            Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::Unknown => "M_UNKNOWN",
+            Self::TooLarge => "M_TOO_LARGE",
+            Self::UserInUse => "M_USER_IN_USE",
+            Self::InvalidUsername => "M_INVALID_USERNAME",
+            Self::RoomInUse => "M_ROOM_IN_USE",
+            Self::InvalidParam => "M_INVALID_PARAM",
+            Self::MissingParam => "M_MISSING_PARAM",
+            Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            Self::RegistrationDisabled => "M_FORBIDDEN",
+            Self::UserDeactivated => "M_USER_DEACTIVATED",
+            Self::WeakPassword => "M_WEAK_PASSWORD",
+            Self::ThreepidDenied => "M_THREEPID_DENIED",
+            Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+        }
+    }
+
+    /// The HTTP status the spec pairs with this code.
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Forbidden
+            | Self::RegistrationDisabled
+            | Self::UserDeactivated
+            | Self::ThreepidDenied
+            | Self::GuestAccessForbidden => StatusCode::FORBIDDEN,
+            Self::MissingToken | Self::UnknownToken => StatusCode::UNAUTHORIZED,
+            Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
+            Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A client-facing Matrix error with its code and a human-readable reason.
+    #[error("{code:?}: {message}")]
+    Matrix {
+        /// The Matrix error code.
+        code: ErrorCode,
+        /// Human-readable explanation sent as `error`.
+        message: String,
+    },
+    /// The client must wait before retrying.
+    #[error("rate limited for {retry_after_ms} ms")]
+    RateLimited {
+        /// Milliseconds until the next request would be accepted.
+        retry_after_ms: u64,
+    },
+    /// User-interactive auth must continue: the body is the UIA state to send with 401.
+    #[error("user-interactive authentication required")]
+    Uia(serde_json::Value),
+    /// The resource already exists (409, `M_UNKNOWN`), e.g. a taken room alias.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A wrong HTTP method on a known path.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The database failed; details are logged, never sent.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The storage writer is gone (shutting down).
+    #[error("storage writer unavailable")]
+    WriterGone,
+    /// A bug or unexpected state; details are logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Shorthand for results in the homeserver.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A Matrix error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Matrix {
+            code,
+            message: message.into(),
+        }
+    }
+    /// `M_FORBIDDEN` with a reason.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+    /// `M_BAD_JSON` with a reason.
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadJson, message)
+    }
+    /// `M_NOT_FOUND` with a reason.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
+    }
+    /// `M_INVALID_PARAM` with a reason.
+    pub fn invalid_param(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParam, message)
+    }
+    /// An internal error with context for the log.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::Internal(message.into())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = match self {
+            Error::Matrix { code, message } => (
+                code.status(),
+                json!({"errcode": code.as_str(), "error": message}),
+            ),
+            Error::RateLimited { retry_after_ms } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                json!({
+                    "errcode": "M_LIMIT_EXCEEDED",
+                    "error": "Too many requests",
+                    "retry_after_ms": retry_after_ms,
+                }),
+            ),
+            Error::Uia(body) => (StatusCode::UNAUTHORIZED, body),
+            Error::Conflict(message) => (
+                StatusCode::CONFLICT,
+                json!({"errcode": "M_UNKNOWN", "error": message}),
+            ),
+            Error::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"errcode": "M_UNRECOGNIZED", "error": "Method not allowed on this path"}),
+            ),
+            err @ (Error::Database(_) | Error::WriterGone | Error::Internal(_)) => {
+                tracing::error!(error = %err, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"errcode": "M_UNKNOWN", "error": "Internal server error"}),
+                )
+            }
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let StatusCode::TOO_MANY_REQUESTS = status {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
+    }
+}

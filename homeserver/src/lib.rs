@@ -1,0 +1,256 @@
+//! Outpost's Matrix homeserver: a SQLite-backed server for closed federations of appliance units.
+//!
+//! Layers, each depending only on the ones below it:
+//! [`api`] (HTTP, wire formats) → [`service`] (behaviour) → [`store`] (SQLite) and
+//! [`matrix`] (the Matrix rules, no I/O). [`run`] wires them together and owns the shutdown
+//! protocol; `main.rs` owns the command line.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod matrix;
+pub mod service;
+pub mod store;
+pub mod util;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::matrix::keys::SigningKey;
+use crate::service::{Server, Signer};
+use crate::store::Store;
+
+/// The signing key file inside the data dir.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+
+/// How long in-flight requests get to finish after SIGTERM before we stop anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server could not start; each maps to a distinct exit code in `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created or written.
+    #[error("data directory {path} is not usable: {reason}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The database could not be opened, checked or migrated.
+    #[error(transparent)]
+    Store(#[from] store::OpenError),
+    /// The signing key file is unreadable or malformed.
+    #[error("signing key {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The listen address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Makes sure the data dir exists and is writable.
+fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+    let fail = |reason: String| StartError::DataDir {
+        path: dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|err| fail(err.to_string()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|err| fail(format!("not writable: {err}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Loads the signing key, generating and saving one (mode 0600) on first start.
+fn load_or_create_key(dir: &Path) -> Result<SigningKey, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(SIGNING_KEY_FILE);
+    let fail = |reason: String| StartError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => SigningKey::parse(&text).map_err(|err| fail(err.to_string())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key = SigningKey::generate();
+            let tmp = dir.join(format!("{SIGNING_KEY_FILE}.tmp"));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|err| fail(err.to_string()))?;
+            file.write_all(key.serialize().as_bytes())
+                .map_err(|err| fail(err.to_string()))?;
+            file.sync_all().map_err(|err| fail(err.to_string()))?;
+            std::fs::rename(&tmp, &path).map_err(|err| fail(err.to_string()))?;
+            tracing::info!(key_id = %key.key_id(), "generated a new signing key");
+            Ok(key)
+        }
+        Err(err) => Err(fail(err.to_string())),
+    }
+}
+
+/// A server that is ready to serve: storage open, key loaded, port bound.
+pub struct Prepared {
+    server: Arc<Server>,
+    listener: TcpListener,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl Prepared {
+    /// The bound address (useful when listening on port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// Opens everything the server needs; fails fast with a precise reason.
+pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
+    prepare_data_dir(&config.data_dir)?;
+    let store = Store::open(&config.data_dir, config.storage.read_connections)?;
+    let key = load_or_create_key(&config.data_dir)?;
+    for token in config.registration.tokens.clone() {
+        store
+            .write(move |tx| store::accounts::ensure_registration_token(tx, &token))
+            .await
+            .map_err(|err| StartError::DataDir {
+                path: config.data_dir.display().to_string(),
+                reason: err.to_string(),
+            })?;
+    }
+    let listener = TcpListener::bind(config.client_listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.client_listen,
+            source,
+        })?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let signer = Arc::new(Signer {
+        server_name: config.server_name.clone(),
+        key,
+    });
+    let server = Arc::new(Server {
+        config,
+        store,
+        signer,
+        uia: Default::default(),
+        shutdown: shutdown_rx,
+    });
+    Ok(Prepared {
+        server,
+        listener,
+        shutdown_tx,
+    })
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish
+/// (cutting long polls short), commits every acknowledged write and stops the writer.
+pub async fn serve(
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let Prepared {
+        server,
+        listener,
+        shutdown_tx,
+    } = prepared;
+    let store = server.store.clone();
+    let checkpointer = tokio::spawn(checkpoint_loop(
+        store.clone(),
+        Duration::from_secs(server.config.storage.checkpoint_interval_secs),
+        shutdown_tx.subscribe(),
+    ));
+    let watchdog = tokio::spawn(watchdog_loop(shutdown_tx.subscribe()));
+    let app = api::router(Arc::clone(&server));
+    let (stopping_tx, mut stopping_rx) = watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections, finishing requests");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        let _ = shutdown_tx.send(true);
+        let _ = stopping_tx.send(true);
+    };
+    let serving = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let served = tokio::select! {
+        result = serving => result,
+        _ = async {
+            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("requests still running after the grace period; stopping anyway");
+            Ok(())
+        }
+    };
+    let _ = checkpointer.await;
+    watchdog.abort();
+    // Every write submitted before this point is committed before the writer exits.
+    tokio::task::spawn_blocking(move || store.shutdown())
+        .await
+        .ok();
+    drop(server);
+    tracing::info!("stopped");
+    served
+}
+
+/// Checkpoints the WAL on a schedule so it cannot grow without bound.
+async fn checkpoint_loop(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if let Err(err) = store.checkpoint().await {
+                    tracing::warn!(error = %err, "WAL checkpoint failed");
+                }
+            }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+    if let Err(err) = store.checkpoint().await {
+        tracing::warn!(error = %err, "final WAL checkpoint failed");
+    }
+}
+
+/// Pings systemd's watchdog at half its interval when `WatchdogSec` is set.
+async fn watchdog_loop(mut shutdown: watch::Receiver<bool>) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_micros(usec / 2));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => { let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]); }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// Resolves once the shutdown flag is set (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}

@@ -1,0 +1,160 @@
+//! The `homeserver` command line: parse, resolve the config, run; print one line and exit with
+//! a documented code on failure.
+//!
+//! Exit codes: 0 clean stop; 1 runtime failure; 2 bad command line or config; 3 data directory,
+//! database or key unusable; 4 cannot listen.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use homeserver::config::{Config, ConfigError};
+use homeserver::{StartError, prepare, serve};
+
+/// Outpost's Matrix homeserver.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Run from this TOML config file (see provisioning/homeserver.example.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run on an embedded default for trying Outpost out: open registration, local data dir.
+    Dev {
+        /// Where the database and signing key live.
+        #[arg(long, value_name = "DIR", default_value = "outpost-dev")]
+        data_dir: PathBuf,
+        /// Client API listen address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8008")]
+        listen: SocketAddr,
+        /// The server name users' IDs end in.
+        #[arg(long, value_name = "NAME", default_value = "localhost:8008")]
+        server_name: String,
+    },
+}
+
+/// Documented process exit codes.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    Runtime = 1,
+    Usage = 2,
+    Storage = 3,
+    Listen = 4,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match try_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, message)) => {
+            eprintln!("homeserver: {message}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
+    match (&cli.config, &cli.command) {
+        (Some(path), None) => Config::from_file(path),
+        (
+            None,
+            Some(Command::Dev {
+                data_dir,
+                listen,
+                server_name,
+            }),
+        ) => Config::dev(
+            Some(data_dir.clone()),
+            Some(*listen),
+            Some(server_name.clone()),
+        ),
+        (Some(_), Some(_)) => Err(ConfigError::Invalid(
+            "use either --config or `dev`, not both".to_owned(),
+        )),
+        (None, None) => Err(ConfigError::Invalid(
+            "nothing to run: pass --config PATH, or `homeserver dev` to try it out".to_owned(),
+        )),
+    }
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // systemd sets JOURNAL_STREAM when our stderr is the journal: log natively there.
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .init();
+        return;
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .init();
+}
+
+fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
+    let config = resolve(&cli).map_err(|err| (Exit::Usage, err.to_string()))?;
+    init_logging(&config.log.level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| {
+            (
+                Exit::Runtime,
+                format!("cannot start the async runtime: {err}"),
+            )
+        })?;
+    runtime.block_on(async move {
+        let dev = config.dev_mode;
+        let server_name = config.server_name.clone();
+        let prepared = prepare(config).await.map_err(|err| {
+            let code = match err {
+                StartError::Listen { .. } => Exit::Listen,
+                _ => Exit::Storage,
+            };
+            (code, err.to_string())
+        })?;
+        let addr = prepared
+            .local_addr()
+            .map_err(|err| (Exit::Listen, err.to_string()))?;
+        tracing::info!(%addr, server_name = %server_name, "listening");
+        if dev {
+            eprintln!(
+                "Outpost homeserver ({server_name}) is up. Point a Matrix client (e.g. Element) at \
+                 http://{addr} and register an account; registration is open in dev mode."
+            );
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+        serve(prepared, shutdown_signal())
+            .await
+            .map_err(|err| (Exit::Runtime, err.to_string()))
+    })
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

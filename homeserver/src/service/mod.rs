@@ -1,0 +1,47 @@
+//! Services: the homeserver's behaviour, between the HTTP handlers and storage.
+//!
+//! Each module is one area (accounts, rooms, sync…) of plain functions taking the explicit
+//! [`Server`] they need. Handlers call exactly one service function; services call storage and
+//! the pure Matrix rules in [`crate::matrix`].
+
+pub mod accounts;
+pub mod rooms;
+pub mod sync;
+pub mod uia;
+
+use std::sync::Arc;
+
+use ruma::OwnedServerName;
+
+use crate::config::Config;
+use crate::matrix::keys::SigningKey;
+use crate::store::Store;
+
+/// This server's identity for signing events.
+pub struct Signer {
+    /// Our server name.
+    pub server_name: OwnedServerName,
+    /// Our current signing key.
+    pub key: SigningKey,
+}
+
+/// Everything a request needs, handed to handlers through axum's `State`.
+pub struct Server {
+    /// The resolved configuration.
+    pub config: Config,
+    /// The database.
+    pub store: Store,
+    /// Who signs our events.
+    pub signer: Arc<Signer>,
+    /// User-interactive-auth sessions in flight.
+    pub uia: uia::Sessions,
+    /// Becomes `true` when the server is shutting down, so long polls return at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Our server name.
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.signer.server_name
+    }
+}

@@ -1,0 +1,708 @@
+//! Rooms: creating them, appending local events (build → authorise → persist), memberships,
+//! redactions, and reading room state and history with visibility checks.
+//!
+//! Every local event is built *inside* the writer's transaction, so concurrent sends to one
+//! room are serialised by the single writer and always extend the room's one forward extremity
+//! instead of forking the DAG.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ruma::events::{StateEventType, TimelineEventType};
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::state_res::{
+    auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
+};
+use ruma::{
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, RoomVersionId, UserId,
+};
+use serde_json::{Value, json};
+
+use super::{Server, Signer};
+use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::build::{BuildError, NewEvent, Placement, build_event, new_legacy_room_id};
+use crate::matrix::pdu::Pdu;
+use crate::matrix::power::PowerLevels;
+use crate::matrix::rules_for;
+use crate::store::{WriteTx, events, misc, state};
+use crate::util::now_ms;
+
+/// Most prev_events a new local event references.
+const MAX_PREV_EVENTS: usize = 20;
+
+fn rules_of(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
+    let id = RoomVersionId::try_from(version)
+        .map_err(|_| Error::internal(format!("stored room version {version:?} invalid")))?;
+    let rules = rules_for(&id)
+        .ok_or_else(|| Error::internal(format!("room version {version} unsupported")))?;
+    Ok((id, rules))
+}
+
+fn map_build_error(err: BuildError) -> Error {
+    match err {
+        BuildError::NotCanonical(msg) => Error::bad_json(msg),
+        BuildError::TooLarge => Error::new(ErrorCode::TooLarge, "Event is larger than 65536 bytes"),
+        BuildError::Signing(msg) => Error::internal(msg),
+    }
+}
+
+/// Loads a stored event as a PDU.
+fn load_pdu(conn: &rusqlite::Connection, event_id: &str) -> Result<Option<Pdu>> {
+    Ok(events::get_event(conn, event_id)?.map(|e| e.pdu))
+}
+
+/// The room's current power levels (for checks outside the auth rules).
+pub fn power_levels(conn: &rusqlite::Connection, room_id: &str) -> Result<PowerLevels> {
+    let room = state::get_room(conn, room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let (_, rules) = rules_of(&room.room_version)?;
+    let content = match state::current_state_id(conn, room_id, "m.room.power_levels", "")? {
+        Some(id) => load_pdu(conn, &id)?.map(|p| p.content_value()),
+        None => None,
+    };
+    let mut creators = Vec::new();
+    if let Some(id) = state::current_state_id(conn, room_id, "m.room.create", "")?
+        && let Some(create) = load_pdu(conn, &id)?
+    {
+        creators.push(create.sender.to_string());
+        if rules.authorization.additional_room_creators
+            && let Some(extra) = create
+                .content_value()
+                .get("additional_creators")
+                .and_then(Value::as_array)
+        {
+            creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
+        }
+    }
+    Ok(PowerLevels::new(
+        content,
+        creators,
+        rules.authorization.explicitly_privilege_room_creators,
+    ))
+}
+
+/// Builds, authorises and persists one local event on top of the room's current state.
+/// Runs inside the writer transaction.
+pub fn append_in_tx(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    room_id: &RoomId,
+    sender: &UserId,
+    event: NewEvent,
+    txn: Option<(&str, &str)>,
+) -> Result<Pdu> {
+    let room =
+        state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let (_, rules) = rules_of(&room.room_version)?;
+    let extremities = events::forward_extremities(tx, room_id.as_str())?;
+    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let prev_events: Vec<OwnedEventId> = extremities
+        .into_iter()
+        .rev()
+        .take(MAX_PREV_EVENTS)
+        .map(|(id, _)| id)
+        .collect();
+
+    let content_raw = serde_json::value::to_raw_value(&event.content)
+        .map_err(|err| Error::bad_json(err.to_string()))?;
+    let auth_types = auth_types_for_event(
+        &event.kind,
+        sender,
+        event.state_key.as_deref(),
+        &content_raw,
+        &rules.authorization,
+    )
+    .map_err(Error::bad_json)?;
+    let mut auth_events = Vec::new();
+    let mut auth_pdus: HashMap<OwnedEventId, Pdu> = HashMap::new();
+    for (kind, key) in auth_types {
+        if let Some(id) = state::current_state_id(tx, room_id.as_str(), &kind.to_string(), &key)?
+            && let Some(pdu) = load_pdu(tx, &id)?
+        {
+            auth_events.push(pdu.event_id.clone());
+            auth_pdus.insert(pdu.event_id.clone(), pdu);
+        }
+    }
+    // Before v12 the create event is always an auth event (auth_types includes it); from v12 it
+    // is implied by the room ID but the auth rules still need to fetch it.
+    if let Some(id) = state::current_state_id(tx, room_id.as_str(), "m.room.create", "")?
+        && !auth_pdus
+            .values()
+            .any(|p| p.kind == TimelineEventType::RoomCreate)
+        && let Some(pdu) = load_pdu(tx, &id)?
+    {
+        auth_pdus.insert(pdu.event_id.clone(), pdu);
+    }
+
+    let pdu = build_event(
+        event,
+        Placement {
+            rules: &rules,
+            room_id: Some(room_id),
+            sender,
+            prev_events,
+            depth,
+            auth_events,
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            server_name: &signer.server_name,
+            key: &signer.key,
+        },
+    )
+    .map_err(map_build_error)?;
+
+    check_state_independent_auth_rules(&rules.authorization, &pdu, |id| auth_pdus.get(id).cloned())
+        .map_err(Error::forbidden)?;
+    let conn: &rusqlite::Connection = tx;
+    check_state_dependent_auth_rules(
+        &rules.authorization,
+        &pdu,
+        |kind: &StateEventType, key: &str| {
+            let id =
+                state::current_state_id(conn, room_id.as_str(), &kind.to_string(), key).ok()??;
+            load_pdu(conn, &id).ok()?
+        },
+    )
+    .map_err(Error::forbidden)?;
+
+    persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
+    Ok(pdu)
+}
+
+/// Stores an authorised event and applies its effects (state, memberships, redaction).
+fn persist_in_tx(
+    tx: &mut WriteTx<'_>,
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    current_group: Option<i64>,
+    txn: Option<(&str, &str)>,
+) -> Result<i64> {
+    let pos = tx.next_stream_pos();
+    let room_id = pdu.room_id.as_str();
+    let group = match &pdu.state_key {
+        Some(key) => {
+            let mut delta = state::StateMap::new();
+            delta.insert(
+                (pdu.kind.to_string(), key.clone()),
+                pdu.event_id.to_string(),
+            );
+            Some(state::new_state_group(tx, room_id, current_group, &delta)?)
+        }
+        None => current_group,
+    };
+    events::insert_event(tx, pdu, pos, group, txn)?;
+    events::advance_extremities(tx, pdu)?;
+    if let (Some(key), Some(group)) = (&pdu.state_key, group) {
+        let membership = if pdu.kind == TimelineEventType::RoomMember {
+            pdu.content_value()
+                .get("membership")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        } else {
+            None
+        };
+        state::set_current_state(
+            tx,
+            room_id,
+            &pdu.kind.to_string(),
+            key,
+            pdu.event_id.as_str(),
+            membership.as_deref(),
+            group,
+        )?;
+        if let Some(membership) = membership {
+            state::record_membership_change(tx, pos, room_id, key, &membership)?;
+            if membership == "join" {
+                state::set_forgotten(tx, key, room_id, false)?;
+            }
+        }
+    }
+    if pdu.kind == TimelineEventType::RoomRedaction
+        && let Some(target) = &pdu.redacts
+        && let Some(stored) = events::get_room_event(tx, room_id, target.as_str())?
+    {
+        let object: CanonicalJsonObject = serde_json::from_str(&stored.pdu.json)
+            .map_err(|err| Error::internal(err.to_string()))?;
+        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+            .map_err(|err| Error::internal(err.to_string()))?;
+        let json =
+            serde_json::to_string(&redacted).map_err(|err| Error::internal(err.to_string()))?;
+        events::store_redaction(tx, target.as_str(), &json, pdu.event_id.as_str())?;
+    }
+    Ok(pos)
+}
+
+/// What `/createRoom` asked for, already validated by the handler.
+#[derive(Debug, Default)]
+pub struct CreateRoom {
+    /// Room version (default when `None`).
+    pub version: Option<RoomVersionId>,
+    /// Extra create content.
+    pub creation_content: serde_json::Map<String, Value>,
+    /// `public_chat`, `private_chat` or `trusted_private_chat`.
+    pub preset: Option<String>,
+    /// Name.
+    pub name: Option<String>,
+    /// Topic.
+    pub topic: Option<String>,
+    /// Local alias to create (full alias).
+    pub alias: Option<String>,
+    /// Users to invite.
+    pub invite: Vec<OwnedUserId>,
+    /// Extra state events: (type, state_key, content).
+    pub initial_state: Vec<(String, String, Value)>,
+    /// Overrides merged into the power levels content.
+    pub power_level_override: Option<serde_json::Map<String, Value>>,
+    /// Whether this is a DM (sets `is_direct` on invites).
+    pub is_direct: bool,
+    /// Publish in the local directory.
+    pub public: bool,
+}
+
+/// Creates a room with its whole initial event chain in one transaction.
+pub async fn create_room(
+    server: &Server,
+    creator: OwnedUserId,
+    req: CreateRoom,
+) -> Result<OwnedRoomId> {
+    let signer = Arc::clone(&server.signer);
+    let (displayname, avatar) = profile_of(server, &creator).await?;
+    server
+        .store
+        .write(move |tx| create_room_in_tx(tx, &signer, &creator, req, displayname, avatar))
+        .await
+}
+
+fn create_room_in_tx(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    creator: &UserId,
+    req: CreateRoom,
+    displayname: Option<String>,
+    avatar: Option<String>,
+) -> Result<OwnedRoomId> {
+    let version = req.version.unwrap_or(crate::matrix::DEFAULT_ROOM_VERSION);
+    let rules = rules_for(&version).ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnsupportedRoomVersion,
+            "Unsupported room version",
+        )
+    })?;
+    if let Some(alias) = &req.alias
+        && misc::get_alias(tx, alias)?.is_some()
+    {
+        return Err(Error::new(ErrorCode::RoomInUse, "Room alias already taken"));
+    }
+
+    // 1. m.room.create
+    let mut create_content = req.creation_content.clone();
+    create_content.insert("room_version".to_owned(), json!(version.as_str()));
+    if !rules.authorization.use_room_create_sender {
+        create_content.insert("creator".to_owned(), json!(creator));
+    }
+    let legacy_room_id = (!rules.authorization.room_create_event_id_as_room_id)
+        .then(|| new_legacy_room_id(&signer.server_name));
+    let create = build_event(
+        NewEvent::state(
+            TimelineEventType::RoomCreate,
+            "",
+            Value::Object(create_content),
+        ),
+        Placement {
+            rules: &rules,
+            room_id: legacy_room_id.as_deref(),
+            sender: creator,
+            prev_events: vec![],
+            depth: 1,
+            auth_events: vec![],
+            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            server_name: &signer.server_name,
+            key: &signer.key,
+        },
+    )
+    .map_err(map_build_error)?;
+    check_state_independent_auth_rules(&rules.authorization, &create, |_| None::<Pdu>)
+        .map_err(|err| Error::bad_json(format!("invalid create event: {err}")))?;
+    let room_id = create.room_id.clone();
+    state::create_room(
+        tx,
+        room_id.as_str(),
+        version.as_str(),
+        creator.as_str(),
+        now_ms(),
+    )?;
+    persist_in_tx(tx, &rules, &create, None, None)?;
+
+    let append = |tx: &mut WriteTx<'_>, event: NewEvent| {
+        append_in_tx(tx, signer, &room_id, creator, event, None)
+    };
+
+    // 2. creator's join
+    let mut member = json!({"membership": "join"});
+    if let Some(name) = &displayname {
+        member["displayname"] = json!(name);
+    }
+    if let Some(url) = &avatar {
+        member["avatar_url"] = json!(url);
+    }
+    append(
+        tx,
+        NewEvent::state(TimelineEventType::RoomMember, creator.as_str(), member),
+    )?;
+
+    // 3. power levels
+    let preset = req.preset.as_deref().unwrap_or(if req.public {
+        "public_chat"
+    } else {
+        "private_chat"
+    });
+    let mut users = serde_json::Map::new();
+    if !rules.authorization.explicitly_privilege_room_creators {
+        users.insert(creator.to_string(), json!(100));
+    }
+    if preset == "trusted_private_chat" {
+        for invitee in &req.invite {
+            users.insert(invitee.to_string(), json!(100));
+        }
+    }
+    let mut power = json!({
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+            "m.room.server_acl": 100, "m.room.encryption": 100,
+        },
+        "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50,
+        "invite": if preset == "public_chat" { 0 } else { 0 },
+        "notifications": {"room": 50},
+    });
+    if let Some(overrides) = req.power_level_override {
+        let object = power.as_object_mut().expect("literal object");
+        for (key, value) in overrides {
+            object.insert(key, value);
+        }
+    }
+    append(
+        tx,
+        NewEvent::state(TimelineEventType::RoomPowerLevels, "", power),
+    )?;
+
+    // 4. alias
+    if let Some(alias) = &req.alias {
+        misc::create_alias(tx, alias, room_id.as_str(), creator.as_str())?;
+        append(
+            tx,
+            NewEvent::state(
+                TimelineEventType::RoomCanonicalAlias,
+                "",
+                json!({"alias": alias}),
+            ),
+        )?;
+    }
+
+    // 5. preset state
+    let (join_rule, history, guest) = match preset {
+        "public_chat" => ("public", "shared", "forbidden"),
+        "trusted_private_chat" | "private_chat" => ("invite", "shared", "can_join"),
+        other => return Err(Error::bad_json(format!("unknown preset {other:?}"))),
+    };
+    let overridden = |kind: &str| {
+        req.initial_state
+            .iter()
+            .any(|(t, k, _)| t == kind && k.is_empty())
+    };
+    if !overridden("m.room.join_rules") {
+        append(
+            tx,
+            NewEvent::state(
+                TimelineEventType::RoomJoinRules,
+                "",
+                json!({"join_rule": join_rule}),
+            ),
+        )?;
+    }
+    if !overridden("m.room.history_visibility") {
+        append(
+            tx,
+            NewEvent::state(
+                TimelineEventType::RoomHistoryVisibility,
+                "",
+                json!({"history_visibility": history}),
+            ),
+        )?;
+    }
+    if !overridden("m.room.guest_access") {
+        append(
+            tx,
+            NewEvent::state(
+                TimelineEventType::RoomGuestAccess,
+                "",
+                json!({"guest_access": guest}),
+            ),
+        )?;
+    }
+
+    // 6. initial_state, then name and topic (which win over initial_state)
+    for (kind, key, content) in req.initial_state {
+        append(
+            tx,
+            NewEvent::state(TimelineEventType::from(kind), key, content),
+        )?;
+    }
+    if let Some(name) = req.name {
+        append(
+            tx,
+            NewEvent::state(TimelineEventType::RoomName, "", json!({"name": name})),
+        )?;
+    }
+    if let Some(topic) = req.topic {
+        append(
+            tx,
+            NewEvent::state(
+                TimelineEventType::RoomTopic,
+                "",
+                json!({"topic": topic, "m.topic": {"m.text": [{"body": topic}]}}),
+            ),
+        )?;
+    }
+
+    // 7. invites
+    for invitee in &req.invite {
+        let mut content = json!({"membership": "invite"});
+        if req.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        append(
+            tx,
+            NewEvent::state(TimelineEventType::RoomMember, invitee.as_str(), content),
+        )?;
+    }
+    if req.public {
+        state::set_room_public(tx, room_id.as_str(), true)?;
+    }
+    Ok(room_id)
+}
+
+/// A user's displayname and avatar, for member events.
+pub async fn profile_of(
+    server: &Server,
+    user_id: &UserId,
+) -> Result<(Option<String>, Option<String>)> {
+    let user = user_id.to_string();
+    server
+        .store
+        .read(move |conn| {
+            Ok(crate::store::accounts::get_profile(conn, &user)?.unwrap_or((None, None)))
+        })
+        .await
+}
+
+/// Sends a message-like or state event on behalf of a local user (idempotent per txn ID).
+pub async fn send(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event: NewEvent,
+    txn: Option<(String, String)>,
+) -> Result<OwnedEventId> {
+    let signer = Arc::clone(&server.signer);
+    server
+        .store
+        .write(move |tx| {
+            if let Some((device, txn_id)) = &txn
+                && let Some(existing) = events::event_for_txn(tx, sender.as_str(), device, txn_id)?
+            {
+                return OwnedEventId::try_from(existing)
+                    .map_err(|err| Error::internal(err.to_string()));
+            }
+            require_room(tx, &room_id)?;
+            if event.kind == TimelineEventType::RoomRedaction
+                && let Some(target) = &event.redacts
+            {
+                check_may_redact(tx, &room_id, &sender, target)?;
+            }
+            let txn_ref = txn.as_ref().map(|(d, t)| (d.as_str(), t.as_str()));
+            Ok(
+                append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
+                    .event_id
+                    .clone(),
+            )
+        })
+        .await
+}
+
+fn require_room(conn: &rusqlite::Connection, room_id: &RoomId) -> Result<()> {
+    state::get_room(conn, room_id.as_str())?
+        .map(|_| ())
+        .ok_or_else(|| Error::forbidden("You are not in this room (or it does not exist here)"))
+}
+
+fn check_may_redact(
+    conn: &rusqlite::Connection,
+    room_id: &RoomId,
+    sender: &UserId,
+    target: &ruma::EventId,
+) -> Result<()> {
+    let Some(event) = events::get_room_event(conn, room_id.as_str(), target.as_str())? else {
+        return Err(Error::not_found("Event not found in this room"));
+    };
+    if event.pdu.sender != sender {
+        let power = power_levels(conn, room_id.as_str())?;
+        if power.user_level(sender.as_str()) < power.redact_level() {
+            return Err(Error::forbidden("You may only redact your own events"));
+        }
+    }
+    Ok(())
+}
+
+/// Changes a user's membership (join, leave, invite, kick, ban, unban) by appending the member
+/// event; the room's auth rules decide whether it is allowed.
+pub async fn set_membership(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    target: OwnedUserId,
+    membership: &'static str,
+    reason: Option<String>,
+    extra: serde_json::Map<String, Value>,
+) -> Result<OwnedEventId> {
+    let (displayname, avatar) = if membership == "join" {
+        profile_of(server, &target).await?
+    } else {
+        (None, None)
+    };
+    let signer = Arc::clone(&server.signer);
+    server
+        .store
+        .write(move |tx| {
+            if state::get_room(tx, room_id.as_str())?.is_none() {
+                return Err(Error::not_found(
+                    "This room is not known on this unit (joining rooms on other units needs federation)",
+                ));
+            }
+            let current = state::membership(tx, room_id.as_str(), target.as_str())?;
+            // Idempotent no-ops keep clients happy (re-join, re-leave).
+            if current.as_deref() == Some(membership)
+                && matches!(membership, "join" | "leave")
+                && sender == target
+                && let Some(id) = state::current_state_id(tx, room_id.as_str(), "m.room.member", target.as_str())?
+                && membership == "join"
+            {
+                return OwnedEventId::try_from(id).map_err(|err| Error::internal(err.to_string()));
+            }
+            if membership == "leave" && sender == target && current.is_none() {
+                return Err(Error::forbidden("You are not a member of this room"));
+            }
+            let mut content = extra;
+            content.insert("membership".to_owned(), json!(membership));
+            if let Some(reason) = reason {
+                content.insert("reason".to_owned(), json!(reason));
+            }
+            if let Some(name) = displayname {
+                content.entry("displayname").or_insert(json!(name));
+            }
+            if let Some(url) = avatar {
+                content.entry("avatar_url").or_insert(json!(url));
+            }
+            let event = NewEvent::state(TimelineEventType::RoomMember, target.as_str(), Value::Object(content));
+            Ok(append_in_tx(tx, &signer, &room_id, &sender, event, None)?.event_id.clone())
+        })
+        .await
+}
+
+/// What a user may see of a room's history.
+#[derive(Debug, Clone, Copy)]
+pub enum Visibility {
+    /// Currently joined: everything.
+    All,
+    /// Left, kicked or banned (or invited): events up to and including this stream position.
+    UpTo(i64),
+}
+
+/// Decides what of a room a user may read; `M_FORBIDDEN` if nothing.
+pub fn visibility(conn: &rusqlite::Connection, room_id: &str, user_id: &str) -> Result<Visibility> {
+    match state::membership(conn, room_id, user_id)?.as_deref() {
+        Some("join") => Ok(Visibility::All),
+        Some(_) => {
+            let was_joined = state::membership_changes(conn, user_id, 0, i64::MAX)?
+                .iter()
+                .any(|(_, room, m)| room == room_id && m == "join");
+            match state::membership_pos_at(conn, user_id, room_id, i64::MAX)? {
+                Some((pos, _)) if was_joined => Ok(Visibility::UpTo(pos)),
+                _ => Err(Error::forbidden("You are not allowed to view this room")),
+            }
+        }
+        None => {
+            if state::get_room(conn, room_id)?.is_none() {
+                Err(Error::forbidden(
+                    "You are not in this room (or it does not exist here)",
+                ))
+            } else {
+                Err(Error::forbidden("You are not allowed to view this room"))
+            }
+        }
+    }
+}
+
+impl Visibility {
+    /// Whether an event at `stream_pos` is visible.
+    pub fn allows(self, stream_pos: i64) -> bool {
+        match self {
+            Visibility::All => true,
+            Visibility::UpTo(limit) => stream_pos <= limit,
+        }
+    }
+}
+
+/// Formats a stored event for a client: `unsigned` with age, the viewer's own transaction ID,
+/// `prev_content` for state events and `redacted_because`.
+pub fn client_event(
+    conn: &rusqlite::Connection,
+    event: &events::StoredEvent,
+    viewer: Option<(&str, &str)>,
+) -> Result<Value> {
+    use crate::matrix::client_format::{Unsigned, to_client_event};
+    let pdu = &event.pdu;
+    let mut unsigned = Unsigned {
+        age: Some(now_ms() - i64::from(pdu.origin_server_ts.get())),
+        ..Default::default()
+    };
+    if let (Some((device, txn_id)), Some((user, viewer_device))) = (&event.txn, viewer)
+        && pdu.sender.as_str() == user
+        && device == viewer_device
+    {
+        unsigned.transaction_id = Some(txn_id.clone());
+    }
+    if let Some(key) = &pdu.state_key
+        && let Some(group) =
+            state::state_group_before(conn, pdu.room_id.as_str(), event.stream_pos)?
+        && let Some(prev_id) = state::state_entry_at_group(conn, group, &pdu.kind.to_string(), key)?
+        && let Some(prev) = load_pdu(conn, &prev_id)?
+    {
+        unsigned.prev_content = Some(prev.content_value());
+        unsigned.replaces_state = Some(prev_id);
+    }
+    if let Some(by) = &event.redacted_by
+        && let Some(redaction) = events::get_event(conn, by)?
+    {
+        unsigned.redacted_because = Some(to_client_event(&redaction.pdu, Unsigned::default()));
+    }
+    Ok(to_client_event(pdu, unsigned))
+}
+
+/// Loads the PDUs of a state map, skipping entries that fail `keep`.
+pub fn load_state_events(
+    conn: &rusqlite::Connection,
+    state: &state::StateMap,
+    keep: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<events::StoredEvent>> {
+    let mut out = Vec::new();
+    for ((kind, key), event_id) in state {
+        if keep(kind, key)
+            && let Some(event) = events::get_event(conn, event_id)?
+        {
+            out.push(event);
+        }
+    }
+    Ok(out)
+}

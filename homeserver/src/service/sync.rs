@@ -1,0 +1,383 @@
+//! `/sync`: what changed for a user since a token, long-polled on the store's commit notifier.
+//!
+//! A token is `s<stream position>`. Everything a client syncs (events, membership changes,
+//! account data, receipts) carries a position from the one writer, so "what is new" is always
+//! "rows with `since < pos <= upto`", and tokens stay valid across restarts. A long poll waits
+//! on the store's `watch` channel, never on a timer polling the database.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde_json::{Map, Value, json};
+
+use super::Server;
+use super::rooms::{client_event, load_state_events};
+use crate::error::{Error, Result};
+use crate::matrix::client_format::to_stripped_state;
+use crate::matrix::filter::{Filter, RoomEventFilter};
+use crate::store::events::{self, StoredEvent};
+use crate::store::{misc, state};
+
+/// Timeline length when the filter sets none.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// Longest long-poll we honour.
+const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+/// State events shown to invitees (spec: "stripped state").
+const INVITE_STATE_TYPES: [&str; 6] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+/// A parsed `/sync` request.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    /// The user syncing.
+    pub user_id: String,
+    /// Their device.
+    pub device_id: String,
+    /// Position from the `since` token.
+    pub since: Option<i64>,
+    /// Send full state for every room.
+    pub full_state: bool,
+    /// The filter in force.
+    pub filter: Filter,
+    /// Long-poll timeout.
+    pub timeout: Duration,
+}
+
+/// Parses a sync token (`s<position>`).
+pub fn parse_token(token: &str) -> Result<i64> {
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| Error::invalid_param("Unknown sync token"))
+}
+
+/// Runs a sync, waiting up to the timeout for something new.
+pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
+    let mut positions = server.store.subscribe();
+    let mut shutdown = server.shutdown.clone();
+    loop {
+        let upto = *positions.borrow_and_update();
+        if let Some(since) = req.since
+            && since > upto
+        {
+            // A token from a newer database (restored backup): treat as "now".
+            req.since = Some(upto);
+        }
+        let request = req.clone();
+        let (response, empty) = server
+            .store
+            .read(move |conn| compute(conn, &request, upto))
+            .await?;
+        let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
+        if done {
+            return Ok(response);
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, positions.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Ok(response),
+            },
+            _ = crate::stopped(&mut shutdown) => return Ok(response),
+        }
+    }
+}
+
+/// Computes the response for `(since, upto]`; returns it and whether it carries nothing new.
+fn compute(conn: &Connection, req: &SyncRequest, upto: i64) -> Result<(Value, bool)> {
+    let since = req.since;
+    let after = since.unwrap_or(0);
+    let room_filter = &req.filter.room;
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut leave = Map::new();
+
+    let account_data = misc::account_data_since(
+        conn,
+        &req.user_id,
+        if since.is_some() { after } else { 0 },
+        upto,
+    )?;
+    let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut global_account_data = Vec::new();
+    for (room, kind, content) in account_data {
+        let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
+        let event = json!({"type": kind, "content": content});
+        if room.is_empty() {
+            if req.filter.account_data.allows_type(&kind) {
+                global_account_data.push(event);
+            }
+        } else if room_filter.account_data.allows_type(&kind) {
+            room_account_data.entry(room).or_default().push(event);
+        }
+    }
+
+    for (room_id, membership, member_pos) in state::memberships_as_of(conn, &req.user_id, upto)? {
+        if !room_filter.allows_room(&room_id) {
+            continue;
+        }
+        match membership.as_str() {
+            "join" => {
+                let fresh = since.is_none() || req.full_state || member_pos > after;
+                let section = joined_room(
+                    conn,
+                    req,
+                    &room_id,
+                    if fresh { None } else { Some(after) },
+                    upto,
+                )?;
+                let data = room_account_data.remove(&room_id).unwrap_or_default();
+                if let Some(mut section) =
+                    section.or_else(|| (!data.is_empty()).then(|| empty_room()))
+                {
+                    section["account_data"] = json!({"events": data});
+                    join.insert(room_id, section);
+                }
+            }
+            "invite" if since.is_none() || member_pos > after => {
+                invite.insert(room_id.clone(), invited_room(conn, &room_id, &req.user_id)?);
+            }
+            "leave" | "ban" => {
+                let show = match since {
+                    Some(_) => member_pos > after,
+                    None => room_filter.include_leave,
+                } && !state::is_forgotten(conn, &req.user_id, &room_id)?;
+                if show {
+                    let from = since.filter(|_| !req.full_state);
+                    if let Some(section) = left_room(conn, req, &room_id, from, member_pos)? {
+                        leave.insert(room_id, section);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let empty =
+        join.is_empty() && invite.is_empty() && leave.is_empty() && global_account_data.is_empty();
+    let response = json!({
+        "next_batch": format!("s{upto}"),
+        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+        "account_data": {"events": global_account_data},
+        "presence": {"events": []},
+        "to_device": {"events": []},
+        "device_lists": {"changed": [], "left": []},
+        "device_one_time_keys_count": {},
+    });
+    Ok((response, empty))
+}
+
+fn empty_room() -> Value {
+    json!({
+        "timeline": {"events": [], "limited": false},
+        "state": {"events": []},
+        "ephemeral": {"events": []},
+        "account_data": {"events": []},
+        "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        "summary": {},
+    })
+}
+
+/// The newest `limit` events of a room in `(after, upto]` that pass the filter, oldest first,
+/// and whether older ones were left out.
+fn timeline(
+    conn: &Connection,
+    room_id: &str,
+    filter: &RoomEventFilter,
+    after: i64,
+    upto: i64,
+) -> Result<(Vec<StoredEvent>, bool)> {
+    let limit = filter
+        .limit
+        .map(|l| l as usize)
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000);
+    let mut picked = Vec::new();
+    let mut cursor = upto;
+    let mut limited = false;
+    'scan: loop {
+        let batch = events::room_events_desc(conn, room_id, after, cursor, 200)?;
+        let Some(last) = batch.last() else { break };
+        cursor = last.stream_pos - 1;
+        let exhausted = batch.len() < 200;
+        for event in batch {
+            if filter.allows(&event.pdu) {
+                if picked.len() == limit {
+                    limited = true;
+                    break 'scan;
+                }
+                picked.push(event);
+            }
+        }
+        if exhausted {
+            break;
+        }
+    }
+    picked.reverse();
+    Ok((picked, limited))
+}
+
+fn format_all(conn: &Connection, events: &[StoredEvent], req: &SyncRequest) -> Result<Vec<Value>> {
+    let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
+    events
+        .iter()
+        .map(|e| client_event(conn, e, viewer))
+        .collect()
+}
+
+/// State events for the `state` section: the state before `first_pos` minus, for an
+/// incremental sync, what the client had at `since`.
+fn state_section(
+    conn: &Connection,
+    req: &SyncRequest,
+    room_id: &str,
+    first_pos: i64,
+    since: Option<i64>,
+    timeline: &[StoredEvent],
+) -> Result<Vec<Value>> {
+    let state_filter = &req.filter.room.state;
+    let Some(group) = state::state_group_before(conn, room_id, first_pos)? else {
+        return Ok(Vec::new());
+    };
+    let mut map = state::state_at_group(conn, group)?;
+    if let Some(since) = since
+        && let Some(old_group) = state::state_group_before(conn, room_id, since + 1)?
+    {
+        let old = state::state_at_group(conn, old_group)?;
+        map.retain(|key, id| old.get(key) != Some(id));
+    }
+    let lazy_members: Option<BTreeSet<String>> = state_filter.lazy_load_members.then(|| {
+        let mut senders: BTreeSet<String> =
+            timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
+        senders.insert(req.user_id.clone());
+        senders
+    });
+    let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.pdu.event_id.as_str()).collect();
+    let events = load_state_events(conn, &map, |kind, key| {
+        state_filter.allows_type(kind)
+            && (kind != "m.room.member" || lazy_members.as_ref().is_none_or(|m| m.contains(key)))
+    })?;
+    let events: Vec<StoredEvent> = events
+        .into_iter()
+        .filter(|e| state_filter.allows(&e.pdu) && !in_timeline.contains(e.pdu.event_id.as_str()))
+        .collect();
+    format_all(conn, &events, req)
+}
+
+fn joined_room(
+    conn: &Connection,
+    req: &SyncRequest,
+    room_id: &str,
+    since: Option<i64>,
+    upto: i64,
+) -> Result<Option<Value>> {
+    let after = since.unwrap_or(0);
+    let (events, limited) = timeline(conn, room_id, &req.filter.room.timeline, after, upto)?;
+    let receipts = if req.filter.room.ephemeral.allows_type("m.receipt") {
+        misc::receipts_since(conn, room_id, after, upto)?
+    } else {
+        Vec::new()
+    };
+    let receipts: Vec<_> = receipts
+        .into_iter()
+        .filter(|r| r.receipt_type != "m.read.private" || r.user_id == req.user_id)
+        .collect();
+    if since.is_some() && events.is_empty() && receipts.is_empty() {
+        return Ok(None);
+    }
+    let first_pos = events.first().map(|e| e.stream_pos).unwrap_or(upto + 1);
+    let state = if since.is_none() || limited {
+        state_section(conn, req, room_id, first_pos, since, &events)?
+    } else {
+        Vec::new()
+    };
+    let prev_batch = match events.first() {
+        Some(e) => format!("t{}_{}", e.pdu.depth, e.stream_pos),
+        None => {
+            let key = events::topo_key_after_stream(conn, room_id, upto)?;
+            format!("t{}_{}", key.depth, key.stream_pos)
+        }
+    };
+    let mut ephemeral = Vec::new();
+    if !receipts.is_empty() {
+        let mut content = Map::new();
+        for r in receipts {
+            let mut entry = json!({"ts": r.ts});
+            if !r.thread_id.is_empty() {
+                entry["thread_id"] = json!(r.thread_id);
+            }
+            let by_type = content.entry(r.event_id).or_insert_with(|| json!({}));
+            by_type
+                .as_object_mut()
+                .expect("receipt entries are objects")
+                .entry(r.receipt_type)
+                .or_insert_with(|| json!({}))[r.user_id] = entry;
+        }
+        ephemeral.push(json!({"type": "m.receipt", "content": content}));
+    }
+    let read_pos = misc::read_up_to(conn, room_id, &req.user_id)?;
+    let unread = events::count_unread(conn, room_id, &req.user_id, read_pos)?;
+    let joined = state::members_with(conn, room_id, "join")?.len();
+    let invited = state::members_with(conn, room_id, "invite")?.len();
+    Ok(Some(json!({
+        "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
+        "state": {"events": state},
+        "ephemeral": {"events": ephemeral},
+        "account_data": {"events": []},
+        "unread_notifications": {"notification_count": unread, "highlight_count": 0},
+        "summary": {"m.joined_member_count": joined, "m.invited_member_count": invited},
+    })))
+}
+
+fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
+    let mut stripped = Vec::new();
+    for kind in INVITE_STATE_TYPES {
+        if let Some(id) = state::current_state_id(conn, room_id, kind, "")?
+            && let Some(event) = events::get_event(conn, &id)?
+        {
+            stripped.push(to_stripped_state(&event.pdu));
+        }
+    }
+    if let Some(id) = state::current_state_id(conn, room_id, "m.room.member", user_id)?
+        && let Some(event) = events::get_event(conn, &id)?
+    {
+        stripped.push(to_stripped_state(&event.pdu));
+    }
+    Ok(json!({"invite_state": {"events": stripped}}))
+}
+
+fn left_room(
+    conn: &Connection,
+    req: &SyncRequest,
+    room_id: &str,
+    since: Option<i64>,
+    leave_pos: i64,
+) -> Result<Option<Value>> {
+    let after = since.unwrap_or(0);
+    let (events, limited) = timeline(conn, room_id, &req.filter.room.timeline, after, leave_pos)?;
+    let first_pos = events
+        .first()
+        .map(|e| e.stream_pos)
+        .unwrap_or(leave_pos + 1);
+    let state = if since.is_none() || limited {
+        state_section(conn, req, room_id, first_pos, since, &events)?
+    } else {
+        Vec::new()
+    };
+    let prev_batch = events
+        .first()
+        .map(|e| format!("t{}_{}", e.pdu.depth, e.stream_pos));
+    Ok(Some(json!({
+        "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
+        "state": {"events": state},
+        "account_data": {"events": []},
+    })))
+}

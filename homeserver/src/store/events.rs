@@ -1,0 +1,341 @@
+//! Events: the PDUs of every room, their DAG edges, forward extremities, transaction IDs and
+//! the orderings clients page through.
+//!
+//! Two orderings exist: `stream_pos` (local arrival, what sync follows) and the topological key
+//! `(depth, stream_pos)` (what `/messages` follows, so backfilled history sorts before newer
+//! events even though it arrived later).
+
+use ruma::OwnedEventId;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{Error, Result};
+use crate::matrix::pdu::Pdu;
+
+/// A stored event with its local bookkeeping.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// The PDU (redacted form once redacted).
+    pub pdu: Pdu,
+    /// Local stream position.
+    pub stream_pos: i64,
+    /// State group of the state after this event.
+    pub state_group: Option<i64>,
+    /// The redaction that redacted it, if any.
+    pub redacted_by: Option<String>,
+    /// Sending device and transaction ID, for local events.
+    pub txn: Option<(String, String)>,
+}
+
+const COLUMNS: &str =
+    "event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id";
+
+fn from_row(
+    row: &Row<'_>,
+) -> rusqlite::Result<(
+    String,
+    String,
+    bool,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+)> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
+}
+
+type RawRow = (
+    String,
+    String,
+    bool,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn into_stored(raw: RawRow) -> Result<StoredEvent> {
+    let (event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id) = raw;
+    let event_id = OwnedEventId::try_from(event_id)
+        .map_err(|err| Error::internal(format!("stored event id invalid: {err}")))?;
+    let pdu = Pdu::parse(event_id, json, rejected)
+        .map_err(|err| Error::internal(format!("stored event invalid: {err}")))?;
+    Ok(StoredEvent {
+        pdu,
+        stream_pos,
+        state_group,
+        redacted_by,
+        txn: txn_device.zip(txn_id),
+    })
+}
+
+/// The newest stream position on disk (0 for a fresh database).
+pub fn max_stream_pos(conn: &Connection) -> rusqlite::Result<i64> {
+    let events: i64 =
+        conn.query_row("SELECT coalesce(max(stream_pos), 0) FROM events", [], |r| {
+            r.get(0)
+        })?;
+    let data: i64 = conn.query_row(
+        "SELECT coalesce(max(stream_pos), 0) FROM account_data",
+        [],
+        |r| r.get(0),
+    )?;
+    let receipts: i64 = conn.query_row(
+        "SELECT coalesce(max(stream_pos), 0) FROM receipts",
+        [],
+        |r| r.get(0),
+    )?;
+    let meta: i64 = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM server_meta WHERE key = 'stream_pos'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    Ok(events.max(data).max(receipts).max(meta))
+}
+
+/// Records a stream position that has no row of its own (e.g. a deleted account-data item),
+/// so positions never go backwards after a restart.
+pub fn record_stream_pos(conn: &Connection, pos: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO server_meta (key, value) VALUES ('stream_pos', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![pos.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Inserts a new event with its edges. The caller updates extremities and state.
+pub fn insert_event(
+    conn: &Connection,
+    pdu: &Pdu,
+    stream_pos: i64,
+    state_group: Option<i64>,
+    txn: Option<(&str, &str)>,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO events (stream_pos, event_id, room_id, event_type, state_key, sender,
+            origin_server_ts, depth, json, state_group, rejected, txn_device, txn_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            stream_pos,
+            pdu.event_id.as_str(),
+            pdu.room_id.as_str(),
+            pdu.kind.to_string(),
+            pdu.state_key,
+            pdu.sender.as_str(),
+            i64::from(pdu.origin_server_ts.get()),
+            pdu.depth as i64,
+            pdu.json,
+            state_group,
+            pdu.rejected,
+            txn.map(|t| t.0),
+            txn.map(|t| t.1),
+        ],
+    )?;
+    let mut edge = conn.prepare_cached(
+        "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
+    )?;
+    for prev in &pdu.prev_events {
+        edge.execute(params![pdu.event_id.as_str(), prev.as_str()])?;
+    }
+    let mut auth = conn.prepare_cached(
+        "INSERT OR IGNORE INTO event_auth (event_id, auth_event_id) VALUES (?1, ?2)",
+    )?;
+    for auth_id in &pdu.auth_events {
+        auth.execute(params![pdu.event_id.as_str(), auth_id.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Loads one event by ID.
+pub fn get_event(conn: &Connection, event_id: &str) -> Result<Option<StoredEvent>> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE event_id = ?1"))?;
+    stmt.query_row(params![event_id], from_row)
+        .optional()?
+        .map(into_stored)
+        .transpose()
+}
+
+/// Loads one event and checks it belongs to `room_id`.
+pub fn get_room_event(
+    conn: &Connection,
+    room_id: &str,
+    event_id: &str,
+) -> Result<Option<StoredEvent>> {
+    Ok(get_event(conn, event_id)?.filter(|e| e.pdu.room_id.as_str() == room_id))
+}
+
+/// The event a device already sent with this transaction ID.
+pub fn event_for_txn(
+    conn: &Connection,
+    sender: &str,
+    device: &str,
+    txn_id: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT event_id FROM events WHERE sender = ?1 AND txn_device = ?2 AND txn_id = ?3",
+        )?
+        .query_row(params![sender, device, txn_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// The room's forward extremities with their depth.
+pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<(OwnedEventId, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e USING (event_id)
+         WHERE f.room_id = ?1 ORDER BY e.depth",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, depth) = row?;
+        let id = OwnedEventId::try_from(id).map_err(|err| Error::internal(err.to_string()))?;
+        out.push((id, depth as u64));
+    }
+    Ok(out)
+}
+
+/// Makes `event_id` a forward extremity in place of the events it references.
+pub fn advance_extremities(conn: &Connection, pdu: &Pdu) -> Result<()> {
+    let mut del = conn
+        .prepare_cached("DELETE FROM forward_extremities WHERE room_id = ?1 AND event_id = ?2")?;
+    for prev in &pdu.prev_events {
+        del.execute(params![pdu.room_id.as_str(), prev.as_str()])?;
+    }
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO forward_extremities (room_id, event_id) VALUES (?1, ?2)",
+    )?
+    .execute(params![pdu.room_id.as_str(), pdu.event_id.as_str()])?;
+    Ok(())
+}
+
+/// Replaces an event's JSON with its redacted form.
+pub fn store_redaction(
+    conn: &Connection,
+    event_id: &str,
+    redacted_json: &str,
+    redacted_by: &str,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE events SET json = ?2, redacted_by = ?3 WHERE event_id = ?1",
+        params![event_id, redacted_json, redacted_by],
+    )?;
+    Ok(())
+}
+
+/// Events of a room with `after < stream_pos <= upto`, newest first, at most `limit`.
+pub fn room_events_desc(
+    conn: &Connection,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<StoredEvent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM events WHERE room_id = ?1 AND stream_pos > ?2 AND stream_pos <= ?3
+         AND rejected = 0 AND soft_failed = 0 ORDER BY stream_pos DESC LIMIT ?4"
+    ))?;
+    let rows = stmt.query_map(params![room_id, after, upto, limit as i64], from_row)?;
+    rows.map(|r| into_stored(r?)).collect()
+}
+
+/// A position in a room's topological order: the gap just before the event at
+/// `(depth, stream_pos)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopoKey {
+    /// Depth.
+    pub depth: i64,
+    /// Stream position (tie-break).
+    pub stream_pos: i64,
+}
+
+/// Events of a room in topological order from `from`: backwards gives events before the gap,
+/// newest first; forwards gives events at or after it, oldest first.
+pub fn room_events_topo(
+    conn: &Connection,
+    room_id: &str,
+    from: TopoKey,
+    backwards: bool,
+    limit: usize,
+) -> Result<Vec<StoredEvent>> {
+    let sql = if backwards {
+        format!(
+            "SELECT {COLUMNS} FROM events WHERE room_id = ?1 AND (depth, stream_pos) < (?2, ?3)
+             AND rejected = 0 AND soft_failed = 0 ORDER BY depth DESC, stream_pos DESC LIMIT ?4"
+        )
+    } else {
+        format!(
+            "SELECT {COLUMNS} FROM events WHERE room_id = ?1 AND (depth, stream_pos) >= (?2, ?3)
+             AND rejected = 0 AND soft_failed = 0 ORDER BY depth ASC, stream_pos ASC LIMIT ?4"
+        )
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![room_id, from.depth, from.stream_pos, limit as i64],
+        from_row,
+    )?;
+    rows.map(|r| into_stored(r?)).collect()
+}
+
+/// The topological gap just after the newest event of the room at or before `stream_pos`.
+pub fn topo_key_after_stream(conn: &Connection, room_id: &str, stream_pos: i64) -> Result<TopoKey> {
+    let key: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT depth, stream_pos FROM events WHERE room_id = ?1 AND stream_pos <= ?2
+             ORDER BY depth DESC, stream_pos DESC LIMIT 1",
+        )?
+        .query_row(params![room_id, stream_pos], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match key {
+        Some((depth, pos)) => TopoKey {
+            depth,
+            stream_pos: pos + 1,
+        },
+        None => TopoKey {
+            depth: 0,
+            stream_pos: 0,
+        },
+    })
+}
+
+/// Rooms (among `rooms`) with events in `(after, upto]`.
+pub fn rooms_with_events_between(conn: &Connection, after: i64, upto: i64) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT room_id FROM events WHERE stream_pos > ?1 AND stream_pos <= ?2",
+    )?;
+    let rows = stmt.query_map(params![after, upto], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Counts events after `after_pos` in a room that notify `user_id` (messages from others).
+pub fn count_unread(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    after_pos: i64,
+) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM events WHERE room_id = ?1 AND stream_pos > ?2 AND sender != ?3
+             AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
+             AND rejected = 0 AND soft_failed = 0 AND redacted_by IS NULL",
+        )?
+        .query_row(params![room_id, after_pos, user_id], |r| r.get(0))?)
+}

@@ -1,0 +1,174 @@
+//! Small per-user and per-room tables: room aliases, account data, receipts, filters and
+//! server facts.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// Creates an alias; `Ok(false)` if it is taken.
+pub fn create_alias(conn: &Connection, alias: &str, room_id: &str, creator: &str) -> Result<bool> {
+    Ok(conn.execute(
+        "INSERT INTO room_aliases (alias, room_id, creator) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![alias, room_id, creator],
+    )? == 1)
+}
+
+/// Resolves an alias: `(room_id, creator)`.
+pub fn get_alias(conn: &Connection, alias: &str) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT room_id, creator FROM room_aliases WHERE alias = ?1",
+            params![alias],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Deletes an alias.
+pub fn delete_alias(conn: &Connection, alias: &str) -> Result<()> {
+    conn.execute("DELETE FROM room_aliases WHERE alias = ?1", params![alias])?;
+    Ok(())
+}
+
+/// Aliases pointing at a room.
+pub fn room_aliases(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT alias FROM room_aliases WHERE room_id = ?1 ORDER BY alias")?;
+    let rows = stmt.query_map(params![room_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Sets account data (`room_id` empty for global).
+pub fn set_account_data(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    kind: &str,
+    content: &str,
+    pos: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO account_data (user_id, room_id, data_type, content, stream_pos) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (user_id, room_id, data_type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos",
+        params![user_id, room_id, kind, content, pos],
+    )?;
+    Ok(())
+}
+
+/// Reads one account data item.
+pub fn get_account_data(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    kind: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT content FROM account_data WHERE user_id = ?1 AND room_id = ?2 AND data_type = ?3",
+            params![user_id, room_id, kind],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Account data changed in `(after, upto]`: `(room_id, type, content)`.
+pub fn account_data_since(
+    conn: &Connection,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, data_type, content FROM account_data WHERE user_id = ?1
+         AND stream_pos > ?2 AND stream_pos <= ?3 ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![user_id, after, upto], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A stored receipt.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    /// Receipt type (`m.read`, `m.read.private`).
+    pub receipt_type: String,
+    /// Reader.
+    pub user_id: String,
+    /// Thread (`""` for unthreaded).
+    pub thread_id: String,
+    /// Event read up to.
+    pub event_id: String,
+    /// When.
+    pub ts: i64,
+}
+
+/// Upserts a receipt.
+pub fn set_receipt(conn: &Connection, room_id: &str, r: &Receipt, pos: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO receipts (room_id, receipt_type, user_id, thread_id, event_id, ts, stream_pos)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (room_id, receipt_type, user_id, thread_id)
+         DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, stream_pos = excluded.stream_pos",
+        params![room_id, r.receipt_type, r.user_id, r.thread_id, r.event_id, r.ts, pos],
+    )?;
+    Ok(())
+}
+
+/// Receipts of a room in `(after, upto]`.
+pub fn receipts_since(
+    conn: &Connection,
+    room_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<Receipt>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT receipt_type, user_id, thread_id, event_id, ts FROM receipts WHERE room_id = ?1
+         AND stream_pos > ?2 AND stream_pos <= ?3",
+    )?;
+    let rows = stmt.query_map(params![room_id, after, upto], |r| {
+        Ok(Receipt {
+            receipt_type: r.get(0)?,
+            user_id: r.get(1)?,
+            thread_id: r.get(2)?,
+            event_id: r.get(3)?,
+            ts: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The stream position of the event a user's unthreaded public or private read receipt points at.
+pub fn read_up_to(conn: &Connection, room_id: &str, user_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT coalesce(max(e.stream_pos), 0) FROM receipts r JOIN events e USING (event_id)
+             WHERE r.room_id = ?1 AND r.user_id = ?2 AND r.receipt_type IN ('m.read', 'm.read.private')",
+        )?
+        .query_row(params![room_id, user_id], |r| r.get(0))?)
+}
+
+/// Stores a filter; returns its ID.
+pub fn create_filter(conn: &Connection, user_id: &str, json: &str) -> Result<i64> {
+    let id: i64 = conn.query_row(
+        "SELECT coalesce(max(filter_id), -1) + 1 FROM filters WHERE user_id = ?1",
+        params![user_id],
+        |r| r.get(0),
+    )?;
+    conn.execute(
+        "INSERT INTO filters (user_id, filter_id, json) VALUES (?1, ?2, ?3)",
+        params![user_id, id, json],
+    )?;
+    Ok(id)
+}
+
+/// Loads a filter.
+pub fn get_filter(conn: &Connection, user_id: &str, filter_id: i64) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT json FROM filters WHERE user_id = ?1 AND filter_id = ?2",
+            params![user_id, filter_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}

@@ -1,0 +1,363 @@
+//! Rooms, room state (state groups with deltas, and the materialised current state) and
+//! memberships.
+//!
+//! A state group is either a full snapshot or a delta against a previous group; chains are cut
+//! with a fresh snapshot every [`MAX_DELTA_DEPTH`] deltas so loading any state stays cheap.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// Longest delta chain before a new full snapshot is written.
+const MAX_DELTA_DEPTH: i64 = 50;
+
+/// A room's state: `(type, state_key) → event_id`.
+pub type StateMap = BTreeMap<(String, String), String>;
+
+/// A room's row.
+#[derive(Debug, Clone)]
+pub struct RoomRow {
+    /// Room version string.
+    pub room_version: String,
+    /// Whether it is in the local public directory.
+    pub is_public: bool,
+    /// State group matching the current state.
+    pub current_state_group: Option<i64>,
+}
+
+/// Creates a room row.
+pub fn create_room(
+    conn: &Connection,
+    room_id: &str,
+    version: &str,
+    creator: &str,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?1, ?2, ?3, ?4)",
+        params![room_id, version, creator, now],
+    )?;
+    Ok(())
+}
+
+/// Loads a room's row.
+pub fn get_room(conn: &Connection, room_id: &str) -> Result<Option<RoomRow>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT room_version, is_public, current_state_group FROM rooms WHERE room_id = ?1",
+        )?
+        .query_row(params![room_id], |r| {
+            Ok(RoomRow {
+                room_version: r.get(0)?,
+                is_public: r.get(1)?,
+                current_state_group: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Publishes or unpublishes a room in the local directory.
+pub fn set_room_public(conn: &Connection, room_id: &str, public: bool) -> Result<()> {
+    conn.execute(
+        "UPDATE rooms SET is_public = ?2 WHERE room_id = ?1",
+        params![room_id, public],
+    )?;
+    Ok(())
+}
+
+/// Rooms in the local public directory.
+pub fn public_rooms(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Writes a new state group: `prev` plus `delta`. Returns its ID.
+pub fn new_state_group(
+    conn: &Connection,
+    room_id: &str,
+    prev: Option<i64>,
+    delta: &StateMap,
+) -> Result<i64> {
+    let prev_depth: Option<i64> = match prev {
+        Some(group) => conn
+            .prepare_cached("SELECT delta_depth FROM state_groups WHERE state_group = ?1")?
+            .query_row(params![group], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
+    let (prev, depth, entries) = match (prev, prev_depth) {
+        (Some(prev), Some(depth)) if depth < MAX_DELTA_DEPTH => {
+            (Some(prev), depth + 1, delta.clone())
+        }
+        (Some(prev), _) => {
+            let mut full = state_at_group(conn, prev)?;
+            full.extend(delta.iter().map(|(k, v)| (k.clone(), v.clone())));
+            (None, 0, full)
+        }
+        (None, _) => (None, 0, delta.clone()),
+    };
+    conn.prepare_cached(
+        "INSERT INTO state_groups (room_id, prev_group, delta_depth) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![room_id, prev, depth])?;
+    let group = conn.last_insert_rowid();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for ((kind, key), event_id) in &entries {
+        insert.execute(params![group, kind, key, event_id])?;
+    }
+    Ok(group)
+}
+
+/// The full state of a group (walking its delta chain).
+pub fn state_at_group(conn: &Connection, group: i64) -> Result<StateMap> {
+    let mut chain = Vec::new();
+    let mut next = Some(group);
+    let mut parent =
+        conn.prepare_cached("SELECT prev_group FROM state_groups WHERE state_group = ?1")?;
+    while let Some(group) = next {
+        chain.push(group);
+        next = parent
+            .query_row(params![group], |r| r.get(0))
+            .optional()?
+            .flatten();
+    }
+    let mut state = StateMap::new();
+    let mut entries = conn.prepare_cached(
+        "SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = ?1",
+    )?;
+    for group in chain.iter().rev() {
+        let rows =
+            entries.query_map(params![group], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+        for row in rows {
+            let (key, event_id) = row?;
+            state.insert(key, event_id);
+        }
+    }
+    Ok(state)
+}
+
+/// Updates the current state after a state event and records the room's current group.
+pub fn set_current_state(
+    conn: &Connection,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+    event_id: &str,
+    membership: Option<&str>,
+    group: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (room_id, event_type, state_key)
+         DO UPDATE SET event_id = excluded.event_id, membership = excluded.membership",
+    )?
+    .execute(params![room_id, kind, state_key, event_id, membership])?;
+    conn.prepare_cached("UPDATE rooms SET current_state_group = ?2 WHERE room_id = ?1")?
+        .execute(params![room_id, group])?;
+    Ok(())
+}
+
+/// The event ID of one current state entry.
+pub fn current_state_id(
+    conn: &Connection,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT event_id FROM current_state WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3",
+        )?
+        .query_row(params![room_id, kind, state_key], |r| r.get(0))
+        .optional()?)
+}
+
+/// The whole current state of a room.
+pub fn current_state(conn: &Connection, room_id: &str) -> Result<StateMap> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT event_type, state_key, event_id FROM current_state WHERE room_id = ?1",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| {
+        Ok(((r.get(0)?, r.get(1)?), r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A user's current membership in a room.
+pub fn membership(conn: &Connection, room_id: &str, user_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT membership FROM current_state WHERE room_id = ?1 AND event_type = 'm.room.member'
+             AND state_key = ?2",
+        )?
+        .query_row(params![room_id, user_id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// Rooms where the user's current membership is `membership`.
+pub fn rooms_with_membership(
+    conn: &Connection,
+    user_id: &str,
+    membership: &str,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id FROM current_state WHERE event_type = 'm.room.member' AND state_key = ?1
+         AND membership = ?2",
+    )?;
+    let rows = stmt.query_map(params![user_id, membership], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Members of a room with a given membership.
+pub fn members_with(conn: &Connection, room_id: &str, membership: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state_key FROM current_state WHERE room_id = ?1 AND event_type = 'm.room.member'
+         AND membership = ?2",
+    )?;
+    let rows = stmt.query_map(params![room_id, membership], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records a membership change for sync.
+pub fn record_membership_change(
+    conn: &Connection,
+    stream_pos: i64,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO membership_changes (stream_pos, room_id, user_id, membership) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![stream_pos, room_id, user_id, membership])?;
+    Ok(())
+}
+
+/// A user's membership changes in `(after, upto]`: `(stream_pos, room_id, membership)`.
+pub fn membership_changes(
+    conn: &Connection,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT stream_pos, room_id, membership FROM membership_changes WHERE user_id = ?1
+         AND stream_pos > ?2 AND stream_pos <= ?3 ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![user_id, after, upto], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The stream position of the user's latest membership event in a room at or before `upto`.
+pub fn membership_pos_at(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    upto: i64,
+) -> Result<Option<(i64, String)>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT stream_pos, membership FROM membership_changes WHERE user_id = ?1 AND room_id = ?2
+             AND stream_pos <= ?3 ORDER BY stream_pos DESC LIMIT 1",
+        )?
+        .query_row(params![user_id, room_id, upto], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Marks a room forgotten (or not) for a user.
+pub fn set_forgotten(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    forgotten: bool,
+) -> Result<()> {
+    if forgotten {
+        conn.execute(
+            "INSERT OR IGNORE INTO forgotten_rooms (user_id, room_id) VALUES (?1, ?2)",
+            params![user_id, room_id],
+        )?;
+    } else {
+        conn.execute(
+            "DELETE FROM forgotten_rooms WHERE user_id = ?1 AND room_id = ?2",
+            params![user_id, room_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Whether the user forgot the room.
+pub fn is_forgotten(conn: &Connection, user_id: &str, room_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM forgotten_rooms WHERE user_id = ?1 AND room_id = ?2")?
+        .query_row(params![user_id, room_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// The user's membership in every room they ever had one in, as of stream position `upto`:
+/// `(room_id, membership, stream_pos)`.
+pub fn memberships_as_of(
+    conn: &Connection,
+    user_id: &str,
+    upto: i64,
+) -> Result<Vec<(String, String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, membership, max(stream_pos) FROM membership_changes
+         WHERE user_id = ?1 AND stream_pos <= ?2 GROUP BY room_id",
+    )?;
+    let rows = stmt.query_map(params![user_id, upto], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The state group in force just before stream position `pos` in a room (`None` before the
+/// room's first event).
+pub fn state_group_before(conn: &Connection, room_id: &str, pos: i64) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT state_group FROM events WHERE room_id = ?1 AND stream_pos < ?2
+             AND rejected = 0 AND soft_failed = 0 ORDER BY stream_pos DESC LIMIT 1",
+        )?
+        .query_row(params![room_id, pos], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// One entry of a group's state, walking the delta chain only as far as needed.
+pub fn state_entry_at_group(
+    conn: &Connection,
+    group: i64,
+    kind: &str,
+    state_key: &str,
+) -> Result<Option<String>> {
+    let mut entry = conn.prepare_cached(
+        "SELECT event_id FROM state_group_entries WHERE state_group = ?1 AND event_type = ?2 AND state_key = ?3",
+    )?;
+    let mut parent =
+        conn.prepare_cached("SELECT prev_group FROM state_groups WHERE state_group = ?1")?;
+    let mut next = Some(group);
+    while let Some(group) = next {
+        if let Some(id) = entry
+            .query_row(params![group, kind, state_key], |r| r.get(0))
+            .optional()?
+        {
+            return Ok(Some(id));
+        }
+        next = parent
+            .query_row(params![group], |r| r.get(0))
+            .optional()?
+            .flatten();
+    }
+    Ok(None)
+}
