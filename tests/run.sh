@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: lint, build once (release), run the unit tests,
+# the black-box tests against the built binary, and the real-client (matrix-sdk) test.
+# This is the README's test command; .ci/run calls it. Everything it needs is either part of
+# the Rust toolchain or fetched by cargo from crates.io.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "lint (clippy, warnings are errors)"
+cargo clippy --workspace --all-targets --release -- -D warnings
+
+step "build (release)"
+cargo build --workspace --release --all-targets
+
+step "unit and black-box tests"
+export OUTPOST_HOMESERVER="$PWD/target/release/homeserver"
+cargo test --workspace --release
+
+if [ -f tests/client/Cargo.toml ]; then
+  step "real-client test (matrix-sdk, its own Cargo project and lockfile)"
+  cargo test --release --manifest-path tests/client/Cargo.toml
+fi
