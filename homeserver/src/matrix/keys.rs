@@ -92,6 +92,70 @@ mod tests {
         assert_eq!(again.public_key_base64(), key.public_key_base64());
     }
 
+    /// The spec's test key (appendices, "Signing Key"): seed `YJDBA9…`, key `ed25519:1`.
+    fn spec_key() -> SigningKey {
+        // The spec's seed has non-zero trailing bits, so decode leniently.
+        let lenient = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_encode_padding(false)
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let seed = lenient
+            .decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1")
+            .expect("b64");
+        // PKCS#8 v1 wrapping of a raw ed25519 seed.
+        let mut der = vec![
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
+        ];
+        der.extend_from_slice(&seed);
+        let key = SigningKey::from_der(der, "1".to_owned()).expect("spec key");
+        // And through our own file format, as the server would load it.
+        SigningKey::parse(&key.serialize()).expect("round trip")
+    }
+
+    #[test]
+    fn signs_json_exactly_as_the_spec_example() {
+        let mut object: ruma::CanonicalJsonObject =
+            serde_json::from_str(r#"{"one": 1, "two": "Two"}"#).expect("json");
+        ruma::signatures::sign_json("domain", spec_key().pair(), &mut object).expect("signs");
+        let signature = object["signatures"].clone();
+        let expected: ruma::CanonicalJsonValue = serde_json::from_str(
+            r#"{"domain": {"ed25519:1": "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"}}"#,
+        )
+        .expect("json");
+        assert_eq!(signature, expected);
+    }
+
+    #[test]
+    fn signs_events_exactly_as_the_spec_example() {
+        let mut event: ruma::CanonicalJsonObject = serde_json::from_str(
+            r#"{"room_id": "!x:domain", "sender": "@a:domain", "origin": "domain",
+                "origin_server_ts": 1000000, "signatures": {}, "hashes": {}, "type": "X",
+                "content": {}, "prev_events": [], "auth_events": [], "depth": 3,
+                "unsigned": {"age_ts": 1000000}}"#,
+        )
+        .expect("json");
+        let rules = ruma::RoomVersionId::V1.rules().expect("v1 rules");
+        ruma::signatures::hash_and_sign_event(
+            "domain",
+            spec_key().pair(),
+            &mut event,
+            &rules.redaction,
+        )
+        .expect("signs");
+        assert_eq!(
+            serde_json::to_string(&event["hashes"]).expect("json"),
+            r#"{"sha256":"5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&event["signatures"]).expect("json"),
+            r#"{"domain":{"ed25519:1":"KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg"}}"#
+        );
+    }
+
     #[test]
     fn rejects_garbage() {
         assert!(SigningKey::parse("rsa 1 abc").is_err());
