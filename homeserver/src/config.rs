@@ -223,9 +223,18 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let file: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::Parse {
-            path: path.to_owned(),
-            message: err.message().to_owned(),
+        let file: FileConfig = toml::from_str(&text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|span| text[..span.start].matches('\n').count() + 1);
+            let message = err.message().replace('\n', " ");
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: match line {
+                    Some(line) => format!("line {line}: {message}"),
+                    None => message,
+                },
+            }
         })?;
         Self::resolve(file, false)
     }

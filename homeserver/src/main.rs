@@ -85,8 +85,10 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
 
 fn init_logging(level: &str) {
     use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // ruma-state-res logs every auth check at INFO; that is debug detail for us.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("ruma_state_res=warn,{level}"))
+    });
     // systemd sets JOURNAL_STREAM when our stderr is the journal: log natively there.
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
@@ -99,7 +101,11 @@ fn init_logging(level: &str) {
     }
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
 }
 
@@ -108,6 +114,8 @@ fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
     init_logging(&config.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work is bounded (read pool, password hashing); cap threads to bound memory.
+        .max_blocking_threads(16)
         .build()
         .map_err(|err| {
             (

@@ -85,6 +85,9 @@ pub enum BuildError {
     /// The signed PDU exceeds 65,536 bytes.
     #[error("event is too large")]
     TooLarge,
+    /// A field exceeds the spec's 255-byte limit (type, state_key).
+    #[error("{0} exceeds 255 bytes")]
+    FieldTooLong(&'static str),
     /// Hashing or signing failed.
     #[error("cannot sign event: {0}")]
     Signing(String),
@@ -92,6 +95,12 @@ pub enum BuildError {
 
 /// Builds, hashes and signs `event`; returns the parsed PDU.
 pub fn build_event(event: NewEvent, at: Placement<'_>) -> Result<Pdu, BuildError> {
+    if event.kind.to_string().len() > 255 {
+        return Err(BuildError::FieldTooLong("type"));
+    }
+    if event.state_key.as_ref().is_some_and(|k| k.len() > 255) {
+        return Err(BuildError::FieldTooLong("state_key"));
+    }
     let mut value = json!({
         "type": event.kind.to_string(),
         "sender": at.sender,

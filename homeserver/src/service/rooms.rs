@@ -42,6 +42,7 @@ fn rules_of(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
 fn map_build_error(err: BuildError) -> Error {
     match err {
         BuildError::NotCanonical(msg) => Error::bad_json(msg),
+        err @ BuildError::FieldTooLong(_) => Error::bad_json(err.to_string()),
         BuildError::TooLarge => Error::new(ErrorCode::TooLarge, "Event is larger than 65536 bytes"),
         BuildError::Signing(msg) => Error::internal(msg),
     }
@@ -373,7 +374,7 @@ fn create_room_in_tx(
             "m.room.server_acl": 100, "m.room.encryption": 100,
         },
         "events_default": 0, "state_default": 50, "ban": 50, "kick": 50, "redact": 50,
-        "invite": if preset == "public_chat" { 0 } else { 0 },
+        "invite": 0,
         "notifications": {"room": 50},
     });
     if let Some(overrides) = req.power_level_override {

@@ -48,6 +48,8 @@ pub struct SyncRequest {
     pub filter: Filter,
     /// Long-poll timeout.
     pub timeout: Duration,
+    /// Send `state_after` (state up to the end of the timeline) instead of `state`.
+    pub use_state_after: bool,
 }
 
 /// Parses a sync token (`s<position>`).
@@ -126,7 +128,7 @@ fn compute(conn: &Connection, req: &SyncRequest, upto: i64) -> Result<(Value, bo
         }
         match membership.as_str() {
             "join" => {
-                let fresh = since.is_none() || req.full_state || member_pos > after;
+                let fresh = since.is_none() || member_pos > after;
                 let section = joined_room(
                     conn,
                     req,
@@ -135,9 +137,7 @@ fn compute(conn: &Connection, req: &SyncRequest, upto: i64) -> Result<(Value, bo
                     upto,
                 )?;
                 let data = room_account_data.remove(&room_id).unwrap_or_default();
-                if let Some(mut section) =
-                    section.or_else(|| (!data.is_empty()).then(|| empty_room()))
-                {
+                if let Some(mut section) = section.or_else(|| (!data.is_empty()).then(empty_room)) {
                     section["account_data"] = json!({"events": data});
                     join.insert(room_id, section);
                 }
@@ -239,12 +239,12 @@ fn state_section(
     conn: &Connection,
     req: &SyncRequest,
     room_id: &str,
-    first_pos: i64,
+    boundary: i64,
     since: Option<i64>,
     timeline: &[StoredEvent],
 ) -> Result<Vec<Value>> {
     let state_filter = &req.filter.room.state;
-    let Some(group) = state::state_group_before(conn, room_id, first_pos)? else {
+    let Some(group) = state::state_group_before(conn, room_id, boundary)? else {
         return Ok(Vec::new());
     };
     let mut map = state::state_at_group(conn, group)?;
@@ -260,7 +260,13 @@ fn state_section(
         senders.insert(req.user_id.clone());
         senders
     });
-    let in_timeline: BTreeSet<&str> = timeline.iter().map(|e| e.pdu.event_id.as_str()).collect();
+    // `state` (before the timeline) must not repeat timeline events; `state_after` includes
+    // them, since clients then ignore state in the timeline.
+    let in_timeline: BTreeSet<&str> = if req.use_state_after {
+        BTreeSet::new()
+    } else {
+        timeline.iter().map(|e| e.pdu.event_id.as_str()).collect()
+    };
     let events = load_state_events(conn, &map, |kind, key| {
         state_filter.allows_type(kind)
             && (kind != "m.room.member" || lazy_members.as_ref().is_none_or(|m| m.contains(key)))
@@ -270,6 +276,31 @@ fn state_section(
         .filter(|e| state_filter.allows(&e.pdu) && !in_timeline.contains(e.pdu.event_id.as_str()))
         .collect();
     format_all(conn, &events, req)
+}
+
+/// The room's `state` or (with `use_state_after`) `state_after` section, as `(key, events)`.
+fn room_state(
+    conn: &Connection,
+    req: &SyncRequest,
+    room_id: &str,
+    since: Option<i64>,
+    timeline: &[StoredEvent],
+    limited: bool,
+    end: i64,
+) -> Result<(&'static str, Vec<Value>)> {
+    let diff_from = since.filter(|_| !req.full_state);
+    if req.use_state_after {
+        let boundary = timeline.last().map(|e| e.stream_pos + 1).unwrap_or(end + 1);
+        let events = state_section(conn, req, room_id, boundary, diff_from, timeline)?;
+        return Ok(("state_after", events));
+    }
+    let events = if since.is_none() || limited || req.full_state {
+        let first_pos = timeline.first().map(|e| e.stream_pos).unwrap_or(end + 1);
+        state_section(conn, req, room_id, first_pos, diff_from, timeline)?
+    } else {
+        Vec::new()
+    };
+    Ok(("state", events))
 }
 
 fn joined_room(
@@ -290,15 +321,10 @@ fn joined_room(
         .into_iter()
         .filter(|r| r.receipt_type != "m.read.private" || r.user_id == req.user_id)
         .collect();
-    if since.is_some() && events.is_empty() && receipts.is_empty() {
+    if since.is_some() && events.is_empty() && receipts.is_empty() && !req.full_state {
         return Ok(None);
     }
-    let first_pos = events.first().map(|e| e.stream_pos).unwrap_or(upto + 1);
-    let state = if since.is_none() || limited {
-        state_section(conn, req, room_id, first_pos, since, &events)?
-    } else {
-        Vec::new()
-    };
+    let (state_key, state) = room_state(conn, req, room_id, since, &events, limited, upto)?;
     let prev_batch = match events.first() {
         Some(e) => format!("t{}_{}", e.pdu.depth, e.stream_pos),
         None => {
@@ -329,7 +355,7 @@ fn joined_room(
     let invited = state::members_with(conn, room_id, "invite")?.len();
     Ok(Some(json!({
         "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
-        "state": {"events": state},
+        state_key: {"events": state},
         "ephemeral": {"events": ephemeral},
         "account_data": {"events": []},
         "unread_notifications": {"notification_count": unread, "highlight_count": 0},
@@ -363,21 +389,13 @@ fn left_room(
 ) -> Result<Option<Value>> {
     let after = since.unwrap_or(0);
     let (events, limited) = timeline(conn, room_id, &req.filter.room.timeline, after, leave_pos)?;
-    let first_pos = events
-        .first()
-        .map(|e| e.stream_pos)
-        .unwrap_or(leave_pos + 1);
-    let state = if since.is_none() || limited {
-        state_section(conn, req, room_id, first_pos, since, &events)?
-    } else {
-        Vec::new()
-    };
+    let (state_key, state) = room_state(conn, req, room_id, since, &events, limited, leave_pos)?;
     let prev_batch = events
         .first()
         .map(|e| format!("t{}_{}", e.pdu.depth, e.stream_pos));
     Ok(Some(json!({
         "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
-        "state": {"events": state},
+        state_key: {"events": state},
         "account_data": {"events": []},
     })))
 }

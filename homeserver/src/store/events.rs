@@ -29,9 +29,8 @@ pub struct StoredEvent {
 const COLUMNS: &str =
     "event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id";
 
-fn from_row(
-    row: &Row<'_>,
-) -> rusqlite::Result<(
+/// One `events` row in `COLUMNS` order, before parsing.
+type RawRow = (
     String,
     String,
     bool,
@@ -40,7 +39,9 @@ fn from_row(
     Option<String>,
     Option<String>,
     Option<String>,
-)> {
+);
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -52,17 +53,6 @@ fn from_row(
         row.get(7)?,
     ))
 }
-
-type RawRow = (
-    String,
-    String,
-    bool,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
 
 fn into_stored(raw: RawRow) -> Result<StoredEvent> {
     let (event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id) = raw;

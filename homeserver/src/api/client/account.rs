@@ -116,6 +116,22 @@ pub async fn register(
                 "Missing token",
             ));
         };
+        let check = token.clone();
+        let valid = server
+            .store
+            .read(move |conn| {
+                crate::store::accounts::registration_token_valid(
+                    conn,
+                    &check,
+                    crate::util::now_ms(),
+                )
+            })
+            .await?;
+        if !valid {
+            let session = auth.session.as_deref();
+            let reason = "Registration token is not valid";
+            return Err(server.uia.failed(&[stage], session, "M_FORBIDDEN", reason));
+        }
         Some(token)
     } else {
         None

@@ -76,18 +76,30 @@ pub struct MessagesQuery {
     filter: Option<String>,
 }
 
+/// Where a page starts, which way it goes, how long it is, and where it must stop.
+#[derive(Clone, Copy)]
+struct Page {
+    start: TopoKey,
+    backwards: bool,
+    limit: usize,
+    stop: Option<TopoKey>,
+}
+
 /// Collects up to `limit` visible, filter-passing events from `start` in one direction.
 /// Returns them and the key to continue from (`None` when the room is exhausted).
 fn paginate(
     conn: &Connection,
     room: &str,
-    start: TopoKey,
-    backwards: bool,
-    limit: usize,
-    stop: Option<TopoKey>,
+    page: Page,
     visible: Visibility,
     filter: &RoomEventFilter,
 ) -> Result<(Vec<StoredEvent>, Option<TopoKey>)> {
+    let Page {
+        start,
+        backwards,
+        limit,
+        stop,
+    } = page;
     let mut out = Vec::new();
     let mut cursor = start;
     loop {
@@ -129,12 +141,7 @@ fn parse_filter(raw: Option<&str>) -> Result<RoomEventFilter> {
 }
 
 /// Member events for the senders of `chunk`, for lazy-loading clients.
-fn lazy_members(
-    conn: &Connection,
-    room: &str,
-    chunk: &[StoredEvent],
-    viewer: &str,
-) -> Result<Vec<Value>> {
+fn lazy_members(conn: &Connection, room: &str, chunk: &[StoredEvent]) -> Result<Vec<Value>> {
     let mut senders: Vec<&str> = chunk.iter().map(|e| e.pdu.sender.as_str()).collect();
     senders.sort_unstable();
     senders.dedup();
@@ -146,7 +153,6 @@ fn lazy_members(
             out.push(rooms::client_event(conn, &event, None)?);
         }
     }
-    let _ = viewer;
     Ok(out)
 }
 
@@ -187,14 +193,24 @@ pub async fn messages(
                 start = start.min(events::topo_key_after_stream(conn, room, pos)?);
             }
             let stop = to.map(|t| resolve(conn, room, t)).transpose()?;
-            let (chunk, next) =
-                paginate(conn, room, start, backwards, limit, stop, visible, &filter)?;
+            let (chunk, next) = paginate(
+                conn,
+                room,
+                Page {
+                    start,
+                    backwards,
+                    limit,
+                    stop,
+                },
+                visible,
+                &filter,
+            )?;
             let formatted = chunk
                 .iter()
                 .map(|e| rooms::client_event(conn, e, Some((&user, &device))))
                 .collect::<Result<Vec<_>>>()?;
             let state = if filter.lazy_load_members {
-                lazy_members(conn, room, &chunk, &user)?
+                lazy_members(conn, room, &chunk)?
             } else {
                 Vec::new()
             };
@@ -267,7 +283,18 @@ pub async fn context(
             let (before, start) = if before_n == 0 {
                 (Vec::new(), Some(key))
             } else {
-                paginate(conn, room, key, true, before_n, None, visible, &filter)?
+                paginate(
+                    conn,
+                    room,
+                    Page {
+                        start: key,
+                        backwards: true,
+                        limit: before_n,
+                        stop: None,
+                    },
+                    visible,
+                    &filter,
+                )?
             };
             let after_key = TopoKey {
                 depth: key.depth,
@@ -277,7 +304,16 @@ pub async fn context(
                 (Vec::new(), Some(after_key))
             } else {
                 paginate(
-                    conn, room, after_key, false, after_n, None, visible, &filter,
+                    conn,
+                    room,
+                    Page {
+                        start: after_key,
+                        backwards: false,
+                        limit: after_n,
+                        stop: None,
+                    },
+                    visible,
+                    &filter,
                 )?
             };
             let format = |list: &[StoredEvent]| -> Result<Vec<Value>> {
@@ -297,7 +333,7 @@ pub async fn context(
                 let mut all = before.clone();
                 all.push(target.clone());
                 all.extend(after.iter().cloned());
-                state.extend(lazy_members(conn, room, &all, &user)?);
+                state.extend(lazy_members(conn, room, &all)?);
             }
             let last_after = after.last().map(|e| TopoKey {
                 depth: e.pdu.depth as i64,

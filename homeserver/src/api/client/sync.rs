@@ -23,6 +23,8 @@ pub struct SyncQuery {
     full_state: bool,
     filter: Option<String>,
     set_presence: Option<String>,
+    #[serde(default)]
+    use_state_after: bool,
 }
 
 /// # `GET /_matrix/client/v3/sync`
@@ -52,6 +54,7 @@ pub async fn sync(
         full_state: q.full_state,
         filter,
         timeout: Duration::from_millis(q.timeout.unwrap_or(0)),
+        use_state_after: q.use_state_after,
     };
     Ok(Json(sync::sync(&server, request).await?))
 }
