@@ -1,0 +1,359 @@
+//! Load benchmark for the release homeserver.
+//!
+//! Starts `target/release/homeserver` with rate limiting disabled, registers users, puts them in
+//! one room, and has K sender threads post M messages each while one client long-polls `/sync`.
+//! Prints throughput, send latency, send→sync delivery latency, idle and peak RSS and cold-start
+//! time. Closed loop by default (each sender sends as fast as it is answered); `--rate R` offers a
+//! fixed total rate instead, measuring latency from each message's scheduled time.
+//!
+//! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
+//! [--users N] [--rate R]`. It asserts nothing about speed.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+use tests::{Client, TestEnv, Value, enc, json, str_field};
+
+const HELP: &str = "\
+bench: load benchmark for the Outpost homeserver
+
+USAGE:
+    cargo run --release -p tests --bin bench -- [OPTIONS]
+
+OPTIONS:
+    --senders K     concurrent sender threads (default 4)
+    --messages M    messages per sender (default 500)
+    --users N       users registered and joined; at least K + 1 (default K + 1)
+    --rate R        offer R messages/s in total instead of sending as fast as possible
+    -h, --help      print this help";
+
+/// Parsed command line.
+#[derive(Debug, Clone, Copy)]
+struct Args {
+    senders: usize,
+    messages: usize,
+    users: usize,
+    rate: Option<f64>,
+}
+
+impl Args {
+    fn parse(mut raw: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+        let mut senders = 4usize;
+        let mut messages = 500usize;
+        let mut users = None;
+        let mut rate = None;
+        while let Some(flag) = raw.next() {
+            let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--senders" => senders = parse_number(&value("--senders")?)?,
+                "--messages" => messages = parse_number(&value("--messages")?)?,
+                "--users" => users = Some(parse_number(&value("--users")?)?),
+                "--rate" => {
+                    let text = value("--rate")?;
+                    let r: f64 = text
+                        .parse()
+                        .map_err(|_| format!("--rate: not a number: {text}"))?;
+                    if !(r > 0.0 && r.is_finite()) {
+                        return Err(format!("--rate must be positive, got {text}"));
+                    }
+                    rate = Some(r);
+                }
+                other => return Err(format!("unknown argument {other:?}; see --help")),
+            }
+        }
+        if senders == 0 || messages == 0 {
+            return Err("--senders and --messages must be at least 1".to_owned());
+        }
+        let users = users.unwrap_or(senders + 1).max(senders + 1);
+        Ok(Some(Args {
+            senders,
+            messages,
+            users,
+            rate,
+        }))
+    }
+}
+
+fn parse_number(text: &str) -> Result<usize, String> {
+    text.parse().map_err(|_| format!("not a number: {text}"))
+}
+
+/// What one sender thread measured.
+#[derive(Debug, Default)]
+struct SenderStats {
+    latencies: Vec<Duration>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// What the syncing client measured.
+#[derive(Debug, Default)]
+struct SyncStats {
+    delivery: Vec<Duration>,
+    limited_responses: usize,
+}
+
+fn main() -> ExitCode {
+    match Args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) => {
+            run(args);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("{HELP}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) {
+    let rate_text = args.rate.map_or_else(
+        || "closed loop".to_owned(),
+        |r| format!("{r} msg/s offered"),
+    );
+    println!(
+        "Outpost bench: {} senders x {} messages, {} users, {rate_text}",
+        args.senders, args.messages, args.users
+    );
+    let mut env =
+        TestEnv::with_config("[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n");
+    row("cold start to listening", ms(env.startup_time()));
+    row(
+        "idle RSS (VmRSS)",
+        mib(env.idle_rss_kib().unwrap_or_default()),
+    );
+
+    let users: Vec<Client> = (0..args.users)
+        .map(|i| env.register(&format!("bench{i}")))
+        .collect();
+    let room = users[0].create_room(&json!({ "preset": "public_chat", "name": "bench" }));
+    for user in &users[1..] {
+        user.join(&room);
+    }
+
+    let epoch = Instant::now();
+    let total = args.senders * args.messages;
+    let senders_done = Arc::new(AtomicBool::new(false));
+    let sync_stats = Arc::new(Mutex::new(SyncStats::default()));
+    let since = str_field(
+        &users[0].sync(
+            None,
+            0,
+            Some(&json!({ "room": { "timeline": { "limit": 1 } } })),
+        ),
+        "next_batch",
+    );
+    let listener = {
+        let (client, room) = (users[0].clone(), room.clone());
+        let (done, stats) = (Arc::clone(&senders_done), Arc::clone(&sync_stats));
+        thread::spawn(move || listen(&client, &room, since, total, epoch, &done, &stats))
+    };
+
+    let start = Instant::now();
+    let threads: Vec<_> = (0..args.senders)
+        .map(|s| {
+            let (client, room) = (users[1 + s].clone(), room.clone());
+            thread::spawn(move || send(&client, &room, s, args, epoch))
+        })
+        .collect();
+    let mut sent = SenderStats::default();
+    for thread in threads {
+        let stats = thread.join().expect("sender thread panicked");
+        sent.latencies.extend(stats.latencies);
+        sent.errors += stats.errors;
+        sent.first_error = sent.first_error.or(stats.first_error);
+    }
+    let elapsed = start.elapsed();
+    senders_done.store(true, Ordering::SeqCst);
+    listener.join().expect("sync thread panicked");
+    let peak = env.proc_status_kib("VmHWM").unwrap_or_default();
+
+    let ok_count = sent.latencies.len();
+    row(
+        "messages sent",
+        format!(
+            "{ok_count} ok, {} errors in {:.2} s -> {:.0} msg/s",
+            sent.errors,
+            elapsed.as_secs_f64(),
+            ok_count as f64 / elapsed.as_secs_f64()
+        ),
+    );
+    if let Some(error) = &sent.first_error {
+        row("first send error", error);
+    }
+    let basis = if args.rate.is_some() {
+        " (from schedule)"
+    } else {
+        ""
+    };
+    row(
+        &format!("send latency{basis}"),
+        percentiles(&mut sent.latencies),
+    );
+    let mut sync = sync_stats.lock().expect("sync stats lock");
+    let delivered = sync.delivery.len();
+    row(
+        &format!("send->sync delivery{basis}"),
+        percentiles(&mut sync.delivery),
+    );
+    row(
+        "delivered via /sync",
+        format!(
+            "{delivered} of {ok_count} ({} limited responses)",
+            sync.limited_responses
+        ),
+    );
+    row("peak RSS (VmHWM)", mib(peak));
+    let status = env.sigterm();
+    row("server exit after SIGTERM", status);
+}
+
+/// One sender: `args.messages` messages, closed loop or paced to its share of `args.rate`.
+fn send(client: &Client, room: &str, sender: usize, args: Args, epoch: Instant) -> SenderStats {
+    let mut stats = SenderStats::default();
+    // Each sender offers rate/K; senders are staggered so the total is evenly spaced.
+    let pacing = args.rate.map(|rate| {
+        let interval = Duration::from_secs_f64(args.senders as f64 / rate);
+        let offset = Duration::from_secs_f64(sender as f64 / rate);
+        (Instant::now() + offset, interval)
+    });
+    for i in 0..args.messages {
+        let origin = match pacing {
+            Some((first, interval)) => {
+                let due = first + interval * u32::try_from(i).unwrap_or(u32::MAX);
+                let now = Instant::now();
+                if due > now {
+                    thread::sleep(due - now);
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        let t_ns = u64::try_from(origin.duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/b{sender}-{i}",
+            enc(room)
+        );
+        let content = json!({
+            "msgtype": "m.text",
+            "body": format!("bench {sender}/{i}"),
+            "t_ns": t_ns,
+        });
+        match client.try_call("PUT", &path, Some(&content)) {
+            Ok((200, _)) => stats.latencies.push(origin.elapsed()),
+            Ok((status, body)) => {
+                stats.errors += 1;
+                stats.first_error.get_or_insert(format!("{status} {body}"));
+            }
+            Err(err) => {
+                stats.errors += 1;
+                stats.first_error.get_or_insert(err.to_string());
+            }
+        }
+    }
+    stats
+}
+
+/// Long-polls `/sync` until `total` messages arrived, or the senders are done and nothing more
+/// arrives for a few seconds; records each message's delivery latency.
+fn listen(
+    client: &Client,
+    room: &str,
+    mut since: String,
+    total: usize,
+    epoch: Instant,
+    senders_done: &AtomicBool,
+    stats: &Mutex<SyncStats>,
+) {
+    let filter = json!({
+        "room": { "timeline": { "limit": 1000, "types": ["m.room.message"] } },
+        "presence": { "not_types": ["*"] },
+    });
+    let mut seen = 0usize;
+    let mut quiet_since: Option<Instant> = None;
+    while seen < total {
+        let response: Value = match client.try_call(
+            "GET",
+            &format!(
+                "/_matrix/client/v3/sync?{}",
+                tests::sync_query(Some(&since), 5000, Some(&filter))
+            ),
+            None,
+        ) {
+            Ok((200, body)) => body,
+            Ok((status, body)) => {
+                eprintln!("sync failed: {status} {body}");
+                return;
+            }
+            Err(err) => {
+                eprintln!("sync failed: {err}");
+                return;
+            }
+        };
+        let received = epoch.elapsed();
+        let events = tests::timeline(&response, room);
+        let mut stats = stats.lock().expect("sync stats lock");
+        if response["rooms"]["join"][room]["timeline"]["limited"] == true {
+            stats.limited_responses += 1;
+        }
+        for event in &events {
+            if let Some(t_ns) = event["content"]["t_ns"].as_u64() {
+                stats
+                    .delivery
+                    .push(received.saturating_sub(Duration::from_nanos(t_ns)));
+                seen += 1;
+            }
+        }
+        drop(stats);
+        match response["next_batch"].as_str() {
+            Some(next) => since = next.to_owned(),
+            None => return,
+        }
+        if events.is_empty() && senders_done.load(Ordering::SeqCst) {
+            let quiet = *quiet_since.get_or_insert_with(Instant::now);
+            if quiet.elapsed() > Duration::from_secs(5) {
+                return;
+            }
+        } else {
+            quiet_since = None;
+        }
+    }
+}
+
+/// Prints one aligned `label: value` line of the report.
+fn row(label: &str, value: impl std::fmt::Display) {
+    println!("{:<38}{value}", format!("{label}:"));
+}
+
+/// `p50 … p99 … max …` of a latency sample (sorted in place).
+fn percentiles(sample: &mut [Duration]) -> String {
+    if sample.is_empty() {
+        return "no samples".to_owned();
+    }
+    sample.sort_unstable();
+    let at = |q: f64| {
+        let index = ((sample.len() as f64 - 1.0) * q).round() as usize;
+        sample[index.min(sample.len() - 1)]
+    };
+    format!(
+        "p50 {}, p99 {}, max {}",
+        ms(at(0.50)),
+        ms(at(0.99)),
+        ms(sample[sample.len() - 1])
+    )
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
