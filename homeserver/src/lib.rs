@@ -154,6 +154,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         store,
         signer,
         uia: Default::default(),
+        tokens: Default::default(),
         shutdown: shutdown_rx,
     });
     Ok(Prepared {

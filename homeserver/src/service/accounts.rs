@@ -14,6 +14,48 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::store::accounts::{self, TokenOwner};
 use crate::util::{now_ms, random_string};
 
+/// Sessions kept in the token cache before it starts over.
+const TOKEN_CACHE_SIZE: usize = 100_000;
+
+/// Access tokens already looked up, so most requests skip a database read.
+///
+/// Any token deletion bumps the generation and empties the cache; a lookup that raced with a
+/// deletion (read the row before the delete committed) only caches its result if the
+/// generation is unchanged, so a revoked token is never resurrected.
+#[derive(Default)]
+pub struct TokenCache {
+    inner: std::sync::Mutex<(u64, std::collections::HashMap<Vec<u8>, TokenOwner>)>,
+}
+
+impl TokenCache {
+    fn generation(&self) -> u64 {
+        self.inner.lock().map(|g| g.0).unwrap_or(u64::MAX)
+    }
+
+    fn get(&self, hash: &[u8]) -> Option<TokenOwner> {
+        self.inner.lock().ok()?.1.get(hash).cloned()
+    }
+
+    fn insert(&self, generation: u64, hash: Vec<u8>, owner: TokenOwner) {
+        if let Ok(mut guard) = self.inner.lock()
+            && guard.0 == generation
+        {
+            if guard.1.len() >= TOKEN_CACHE_SIZE {
+                guard.1.clear();
+            }
+            guard.1.insert(hash, owner);
+        }
+    }
+
+    /// Forgets every cached token; call after any token deletion has committed.
+    pub fn invalidate(&self) {
+        if let Ok(mut guard) = self.inner.lock() {
+            guard.0 += 1;
+            guard.1.clear();
+        }
+    }
+}
+
 /// Lifetime of an access token issued together with a refresh token.
 const REFRESHABLE_TOKEN_MS: i64 = 60 * 60 * 1000;
 
@@ -241,16 +283,29 @@ pub async fn login(
         .store
         .write(move |tx| store_session(tx, &user, &session, now_ms()))
         .await?;
+    // Logging in again on a device ID replaces that device's old tokens.
+    server.tokens.invalidate();
     Ok(tokens.into_session(user_id))
 }
 
 /// Resolves an access token.
 pub async fn authenticate(server: &Server, token: &str) -> Result<TokenOwner> {
     let hash = token_hash(token);
-    let owner = server
-        .store
-        .read(move |conn| accounts::token_owner(conn, &hash))
-        .await?;
+    let owner = match server.tokens.get(&hash) {
+        Some(owner) => Some(owner),
+        None => {
+            let generation = server.tokens.generation();
+            let key = hash.clone();
+            let owner = server
+                .store
+                .read(move |conn| accounts::token_owner(conn, &key))
+                .await?;
+            if let Some(owner) = &owner {
+                server.tokens.insert(generation, hash, owner.clone());
+            }
+            owner
+        }
+    };
     match owner {
         Some(owner) if owner.expires_ts.is_none_or(|exp| exp > now_ms()) => Ok(owner),
         Some(_) => Err(expired_token()),
@@ -271,7 +326,9 @@ pub async fn logout(server: &Server, user_id: &str, device_id: &str) -> Result<(
     server
         .store
         .write(move |tx| accounts::delete_device(tx, &user, &device))
-        .await
+        .await?;
+    server.tokens.invalidate();
+    Ok(())
 }
 
 /// Logs out every device of the user.
@@ -280,7 +337,9 @@ pub async fn logout_all(server: &Server, user_id: &str) -> Result<()> {
     server
         .store
         .write(move |tx| accounts::delete_devices_except(tx, &user, None))
-        .await
+        .await?;
+    server.tokens.invalidate();
+    Ok(())
 }
 
 /// Swaps a refresh token for a new access + refresh token pair.
@@ -313,6 +372,7 @@ pub async fn refresh(server: &Server, refresh_token: &str) -> Result<Session> {
             Ok((user, device_id))
         })
         .await?;
+    server.tokens.invalidate();
     tokens.device_id = owner.1;
     let user_id = OwnedUserId::try_from(owner.0).map_err(|err| Error::internal(err.to_string()))?;
     Ok(tokens.into_session(user_id))
@@ -337,7 +397,9 @@ pub async fn change_password(
             }
             Ok(())
         })
-        .await
+        .await?;
+    server.tokens.invalidate();
+    Ok(())
 }
 
 /// Deactivates an account: no more logins, every session ended, every room left.
@@ -375,6 +437,7 @@ pub async fn deactivate(server: &Server, user_id: OwnedUserId) -> Result<()> {
         .store
         .write(move |tx| accounts::deactivate(tx, &user))
         .await?;
+    server.tokens.invalidate();
     tracing::info!(user = %user_id, "deactivated user");
     Ok(())
 }

@@ -35,6 +35,8 @@ pub struct Server {
     pub signer: Arc<Signer>,
     /// User-interactive-auth sessions in flight.
     pub uia: uia::Sessions,
+    /// Access tokens already resolved.
+    pub tokens: accounts::TokenCache,
     /// Becomes `true` when the server is shutting down, so long polls return at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

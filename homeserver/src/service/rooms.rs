@@ -118,7 +118,7 @@ pub fn append_in_tx(
     let mut auth_pdus: HashMap<OwnedEventId, Pdu> = HashMap::new();
     for (kind, key) in auth_types {
         if let Some(id) = state::current_state_id(tx, room_id.as_str(), &kind.to_string(), &key)?
-            && let Some(pdu) = load_pdu(tx, &id)?
+            && let Some(pdu) = tx.pdu(&id)?
         {
             auth_events.push(pdu.event_id.clone());
             auth_pdus.insert(pdu.event_id.clone(), pdu);
@@ -130,7 +130,7 @@ pub fn append_in_tx(
         && !auth_pdus
             .values()
             .any(|p| p.kind == TimelineEventType::RoomCreate)
-        && let Some(pdu) = load_pdu(tx, &id)?
+        && let Some(pdu) = tx.pdu(&id)?
     {
         auth_pdus.insert(pdu.event_id.clone(), pdu);
     }
@@ -153,14 +153,14 @@ pub fn append_in_tx(
 
     check_state_independent_auth_rules(&rules.authorization, &pdu, |id| auth_pdus.get(id).cloned())
         .map_err(Error::forbidden)?;
-    let conn: &rusqlite::Connection = tx;
+    let reader: &WriteTx<'_> = tx;
     check_state_dependent_auth_rules(
         &rules.authorization,
         &pdu,
         |kind: &StateEventType, key: &str| {
-            let id =
-                state::current_state_id(conn, room_id.as_str(), &kind.to_string(), key).ok()??;
-            load_pdu(conn, &id).ok()?
+            let id = state::current_state_id(reader, room_id.as_str(), &kind.to_string(), key)
+                .ok()??;
+            reader.pdu(&id).ok()?
         },
     )
     .map_err(Error::forbidden)?;
@@ -228,6 +228,7 @@ fn persist_in_tx(
         let json =
             serde_json::to_string(&redacted).map_err(|err| Error::internal(err.to_string()))?;
         events::store_redaction(tx, target.as_str(), &json, pdu.event_id.as_str())?;
+        tx.forget_pdu(target.as_str());
     }
     Ok(pos)
 }

@@ -10,6 +10,8 @@
 //! The writer also allocates stream positions, so positions become visible to readers in order
 //! and without gaps that could later fill in.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Mutex;
@@ -20,15 +22,25 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
+use crate::matrix::pdu::Pdu;
 
 /// Most requests committed in one transaction; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
+
+/// Parsed events the writer keeps; when full it starts over (auth events are re-read soon).
+const PDU_CACHE_SIZE: usize = 4096;
+
+/// Parsed PDUs by event ID, for the auth events every new event looks up. An event's JSON is
+/// fixed by its ID (the ID is its hash) except for redaction, which evicts it.
+#[derive(Default)]
+struct PduCache(HashMap<String, Pdu>);
 
 /// The view a write request gets: the connection inside the open transaction, and the
 /// stream-position allocator.
 pub struct WriteTx<'a> {
     conn: &'a Connection,
     next_pos: &'a mut i64,
+    cache: &'a RefCell<PduCache>,
 }
 
 impl WriteTx<'_> {
@@ -37,6 +49,29 @@ impl WriteTx<'_> {
     pub fn next_stream_pos(&mut self) -> i64 {
         *self.next_pos += 1;
         *self.next_pos
+    }
+}
+
+impl WriteTx<'_> {
+    /// Loads an event's PDU, from the writer's cache when it has it.
+    pub fn pdu(&self, event_id: &str) -> Result<Option<Pdu>> {
+        if let Some(pdu) = self.cache.borrow().0.get(event_id) {
+            return Ok(Some(pdu.clone()));
+        }
+        let Some(event) = super::events::get_event(self.conn, event_id)? else {
+            return Ok(None);
+        };
+        let mut cache = self.cache.borrow_mut();
+        if cache.0.len() >= PDU_CACHE_SIZE {
+            cache.0.clear();
+        }
+        cache.0.insert(event_id.to_owned(), event.pdu.clone());
+        Ok(Some(event.pdu))
+    }
+
+    /// Drops a cached PDU whose stored JSON changed (redaction).
+    pub fn forget_pdu(&self, event_id: &str) {
+        self.cache.borrow_mut().0.remove(event_id);
     }
 }
 
@@ -144,6 +179,7 @@ fn run(
     position: watch::Sender<i64>,
 ) {
     let mut next_pos = start_pos;
+    let cache = RefCell::new(PduCache::default());
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut shutting_down = false;
     while !shutting_down {
@@ -154,7 +190,7 @@ fn run(
                 Message::Job(job) => jobs.push(job),
                 Message::Checkpoint(reply) => {
                     // Commit what came before, so the checkpoint sees it.
-                    commit_batch(&conn, &mut jobs, &mut next_pos, &position);
+                    commit_batch(&conn, &cache, &mut jobs, &mut next_pos, &position);
                     let result = conn
                         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
                         .map_err(Error::from);
@@ -166,7 +202,7 @@ fn run(
                 pending = receiver.try_recv().ok();
             }
         }
-        commit_batch(&conn, &mut jobs, &mut next_pos, &position);
+        commit_batch(&conn, &cache, &mut jobs, &mut next_pos, &position);
     }
     tracing::debug!("writer stopped");
 }
@@ -174,6 +210,7 @@ fn run(
 /// Runs `jobs` in one transaction and answers each after the commit.
 fn commit_batch(
     conn: &Connection,
+    cache: &RefCell<PduCache>,
     jobs: &mut Vec<Job>,
     next_pos: &mut i64,
     position: &watch::Sender<i64>,
@@ -190,6 +227,7 @@ fn commit_batch(
             let mut tx = WriteTx {
                 conn,
                 next_pos: &mut *next_pos,
+                cache,
             };
             let (ok, completion) = job(&mut tx);
             completions.push(completion);
@@ -215,6 +253,8 @@ fn commit_batch(
             tracing::error!(error = %err, "write batch failed to commit");
             let _ = conn.execute_batch("ROLLBACK");
             *next_pos = batch_start;
+            // The cache may hold events of the rolled-back batch: start clean.
+            cache.borrow_mut().0.clear();
             jobs.clear();
             for completion in completions {
                 completion(Some(&err));
