@@ -29,6 +29,10 @@ struct FileConfig {
     storage: StorageConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    admin: AdminConfig,
+    #[serde(default)]
+    federation: FederationConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -169,6 +173,17 @@ impl Default for LogConfig {
     }
 }
 
+/// The local admin API: a Unix socket `<data_dir>/admin.sock`, mode 0660, through which the
+/// `appliance` CLI manages the running server. It never listens on a network port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Group that owns the socket, so its members can administer the unit without being root.
+    /// Unset: the server process's own group.
+    #[serde(default)]
+    pub socket_group: Option<String>,
+}
+
 /// The resolved, validated configuration the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -188,8 +203,67 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The local admin socket.
+    pub admin: AdminConfig,
+    /// Closed federation with allow-listed peers.
+    pub federation: FederationConfig,
     /// True in `homeserver dev`: prints a newcomer's hint at start.
     pub dev_mode: bool,
+}
+
+/// Closed federation: where peers reach us, and how we retry them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// TLS listener for peers (`host:port`). No listener, and no federation, when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The `host:port` endpoints written into our peer card (how peers dial us); defaults to
+    /// `listen`.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    /// Longest wait between retries to an unreachable peer, in seconds.
+    #[serde(default = "default_retry_cap")]
+    pub retry_cap_secs: u64,
+    /// Timeout of one outbound request, in seconds.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Largest inbound federation request body, in bytes.
+    #[serde(default = "default_federation_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_retry_cap() -> u64 {
+    300
+}
+fn default_request_timeout() -> u64 {
+    30
+}
+fn default_federation_body() -> usize {
+    8 * 1024 * 1024
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            endpoints: Vec::new(),
+            retry_cap_secs: default_retry_cap(),
+            request_timeout_secs: default_request_timeout(),
+            max_body_bytes: default_federation_body(),
+        }
+    }
+}
+
+impl FederationConfig {
+    /// The endpoints for our peer card.
+    pub fn card_endpoints(&self) -> Vec<String> {
+        if self.endpoints.is_empty() {
+            self.listen.iter().map(|a| a.to_string()).collect()
+        } else {
+            self.endpoints.clone()
+        }
+    }
 }
 
 /// Why a configuration could not be used.
@@ -259,6 +333,8 @@ impl Config {
             limits: LimitsConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
+            federation: FederationConfig::default(),
         };
         Self::resolve(file, true)
     }
@@ -307,6 +383,8 @@ impl Config {
             limits: file.limits,
             storage: file.storage,
             log: file.log,
+            admin: file.admin,
+            federation: file.federation,
             dev_mode,
         })
     }

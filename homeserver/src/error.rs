@@ -25,6 +25,8 @@ pub enum ErrorCode {
     NotFound,
     /// Too many requests.
     LimitExceeded,
+    /// Federation request authentication missing or wrong.
+    Unauthorized,
     /// Unknown endpoint or wrong method.
     Unrecognized,
     /// Anything else.
@@ -43,6 +45,8 @@ pub enum ErrorCode {
     MissingParam,
     /// The requested room version is not supported.
     UnsupportedRoomVersion,
+    /// The server does not support the room's version.
+    IncompatibleRoomVersion,
     /// Registration is closed on this server.
     RegistrationDisabled,
     /// The user has been deactivated.
@@ -67,6 +71,7 @@ impl ErrorCode {
             Self::NotFound => "M_NOT_FOUND",
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
             Self::Unrecognized => "M_UNRECOGNIZED",
+            Self::Unauthorized => "M_UNAUTHORIZED",
             Self::Unknown => "M_UNKNOWN",
             Self::TooLarge => "M_TOO_LARGE",
             Self::UserInUse => "M_USER_IN_USE",
@@ -76,6 +81,7 @@ impl ErrorCode {
             Self::MissingParam => "M_MISSING_PARAM",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::RegistrationDisabled => "M_FORBIDDEN",
+            Self::IncompatibleRoomVersion => "M_INCOMPATIBLE_ROOM_VERSION",
             Self::UserDeactivated => "M_USER_DEACTIVATED",
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::ThreepidDenied => "M_THREEPID_DENIED",
@@ -91,7 +97,9 @@ impl ErrorCode {
             | Self::UserDeactivated
             | Self::ThreepidDenied
             | Self::GuestAccessForbidden => StatusCode::FORBIDDEN,
-            Self::MissingToken | Self::UnknownToken => StatusCode::UNAUTHORIZED,
+            Self::MissingToken | Self::UnknownToken | Self::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
             Self::NotFound | Self::Unrecognized => StatusCode::NOT_FOUND,
             Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,

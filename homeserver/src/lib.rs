@@ -5,9 +5,11 @@
 //! [`matrix`] (the Matrix rules, no I/O). [`run`] wires them together and owns the shutdown
 //! protocol; `main.rs` owns the command line.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod matrix;
 pub mod service;
 pub mod store;
@@ -114,6 +116,7 @@ fn load_or_create_key(dir: &Path) -> Result<SigningKey, StartError> {
 pub struct Prepared {
     server: Arc<Server>,
     listener: TcpListener,
+    federation_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -138,6 +141,38 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
                 reason: err.to_string(),
             })?;
     }
+    let tls =
+        federation::tls::TlsIdentity::load_or_create(&config.data_dir, config.server_name.as_str())
+            .map_err(|err| StartError::Key {
+                path: config
+                    .data_dir
+                    .join(federation::tls::TLS_DIR)
+                    .display()
+                    .to_string(),
+                reason: err.to_string(),
+            })?;
+    let peers = Arc::new(
+        federation::peers::Allowlist::load(
+            config.data_dir.join(federation::peers::PEERS_DIR),
+            config.server_name.as_str(),
+        )
+        .map_err(|err| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason: err.to_string(),
+        })?,
+    );
+    let federation_listener = match config.federation.listen {
+        Some(addr) => Some((
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?,
+            tls.server_config().map_err(|err| StartError::Key {
+                path: "tls".to_owned(),
+                reason: err.to_string(),
+            })?,
+        )),
+        None => None,
+    };
     let listener = TcpListener::bind(config.client_listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -149,7 +184,15 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         server_name: config.server_name.clone(),
         key,
     });
+    let client = federation::client::FederationClient::new(
+        Arc::clone(&signer),
+        Arc::clone(&peers),
+        Duration::from_secs(config.federation.request_timeout_secs),
+    );
     let server = Arc::new(Server {
+        peers,
+        federation: client,
+        tls_ca_pem: tls.ca_pem.clone(),
         config,
         store,
         signer,
@@ -160,6 +203,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     Ok(Prepared {
         server,
         listener,
+        federation_listener,
         shutdown_tx,
     })
 }
@@ -173,15 +217,35 @@ pub async fn serve(
     let Prepared {
         server,
         listener,
+        federation_listener,
         shutdown_tx,
     } = prepared;
     let store = server.store.clone();
+    let admin = admin::start(Arc::clone(&server), shutdown_tx.subscribe())?;
     let checkpointer = tokio::spawn(checkpoint_loop(
         store.clone(),
         Duration::from_secs(server.config.storage.checkpoint_interval_secs),
         shutdown_tx.subscribe(),
     ));
     let watchdog = tokio::spawn(watchdog_loop(shutdown_tx.subscribe()));
+    let sender = tokio::spawn(federation::sender::run(
+        store.clone(),
+        server.federation.clone(),
+        Duration::from_secs(server.config.federation.retry_cap_secs),
+        shutdown_tx.subscribe(),
+    ));
+    let reloader = tokio::spawn(reload_on_sighup(
+        Arc::clone(&server.peers),
+        shutdown_tx.subscribe(),
+    ));
+    let federation_server = federation_listener.map(|(listener, tls)| {
+        tokio::spawn(api::federation::serve_tls(
+            listener,
+            tls,
+            api::federation::router(Arc::clone(&server)),
+            shutdown_tx.subscribe(),
+        ))
+    });
     let app = api::router(Arc::clone(&server));
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
     let signal = async move {
@@ -207,6 +271,12 @@ pub async fn serve(
         }
     };
     let _ = checkpointer.await;
+    let _ = sender.await;
+    reloader.abort();
+    if let Some(federation_server) = federation_server {
+        let _ = federation_server.await;
+    }
+    let _ = admin.await;
     watchdog.abort();
     // Every write submitted before this point is committed before the writer exits.
     tokio::task::spawn_blocking(move || store.shutdown())
@@ -254,4 +324,58 @@ async fn watchdog_loop(mut shutdown: watch::Receiver<bool>) {
 /// Resolves once the shutdown flag is set (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// Reloads the allow-list on SIGHUP, as admins expect of a daemon.
+async fn reload_on_sighup(
+    peers: Arc<federation::peers::Allowlist>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; reload peers through the admin socket");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => { peers.reload(); }
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
+}
+
+/// This unit's signed peer card, generating the signing key and TLS identity if this is the
+/// first start. Fails when no federation endpoint is configured.
+pub fn peer_card(config: &Config) -> Result<matrix::peer_card::PeerCard, StartError> {
+    prepare_data_dir(&config.data_dir)?;
+    let key = load_or_create_key(&config.data_dir)?;
+    let tls =
+        federation::tls::TlsIdentity::load_or_create(&config.data_dir, config.server_name.as_str())
+            .map_err(|err| StartError::Key {
+                path: "tls".to_owned(),
+                reason: err.to_string(),
+            })?;
+    let endpoints = config.federation.card_endpoints();
+    if endpoints.is_empty() {
+        return Err(StartError::Key {
+            path: "config".to_owned(),
+            reason: "no federation endpoint: set [federation] listen or endpoints".to_owned(),
+        });
+    }
+    let card = matrix::peer_card::PeerCard {
+        version: matrix::peer_card::CARD_VERSION,
+        server_name: config.server_name.to_string(),
+        endpoints,
+        verify_keys: [(key.key_id(), key.public_key_base64())]
+            .into_iter()
+            .collect(),
+        old_verify_keys: Default::default(),
+        tls: matrix::peer_card::TlsTrust { ca_pem: tls.ca_pem },
+        issued_at: util::now_ms() as u64,
+        signatures: Default::default(),
+    };
+    card.sign(&key).map_err(|err| StartError::Key {
+        path: SIGNING_KEY_FILE.to_owned(),
+        reason: err.to_string(),
+    })
 }

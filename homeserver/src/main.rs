@@ -25,6 +25,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Print this unit's signed peer card (JSON) for other units' allow-lists; its fingerprint
+    /// goes to stderr. Needs --config. Generates the keys on first use.
+    PeerCard {
+        /// Write the card to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Run on an embedded default for trying Outpost out: open registration, local data dir.
     Dev {
         /// Where the database and signing key live.
@@ -74,6 +81,10 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
             Some(*listen),
             Some(server_name.clone()),
         ),
+        (Some(path), Some(Command::PeerCard { .. })) => Config::from_file(path),
+        (None, Some(Command::PeerCard { .. })) => Err(ConfigError::Invalid(
+            "peer-card needs --config PATH".to_owned(),
+        )),
         (Some(_), Some(_)) => Err(ConfigError::Invalid(
             "use either --config or `dev`, not both".to_owned(),
         )),
@@ -112,6 +123,24 @@ fn init_logging(level: &str) {
 fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
     let config = resolve(&cli).map_err(|err| (Exit::Usage, err.to_string()))?;
     init_logging(&config.log.level);
+    if let Some(Command::PeerCard { out }) = &cli.command {
+        let card =
+            homeserver::peer_card(&config).map_err(|err| (Exit::Storage, err.to_string()))?;
+        let text = serde_json::to_string_pretty(&card)
+            .map_err(|err| (Exit::Runtime, err.to_string()))?
+            + "\n";
+        match out {
+            Some(path) => std::fs::write(path, text)
+                .map_err(|err| (Exit::Storage, format!("{}: {err}", path.display())))?,
+            None => print!("{text}"),
+        }
+        eprintln!(
+            "fingerprint of {}: {}",
+            card.server_name,
+            card.fingerprint()
+        );
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         // Blocking work is bounded (read pool, password hashing); cap threads to bound memory.

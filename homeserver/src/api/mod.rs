@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod extract;
+pub mod federation;
 pub mod ratelimit;
 
 use std::net::SocketAddr;

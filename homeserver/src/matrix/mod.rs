@@ -9,7 +9,9 @@ pub mod client_format;
 pub mod filter;
 pub mod keys;
 pub mod pdu;
+pub mod peer_card;
 pub mod power;
+pub mod xmatrix;
 
 use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};
 

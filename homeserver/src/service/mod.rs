@@ -5,6 +5,8 @@
 //! the pure Matrix rules in [`crate::matrix`].
 
 pub mod accounts;
+pub mod admin;
+pub mod federation;
 pub mod rooms;
 pub mod sync;
 pub mod uia;
@@ -37,6 +39,12 @@ pub struct Server {
     pub uia: uia::Sessions,
     /// Access tokens already resolved.
     pub tokens: accounts::TokenCache,
+    /// The allow-listed peers (from peer cards).
+    pub peers: Arc<crate::federation::peers::Allowlist>,
+    /// Signed requests to peers.
+    pub federation: crate::federation::client::FederationClient,
+    /// Our CA certificate (PEM), for our peer card.
+    pub tls_ca_pem: String,
     /// Becomes `true` when the server is shutting down, so long polls return at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

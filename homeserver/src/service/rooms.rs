@@ -82,16 +82,31 @@ pub fn power_levels(conn: &rusqlite::Connection, room_id: &str) -> Result<PowerL
     ))
 }
 
-/// Builds, authorises and persists one local event on top of the room's current state.
-/// Runs inside the writer transaction.
-pub fn append_in_tx(
-    tx: &mut WriteTx<'_>,
-    signer: &Signer,
+/// Where a new event would go in a room right now: its DAG parents, depth and auth events.
+pub struct Position {
+    /// The room's version rules.
+    pub rules: RoomVersionRules,
+    /// The room's version.
+    pub version: String,
+    /// Current forward extremities.
+    pub prev_events: Vec<OwnedEventId>,
+    /// One more than the deepest prev event.
+    pub depth: u64,
+    /// Auth events selected from the current state.
+    pub auth_events: Vec<OwnedEventId>,
+    /// Those auth events (plus the create event), parsed.
+    pub auth_pdus: HashMap<OwnedEventId, Pdu>,
+    /// The room's current state group.
+    pub current_group: Option<i64>,
+}
+
+/// Computes where `event` from `sender` would go on top of the room's current state.
+pub fn position_in_tx(
+    tx: &WriteTx<'_>,
     room_id: &RoomId,
     sender: &UserId,
-    event: NewEvent,
-    txn: Option<(&str, &str)>,
-) -> Result<Pdu> {
+    event: &NewEvent,
+) -> Result<Position> {
     let room =
         state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
     let (_, rules) = rules_of(&room.room_version)?;
@@ -134,7 +149,53 @@ pub fn append_in_tx(
     {
         auth_pdus.insert(pdu.event_id.clone(), pdu);
     }
+    Ok(Position {
+        rules,
+        version: room.room_version,
+        prev_events,
+        depth,
+        auth_events,
+        auth_pdus,
+        current_group: room.current_state_group,
+    })
+}
 
+/// Builds, authorises and persists one local event on top of the room's current state, and
+/// queues it for every peer in the room. Runs inside the writer transaction.
+pub fn append_in_tx(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    room_id: &RoomId,
+    sender: &UserId,
+    event: NewEvent,
+    txn: Option<(&str, &str)>,
+) -> Result<Pdu> {
+    let pdu = build_checked_in_tx(tx, signer, room_id, sender, event)?;
+    let room =
+        state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let (_, rules) = rules_of(&room.room_version)?;
+    persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
+    enqueue_for_peers_in_tx(tx, signer, &pdu, None)?;
+    Ok(pdu)
+}
+
+/// Builds, signs and authorises a local event against the current state without storing it
+/// (for invites, which the invitee's server must countersign first).
+pub fn build_checked_in_tx(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    room_id: &RoomId,
+    sender: &UserId,
+    event: NewEvent,
+) -> Result<Pdu> {
+    let Position {
+        rules,
+        prev_events,
+        depth,
+        auth_events,
+        auth_pdus,
+        ..
+    } = position_in_tx(tx, room_id, sender, &event)?;
     let pdu = build_event(
         event,
         Placement {
@@ -165,8 +226,36 @@ pub fn append_in_tx(
     )
     .map_err(Error::forbidden)?;
 
-    persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
     Ok(pdu)
+}
+
+/// Queues `pdu` for every other server with a joined member in its room (and, for a member
+/// event about a remote user, that user's server), in the transaction that stored it.
+pub fn enqueue_for_peers_in_tx(
+    tx: &WriteTx<'_>,
+    signer: &Signer,
+    pdu: &Pdu,
+    except: Option<&str>,
+) -> Result<()> {
+    let own = signer.server_name.as_str();
+    let mut servers: std::collections::BTreeSet<String> =
+        state::members_with(tx, pdu.room_id.as_str(), "join")?
+            .iter()
+            .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
+            .collect();
+    if pdu.kind == TimelineEventType::RoomMember
+        && let Some(target) = pdu.state_key.as_deref().and_then(|k| k.split_once(':'))
+    {
+        servers.insert(target.1.to_owned());
+    }
+    let now = now_ms();
+    for server in servers
+        .iter()
+        .filter(|s| s.as_str() != own && Some(s.as_str()) != except)
+    {
+        crate::store::federation::enqueue(tx, server, "pdu", pdu.event_id.as_str(), now)?;
+    }
+    Ok(())
 }
 
 /// Stores an authorised event and applies its effects (state, memberships, redaction).
@@ -221,16 +310,28 @@ fn persist_in_tx(
         && let Some(target) = &pdu.redacts
         && let Some(stored) = events::get_room_event(tx, room_id, target.as_str())?
     {
-        let object: CanonicalJsonObject = serde_json::from_str(&stored.pdu.json)
-            .map_err(|err| Error::internal(err.to_string()))?;
-        let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
-            .map_err(|err| Error::internal(err.to_string()))?;
-        let json =
-            serde_json::to_string(&redacted).map_err(|err| Error::internal(err.to_string()))?;
-        events::store_redaction(tx, target.as_str(), &json, pdu.event_id.as_str())?;
-        tx.forget_pdu(target.as_str());
+        apply_redaction(tx, rules, &stored, pdu.event_id.as_str())?;
     }
     Ok(pos)
+}
+
+/// Replaces a stored event's JSON with its redacted form (spec: redaction algorithm of the
+/// room version) and records which event redacted it.
+pub fn apply_redaction(
+    tx: &WriteTx<'_>,
+    rules: &RoomVersionRules,
+    target: &events::StoredEvent,
+    redacted_by: &str,
+) -> Result<()> {
+    let object: CanonicalJsonObject =
+        serde_json::from_str(&target.pdu.json).map_err(|err| Error::internal(err.to_string()))?;
+    let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+        .map_err(|err| Error::internal(err.to_string()))?;
+    let json = serde_json::to_string(&redacted).map_err(|err| Error::internal(err.to_string()))?;
+    let event_id = target.pdu.event_id.as_str();
+    events::store_redaction(tx, event_id, &json, redacted_by)?;
+    tx.forget_pdu(event_id);
+    Ok(())
 }
 
 /// What `/createRoom` asked for, already validated by the handler.

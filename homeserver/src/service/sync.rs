@@ -244,7 +244,16 @@ fn state_section(
     timeline: &[StoredEvent],
 ) -> Result<Vec<Value>> {
     let state_filter = &req.filter.room.state;
-    let Some(group) = state::state_group_before(conn, room_id, boundary)? else {
+    let group = match state::state_group_before(conn, room_id, boundary)? {
+        Some(group) => Some(group),
+        // A room joined through another unit holds no history before our join: the state
+        // before the first event is the state the join was accepted with.
+        None => timeline
+            .first()
+            .filter(|e| e.stream_pos == boundary)
+            .and_then(|e| e.state_group),
+    };
+    let Some(group) = group else {
         return Ok(Vec::new());
     };
     let mut map = state::state_at_group(conn, group)?;
@@ -364,6 +373,22 @@ fn joined_room(
 }
 
 fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
+    if !crate::store::federation::participating(conn, room_id)?
+        && let Some((event_id, invite_state)) =
+            crate::store::federation::remote_invite(conn, room_id, user_id)?
+    {
+        // An invite from another unit: show the stripped state its server sent, plus the invite.
+        let mut stripped: Vec<Value> = serde_json::from_str(&invite_state).unwrap_or_default();
+        if let Some(event) = events::get_event(conn, &event_id)?
+            && !stripped.iter().any(|e| {
+                e.get("type") == Some(&json!("m.room.member"))
+                    && e.get("state_key") == Some(&json!(user_id))
+            })
+        {
+            stripped.push(to_stripped_state(&event.pdu));
+        }
+        return Ok(json!({"invite_state": {"events": stripped}}));
+    }
     let mut stripped = Vec::new();
     for kind in INVITE_STATE_TYPES {
         if let Some(id) = state::current_state_id(conn, room_id, kind, "")?

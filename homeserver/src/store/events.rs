@@ -240,7 +240,7 @@ pub fn room_events_desc(
 ) -> Result<Vec<StoredEvent>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM events WHERE room_id = ?1 AND stream_pos > ?2 AND stream_pos <= ?3
-         AND rejected = 0 AND soft_failed = 0 ORDER BY stream_pos DESC LIMIT ?4"
+         AND rejected = 0 AND soft_failed = 0 AND outlier = 0 ORDER BY stream_pos DESC LIMIT ?4"
     ))?;
     let rows = stmt.query_map(params![room_id, after, upto, limit as i64], from_row)?;
     rows.map(|r| into_stored(r?)).collect()
@@ -268,12 +268,12 @@ pub fn room_events_topo(
     let sql = if backwards {
         format!(
             "SELECT {COLUMNS} FROM events WHERE room_id = ?1 AND (depth, stream_pos) < (?2, ?3)
-             AND rejected = 0 AND soft_failed = 0 ORDER BY depth DESC, stream_pos DESC LIMIT ?4"
+             AND rejected = 0 AND soft_failed = 0 AND outlier = 0 ORDER BY depth DESC, stream_pos DESC LIMIT ?4"
         )
     } else {
         format!(
             "SELECT {COLUMNS} FROM events WHERE room_id = ?1 AND (depth, stream_pos) >= (?2, ?3)
-             AND rejected = 0 AND soft_failed = 0 ORDER BY depth ASC, stream_pos ASC LIMIT ?4"
+             AND rejected = 0 AND soft_failed = 0 AND outlier = 0 ORDER BY depth ASC, stream_pos ASC LIMIT ?4"
         )
     };
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -325,7 +325,7 @@ pub fn count_unread(
         .prepare_cached(
             "SELECT count(*) FROM events WHERE room_id = ?1 AND stream_pos > ?2 AND sender != ?3
              AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
-             AND rejected = 0 AND soft_failed = 0 AND redacted_by IS NULL",
+             AND rejected = 0 AND soft_failed = 0 AND outlier = 0 AND redacted_by IS NULL",
         )?
         .query_row(params![room_id, after_pos, user_id], |r| r.get(0))?)
 }

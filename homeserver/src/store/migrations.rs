@@ -6,7 +6,10 @@
 use rusqlite::Connection;
 
 /// The migrations in order; index + 1 is the schema version each one produces.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_federation.sql"),
+];
 
 /// Why migrating failed.
 #[derive(Debug)]

@@ -9,7 +9,9 @@
 //! position, through a `watch` channel that anyone may subscribe to.
 
 pub mod accounts;
+pub mod admin;
 pub mod events;
+pub mod federation;
 mod migrations;
 pub mod misc;
 pub mod state;

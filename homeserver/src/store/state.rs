@@ -327,7 +327,7 @@ pub fn state_group_before(conn: &Connection, room_id: &str, pos: i64) -> Result<
     Ok(conn
         .prepare_cached(
             "SELECT state_group FROM events WHERE room_id = ?1 AND stream_pos < ?2
-             AND rejected = 0 AND soft_failed = 0 ORDER BY stream_pos DESC LIMIT 1",
+             AND rejected = 0 AND soft_failed = 0 AND outlier = 0 ORDER BY stream_pos DESC LIMIT 1",
         )?
         .query_row(params![room_id, pos], |r| r.get(0))
         .optional()?
@@ -360,4 +360,20 @@ pub fn state_entry_at_group(
             .flatten();
     }
     Ok(None)
+}
+
+/// Records (or re-records) the membership change carried by the member event at `stream_pos`,
+/// e.g. when state resolution made an older member event current again.
+pub fn record_membership_change_at(
+    conn: &Connection,
+    stream_pos: i64,
+    room_id: &str,
+    user_id: &str,
+    membership: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO membership_changes (stream_pos, room_id, user_id, membership) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![stream_pos, room_id, user_id, membership])?;
+    Ok(())
 }

@@ -181,7 +181,8 @@ pub async fn set_visibility(
     Ok(Json(json!({})))
 }
 
-fn room_summary(conn: &rusqlite::Connection, room: &str) -> Result<Value> {
+/// A public-directory entry for a room.
+pub fn room_summary(conn: &rusqlite::Connection, room: &str) -> Result<Value> {
     let content = |kind: &str| -> Result<Value> {
         Ok(match state::current_state_id(conn, room, kind, "")? {
             Some(id) => events::get_event(conn, &id)?

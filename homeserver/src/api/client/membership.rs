@@ -34,7 +34,21 @@ async fn join(
     auth: Auth,
     room: OwnedRoomId,
     reason: Option<String>,
+    via: Vec<String>,
 ) -> Result<Json<Value>> {
+    let key = room.to_string();
+    let participating = server
+        .store
+        .read(move |conn| crate::store::federation::participating(conn, &key))
+        .await?;
+    if !participating {
+        // A room held by other units: join through an allow-listed peer.
+        let candidates =
+            crate::service::federation::join_candidates(server, &room, &auth.user_id, via).await?;
+        crate::service::federation::join_remote(server, room.clone(), auth.user_id, candidates)
+            .await?;
+        return Ok(Json(json!({"room_id": room})));
+    }
     rooms::set_membership(
         server,
         room.clone(),
@@ -48,14 +62,32 @@ async fn join(
     Ok(Json(json!({"room_id": room})))
 }
 
+/// The servers a client names for a join (`via`, or the older `server_name`), from the query.
+fn via_servers(uri: &axum::http::Uri) -> Vec<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(uri.query().unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == "via" || k == "server_name")
+        .map(|(_, v)| v)
+        .collect()
+}
+
 /// # `POST /_matrix/client/v3/rooms/{roomId}/join`
 pub async fn join_room(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(room): PathParams<String>,
+    uri: axum::http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
-    join(&server, auth, room_id(&room)?, body.reason).await
+    join(
+        &server,
+        auth,
+        room_id(&room)?,
+        body.reason,
+        via_servers(&uri),
+    )
+    .await
 }
 
 /// # `POST /_matrix/client/v3/join/{roomIdOrAlias}`
@@ -63,23 +95,32 @@ pub async fn join_by_id_or_alias(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(target): PathParams<String>,
+    uri: axum::http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
+    let mut via = via_servers(&uri);
     let room = if target.starts_with('#') {
         let alias = ruma::OwnedRoomAliasId::try_from(target.as_str())
             .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
-        let key = alias.to_string();
-        let found = server
-            .store
-            .read(move |conn| misc::get_alias(conn, &key))
-            .await?;
-        let (room, _) =
-            found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
-        room_id(&room)?
+        if alias.server_name() != server.server_name() {
+            let (room, servers) =
+                crate::service::federation::resolve_remote_alias(&server, &alias).await?;
+            via.extend(servers);
+            room
+        } else {
+            let key = alias.to_string();
+            let found = server
+                .store
+                .read(move |conn| misc::get_alias(conn, &key))
+                .await?;
+            let (room, _) =
+                found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+            room_id(&room)?
+        }
     } else {
         room_id(&target)?
     };
-    join(&server, auth, room, body.reason).await
+    join(&server, auth, room, body.reason, via).await
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
@@ -161,9 +202,8 @@ async fn act_on(
             return Err(Error::forbidden(format!("{target} is already in the room")));
         }
         if target.server_name() != server.server_name() {
-            return Err(Error::forbidden(
-                "Inviting users of other units needs federation, which is not configured",
-            ));
+            crate::service::federation::invite_remote(server, room, auth.user_id, target).await?;
+            return Ok(Json(json!({})));
         }
     }
     if membership == "leave" {

@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod directory;
+pub use directory::room_summary;
 mod discovery;
 mod membership;
 mod messages;

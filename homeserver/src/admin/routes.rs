@@ -1,0 +1,108 @@
+//! The admin API's handlers, one per route listed in [`super::wire`]. Each extracts its input,
+//! makes one service call and answers JSON; errors leave through [`crate::error::Error`], the
+//! same mapping as the client API.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Extension, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use super::wire::{
+    BackupOutcome, BackupRequest, CreateUser, ResetPassword, ServerStatus, SetAdmin, UserList,
+    UserSummary,
+};
+use crate::api::extract::{JsonBody, PathParams};
+use crate::error::{Error, ErrorCode, Result};
+use crate::service::{Server, admin};
+
+/// When the admin API started serving, for the uptime in `/v1/status`.
+#[derive(Clone, Copy)]
+struct Started(Instant);
+
+/// The admin routes over `server`.
+pub fn router(server: Arc<Server>, started: Instant) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/users", get(list_users).post(create_user))
+        .route("/v1/users/{user}/password", post(reset_password))
+        .route("/v1/users/{user}/deactivate", post(deactivate))
+        .route("/v1/users/{user}/admin", post(set_admin))
+        .route("/v1/backup", post(backup))
+        .fallback(unknown)
+        .layer(Extension(Started(started)))
+        .with_state(server)
+}
+
+async fn unknown() -> Error {
+    Error::new(ErrorCode::Unrecognized, "unknown admin API path")
+}
+
+/// # `GET /v1/status`
+async fn status(
+    State(server): State<Arc<Server>>,
+    Extension(Started(started)): Extension<Started>,
+) -> Result<Json<ServerStatus>> {
+    admin::status(&server, started).await.map(Json)
+}
+
+/// # `GET /v1/users`
+async fn list_users(State(server): State<Arc<Server>>) -> Result<Json<UserList>> {
+    let users = admin::list_users_in_store(&server.store).await?;
+    Ok(Json(UserList { users }))
+}
+
+/// # `POST /v1/users`
+async fn create_user(
+    State(server): State<Arc<Server>>,
+    JsonBody(body): JsonBody<CreateUser>,
+) -> Result<Json<UserSummary>> {
+    admin::create_user_in_store(
+        &server.store,
+        server.server_name(),
+        &body.user,
+        body.password,
+        body.admin,
+    )
+    .await
+    .map(Json)
+}
+
+/// # `POST /v1/users/{user}/password`
+async fn reset_password(
+    State(server): State<Arc<Server>>,
+    PathParams(user): PathParams<String>,
+    JsonBody(body): JsonBody<ResetPassword>,
+) -> Result<Json<UserSummary>> {
+    admin::reset_password(&server, &user, body.password)
+        .await
+        .map(Json)
+}
+
+/// # `POST /v1/users/{user}/deactivate`
+async fn deactivate(
+    State(server): State<Arc<Server>>,
+    PathParams(user): PathParams<String>,
+) -> Result<Json<UserSummary>> {
+    admin::deactivate(&server, &user).await.map(Json)
+}
+
+/// # `POST /v1/users/{user}/admin`
+async fn set_admin(
+    State(server): State<Arc<Server>>,
+    PathParams(user): PathParams<String>,
+    JsonBody(body): JsonBody<SetAdmin>,
+) -> Result<Json<UserSummary>> {
+    admin::set_admin_in_store(&server.store, server.server_name(), &user, body.admin)
+        .await
+        .map(Json)
+}
+
+/// # `POST /v1/backup`
+async fn backup(
+    State(server): State<Arc<Server>>,
+    JsonBody(body): JsonBody<BackupRequest>,
+) -> Result<Json<BackupOutcome>> {
+    admin::backup(&server, body.path).await.map(Json)
+}

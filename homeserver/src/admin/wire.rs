@@ -1,0 +1,63 @@
+//! The admin API's request and response bodies, shared with the `appliance` CLI so both sides
+//! agree on one definition.
+//!
+//! Routes (HTTP/1.1 + JSON on `<data_dir>/admin.sock`; errors are `{"errcode","error"}` with
+//! the same codes and statuses as the client API):
+//!
+//! | method and path                       | body              | answer                      |
+//! |---------------------------------------|-------------------|-----------------------------|
+//! | `GET /v1/status`                      |                   | [`ServerStatus`]            |
+//! | `GET /v1/users`                       |                   | [`UserList`]                |
+//! | `POST /v1/users`                      | [`CreateUser`]    | [`UserSummary`]             |
+//! | `POST /v1/users/{user}/password`      | [`ResetPassword`] | [`UserSummary`]             |
+//! | `POST /v1/users/{user}/deactivate`    | `{}`              | [`UserSummary`]             |
+//! | `POST /v1/users/{user}/admin`         | [`SetAdmin`]      | [`UserSummary`]             |
+//! | `POST /v1/backup`                     | [`BackupRequest`] | [`BackupOutcome`]           |
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::service::admin::{DatabaseHealth, DiskSpace, ServerStatus};
+pub use crate::store::admin::{BackupOutcome, UserSummary};
+
+/// `GET /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    /// Every local account, sorted by user ID.
+    pub users: Vec<UserSummary>,
+}
+
+/// `POST /v1/users`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateUser {
+    /// `alice` or `@alice:server`.
+    pub user: String,
+    /// The initial password (the CLI has already checked its strength).
+    pub password: String,
+    /// Whether the account is a server admin.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `POST /v1/users/{user}/password`: sets the password and ends every session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResetPassword {
+    /// The new password.
+    pub password: String,
+}
+
+/// `POST /v1/users/{user}/admin`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetAdmin {
+    /// Grant (`true`) or revoke (`false`) server-admin rights.
+    pub admin: bool,
+}
+
+/// `POST /v1/backup`: copy the live database into a new file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRequest {
+    /// Absolute path of the copy; must not exist, and the server's user must be able to write
+    /// there (the CLI uses a file inside the data dir).
+    pub path: PathBuf,
+}

@@ -1,0 +1,495 @@
+//! Server-Server API handlers. Each takes a [`Signed`] request (origin already verified
+//! against the allow-list), calls one service function, and shapes the spec response.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::Uri;
+use serde_json::{Value, json};
+
+use super::Signed;
+use crate::api::extract::{PathParams, event_id, room_id, user_id};
+use crate::error::{Error, Result};
+use crate::service::Server;
+use crate::service::federation as fed;
+use crate::store::{events, federation, misc, state};
+use crate::util::now_ms;
+
+/// All values of a repeated query parameter (`?ver=10&ver=11`), decoded.
+fn query_all(uri: &Uri, name: &str) -> Vec<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(uri.query().unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v)
+        .collect()
+}
+
+fn query_one(uri: &Uri, name: &str) -> Option<String> {
+    query_all(uri, name).into_iter().next()
+}
+
+fn pdu_json(event: &events::StoredEvent) -> Value {
+    serde_json::from_str(&event.pdu.json).unwrap_or(Value::Null)
+}
+
+/// Whether `origin` has (or had) a member in the room, so it may read the room's events.
+fn origin_in_room(conn: &rusqlite::Connection, room: &str, origin: &str) -> Result<bool> {
+    let state = state::current_state(conn, room)?;
+    Ok(state.keys().any(|(kind, key)| {
+        kind == "m.room.member" && key.split_once(':').map(|(_, s)| s) == Some(origin)
+    }))
+}
+
+fn require_in_room(conn: &rusqlite::Connection, room: &str, origin: &str) -> Result<()> {
+    if origin_in_room(conn, room, origin)? {
+        Ok(())
+    } else {
+        Err(Error::forbidden(format!("{origin} is not in room {room}")))
+    }
+}
+
+/// # `GET /_matrix/key/v2/server`
+/// Our signed verify keys. Peers pin keys from cards, but Synapse-style peers may read this.
+pub async fn server_keys(State(server): State<Arc<Server>>) -> Result<Json<Value>> {
+    let key = &server.signer.key;
+    let mut object = match ruma::canonical_json::to_canonical_value(json!({
+        "server_name": server.server_name(),
+        "verify_keys": { key.key_id(): {"key": key.public_key_base64()} },
+        "old_verify_keys": {},
+        "valid_until_ts": now_ms() + 7 * 24 * 3600 * 1000,
+    }))
+    .map_err(|e| Error::internal(e.to_string()))?
+    {
+        ruma::CanonicalJsonValue::Object(object) => object,
+        _ => return Err(Error::internal("key document is not an object")),
+    };
+    ruma::signatures::sign_json(server.server_name().as_str(), key.pair(), &mut object)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    Ok(Json(
+        serde_json::to_value(&object).map_err(|e| Error::internal(e.to_string()))?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/version`
+pub async fn version() -> Json<Value> {
+    Json(json!({"server": {"name": "Outpost", "version": env!("CARGO_PKG_VERSION")}}))
+}
+
+/// # `PUT /_matrix/federation/v1/send/{txnId}`
+pub async fn send_transaction(
+    State(server): State<Arc<Server>>,
+    PathParams(txn_id): PathParams<String>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed
+        .body
+        .ok_or_else(|| Error::bad_json("missing transaction body"))?;
+    Ok(Json(
+        fed::receive_transaction(&server, &signed.origin, &txn_id, body).await?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/make_join/{roomId}/{userId}`
+pub async fn make_join(
+    State(server): State<Arc<Server>>,
+    PathParams((room, user)): PathParams<(String, String)>,
+    uri: Uri,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let versions = query_all(&uri, "ver");
+    let versions = if versions.is_empty() {
+        vec!["1".to_owned()]
+    } else {
+        versions
+    };
+    Ok(Json(
+        fed::make_membership_template(
+            &server,
+            &signed.origin,
+            room_id(&room)?,
+            user_id(&user)?,
+            "join",
+            versions,
+        )
+        .await?,
+    ))
+}
+
+/// # `PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}`
+pub async fn send_join(
+    State(server): State<Arc<Server>>,
+    PathParams((room, _event)): PathParams<(String, String)>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed
+        .body
+        .ok_or_else(|| Error::bad_json("missing event"))?;
+    Ok(Json(
+        fed::receive_membership(&server, &signed.origin, room_id(&room)?, body, "join").await?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/make_leave/{roomId}/{userId}`
+pub async fn make_leave(
+    State(server): State<Arc<Server>>,
+    PathParams((room, user)): PathParams<(String, String)>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    Ok(Json(
+        fed::make_membership_template(
+            &server,
+            &signed.origin,
+            room_id(&room)?,
+            user_id(&user)?,
+            "leave",
+            Vec::new(),
+        )
+        .await?,
+    ))
+}
+
+/// # `PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}`
+pub async fn send_leave(
+    State(server): State<Arc<Server>>,
+    PathParams((room, _event)): PathParams<(String, String)>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed
+        .body
+        .ok_or_else(|| Error::bad_json("missing event"))?;
+    fed::receive_membership(&server, &signed.origin, room_id(&room)?, body, "leave").await?;
+    Ok(Json(json!({})))
+}
+
+/// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`
+pub async fn invite(
+    State(server): State<Arc<Server>>,
+    PathParams((room, event)): PathParams<(String, String)>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed
+        .body
+        .ok_or_else(|| Error::bad_json("missing invite"))?;
+    Ok(Json(
+        fed::receive_invite(&server, &signed.origin, room_id(&room)?, &event, body).await?,
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/event/{eventId}`
+pub async fn event(
+    State(server): State<Arc<Server>>,
+    PathParams(id): PathParams<String>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let id = event_id(&id)?;
+    let origin = signed.origin.clone();
+    let pdu = server
+        .store
+        .read(move |conn| {
+            let event = events::get_event(conn, id.as_str())?
+                .ok_or_else(|| Error::not_found("Event not found"))?;
+            require_in_room(conn, event.pdu.room_id.as_str(), &origin)?;
+            Ok(pdu_json(&event))
+        })
+        .await?;
+    Ok(Json(
+        json!({"origin": server.server_name(), "origin_server_ts": now_ms(), "pdus": [pdu]}),
+    ))
+}
+
+/// State before `event_id` and its auth chain, as event IDs.
+fn state_at(
+    conn: &rusqlite::Connection,
+    room: &str,
+    event: &str,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let stored = events::get_room_event(conn, room, event)?
+        .ok_or_else(|| Error::not_found("Event not found"))?;
+    let group = state::state_group_before(conn, room, stored.stream_pos)?;
+    let map = match group {
+        Some(group) => state::state_at_group(conn, group)?,
+        None => Default::default(),
+    };
+    let ids: Vec<String> = map.values().cloned().collect();
+    let chain: Vec<String> = federation::auth_chain(conn, &ids)?.into_iter().collect();
+    Ok((ids, chain))
+}
+
+/// # `GET /_matrix/federation/v1/state_ids/{roomId}`
+pub async fn state_ids(
+    State(server): State<Arc<Server>>,
+    PathParams(room): PathParams<String>,
+    uri: Uri,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let event = query_one(&uri, "event_id").ok_or_else(|| {
+        Error::new(
+            crate::error::ErrorCode::MissingParam,
+            "event_id is required",
+        )
+    })?;
+    let origin = signed.origin;
+    let (ids, chain) = server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, room.as_str(), &origin)?;
+            state_at(conn, room.as_str(), &event)
+        })
+        .await?;
+    Ok(Json(json!({"pdu_ids": ids, "auth_chain_ids": chain})))
+}
+
+/// # `GET /_matrix/federation/v1/state/{roomId}`
+pub async fn state(
+    State(server): State<Arc<Server>>,
+    PathParams(room): PathParams<String>,
+    uri: Uri,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let event = query_one(&uri, "event_id").ok_or_else(|| {
+        Error::new(
+            crate::error::ErrorCode::MissingParam,
+            "event_id is required",
+        )
+    })?;
+    let origin = signed.origin;
+    let body = server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, room.as_str(), &origin)?;
+            let (ids, chain) = state_at(conn, room.as_str(), &event)?;
+            let load = |ids: &[String]| -> Result<Vec<Value>> {
+                let mut out = Vec::new();
+                for id in ids {
+                    if let Some(e) = events::get_event(conn, id)? {
+                        out.push(pdu_json(&e));
+                    }
+                }
+                Ok(out)
+            };
+            Ok(json!({"pdus": load(&ids)?, "auth_chain": load(&chain)?}))
+        })
+        .await?;
+    Ok(Json(body))
+}
+
+/// # `GET /_matrix/federation/v1/backfill/{roomId}`
+pub async fn backfill(
+    State(server): State<Arc<Server>>,
+    PathParams(room): PathParams<String>,
+    uri: Uri,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let from = query_all(&uri, "v");
+    let limit: usize = query_one(&uri, "limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(50)
+        .clamp(1, 100);
+    let origin = signed.origin;
+    let pdus = server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, room.as_str(), &origin)?;
+            let mut ids: Vec<String> = from
+                .iter()
+                .filter(|id| federation::have_event(conn, id).unwrap_or(false))
+                .cloned()
+                .collect();
+            ids.extend(federation::missing_between(
+                conn,
+                room.as_str(),
+                &BTreeSet::new(),
+                &from,
+                limit,
+            )?);
+            ids.truncate(limit);
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(e) = events::get_room_event(conn, room.as_str(), &id)? {
+                    out.push(pdu_json(&e));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(
+        json!({"origin": server.server_name(), "origin_server_ts": now_ms(), "pdus": pdus}),
+    ))
+}
+
+/// # `POST /_matrix/federation/v1/get_missing_events/{roomId}`
+pub async fn get_missing_events(
+    State(server): State<Arc<Server>>,
+    PathParams(room): PathParams<String>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let body = signed.body.unwrap_or(json!({}));
+    let strings = |key: &str| -> Vec<String> {
+        body.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let earliest: BTreeSet<String> = strings("earliest_events").into_iter().collect();
+    let latest = strings("latest_events");
+    let limit = body
+        .get("limit")
+        .and_then(Value::as_u64)
+        .unwrap_or(10)
+        .clamp(1, 100) as usize;
+    let min_depth = body.get("min_depth").and_then(Value::as_u64).unwrap_or(0);
+    let origin = signed.origin;
+    let events = server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, room.as_str(), &origin)?;
+            let ids = federation::missing_between(conn, room.as_str(), &earliest, &latest, limit)?;
+            let mut found = Vec::new();
+            for id in ids {
+                if let Some(e) = events::get_room_event(conn, room.as_str(), &id)?
+                    && e.pdu.depth >= min_depth
+                {
+                    found.push(e);
+                }
+            }
+            found.sort_by_key(|e| (e.pdu.depth, e.stream_pos));
+            Ok(found.iter().map(pdu_json).collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(Json(json!({"events": events})))
+}
+
+/// # `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`
+pub async fn event_auth(
+    State(server): State<Arc<Server>>,
+    PathParams((room, event)): PathParams<(String, String)>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let event = event_id(&event)?;
+    let origin = signed.origin;
+    let chain = server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, room.as_str(), &origin)?;
+            let ids: Vec<String> = federation::auth_chain(conn, &[event.to_string()])?
+                .into_iter()
+                .collect();
+            let mut out = Vec::new();
+            for id in ids {
+                if let Some(e) = events::get_event(conn, &id)? {
+                    out.push(pdu_json(&e));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(Json(json!({"auth_chain": chain})))
+}
+
+/// # `GET /_matrix/federation/v1/query/profile`
+pub async fn query_profile(
+    State(server): State<Arc<Server>>,
+    uri: Uri,
+    _signed: Signed,
+) -> Result<Json<Value>> {
+    let user = user_id(&query_one(&uri, "user_id").unwrap_or_default())?;
+    if user.server_name() != server.server_name() {
+        return Err(Error::not_found("Not a user of this unit"));
+    }
+    let key = user.to_string();
+    let (name, avatar) = server
+        .store
+        .read(move |conn| crate::store::accounts::get_profile(conn, &key))
+        .await?
+        .ok_or_else(|| Error::not_found("Profile not found"))?;
+    let mut body = json!({});
+    match query_one(&uri, "field").as_deref() {
+        Some("displayname") => body["displayname"] = json!(name),
+        Some("avatar_url") => body["avatar_url"] = json!(avatar),
+        _ => {
+            body["displayname"] = json!(name);
+            body["avatar_url"] = json!(avatar);
+        }
+    }
+    Ok(Json(body))
+}
+
+/// # `GET /_matrix/federation/v1/query/directory`
+pub async fn query_directory(
+    State(server): State<Arc<Server>>,
+    uri: Uri,
+    _signed: Signed,
+) -> Result<Json<Value>> {
+    let alias = query_one(&uri, "room_alias").unwrap_or_default();
+    let found = server
+        .store
+        .read(move |conn| misc::get_alias(conn, &alias))
+        .await?;
+    let (room, _) = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    Ok(Json(
+        json!({"room_id": room, "servers": [server.server_name()]}),
+    ))
+}
+
+/// # `GET /_matrix/federation/v1/user/devices/{userId}`
+/// Device lists are part of end-to-end encryption support, which is not built yet: every
+/// user has no devices to announce.
+pub async fn user_devices(
+    PathParams(user): PathParams<String>,
+    _signed: Signed,
+) -> Result<Json<Value>> {
+    let user = user_id(&user)?;
+    Ok(Json(
+        json!({"user_id": user, "stream_id": 0, "devices": []}),
+    ))
+}
+
+/// # `POST /_matrix/federation/v1/user/keys/query`
+/// No device keys are stored yet (end-to-end encryption is a later feature).
+pub async fn user_keys_query(_signed: Signed) -> Json<Value> {
+    Json(json!({"device_keys": {}}))
+}
+
+/// # `POST /_matrix/federation/v1/user/keys/claim`
+/// No one-time keys are stored yet (end-to-end encryption is a later feature).
+pub async fn user_keys_claim(_signed: Signed) -> Json<Value> {
+    Json(json!({"one_time_keys": {}}))
+}
+
+/// # `GET /_matrix/federation/v1/publicRooms`
+pub async fn public_rooms(
+    State(server): State<Arc<Server>>,
+    _signed: Signed,
+) -> Result<Json<Value>> {
+    let rooms = server
+        .store
+        .read(|conn| {
+            let mut out = Vec::new();
+            for room in state::public_rooms(conn)? {
+                out.push(crate::api::client::room_summary(conn, &room)?);
+            }
+            Ok(out)
+        })
+        .await?;
+    let total = rooms.len();
+    Ok(Json(
+        json!({"chunk": rooms, "total_room_count_estimate": total}),
+    ))
+}
+
+/// # `POST /_matrix/federation/v1/publicRooms`
+pub async fn public_rooms_post(state: State<Arc<Server>>, signed: Signed) -> Result<Json<Value>> {
+    public_rooms(state, signed).await
+}

@@ -1,0 +1,14 @@
+//! Closed federation: the unit's TLS identity, the allow-list of peers (from peer cards), the
+//! outbound client that only ever dials allow-listed endpoints, the durable per-peer sender,
+//! and the pipeline that checks incoming PDUs.
+//!
+//! Deviation from the spec, by design: no DNS/SRV/`.well-known` resolution, no notary key
+//! queries, no fetching of keys from the network. Peers' verify keys are pinned from their
+//! cards and do not expire after `valid_until_ts`; a key stays valid until the admin rotates
+//! it. See ARCHITECTURE.md.
+
+pub mod client;
+pub mod incoming;
+pub mod peers;
+pub mod sender;
+pub mod tls;

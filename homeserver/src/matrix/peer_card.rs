@@ -1,0 +1,263 @@
+//! Peer cards: what one unit hands another (on a USB stick) to be put on its allow-list.
+//!
+//! A card names the unit's server name, the `host:port` endpoints that reach it, its ed25519
+//! verify keys and its TLS CA, and is signed (Matrix signed-JSON) with one of those keys. Its
+//! fingerprint — a short base32 string over the keys — is what two admins read aloud to each
+//! other before trusting a card. The schema is `provisioning/peer-card.schema.json`.
+
+use std::collections::BTreeMap;
+
+use ruma::signatures::{PublicKeyMap, sign_json, verify_json};
+use ruma::{CanonicalJsonObject, CanonicalJsonValue};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::keys::SigningKey;
+
+/// The card format version this server writes and reads.
+pub const CARD_VERSION: u32 = 1;
+
+/// How to authenticate the peer's TLS certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsTrust {
+    /// The CA (PEM) that issued the peer's federation certificate: the unit CA for Outpost
+    /// units, an organisation CA for others.
+    pub ca_pem: String,
+}
+
+/// A key that signed events in the past and may still need verifying.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldKey {
+    /// Unpadded base64 public key.
+    pub key: String,
+    /// When it stopped being used (ms since epoch).
+    pub expired_ts: u64,
+}
+
+/// A peer card.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCard {
+    /// Card format version.
+    pub version: u32,
+    /// The peer's Matrix server name (may carry a port).
+    pub server_name: String,
+    /// `host:port` endpoints of its federation listener, tried in order. Never resolved
+    /// through DNS SRV or `.well-known`.
+    pub endpoints: Vec<String>,
+    /// Current verify keys: key ID → unpadded base64 public key.
+    pub verify_keys: BTreeMap<String, String>,
+    /// Keys used before a rotation.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub old_verify_keys: BTreeMap<String, OldKey>,
+    /// TLS trust anchor.
+    pub tls: TlsTrust,
+    /// When the card was made (ms since epoch).
+    pub issued_at: u64,
+    /// Matrix signed-JSON signatures; absent on a peer added by hand (e.g. a Synapse server).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signatures: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Why a card is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    /// Not a card.
+    #[error("not a valid peer card: {0}")]
+    Malformed(String),
+    /// The self-signature does not verify against the card's own keys.
+    #[error("peer card signature does not verify: {0}")]
+    BadSignature(String),
+}
+
+fn to_object(card: &PeerCard) -> Result<CanonicalJsonObject, CardError> {
+    match ruma::canonical_json::to_canonical_value(card)
+        .map_err(|e| CardError::Malformed(e.to_string()))?
+    {
+        CanonicalJsonValue::Object(object) => Ok(object),
+        _ => Err(CardError::Malformed("card is not an object".to_owned())),
+    }
+}
+
+impl PeerCard {
+    /// Parses and checks a card: format, server name, endpoints, keys, and (when signed) the
+    /// self-signature.
+    pub fn parse(text: &str) -> Result<Self, CardError> {
+        let card: PeerCard =
+            serde_json::from_str(text).map_err(|e| CardError::Malformed(e.to_string()))?;
+        if card.version != CARD_VERSION {
+            return Err(CardError::Malformed(format!(
+                "unsupported card version {}",
+                card.version
+            )));
+        }
+        ruma::OwnedServerName::try_from(card.server_name.as_str())
+            .map_err(|e| CardError::Malformed(format!("server_name: {e}")))?;
+        if card.endpoints.is_empty() {
+            return Err(CardError::Malformed("no endpoints".to_owned()));
+        }
+        for endpoint in &card.endpoints {
+            if endpoint.parse::<std::net::SocketAddr>().is_err()
+                && endpoint.rsplit_once(':').is_none()
+            {
+                return Err(CardError::Malformed(format!(
+                    "endpoint {endpoint:?} is not host:port"
+                )));
+            }
+        }
+        if card.verify_keys.is_empty() {
+            return Err(CardError::Malformed("no verify keys".to_owned()));
+        }
+        for key in card
+            .verify_keys
+            .values()
+            .chain(card.old_verify_keys.values().map(|k| &k.key))
+        {
+            ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(key)
+                .map_err(|e| CardError::Malformed(format!("verify key: {e}")))?;
+        }
+        if !card.signatures.is_empty() {
+            card.verify()?;
+        }
+        Ok(card)
+    }
+
+    /// Whether the card carries a self-signature (cards of Outpost units do; peers added by
+    /// hand do not).
+    pub fn is_signed(&self) -> bool {
+        !self.signatures.is_empty()
+    }
+
+    fn key_map(&self) -> Result<PublicKeyMap, CardError> {
+        let mut keys = BTreeMap::new();
+        for (id, key) in &self.verify_keys {
+            let key =
+                ruma::serde::Base64::parse(key).map_err(|e| CardError::Malformed(e.to_string()))?;
+            keys.insert(id.clone(), key);
+        }
+        let mut map = PublicKeyMap::new();
+        map.insert(self.server_name.clone(), keys);
+        Ok(map)
+    }
+
+    /// Verifies the self-signature against the card's own current keys.
+    pub fn verify(&self) -> Result<(), CardError> {
+        let object = to_object(self)?;
+        verify_json(&self.key_map()?, &object).map_err(|e| CardError::BadSignature(e.to_string()))
+    }
+
+    /// Signs the card with our key (replacing earlier signatures).
+    pub fn sign(mut self, key: &SigningKey) -> Result<Self, CardError> {
+        self.signatures.clear();
+        let mut object = to_object(&self)?;
+        sign_json(&self.server_name, key.pair(), &mut object)
+            .map_err(|e| CardError::Malformed(e.to_string()))?;
+        let signed: PeerCard = serde_json::from_value(
+            serde_json::to_value(&object).map_err(|e| CardError::Malformed(e.to_string()))?,
+        )
+        .map_err(|e| CardError::Malformed(e.to_string()))?;
+        Ok(signed)
+    }
+
+    /// The read-aloud fingerprint: the first 100 bits of SHA-256 over the canonical JSON of
+    /// the server name, verify keys and TLS anchor, in base32, grouped by four.
+    pub fn fingerprint(&self) -> String {
+        let subject = serde_json::json!({
+            "server_name": self.server_name,
+            "verify_keys": self.verify_keys,
+            "tls": self.tls,
+        });
+        let canonical = match ruma::canonical_json::to_canonical_value(&subject) {
+            Ok(value) => value.to_string(),
+            Err(_) => subject.to_string(),
+        };
+        let digest = Sha256::digest(canonical.as_bytes());
+        let text = base32(&digest);
+        text.as_bytes()[..20]
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+}
+
+/// RFC 4648 base32 without padding; letters and digits that are easy to read aloud.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut out = String::new();
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card(key: &SigningKey) -> PeerCard {
+        PeerCard {
+            version: CARD_VERSION,
+            server_name: "unit-a.example:8448".to_owned(),
+            endpoints: vec!["127.0.0.2:8448".to_owned()],
+            verify_keys: [(key.key_id(), key.public_key_base64())]
+                .into_iter()
+                .collect(),
+            old_verify_keys: BTreeMap::new(),
+            tls: TlsTrust {
+                ca_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_owned(),
+            },
+            issued_at: 1_700_000_000_000,
+            signatures: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        assert_eq!(base32(b"foobar"), "MZXW6YTBOI");
+        assert_eq!(base32(b"f"), "MY");
+    }
+
+    #[test]
+    fn signed_card_round_trips_and_tampering_is_caught() {
+        let key = SigningKey::generate();
+        let signed = card(&key).sign(&key).expect("signs");
+        let text = serde_json::to_string_pretty(&signed).expect("json");
+        let parsed = PeerCard::parse(&text).expect("parses and verifies");
+        assert_eq!(parsed.fingerprint(), signed.fingerprint());
+        assert_eq!(parsed.fingerprint().len(), 24);
+
+        let mut tampered = parsed.clone();
+        tampered.endpoints = vec!["10.9.9.9:8448".to_owned()];
+        assert!(matches!(tampered.verify(), Err(CardError::BadSignature(_))));
+
+        let other = SigningKey::generate();
+        let mut swapped = parsed;
+        swapped.verify_keys = [(other.key_id(), other.public_key_base64())]
+            .into_iter()
+            .collect();
+        assert!(swapped.verify().is_err());
+    }
+
+    #[test]
+    fn malformed_cards_are_refused() {
+        let key = SigningKey::generate();
+        let mut no_endpoints = card(&key);
+        no_endpoints.endpoints.clear();
+        let text = serde_json::to_string(&no_endpoints).expect("json");
+        assert!(PeerCard::parse(&text).is_err());
+        assert!(PeerCard::parse("{}").is_err());
+        assert!(PeerCard::parse("not json").is_err());
+    }
+}

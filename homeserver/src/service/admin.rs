@@ -1,0 +1,329 @@
+//! Unit administration: what the local admin socket and the `appliance` CLI do to accounts,
+//! and the health facts they report.
+//!
+//! Account functions come in two layers. The `*_in_store` functions need only the [`Store`] and
+//! the server name, so the CLI can run them on the database directly while the server is
+//! stopped; the wrappers taking a [`Server`] add what only a running server has (its token
+//! cache, and the signing key that deactivation needs to leave rooms).
+
+use std::path::{Path, PathBuf};
+
+use ruma::{OwnedUserId, ServerName};
+use serde::{Deserialize, Serialize};
+
+use super::Server;
+use super::accounts;
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::Store;
+use crate::store::admin::{self as store_admin, UserSummary};
+use crate::util::now_ms;
+
+/// Turns what an admin typed (`alice` or `@alice:server`) into a user ID of this unit.
+pub fn parse_user(server_name: &ServerName, input: &str) -> Result<OwnedUserId> {
+    let input = input.trim();
+    let user_id = if input.starts_with('@') {
+        OwnedUserId::try_from(input)
+    } else {
+        ruma::UserId::parse_with_server_name(input, server_name)
+    }
+    .map_err(|err| {
+        Error::new(
+            ErrorCode::InvalidUsername,
+            format!("{input:?} is not a valid user name: {err}"),
+        )
+    })?;
+    if user_id.server_name() != server_name {
+        return Err(Error::new(
+            ErrorCode::InvalidUsername,
+            format!("{user_id} belongs to another server, not to {server_name}"),
+        ));
+    }
+    Ok(user_id)
+}
+
+/// Like [`parse_user`], for a name about to be created: it must follow today's strict grammar
+/// (lowercase `a-z 0-9 . _ = - / +`, as client registration requires), not merely one that
+/// older servers allowed.
+pub fn parse_new_user(server_name: &ServerName, input: &str) -> Result<OwnedUserId> {
+    let user_id = parse_user(server_name, input)?;
+    let strict = user_id
+        .localpart()
+        .bytes()
+        .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+    if !strict || user_id.localpart().is_empty() || user_id.as_str().len() > 255 {
+        return Err(Error::new(
+            ErrorCode::InvalidUsername,
+            format!(
+                "{:?}: user names may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
+                input.trim()
+            ),
+        ));
+    }
+    Ok(user_id)
+}
+
+/// Creates an account with a password; `admin` makes it a server admin.
+///
+/// New names must use today's strict grammar (lowercase `a-z 0-9 . _ = - / +`), the same rule
+/// as client registration.
+pub async fn create_user_in_store(
+    store: &Store,
+    server_name: &ServerName,
+    user: &str,
+    password: String,
+    admin: bool,
+) -> Result<UserSummary> {
+    let user_id = parse_new_user(server_name, user)?;
+    if password.is_empty() {
+        return Err(Error::invalid_param("the password must not be empty"));
+    }
+    let hash = accounts::hash_password(password).await?;
+    let user = user_id.to_string();
+    let summary = store
+        .write(move |tx| {
+            if !crate::store::accounts::create_user(tx, &user, Some(&hash), now_ms())? {
+                return Err(Error::new(
+                    ErrorCode::UserInUse,
+                    format!("{user} already exists"),
+                ));
+            }
+            store_admin::set_admin(tx, &user, admin)?;
+            store_admin::get_user(tx, &user)?
+                .ok_or_else(|| Error::internal("user vanished inside its own transaction"))
+        })
+        .await?;
+    tracing::info!(user = %user_id, admin, "admin created user");
+    Ok(summary)
+}
+
+/// Every local account.
+pub async fn list_users_in_store(store: &Store) -> Result<Vec<UserSummary>> {
+    store.read(store_admin::list_users).await
+}
+
+/// Loads an account that must exist and must not be deactivated.
+async fn active_user(store: &Store, user_id: &OwnedUserId) -> Result<UserSummary> {
+    let user = user_id.to_string();
+    let summary = store
+        .read(move |conn| store_admin::get_user(conn, &user))
+        .await?
+        .ok_or_else(|| Error::not_found(format!("there is no user {user_id}")))?;
+    if summary.deactivated {
+        return Err(Error::new(
+            ErrorCode::UserDeactivated,
+            format!("{user_id} is deactivated"),
+        ));
+    }
+    Ok(summary)
+}
+
+/// Sets a new password and ends every session of the account (a reset usually means the old
+/// password or a device is not to be trusted).
+pub async fn reset_password_in_store(
+    store: &Store,
+    server_name: &ServerName,
+    user: &str,
+    password: String,
+) -> Result<UserSummary> {
+    let user_id = parse_user(server_name, user)?;
+    active_user(store, &user_id).await?;
+    if password.is_empty() {
+        return Err(Error::invalid_param("the password must not be empty"));
+    }
+    let hash = accounts::hash_password(password).await?;
+    let user = user_id.to_string();
+    let summary = store
+        .write(move |tx| {
+            crate::store::accounts::set_password(tx, &user, &hash)?;
+            crate::store::accounts::delete_devices_except(tx, &user, None)?;
+            store_admin::get_user(tx, &user)?.ok_or_else(|| Error::not_found("user vanished"))
+        })
+        .await?;
+    tracing::info!(user = %user_id, "admin reset password");
+    Ok(summary)
+}
+
+/// Grants or revokes server-admin rights.
+pub async fn set_admin_in_store(
+    store: &Store,
+    server_name: &ServerName,
+    user: &str,
+    admin: bool,
+) -> Result<UserSummary> {
+    let user_id = parse_user(server_name, user)?;
+    active_user(store, &user_id).await?;
+    let user = user_id.to_string();
+    let summary = store
+        .write(move |tx| {
+            store_admin::set_admin(tx, &user, admin)?;
+            store_admin::get_user(tx, &user)?.ok_or_else(|| Error::not_found("user vanished"))
+        })
+        .await?;
+    tracing::info!(user = %user_id, admin, "admin changed admin rights");
+    Ok(summary)
+}
+
+/// [`reset_password_in_store`] on the running server: also forgets cached sessions.
+pub async fn reset_password(server: &Server, user: &str, password: String) -> Result<UserSummary> {
+    let summary =
+        reset_password_in_store(&server.store, server.server_name(), user, password).await?;
+    server.tokens.invalidate();
+    Ok(summary)
+}
+
+/// Deactivates an account on the running server: logins refused, every session ended, every
+/// room left (which signs leave events, so it needs the running server).
+pub async fn deactivate(server: &Server, user: &str) -> Result<UserSummary> {
+    let user_id = parse_user(server.server_name(), user)?;
+    active_user(&server.store, &user_id).await?;
+    accounts::deactivate(server, user_id.clone()).await?;
+    let user = user_id.to_string();
+    server
+        .store
+        .read(move |conn| store_admin::get_user(conn, &user))
+        .await?
+        .ok_or_else(|| Error::internal("deactivated user vanished"))
+}
+
+/// The database's health as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseHealth {
+    /// The database file.
+    pub path: PathBuf,
+    /// Size of the database file in bytes.
+    pub size_bytes: u64,
+    /// Size of its write-ahead log in bytes.
+    pub wal_bytes: u64,
+    /// `ok`, or what `PRAGMA quick_check` found.
+    pub quick_check: String,
+    /// The schema version (last migration applied).
+    pub schema_version: i64,
+    /// Local accounts that are not deactivated.
+    pub users: u64,
+    /// Rooms this unit knows.
+    pub rooms: u64,
+}
+
+/// Checks the database file at `path` from a fresh read-only connection. Blocking: it reads
+/// the whole file.
+pub fn database_health(path: &Path) -> Result<DatabaseHealth> {
+    let size = |path: &Path| std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let conn = store_admin::open_read_only(path)?;
+    Ok(DatabaseHealth {
+        path: path.to_owned(),
+        size_bytes: size(path),
+        wal_bytes: size(Path::new(&wal)),
+        quick_check: store_admin::quick_check(&conn)?,
+        schema_version: store_admin::schema_version(&conn)?,
+        users: store_admin::count_active_users(&conn)?,
+        rooms: store_admin::count_rooms(&conn)?,
+    })
+}
+
+/// Free and total space of the filesystem holding a directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// The directory asked about.
+    pub path: PathBuf,
+    /// Bytes available to the service (not counting blocks reserved for root).
+    pub free_bytes: u64,
+    /// Size of the filesystem in bytes.
+    pub total_bytes: u64,
+}
+
+impl DiskSpace {
+    /// Whether free space is low enough that the admin should act: under 5 % or under 512 MiB.
+    /// A full disk stops every write, so this is raised well before that.
+    pub fn is_low(&self) -> bool {
+        const MIN_FREE: u64 = 512 * 1024 * 1024;
+        self.free_bytes < MIN_FREE || self.free_bytes.saturating_mul(20) < self.total_bytes
+    }
+}
+
+/// Measures the filesystem holding `dir` (statvfs).
+// statvfs's field types are u64 on x86-64 but narrower on other targets.
+#[allow(clippy::useless_conversion)]
+pub fn disk_space(dir: &Path) -> Result<DiskSpace> {
+    let stat = nix::sys::statvfs::statvfs(dir)
+        .map_err(|err| Error::internal(format!("statvfs {}: {err}", dir.display())))?;
+    let fragment = u64::from(stat.fragment_size());
+    Ok(DiskSpace {
+        path: dir.to_owned(),
+        free_bytes: u64::from(stat.blocks_available()).saturating_mul(fragment),
+        total_bytes: u64::from(stat.blocks()).saturating_mul(fragment),
+    })
+}
+
+/// Everything `appliance status` shows about a running server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    /// The homeserver's version.
+    pub version: String,
+    /// This unit's server name.
+    pub server_name: String,
+    /// Seconds since the server started serving.
+    pub uptime_secs: u64,
+    /// Whether the server is serving requests (false while it shuts down).
+    pub ready: bool,
+    /// The current signing key's ID.
+    pub signing_key_id: String,
+    /// Database health.
+    pub database: DatabaseHealth,
+    /// Space on the data partition.
+    pub disk: DiskSpace,
+}
+
+/// Collects the running server's status; `started` is when it began serving.
+pub async fn status(server: &Server, started: std::time::Instant) -> Result<ServerStatus> {
+    let db_path = server.store.path().to_owned();
+    let data_dir = server.config.data_dir.clone();
+    let (database, disk) = tokio::task::spawn_blocking(move || {
+        Ok::<_, Error>((database_health(&db_path)?, disk_space(&data_dir)?))
+    })
+    .await
+    .map_err(|err| Error::internal(format!("status task failed: {err}")))??;
+    Ok(ServerStatus {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        server_name: server.server_name().to_string(),
+        uptime_secs: started.elapsed().as_secs(),
+        ready: !*server.shutdown.borrow(),
+        signing_key_id: server.signer.key.key_id(),
+        database,
+        disk,
+    })
+}
+
+/// Copies the live database to `dest`, a new file the caller names (absolute, not existing yet),
+/// on the blocking pool.
+pub async fn backup(server: &Server, dest: PathBuf) -> Result<store_admin::BackupOutcome> {
+    if !dest.is_absolute() {
+        return Err(Error::invalid_param("the backup path must be absolute"));
+    }
+    if dest.exists() {
+        return Err(Error::Conflict(format!(
+            "{} already exists",
+            dest.display()
+        )));
+    }
+    let source = server.store.path().to_owned();
+    tracing::info!(dest = %dest.display(), "online backup started");
+    let outcome = tokio::task::spawn_blocking(move || {
+        store_admin::backup(&source, &dest, |progress| {
+            tracing::debug!(
+                copied = progress.copied_pages,
+                total = progress.total_pages,
+                "backup progress"
+            );
+        })
+    })
+    .await
+    .map_err(|err| Error::internal(format!("backup task failed: {err}")))??;
+    tracing::info!(
+        bytes = outcome.size_bytes,
+        ms = outcome.duration_ms,
+        "online backup finished"
+    );
+    Ok(outcome)
+}

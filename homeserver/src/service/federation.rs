@@ -1,0 +1,1005 @@
+//! Federation behaviour: receiving transactions (with fetching of missing history), joining
+//! rooms on other units and letting their users join ours, and invites in both directions.
+//!
+//! Everything here talks only to allow-listed peers (through [`FederationClient`]) and checks
+//! every incoming PDU with [`crate::federation::incoming`] before it touches a room.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::http::Method;
+use ruma::events::TimelineEventType;
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId,
+};
+use serde_json::{Map, Value, json};
+
+use super::Server;
+use super::rooms::{self, enqueue_for_peers_in_tx};
+use crate::error::{Error, ErrorCode, Result};
+use crate::federation::incoming::{Missing, Outcome, accept_in_tx, room_rules, verify_pdu};
+use crate::matrix::build::{NewEvent, Placement, build_event};
+use crate::matrix::client_format::to_stripped_state;
+use crate::matrix::pdu::Pdu;
+use crate::store::state::{self, StateMap};
+use crate::store::{events, federation, misc};
+use crate::util::now_ms;
+
+/// Most rounds of fetching missing events for one incoming PDU.
+const MAX_FETCH_ROUNDS: usize = 4;
+
+fn object_of(value: &Value) -> Result<CanonicalJsonObject> {
+    match ruma::canonical_json::to_canonical_value(value)
+        .map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?
+    {
+        CanonicalJsonValue::Object(object) => Ok(object),
+        _ => Err(Error::bad_json("PDU is not an object")),
+    }
+}
+
+/// The room version of a room we know.
+async fn version_of(server: &Server, room_id: &str) -> Result<Option<String>> {
+    let room = room_id.to_owned();
+    Ok(server
+        .store
+        .read(move |conn| state::get_room(conn, &room))
+        .await?
+        .map(|r| r.room_version))
+}
+
+/// Verifies a PDU received from a peer for a room of known version.
+fn verify(server: &Server, version: &str, value: &Value) -> Result<Pdu> {
+    let (_, rules) = room_rules(version)?;
+    verify_pdu(&server.peers, &server.signer, &rules, object_of(value)?)
+}
+
+/// Handles `PUT /send/{txnId}`: every PDU is checked and processed independently; the answer
+/// maps each event ID to `{}` or `{"error"}`.
+pub async fn receive_transaction(
+    server: &Server,
+    origin: &str,
+    txn_id: &str,
+    body: Value,
+) -> Result<Value> {
+    let (o, t) = (origin.to_owned(), txn_id.to_owned());
+    if let Some(previous) = server
+        .store
+        .read(move |conn| federation::received_transaction(conn, &o, &t))
+        .await?
+    {
+        return serde_json::from_str(&previous).map_err(|e| Error::internal(e.to_string()));
+    }
+    if let Some(claimed) = body.get("origin").and_then(Value::as_str)
+        && claimed != origin
+    {
+        return Err(Error::forbidden(
+            "transaction origin does not match the signed request",
+        ));
+    }
+    let pdus = body
+        .get("pdus")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let edus = body
+        .get("edus")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if pdus.len() > 50 || edus.len() > 100 {
+        return Err(Error::new(
+            ErrorCode::TooLarge,
+            "a transaction holds at most 50 PDUs and 100 EDUs",
+        ));
+    }
+    let mut results = Map::new();
+    for value in pdus {
+        let room_id = value
+            .get("room_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let outcome = async {
+            let version = version_of(server, &room_id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("room {room_id} is not known here")))?;
+            let pdu = verify(server, &version, &value)?;
+            let event_id = pdu.event_id.clone();
+            process_pdu(server, origin, pdu)
+                .await
+                .map(|o| (event_id, o))
+        }
+        .await;
+        match outcome {
+            Ok((event_id, Outcome::Rejected(reason))) => {
+                results.insert(event_id.to_string(), json!({"error": reason}));
+            }
+            Ok((event_id, _)) => {
+                results.insert(event_id.to_string(), json!({}));
+            }
+            Err(err) => {
+                let id = value
+                    .get("event_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("unparsed-{}", results.len()));
+                tracing::warn!(origin, error = %err, "refused PDU in transaction");
+                results.insert(id, json!({"error": err.to_string()}));
+            }
+        }
+    }
+    for edu in edus {
+        if let Err(err) = receive_edu(server, origin, &edu).await {
+            tracing::debug!(origin, error = %err, "ignored EDU");
+        }
+    }
+    let response = json!({"pdus": results});
+    let (o, t, r) = (origin.to_owned(), txn_id.to_owned(), response.to_string());
+    server
+        .store
+        .write(move |tx| federation::record_transaction(tx, &o, &t, &r, now_ms()))
+        .await?;
+    Ok(response)
+}
+
+/// Accepts one verified PDU, fetching missing auth events and history from `origin` first.
+pub async fn process_pdu(server: &Server, origin: &str, pdu: Pdu) -> Result<Outcome> {
+    let mut supplied: Option<StateMap> = None;
+    for _ in 0..MAX_FETCH_ROUNDS {
+        let event = pdu.clone();
+        let state = supplied.clone();
+        let result = server
+            .store
+            .write(move |tx| accept_in_tx(tx, &event, state))
+            .await?;
+        match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(Missing::AuthEvent(_)) => fetch_auth_chain(server, origin, &pdu).await?,
+            Err(Missing::PrevEvent(_)) => {
+                if !fetch_missing_events(server, origin, &pdu).await? {
+                    supplied = Some(fetch_state_before(server, origin, &pdu).await?);
+                }
+            }
+        }
+    }
+    Err(Error::forbidden(format!(
+        "cannot place event {} in its room",
+        pdu.event_id
+    )))
+}
+
+/// Fetches and stores (as outliers) the auth chain of `pdu` from `origin`.
+async fn fetch_auth_chain(server: &Server, origin: &str, pdu: &Pdu) -> Result<()> {
+    let path = format!(
+        "/_matrix/federation/v1/event_auth/{}/{}",
+        pdu.room_id, pdu.event_id
+    );
+    let response = server
+        .federation
+        .request(origin, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let chain = response
+        .get("auth_chain")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    store_outliers(server, &pdu.room_id, chain).await
+}
+
+/// Verifies `values` and stores them as outliers, oldest first.
+async fn store_outliers(server: &Server, room_id: &RoomId, values: Vec<Value>) -> Result<()> {
+    let version = version_of(server, room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("unknown room"))?;
+    let mut pdus = Vec::new();
+    for value in &values {
+        pdus.push(verify(server, &version, value)?);
+    }
+    pdus.sort_by_key(|p| p.depth);
+    server
+        .store
+        .write(move |tx| {
+            for pdu in &pdus {
+                if !federation::have_event(tx, pdu.event_id.as_str())? {
+                    let pos = tx.next_stream_pos();
+                    federation::insert_outlier(tx, pdu, pos)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Asks `origin` for the events between our forward extremities and `pdu`; returns whether it
+/// filled the gap.
+async fn fetch_missing_events(server: &Server, origin: &str, pdu: &Pdu) -> Result<bool> {
+    let room = pdu.room_id.to_string();
+    let earliest: Vec<String> = server
+        .store
+        .read(move |conn| {
+            Ok(events::forward_extremities(conn, &room)?
+                .into_iter()
+                .map(|(id, _)| id.to_string())
+                .collect())
+        })
+        .await?;
+    let path = format!("/_matrix/federation/v1/get_missing_events/{}", pdu.room_id);
+    let body = json!({"earliest_events": earliest, "latest_events": [pdu.event_id], "limit": 50, "min_depth": 0});
+    let response = server
+        .federation
+        .request(origin, Method::POST, &path, Some(body))
+        .await
+        .map_err(fed_error)?;
+    let mut missing = Vec::new();
+    let version = version_of(server, pdu.room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("unknown room"))?;
+    for value in response
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        missing.push(verify(server, &version, &value)?);
+    }
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    missing.sort_by_key(|p| p.depth);
+    for event in missing {
+        let candidate = event.clone();
+        let result = server
+            .store
+            .write(move |tx| accept_in_tx(tx, &candidate, None))
+            .await?;
+        if let Err(Missing::AuthEvent(_)) = result {
+            fetch_auth_chain(server, origin, &event).await?;
+            let candidate = event.clone();
+            if server
+                .store
+                .write(move |tx| accept_in_tx(tx, &candidate, None))
+                .await?
+                .is_err()
+            {
+                return Ok(false);
+            }
+        } else if result.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Gets the state before `pdu` from `origin` (`/state_ids`, then the events we lack).
+async fn fetch_state_before(server: &Server, origin: &str, pdu: &Pdu) -> Result<StateMap> {
+    let path = format!(
+        "/_matrix/federation/v1/state/{}?event_id={}",
+        pdu.room_id,
+        urlencode(pdu.event_id.as_str())
+    );
+    let response = server
+        .federation
+        .request(origin, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let mut all = response
+        .get("auth_chain")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let pdus = response
+        .get("pdus")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    all.extend(pdus.iter().cloned());
+    store_outliers(server, &pdu.room_id, all).await?;
+    let version = version_of(server, pdu.room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("unknown room"))?;
+    let mut map = StateMap::new();
+    for value in pdus {
+        let event = verify(server, &version, &value)?;
+        if let Some(key) = &event.state_key {
+            map.insert(
+                (event.kind.to_string(), key.clone()),
+                event.event_id.to_string(),
+            );
+        }
+    }
+    Ok(map)
+}
+
+/// Minimal percent-encoding for path and query components (event IDs contain `$`, `+`, `/`).
+pub fn urlencode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Maps an outbound failure to a client-facing error.
+pub fn fed_error(err: crate::federation::client::FedError) -> Error {
+    use crate::federation::client::FedError as F;
+    match err {
+        F::NotAllowed(server) => {
+            Error::forbidden(format!("{server} is not an allow-listed peer of this unit"))
+        }
+        F::Status {
+            server,
+            status,
+            body,
+        } => {
+            let detail = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or(body);
+            if status == axum::http::StatusCode::FORBIDDEN {
+                Error::forbidden(format!("{server} refused: {detail}"))
+            } else if status == axum::http::StatusCode::NOT_FOUND {
+                Error::not_found(format!("{server}: {detail}"))
+            } else {
+                Error::new(
+                    ErrorCode::Unknown,
+                    format!("{server} answered {status}: {detail}"),
+                )
+            }
+        }
+        other => Error::new(ErrorCode::Unknown, other.to_string()),
+    }
+}
+
+/// Handles an EDU: receipts are stored for rooms the origin takes part in; the others need
+/// features not built yet (typing, presence, E2EE) and are ignored.
+async fn receive_edu(server: &Server, origin: &str, edu: &Value) -> Result<()> {
+    let kind = edu
+        .get("edu_type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if kind != "m.receipt" {
+        return Ok(());
+    }
+    let Some(rooms) = edu.get("content").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (room_id, by_type) in rooms {
+        let Some(reads) = by_type.get("m.read").and_then(Value::as_object) else {
+            continue;
+        };
+        for (user_id, receipt) in reads {
+            if user_id.split_once(':').map(|(_, s)| s) != Some(origin) {
+                continue;
+            }
+            let Some(event_id) = receipt
+                .get("event_ids")
+                .and_then(Value::as_array)
+                .and_then(|ids| ids.first())
+                .and_then(Value::as_str)
+            else {
+                continue;
+            };
+            let ts = receipt
+                .get("data")
+                .and_then(|d| d.get("ts"))
+                .and_then(Value::as_i64)
+                .unwrap_or_else(now_ms);
+            let thread = receipt
+                .get("data")
+                .and_then(|d| d.get("thread_id"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let (room, user, event) = (room_id.clone(), user_id.clone(), event_id.to_owned());
+            server
+                .store
+                .write(move |tx| {
+                    if state::membership(tx, &room, &user)?.as_deref() != Some("join") {
+                        return Ok(());
+                    }
+                    let pos = tx.next_stream_pos();
+                    let receipt = misc::Receipt {
+                        receipt_type: "m.read".to_owned(),
+                        user_id: user,
+                        thread_id: thread,
+                        event_id: event,
+                        ts,
+                    };
+                    misc::set_receipt(tx, &room, &receipt, pos)
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// `make_join`/`make_leave` (resident side): an unsigned event template for a remote user.
+pub async fn make_membership_template(
+    server: &Server,
+    origin: &str,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+    membership: &'static str,
+    versions: Vec<String>,
+) -> Result<Value> {
+    if user_id.server_name().as_str() != origin {
+        return Err(Error::forbidden(
+            "the user must belong to the requesting server",
+        ));
+    }
+    server
+        .store
+        .write(move |tx| {
+            let room = state::get_room(tx, room_id.as_str())?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            if state::current_state_id(tx, room_id.as_str(), "m.room.create", "")?.is_none() {
+                return Err(Error::not_found("This unit is not in that room"));
+            }
+            if membership == "join"
+                && !versions.is_empty()
+                && !versions.contains(&room.room_version)
+            {
+                return Err(Error::new(
+                    ErrorCode::IncompatibleRoomVersion,
+                    format!(
+                        "the joining server does not support room version {}",
+                        room.room_version
+                    ),
+                ));
+            }
+            let event = NewEvent::state(
+                TimelineEventType::RoomMember,
+                user_id.as_str(),
+                json!({"membership": membership}),
+            );
+            let position = rooms::position_in_tx(tx, &room_id, &user_id, &event)?;
+            let template = json!({
+                "type": "m.room.member",
+                "room_id": room_id,
+                "sender": user_id,
+                "state_key": user_id,
+                "content": {"membership": membership},
+                "origin_server_ts": now_ms(),
+                "depth": position.depth,
+                "prev_events": position.prev_events,
+                "auth_events": position.auth_events,
+            });
+            Ok(json!({"room_version": room.room_version, "event": template}))
+        })
+        .await
+}
+
+/// `send_join`/`send_leave` (resident side): checks and stores the signed membership event and
+/// forwards it to the other servers of the room. Returns the state before it and its auth chain.
+pub async fn receive_membership(
+    server: &Server,
+    origin: &str,
+    room_id: OwnedRoomId,
+    value: Value,
+    membership: &'static str,
+) -> Result<Value> {
+    let version = version_of(server, room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let pdu = verify(server, &version, &value)?;
+    if pdu.room_id != room_id || pdu.kind != TimelineEventType::RoomMember {
+        return Err(Error::bad_json("not a membership event of this room"));
+    }
+    if pdu.sender.server_name().as_str() != origin
+        || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+    {
+        return Err(Error::forbidden(
+            "the event must be sent by a user of the requesting server about themselves",
+        ));
+    }
+    if pdu
+        .content_value()
+        .get("membership")
+        .and_then(Value::as_str)
+        != Some(membership)
+    {
+        return Err(Error::bad_json(format!("membership must be {membership}")));
+    }
+    match process_pdu(server, origin, pdu.clone()).await? {
+        Outcome::Rejected(reason) => return Err(Error::forbidden(reason)),
+        Outcome::SoftFailed => {
+            return Err(Error::forbidden(
+                "the event does not pass auth against the room's current state",
+            ));
+        }
+        Outcome::Accepted | Outcome::AlreadyKnown => {}
+    }
+    let signer = Arc::clone(&server.signer);
+    let event = pdu.clone();
+    let origin_name = origin.to_owned();
+    let (state_events, auth_chain, servers) = server
+        .store
+        .write(move |tx| {
+            enqueue_for_peers_in_tx(tx, &signer, &event, Some(&origin_name))?;
+            let group = state::state_group_before(
+                tx,
+                event.room_id.as_str(),
+                events::get_event(tx, event.event_id.as_str())?
+                    .map(|e| e.stream_pos)
+                    .unwrap_or(i64::MAX),
+            )?;
+            let map = match group {
+                Some(group) => state::state_at_group(tx, group)?,
+                None => StateMap::new(),
+            };
+            let ids: Vec<String> = map
+                .values()
+                .cloned()
+                .chain([event.event_id.to_string()])
+                .collect();
+            let chain = federation::auth_chain(tx, &ids)?;
+            let mut state_json = Vec::new();
+            for id in map.values() {
+                if let Some(e) = events::get_event(tx, id)? {
+                    state_json
+                        .push(serde_json::from_str::<Value>(&e.pdu.json).unwrap_or(Value::Null));
+                }
+            }
+            let mut chain_json = Vec::new();
+            for id in &chain {
+                if let Some(e) = events::get_event(tx, id)? {
+                    chain_json
+                        .push(serde_json::from_str::<Value>(&e.pdu.json).unwrap_or(Value::Null));
+                }
+            }
+            let servers: BTreeSet<String> =
+                state::members_with(tx, event.room_id.as_str(), "join")?
+                    .iter()
+                    .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
+                    .collect();
+            Ok((state_json, chain_json, servers))
+        })
+        .await?;
+    Ok(json!({
+        "origin": server.server_name(),
+        "state": state_events,
+        "auth_chain": auth_chain,
+        "event": serde_json::from_str::<Value>(&pdu.json).unwrap_or(Value::Null),
+        "members_omitted": false,
+        "servers_in_room": servers,
+    }))
+}
+
+/// The servers to try when joining `room_id`: those the client named, the server of a pending
+/// invite's sender, and (for room versions before 12) the server in the room ID. Only
+/// allow-listed peers survive.
+pub async fn join_candidates(
+    server: &Server,
+    room_id: &RoomId,
+    user_id: &UserId,
+    via: Vec<String>,
+) -> Result<Vec<String>> {
+    let (room, user) = (room_id.to_string(), user_id.to_string());
+    let invite = server
+        .store
+        .read(move |conn| federation::remote_invite(conn, &room, &user))
+        .await?;
+    let mut candidates = via;
+    if let Some((event_id, _)) = invite {
+        let id = event_id.clone();
+        if let Some(event) = server
+            .store
+            .read(move |conn| events::get_event(conn, &id))
+            .await?
+        {
+            candidates.push(event.pdu.sender.server_name().to_string());
+        }
+    }
+    if let Some(name) = room_id.server_name() {
+        candidates.push(name.to_string());
+    }
+    let own = server.server_name().as_str();
+    let mut seen = BTreeSet::new();
+    Ok(candidates
+        .into_iter()
+        .filter(|s| s != own && server.peers.contains(s) && seen.insert(s.clone()))
+        .collect())
+}
+
+/// Joins a room held by other units: `make_join` → sign → `send_join` → store the room state.
+pub async fn join_remote(
+    server: &Server,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+    candidates: Vec<String>,
+) -> Result<()> {
+    let mut last =
+        Error::forbidden("no allow-listed unit to join this room through; pass one as `via`");
+    for resident in candidates {
+        match try_join(server, &room_id, &user_id, &resident).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(room = %room_id, via = %resident, error = %err, "remote join failed");
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn try_join(
+    server: &Server,
+    room_id: &RoomId,
+    user_id: &UserId,
+    resident: &str,
+) -> Result<()> {
+    let versions: Vec<String> = crate::matrix::SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}"))
+        .collect();
+    let path = format!(
+        "/_matrix/federation/v1/make_join/{}/{}?{}",
+        urlencode(room_id.as_str()),
+        urlencode(user_id.as_str()),
+        versions.join("&")
+    );
+    let template = server
+        .federation
+        .request(resident, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let version = template
+        .get("room_version")
+        .and_then(Value::as_str)
+        .unwrap_or("1")
+        .to_owned();
+    let (_, rules) = room_rules(&version)?;
+    let event = template
+        .get("event")
+        .cloned()
+        .ok_or_else(|| Error::bad_json("make_join without event"))?;
+    let ids = |key: &str| -> Vec<OwnedEventId> {
+        event
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (displayname, avatar) = rooms::profile_of(server, user_id).await?;
+    let mut content = json!({"membership": "join"});
+    if let Some(name) = displayname {
+        content["displayname"] = json!(name);
+    }
+    if let Some(url) = avatar {
+        content["avatar_url"] = json!(url);
+    }
+    let join = build_event(
+        NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content),
+        Placement {
+            rules: &rules,
+            room_id: Some(room_id),
+            sender: user_id,
+            prev_events: ids("prev_events"),
+            depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
+            auth_events: ids("auth_events"),
+            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
+            server_name: &server.signer.server_name,
+            key: &server.signer.key,
+        },
+    )
+    .map_err(|e| Error::bad_json(e.to_string()))?;
+    let path = format!(
+        "/_matrix/federation/v2/send_join/{}/{}",
+        urlencode(room_id.as_str()),
+        urlencode(join.event_id.as_str())
+    );
+    let body: Value =
+        serde_json::from_str(&join.json).map_err(|e| Error::internal(e.to_string()))?;
+    let response = server
+        .federation
+        .request(resident, Method::PUT, &path, Some(body))
+        .await
+        .map_err(fed_error)?;
+
+    // Closed federation: every event of the room must come from allow-listed servers, and no
+    // member may be on a server outside the allow-list.
+    let mut state_pdus = Vec::new();
+    for value in response
+        .get("state")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        state_pdus.push(verify(server, &version, &value)?);
+    }
+    let mut chain = Vec::new();
+    for value in response
+        .get("auth_chain")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        chain.push(verify(server, &version, &value)?);
+    }
+    for member in state_pdus
+        .iter()
+        .filter(|p| p.kind == TimelineEventType::RoomMember)
+    {
+        let server_name = member
+            .state_key
+            .as_deref()
+            .and_then(|k| k.split_once(':'))
+            .map(|(_, s)| s)
+            .unwrap_or_default();
+        if server_name != server.server_name().as_str() && !server.peers.contains(server_name) {
+            return Err(Error::forbidden(format!(
+                "the room includes {server_name}, which is not an allow-listed peer of this unit"
+            )));
+        }
+    }
+    let create = state_pdus
+        .iter()
+        .find(|p| p.kind == TimelineEventType::RoomCreate)
+        .ok_or_else(|| Error::bad_json("send_join state has no create event"))?;
+    if create.room_id != room_id {
+        return Err(Error::bad_json("send_join state is for another room"));
+    }
+    let creator = create.sender.to_string();
+    let map: StateMap = state_pdus
+        .iter()
+        .filter_map(|p| {
+            Some((
+                (p.kind.to_string(), p.state_key.clone()?),
+                p.event_id.to_string(),
+            ))
+        })
+        .collect();
+    let mut outliers: Vec<Pdu> = chain.into_iter().chain(state_pdus).collect();
+    outliers.sort_by_key(|p| p.depth);
+    let room = room_id.to_owned();
+    let signer = Arc::clone(&server.signer);
+    let outcome = server
+        .store
+        .write(move |tx| {
+            if state::get_room(tx, room.as_str())?.is_none() {
+                state::create_room(tx, room.as_str(), &version, &creator, now_ms())?;
+            }
+            for pdu in &outliers {
+                if !federation::have_event(tx, pdu.event_id.as_str())? {
+                    let pos = tx.next_stream_pos();
+                    federation::insert_outlier(tx, pdu, pos)?;
+                }
+            }
+            let outcome = accept_in_tx(tx, &join, Some(map))?;
+            if let Ok(Outcome::Accepted) = outcome {
+                // Other servers in the room learn of the join from the resident; we tell no one.
+                let _ = &signer;
+            }
+            Ok(outcome)
+        })
+        .await?;
+    match outcome {
+        Ok(Outcome::Accepted) | Ok(Outcome::AlreadyKnown) => Ok(()),
+        Ok(Outcome::Rejected(reason)) => Err(Error::forbidden(format!("join rejected: {reason}"))),
+        Ok(Outcome::SoftFailed) => Err(Error::forbidden("join soft-failed")),
+        Err(missing) => Err(Error::new(
+            ErrorCode::Unknown,
+            format!("join incomplete: {missing}"),
+        )),
+    }
+}
+
+/// Invites a user of another unit: the invitee's server countersigns the invite before it
+/// enters the room.
+pub async fn invite_remote(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    target: OwnedUserId,
+) -> Result<OwnedEventId> {
+    let target_server = target.server_name().to_string();
+    if !server.peers.contains(&target_server) {
+        return Err(Error::forbidden(format!(
+            "{target_server} is not an allow-listed peer of this unit"
+        )));
+    }
+    let signer = Arc::clone(&server.signer);
+    let (room, inviter, invitee) = (room_id.clone(), sender.clone(), target.clone());
+    let (pdu, version, stripped) = server
+        .store
+        .write(move |tx| {
+            let event = NewEvent::state(
+                TimelineEventType::RoomMember,
+                invitee.as_str(),
+                json!({"membership": "invite"}),
+            );
+            let pdu = rooms::build_checked_in_tx(tx, &signer, &room, &inviter, event)?;
+            let version = state::get_room(tx, room.as_str())?
+                .map(|r| r.room_version)
+                .unwrap_or_default();
+            let mut stripped = Vec::new();
+            for kind in [
+                "m.room.create",
+                "m.room.join_rules",
+                "m.room.name",
+                "m.room.avatar",
+                "m.room.canonical_alias",
+                "m.room.encryption",
+            ] {
+                if let Some(id) = state::current_state_id(tx, room.as_str(), kind, "")?
+                    && let Some(event) = events::get_event(tx, &id)?
+                {
+                    stripped.push(to_stripped_state(&event.pdu));
+                }
+            }
+            stripped.push(to_stripped_state(&pdu));
+            Ok((pdu, version, stripped))
+        })
+        .await?;
+    let path = format!(
+        "/_matrix/federation/v2/invite/{}/{}",
+        urlencode(room_id.as_str()),
+        urlencode(pdu.event_id.as_str())
+    );
+    let body = json!({
+        "event": serde_json::from_str::<Value>(&pdu.json).map_err(|e| Error::internal(e.to_string()))?,
+        "room_version": version,
+        "invite_room_state": stripped,
+    });
+    let response = server
+        .federation
+        .request(&target_server, Method::PUT, &path, Some(body))
+        .await
+        .map_err(fed_error)?;
+    let signed = response
+        .get("event")
+        .cloned()
+        .ok_or_else(|| Error::bad_json("invite response without event"))?;
+    let countersigned = verify(server, &version, &signed)?;
+    if countersigned.event_id != pdu.event_id {
+        return Err(Error::forbidden(format!(
+            "{target_server} returned a different invite event"
+        )));
+    }
+    let signer = Arc::clone(&server.signer);
+    let event = countersigned.clone();
+    let outcome = server
+        .store
+        .write(move |tx| {
+            let outcome = accept_in_tx(tx, &event, None)?;
+            if let Ok(Outcome::Accepted) = outcome {
+                enqueue_for_peers_in_tx(tx, &signer, &event, Some(&target_server))?;
+            }
+            Ok(outcome)
+        })
+        .await?;
+    match outcome {
+        Ok(Outcome::Accepted) | Ok(Outcome::AlreadyKnown) => Ok(countersigned.event_id.clone()),
+        Ok(other) => Err(Error::forbidden(format!("invite not accepted: {other:?}"))),
+        Err(missing) => Err(Error::internal(format!("invite incomplete: {missing}"))),
+    }
+}
+
+/// `PUT /v2/invite` (invitee side): checks the invite, countersigns it, and shows it to the
+/// invited local user.
+pub async fn receive_invite(
+    server: &Server,
+    origin: &str,
+    room_id: OwnedRoomId,
+    event_id: &str,
+    body: Value,
+) -> Result<Value> {
+    let version = body
+        .get("room_version")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::bad_json("missing room_version"))?
+        .to_owned();
+    let (_, rules) = room_rules(&version)?;
+    let value = body
+        .get("event")
+        .cloned()
+        .ok_or_else(|| Error::bad_json("missing event"))?;
+    let pdu = verify_pdu(&server.peers, &server.signer, &rules, object_of(&value)?)?;
+    if pdu.event_id.as_str() != event_id || pdu.room_id != room_id {
+        return Err(Error::bad_json("event does not match the request path"));
+    }
+    let target = pdu.state_key.clone().unwrap_or_default();
+    if pdu.kind != TimelineEventType::RoomMember
+        || pdu
+            .content_value()
+            .get("membership")
+            .and_then(Value::as_str)
+            != Some("invite")
+        || target.split_once(':').map(|(_, s)| s) != Some(server.server_name().as_str())
+    {
+        return Err(Error::bad_json("not an invite for a user of this unit"));
+    }
+    if pdu.sender.server_name().as_str() != origin {
+        return Err(Error::forbidden(
+            "invites must come from the inviter's own server",
+        ));
+    }
+    let user = target.clone();
+    if server
+        .store
+        .read(move |conn| crate::store::accounts::get_user(conn, &user))
+        .await?
+        .is_none()
+    {
+        return Err(Error::not_found(format!("no user {target} here")));
+    }
+    let mut object = object_of(&value)?;
+    object.remove("unsigned");
+    ruma::signatures::sign_event(
+        server.server_name().as_str(),
+        server.signer.key.pair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::internal(e.to_string()))?;
+    let signed_json = serde_json::to_string(&object).map_err(|e| Error::internal(e.to_string()))?;
+    let signed = Pdu::parse(pdu.event_id.clone(), signed_json.clone(), false)
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let stripped = body
+        .get("invite_room_state")
+        .cloned()
+        .unwrap_or(json!([]))
+        .to_string();
+    let creator = pdu.sender.to_string();
+    server
+        .store
+        .write(move |tx| {
+            let room = signed.room_id.as_str();
+            if state::get_room(tx, room)?.is_none() {
+                state::create_room(tx, room, &version, &creator, now_ms())?;
+            }
+            if federation::participating(tx, room)? {
+                // We are in the room already: the invite arrives like any other event.
+                return Ok(());
+            }
+            if !federation::have_event(tx, signed.event_id.as_str())? {
+                let pos = tx.next_stream_pos();
+                federation::insert_outlier(tx, &signed, pos)?;
+                state::record_membership_change(tx, pos, room, &target, "invite")?;
+            }
+            federation::store_remote_invite(tx, room, &target, signed.event_id.as_str(), &stripped)
+        })
+        .await?;
+    Ok(json!({"event": serde_json::from_str::<Value>(&signed_json).unwrap_or(Value::Null)}))
+}
+
+/// Resolves an alias of another unit through `query/directory` on that unit.
+pub async fn resolve_remote_alias(
+    server: &Server,
+    alias: &ruma::RoomAliasId,
+) -> Result<(OwnedRoomId, Vec<String>)> {
+    let owner = alias.server_name().to_string();
+    let path = format!(
+        "/_matrix/federation/v1/query/directory?room_alias={}",
+        urlencode(alias.as_str())
+    );
+    let response = server
+        .federation
+        .request(&owner, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let room = response
+        .get("room_id")
+        .and_then(Value::as_str)
+        .and_then(|r| OwnedRoomId::try_from(r).ok())
+        .ok_or_else(|| Error::bad_json("directory answer without room_id"))?;
+    let mut servers: Vec<String> = response
+        .get("servers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    servers.insert(0, owner);
+    Ok((room, servers))
+}

@@ -1,0 +1,305 @@
+//! Federation tables: the durable outbox, peer link state, received transaction IDs, outliers,
+//! auth chains and wholesale current-state replacement after state resolution.
+
+use std::collections::{BTreeSet, HashSet};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::state::StateMap;
+use crate::error::Result;
+use crate::matrix::pdu::Pdu;
+
+/// Queues an item for a peer.
+pub fn enqueue(
+    conn: &Connection,
+    destination: &str,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![destination, kind, payload, now])?;
+    Ok(())
+}
+
+/// Peers with something queued.
+pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT destination FROM federation_outbox")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The oldest queued items for a peer: `(id, kind, payload)`.
+pub fn outbox_batch(
+    conn: &Connection,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, payload FROM federation_outbox WHERE destination = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![destination, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Removes delivered items.
+pub fn outbox_delete(conn: &Connection, destination: &str, up_to_id: i64) -> Result<()> {
+    conn.execute(
+        "DELETE FROM federation_outbox WHERE destination = ?1 AND id <= ?2",
+        params![destination, up_to_id],
+    )?;
+    Ok(())
+}
+
+/// Link state of one peer: `(last_success_ts, last_error_ts, last_error, failures, queue_depth)`.
+pub type LinkState = (Option<i64>, Option<i64>, Option<String>, i64, i64);
+
+/// The link state of a peer.
+pub fn link_state(conn: &Connection, server: &str) -> Result<LinkState> {
+    let depth: i64 = conn.query_row(
+        "SELECT count(*) FROM federation_outbox WHERE destination = ?1",
+        params![server],
+        |r| r.get(0),
+    )?;
+    let row = conn
+        .query_row(
+            "SELECT last_success_ts, last_error_ts, last_error, failures FROM peer_links WHERE server_name = ?1",
+            params![server],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (success, error_ts, error, failures) = row.unwrap_or((None, None, None, 0));
+    Ok((success, error_ts, error, failures, depth))
+}
+
+/// Records a successful delivery.
+pub fn link_success(conn: &Connection, server: &str, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO peer_links (server_name, last_success_ts, failures) VALUES (?1, ?2, 0)
+         ON CONFLICT (server_name) DO UPDATE SET last_success_ts = excluded.last_success_ts, failures = 0",
+        params![server, now],
+    )?;
+    Ok(())
+}
+
+/// Records a failed delivery.
+pub fn link_failure(conn: &Connection, server: &str, error: &str, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO peer_links (server_name, last_error_ts, last_error, failures) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (server_name) DO UPDATE SET last_error_ts = excluded.last_error_ts,
+         last_error = excluded.last_error, failures = failures + 1",
+        params![server, now, error],
+    )?;
+    Ok(())
+}
+
+/// The stored response to a transaction already received.
+pub fn received_transaction(
+    conn: &Connection,
+    origin: &str,
+    txn_id: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT response FROM received_transactions WHERE origin = ?1 AND txn_id = ?2",
+            params![origin, txn_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Remembers a processed transaction and its response.
+pub fn record_transaction(
+    conn: &Connection,
+    origin: &str,
+    txn_id: &str,
+    response: &str,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO received_transactions (origin, txn_id, received_ts, response) VALUES (?1, ?2, ?3, ?4)",
+        params![origin, txn_id, now, response],
+    )?;
+    Ok(())
+}
+
+/// Stores an event we hold outside the timeline (auth chain, invite).
+pub fn insert_outlier(conn: &Connection, pdu: &Pdu, stream_pos: i64) -> Result<()> {
+    super::events::insert_event(conn, pdu, stream_pos, None, None)?;
+    conn.execute(
+        "UPDATE events SET outlier = 1 WHERE event_id = ?1",
+        params![pdu.event_id.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Turns an outlier into a timeline event with its state.
+pub fn de_outlier(
+    conn: &Connection,
+    event_id: &str,
+    state_group: Option<i64>,
+    rejected: bool,
+    soft_failed: bool,
+) -> Result<()> {
+    conn.execute(
+        "UPDATE events SET outlier = 0, state_group = ?2, rejected = ?3, soft_failed = ?4 WHERE event_id = ?1",
+        params![event_id, state_group, rejected, soft_failed],
+    )?;
+    Ok(())
+}
+
+/// Marks an event soft-failed (stored, never shown, never built upon).
+pub fn set_soft_failed(conn: &Connection, event_id: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE events SET soft_failed = 1 WHERE event_id = ?1",
+        params![event_id],
+    )?;
+    Ok(())
+}
+
+/// Whether an event is stored (in any form).
+pub fn have_event(conn: &Connection, event_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM events WHERE event_id = ?1")?
+        .query_row(params![event_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Whether an event is stored as an outlier.
+pub fn is_outlier(conn: &Connection, event_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT outlier FROM events WHERE event_id = ?1")?
+        .query_row(params![event_id], |r| r.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false))
+}
+
+/// The full auth chain (all auth-event ancestors) of `event_ids`, excluding the events
+/// themselves.
+pub fn auth_chain(conn: &Connection, event_ids: &[String]) -> Result<HashSet<String>> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut frontier: Vec<String> = event_ids.to_vec();
+    let mut stmt =
+        conn.prepare_cached("SELECT auth_event_id FROM event_auth WHERE event_id = ?1")?;
+    while let Some(id) = frontier.pop() {
+        let parents = stmt.query_map(params![id], |r| r.get::<_, String>(0))?;
+        for parent in parents {
+            let parent = parent?;
+            if seen.insert(parent.clone()) {
+                frontier.push(parent);
+            }
+        }
+    }
+    Ok(seen)
+}
+
+/// Replaces a room's current state wholesale (after state resolution). `memberships` gives
+/// the membership of each member event in `state`.
+pub fn replace_current_state(
+    conn: &Connection,
+    room_id: &str,
+    state: &StateMap,
+    memberships: &dyn Fn(&str) -> Option<String>,
+    group: i64,
+) -> Result<()> {
+    conn.execute(
+        "DELETE FROM current_state WHERE room_id = ?1",
+        params![room_id],
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for ((kind, key), event_id) in state {
+        let membership = if kind == "m.room.member" {
+            memberships(event_id)
+        } else {
+            None
+        };
+        insert.execute(params![room_id, kind, key, event_id, membership])?;
+    }
+    conn.execute(
+        "UPDATE rooms SET current_state_group = ?2 WHERE room_id = ?1",
+        params![room_id, group],
+    )?;
+    Ok(())
+}
+
+/// Events of a room between `earliest` (exclusive) and `latest`, walking prev_events backwards
+/// from `latest`, at most `limit`, oldest first (for get_missing_events).
+pub fn missing_between(
+    conn: &Connection,
+    room_id: &str,
+    earliest: &BTreeSet<String>,
+    latest: &[String],
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    let mut seen: HashSet<String> = latest.iter().cloned().collect();
+    let mut frontier: Vec<String> = latest.to_vec();
+    let mut prevs = conn.prepare_cached(
+        "SELECT e.prev_event_id FROM event_edges e JOIN events v ON v.event_id = e.prev_event_id
+         WHERE e.event_id = ?1 AND v.room_id = ?2",
+    )?;
+    while let Some(id) = frontier.pop() {
+        let parents: Vec<String> = prevs
+            .query_map(params![id, room_id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for parent in parents {
+            if earliest.contains(&parent) || !seen.insert(parent.clone()) {
+                continue;
+            }
+            found.push(parent.clone());
+            if found.len() >= limit {
+                return Ok(found);
+            }
+            frontier.push(parent);
+        }
+    }
+    Ok(found)
+}
+
+/// Remembers an invite from another unit, with the stripped state to show the invitee.
+pub fn store_remote_invite(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    event_id: &str,
+    invite_state: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO remote_invites (room_id, user_id, event_id, invite_state) VALUES (?1, ?2, ?3, ?4)",
+        params![room_id, user_id, event_id, invite_state],
+    )?;
+    Ok(())
+}
+
+/// An invite from another unit: `(event_id, invite_state JSON)`.
+pub fn remote_invite(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<(String, String)>> {
+    Ok(conn
+        .query_row(
+            "SELECT event_id, invite_state FROM remote_invites WHERE room_id = ?1 AND user_id = ?2",
+            params![room_id, user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}
+
+/// Whether this unit takes part in the room (holds its current state).
+pub fn participating(conn: &Connection, room_id: &str) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM current_state WHERE room_id = ?1 AND event_type = 'm.room.create'",
+        )?
+        .query_row(params![room_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
