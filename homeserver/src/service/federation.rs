@@ -1003,3 +1003,135 @@ pub async fn resolve_remote_alias(
     servers.insert(0, owner);
     Ok((room, servers))
 }
+
+/// Queues an `m.receipt` EDU for every other server with members in the room.
+pub fn enqueue_receipt_in_tx(
+    tx: &crate::store::WriteTx<'_>,
+    own: &str,
+    room_id: &str,
+    receipt: &misc::Receipt,
+) -> Result<()> {
+    let servers: BTreeSet<String> = state::members_with(tx, room_id, "join")?
+        .iter()
+        .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
+        .filter(|s| s != own)
+        .collect();
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let mut data = json!({"ts": receipt.ts});
+    if !receipt.thread_id.is_empty() {
+        data["thread_id"] = json!(receipt.thread_id);
+    }
+    let edu = json!({
+        "edu_type": "m.receipt",
+        "content": { room_id: { "m.read": { receipt.user_id.clone(): {"event_ids": [receipt.event_id], "data": data} } } },
+    })
+    .to_string();
+    let now = now_ms();
+    for server in servers {
+        federation::enqueue(tx, &server, "edu", &edu, now)?;
+    }
+    Ok(())
+}
+
+/// Rejects an invite from another unit: `make_leave` → sign → `send_leave` through the
+/// inviter's unit, then shows the room as left.
+pub async fn reject_remote_invite(
+    server: &Server,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+) -> Result<()> {
+    let (room, user) = (room_id.to_string(), user_id.to_string());
+    let invite = server
+        .store
+        .read(move |conn| federation::remote_invite(conn, &room, &user))
+        .await?;
+    let Some((invite_id, _)) = invite else {
+        return Err(Error::forbidden("You are not invited to this room"));
+    };
+    let id = invite_id.clone();
+    let invite_event = server
+        .store
+        .read(move |conn| events::get_event(conn, &id))
+        .await?
+        .ok_or_else(|| Error::internal("stored invite missing"))?;
+    let inviter = invite_event.pdu.sender.server_name().to_string();
+    let version = version_of(server, room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::internal("invited room missing"))?;
+    let (_, rules) = room_rules(&version)?;
+    let path = format!(
+        "/_matrix/federation/v1/make_leave/{}/{}",
+        urlencode(room_id.as_str()),
+        urlencode(user_id.as_str())
+    );
+    let template = server
+        .federation
+        .request(&inviter, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let event = template
+        .get("event")
+        .cloned()
+        .ok_or_else(|| Error::bad_json("make_leave without event"))?;
+    let ids = |key: &str| -> Vec<OwnedEventId> {
+        event
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let leave = build_event(
+        NewEvent::state(
+            TimelineEventType::RoomMember,
+            user_id.as_str(),
+            json!({"membership": "leave"}),
+        ),
+        Placement {
+            rules: &rules,
+            room_id: Some(&room_id),
+            sender: &user_id,
+            prev_events: ids("prev_events"),
+            depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
+            auth_events: ids("auth_events"),
+            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
+            server_name: &server.signer.server_name,
+            key: &server.signer.key,
+        },
+    )
+    .map_err(|e| Error::bad_json(e.to_string()))?;
+    let path = format!(
+        "/_matrix/federation/v2/send_leave/{}/{}",
+        urlencode(room_id.as_str()),
+        urlencode(leave.event_id.as_str())
+    );
+    let body: Value =
+        serde_json::from_str(&leave.json).map_err(|e| Error::internal(e.to_string()))?;
+    server
+        .federation
+        .request(&inviter, Method::PUT, &path, Some(body))
+        .await
+        .map_err(fed_error)?;
+    server
+        .store
+        .write(move |tx| {
+            if !federation::have_event(tx, leave.event_id.as_str())? {
+                let pos = tx.next_stream_pos();
+                federation::insert_outlier(tx, &leave, pos)?;
+                state::record_membership_change(
+                    tx,
+                    pos,
+                    leave.room_id.as_str(),
+                    user_id.as_str(),
+                    "leave",
+                )?;
+            }
+            Ok(())
+        })
+        .await
+}

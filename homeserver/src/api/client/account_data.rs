@@ -123,6 +123,7 @@ async fn store_receipt(
     event: String,
     thread_id: String,
 ) -> Result<()> {
+    let own = server.server_name().to_string();
     server
         .store
         .write(move |tx| {
@@ -144,7 +145,11 @@ async fn store_receipt(
                 event_id: event,
                 ts: now_ms(),
             };
-            misc::set_receipt(tx, &room, &receipt, pos)
+            misc::set_receipt(tx, &room, &receipt, pos)?;
+            if receipt.receipt_type == "m.read" {
+                crate::service::federation::enqueue_receipt_in_tx(tx, &own, &room, &receipt)?;
+            }
+            Ok(())
         })
         .await
 }

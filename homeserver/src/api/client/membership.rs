@@ -131,6 +131,16 @@ pub async fn leave(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?;
+    let key = room.to_string();
+    let participating = server
+        .store
+        .read(move |conn| crate::store::federation::participating(conn, &key))
+        .await?;
+    if !participating {
+        // Rejecting an invite from another unit: the leave goes through the inviter's unit.
+        crate::service::federation::reject_remote_invite(&server, room, auth.user_id).await?;
+        return Ok(Json(json!({})));
+    }
     rooms::set_membership(
         &server,
         room,
