@@ -55,7 +55,21 @@ enum Exit {
     Listen = 4,
 }
 
+/// Makes glibc serve large allocations (argon2id's 19 MiB per password hash) by mmap and
+/// return them on free. By default glibc raises its mmap threshold after the first such free
+/// and keeps the memory in per-thread arenas: a burst of logins raised peak RSS from 31 MiB to
+/// over 200 MiB in the load benchmark.
+fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets an allocator parameter; it is called once, before any other
+    // thread exists, and no safe wrapper for it exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     match try_main(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -79,8 +79,18 @@ pub struct Session {
     pub expires_in_ms: Option<i64>,
 }
 
-/// Hashes a password with argon2id (off the async runtime).
+/// Password hashes computed at once. Each argon2id computation takes 19 MiB and a core for
+/// tens of milliseconds, so unbounded concurrency (a burst of logins or registrations) would
+/// multiply memory use and starve the runtime; two at a time keep a 2-core unit responsive.
+/// A process-wide limit on a machine resource, not service state, hence a static.
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+/// Hashes a password with argon2id (off the async runtime, at most two at a time).
 pub async fn hash_password(password: String) -> Result<String> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|_| Error::internal("hashing closed"))?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         Argon2::default()
@@ -93,6 +103,10 @@ pub async fn hash_password(password: String) -> Result<String> {
 }
 
 async fn verify_password(password: String, hash: String) -> Result<bool> {
+    let _permit = HASHING
+        .acquire()
+        .await
+        .map_err(|_| Error::internal("hashing closed"))?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|err| Error::internal(format!("stored hash: {err}")))?;
