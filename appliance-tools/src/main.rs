@@ -1,0 +1,57 @@
+//! The `appliance` command: what installers and admins use at an Outpost unit's console to
+//! provision it, manage users, check health, and back it up and restore it.
+//!
+//! `main` parses the command line ([`cli`]), runs one command, prints a failure once and exits
+//! with a documented code ([`exit`]). Commands talk to the running homeserver through its admin
+//! socket ([`admin_client`]) and work on the unit's files ([`unit`]) and database ([`offline`])
+//! when it is stopped.
+
+mod admin_client;
+mod backup;
+mod cli;
+mod console;
+mod docs;
+mod exit;
+mod offline;
+mod password;
+mod progress;
+mod provisioning;
+mod reset;
+mod setup;
+mod status;
+mod tls;
+mod unit;
+mod users;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::{Exit, Failure};
+use crate::unit::Unit;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => code.into(),
+        Err(failure) => {
+            eprintln!("appliance: {failure}");
+            failure.code.into()
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<Exit, Failure> {
+    let unit = Unit::new(cli.data_dir.clone());
+    match &cli.command {
+        Command::Setup(args) => setup::run(&unit, args),
+        Command::User(command) => users::run(&unit, command),
+        Command::Status(args) => status::run(&unit, args),
+        Command::Backup(args) => backup::backup(&unit, args),
+        Command::Restore(args) => backup::restore(&unit, args),
+        Command::FactoryReset(args) => reset::run(&unit, args),
+        Command::Man(args) => docs::man(args),
+        Command::Completions(args) => docs::completions(args),
+    }
+}

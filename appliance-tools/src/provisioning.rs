@@ -1,0 +1,395 @@
+//! The declarative provisioning file (`provisioning/provisioning.schema.json`): what `setup`
+//! asks for, what `setup --from FILE` applies, and what setup leaves in the data dir as the
+//! record of how the unit was provisioned.
+//!
+//! Parsing ([`Provisioning::parse`]) only checks the shape; [`Provisioning::validate`] checks
+//! every field and reports every problem at once, so an installer fixes a file in one round.
+//! The field checks are also used one by one by the interactive wizard. The homeserver's TOML
+//! config is rendered from the factory template `provisioning/homeserver.template.toml`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use ruma::{OwnedServerName, OwnedUserId};
+use serde::{Deserialize, Serialize};
+
+/// The provisioning format version this tool writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Default client listen address: every interface, the usual Matrix client port.
+pub const DEFAULT_CLIENT_LISTEN: &str = "0.0.0.0:8008";
+/// Default federation listen address: every interface, the usual Matrix federation port.
+pub const DEFAULT_FEDERATION_LISTEN: &str = "0.0.0.0:8448";
+/// Default first admin name.
+pub const DEFAULT_ADMIN: &str = "admin";
+
+/// The factory-default homeserver config, with `{{…}}` placeholders.
+const CONFIG_TEMPLATE: &str = include_str!("../../provisioning/homeserver.template.toml");
+
+/// The file, exactly as written in JSON. Unknown keys are errors, so a typo is caught.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provisioning {
+    /// Editors' schema hint; ignored.
+    #[serde(rename = "$schema", default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    /// Format version, must be [`VERSION`].
+    pub version: u32,
+    /// The unit's Matrix server name (user IDs end in it); may carry a port.
+    pub server_name: String,
+    /// Where the unit listens and how peers reach it.
+    pub network: Network,
+    /// The first admin account.
+    pub admin: Admin,
+}
+
+/// The `network` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Client-server API listen address, `ip:port`.
+    #[serde(default = "default_client_listen")]
+    pub client_listen: String,
+    /// Federation listen address, `ip:port`.
+    #[serde(default = "default_federation_listen")]
+    pub federation_listen: String,
+    /// `host:port` addresses peer units use to reach this one (they go on the peer card).
+    pub federation_endpoints: Vec<String>,
+}
+
+fn default_client_listen() -> String {
+    DEFAULT_CLIENT_LISTEN.to_owned()
+}
+fn default_federation_listen() -> String {
+    DEFAULT_FEDERATION_LISTEN.to_owned()
+}
+
+/// The `admin` section. The password itself is never in the file: it is typed at the console,
+/// passed with `--admin-password-file`, or read from the file `password_file` names (for an
+/// installer's provisioning stick; setup does not copy that key into the data dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// The first admin's user name (`admin`, or a full `@admin:server`).
+    pub user: String,
+    /// A file holding the password on its first line, relative to the provisioning file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+}
+
+/// A provisioning file whose every field was checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The server name.
+    pub server_name: OwnedServerName,
+    /// Client listen address.
+    pub client_listen: SocketAddr,
+    /// Federation listen address.
+    pub federation_listen: SocketAddr,
+    /// Endpoints peers use, `host:port`.
+    pub federation_endpoints: Vec<String>,
+    /// The first admin.
+    pub admin: OwnedUserId,
+}
+
+impl Provisioning {
+    /// Parses the JSON text (shape only).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_json::from_str(text).map_err(|err| {
+            format!(
+                "not a valid provisioning file (line {}, column {}): {err}",
+                err.line(),
+                err.column()
+            )
+        })
+    }
+
+    /// Checks every field; on failure returns one line per problem, naming the field.
+    pub fn validate(&self) -> Result<Plan, Vec<String>> {
+        let mut problems = Vec::new();
+        if self.version != VERSION {
+            problems.push(format!(
+                "version: {} is not supported; this tool reads version {VERSION}",
+                self.version
+            ));
+        }
+        let server_name = note(&mut problems, "server_name", server_name(&self.server_name));
+        let client = note(
+            &mut problems,
+            "network.client_listen",
+            listen_addr(&self.network.client_listen),
+        );
+        let federation = note(
+            &mut problems,
+            "network.federation_listen",
+            listen_addr(&self.network.federation_listen),
+        );
+        if let (Some(client), Some(federation)) = (client, federation)
+            && overlaps(client, federation)
+        {
+            problems.push(format!(
+                "network.federation_listen: {federation} collides with client_listen {client}; \
+                 use another port"
+            ));
+        }
+        if self.network.federation_endpoints.is_empty() {
+            problems.push(
+                "network.federation_endpoints: list at least one host:port that peer units can \
+                 reach this unit at"
+                    .to_owned(),
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (index, raw) in self.network.federation_endpoints.iter().enumerate() {
+            if let Some(endpoint) = note(
+                &mut problems,
+                &format!("network.federation_endpoints[{index}]"),
+                endpoint(raw),
+            ) {
+                endpoints.push(endpoint);
+            }
+        }
+        let admin = server_name.as_ref().and_then(|name| {
+            note(
+                &mut problems,
+                "admin.user",
+                admin_user(name, &self.admin.user),
+            )
+        });
+        match (server_name, client, federation, admin) {
+            (Some(server_name), Some(client_listen), Some(federation_listen), Some(admin))
+                if problems.is_empty() =>
+            {
+                Ok(Plan {
+                    server_name,
+                    client_listen,
+                    federation_listen,
+                    federation_endpoints: endpoints,
+                    admin,
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+}
+
+impl Plan {
+    /// The provisioning file that records this plan (as setup writes it into the data dir).
+    pub fn to_file(&self) -> Provisioning {
+        Provisioning {
+            schema: None,
+            version: VERSION,
+            server_name: self.server_name.to_string(),
+            network: Network {
+                client_listen: self.client_listen.to_string(),
+                federation_listen: self.federation_listen.to_string(),
+                federation_endpoints: self.federation_endpoints.clone(),
+            },
+            admin: Admin {
+                user: self.admin.localpart().to_owned(),
+                password_file: None,
+            },
+        }
+    }
+
+    /// The homeserver config for this plan, with the unit living in `data_dir` (absolute).
+    pub fn render_config(&self, data_dir: &Path) -> String {
+        render_config(&self.server_name, data_dir, self.client_listen)
+    }
+}
+
+/// Fills the factory template.
+pub fn render_config(server_name: &OwnedServerName, data_dir: &Path, client: SocketAddr) -> String {
+    CONFIG_TEMPLATE
+        .replace("{{server_name}}", &toml_string(server_name.as_str()))
+        .replace("{{data_dir}}", &toml_string(&data_dir.to_string_lossy()))
+        .replace("{{client_listen}}", &toml_string(&client.to_string()))
+}
+
+/// Replaces the top-level `data_dir = …` line of a config (restore moves a unit to another
+/// directory). Comments and every other line stay as they were.
+pub fn replace_data_dir(config: &str, data_dir: &Path) -> Result<String, String> {
+    let mut replaced = false;
+    let mut in_table = false;
+    let lines: Vec<String> = config
+        .lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('[') {
+                in_table = true;
+            }
+            let key = trimmed.split('=').next().unwrap_or_default().trim();
+            if !in_table && !replaced && key == "data_dir" {
+                replaced = true;
+                format!("data_dir = {}", toml_string(&data_dir.to_string_lossy()))
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    if replaced {
+        Ok(lines.join("\n") + "\n")
+    } else {
+        Err("the config has no top-level data_dir line".to_owned())
+    }
+}
+
+/// Quotes a TOML basic string.
+fn toml_string(raw: &str) -> String {
+    let mut out = String::from("\"");
+    for c in raw.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Records a field's problem, prefixed with the field name; passes a valid value through.
+fn note<T>(problems: &mut Vec<String>, field: &str, result: Result<T, String>) -> Option<T> {
+    result
+        .map_err(|reason| problems.push(format!("{field}: {reason}")))
+        .ok()
+}
+
+/// Whether two listen addresses would claim the same port.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// Checks a server name.
+pub fn server_name(raw: &str) -> Result<OwnedServerName, String> {
+    let raw = raw.trim();
+    let name = OwnedServerName::try_from(raw).map_err(|_| {
+        format!(
+            "{raw:?} is not a valid server name: use a host name such as unit-a.example \
+             (letters, digits, '-' and '.'), optionally with :port"
+        )
+    })?;
+    if name.as_str().len() > 230 {
+        return Err("a server name this long leaves no room for user names".to_owned());
+    }
+    Ok(name)
+}
+
+/// Checks a listen address (`ip:port`).
+pub fn listen_addr(raw: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = raw.trim().parse().map_err(|_| {
+        format!("{raw:?} is not an ip:port address (for example 0.0.0.0:8008 or [::]:8008)")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("{raw:?} needs a port other than 0"));
+    }
+    Ok(addr)
+}
+
+/// Checks a `host:port` endpoint peers can reach (a host name or an IP address).
+pub fn endpoint(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let bad =
+        || format!("{raw:?} is not host:port (for example 10.0.0.5:8448 or unit-a.example:8448)");
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(format!(
+                "{raw:?} is not an address peers can reach; give this unit's own address"
+            ));
+        }
+        return Ok(addr.to_string());
+    }
+    let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.parse::<IpAddr>().is_err()
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !host_ok || port == 0 {
+        return Err(bad());
+    }
+    Ok(format!("{}:{port}", host.to_ascii_lowercase()))
+}
+
+/// Checks the first admin's name against the server name.
+pub fn admin_user(server_name: &OwnedServerName, raw: &str) -> Result<OwnedUserId, String> {
+    homeserver::service::admin::parse_new_user(server_name, raw).map_err(|err| error_message(&err))
+}
+
+/// The human part of a homeserver error.
+fn error_message(err: &homeserver::error::Error) -> String {
+    match err {
+        homeserver::error::Error::Matrix { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The endpoint peers would use by default: the server name's host on the federation port.
+pub fn default_endpoint(server_name: &OwnedServerName, federation: SocketAddr) -> String {
+    format!("{}:{}", server_name.host(), federation.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Provisioning {
+        Provisioning::parse(include_str!("../../provisioning/provisioning.example.json"))
+            .expect("the example parses")
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let plan = example().validate().expect("the example validates");
+        assert_eq!(plan.admin.localpart(), "admin");
+        // And it round-trips through what setup writes.
+        assert!(plan.to_file().validate().is_ok());
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let mut file = example();
+        file.version = 7;
+        file.server_name = "Not A Name".to_owned();
+        file.network.client_listen = "8008".to_owned();
+        file.network.federation_endpoints = vec!["nowhere".to_owned()];
+        let problems = file.validate().expect_err("invalid");
+        for field in [
+            "version",
+            "server_name",
+            "client_listen",
+            "federation_endpoints[0]",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(field)),
+                "{field} not reported in {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn colliding_ports_are_refused() {
+        let mut file = example();
+        file.network.federation_listen = file.network.client_listen.clone();
+        assert!(file.validate().is_err());
+    }
+
+    #[test]
+    fn data_dir_is_replaced_only_at_top_level() {
+        let config = "# c\nserver_name = \"a\"\ndata_dir = \"/old\"\n[x]\ndata_dir = 1\n";
+        let new = replace_data_dir(config, Path::new("/new")).expect("replaced");
+        assert_eq!(
+            new,
+            "# c\nserver_name = \"a\"\ndata_dir = \"/new\"\n[x]\ndata_dir = 1\n"
+        );
+    }
+}

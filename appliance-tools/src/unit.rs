@@ -1,0 +1,249 @@
+//! A unit on disk: the data directory and the files that make it up, whether the homeserver is
+//! running, and erasing it.
+//!
+//! Everything of a unit lives in one directory (the data partition in the image): the
+//! homeserver config, the provisioning file, the signing key, the TLS CA and certificate, the
+//! database and media. One directory is what backup copies, restore replaces and factory reset
+//! erases.
+
+use std::io::ErrorKind;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use homeserver::config::Config;
+
+use crate::exit::Failure;
+use crate::provisioning::Provisioning;
+
+/// The homeserver config file inside the data dir.
+pub const CONFIG_FILE: &str = "homeserver.toml";
+/// The declarative provisioning file inside the data dir.
+pub const PROVISIONING_FILE: &str = "provisioning.json";
+/// The TLS directory inside the data dir.
+pub const TLS_DIR: &str = "tls";
+/// The media directory inside the data dir.
+pub const MEDIA_DIR: &str = "media";
+/// The federation allow-list (imported peer cards) inside the data dir.
+pub const PEERS_DIR: &str = "peers";
+
+/// Entries whose presence means a unit (or part of one) is set up here.
+const UNIT_MARKERS: &[&str] = &[
+    CONFIG_FILE,
+    PROVISIONING_FILE,
+    homeserver::SIGNING_KEY_FILE,
+    homeserver::store::DB_FILE,
+];
+
+/// Everything restore replaces: the unit's files plus the database's WAL and shared-memory
+/// files (a stale WAL next to a restored database would be replayed into it).
+pub const REPLACED_ON_RESTORE: &[&str] = &[
+    CONFIG_FILE,
+    PROVISIONING_FILE,
+    homeserver::SIGNING_KEY_FILE,
+    TLS_DIR,
+    MEDIA_DIR,
+    PEERS_DIR,
+    "homeserver.db",
+    "homeserver.db-wal",
+    "homeserver.db-shm",
+];
+
+/// The command-line tool's shared systemd hint, so every message says the same thing.
+pub const START_HINT: &str = "systemctl start homeserver";
+/// How to stop the service.
+pub const STOP_HINT: &str = "systemctl stop homeserver";
+
+/// Whether the homeserver of a unit is running, judged by its admin socket.
+pub enum ServerState {
+    /// The admin socket accepts connections.
+    Running,
+    /// No socket, or a stale one nobody listens on.
+    Stopped,
+}
+
+/// A unit's data directory.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    dir: PathBuf,
+}
+
+impl Unit {
+    /// The unit living in `dir` (which may not exist yet).
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<dir>/<name>`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The homeserver config.
+    pub fn config_path(&self) -> PathBuf {
+        self.path(CONFIG_FILE)
+    }
+
+    /// The provisioning file.
+    pub fn provisioning_path(&self) -> PathBuf {
+        self.path(PROVISIONING_FILE)
+    }
+
+    /// The signing key.
+    pub fn key_path(&self) -> PathBuf {
+        self.path(homeserver::SIGNING_KEY_FILE)
+    }
+
+    /// The database.
+    pub fn db_path(&self) -> PathBuf {
+        self.path(homeserver::store::DB_FILE)
+    }
+
+    /// The admin socket.
+    pub fn socket_path(&self) -> PathBuf {
+        homeserver::admin::socket_path(&self.dir)
+    }
+
+    /// Whether any file of a unit is here (a complete unit, or what an interrupted setup left).
+    pub fn exists(&self) -> bool {
+        UNIT_MARKERS.iter().any(|name| self.path(name).exists())
+    }
+
+    /// Whether the homeserver is running, by connecting to its admin socket.
+    pub fn server_state(&self) -> Result<ServerState, Failure> {
+        let socket = self.socket_path();
+        match UnixStream::connect(&socket) {
+            Ok(_) => Ok(ServerState::Running),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    ErrorKind::NotFound | ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(ServerState::Stopped)
+            }
+            Err(err) if err.kind() == ErrorKind::PermissionDenied => Err(Failure::broke(format!(
+                "cannot reach the homeserver's admin socket {}: permission denied. Run this as \
+                 root or as a member of the admin group.",
+                socket.display()
+            ))),
+            Err(err) => Err(Failure::io("cannot reach the admin socket", &socket, err)),
+        }
+    }
+
+    /// Fails unless the homeserver is stopped; `doing` completes "stop the homeserver before …".
+    pub fn require_stopped(&self, doing: &str) -> Result<(), Failure> {
+        match self.server_state()? {
+            ServerState::Stopped => Ok(()),
+            ServerState::Running => Err(Failure::state(format!(
+                "the homeserver is running; stop it before {doing} (`{STOP_HINT}`)"
+            ))),
+        }
+    }
+
+    /// Fails unless a unit is set up here.
+    pub fn require_set_up(&self) -> Result<(), Failure> {
+        if self.config_path().is_file() {
+            Ok(())
+        } else {
+            Err(Failure::state(format!(
+                "no unit is set up in {}: run `appliance setup` first (or pass --data-dir)",
+                self.dir.display()
+            )))
+        }
+    }
+
+    /// Loads and validates the homeserver config.
+    pub fn config(&self) -> Result<Config, Failure> {
+        self.require_set_up()?;
+        Config::from_file(&self.config_path()).map_err(|err| Failure::broke(err.to_string()))
+    }
+
+    /// Loads the provisioning file, if there is one.
+    pub fn provisioning(&self) -> Result<Option<Provisioning>, Failure> {
+        let path = self.provisioning_path();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Provisioning::parse(&text)
+                .map(Some)
+                .map_err(|err| Failure::broke(format!("{}: {err}", path.display()))),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(Failure::io("cannot read", &path, err)),
+        }
+    }
+
+    /// The unit's server name, from the provisioning file or else the config; `None` if
+    /// neither can be read.
+    pub fn server_name(&self) -> Option<String> {
+        if let Ok(Some(provisioning)) = self.provisioning() {
+            return Some(provisioning.server_name);
+        }
+        Config::from_file(&self.config_path())
+            .ok()
+            .map(|config| config.server_name.to_string())
+    }
+
+    /// Erases everything in the data dir except the entries named in `keep` (the directory
+    /// itself stays: it may be a mount point).
+    pub fn erase(&self, keep: &[&str]) -> Result<(), Failure> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(Failure::io("cannot list", &self.dir, err)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|err| Failure::io("cannot list", &self.dir, err))?;
+            if keep.iter().any(|name| entry.file_name() == *name) {
+                continue;
+            }
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
+            let removed = if is_dir {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|err| Failure::io("cannot remove", &path, err))?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` (and parents) if needed and returns its absolute, canonical path.
+pub fn ensure_dir(dir: &Path) -> Result<PathBuf, Failure> {
+    std::fs::create_dir_all(dir).map_err(|err| Failure::io("cannot create", dir, err))?;
+    dir.canonicalize()
+        .map_err(|err| Failure::io("cannot resolve", dir, err))
+}
+
+/// Closes the data dir to other users (at most mode 0750; a stricter mode such as the image's
+/// 0700 is kept): the database holds every message, and SQLite creates its files
+/// world-readable under the usual umask.
+pub fn restrict_dir(dir: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .map_err(|err| Failure::io("cannot inspect", dir, err))?
+        .permissions()
+        .mode();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o750))
+        .map_err(|err| Failure::io("cannot set the mode of", dir, err))
+}
+
+/// Writes `bytes` to `path` with `mode`, durably (fsync).
+pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|err| Failure::io("cannot create", path, err))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|err| Failure::io("cannot write", path, err))
+}
