@@ -15,6 +15,7 @@
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
 
+pub mod appliance;
 mod client;
 mod env;
 mod raw;
