@@ -198,6 +198,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         signer,
         uia: Default::default(),
         tokens: Default::default(),
+        typing: Default::default(),
         shutdown: shutdown_rx,
     });
     Ok(Prepared {
@@ -234,6 +235,7 @@ pub async fn serve(
         Duration::from_secs(server.config.federation.retry_cap_secs),
         shutdown_tx.subscribe(),
     ));
+    let typing_expiry = tokio::spawn(expire_typing(Arc::clone(&server), shutdown_tx.subscribe()));
     let reloader = tokio::spawn(reload_on_sighup(
         Arc::clone(&server.peers),
         shutdown_tx.subscribe(),
@@ -273,6 +275,7 @@ pub async fn serve(
     let _ = checkpointer.await;
     let _ = sender.await;
     reloader.abort();
+    typing_expiry.abort();
     if let Some(federation_server) = federation_server {
         let _ = federation_server.await;
     }
@@ -378,4 +381,15 @@ pub fn peer_card(config: &Config) -> Result<matrix::peer_card::PeerCard, StartEr
         path: SIGNING_KEY_FILE.to_owned(),
         reason: err.to_string(),
     })
+}
+
+/// Expires typing notices every second, waking long polls that show them.
+async fn expire_typing(server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => server.typing.expire(),
+            _ = stopped(&mut shutdown) => break,
+        }
+    }
 }

@@ -372,12 +372,8 @@ pub fn accept_in_tx(
         }
     };
     if federation::have_event(tx, event_id)? {
-        // An outlier (auth chain, invite) that now gets its place in the timeline: move it to
-        // the new position so sync sees it.
-        tx.execute(
-            "UPDATE events SET stream_pos = ?2 WHERE event_id = ?1",
-            rusqlite::params![event_id, pos],
-        )?;
+        // An outlier (auth chain, invite) that now gets its place in the room's DAG. It keeps
+        // its stream position: it is history from before we saw it, not news for sync.
         federation::de_outlier(tx, event_id, Some(group), rejected, false)?;
     } else {
         let mut stored = pdu.clone();

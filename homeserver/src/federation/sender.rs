@@ -29,7 +29,7 @@ pub async fn run(
     retry_cap: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut positions = store.subscribe();
+    let mut commits = store.subscribe_commits();
     let mut workers: HashMap<String, (Arc<Notify>, tokio::task::JoinHandle<()>)> = HashMap::new();
     loop {
         let pending = store
@@ -51,7 +51,7 @@ pub async fn run(
             notify.notify_one();
         }
         tokio::select! {
-            changed = positions.changed() => if changed.is_err() { break },
+            changed = commits.changed() => if changed.is_err() { break },
             _ = crate::stopped(&mut shutdown) => break,
         }
     }

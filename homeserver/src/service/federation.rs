@@ -354,13 +354,16 @@ pub fn fed_error(err: crate::federation::client::FedError) -> Error {
     }
 }
 
-/// Handles an EDU: receipts are stored for rooms the origin takes part in; the others need
-/// features not built yet (typing, presence, E2EE) and are ignored.
+/// Handles an EDU: receipts and typing notices for rooms the origin's users are joined to;
+/// the others need features not built yet (presence, E2EE) and are ignored.
 async fn receive_edu(server: &Server, origin: &str, edu: &Value) -> Result<()> {
     let kind = edu
         .get("edu_type")
         .and_then(Value::as_str)
         .unwrap_or_default();
+    if kind == "m.typing" {
+        return receive_typing(server, origin, edu.get("content").unwrap_or(&Value::Null)).await;
+    }
     if kind != "m.receipt" {
         return Ok(());
     }
@@ -1130,6 +1133,60 @@ pub async fn reject_remote_invite(
                     user_id.as_str(),
                     "leave",
                 )?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+async fn receive_typing(server: &Server, origin: &str, content: &Value) -> Result<()> {
+    let (Some(room), Some(user)) = (
+        content.get("room_id").and_then(Value::as_str),
+        content.get("user_id").and_then(Value::as_str),
+    ) else {
+        return Err(Error::bad_json("typing EDU without room_id or user_id"));
+    };
+    if user.split_once(':').map(|(_, s)| s) != Some(origin) {
+        return Err(Error::forbidden("typing EDU for a user of another server"));
+    }
+    let typing = content
+        .get("typing")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let (r, u) = (room.to_owned(), user.to_owned());
+    let joined = server
+        .store
+        .read(move |conn| Ok(state::membership(conn, &r, &u)?.as_deref() == Some("join")))
+        .await?;
+    if joined {
+        server
+            .typing
+            .set(room, user, typing, std::time::Duration::from_secs(30));
+    }
+    Ok(())
+}
+
+/// Tells the other servers in the room that a local user started or stopped typing.
+pub async fn send_typing(
+    server: &Server,
+    room_id: &str,
+    user_id: &str,
+    typing: bool,
+) -> Result<()> {
+    let own = server.server_name().to_string();
+    let (room, user) = (room_id.to_owned(), user_id.to_owned());
+    server
+        .store
+        .write(move |tx| {
+            let servers: BTreeSet<String> = state::members_with(tx, &room, "join")?
+                .iter()
+                .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
+                .filter(|s| *s != own)
+                .collect();
+            let edu = json!({"edu_type": "m.typing", "content": {"room_id": room, "user_id": user, "typing": typing}}).to_string();
+            let now = now_ms();
+            for server in servers {
+                federation::enqueue(tx, &server, "edu", &edu, now)?;
             }
             Ok(())
         })

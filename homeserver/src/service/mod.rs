@@ -9,6 +9,7 @@ pub mod admin;
 pub mod federation;
 pub mod rooms;
 pub mod sync;
+pub mod typing;
 pub mod uia;
 
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Server {
     pub signer: Arc<Signer>,
     /// User-interactive-auth sessions in flight.
     pub uia: uia::Sessions,
+    /// Who is typing where.
+    pub typing: typing::Typing,
     /// Access tokens already resolved.
     pub tokens: accounts::TokenCache,
     /// The allow-listed peers (from peer cards).

@@ -42,6 +42,8 @@ pub struct SyncRequest {
     pub device_id: String,
     /// Position from the `since` token.
     pub since: Option<i64>,
+    /// Typing serial from the `since` token (0 when none).
+    pub typing_since: u64,
     /// Send full state for every room.
     pub full_state: bool,
     /// The filter in force.
@@ -52,33 +54,58 @@ pub struct SyncRequest {
     pub use_state_after: bool,
 }
 
-/// Parses a sync token (`s<position>`).
+/// Parses a sync token (`s<position>` or `s<position>_<typing serial>`) into its stream
+/// position.
 pub fn parse_token(token: &str) -> Result<i64> {
-    token
-        .strip_prefix('s')
-        .and_then(|n| n.parse::<i64>().ok())
+    parse_sync_token(token).map(|(pos, _)| pos)
+}
+
+/// Parses a sync token into its stream position and typing serial.
+pub fn parse_sync_token(token: &str) -> Result<(i64, u64)> {
+    let bad = || Error::invalid_param("Unknown sync token");
+    let rest = token.strip_prefix('s').ok_or_else(bad)?;
+    let (pos, typing) = match rest.split_once('_') {
+        Some((pos, typing)) => (pos, typing.parse::<u64>().map_err(|_| bad())?),
+        None => (rest, 0),
+    };
+    let pos = pos
+        .parse::<i64>()
+        .ok()
         .filter(|n| *n >= 0)
-        .ok_or_else(|| Error::invalid_param("Unknown sync token"))
+        .ok_or_else(bad)?;
+    Ok((pos, typing))
 }
 
 /// Runs a sync, waiting up to the timeout for something new.
 pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     let mut positions = server.store.subscribe();
+    let mut typing_changes = server.typing.subscribe();
     let mut shutdown = server.shutdown.clone();
     loop {
         let upto = *positions.borrow_and_update();
+        let typing_now = *typing_changes.borrow_and_update();
         if let Some(since) = req.since
             && since > upto
         {
             // A token from a newer database (restored backup): treat as "now".
             req.since = Some(upto);
         }
+        if req.typing_since > typing_now {
+            // Typing serials restart with the server: show everyone typing now.
+            req.typing_since = 0;
+        }
+        let typing = server.typing.changes_since(if req.since.is_some() {
+            req.typing_since
+        } else {
+            0
+        });
         let request = req.clone();
-        let (response, empty) = server
+        let (mut response, empty) = server
             .store
-            .read(move |conn| compute(conn, &request, upto))
+            .read(move |conn| compute(conn, &request, upto, &typing))
             .await?;
+        response["next_batch"] = json!(format!("s{upto}_{typing_now}"));
         let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
         if done {
             return Ok(response);
@@ -88,13 +115,19 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) | Err(_) => return Ok(response),
             },
+            changed = typing_changes.changed() => if changed.is_err() { return Ok(response) },
             _ = crate::stopped(&mut shutdown) => return Ok(response),
         }
     }
 }
 
 /// Computes the response for `(since, upto]`; returns it and whether it carries nothing new.
-fn compute(conn: &Connection, req: &SyncRequest, upto: i64) -> Result<(Value, bool)> {
+fn compute(
+    conn: &Connection,
+    req: &SyncRequest,
+    upto: i64,
+    typing: &HashMap<String, Vec<String>>,
+) -> Result<(Value, bool)> {
     let since = req.since;
     let after = since.unwrap_or(0);
     let room_filter = &req.filter.room;
@@ -135,6 +168,7 @@ fn compute(conn: &Connection, req: &SyncRequest, upto: i64) -> Result<(Value, bo
                     &room_id,
                     if fresh { None } else { Some(after) },
                     upto,
+                    typing.get(&room_id),
                 )?;
                 let data = room_account_data.remove(&room_id).unwrap_or_default();
                 if let Some(mut section) = section.or_else(|| (!data.is_empty()).then(empty_room)) {
@@ -318,9 +352,11 @@ fn joined_room(
     room_id: &str,
     since: Option<i64>,
     upto: i64,
+    typing: Option<&Vec<String>>,
 ) -> Result<Option<Value>> {
     let after = since.unwrap_or(0);
     let (events, limited) = timeline(conn, room_id, &req.filter.room.timeline, after, upto)?;
+    let typing = typing.filter(|_| req.filter.room.ephemeral.allows_type("m.typing"));
     let receipts = if req.filter.room.ephemeral.allows_type("m.receipt") {
         misc::receipts_since(conn, room_id, after, upto)?
     } else {
@@ -330,7 +366,12 @@ fn joined_room(
         .into_iter()
         .filter(|r| r.receipt_type != "m.read.private" || r.user_id == req.user_id)
         .collect();
-    if since.is_some() && events.is_empty() && receipts.is_empty() && !req.full_state {
+    if since.is_some()
+        && events.is_empty()
+        && receipts.is_empty()
+        && typing.is_none()
+        && !req.full_state
+    {
         return Ok(None);
     }
     let (state_key, state) = room_state(conn, req, room_id, since, &events, limited, upto)?;
@@ -342,6 +383,9 @@ fn joined_room(
         }
     };
     let mut ephemeral = Vec::new();
+    if let Some(users) = typing {
+        ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": users}}));
+    }
     if !receipts.is_empty() {
         let mut content = Map::new();
         for r in receipts {

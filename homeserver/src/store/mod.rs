@@ -73,6 +73,7 @@ struct Inner {
     reader_slots: Semaphore,
     path: PathBuf,
     position: watch::Receiver<i64>,
+    commits: watch::Receiver<u64>,
 }
 
 /// Applies the pragmas every connection needs.
@@ -124,7 +125,15 @@ impl Store {
         })?;
         let start_pos = events::max_stream_pos(&conn).map_err(sqlite)?;
         let (position_tx, position) = watch::channel(start_pos);
-        let writer = writer::WriterHandle::spawn(conn, start_pos, position_tx);
+        let (commits_tx, commits) = watch::channel(0);
+        let writer = writer::WriterHandle::spawn(
+            conn,
+            start_pos,
+            writer::Signals {
+                position: position_tx,
+                commits: commits_tx,
+            },
+        );
         let mut readers = Vec::with_capacity(read_connections);
         for _ in 0..read_connections {
             let reader = Connection::open_with_flags(
@@ -142,6 +151,7 @@ impl Store {
                 reader_slots: Semaphore::new(read_connections),
                 path,
                 position,
+                commits,
             }),
         })
     }
@@ -203,6 +213,11 @@ impl Store {
     /// sync notifier waits on it instead of polling the database.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.inner.position.clone()
+    }
+
+    /// A receiver that changes after every commit, whatever it wrote.
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.inner.commits.clone()
     }
 
     /// Runs a WAL checkpoint (TRUNCATE) on the writer connection between batches.

@@ -93,6 +93,15 @@ enum Message {
     Shutdown,
 }
 
+/// What the writer announces after each commit.
+pub struct Signals {
+    /// The newest stream position, when a batch allocated positions (wakes sync).
+    pub position: watch::Sender<i64>,
+    /// A counter bumped by every commit (wakes the federation sender, whose outbox rows carry
+    /// no stream position).
+    pub commits: watch::Sender<u64>,
+}
+
 /// The async side's handle to the writer thread.
 pub struct WriterHandle {
     sender: Mutex<Option<mpsc::Sender<Message>>>,
@@ -101,7 +110,7 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer thread on `conn`; `start_pos` is the newest stream position on disk.
-    pub fn spawn(conn: Connection, start_pos: i64, position: watch::Sender<i64>) -> Self {
+    pub fn spawn(conn: Connection, start_pos: i64, position: Signals) -> Self {
         let (sender, receiver) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".to_owned())
@@ -172,12 +181,7 @@ impl WriterHandle {
     }
 }
 
-fn run(
-    conn: Connection,
-    receiver: mpsc::Receiver<Message>,
-    start_pos: i64,
-    position: watch::Sender<i64>,
-) {
+fn run(conn: Connection, receiver: mpsc::Receiver<Message>, start_pos: i64, position: Signals) {
     let mut next_pos = start_pos;
     let cache = RefCell::new(PduCache::default());
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -213,7 +217,7 @@ fn commit_batch(
     cache: &RefCell<PduCache>,
     jobs: &mut Vec<Job>,
     next_pos: &mut i64,
-    position: &watch::Sender<i64>,
+    position: &Signals,
 ) {
     if jobs.is_empty() {
         return;
@@ -243,8 +247,9 @@ fn commit_batch(
             // Publish the new position before answering, so a client that gets its 200 and
             // syncs at once already sees its own write.
             if *next_pos != batch_start {
-                position.send_replace(*next_pos);
+                position.position.send_replace(*next_pos);
             }
+            position.commits.send_modify(|count| *count += 1);
             for completion in completions {
                 completion(None);
             }

@@ -10,6 +10,7 @@ mod messages;
 mod profile;
 mod room;
 mod sync;
+mod typing;
 
 use std::sync::Arc;
 
@@ -101,6 +102,10 @@ pub fn routes() -> Router<Arc<Server>> {
         .route(
             &r("/rooms/{room_id}/read_markers"),
             post(account_data::read_markers),
+        )
+        .route(
+            &r("/rooms/{room_id}/typing/{user_id}"),
+            put(typing::set_typing),
         )
         .route(&r("/rooms/{room_id}/aliases"), get(directory::room_aliases))
         .route(

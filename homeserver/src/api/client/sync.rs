@@ -12,7 +12,7 @@ use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, user_id};
 use crate::error::{Error, Result};
 use crate::matrix::filter::Filter;
 use crate::service::Server;
-use crate::service::sync::{self, SyncRequest, parse_token};
+use crate::service::sync::{self, SyncRequest, parse_sync_token};
 use crate::store::misc;
 
 #[derive(Deserialize)]
@@ -40,7 +40,7 @@ pub async fn sync(
             "set_presence must be online, offline or unavailable",
         ));
     }
-    let since = q.since.as_deref().map(parse_token).transpose()?;
+    let since = q.since.as_deref().map(parse_sync_token).transpose()?;
     let filter = match q.filter.as_deref() {
         None => Filter::default(),
         Some(raw) if raw.trim_start().starts_with('{') => serde_json::from_str(raw)
@@ -50,7 +50,8 @@ pub async fn sync(
     let request = SyncRequest {
         user_id: auth.user_id.to_string(),
         device_id: auth.device_id,
-        since,
+        since: since.map(|(pos, _)| pos),
+        typing_since: since.map(|(_, typing)| typing).unwrap_or(0),
         full_state: q.full_state,
         filter,
         timeout: Duration::from_millis(q.timeout.unwrap_or(0)),

@@ -1,0 +1,156 @@
+//! Typing notifications: who is typing in which room, kept in memory (they are ephemeral and
+//! meaningless after a restart), with a serial number that `/sync` tokens carry so clients
+//! learn of changes, and a watch channel that wakes long polls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+/// Longest typing timeout we honour; clients renew while the user keeps typing.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Default)]
+struct Room {
+    /// Serial of the last change in this room.
+    changed: u64,
+    /// Typing users and when their notice expires.
+    users: HashMap<String, Instant>,
+}
+
+/// The typing state of every room.
+pub struct Typing {
+    rooms: Mutex<HashMap<String, Room>>,
+    serial: watch::Sender<u64>,
+}
+
+impl Default for Typing {
+    fn default() -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            serial: watch::channel(0).0,
+        }
+    }
+}
+
+impl Typing {
+    /// The current serial (part of sync tokens).
+    pub fn serial(&self) -> u64 {
+        *self.serial.borrow()
+    }
+
+    /// A receiver that changes with every typing change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.serial.subscribe()
+    }
+
+    fn bump(&self, room: &mut Room) {
+        let next = self.serial() + 1;
+        room.changed = next;
+        self.serial.send_replace(next);
+    }
+
+    /// Starts or stops `user` typing in `room`; returns whether anything changed.
+    pub fn set(&self, room_id: &str, user_id: &str, typing: bool, timeout: Duration) -> bool {
+        let Ok(mut rooms) = self.rooms.lock() else {
+            return false;
+        };
+        let room = rooms.entry(room_id.to_owned()).or_default();
+        let changed = if typing {
+            room.users
+                .insert(
+                    user_id.to_owned(),
+                    Instant::now() + timeout.min(MAX_TIMEOUT),
+                )
+                .is_none()
+        } else {
+            room.users.remove(user_id).is_some()
+        };
+        if changed {
+            self.bump(room);
+        }
+        changed
+    }
+
+    /// Drops expired notices (called every second by a worker).
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let Ok(mut rooms) = self.rooms.lock() else {
+            return;
+        };
+        let mut changed = Vec::new();
+        for (id, room) in rooms.iter_mut() {
+            let before = room.users.len();
+            room.users.retain(|_, until| *until > now);
+            if room.users.len() != before {
+                changed.push(id.clone());
+            }
+        }
+        for id in changed {
+            if let Some(room) = rooms.get_mut(&id) {
+                self.bump(room);
+            }
+        }
+        rooms.retain(|_, room| !room.users.is_empty() || room.changed + 10_000 > self.serial());
+    }
+
+    /// Every room whose typing changed after `since`, with who is typing there now.
+    pub fn changes_since(&self, since: u64) -> HashMap<String, Vec<String>> {
+        let Ok(rooms) = self.rooms.lock() else {
+            return HashMap::new();
+        };
+        rooms
+            .iter()
+            .filter(|(_, room)| room.changed > since)
+            .map(|(id, room)| {
+                let mut users: Vec<String> = room.users.keys().cloned().collect();
+                users.sort();
+                (id.clone(), users)
+            })
+            .collect()
+    }
+
+    /// The users typing in `room_id` if it changed after `since` (`None`: unchanged).
+    pub fn changed_since(&self, room_id: &str, since: u64) -> Option<Vec<String>> {
+        let rooms = self.rooms.lock().ok()?;
+        let room = rooms.get(room_id)?;
+        (room.changed > since).then(|| {
+            let mut users: Vec<String> = room.users.keys().cloned().collect();
+            users.sort();
+            users
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_changes_are_seen_once_per_serial() {
+        let typing = Typing::default();
+        assert!(typing.set("!r:x", "@a:x", true, Duration::from_secs(30)));
+        assert!(
+            !typing.set("!r:x", "@a:x", true, Duration::from_secs(30)),
+            "renewal is not a change"
+        );
+        assert_eq!(
+            typing.changed_since("!r:x", 0),
+            Some(vec!["@a:x".to_owned()])
+        );
+        let seen = typing.serial();
+        assert_eq!(typing.changed_since("!r:x", seen), None);
+        typing.set("!r:x", "@a:x", false, Duration::ZERO);
+        assert_eq!(typing.changed_since("!r:x", seen), Some(vec![]));
+    }
+
+    #[test]
+    fn expired_notices_disappear() {
+        let typing = Typing::default();
+        typing.set("!r:x", "@a:x", true, Duration::ZERO);
+        let seen = typing.serial();
+        typing.expire();
+        assert_eq!(typing.changed_since("!r:x", seen), Some(vec![]));
+    }
+}
