@@ -109,7 +109,8 @@ async fn deliver_one(
             let mut pdus = Vec::new();
             let mut edus = Vec::new();
             let mut last_id = None;
-            for (id, kind, payload) in rows {
+            let mut last_ts = 0;
+            for (id, kind, payload, created_ts) in rows {
                 match kind.as_str() {
                     "pdu" if pdus.len() < MAX_PDUS => {
                         if let Some(event) = events::get_event(conn, &payload)? {
@@ -125,16 +126,18 @@ async fn deliver_one(
                     _ => break,
                 }
                 last_id = Some(id);
+                last_ts = created_ts;
             }
-            Ok((pdus, edus, last_id))
+            Ok((pdus, edus, last_id, last_ts))
         })
         .await
         .map_err(|e| e.to_string())?;
-    let (pdus, edus, Some(last_id)) = batch else {
+    let (pdus, edus, Some(last_id), last_ts) = batch else {
         return Ok(false);
     };
-    let first = pdus.len() + edus.len();
-    let txn_id = format!("{}-{last_id}-{first}", now_ms() / 1000 / 86_400);
+    // The same rows always make the same ID (a retry after a lost answer is recognised), and
+    // rows are never reused, so different batches never share an ID.
+    let txn_id = format!("{last_ts}-{last_id}-{}", pdus.len() + edus.len());
     let body = json!({
         "origin": client_origin(client),
         "origin_server_ts": now_ms(),

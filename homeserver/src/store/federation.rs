@@ -31,17 +31,17 @@ pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The oldest queued items for a peer: `(id, kind, payload)`.
+/// The oldest queued items for a peer: `(id, kind, payload, created_ts)`.
 pub fn outbox_batch(
     conn: &Connection,
     destination: &str,
     limit: usize,
-) -> Result<Vec<(i64, String, String)>> {
+) -> Result<Vec<(i64, String, String, i64)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, kind, payload FROM federation_outbox WHERE destination = ?1 ORDER BY id LIMIT ?2",
+        "SELECT id, kind, payload, created_ts FROM federation_outbox WHERE destination = ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![destination, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

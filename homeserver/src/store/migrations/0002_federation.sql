@@ -9,7 +9,9 @@
 --   from a join, invites to rooms we are not in).
 
 CREATE TABLE federation_outbox (
-    id           INTEGER PRIMARY KEY NOT NULL,
+    -- AUTOINCREMENT: ids are never reused, because transaction IDs are derived from them and
+    -- a peer drops a transaction whose ID it has seen before.
+    id           INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     destination  TEXT NOT NULL,
     kind         TEXT NOT NULL CHECK (kind IN ('pdu', 'edu')),
     -- For a PDU its event ID; for an EDU the EDU JSON.
