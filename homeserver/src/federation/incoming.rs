@@ -103,15 +103,15 @@ pub fn verify_pdu(
             )));
         }
     }
+    // An event that names a server outside the allow-list is authentic but against policy: it
+    // is kept as rejected (never shown, never authorising anything) so that later events
+    // referencing it still find their place in the DAG.
     let is_member = object.get("type").and_then(|v| v.as_str()) == Some("m.room.member");
-    if is_member
-        && let Some(target) = object.get("state_key").and_then(|v| v.as_str())
-        && !server_of(target).is_some_and(allowed)
-    {
-        return Err(Error::forbidden(format!(
-            "event {event_id} names {target}, whose server is not allow-listed"
-        )));
-    }
+    let names_stranger = is_member
+        && object
+            .get("state_key")
+            .and_then(|v| v.as_str())
+            .is_some_and(|target| !server_of(target).is_some_and(allowed));
     let servers = required_server_signatures_to_verify_event(&object, &rules.signatures)
         .map_err(|e| Error::bad_json(e.to_string()))?;
     let mut keys = PublicKeyMap::new();
@@ -152,7 +152,10 @@ pub fn verify_pdu(
             .map_err(|e| Error::bad_json(e.to_string()))?;
     }
     let json = serde_json::to_string(&object).map_err(|e| Error::internal(e.to_string()))?;
-    Pdu::parse(event_id, json, false).map_err(|e| Error::bad_json(e.to_string()))
+    if names_stranger {
+        tracing::warn!(event_id = %event_id, "event names a server outside the allow-list: rejecting it");
+    }
+    Pdu::parse(event_id, json, names_stranger).map_err(|e| Error::bad_json(e.to_string()))
 }
 
 fn to_ruma_map(map: &StateMap) -> ruma::state_res::StateMap<OwnedEventId> {
@@ -320,10 +323,14 @@ pub fn accept_in_tx(
         },
     };
 
-    let mut rejection = check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
-        auth_map.get(id).cloned()
-    })
-    .err();
+    let mut rejection = if pdu.rejected {
+        Some("the event names a server outside the allow-list".to_owned())
+    } else {
+        check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
+            auth_map.get(id).cloned()
+        })
+        .err()
+    };
     if rejection.is_none() {
         let by_key: HashMap<(String, String), Pdu> = auth_map
             .values()

@@ -118,12 +118,10 @@ pub async fn receive_transaction(
                 results.insert(event_id.to_string(), json!({}));
             }
             Err(err) => {
-                let id = value
-                    .get("event_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
+                let id = event_id_of(server, &room_id, &value)
+                    .await
                     .unwrap_or_else(|| format!("unparsed-{}", results.len()));
-                tracing::warn!(origin, error = %err, "refused PDU in transaction");
+                tracing::warn!(origin, event_id = %id, error = %err, "refused PDU in transaction");
                 results.insert(id, json!({"error": err.to_string()}));
             }
         }
@@ -434,6 +432,7 @@ pub async fn make_membership_template(
             "the user must belong to the requesting server",
         ));
     }
+    let signer = Arc::clone(&server.signer);
     server
         .store
         .write(move |tx| {
@@ -460,6 +459,9 @@ pub async fn make_membership_template(
                 json!({"membership": membership}),
             );
             let position = rooms::position_in_tx(tx, &room_id, &user_id, &event)?;
+            // Refuse now, with the reason, if the auth rules would reject the membership (e.g.
+            // a join to an invite-only room without an invite).
+            rooms::build_checked_in_tx(tx, &signer, &room_id, &user_id, event)?;
             let template = json!({
                 "type": "m.room.member",
                 "room_id": room_id,
@@ -1191,4 +1193,27 @@ pub async fn send_typing(
             Ok(())
         })
         .await
+}
+
+/// The event ID of a received PDU (its reference hash), for reporting even a refused event.
+async fn event_id_of(server: &Server, room_id: &str, value: &Value) -> Option<String> {
+    let version = version_of(server, room_id).await.ok()??;
+    let (_, rules) = room_rules(&version).ok()?;
+    let mut object = object_of(value).ok()?;
+    object.remove("unsigned");
+    let hash = ruma::signatures::reference_hash(&object, &rules).ok()?;
+    Some(format!("${hash}"))
+}
+
+/// Refuses a user of a server that is neither this unit nor an allow-listed peer: no event of
+/// ours may name one (closed federation).
+pub fn require_allowed_user(server: &Server, user_id: &UserId) -> Result<()> {
+    let name = user_id.server_name().as_str();
+    if name == server.server_name().as_str() || server.peers.contains(name) {
+        Ok(())
+    } else {
+        Err(Error::forbidden(format!(
+            "{name} is not an allow-listed peer of this unit, so {user_id} cannot be part of its rooms"
+        )))
+    }
 }

@@ -192,6 +192,7 @@ async fn act_on(
 ) -> Result<Json<Value>> {
     let room = room_id(room)?;
     let target: OwnedUserId = user_id(&body.user_id)?;
+    crate::service::federation::require_allowed_user(server, &target)?;
     if membership == "invite" {
         let key = room.to_string();
         let me = auth.user_id.to_string();

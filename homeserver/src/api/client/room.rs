@@ -110,6 +110,9 @@ pub async fn create_room(
         .iter()
         .map(|u| user_id(u))
         .collect::<Result<Vec<OwnedUserId>>>()?;
+    for invitee in &invite {
+        crate::service::federation::require_allowed_user(&server, invitee)?;
+    }
     let request = CreateRoom {
         version,
         creation_content: body.creation_content.unwrap_or_default(),
@@ -230,6 +233,16 @@ async fn put_state_inner(
         ));
     }
     if kind == "m.room.member" {
+        let target = user_id(&key)?;
+        crate::service::federation::require_allowed_user(server, &target)?;
+        if target.server_name() != server.server_name()
+            && content.get("membership").and_then(Value::as_str) == Some("invite")
+        {
+            // A remote invite must be countersigned by the invitee's unit first.
+            let id = crate::service::federation::invite_remote(server, room, auth.user_id, target)
+                .await?;
+            return Ok(Json(json!({"event_id": id})));
+        }
         let membership = content
             .get("membership")
             .and_then(Value::as_str)
