@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -75,38 +75,92 @@ pub fn server_host(server_name: &str) -> &str {
     }
 }
 
-/// Generates a unit CA and a leaf certificate for `server_name` into `dir`.
-pub fn generate(dir: &Path, server_name: &str) -> Result<(), TlsError> {
+/// The CA certificate file inside `tls/`.
+pub const CA_CERT: &str = "ca.pem";
+/// The CA private key file inside `tls/`.
+pub const CA_KEY: &str = "ca.key";
+/// The leaf certificate file inside `tls/`.
+pub const CERT: &str = "cert.pem";
+/// The leaf private key file inside `tls/`.
+pub const KEY: &str = "key.pem";
+
+/// How long the unit CA is valid: it is pinned by peers, so it should outlive the box.
+const CA_VALIDITY_DAYS: i64 = 20 * 365;
+/// How long the leaf certificate is valid.
+const LEAF_VALIDITY_DAYS: i64 = 5 * 365;
+
+fn write_public(path: &Path, contents: &str) -> Result<(), TlsError> {
+    write_private(path, contents)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|source| {
+        TlsError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
+}
+
+/// Generates the unit CA (ECDSA P-256) and a leaf certificate for the host of `server_name`
+/// plus every endpoint host, and writes the four PEM files into `dir` (keys 0600). This is
+/// the one implementation: the homeserver's first start and `appliance setup` both use it.
+pub fn generate(dir: &Path, server_name: &str, endpoint_hosts: &[String]) -> Result<(), TlsError> {
+    use rcgen::{CertifiedIssuer, DistinguishedName, ExtendedKeyUsagePurpose, SanType};
+    use time::{Duration, OffsetDateTime};
     std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
         path: dir.to_owned(),
         source,
     })?;
+    let now = OffsetDateTime::now_utc();
+    // A day of slack for clocks that are slightly behind on a box without network time.
+    let not_before = now - Duration::days(1);
+
     let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params
-        .distinguished_name
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
         .push(DnType::CommonName, format!("Outpost unit CA {server_name}"));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "Outpost");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.not_before = not_before;
+    ca.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+    let issuer = CertifiedIssuer::self_signed(ca, ca_key)?;
 
     let leaf_key = KeyPair::generate()?;
-    let mut leaf_params = CertificateParams::new(vec![server_host(server_name).to_owned()])?;
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, server_host(server_name));
-    leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    leaf_params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    let mut leaf = CertificateParams::default();
+    leaf.distinguished_name = DistinguishedName::new();
+    leaf.distinguished_name
+        .push(DnType::CommonName, server_name.to_owned());
+    let mut hosts: Vec<&str> = vec![server_host(server_name)];
+    hosts.extend(endpoint_hosts.iter().map(|endpoint| server_host(endpoint)));
+    hosts.sort_unstable();
+    hosts.dedup();
+    for host in hosts {
+        let san = match host.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(host.to_owned().try_into()?),
+        };
+        leaf.subject_alt_names.push(san);
+    }
+    leaf.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
     ];
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+    // The same identity serves and connects.
+    leaf.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    leaf.use_authority_key_identifier_extension = true;
+    leaf.not_before = not_before;
+    leaf.not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
+    let cert = leaf.signed_by(&leaf_key, &issuer)?;
 
-    write_private(&dir.join("ca.key"), &issuer.key().serialize_pem())?;
-    write_private(&dir.join("key.pem"), &leaf_key.serialize_pem())?;
-    write_private(&dir.join("ca.pem"), &ca_cert.pem())?;
-    write_private(&dir.join("cert.pem"), &leaf.pem())?;
+    write_private(&dir.join(CA_KEY), &issuer.key().serialize_pem())?;
+    write_public(&dir.join(CA_CERT), &issuer.pem())?;
+    write_private(&dir.join(KEY), &leaf_key.serialize_pem())?;
+    write_public(&dir.join(CERT), &cert.pem())?;
     Ok(())
 }
 
@@ -114,8 +168,8 @@ impl TlsIdentity {
     /// Loads the identity from `<data_dir>/tls`, generating it first if there is none.
     pub fn load_or_create(data_dir: &Path, server_name: &str) -> Result<Self, TlsError> {
         let dir = data_dir.join(TLS_DIR);
-        if !dir.join("cert.pem").exists() {
-            generate(&dir, server_name)?;
+        if !dir.join(CERT).exists() {
+            generate(&dir, server_name, &[])?;
             tracing::info!(dir = %dir.display(), "generated the unit's TLS CA and certificate");
         }
         let read = |name: &str| {
