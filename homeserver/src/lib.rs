@@ -372,7 +372,17 @@ pub fn peer_card(config: &Config) -> Result<matrix::peer_card::PeerCard, StartEr
         verify_keys: [(key.key_id(), key.public_key_base64())]
             .into_iter()
             .collect(),
-        old_verify_keys: Default::default(),
+        old_verify_keys: key
+            .old_verify_keys()
+            .iter()
+            .map(|old| {
+                let entry = matrix::peer_card::OldKey {
+                    key: old.public_key.clone(),
+                    expired_ts: old.expired_ts,
+                };
+                (old.key_id.clone(), entry)
+            })
+            .collect(),
         tls: matrix::peer_card::TlsTrust { ca_pem: tls.ca_pem },
         issued_at: util::now_ms() as u64,
         signatures: Default::default(),

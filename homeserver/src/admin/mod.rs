@@ -1,5 +1,5 @@
 //! The local admin API: HTTP+JSON on the Unix socket `<data_dir>/admin.sock`, the `appliance`
-//! CLI's channel to a running server (users, status, online backup).
+//! CLI's channel to a running server (users, status, online backup, peer list and reload).
 //!
 //! Who may use it is decided by the filesystem alone: the socket is mode 0660, owned by the
 //! service user and the configured admin group (`[admin] socket_group`). It never listens on a

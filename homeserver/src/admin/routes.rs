@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::wire::{
-    BackupOutcome, BackupRequest, CreateUser, ResetPassword, ServerStatus, SetAdmin, UserList,
-    UserSummary,
+    BackupOutcome, BackupRequest, CreateUser, PeerList, PeersReloaded, ResetPassword,
+    ServerStatus, SetAdmin, UserList, UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -30,6 +30,8 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
         .route("/v1/users/{user}/deactivate", post(deactivate))
         .route("/v1/users/{user}/admin", post(set_admin))
         .route("/v1/backup", post(backup))
+        .route("/v1/peers", get(list_peers))
+        .route("/v1/peers/reload", post(reload_peers))
         .fallback(unknown)
         .layer(Extension(Started(started)))
         .with_state(server)
@@ -105,4 +107,16 @@ async fn backup(
     JsonBody(body): JsonBody<BackupRequest>,
 ) -> Result<Json<BackupOutcome>> {
     admin::backup(&server, body.path).await.map(Json)
+}
+
+/// # `GET /v1/peers`
+async fn list_peers(State(server): State<Arc<Server>>) -> Result<Json<PeerList>> {
+    let peers = admin::list_peers(&server).await?;
+    Ok(Json(PeerList { peers }))
+}
+
+/// # `POST /v1/peers/reload`
+async fn reload_peers(State(server): State<Arc<Server>>) -> Result<Json<PeersReloaded>> {
+    let peers = admin::reload_peers(&server).await?;
+    Ok(Json(PeersReloaded { peers }))
 }

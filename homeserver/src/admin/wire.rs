@@ -13,12 +13,14 @@
 //! | `POST /v1/users/{user}/deactivate`    | `{}`              | [`UserSummary`]             |
 //! | `POST /v1/users/{user}/admin`         | [`SetAdmin`]      | [`UserSummary`]             |
 //! | `POST /v1/backup`                     | [`BackupRequest`] | [`BackupOutcome`]           |
+//! | `GET /v1/peers`                       |                   | [`PeerList`]                |
+//! | `POST /v1/peers/reload`               | `{}`              | [`PeersReloaded`]           |
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::service::admin::{DatabaseHealth, DiskSpace, ServerStatus};
+pub use crate::service::admin::{DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, ServerStatus};
 pub use crate::store::admin::{BackupOutcome, UserSummary};
 
 /// `GET /v1/users`.
@@ -60,4 +62,18 @@ pub struct BackupRequest {
     /// Absolute path of the copy; must not exist, and the server's user must be able to write
     /// there (the CLI uses a file inside the data dir).
     pub path: PathBuf,
+}
+
+/// `GET /v1/peers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerList {
+    /// Every allow-listed peer, sorted by server name.
+    pub peers: Vec<PeerInfo>,
+}
+
+/// `POST /v1/peers/reload`: re-read `<data_dir>/peers/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeersReloaded {
+    /// How many peers are allowed after the reload.
+    pub peers: usize,
 }

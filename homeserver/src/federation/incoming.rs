@@ -124,6 +124,14 @@ pub fn verify_pdu(
                 ruma::serde::Base64::parse(signer.key.public_key_base64())
                     .map_err(|e| Error::internal(e.to_string()))?,
             );
+            // Our own events from before a key rotation come back in joins and backfill.
+            for old in signer.key.old_verify_keys() {
+                set.insert(
+                    old.key_id.clone(),
+                    ruma::serde::Base64::parse(&old.public_key)
+                        .map_err(|e| Error::internal(e.to_string()))?,
+                );
+            }
         } else {
             let peer = peers.get(server).ok_or_else(|| {
                 Error::forbidden(format!(

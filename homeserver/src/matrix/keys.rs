@@ -1,18 +1,34 @@
 //! This unit's ed25519 signing key: generation and the on-disk text form.
 //!
-//! The file holds one line, `ed25519 <version> <base64 PKCS#8 DER>`, so an admin can tell what
-//! it is, and rotation (issue: appliance keys rotate) can append old keys later. Reading and
-//! writing the file is the caller's job.
+//! The file's first line is the current key, `ed25519 <version> <base64 PKCS#8 DER>`, so an
+//! admin can tell what it is. `appliance keys rotate` appends one line per retired key,
+//! `old ed25519:<version> <base64 public key> <expired_ts>`: only the public half is kept, so
+//! events signed before the rotation still verify (peers get these as `old_verify_keys`). A
+//! file of one line is a key that was never rotated. Reading and writing the file is the
+//! caller's job.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand::Rng;
 use ruma::signatures::Ed25519KeyPair;
 
-/// A signing key with its key id (`ed25519:<version>`).
+/// A signing key with its key id (`ed25519:<version>`), plus the public halves of the keys it
+/// replaced.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
     der: Vec<u8>,
+    old: Vec<OldVerifyKey>,
+}
+
+/// A retired key: it no longer signs, but what it signed still verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OldVerifyKey {
+    /// `ed25519:<version>`.
+    pub key_id: String,
+    /// Unpadded base64 public key.
+    pub public_key: String,
+    /// When it was retired (ms since the epoch).
+    pub expired_ts: u64,
 }
 
 /// Why a key file could not be read.
@@ -35,12 +51,17 @@ impl SigningKey {
     fn from_der(der: Vec<u8>, version: String) -> Result<Self, KeyParseError> {
         let pair = Ed25519KeyPair::from_der(&der, version)
             .map_err(|err| KeyParseError(err.to_string()))?;
-        Ok(Self { pair, der })
+        Ok(Self {
+            pair,
+            der,
+            old: Vec::new(),
+        })
     }
 
-    /// Parses the key file's text form.
+    /// Parses the key file's text form: the current key's line, then any `old` lines.
     pub fn parse(text: &str) -> Result<Self, KeyParseError> {
-        let mut parts = text.split_whitespace();
+        let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+        let mut parts = lines.next().unwrap_or_default().split_whitespace();
         let (Some("ed25519"), Some(version), Some(encoded), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -51,16 +72,53 @@ impl SigningKey {
         let der = STANDARD_NO_PAD
             .decode(encoded.trim_end_matches('='))
             .map_err(|err| KeyParseError(err.to_string()))?;
-        Self::from_der(der, version.to_owned())
+        let mut key = Self::from_der(der, version.to_owned())?;
+        for line in lines {
+            let old = parse_old_line(line)?;
+            if old.key_id == key.key_id() || key.old.iter().any(|k| k.key_id == old.key_id) {
+                return Err(KeyParseError(format!("key {} appears twice", old.key_id)));
+            }
+            key.old.push(old);
+        }
+        Ok(key)
     }
 
     /// The key file's text form.
     pub fn serialize(&self) -> String {
-        format!(
+        let mut text = format!(
             "ed25519 {} {}\n",
             self.pair.version(),
             STANDARD_NO_PAD.encode(&self.der)
-        )
+        );
+        for old in &self.old {
+            text.push_str(&format!(
+                "old {} {} {}\n",
+                old.key_id, old.public_key, old.expired_ts
+            ));
+        }
+        text
+    }
+
+    /// A fresh key that replaces this one; this key (and every key it replaced) becomes an old
+    /// verify key retired at `now_ms`. The new key's ID differs from every old one.
+    pub fn rotate(&self, now_ms: u64) -> Self {
+        let mut next = Self::generate();
+        while next.key_id() == self.key_id() || self.old.iter().any(|k| k.key_id == next.key_id())
+        {
+            next = Self::generate();
+        }
+        next.old = self.old.clone();
+        next.old.push(OldVerifyKey {
+            key_id: self.key_id(),
+            public_key: self.public_key_base64(),
+            expired_ts: now_ms,
+        });
+        next
+    }
+
+    /// The keys this one replaced, oldest first.
+    pub fn old_verify_keys(&self) -> &[OldVerifyKey] {
+        &self.old
     }
 
     /// The key id, `ed25519:<version>`.
@@ -79,6 +137,47 @@ impl SigningKey {
     }
 }
 
+/// Parses `old ed25519:<version> <base64 public key> <expired_ts>`.
+fn parse_old_line(line: &str) -> Result<OldVerifyKey, KeyParseError> {
+    let mut parts = line.split_whitespace();
+    let (Some("old"), Some(key_id), Some(public_key), Some(expired_ts), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return Err(KeyParseError(
+            "expected `old ed25519:<version> <base64 public key> <expired_ts>`".to_owned(),
+        ));
+    };
+    if key_id
+        .strip_prefix("ed25519:")
+        .is_none_or(|version| version.is_empty())
+    {
+        return Err(KeyParseError(format!(
+            "old key ID {key_id:?} is not ed25519:<version>"
+        )));
+    }
+    let public = STANDARD_NO_PAD
+        .decode(public_key.trim_end_matches('='))
+        .map_err(|err| KeyParseError(format!("old key {key_id}: {err}")))?;
+    if public.len() != 32 {
+        return Err(KeyParseError(format!(
+            "old key {key_id} is {} bytes, not 32",
+            public.len()
+        )));
+    }
+    let expired_ts = expired_ts
+        .parse()
+        .map_err(|err| KeyParseError(format!("old key {key_id}: expired_ts: {err}")))?;
+    Ok(OldVerifyKey {
+        key_id: key_id.to_owned(),
+        public_key: STANDARD_NO_PAD.encode(public),
+        expired_ts,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,9 +186,49 @@ mod tests {
     fn key_file_round_trips() {
         let key = SigningKey::generate();
         let text = key.serialize();
+        assert_eq!(text.lines().count(), 1, "a fresh key is one line");
         let again = SigningKey::parse(&text).expect("parses");
         assert_eq!(again.key_id(), key.key_id());
         assert_eq!(again.public_key_base64(), key.public_key_base64());
+        assert!(again.old_verify_keys().is_empty());
+    }
+
+    #[test]
+    fn rotation_keeps_old_public_keys_in_the_file() {
+        let first = SigningKey::generate();
+        let second = first.rotate(1_000);
+        let third = second.rotate(2_000);
+        assert_ne!(third.key_id(), second.key_id());
+        let old = third.old_verify_keys();
+        assert_eq!(old.len(), 2);
+        assert_eq!(
+            (old[0].key_id.as_str(), old[0].public_key.as_str(), old[0].expired_ts),
+            (first.key_id().as_str(), first.public_key_base64().as_str(), 1_000)
+        );
+        assert_eq!(old[1].key_id, second.key_id());
+        let again = SigningKey::parse(&third.serialize()).expect("parses");
+        assert_eq!(again.key_id(), third.key_id());
+        assert_eq!(again.old_verify_keys(), old);
+        assert!(third.serialize().contains(&format!(
+            "old {} {} 1000\n",
+            first.key_id(),
+            first.public_key_base64()
+        )));
+    }
+
+    #[test]
+    fn rejects_malformed_old_keys() {
+        let key = SigningKey::generate().serialize();
+        let public = SigningKey::generate().public_key_base64();
+        for bad in [
+            format!("{key}old ed25519:x {public}\n"),
+            format!("{key}old rsa:x {public} 5\n"),
+            format!("{key}old ed25519:x AAAA 5\n"),
+            format!("{key}old ed25519:x {public} soon\n"),
+            format!("{key}old ed25519:x {public} 5\nold ed25519:x {public} 6\n"),
+        ] {
+            assert!(SigningKey::parse(&bad).is_err(), "accepted {bad:?}");
+        }
     }
 
     /// The spec's test key (appendices, "Signing Key"): seed `YJDBA9…`, key `ed25519:1`.

@@ -327,3 +327,92 @@ pub async fn backup(server: &Server, dest: PathBuf) -> Result<store_admin::Backu
     );
     Ok(outcome)
 }
+
+/// One allow-listed peer as the admin sees it: what its card says and how the link to it is
+/// doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The peer's server name.
+    pub server_name: String,
+    /// Where this unit dials it, in order.
+    pub endpoints: Vec<String>,
+    /// The card's read-aloud fingerprint.
+    pub fingerprint: String,
+    /// Whether the card is self-signed (an Outpost unit's card) rather than added by hand.
+    pub signed: bool,
+    /// IDs of its current verify keys.
+    pub verify_keys: Vec<String>,
+    /// IDs of keys it used before a rotation.
+    pub old_verify_keys: Vec<String>,
+    /// When the card was made (ms since the epoch).
+    pub issued_at: u64,
+    /// Delivery to the peer.
+    pub link: LinkInfo,
+}
+
+/// The state of the outbound link to a peer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkInfo {
+    /// Last successful delivery (ms since the epoch), if any.
+    pub last_success_ts: Option<i64>,
+    /// Last failed attempt (ms since the epoch), if any.
+    pub last_error_ts: Option<i64>,
+    /// What went wrong the last time.
+    pub last_error: Option<String>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i64,
+    /// Events and EDUs waiting to be delivered.
+    pub queue_depth: i64,
+}
+
+/// Describes `cards` with their link state from the database behind `conn`. Shared by the
+/// admin socket and the CLI's offline path (a read-only connection), so both report alike.
+pub fn peer_infos(
+    conn: &rusqlite::Connection,
+    cards: &[crate::matrix::peer_card::PeerCard],
+) -> Result<Vec<PeerInfo>> {
+    let mut peers = Vec::with_capacity(cards.len());
+    for card in cards {
+        let (last_success_ts, last_error_ts, last_error, failures, queue_depth) =
+            crate::store::federation::link_state(conn, &card.server_name)?;
+        peers.push(PeerInfo {
+            server_name: card.server_name.clone(),
+            endpoints: card.endpoints.clone(),
+            fingerprint: card.fingerprint(),
+            signed: card.is_signed(),
+            verify_keys: card.verify_keys.keys().cloned().collect(),
+            old_verify_keys: card.old_verify_keys.keys().cloned().collect(),
+            issued_at: card.issued_at,
+            link: LinkInfo {
+                last_success_ts,
+                last_error_ts,
+                last_error,
+                consecutive_failures: failures,
+                queue_depth,
+            },
+        });
+    }
+    peers.sort_by(|a, b| a.server_name.cmp(&b.server_name));
+    Ok(peers)
+}
+
+/// Every peer on the running server's allow-list, with its link state.
+pub async fn list_peers(server: &Server) -> Result<Vec<PeerInfo>> {
+    let cards: Vec<_> = server
+        .peers
+        .names()
+        .iter()
+        .filter_map(|name| server.peers.get(name))
+        .map(|peer| peer.card.clone())
+        .collect();
+    server.store.read(move |conn| peer_infos(conn, &cards)).await
+}
+
+/// Re-reads the peer card folder (after `appliance peer import/add/remove`); returns how many
+/// peers are allowed now.
+pub async fn reload_peers(server: &Server) -> Result<usize> {
+    let peers = std::sync::Arc::clone(&server.peers);
+    tokio::task::spawn_blocking(move || peers.reload())
+        .await
+        .map_err(|err| Error::internal(format!("reload task failed: {err}")))
+}

@@ -303,3 +303,58 @@ pub fn participating(conn: &Connection, room_id: &str) -> Result<bool> {
         .optional()?
         .is_some())
 }
+
+/// Where a room's locally held history begins with a gap: the prev events of the earliest
+/// timeline event that we do not hold as timeline events (`None` when the history reaches the
+/// create event or nothing is missing).
+pub fn backfill_point(conn: &Connection, room_id: &str) -> Result<Option<Vec<String>>> {
+    let earliest: Option<(String, String)> = conn
+        .query_row(
+            "SELECT event_id, event_type FROM events WHERE room_id = ?1 AND outlier = 0
+             ORDER BY depth, stream_pos LIMIT 1",
+            params![room_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((event_id, kind)) = earliest else {
+        return Ok(None);
+    };
+    if kind == "m.room.create" {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT e.prev_event_id FROM event_edges e LEFT JOIN events v ON v.event_id = e.prev_event_id
+         WHERE e.event_id = ?1 AND (v.event_id IS NULL OR v.outlier = 1)",
+    )?;
+    let missing: Vec<String> = stmt
+        .query_map(params![event_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((!missing.is_empty()).then_some(missing))
+}
+
+/// A stream position below every existing one, for history fetched by backfill: it belongs
+/// before everything a client has synced, so sync never reports it as new.
+pub fn next_backfill_pos(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT min(0, coalesce(min(stream_pos), 0)) - 1 FROM events",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Stores a backfilled event as history (or gives an outlier its place in the timeline).
+pub fn store_backfilled(conn: &Connection, pdu: &Pdu) -> Result<bool> {
+    if have_event(conn, pdu.event_id.as_str())? {
+        if is_outlier(conn, pdu.event_id.as_str())? {
+            conn.execute(
+                "UPDATE events SET outlier = 0 WHERE event_id = ?1",
+                params![pdu.event_id.as_str()],
+            )?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+    let pos = next_backfill_pos(conn)?;
+    super::events::insert_event(conn, pdu, pos, None, None)?;
+    Ok(true)
+}

@@ -21,6 +21,7 @@ use crate::store::state;
 const MAX_LIMIT: usize = 1000;
 
 /// A parsed pagination token.
+#[derive(Clone, Copy)]
 enum Token {
     Topo(TopoKey),
     Stream(i64),
@@ -176,9 +177,8 @@ pub async fn messages(
     let user = auth.user_id.to_string();
     let device = auth.device_id.clone();
     let current = server.store.current_pos();
-    let body = server
-        .store
-        .read(move |conn| {
+    let run = |room: ruma::OwnedRoomId, user: String, device: String, filter: RoomEventFilter| {
+        server.store.read(move |conn| {
             let room = room.as_str();
             let visible = rooms::visibility(conn, room, &user)?;
             let mut start = match from {
@@ -223,7 +223,16 @@ pub async fn messages(
             }
             Ok(body)
         })
-        .await?;
+    };
+    let mut body = run(room.clone(), user.clone(), device.clone(), filter.clone()).await?;
+    // At the start of the history this unit holds for a room joined through another unit:
+    // fetch older events from a peer and page again.
+    if backwards
+        && body.get("end").is_none()
+        && crate::service::federation::backfill(&server, &room, limit.max(20)).await? > 0
+    {
+        body = run(room, user, device, filter).await?;
+    }
     Ok(Json(body))
 }
 

@@ -55,10 +55,18 @@ fn require_in_room(conn: &rusqlite::Connection, room: &str, origin: &str) -> Res
 /// Our signed verify keys. Peers pin keys from cards, but Synapse-style peers may read this.
 pub async fn server_keys(State(server): State<Arc<Server>>) -> Result<Json<Value>> {
     let key = &server.signer.key;
+    let old_verify_keys: serde_json::Map<String, Value> = key
+        .old_verify_keys()
+        .iter()
+        .map(|old| {
+            let entry = json!({"key": old.public_key, "expired_ts": old.expired_ts});
+            (old.key_id.clone(), entry)
+        })
+        .collect();
     let mut object = match ruma::canonical_json::to_canonical_value(json!({
         "server_name": server.server_name(),
         "verify_keys": { key.key_id(): {"key": key.public_key_base64()} },
-        "old_verify_keys": {},
+        "old_verify_keys": old_verify_keys,
         "valid_until_ts": now_ms() + 7 * 24 * 3600 * 1000,
     }))
     .map_err(|e| Error::internal(e.to_string()))?
