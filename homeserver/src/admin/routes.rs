@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::wire::{
-    BackupOutcome, BackupRequest, CreateUser, PeerList, PeersReloaded, ResetPassword,
-    ServerStatus, SetAdmin, UserList, UserSummary,
+    BackupOutcome, BackupRequest, CreateUser, PeerList, PeersReloaded, ResetPassword, ServerStatus,
+    SetAdmin, UserList, UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};

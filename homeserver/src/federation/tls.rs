@@ -222,7 +222,12 @@ pub fn renew(
     let issuer = rcgen::Issuer::new(ca_params(server_name), ca_key);
     let leaf_key = KeyPair::generate()?;
     let expires = (now + Duration::days(LEAF_VALIDITY_DAYS)).min(ca_not_after);
-    let leaf = leaf_params(server_name, endpoint_hosts, now - Duration::days(1), expires)?;
+    let leaf = leaf_params(
+        server_name,
+        endpoint_hosts,
+        now - Duration::days(1),
+        expires,
+    )?;
     let cert = leaf.signed_by(&leaf_key, &issuer)?;
     check_chain(&ca_pem, cert.der(), server_name)?;
     write_private(&dir.join(KEY), &leaf_key.serialize_pem())?;
@@ -272,7 +277,10 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Result<time::OffsetDateTime, TlsE
     let (validity, _) = der_element(tbs, 0x30).ok_or_else(|| bad("no validity"))?;
     let rest = skip_time(validity).ok_or_else(|| bad("bad notBefore"))?;
     let (tag, body) = match rest.first() {
-        Some(&tag @ (0x17 | 0x18)) => (tag, der_element(rest, tag).ok_or_else(|| bad("notAfter"))?.0),
+        Some(&tag @ (0x17 | 0x18)) => (
+            tag,
+            der_element(rest, tag).ok_or_else(|| bad("notAfter"))?.0,
+        ),
         _ => return Err(bad("no notAfter")),
     };
     parse_der_time(tag, body).ok_or_else(|| bad("unreadable notAfter"))
@@ -294,7 +302,9 @@ fn der_element(data: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         }
         let (bytes, rest) = data.split_at(count);
         data = rest;
-        bytes.iter().fold(0usize, |len, &b| (len << 8) | usize::from(b))
+        bytes
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b))
     };
     (data.len() >= len).then(|| data.split_at(len))
 }
@@ -314,7 +324,14 @@ fn parse_der_time(tag: u8, body: &[u8]) -> Option<time::OffsetDateTime> {
     let (year, rest) = if tag == 0x17 {
         let short: i32 = text.get(..2)?.parse().ok()?;
         // RFC 5280: 50–99 are 19xx, 00–49 are 20xx.
-        (if short >= 50 { 1900 + short } else { 2000 + short }, text.get(2..)?)
+        (
+            if short >= 50 {
+                1900 + short
+            } else {
+                2000 + short
+            },
+            text.get(2..)?,
+        )
     } else {
         (text.get(..4)?.parse().ok()?, text.get(4..)?)
     };
@@ -424,10 +441,17 @@ mod tests {
         assert!(pem_not_after(&ca).expect("CA notAfter") > first_expiry);
 
         let expires = renew(&dir, "unit-a.example:8448", &endpoints).expect("renews");
-        assert_eq!((read(CA_CERT), read(CA_KEY)), (ca.clone(), ca_key), "CA unchanged");
+        assert_eq!(
+            (read(CA_CERT), read(CA_KEY)),
+            (ca.clone(), ca_key),
+            "CA unchanged"
+        );
         let renewed = read(CERT);
         assert_ne!(renewed, cert);
-        assert_eq!(pem_not_after(&renewed).expect("notAfter").unix_timestamp(), expires.unix_timestamp());
+        assert_eq!(
+            pem_not_after(&renewed).expect("notAfter").unix_timestamp(),
+            expires.unix_timestamp()
+        );
         let der = CertificateDer::from_pem_slice(renewed.as_bytes()).expect("PEM");
         check_chain(&ca, &der, "unit-a.example:8448").expect("chains");
         check_chain(&ca, &der, "127.0.0.2").expect("valid for the endpoint address");

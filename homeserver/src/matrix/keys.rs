@@ -103,8 +103,7 @@ impl SigningKey {
     /// verify key retired at `now_ms`. The new key's ID differs from every old one.
     pub fn rotate(&self, now_ms: u64) -> Self {
         let mut next = Self::generate();
-        while next.key_id() == self.key_id() || self.old.iter().any(|k| k.key_id == next.key_id())
-        {
+        while next.key_id() == self.key_id() || self.old.iter().any(|k| k.key_id == next.key_id()) {
             next = Self::generate();
         }
         next.old = self.old.clone();
@@ -202,8 +201,16 @@ mod tests {
         let old = third.old_verify_keys();
         assert_eq!(old.len(), 2);
         assert_eq!(
-            (old[0].key_id.as_str(), old[0].public_key.as_str(), old[0].expired_ts),
-            (first.key_id().as_str(), first.public_key_base64().as_str(), 1_000)
+            (
+                old[0].key_id.as_str(),
+                old[0].public_key.as_str(),
+                old[0].expired_ts
+            ),
+            (
+                first.key_id().as_str(),
+                first.public_key_base64().as_str(),
+                1_000
+            )
         );
         assert_eq!(old[1].key_id, second.key_id());
         let again = SigningKey::parse(&third.serialize()).expect("parses");

@@ -405,7 +405,10 @@ pub async fn list_peers(server: &Server) -> Result<Vec<PeerInfo>> {
         .filter_map(|name| server.peers.get(name))
         .map(|peer| peer.card.clone())
         .collect();
-    server.store.read(move |conn| peer_infos(conn, &cards)).await
+    server
+        .store
+        .read(move |conn| peer_infos(conn, &cards))
+        .await
 }
 
 /// Re-reads the peer card folder (after `appliance peer import/add/remove`); returns how many

@@ -804,6 +804,7 @@ pub async fn invite_remote(
     room_id: OwnedRoomId,
     sender: OwnedUserId,
     target: OwnedUserId,
+    is_direct: bool,
 ) -> Result<OwnedEventId> {
     let target_server = target.server_name().to_string();
     if !server.peers.contains(&target_server) {
@@ -819,7 +820,11 @@ pub async fn invite_remote(
             let event = NewEvent::state(
                 TimelineEventType::RoomMember,
                 invitee.as_str(),
-                json!({"membership": "invite"}),
+                if is_direct {
+                    json!({"membership": "invite", "is_direct": true})
+                } else {
+                    json!({"membership": "invite"})
+                },
             );
             let pdu = rooms::build_checked_in_tx(tx, &signer, &room, &inviter, event)?;
             let version = state::get_room(tx, room.as_str())?
@@ -1235,7 +1240,7 @@ pub async fn backfill(server: &Server, room_id: &RoomId, limit: usize) -> Result
     let own = server.server_name().to_string();
     let servers: BTreeSet<String> = server
         .store
-        .read(move |conn| Ok(state::members_with(conn, &room, "join")?))
+        .read(move |conn| state::members_with(conn, &room, "join"))
         .await?
         .iter()
         .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
@@ -1300,4 +1305,59 @@ pub async fn backfill(server: &Server, room_id: &RoomId, limit: usize) -> Result
         return Ok(added);
     }
     Ok(0)
+}
+
+/// A user's profile from their own unit (`query/profile`).
+pub async fn remote_profile(
+    server: &Server,
+    user_id: &UserId,
+) -> Result<(Option<String>, Option<String>)> {
+    let owner = user_id.server_name().to_string();
+    require_allowed_user(server, user_id)?;
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        urlencode(user_id.as_str())
+    );
+    let response = server
+        .federation
+        .request(&owner, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let field = |key: &str| response.get(key).and_then(Value::as_str).map(str::to_owned);
+    Ok((field("displayname"), field("avatar_url")))
+}
+
+/// A peer's public room directory (`publicRooms` on that unit).
+pub async fn remote_public_rooms(
+    server: &Server,
+    peer: &str,
+    limit: Option<usize>,
+    since: Option<String>,
+    term: Option<String>,
+) -> Result<Value> {
+    if !server.peers.contains(peer) {
+        return Err(Error::forbidden(format!(
+            "{peer} is not an allow-listed peer of this unit"
+        )));
+    }
+    let mut body = json!({});
+    if let Some(limit) = limit {
+        body["limit"] = json!(limit);
+    }
+    if let Some(since) = since {
+        body["since"] = json!(since);
+    }
+    if let Some(term) = term {
+        body["filter"] = json!({"generic_search_term": term});
+    }
+    server
+        .federation
+        .request(
+            peer,
+            Method::POST,
+            "/_matrix/federation/v1/publicRooms",
+            Some(body),
+        )
+        .await
+        .map_err(fed_error)
 }

@@ -369,10 +369,34 @@ pub async fn create_room(
 ) -> Result<OwnedRoomId> {
     let signer = Arc::clone(&server.signer);
     let (displayname, avatar) = profile_of(server, &creator).await?;
-    server
+    let own = server.server_name().to_owned();
+    let remote: Vec<OwnedUserId> = req
+        .invite
+        .iter()
+        .filter(|u| u.server_name() != own)
+        .cloned()
+        .collect();
+    let is_direct = req.is_direct;
+    let inviter = creator.clone();
+    let room_id = server
         .store
         .write(move |tx| create_room_in_tx(tx, &signer, &creator, req, displayname, avatar))
+        .await?;
+    // Users of other units are invited through their unit, which countersigns the invite.
+    for target in remote {
+        if let Err(err) = super::federation::invite_remote(
+            server,
+            room_id.clone(),
+            inviter.clone(),
+            target.clone(),
+            is_direct,
+        )
         .await
+        {
+            tracing::warn!(room = %room_id, user = %target, error = %err, "invite from createRoom failed");
+        }
+    }
+    Ok(room_id)
 }
 
 fn create_room_in_tx(
@@ -569,8 +593,12 @@ fn create_room_in_tx(
         )?;
     }
 
-    // 7. invites
-    for invitee in &req.invite {
+    // 7. invites of local users (users of other units are invited once the room exists)
+    for invitee in req
+        .invite
+        .iter()
+        .filter(|u| u.server_name() == signer.server_name)
+    {
         let mut content = json!({"membership": "invite"});
         if req.is_direct {
             content["is_direct"] = json!(true);

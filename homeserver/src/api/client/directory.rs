@@ -32,6 +32,11 @@ pub async fn get_alias(
 ) -> Result<Json<Value>> {
     let alias = OwnedRoomAliasId::try_from(raw.as_str())
         .map_err(|_| Error::invalid_param(format!("{raw:?} is not a valid room alias")))?;
+    if alias.server_name() != server.server_name() {
+        let (room, servers) =
+            crate::service::federation::resolve_remote_alias(&server, &alias).await?;
+        return Ok(Json(json!({"room_id": room, "servers": servers})));
+    }
     let key = alias.to_string();
     let found = server
         .store
@@ -230,9 +235,11 @@ async fn list_public(
     if let Some(remote) = remote
         && remote != server.server_name().as_str()
     {
-        return Err(Error::forbidden(
-            "Directories of other units are not reachable from here",
-        ));
+        return crate::service::federation::remote_public_rooms(
+            server, &remote, limit, since, term,
+        )
+        .await
+        .map(Json);
     }
     let offset: usize = match since {
         Some(s) => s

@@ -213,7 +213,8 @@ async fn act_on(
             return Err(Error::forbidden(format!("{target} is already in the room")));
         }
         if target.server_name() != server.server_name() {
-            crate::service::federation::invite_remote(server, room, auth.user_id, target).await?;
+            crate::service::federation::invite_remote(server, room, auth.user_id, target, false)
+                .await?;
             return Ok(Json(json!({})));
         }
     }

@@ -17,9 +17,7 @@ use crate::store::{accounts, events, state};
 async fn load(server: &Server, raw: &str) -> Result<(Option<String>, Option<String>)> {
     let user = user_id(raw)?;
     if user.server_name() != server.server_name() {
-        return Err(Error::not_found(
-            "Profiles of other units are not reachable from here",
-        ));
+        return crate::service::federation::remote_profile(server, &user).await;
     }
     let key = user.to_string();
     server

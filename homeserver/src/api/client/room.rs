@@ -239,8 +239,17 @@ async fn put_state_inner(
             && content.get("membership").and_then(Value::as_str) == Some("invite")
         {
             // A remote invite must be countersigned by the invitee's unit first.
-            let id = crate::service::federation::invite_remote(server, room, auth.user_id, target)
-                .await?;
+            let id = crate::service::federation::invite_remote(
+                server,
+                room,
+                auth.user_id,
+                target,
+                content
+                    .get("is_direct")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            )
+            .await?;
             return Ok(Json(json!({"event_id": id})));
         }
         let membership = content
