@@ -641,38 +641,6 @@ async fn try_join(
         .iter()
         .map(|v| format!("ver={v}"))
         .collect();
-    let path = format!(
-        "/_matrix/federation/v1/make_join/{}/{}?{}",
-        urlencode(room_id.as_str()),
-        urlencode(user_id.as_str()),
-        versions.join("&")
-    );
-    let template = server
-        .federation
-        .request(resident, Method::GET, &path, None)
-        .await
-        .map_err(fed_error)?;
-    let version = template
-        .get("room_version")
-        .and_then(Value::as_str)
-        .unwrap_or("1")
-        .to_owned();
-    let (_, rules) = room_rules(&version)?;
-    let event = template
-        .get("event")
-        .cloned()
-        .ok_or_else(|| Error::bad_json("make_join without event"))?;
-    let ids = |key: &str| -> Vec<OwnedEventId> {
-        event
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let (displayname, avatar) = rooms::profile_of(server, user_id).await?;
     let mut content = json!({"membership": "join"});
     if let Some(name) = displayname {
@@ -681,33 +649,17 @@ async fn try_join(
     if let Some(url) = avatar {
         content["avatar_url"] = json!(url);
     }
-    let join = build_event(
-        NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content),
-        Placement {
-            rules: &rules,
-            room_id: Some(room_id),
-            sender: user_id,
-            prev_events: ids("prev_events"),
-            depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
-            auth_events: ids("auth_events"),
-            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
-            server_name: &server.signer.server_name,
-            key: &server.signer.key,
-        },
+    let (join, version, response) = membership_handshake(
+        server,
+        resident,
+        room_id,
+        user_id,
+        "join",
+        &format!("?{}", versions.join("&")),
+        content,
+        None,
     )
-    .map_err(|e| Error::bad_json(e.to_string()))?;
-    let path = format!(
-        "/_matrix/federation/v2/send_join/{}/{}",
-        urlencode(room_id.as_str()),
-        urlencode(join.event_id.as_str())
-    );
-    let body: Value =
-        serde_json::from_str(&join.json).map_err(|e| Error::internal(e.to_string()))?;
-    let response = server
-        .federation
-        .request(resident, Method::PUT, &path, Some(body))
-        .await
-        .map_err(fed_error)?;
+    .await?;
 
     // Closed federation: every event of the room must come from allow-listed servers, and no
     // member may be on a server outside the allow-list.
@@ -1070,63 +1022,17 @@ pub async fn reject_remote_invite(
     let version = version_of(server, room_id.as_str())
         .await?
         .ok_or_else(|| Error::internal("invited room missing"))?;
-    let (_, rules) = room_rules(&version)?;
-    let path = format!(
-        "/_matrix/federation/v1/make_leave/{}/{}",
-        urlencode(room_id.as_str()),
-        urlencode(user_id.as_str())
-    );
-    let template = server
-        .federation
-        .request(&inviter, Method::GET, &path, None)
-        .await
-        .map_err(fed_error)?;
-    let event = template
-        .get("event")
-        .cloned()
-        .ok_or_else(|| Error::bad_json("make_leave without event"))?;
-    let ids = |key: &str| -> Vec<OwnedEventId> {
-        event
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let leave = build_event(
-        NewEvent::state(
-            TimelineEventType::RoomMember,
-            user_id.as_str(),
-            json!({"membership": "leave"}),
-        ),
-        Placement {
-            rules: &rules,
-            room_id: Some(&room_id),
-            sender: &user_id,
-            prev_events: ids("prev_events"),
-            depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
-            auth_events: ids("auth_events"),
-            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
-            server_name: &server.signer.server_name,
-            key: &server.signer.key,
-        },
+    let (leave, _, _) = membership_handshake(
+        server,
+        &inviter,
+        &room_id,
+        &user_id,
+        "leave",
+        "",
+        json!({"membership": "leave"}),
+        Some(&version),
     )
-    .map_err(|e| Error::bad_json(e.to_string()))?;
-    let path = format!(
-        "/_matrix/federation/v2/send_leave/{}/{}",
-        urlencode(room_id.as_str()),
-        urlencode(leave.event_id.as_str())
-    );
-    let body: Value =
-        serde_json::from_str(&leave.json).map_err(|e| Error::internal(e.to_string()))?;
-    server
-        .federation
-        .request(&inviter, Method::PUT, &path, Some(body))
-        .await
-        .map_err(fed_error)?;
+    .await?;
     server
         .store
         .write(move |tx| {
@@ -1360,4 +1266,80 @@ pub async fn remote_public_rooms(
         )
         .await
         .map_err(fed_error)
+}
+
+/// The two-step membership handshake with a resident unit (`make_join`/`make_leave`, then
+/// `send_join`/`send_leave` v2): fetches the template, builds and signs our event from it with
+/// `content`, sends it, and returns the event, the room version and the resident's answer.
+#[allow(clippy::too_many_arguments)]
+async fn membership_handshake(
+    server: &Server,
+    resident: &str,
+    room_id: &RoomId,
+    user_id: &UserId,
+    membership: &str,
+    query: &str,
+    content: Value,
+    known_version: Option<&str>,
+) -> Result<(Pdu, String, Value)> {
+    let path = format!(
+        "/_matrix/federation/v1/make_{membership}/{}/{}{query}",
+        urlencode(room_id.as_str()),
+        urlencode(user_id.as_str())
+    );
+    let template = server
+        .federation
+        .request(resident, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let version = template
+        .get("room_version")
+        .and_then(Value::as_str)
+        .or(known_version)
+        .unwrap_or("1")
+        .to_owned();
+    let (_, rules) = room_rules(&version)?;
+    let event = template
+        .get("event")
+        .cloned()
+        .ok_or_else(|| Error::bad_json(format!("make_{membership} without event")))?;
+    let ids = |key: &str| -> Vec<OwnedEventId> {
+        event
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let pdu = build_event(
+        NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content),
+        Placement {
+            rules: &rules,
+            room_id: Some(room_id),
+            sender: user_id,
+            prev_events: ids("prev_events"),
+            depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
+            auth_events: ids("auth_events"),
+            origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
+            server_name: &server.signer.server_name,
+            key: &server.signer.key,
+        },
+    )
+    .map_err(|e| Error::bad_json(e.to_string()))?;
+    let path = format!(
+        "/_matrix/federation/v2/send_{membership}/{}/{}",
+        urlencode(room_id.as_str()),
+        urlencode(pdu.event_id.as_str())
+    );
+    let body: Value =
+        serde_json::from_str(&pdu.json).map_err(|e| Error::internal(e.to_string()))?;
+    let response = server
+        .federation
+        .request(resident, Method::PUT, &path, Some(body))
+        .await
+        .map_err(fed_error)?;
+    Ok((pdu, version, response))
 }
