@@ -2,11 +2,26 @@
 # The whole test suite, from a fresh clone: lint, build once (release), run the unit tests,
 # the black-box tests against the built binary, and the real-client (matrix-sdk) test.
 # This is the README's test command; .ci/run calls it. Everything it needs is either part of
-# the Rust toolchain or fetched by cargo from crates.io.
+# the Rust toolchain or fetched by cargo from crates.io, plus the `openssl` command
+# (tests/tests/appliance_peers.rs checks the unit's TLS chain with it, as a peer would).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
+
+# System tools the suite uses, installed from Debian's packages when missing (CI machines
+# start fresh): openssl verifies TLS chains as a peer would.
+need() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+need openssl:openssl
 
 step "format"
 cargo fmt --all -- --check

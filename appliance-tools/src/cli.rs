@@ -12,9 +12,10 @@ use crate::exit::EXIT_CODES_HELP;
 /// Set up and look after an Outpost unit from its console.
 ///
 /// Outpost is a sealed Matrix chat appliance. This tool provisions the unit on first boot,
-/// manages its users, checks its health and takes and restores backups. It talks to the running
-/// homeserver through a local socket in the data directory; operations that replace data
-/// (setup, restore, factory-reset) need the homeserver stopped.
+/// manages its users and the peer units it federates with, checks its health and takes and
+/// restores backups. It talks to the running homeserver through a local socket in the data
+/// directory; operations that replace data or keys (setup, restore, factory-reset, keys rotate,
+/// tls renew) need the homeserver stopped.
 #[derive(Debug, Parser)]
 #[command(name = "appliance", version, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
@@ -46,6 +47,19 @@ pub enum Command {
     /// Create, list and manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Exchange peer cards with other units: the allow-list of servers this unit federates with.
+    ///
+    /// Two units federate once each has imported the other's card. A card is a small signed
+    /// file (`peer export` writes ours, for a USB stick); its fingerprint is what the two
+    /// admins read aloud to each other to be sure the card is genuine.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+    /// The unit's signing key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The unit's TLS certificate for federation.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Show the unit's health; exits with 5 when something needs attention.
     Status(StatusArgs),
     /// Write a backup of the whole unit (database, keys, config) to one file.
@@ -141,6 +155,97 @@ pub enum UserCommand {
         #[arg(long)]
         revoke: bool,
     },
+}
+
+/// `appliance peer …`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Write this unit's signed peer card, for the admins of other units to import.
+    ///
+    /// Prints the card (JSON) on stdout, or writes it to FILE; the fingerprint goes to stderr.
+    Export {
+        /// Write the card to this file (for example on a mounted USB stick) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show this unit's fingerprint, to read aloud to the admin who imports our card.
+    Fingerprint,
+    /// Put another unit on the allow-list from its peer card.
+    ///
+    /// Checks the card's signature, shows its server name, endpoints and fingerprint, and asks
+    /// you to confirm the fingerprint is the one the other unit's admin reads out (from
+    /// `appliance peer fingerprint` on their unit). A card for a server already on the list
+    /// replaces the old one (after a key rotation, say). A running homeserver picks it up at
+    /// once.
+    Import {
+        /// The card file (`-` reads it from stdin).
+        file: PathBuf,
+        /// The fingerprint the other admin read out; the card is refused unless it matches.
+        /// Letters may be typed in either case, with or without dashes and spaces.
+        #[arg(long, value_name = "FP")]
+        expect_fingerprint: Option<String>,
+        /// Import without asking to confirm the fingerprint (only when you checked it another
+        /// way).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Put a server that is not an Outpost unit (a Synapse, say) on the allow-list by hand.
+    ///
+    /// Takes what an Outpost card would carry: the server name, where to reach it, its signing
+    /// key(s) (from its /_matrix/key/v2/server or its key file) and the CA that issued its
+    /// federation certificate.
+    Add {
+        /// The server's Matrix server name (may carry a port).
+        #[arg(long, value_name = "NAME")]
+        server_name: String,
+        /// Where its federation listener is reached; repeat for several (tried in order).
+        #[arg(long, value_name = "HOST:PORT", required = true)]
+        endpoint: Vec<String>,
+        /// One of its signing keys, as `ed25519:KEY_ID=BASE64_PUBLIC_KEY`; repeat for several.
+        #[arg(long, value_name = "ed25519:ID=BASE64", required = true)]
+        verify_key: Vec<String>,
+        /// The CA certificate (PEM) that issued its federation TLS certificate.
+        #[arg(long, value_name = "PEM")]
+        ca_file: PathBuf,
+    },
+    /// List the peers on the allow-list, with the state of the link to each.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a peer off the allow-list: this unit stops talking to it and refuses its requests.
+    Remove {
+        /// The peer's server name.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `appliance keys …`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Replace the signing key with a new one (homeserver stopped).
+    ///
+    /// The old key's public half is kept, so everything it signed still verifies. Peers trust
+    /// this unit by its key, so each of them must import the new peer card (`appliance peer
+    /// export`) before they accept this unit again.
+    Rotate {
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `appliance tls …`.
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Issue a new federation certificate from the unit CA (homeserver stopped).
+    ///
+    /// Peers trust the unit CA, which does not change, so they keep their cards.
+    Renew,
 }
 
 /// `appliance status`.

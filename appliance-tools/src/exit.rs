@@ -15,7 +15,8 @@ pub enum Exit {
     /// Bad command line, or a value is missing and there is no terminal to ask for it on.
     Usage = 2,
     /// The input was refused: an invalid provisioning file, a weak password, an unknown or
-    /// existing user, a backup that fails verification.
+    /// existing user, a backup that fails verification, a peer card that fails verification
+    /// or whose fingerprint is not the one expected, an unknown peer.
     Rejected = 3,
     /// The unit's state does not allow it: already set up, not set up, the homeserver is running
     /// (or stopped when it must run), a backup of another unit, a confirmation not given.
@@ -31,7 +32,8 @@ Exit codes:
   1  failure: an I/O or database error, or an unexpected answer from the homeserver
   2  usage: bad command line, or a value is missing and there is no terminal to ask on
   3  rejected: invalid input (provisioning file, weak password, unknown or existing user,
-     a backup that fails verification)
+     a backup that fails verification, a peer card that fails verification or does not
+     have the expected fingerprint, an unknown peer)
   4  wrong state: the unit is already set up / not set up, the homeserver is running (or
      stopped when it must run), a backup of another unit, a confirmation not given
   5  status: something needs attention";

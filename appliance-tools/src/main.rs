@@ -1,5 +1,6 @@
 //! The `appliance` command: what installers and admins use at an Outpost unit's console to
-//! provision it, manage users, check health, and back it up and restore it.
+//! provision it, manage users and peers, check health, rotate keys, and back it up and restore
+//! it.
 //!
 //! `main` parses the command line ([`cli`]), runs one command, prints a failure once and exits
 //! with a documented code ([`exit`]). Commands talk to the running homeserver through its admin
@@ -12,8 +13,10 @@ mod cli;
 mod console;
 mod docs;
 mod exit;
+mod keys;
 mod offline;
 mod password;
+mod peers;
 mod progress;
 mod provisioning;
 mod reset;
@@ -47,6 +50,9 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
     match &cli.command {
         Command::Setup(args) => setup::run(&unit, args),
         Command::User(command) => users::run(&unit, command),
+        Command::Peer(command) => peers::run(&unit, command),
+        Command::Keys(command) => keys::run(&unit, command),
+        Command::Tls(command) => tls::run(&unit, command),
         Command::Status(args) => status::run(&unit, args),
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),

@@ -194,16 +194,27 @@ impl Plan {
 
     /// The homeserver config for this plan, with the unit living in `data_dir` (absolute).
     pub fn render_config(&self, data_dir: &Path) -> String {
-        render_config(&self.server_name, data_dir, self.client_listen)
+        let endpoints: Vec<String> = self
+            .federation_endpoints
+            .iter()
+            .map(|endpoint| toml_string(endpoint))
+            .collect();
+        CONFIG_TEMPLATE
+            .replace("{{server_name}}", &toml_string(self.server_name.as_str()))
+            .replace("{{data_dir}}", &toml_string(&data_dir.to_string_lossy()))
+            .replace(
+                "{{client_listen}}",
+                &toml_string(&self.client_listen.to_string()),
+            )
+            .replace(
+                "{{federation_listen}}",
+                &toml_string(&self.federation_listen.to_string()),
+            )
+            .replace(
+                "{{federation_endpoints}}",
+                &format!("[{}]", endpoints.join(", ")),
+            )
     }
-}
-
-/// Fills the factory template.
-pub fn render_config(server_name: &OwnedServerName, data_dir: &Path, client: SocketAddr) -> String {
-    CONFIG_TEMPLATE
-        .replace("{{server_name}}", &toml_string(server_name.as_str()))
-        .replace("{{data_dir}}", &toml_string(&data_dir.to_string_lossy()))
-        .replace("{{client_listen}}", &toml_string(&client.to_string()))
 }
 
 /// Replaces the top-level `data_dir = …` line of a config (restore moves a unit to another

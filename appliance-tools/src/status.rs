@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use homeserver::admin::wire::{DatabaseHealth, DiskSpace, ServerStatus};
+use homeserver::admin::wire::{DatabaseHealth, DiskSpace, PeerInfo, ServerStatus};
 use homeserver::matrix::keys::SigningKey;
 use homeserver::service::admin as service;
 
@@ -39,9 +39,27 @@ struct Report {
     federation_listen: Option<String>,
     /// Where peers reach this unit.
     federation_endpoints: Vec<String>,
+    /// When the TLS certificates expire.
+    certificates: Vec<CertificateExpiry>,
+    /// The allow-listed peers and the link to each.
+    peers: Vec<PeerInfo>,
     /// What needs attention, each with what to do.
     problems: Vec<String>,
 }
+
+/// When one of the unit's certificates stops being valid.
+#[derive(Debug, Serialize)]
+struct CertificateExpiry {
+    /// `ca.pem` (the unit CA, pinned by peers) or `cert.pem` (the federation certificate).
+    file: String,
+    /// Its `notAfter`, in ms since the epoch.
+    not_after_ts: i64,
+}
+
+/// Warn this long before the federation certificate expires (`appliance tls renew`).
+const CERT_WARNING_DAYS: i64 = 30;
+/// Warn this long before the unit CA expires: replacing it means new cards for every peer.
+const CA_WARNING_DAYS: i64 = 180;
 
 /// Runs `appliance status`.
 pub fn run(unit: &Unit, args: &StatusArgs) -> Result<Exit, Failure> {
@@ -74,6 +92,8 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
         signing_key_id: None,
         federation_listen: None,
         federation_endpoints: Vec::new(),
+        certificates: Vec::new(),
+        peers: Vec::new(),
         problems: Vec::new(),
     };
     if unit.require_set_up().is_err() {
@@ -121,6 +141,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
             problems.push(format!("the TLS file {} is missing", path.display()));
         }
     }
+    report.certificates = certificate_expiry(unit, problems);
     match unit.server_state()? {
         ServerState::Running => {
             report.running = true;
@@ -158,6 +179,35 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
                 Ok(disk) => report.disk = Some(disk),
                 Err(err) => problems.push(format!("cannot measure the disk: {err}")),
             }
+        }
+    }
+    if let Some(server_name) = report.server_name.clone() {
+        match crate::peers::peer_infos(unit, &server_name) {
+            Ok(peers) => report.peers = peers,
+            Err(err) => problems.push(format!("cannot list the peers: {err}")),
+        }
+        for (path, reason) in crate::peers::unusable_files(unit, &server_name) {
+            problems.push(format!(
+                "the peer card {} is not used: {reason}; re-import the card or remove the file",
+                path.display()
+            ));
+        }
+    }
+    let problems = &mut report.problems;
+    for peer in &report.peers {
+        let link = &peer.link;
+        if link.consecutive_failures > 0 && link.queue_depth > 0 {
+            problems.push(format!(
+                "{} has not been reached since {}, with {} item{} queued for it (last error: \
+                 {}); check the link and the peer",
+                peer.server_name,
+                link.last_success_ts
+                    .map(format_time_ms)
+                    .unwrap_or_else(|| "it was added".to_owned()),
+                link.queue_depth,
+                if link.queue_depth == 1 { "" } else { "s" },
+                link.last_error.as_deref().unwrap_or("none recorded")
+            ));
         }
     }
     if let Some(database) = &report.database
@@ -247,6 +297,44 @@ fn print_text(report: &Report) {
             ),
         );
     }
+    for cert in &report.certificates {
+        let label = if cert.file == crate::tls::CA_CERT {
+            "Unit CA"
+        } else {
+            "Certificate"
+        };
+        row(
+            label,
+            format!("valid until {}", format_time_ms(cert.not_after_ts)),
+        );
+    }
+    if report.server_name.is_some() {
+        if report.peers.is_empty() {
+            row(
+                "Peers",
+                "none (`appliance peer import FILE` adds one)".to_owned(),
+            );
+        }
+        for peer in &report.peers {
+            let link = &peer.link;
+            row(
+                "Peer",
+                format!(
+                    "{}: last delivery {}, {} queued{}",
+                    peer.server_name,
+                    link.last_success_ts
+                        .map(format_time_ms)
+                        .unwrap_or_else(|| "never".to_owned()),
+                    link.queue_depth,
+                    if link.consecutive_failures > 0 {
+                        format!(", {} failed attempt(s) in a row", link.consecutive_failures)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
+        }
+    }
     if report.healthy {
         println!("\nAll good.");
     } else {
@@ -255,6 +343,50 @@ fn print_text(report: &Report) {
             println!("  - {problem}");
         }
     }
+}
+
+/// Reads the expiry of the unit CA and the federation certificate, noting those that expire
+/// soon (or cannot be read) as problems.
+fn certificate_expiry(unit: &Unit, problems: &mut Vec<String>) -> Vec<CertificateExpiry> {
+    let now = time::OffsetDateTime::now_utc();
+    let mut found = Vec::new();
+    for (name, warn_days, what, remedy) in [
+        (
+            crate::tls::CA_CERT,
+            CA_WARNING_DAYS,
+            "the unit CA",
+            "a new CA means giving every peer a new card",
+        ),
+        (
+            crate::tls::CERT,
+            CERT_WARNING_DAYS,
+            "the federation certificate",
+            "renew it with `appliance tls renew` (homeserver stopped)",
+        ),
+    ] {
+        let path = unit.tls_dir().join(name);
+        let Ok(pem) = std::fs::read_to_string(&path) else {
+            continue; // Reported as missing above.
+        };
+        match homeserver::federation::tls::pem_not_after(&pem) {
+            Ok(not_after) => {
+                let at = format_time_ms(not_after.unix_timestamp().saturating_mul(1000));
+                if not_after <= now {
+                    problems.push(format!(
+                        "{what} expired on {at}: peers refuse this unit; {remedy}"
+                    ));
+                } else if not_after - now < time::Duration::days(warn_days) {
+                    problems.push(format!("{what} expires on {at}; {remedy}"));
+                }
+                found.push(CertificateExpiry {
+                    file: name.to_owned(),
+                    not_after_ts: not_after.unix_timestamp().saturating_mul(1000),
+                });
+            }
+            Err(err) => problems.push(format!("cannot read {}: {err}", path.display())),
+        }
+    }
+    found
 }
 
 /// `3725` → `1h 2m`.

@@ -103,6 +103,16 @@ impl Unit {
         self.path(homeserver::store::DB_FILE)
     }
 
+    /// The folder of peer cards (the federation allow-list).
+    pub fn peers_dir(&self) -> PathBuf {
+        self.path(PEERS_DIR)
+    }
+
+    /// The TLS folder (unit CA and leaf certificate).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.path(TLS_DIR)
+    }
+
     /// The admin socket.
     pub fn socket_path(&self) -> PathBuf {
         homeserver::admin::socket_path(&self.dir)
@@ -246,4 +256,53 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|err| Failure::io("cannot write", path, err))
+}
+
+/// Replaces `path` with `bytes` atomically: written and fsynced under a temporary name in the
+/// same directory (ending in `.tmp`, so no reader that looks for `*.json` picks it up), given
+/// the owner of the file it replaces (or of the directory), renamed over `path`, and the
+/// directory fsynced. A crash leaves the old file or the new one, never a mix.
+pub fn replace_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let written = write_file(&tmp, bytes, mode)
+        .and_then(|()| match_owner(&tmp, if path.exists() { path } else { dir }))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .map_err(|err| Failure::io("cannot move into place", path, err))
+        });
+    if let Err(failure) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(failure);
+    }
+    sync_dir(dir)
+}
+
+/// Gives `path` the owner and group of `like` when they differ. The console runs this tool as
+/// root while the homeserver runs as its own user, which must still be able to read the keys,
+/// certificates and peer cards the tool writes into the data dir.
+pub fn match_owner(path: &Path, like: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let want = std::fs::metadata(like).map_err(|err| Failure::io("cannot inspect", like, err))?;
+    let have =
+        std::fs::symlink_metadata(path).map_err(|err| Failure::io("cannot inspect", path, err))?;
+    if (have.uid(), have.gid()) == (want.uid(), want.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()))
+        .map_err(|err| Failure::io("cannot set the owner of", path, err))
+}
+
+/// Fsyncs a directory, so a rename or removal in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> Result<(), Failure> {
+    std::fs::File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(|err| Failure::io("cannot sync", dir, err))
 }
