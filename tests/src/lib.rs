@@ -18,6 +18,7 @@
 pub mod appliance;
 mod client;
 mod env;
+pub mod federation;
 mod raw;
 
 use std::fmt::Write as _;
