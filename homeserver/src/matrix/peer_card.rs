@@ -251,6 +251,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_card_parses_and_verifies() {
+        let text = include_str!("../../../provisioning/peer-card.example.json");
+        let card = PeerCard::parse(text).expect("the example in provisioning/ is a valid card");
+        assert!(card.is_signed());
+        assert_eq!(card.fingerprint(), "HR2Z-CUYH-AVVD-TAUS-LCZ5");
+    }
+
+    #[test]
     fn malformed_cards_are_refused() {
         let key = SigningKey::generate();
         let mut no_endpoints = card(&key);
