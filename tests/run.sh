@@ -41,3 +41,9 @@ if [ -f tests/client/Cargo.toml ]; then
   # Debug profile: ~2 min to build versus ~11 min optimised, and the test makes few requests.
   cargo test --manifest-path tests/client/Cargo.toml
 fi
+
+step "image: layer checks (crates vs Cargo.lock, units, firewall, bitbake parse, lint)"
+bash tests/image/check-layer.sh
+
+step "image: build the qemu test image twice, boot it under TCG, check it"
+python3 tests/image/boot-test.py --appliance target/release/appliance

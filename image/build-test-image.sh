@@ -1,0 +1,323 @@
+#!/usr/bin/env bash
+# Build the Outpost qemu test image: a small x86-64 UEFI disk from Debian bookworm packages with
+# our release binaries, laid out exactly like the production image.
+#
+#   image/build-test-image.sh [--out DIR] [--homeserver BIN] [--appliance BIN] [--no-apt]
+#       (the appliance CLI goes into the image only when --appliance is given)
+#   image/build-test-image.sh --input-key      print the hash of every input, build nothing
+#
+# What comes from the Yocto layer (yocto-layer/meta-outpost), so both images share it:
+#   - the partition table          files/wic/outpost.wks.in (read through image/lib/layout.py)
+#   - systemd-boot's loader.conf   files/wic/outpost-loader.conf
+#   - kernel command line, ports, verity salt   files/outpost-constants.conf
+#   - units, sysusers, tmpfiles (the /data layout), nftables template, network, admin shell
+#                                  recipes-core/outpost-base/files/rootfs/ (copied as a tree)
+#   - the initramfs /init          recipes-core/outpost-initramfs/files/init
+# What is Debian's: the packages, the kernel (its modules loaded by the initramfs), busybox.
+# What is test-only: image/test-image/ (a report of the unit's state on the second serial port).
+#
+# Output in DIR (default target/image): outpost-test.img (raw GPT disk), the partition images,
+# SHA256SUMS, roothash, input-key and source-date-epoch. With the same inputs and the same
+# Debian packages, two builds give the same bytes: SOURCE_DATE_EPOCH (default: the last
+# commit's time) is the only clock, every UUID and salt is fixed, and the PE header of the
+# unified kernel image gets SOURCE_DATE_EPOCH instead of objcopy's wall-clock time.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAYER=$REPO/yocto-layer/meta-outpost
+LAYOUT=$REPO/image/lib/layout.py
+OUT=$REPO/target/image
+HOMESERVER=$REPO/target/release/homeserver
+APPLIANCE=
+APT_INSTALL=1
+PRINT_KEY=0
+SUITE=bookworm
+MIRROR=http://deb.debian.org/debian
+SECURITY_MIRROR=http://deb.debian.org/debian-security
+
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--out) OUT=$2; shift 2 ;;
+	--homeserver) HOMESERVER=$2; shift 2 ;;
+	--appliance) APPLIANCE=$2; shift 2 ;;
+	--no-apt) APT_INSTALL=0; shift ;;
+	--input-key) PRINT_KEY=1; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "build-test-image.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+	esac
+done
+
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
+die() { echo "build-test-image.sh: $*" >&2; exit 1; }
+
+[ -x "$HOMESERVER" ] || die "no homeserver binary at $HOMESERVER (cargo build --release -p homeserver)"
+[ -z "$APPLIANCE" ] || [ -x "$APPLIANCE" ] || die "no appliance binary at $APPLIANCE"
+
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	SOURCE_DATE_EPOCH=$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1767225600)
+fi
+export SOURCE_DATE_EPOCH
+export TZ=UTC LC_ALL=C.UTF-8
+
+# Everything the image is made from, hashed: when this key is unchanged an existing image can be
+# reused (the Debian packages are not part of it; a rebuild picks up their latest versions).
+input_key() {
+	{
+		echo "sde=$SOURCE_DATE_EPOCH suite=$SUITE"
+		sha256sum "$HOMESERVER" ${APPLIANCE:+"$APPLIANCE"} | awk '{print $1}'
+		(cd "$REPO" && find image/build-test-image.sh image/lib image/test-image \
+			yocto-layer/meta-outpost/files yocto-layer/meta-outpost/recipes-core \
+			-type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum)
+	} | sha256sum | awk '{print $1}'
+}
+if [ "$PRINT_KEY" = 1 ]; then
+	input_key
+	exit 0
+fi
+
+START=$(date +%s)
+
+# --- host tools -----------------------------------------------------------------------------
+need_pkgs=()
+need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
+need mmdebstrap mmdebstrap
+need mksquashfs squashfs-tools
+need veritysetup cryptsetup-bin
+need mkfs.vfat dosfstools
+need mcopy mtools
+need sfdisk fdisk
+need mkfs.ext4 e2fsprogs
+need objcopy binutils
+need strip binutils
+need systemd-sysusers systemd
+need usermod passwd
+need cpio cpio
+need zstd zstd
+need depmod kmod
+need modprobe kmod
+[ -f /usr/lib/systemd/boot/efi/linuxx64.efi.stub ] || need_pkgs+=(systemd-boot-efi)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+	[ "$APT_INSTALL" = 1 ] || die "missing host packages: ${need_pkgs[*]}"
+	log "installing host packages: ${need_pkgs[*]}"
+	apt-get update -q >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+[ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap --mode=root, device-independent file ownership)"
+
+const() { sed -n "s/^$1=//p" "$LAYER/files/outpost-constants.conf"; }
+CLIENT_PORT=$(const CLIENT_PORT)
+FEDERATION_PORT=$(const FEDERATION_PORT)
+VERITY_SALT=$(const VERITY_SALT)
+VERITY_UUID=$(const VERITY_UUID)
+KERNEL_CMDLINE=$(const KERNEL_CMDLINE)
+layout() { python3 "$LAYOUT" get "$@"; }
+
+WORK=$OUT/work
+rm -rf "$OUT"
+mkdir -p "$WORK"
+# Downloaded .debs are kept between builds; they never change what ends up in the image.
+CACHE=${OUTPOST_APT_CACHE:-$REPO/target/image-cache/apt}
+mkdir -p "$CACHE"
+
+# --- root filesystem --------------------------------------------------------------------------
+# Kernel modules: only the drivers this machine needs, the rest of the kernel package is never
+# unpacked. Initramfs: virtio disk, dm-verity, squashfs. Root: network, ext4 (/data), FAT
+# (ESP, PROVISION disk), nftables, the ACPI power button (+ evdev for logind), virtio-rng.
+MODULE_DIRS="drivers/virtio drivers/block/virtio_blk.ko drivers/md drivers/net/virtio_net.ko
+drivers/net/net_failover.ko net/core drivers/char/hw_random drivers/acpi/button.ko
+drivers/input/evdev.ko fs/squashfs fs/ext4 fs/jbd2 fs/mbcache.ko fs/fat fs/nls fs/efivarfs
+net/netfilter net/ipv4/netfilter net/ipv6/netfilter lib crypto arch/x86/crypto"
+INITRAMFS_MODULES="virtio_pci virtio_blk virtio_rng dm_verity squashfs"
+dpkg_filters=(
+	--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
+	--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*'
+	--dpkgopt='path-exclude=/lib/modules/*/kernel/*'
+)
+for m in $MODULE_DIRS; do
+	case "$m" in
+	*.ko) dpkg_filters+=(--dpkgopt="path-include=/lib/modules/*/kernel/$m") ;;
+	*) dpkg_filters+=(--dpkgopt="path-include=/lib/modules/*/kernel/$m/*") ;;
+	esac
+done
+
+ROOT=$WORK/rootfs
+log "mmdebstrap $SUITE (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
+# shellcheck disable=SC2016 # "$1" is expanded by mmdebstrap in its hooks
+mmdebstrap --mode=root --variant=essential --architecture=amd64 --quiet \
+	--aptopt='APT::Install-Recommends "false"' \
+	--include=systemd,systemd-sysv,udev,dbus,kmod,nftables,cryptsetup-bin,busybox-static,linux-image-amd64 \
+	"${dpkg_filters[@]}" \
+	--setup-hook='mkdir -p "$1"/var/cache/apt/archives' \
+	--setup-hook="sync-in '$CACHE' /var/cache/apt/archives" \
+	--customize-hook="sync-out /var/cache/apt/archives '$CACHE'" \
+	"$SUITE" "$ROOT" \
+	"deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main"
+
+KVER=$(basename "$(ls -d "$ROOT"/lib/modules/*)")
+log "kernel $KVER"
+
+# Our files, from the layer, exactly as the Yocto recipe installs them.
+DATA_PARTUUID=$(layout data uuid)
+subst() {
+	sed -e "s/@CLIENT_PORT@/$CLIENT_PORT/g" -e "s/@FEDERATION_PORT@/$FEDERATION_PORT/g" \
+		-e "s/@DATA_PARTUUID@/$DATA_PARTUUID/g" "$1"
+}
+(cd "$LAYER/recipes-core/outpost-base/files/rootfs" && find . -type f | sort) | while read -r f; do
+	src=$LAYER/recipes-core/outpost-base/files/rootfs/$f
+	dst=$ROOT/${f%.in}
+	mode=0644
+	[ -x "$src" ] && mode=0755
+	mkdir -p "$(dirname "$dst")"
+	case "$f" in
+	*.in)
+		subst "$src" >"$dst"
+		chmod "$mode" "$dst"
+		! grep -n '@[A-Z_]*@' "$dst" || die "unsubstituted @VARIABLE@ in $f"
+		;;
+	*) install -m "$mode" "$src" "$dst" ;;
+	esac
+done
+# Mount point of the data partition (the root is read-only at run time).
+mkdir -p "$ROOT/data"
+strip --strip-debug -o "$ROOT/usr/bin/homeserver" "$HOMESERVER"
+if [ -n "$APPLIANCE" ]; then
+	strip --strip-debug -o "$ROOT/usr/bin/appliance" "$APPLIANCE"
+fi
+install -m 0644 "$REPO/image/test-image/outpost-testreport.service" "$ROOT/usr/lib/systemd/system/"
+install -m 0755 "$REPO/image/test-image/outpost-testreport" "$ROOT/usr/libexec/outpost/"
+
+# Accounts at build time (the root is read-only at run time), then the enabled units.
+systemd-sysusers --root="$ROOT" "$ROOT/usr/lib/sysusers.d/outpost.conf" >/dev/null 2>&1
+# The console logs in as root into the appliance tool (the getty drop-ins of the tree); the
+# Yocto image sets the same shell (EXTRA_USERS_PARAMS in classes/outpost_image.bbclass).
+usermod --root "$ROOT" --shell /usr/libexec/outpost/admin-shell root
+enable_units=$(awk '$1 == "enable" {print $2}' "$ROOT/usr/lib/systemd/system-preset/50-outpost.preset")
+# shellcheck disable=SC2086 # one unit per word
+systemctl --root="$ROOT" --quiet enable $enable_units outpost-testreport.service
+# First-boot prompts would block an unattended unit; the machine id is transient (empty file).
+systemctl --root="$ROOT" --quiet mask systemd-firstboot.service
+: >"$ROOT/etc/machine-id"
+echo outpost >"$ROOT/etc/hostname"
+printf 'tmpfs /tmp tmpfs mode=1777,nosuid,nodev 0 0\n' >"$ROOT/etc/fstab"
+
+# Kernel, initramfs contents, then what the root does not need.
+cp "$ROOT/boot/vmlinuz-$KVER" "$WORK/vmlinuz"
+INITRD=$WORK/initramfs
+mkdir -p "$INITRD"/{bin,sbin,lib/modules,etc,proc,sys,dev,run,sysroot}
+install -m 0755 "$LAYER/recipes-core/outpost-initramfs/files/init" "$INITRD/init"
+install -m 0755 "$ROOT/bin/busybox" "$INITRD/bin/busybox"
+for tool in /sbin/veritysetup /sbin/blkid; do
+	for f in "$tool" $(chroot "$ROOT" ldd "$tool" | awk '$(NF-1) ~ /^\// {print $(NF-1)} $1 ~ /^\// {print $1}' | sort -u); do
+		src=$(readlink -f "$ROOT$f")
+		install -D -m 0755 "$src" "$INITRD$f"
+	done
+done
+for applet in $(chroot "$ROOT" /bin/busybox --list); do
+	[ -e "$INITRD/bin/$applet" ] || [ -e "$INITRD/sbin/$applet" ] || ln -s busybox "$INITRD/bin/$applet"
+done
+for m in $INITRAMFS_MODULES; do
+	modprobe -d "$ROOT" -S "$KVER" --show-depends "$m"
+done | awk '$1 == "insmod" {print $2}' |
+	awk '!seen[$0]++' | while read -r ko; do
+		rel=${ko#"$ROOT"}
+		install -D -m 0644 "$ROOT$rel" "$INITRD$rel"
+		echo "$rel" >>"$INITRD/lib/modules/initramfs.load"
+	done
+rm -rf "${ROOT:?}"/boot/* "$ROOT/bin/busybox" "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/log/* \
+	"$ROOT"/var/cache/ldconfig/aux-cache "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/lib/dpkg/*-old
+find "$ROOT/var/cache/apt" -type f -delete
+chroot "$ROOT" depmod -a "$KVER"
+
+# --- root slot A: squashfs + dm-verity ---------------------------------------------------------
+log "squashfs"
+# Every timestamp in the root is SOURCE_DATE_EPOCH, whatever the packages or a warm package
+# cache brought in (mksquashfs 4.5 only uses it for the filesystem's own time).
+find "$ROOT" -print0 | xargs -0 touch -h -d "@$SOURCE_DATE_EPOCH"
+mksquashfs "$ROOT" "$OUT/root-a.squashfs" -comp zstd -Xcompression-level 15 -b 256K \
+	-noappend -quiet -no-progress -processors "$(nproc)" >/dev/null
+[ "$(stat -c %s "$OUT/root-a.squashfs")" -le "$(layout root-a size)" ] || die "root filesystem larger than slot A"
+veritysetup format --salt="$VERITY_SALT" --uuid="$VERITY_UUID" --data-block-size=4096 \
+	--hash-block-size=4096 "$OUT/root-a.squashfs" "$OUT/root-a.verity" >"$WORK/verity.txt"
+ROOTHASH=$(awk -F':[ \t]*' '/^Root hash/ {print $2}' "$WORK/verity.txt")
+[ -n "$ROOTHASH" ] || die "veritysetup printed no root hash"
+echo "$ROOTHASH" >"$OUT/roothash"
+[ "$(stat -c %s "$OUT/root-a.verity")" -le "$(layout root-a-verity size)" ] || die "hash tree larger than its partition"
+
+# --- unified kernel image ---------------------------------------------------------------------
+log "initramfs and unified kernel image"
+find "$INITRD" -print0 | xargs -0 touch -h -d "@$SOURCE_DATE_EPOCH"
+(cd "$INITRD" && find . -print0 | LC_ALL=C sort -z |
+	cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) |
+	zstd -q -19 -T1 >"$WORK/initramfs.cpio.zst"
+
+echo "$KERNEL_CMDLINE" | sed -e "s/@SLOT@/a/" -e "s/@ROOT_PARTUUID@/$(layout root-a uuid)/" \
+	-e "s/@VERITY_PARTUUID@/$(layout root-a-verity uuid)/" -e "s/@ROOTHASH@/$ROOTHASH/" \
+	| tr -d '\n' >"$WORK/cmdline"
+{
+	grep -v '^VERSION_ID=\|^PRETTY_NAME=' "$ROOT/usr/lib/os-release"
+	echo 'PRETTY_NAME="Outpost test image (root slot A)"'
+	echo "IMAGE_ID=outpost-test"
+	echo "IMAGE_VERSION=$SOURCE_DATE_EPOCH"
+} >"$WORK/os-release"
+echo "$KVER" >"$WORK/uname"
+
+STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+# Place each section after the previous one, aligned to the stub's section alignment.
+align=$((16#$(objdump -p "$STUB" | awk '$1 == "SectionAlignment" {print $2}')))
+last=0
+while read -r size vma; do
+	[ $((16#$vma + 16#$size)) -le "$last" ] || last=$((16#$vma + 16#$size))
+done < <(objdump -h "$STUB" | awk '$1 ~ /^[0-9]+$/ {print $3, $4}')
+next=$(( (last + align - 1) / align * align ))
+sections=()
+for s in osrel:os-release cmdline:cmdline uname:uname linux:vmlinuz initrd:initramfs.cpio.zst; do
+	name=${s%%:*} file=$WORK/${s#*:}
+	sections+=(--add-section ".$name=$file" --change-section-vma ".$name=$(printf 0x%x "$next")")
+	next=$(( (next + $(stat -c %s "$file") + align - 1) / align * align ))
+done
+objcopy "${sections[@]}" "$STUB" "$WORK/outpost-a.efi"
+python3 "$REPO/image/lib/pe_timestamp.py" "$WORK/outpost-a.efi" "$SOURCE_DATE_EPOCH"
+
+# --- ESP ----------------------------------------------------------------------------------------
+log "ESP, data partition, disk"
+ESP=$OUT/esp.vfat
+esp_kib=$(( $(layout esp size) / 1024 ))
+mkfs.vfat -F 32 -S 512 -s 1 -n "$(layout esp label)" -i "$(layout esp fsuuid)" --invariant \
+	-C "$ESP" "$esp_kib" >/dev/null
+cp "$LAYER/files/wic/outpost-loader.conf" "$WORK/loader.conf"
+touch -d "@$SOURCE_DATE_EPOCH" "$WORK/loader.conf" "$WORK/outpost-a.efi"
+cp /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$WORK/BOOTX64.EFI"
+touch -d "@$SOURCE_DATE_EPOCH" "$WORK/BOOTX64.EFI"
+mmd -i "$ESP" ::EFI ::EFI/BOOT ::EFI/Linux ::loader
+mcopy -i "$ESP" -m "$WORK/BOOTX64.EFI" ::EFI/BOOT/BOOTX64.EFI
+mcopy -i "$ESP" -m "$WORK/outpost-a.efi" ::EFI/Linux/outpost-a.efi
+mcopy -i "$ESP" -m "$WORK/loader.conf" ::loader/loader.conf
+
+# --- data partition: empty ext4, fixed UUID and hash seed ------------------------------------
+DATA=$OUT/data.ext4
+truncate -s "$(layout data size)" "$DATA"
+data_opts=$(layout data mkfs_extraopts)
+# shellcheck disable=SC2086 # the options are a word list from the wks file
+E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L "$(layout data label)" \
+	-U "$(layout data fsuuid)" $data_opts "$DATA"
+
+# --- disk -------------------------------------------------------------------------------------
+DISK=$OUT/outpost-test.img
+truncate -s "$(layout disk size)" "$DISK"
+python3 "$LAYOUT" sfdisk | sfdisk --quiet --no-reread --no-tell-kernel "$DISK"
+put() { dd if="$2" of="$DISK" bs=1M seek=$(( $(layout "$1" start) / 1048576 )) conv=notrunc,sparse status=none; }
+put esp "$ESP"
+put root-a "$OUT/root-a.squashfs"
+put root-a-verity "$OUT/root-a.verity"
+put data "$DATA"
+python3 "$LAYOUT" check "$DISK"
+
+cp "$WORK/outpost-a.efi" "$OUT/outpost-a.efi"
+(cd "$OUT" && sha256sum outpost-test.img esp.vfat outpost-a.efi root-a.squashfs root-a.verity data.ext4 >SHA256SUMS)
+input_key >"$OUT/input-key"
+echo "$SOURCE_DATE_EPOCH" >"$OUT/source-date-epoch"
+rm -rf "$WORK"
+log "done in $(( $(date +%s) - START )) s: $DISK ($(du -h --apparent-size "$DISK" | cut -f1) raw, $(du -h "$DISK" | cut -f1) allocated)"
+log "root hash $ROOTHASH; sha256 $(awk '$2 == "outpost-test.img" {print $1}' "$OUT/SHA256SUMS")"

@@ -1,0 +1,393 @@
+#!/usr/bin/env python3
+"""Boot test of the Outpost qemu test image.
+
+    tests/image/boot-test.py [--image-dir DIR] [--homeserver BIN] [--appliance BIN] [--rebuild]
+
+1. Builds the test image with image/build-test-image.sh, or reuses the one in DIR when it was
+   built from the same inputs (its input-key matches).
+2. Checks the disk's GPT against the layout in the Yocto layer's wks file.
+3. First boot, with a PROVISION disk: the unit provisions itself, the homeserver answers
+   /_matrix/client/versions through a host forward on 127.0.0.1; a user creates a room and
+   sends a message. With --appliance the image carries the appliance CLI and the disk holds
+   provisioning.json + admin-password (`appliance setup --from`), and the user is that first
+   admin; without it the disk holds a homeserver.toml with open registration and the user
+   registers. The unit's own report (second serial port) must show the service
+   running as its dedicated user under the hardened unit, the root read-only on dm-verity, /data
+   on the data partition, the firewall loaded, no failed units, no SSH, root locked.
+4. ACPI power button: the unit shuts down cleanly.
+5. Second boot, without the PROVISION disk: the same user logs in and reads the same message.
+6. Tamper: one byte flipped in root slot A; the initramfs refuses that root and the homeserver
+   never answers.
+
+Every wait has a deadline and every qemu is killed on exit. Software emulation only (TCG).
+The last line is "N passed, N failed".
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, str(REPO / "image/lib"))
+import layout  # noqa: E402
+import qemu  # noqa: E402
+
+BUILD = REPO / "image/build-test-image.sh"
+BOOT_DEADLINE = 300  # seconds from power-on to an answering homeserver, under TCG
+POWERDOWN_DEADLINE = 120
+TAMPER_DEADLINE = 180
+HOST_PACKAGES = {  # command -> Debian package, for what this test itself runs
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-img": "qemu-utils",
+    "qemu-io": "qemu-utils",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "sfdisk": "fdisk",
+}
+
+PROVISIONING_JSON = b"""\
+{
+  "version": 1,
+  "server_name": "unit-a.test",
+  "network": {
+    "client_listen": "0.0.0.0:8008",
+    "federation_listen": "0.0.0.0:8448",
+    "federation_endpoints": ["10.0.2.15:8448"]
+  },
+  "admin": {"user": "admin"}
+}
+"""
+PASSWORD = "correct horse battery"
+
+PROVISION_CONFIG = b"""\
+# Written by tests/image/boot-test.py onto the PROVISION disk.
+server_name = "unit-a.test"
+data_dir = "/data/outpost"
+
+[listen]
+client = "0.0.0.0:8008"
+
+[registration]
+enabled = true
+"""
+
+
+class Results:
+    def __init__(self):
+        self.passed, self.failed = 0, 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok      {name}")
+        else:
+            self.failed += 1
+            print(f"FAILED  {name}{': ' + detail if detail else ''}")
+        return ok
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def ensure_host_packages():
+    from shutil import which
+    missing = sorted({pkg for cmd, pkg in HOST_PACKAGES.items() if not which(cmd)})
+    if not os.path.exists(qemu.OVMF_CODE):
+        missing.append("ovmf")
+    if missing:
+        log(f"installing {' '.join(missing)}")
+        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                       check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def http(port, method, path, body=None, token=None, timeout=10):
+    """One request to the guest's client API through the 127.0.0.1 forward. Returns
+    (status, json body); (None, error text) when the connection itself failed."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, json.loads(err.read() or b"{}")
+        except ValueError:
+            return err.code, {}
+    except (OSError, ValueError) as err:
+        return None, str(err)
+
+
+def wait_versions(guest, deadline_s):
+    """Poll /versions until it answers, qemu exits, or the deadline passes. Returns the
+    seconds since power-on, or None."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end and guest.running():
+        status, body = http(guest.port, "GET", "/_matrix/client/versions", timeout=5)
+        if status == 200 and "versions" in body:
+            return guest.elapsed()
+        time.sleep(2)
+    return None
+
+
+def register(port, user, password):
+    body = {"username": user, "password": password, "inhibit_login": False}
+    status, reply = http(port, "POST", "/_matrix/client/v3/register", body)
+    if status == 401 and "session" in reply:
+        body["auth"] = {"type": "m.login.dummy", "session": reply["session"]}
+        status, reply = http(port, "POST", "/_matrix/client/v3/register", body, timeout=60)
+    return status, reply
+
+
+def login(port, user, password):
+    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user},
+            "password": password}
+    return http(port, "POST", "/_matrix/client/v3/login", body, timeout=60)
+
+
+def build_or_reuse(args):
+    cmd = ["bash", str(BUILD), "--out", str(args.image_dir), "--homeserver", str(args.homeserver)]
+    if args.appliance:
+        cmd += ["--appliance", str(args.appliance)]
+    key = subprocess.run(cmd + ["--input-key"], check=True, capture_output=True,
+                         text=True).stdout.strip()
+    disk = args.image_dir / "outpost-test.img"
+    key_file = args.image_dir / "input-key"
+    if not args.rebuild and disk.exists() and key_file.exists() and \
+            key_file.read_text().strip() == key:
+        log(f"reusing {disk} (same inputs)")
+        return disk, 0.0
+    log("building the test image")
+    start = time.monotonic()
+    subprocess.run(["nice", *cmd], check=True, timeout=1800)
+    return disk, time.monotonic() - start
+
+
+def report_checks(results, report, boot):
+    r = report or {}
+    results.check(f"boot {boot}: unit report received", report is not None)
+    if report is None:
+        return
+    results.check(f"boot {boot}: homeserver.service active (READY=1 received)",
+                  r.get("unit.ActiveState") == "active" and r.get("unit.SubState") == "running",
+                  f"{r.get('unit.ActiveState')}/{r.get('unit.SubState')}")
+    results.check(f"boot {boot}: Type=notify with a watchdog",
+                  r.get("unit.Type") == "notify" and r.get("unit.WatchdogUSec") not in ("", "0", "infinity"),
+                  f"Type={r.get('unit.Type')} WatchdogUSec={r.get('unit.WatchdogUSec')}")
+    results.check(f"boot {boot}: runs as the dedicated user outpost (uid 850)",
+                  r.get("proc.user") == "outpost" and r.get("proc.uid", "").split() == ["850"] * 4,
+                  f"user={r.get('proc.user')} uid={r.get('proc.uid')}")
+    results.check(f"boot {boot}: hardened (NoNewPrivileges, ProtectSystem=strict, seccomp, no caps)",
+                  r.get("unit.NoNewPrivileges") == "yes" and r.get("proc.no_new_privs") == "1"
+                  and r.get("unit.ProtectSystem") == "strict" and r.get("proc.seccomp") == "2"
+                  and int(r.get("proc.cap_eff", "1"), 16) == 0,
+                  f"NNP={r.get('unit.NoNewPrivileges')}/{r.get('proc.no_new_privs')} "
+                  f"ProtectSystem={r.get('unit.ProtectSystem')} seccomp={r.get('proc.seccomp')} "
+                  f"CapEff={r.get('proc.cap_eff')}")
+    root = r.get("root.mount", "")
+    results.check(f"boot {boot}: root is read-only squashfs on the dm-verity device",
+                  root.startswith("/dev/mapper/root squashfs ro") and r.get("root.writable") == "no",
+                  f"{root!r} writable={r.get('root.writable')}")
+    verity = r.get("root.verity", "")
+    roothash = (REPO_IMAGE_DIR / "roothash").read_text().strip()
+    results.check(f"boot {boot}: dm-verity active and verified with the image's root hash",
+                  "type=VERITY" in verity and "status=verified" in verity and roothash in verity,
+                  verity)
+    data_uuid = layout.part(layout.load(), "data")["uuid"]
+    data = r.get("data.mount", "")
+    results.check(f"boot {boot}: /data is the data partition (ext4, nosuid,nodev,noexec)",
+                  data.startswith("/dev/vda6 ext4") and all(o in data for o in ("nosuid", "nodev", "noexec")),
+                  f"{data!r} (partition {data_uuid})")
+    results.check(f"boot {boot}: data dir owned by outpost, mode 700",
+                  r.get("data.outpost") == "outpost:outpost 700", r.get("data.outpost", ""))
+    results.check(f"boot {boot}: firewall loaded, input policy drop",
+                  "inet outpost" in r.get("firewall.tables", "") and r.get("firewall.input_policy") == "drop",
+                  f"{r.get('firewall.tables')} policy={r.get('firewall.input_policy')}")
+    results.check(f"boot {boot}: no failed units", r.get("units.failed", "").strip() == "",
+                  r.get("units.failed", ""))
+    results.check(f"boot {boot}: no SSH daemon; root has no password and the appliance shell",
+                  r.get("sshd", "").strip() == "" and r.get("root.password") in ("*", "!")
+                  and r.get("root.shell") == "/usr/libexec/outpost/admin-shell",
+                  f"sshd={r.get('sshd')!r} root={r.get('root.password')!r} shell={r.get('root.shell')!r}")
+
+
+REPO_IMAGE_DIR = REPO / "target/image"
+
+
+def main():
+    global REPO_IMAGE_DIR
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image-dir", type=pathlib.Path, default=REPO / "target/image")
+    ap.add_argument("--homeserver", type=pathlib.Path, default=REPO / "target/release/homeserver")
+    ap.add_argument("--work-dir", type=pathlib.Path, default=REPO / "target/image-test")
+    ap.add_argument("--appliance", type=pathlib.Path,
+                    help="put this appliance binary in the image and provision through it")
+    ap.add_argument("--rebuild", action="store_true", help="build even if the inputs are unchanged")
+    ap.add_argument("--no-tamper", action="store_true", help="skip the tampered-root boot")
+    ap.add_argument("--no-reproducibility", action="store_true",
+                    help="skip the second build (image/check-reproducible.sh)")
+    args = ap.parse_args()
+    REPO_IMAGE_DIR = args.image_dir
+
+    # SIGTERM/SIGINT end the test through normal exit, so the qemu processes get killed.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(f"boot-test: stopped by signal {s}"))
+
+    t0 = time.monotonic()
+    ensure_host_packages()
+    results = Results()
+    disk, build_s = build_or_reuse(args)
+    sums = dict(line.split()[::-1] for line in (args.image_dir / "SHA256SUMS").read_text().splitlines())
+    problems = layout.check(layout.load(), disk)
+    results.check("disk GPT matches files/wic/outpost.wks.in", not problems, "; ".join(problems))
+
+    repro_s = None
+    if not args.no_reproducibility:
+        log("second build, for reproducibility (image/check-reproducible.sh)")
+        start = time.monotonic()
+        repro = subprocess.run(["nice", "bash", str(REPO / "image/check-reproducible.sh"),
+                                "--reference", str(args.image_dir),
+                                "--homeserver", str(args.homeserver),
+                                *(["--appliance", str(args.appliance)] if args.appliance else [])],
+                               timeout=1800, capture_output=True, text=True)
+        repro_s = time.monotonic() - start
+        results.check("reproducible: a second build has the same sha256 for the disk and every "
+                      "partition", repro.returncode == 0, repro.stderr[-2000:])
+
+    subprocess.run(["rm", "-rf", str(args.work_dir)], check=True)
+    args.work_dir.mkdir(parents=True)
+    unit = args.work_dir / "unit-a"
+    if args.appliance:
+        files = {"provisioning.json": PROVISIONING_JSON, "admin-password": PASSWORD.encode() + b"\n"}
+        user = "admin"
+    else:
+        files = {"homeserver.toml": PROVISION_CONFIG}
+        user = "alice"
+    provision = qemu.make_provision_disk(args.work_dir / "provision.img", files)
+
+    # --- first boot, provisioned from the PROVISION disk -------------------------------------
+    log("boot 1 (PROVISION disk attached)")
+    guest = qemu.Guest(disk, unit, provision=provision).start()
+    ready_1 = wait_versions(guest, BOOT_DEADLINE)
+    results.check("boot 1: /_matrix/client/versions answers through 127.0.0.1 forward",
+                  ready_1 is not None, f"no answer within {BOOT_DEADLINE} s; see {guest.console}")
+    report_1 = guest.read_report(120) if ready_1 else guest.read_report(5)
+    report_checks(results, report_1, 1)
+    prompt = "appliance> " if args.appliance else "the appliance tool is not installed"
+    results.check("boot 1: the serial console logs in by itself, into the appliance shell",
+                  guest.wait_console(prompt, 60)
+                  and "login: root (automatic login)" in guest.console_text())
+
+    room_id = event_id = None
+    if ready_1:
+        if args.appliance:
+            status, reply = login(guest.port, user, PASSWORD)
+            results.check("boot 1: the admin from the PROVISION disk logs in",
+                          status == 200 and "access_token" in reply, f"{status} {reply}")
+        else:
+            status, reply = register(guest.port, user, PASSWORD)
+            results.check("boot 1: register a user", status == 200 and "access_token" in reply,
+                          f"{status} {reply}")
+        token = reply.get("access_token") if status == 200 else None
+        if token:
+            status, reply = http(guest.port, "POST", "/_matrix/client/v3/createRoom",
+                                 {"name": "persistence"}, token, timeout=60)
+            room_id = reply.get("room_id") if status == 200 else None
+            if room_id:
+                status, reply = http(guest.port, "PUT",
+                                     f"/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1",
+                                     {"msgtype": "m.text", "body": "kept across reboots"}, token,
+                                     timeout=60)
+                event_id = reply.get("event_id") if status == 200 else None
+            results.check("boot 1: create a room and send a message", bool(room_id and event_id),
+                          f"{status} {reply}")
+
+    log("ACPI power button")
+    off = guest.powerdown(POWERDOWN_DEADLINE)
+    results.check("boot 1: clean shutdown on the ACPI power button",
+                  off and "reboot: Power down" in guest.console_text(),
+                  f"still running after {POWERDOWN_DEADLINE} s" if not off else "no 'Power down'")
+    stopped_cleanly = "Stopped homeserver.service" in guest.console_text() or \
+        "Stopped Outpost Matrix homeserver" in guest.console_text()
+    results.check("boot 1: homeserver stopped cleanly", stopped_cleanly)
+    guest.kill()
+
+    # --- second boot: same disk, no PROVISION disk ---------------------------------------
+    log("boot 2 (same disk, no PROVISION disk)")
+    guest = qemu.Guest(disk, unit).start()
+    ready_2 = wait_versions(guest, BOOT_DEADLINE)
+    results.check("boot 2: homeserver answers again", ready_2 is not None,
+                  f"see {guest.console}")
+    if ready_2:
+        status, reply = login(guest.port, user, PASSWORD)
+        token = reply.get("access_token") if status == 200 else None
+        results.check("boot 2: the user from boot 1 logs in (data persisted on /data)",
+                      token is not None, f"{status} {reply}")
+        if token and room_id and event_id:
+            status, reply = http(guest.port, "GET",
+                                 f"/_matrix/client/v3/rooms/{room_id}/event/{event_id}", token=token)
+            results.check("boot 2: the message from boot 1 is still there",
+                          status == 200 and reply.get("content", {}).get("body") == "kept across reboots",
+                          f"{status} {reply}")
+    report_2 = guest.read_report(120) if ready_2 else guest.read_report(5)
+    report_checks(results, report_2, 2)
+    if report_1 and report_2:
+        results.check("boot 2 is a different boot of the same unit",
+                      report_1.get("begin") != report_2.get("begin"))
+    guest.kill()
+
+    # --- tampered root: one flipped byte in slot A ---------------------------------------
+    tamper_s = None
+    if not args.no_tamper:
+        log("boot 3 (one byte of root slot A flipped)")
+        tampered = args.work_dir / "tampered"
+        guest = qemu.Guest(disk, tampered)
+        offset = layout.part(layout.load(), "root-a")["start"] + 1024 * 1024 + 123
+        with open(disk, "rb") as f:
+            f.seek(offset)
+            byte = f.read(1)[0]
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                        f"write -P {byte ^ 0xFF} {offset} 1", str(guest.overlay)],
+                       check=True, stdout=subprocess.DEVNULL)
+        guest.start()
+        refused = guest.wait_console("dm-verity verification failed", TAMPER_DEADLINE)
+        tamper_s = guest.elapsed()
+        results.check("tampered root: the initramfs refuses slot A", refused,
+                      f"no refusal within {TAMPER_DEADLINE} s; see {guest.console}")
+        results.check("tampered root: systemd never started from it",
+                      "Welcome to" not in guest.console_text())
+        status, _ = http(guest.port, "GET", "/_matrix/client/versions", timeout=3)
+        results.check("tampered root: no homeserver answers", status is None)
+        guest.kill()
+
+    total = time.monotonic() - t0
+    print()
+    print(f"image: {disk} ({disk.stat().st_size // (1024 * 1024)} MiB raw, "
+          f"{int(subprocess.run(['du', '-k', str(disk)], capture_output=True, text=True).stdout.split()[0]) // 1024} MiB allocated)")
+    print(f"image sha256: {sums.get('outpost-test.img')}")
+    print(f"root hash: {(args.image_dir / 'roothash').read_text().strip()}")
+    fmt = lambda s: "n/a" if s is None else f"{s:.0f} s"  # noqa: E731
+    print(f"build {fmt(build_s) if build_s else 'reused'}; reproducibility rebuild "
+          f"{fmt(repro_s)}; power-on to answering homeserver: "
+          f"boot 1 {fmt(ready_1)}, boot 2 {fmt(ready_2)}; tampered root refused after "
+          f"{fmt(tamper_s)}; whole test {fmt(total)}")
+    print(f"{results.passed} passed, {results.failed} failed")
+    return 1 if results.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
