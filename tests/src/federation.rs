@@ -22,6 +22,7 @@
 
 use crate::client::{Client, Http, Reply, str_field};
 use crate::env::TempDir;
+use crate::raw::{parse_response, response_complete};
 use crate::{enc, homeserver_binary, password_for, poll_until, toml_str};
 use ruma::signatures::Ed25519KeyPair;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
@@ -889,65 +890,6 @@ impl FedClient {
             )
         })
     }
-}
-
-/// Whether `data` holds a complete response with a `Content-Length` body.
-fn response_complete(data: &[u8]) -> bool {
-    let Some(head_end) = find(data, b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).to_ascii_lowercase();
-    head.lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|len| len.trim().parse::<usize>().ok())
-        .is_some_and(|len| data.len() >= head_end + 4 + len)
-}
-
-/// Parses a complete HTTP/1.1 response (Content-Length or read-to-EOF body; chunked decoded).
-fn parse_response(data: &[u8]) -> Option<Reply> {
-    let head_end = find(data, b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&data[..head_end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_owned()))
-        .collect();
-    let raw = &data[head_end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(name, value)| name == "transfer-encoding" && value.contains("chunked"));
-    let body = if chunked {
-        decode_chunked(raw)?
-    } else {
-        raw.to_vec()
-    };
-    Some(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn decode_chunked(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(data, b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
 }
 
 /// A plain TCP listener that accepts and counts connections (and closes them at once).

@@ -63,7 +63,7 @@ pub fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<Re
 }
 
 /// Whether `data` holds a complete HTTP response with a `Content-Length` body.
-fn response_complete(data: &[u8]) -> bool {
+pub(crate) fn response_complete(data: &[u8]) -> bool {
     let Some(head_end) = find(data, b"\r\n\r\n") else {
         return false;
     };
@@ -75,7 +75,7 @@ fn response_complete(data: &[u8]) -> bool {
 }
 
 /// Parses a complete HTTP/1.1 response (Content-Length, chunked or read-to-EOF body).
-fn parse_response(data: &[u8]) -> Option<Reply> {
+pub(crate) fn parse_response(data: &[u8]) -> Option<Reply> {
     let head_end = find(data, b"\r\n\r\n")?;
     let head = std::str::from_utf8(&data[..head_end]).ok()?;
     let mut lines = head.split("\r\n");

@@ -226,6 +226,41 @@ fn state_at(
     Ok((ids, chain))
 }
 
+/// The state before `?event_id=` in a room the origin takes part in, as event IDs, and its
+/// auth chain (shared by `/state_ids` and `/state`).
+async fn requested_state(
+    server: &Server,
+    room: &str,
+    uri: &Uri,
+    origin: String,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let room = room_id(room)?;
+    let event = query_one(uri, "event_id").ok_or_else(|| {
+        Error::new(
+            crate::error::ErrorCode::MissingParam,
+            "event_id is required",
+        )
+    })?;
+    server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, room.as_str(), &origin)?;
+            state_at(conn, room.as_str(), &event)
+        })
+        .await
+}
+
+/// The stored PDU JSON of `ids` (those we hold).
+fn pdus_json(conn: &rusqlite::Connection, ids: &[String]) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(event) = events::get_event(conn, id)? {
+            out.push(pdu_json(&event));
+        }
+    }
+    Ok(out)
+}
+
 /// # `GET /_matrix/federation/v1/state_ids/{roomId}`
 pub async fn state_ids(
     State(server): State<Arc<Server>>,
@@ -233,21 +268,7 @@ pub async fn state_ids(
     uri: Uri,
     signed: Signed,
 ) -> Result<Json<Value>> {
-    let room = room_id(&room)?;
-    let event = query_one(&uri, "event_id").ok_or_else(|| {
-        Error::new(
-            crate::error::ErrorCode::MissingParam,
-            "event_id is required",
-        )
-    })?;
-    let origin = signed.origin;
-    let (ids, chain) = server
-        .store
-        .read(move |conn| {
-            require_in_room(conn, room.as_str(), &origin)?;
-            state_at(conn, room.as_str(), &event)
-        })
-        .await?;
+    let (ids, chain) = requested_state(&server, &room, &uri, signed.origin).await?;
     Ok(Json(json!({"pdu_ids": ids, "auth_chain_ids": chain})))
 }
 
@@ -258,29 +279,11 @@ pub async fn state(
     uri: Uri,
     signed: Signed,
 ) -> Result<Json<Value>> {
-    let room = room_id(&room)?;
-    let event = query_one(&uri, "event_id").ok_or_else(|| {
-        Error::new(
-            crate::error::ErrorCode::MissingParam,
-            "event_id is required",
-        )
-    })?;
-    let origin = signed.origin;
+    let (ids, chain) = requested_state(&server, &room, &uri, signed.origin).await?;
     let body = server
         .store
         .read(move |conn| {
-            require_in_room(conn, room.as_str(), &origin)?;
-            let (ids, chain) = state_at(conn, room.as_str(), &event)?;
-            let load = |ids: &[String]| -> Result<Vec<Value>> {
-                let mut out = Vec::new();
-                for id in ids {
-                    if let Some(e) = events::get_event(conn, id)? {
-                        out.push(pdu_json(&e));
-                    }
-                }
-                Ok(out)
-            };
-            Ok(json!({"pdus": load(&ids)?, "auth_chain": load(&chain)?}))
+            Ok(json!({"pdus": pdus_json(conn, &ids)?, "auth_chain": pdus_json(conn, &chain)?}))
         })
         .await?;
     Ok(Json(body))
@@ -394,13 +397,7 @@ pub async fn event_auth(
             let ids: Vec<String> = federation::auth_chain(conn, &[event.to_string()])?
                 .into_iter()
                 .collect();
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(e) = events::get_event(conn, &id)? {
-                    out.push(pdu_json(&e));
-                }
-            }
-            Ok(out)
+            pdus_json(conn, &ids)
         })
         .await?;
     Ok(Json(json!({"auth_chain": chain})))
