@@ -9,9 +9,9 @@ use super::state::StateMap;
 use crate::error::Result;
 use crate::matrix::pdu::Pdu;
 
-/// Queues an item for a peer.
+/// Queues an item for a peer (and has the sender woken after the commit).
 pub fn enqueue(
-    conn: &Connection,
+    conn: &super::WriteTx<'_>,
     destination: &str,
     kind: &str,
     payload: &str,
@@ -21,6 +21,7 @@ pub fn enqueue(
         "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![destination, kind, payload, now])?;
+    conn.mark_outbox();
     Ok(())
 }
 

@@ -215,7 +215,7 @@ impl Store {
         self.inner.position.clone()
     }
 
-    /// A receiver that changes after every commit, whatever it wrote.
+    /// A receiver that changes after every commit that queued something for a peer.
     pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
         self.inner.commits.clone()
     }

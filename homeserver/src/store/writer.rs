@@ -41,6 +41,7 @@ pub struct WriteTx<'a> {
     conn: &'a Connection,
     next_pos: &'a mut i64,
     cache: &'a RefCell<PduCache>,
+    outbox: &'a std::cell::Cell<bool>,
 }
 
 impl WriteTx<'_> {
@@ -67,6 +68,12 @@ impl WriteTx<'_> {
         }
         cache.0.insert(event_id.to_owned(), event.pdu.clone());
         Ok(Some(event.pdu))
+    }
+
+    /// Notes that this write queued something for a peer, so the sender is woken after the
+    /// commit (and only then).
+    pub fn mark_outbox(&self) {
+        self.outbox.set(true);
     }
 
     /// Drops a cached PDU whose stored JSON changed (redaction).
@@ -97,8 +104,8 @@ enum Message {
 pub struct Signals {
     /// The newest stream position, when a batch allocated positions (wakes sync).
     pub position: watch::Sender<i64>,
-    /// A counter bumped by every commit (wakes the federation sender, whose outbox rows carry
-    /// no stream position).
+    /// A counter bumped by every commit that queued something for a peer (wakes the federation
+    /// sender, whose outbox rows carry no stream position).
     pub commits: watch::Sender<u64>,
 }
 
@@ -223,6 +230,7 @@ fn commit_batch(
         return;
     }
     let batch_start = *next_pos;
+    let outbox = std::cell::Cell::new(false);
     let mut completions = Vec::with_capacity(jobs.len());
     let commit_result = (|| -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -232,6 +240,7 @@ fn commit_batch(
                 conn,
                 next_pos: &mut *next_pos,
                 cache,
+                outbox: &outbox,
             };
             let (ok, completion) = job(&mut tx);
             completions.push(completion);
@@ -249,7 +258,9 @@ fn commit_batch(
             if *next_pos != batch_start {
                 position.position.send_replace(*next_pos);
             }
-            position.commits.send_modify(|count| *count += 1);
+            if outbox.get() {
+                position.commits.send_modify(|count| *count += 1);
+            }
             for completion in completions {
                 completion(None);
             }
