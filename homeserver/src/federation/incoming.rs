@@ -480,7 +480,7 @@ pub fn recompute_current_state(
                 .and_then(Value::as_str)
                 .unwrap_or("leave")
                 .to_owned();
-            state::record_membership_change_at(tx, event.stream_pos, room_id, key, &membership)?;
+            state::record_membership_change(tx, event.stream_pos, room_id, key, &membership)?;
             memberships.insert(id.clone(), membership);
         }
     }

@@ -226,7 +226,9 @@ pub fn members_with(conn: &Connection, room_id: &str, membership: &str) -> Resul
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Records a membership change for sync.
+/// Records the membership change carried by the member event at `stream_pos`, for sync. A
+/// position belongs to one event, so recording it again (state resolution making an older
+/// member event current again) replaces the earlier record.
 pub fn record_membership_change(
     conn: &Connection,
     stream_pos: i64,
@@ -235,7 +237,7 @@ pub fn record_membership_change(
     membership: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO membership_changes (stream_pos, room_id, user_id, membership) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR REPLACE INTO membership_changes (stream_pos, room_id, user_id, membership) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![stream_pos, room_id, user_id, membership])?;
     Ok(())
@@ -360,20 +362,4 @@ pub fn state_entry_at_group(
             .flatten();
     }
     Ok(None)
-}
-
-/// Records (or re-records) the membership change carried by the member event at `stream_pos`,
-/// e.g. when state resolution made an older member event current again.
-pub fn record_membership_change_at(
-    conn: &Connection,
-    stream_pos: i64,
-    room_id: &str,
-    user_id: &str,
-    membership: &str,
-) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO membership_changes (stream_pos, room_id, user_id, membership) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![stream_pos, room_id, user_id, membership])?;
-    Ok(())
 }
