@@ -57,6 +57,10 @@ pub enum ErrorCode {
     ThreepidDenied,
     /// A guest tried something only users may do.
     GuestAccessForbidden,
+    /// A media ID was already filled by an upload (409).
+    CannotOverwriteMedia,
+    /// A media ID was created but its content is not uploaded yet (504).
+    NotYetUploaded,
 }
 
 impl ErrorCode {
@@ -86,6 +90,8 @@ impl ErrorCode {
             Self::WeakPassword => "M_WEAK_PASSWORD",
             Self::ThreepidDenied => "M_THREEPID_DENIED",
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
+            Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
         }
     }
 
@@ -104,6 +110,8 @@ impl ErrorCode {
             Self::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::CannotOverwriteMedia => StatusCode::CONFLICT,
+            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
             _ => StatusCode::BAD_REQUEST,
         }
     }

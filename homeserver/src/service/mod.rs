@@ -6,11 +6,18 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod backup;
+pub mod e2ee;
 pub mod federation;
+pub mod media;
+pub mod presence;
+pub mod push;
 pub mod rooms;
+pub mod search;
 pub mod sync;
 pub mod typing;
 pub mod uia;
+pub mod upgrade;
 
 use std::sync::Arc;
 

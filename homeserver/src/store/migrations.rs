@@ -9,6 +9,12 @@ use rusqlite::Connection;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_federation.sql"),
+    include_str!("migrations/0003_e2ee.sql"),
+    include_str!("migrations/0004_media.sql"),
+    include_str!("migrations/0005_search_backup.sql"),
+    include_str!("migrations/0006_push.sql"),
+    include_str!("migrations/0007_presence.sql"),
+    include_str!("migrations/0008_reports.sql"),
 ];
 
 /// Why migrating failed.

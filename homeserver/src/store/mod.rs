@@ -10,10 +10,16 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod backup;
+pub mod e2ee;
 pub mod events;
 pub mod federation;
+pub mod media;
 mod migrations;
 pub mod misc;
+pub mod presence;
+pub mod push;
+pub mod search;
 pub mod state;
 mod writer;
 

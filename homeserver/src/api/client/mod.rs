@@ -2,13 +2,22 @@
 
 mod account;
 mod account_data;
+mod backup;
+mod devices;
 mod directory;
 pub use directory::room_summary;
 mod discovery;
+mod keys;
+mod media;
 mod membership;
 mod messages;
+mod presence;
 mod profile;
+mod push;
+mod relations;
+mod report;
 mod room;
+mod search;
 mod sync;
 mod typing;
 
@@ -66,6 +75,7 @@ pub fn routes() -> Router<Arc<Server>> {
             get(membership::joined_members),
         )
         .route(&r("/rooms/{room_id}/state"), get(room::full_state))
+        .route(&r("/rooms/{room_id}/upgrade"), post(room::upgrade))
         .route(
             &r("/rooms/{room_id}/state/{event_type}"),
             get(room::get_state_empty_key).put(room::put_state_empty_key),
@@ -95,6 +105,10 @@ pub fn routes() -> Router<Arc<Server>> {
             get(messages::context),
         )
         .route(&r("/rooms/{room_id}/messages"), get(messages::messages))
+        .route(
+            "/_matrix/client/v1/rooms/{room_id}/timestamp_to_event",
+            get(messages::timestamp_to_event),
+        )
         .route(
             &r("/rooms/{room_id}/receipt/{receipt_type}/{event_id}"),
             post(account_data::receipt),
@@ -136,4 +150,13 @@ pub fn routes() -> Router<Arc<Server>> {
             &r("/user/{user_id}/rooms/{room_id}/account_data/{kind}"),
             get(account_data::get_room).put(account_data::put_room),
         )
+        .merge(devices::routes())
+        .merge(keys::routes())
+        .merge(media::routes())
+        .merge(search::routes())
+        .merge(backup::routes())
+        .merge(relations::routes())
+        .merge(push::routes())
+        .merge(presence::routes())
+        .merge(report::routes())
 }
