@@ -33,6 +33,8 @@ struct FileConfig {
     admin: AdminConfig,
     #[serde(default)]
     federation: FederationConfig,
+    #[serde(default)]
+    media: MediaConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +209,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Closed federation with allow-listed peers.
     pub federation: FederationConfig,
+    /// The media repository's limits.
+    pub media: MediaConfig,
     /// True in `homeserver dev`: prints a newcomer's hint at start.
     pub dev_mode: bool,
 }
@@ -262,6 +266,44 @@ impl FederationConfig {
             self.listen.iter().map(|a| a.to_string()).collect()
         } else {
             self.endpoints.clone()
+        }
+    }
+}
+
+/// The media repository: how much a user may upload, and whether the deprecated
+/// unauthenticated download routes still serve anything.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest single upload, in bytes; larger uploads get 413 `M_TOO_LARGE`. Advertised to
+    /// clients as `m.upload.size`. Independent of `limits.max_body_bytes`, which caps JSON bodies.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+    /// Total bytes one user may have uploaded; an upload that would exceed it gets 403
+    /// `M_FORBIDDEN`, as the spec asks. `0` means no quota. A unit's disk is small and shared by
+    /// every user, so one user must not be able to fill it.
+    #[serde(default = "default_user_quota")]
+    pub user_quota_bytes: u64,
+    /// Serve local media on the deprecated unauthenticated `/_matrix/media/v3/download` and
+    /// `/thumbnail` routes. Off by default: the spec asks servers to freeze them, and anyone who
+    /// can reach the listener could fetch media by its ID without an account.
+    #[serde(default)]
+    pub legacy_unauthenticated_downloads: bool,
+}
+
+fn default_max_upload() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_user_quota() -> u64 {
+    1024 * 1024 * 1024
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: default_max_upload(),
+            user_quota_bytes: default_user_quota(),
+            legacy_unauthenticated_downloads: false,
         }
     }
 }
@@ -335,6 +377,7 @@ impl Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             federation: FederationConfig::default(),
+            media: MediaConfig::default(),
         };
         Self::resolve(file, true)
     }
@@ -374,6 +417,11 @@ impl Config {
                 "registration.tokens must be 1 to 64 characters each".to_owned(),
             ));
         }
+        if file.media.max_upload_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "media.max_upload_bytes must be > 0".to_owned(),
+            ));
+        }
         Ok(Self {
             server_name,
             data_dir: file.data_dir,
@@ -385,6 +433,7 @@ impl Config {
             log: file.log,
             admin: file.admin,
             federation: file.federation,
+            media: file.media,
             dev_mode,
         })
     }

@@ -426,6 +426,19 @@ fn backup_restores_into_a_fresh_unit_with_every_acknowledged_message() {
     for n in 0..20 {
         sent.push(carol.send_text(&room, &format!("entry {n}")));
     }
+    // Media is part of the unit: its files go into the backup with their checksums.
+    let photo = b"logbook photo ".repeat(5000);
+    let upload = carol.request(
+        "POST",
+        "/_matrix/media/v3/upload?filename=photo.bin",
+        &[("Content-Type", "application/octet-stream")],
+        Some(&photo),
+    );
+    assert_eq!(upload.status, 200, "upload: {:?}", upload.json());
+    let content_uri = upload.json()["content_uri"]
+        .as_str()
+        .expect("content_uri")
+        .to_owned();
 
     // Online backup while the server runs and carol keeps writing: every message acknowledged
     // before the backup started must be in it.
@@ -512,6 +525,31 @@ fn backup_restores_into_a_fresh_unit_with_every_acknowledged_message() {
             "{event_id} lost in the restore"
         );
     }
+    let (media_server, media_id) = content_uri
+        .strip_prefix("mxc://")
+        .and_then(|rest| rest.split_once('/'))
+        .expect("an mxc URI");
+    let download = carol.request(
+        "GET",
+        &format!(
+            "/_matrix/client/v1/media/download/{}/{}",
+            tests::enc(media_server),
+            tests::enc(media_id)
+        ),
+        &[],
+        None,
+    );
+    assert_eq!(
+        download.status,
+        200,
+        "media after restore: {:?}",
+        download.json()
+    );
+    assert!(download.body == photo, "media changed in the restore");
+    assert_eq!(
+        download.header("content-disposition"),
+        Some("attachment; filename=\"photo.bin\"")
+    );
     fresh
         .appliance(&["status"])
         .ok("the restored unit is healthy");
