@@ -10,13 +10,15 @@
 //! running test executable; build it first with `cargo build --release -p homeserver`.
 //!
 //! Modules: `env` (processes, temp dirs), `client` (Matrix requests over the `ureq` agent and
-//! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make).
+//! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `e2ee` (a
+//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
 
 pub mod appliance;
 mod client;
+pub mod e2ee;
 mod env;
 pub mod federation;
 mod raw;

@@ -336,24 +336,58 @@ fn expired_token() -> Error {
 
 /// Logs out one device.
 pub async fn logout(server: &Server, user_id: &str, device_id: &str) -> Result<()> {
-    let (user, device) = (user_id.to_owned(), device_id.to_owned());
-    server
-        .store
-        .write(move |tx| accounts::delete_device(tx, &user, &device))
-        .await?;
-    server.tokens.invalidate();
-    Ok(())
+    delete_devices(server, user_id, vec![device_id.to_owned()]).await
 }
 
 /// Logs out every device of the user.
 pub async fn logout_all(server: &Server, user_id: &str) -> Result<()> {
     let user = user_id.to_owned();
+    let own = server.server_name().to_string();
     server
         .store
-        .write(move |tx| accounts::delete_devices_except(tx, &user, None))
+        .write(move |tx| delete_devices_except_in_tx(tx, &own, &user, None))
         .await?;
     server.tokens.invalidate();
     Ok(())
+}
+
+/// Deletes devices of a user (and with them their tokens, keys and to-device inboxes), and
+/// tells everyone who tracks the user's devices. Unknown device IDs are skipped.
+pub async fn delete_devices(server: &Server, user_id: &str, device_ids: Vec<String>) -> Result<()> {
+    let user = user_id.to_owned();
+    let own = server.server_name().to_string();
+    server
+        .store
+        .write(move |tx| {
+            let existing: Vec<String> = accounts::devices(tx, &user)?
+                .into_iter()
+                .map(|d| d.device_id)
+                .filter(|d| device_ids.contains(d))
+                .collect();
+            for device in &existing {
+                accounts::delete_device(tx, &user, device)?;
+            }
+            super::e2ee::devices_deleted_in_tx(tx, &own, &user, &existing)
+        })
+        .await?;
+    server.tokens.invalidate();
+    Ok(())
+}
+
+/// Deletes every device of a user but `keep`, in a write transaction.
+fn delete_devices_except_in_tx(
+    tx: &mut crate::store::WriteTx<'_>,
+    own: &str,
+    user: &str,
+    keep: Option<&str>,
+) -> Result<()> {
+    let gone: Vec<String> = accounts::devices(tx, user)?
+        .into_iter()
+        .map(|d| d.device_id)
+        .filter(|d| Some(d.as_str()) != keep)
+        .collect();
+    accounts::delete_devices_except(tx, user, keep)?;
+    super::e2ee::devices_deleted_in_tx(tx, own, user, &gone)
 }
 
 /// Swaps a refresh token for a new access + refresh token pair.
@@ -402,12 +436,13 @@ pub async fn change_password(
 ) -> Result<()> {
     let hash = hash_password(password).await?;
     let (user, keep) = (user_id.to_owned(), keep_device.to_owned());
+    let own = server.server_name().to_string();
     server
         .store
         .write(move |tx| {
             accounts::set_password(tx, &user, &hash)?;
             if logout_devices {
-                accounts::delete_devices_except(tx, &user, Some(&keep))?;
+                delete_devices_except_in_tx(tx, &own, &user, Some(&keep))?;
             }
             Ok(())
         })

@@ -260,3 +260,46 @@ pub fn get_profile(
         )
         .optional()?)
 }
+
+/// One of a user's devices, as `/devices` lists it.
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    /// The device ID.
+    pub device_id: String,
+    /// The name the user gave it.
+    pub display_name: Option<String>,
+    /// When it was last used (ms), if known.
+    pub last_seen_ts: Option<i64>,
+    /// From where it was last used, if known.
+    pub last_seen_ip: Option<String>,
+}
+
+/// A user's devices, by ID.
+pub fn devices(conn: &Connection, user_id: &str) -> Result<Vec<DeviceRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ?1
+         ORDER BY device_id",
+    )?;
+    let rows = stmt.query_map(params![user_id], |r| {
+        Ok(DeviceRow {
+            device_id: r.get(0)?,
+            display_name: r.get(1)?,
+            last_seen_ts: r.get(2)?,
+            last_seen_ip: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Renames a device; `Ok(false)` when the user has no such device.
+pub fn rename_device(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    display_name: Option<&str>,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE devices SET display_name = ?3 WHERE user_id = ?1 AND device_id = ?2",
+        params![user_id, device_id, display_name],
+    )? == 1)
+}

@@ -301,7 +301,7 @@ pub async fn whoami(auth: Auth) -> Json<Value> {
 }
 
 /// Runs the `m.login.password` UIA stage for an already-authenticated user.
-async fn password_stage(
+pub(super) async fn password_stage(
     server: &Server,
     auth: &Auth,
     data: Option<AuthData>,

@@ -1,0 +1,281 @@
+//! End-to-end encryption keys and to-device messages: `/keys/*`, `/sendToDevice`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::account::{AuthData, password_stage};
+use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
+use crate::error::{Error, Result};
+use crate::service::sync::parse_token;
+use crate::service::{Server, e2ee};
+
+/// The routes of this area.
+pub fn routes() -> Router<Arc<Server>> {
+    const V3: &str = "/_matrix/client/v3";
+    let r = |path: &str| format!("{V3}{path}");
+    Router::new()
+        .route(&r("/keys/upload"), post(upload))
+        .route(&r("/keys/query"), post(query))
+        .route(&r("/keys/claim"), post(claim))
+        .route(&r("/keys/changes"), get(changes))
+        .route(
+            &r("/keys/device_signing/upload"),
+            post(device_signing_upload),
+        )
+        .route(&r("/keys/signatures/upload"), post(signatures_upload))
+        .route(
+            &r("/sendToDevice/{event_type}/{txn_id}"),
+            put(send_to_device),
+        )
+        .route(
+            &format!("{MSC3814}/dehydrated_device"),
+            get(get_dehydrated)
+                .put(put_dehydrated)
+                .delete(delete_dehydrated),
+        )
+        .route(
+            &format!("{MSC3814}/dehydrated_device/{{device_id}}/events"),
+            get(dehydrated_events_get).post(dehydrated_events_post),
+        )
+}
+
+/// Dehydrated devices live under MSC3814's unstable prefix until the MSC is merged.
+const MSC3814: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1";
+
+/// # `POST /_matrix/client/v3/keys/upload`
+pub async fn upload(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    if !body.is_object() {
+        return Err(Error::bad_json("body must be an object"));
+    }
+    let counts = e2ee::upload_keys(&server, auth.user_id.as_str(), &auth.device_id, body).await?;
+    Ok(Json(counts))
+}
+
+#[derive(Deserialize)]
+pub struct QueryBody {
+    device_keys: Map<String, Value>,
+    timeout: Option<u64>,
+}
+
+fn timeout_of(ms: Option<u64>) -> Duration {
+    Duration::from_millis(ms.unwrap_or(10_000))
+}
+
+/// # `POST /_matrix/client/v3/keys/query`
+pub async fn query(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<QueryBody>,
+) -> Result<Json<Value>> {
+    if body.device_keys.values().any(|v| !v.is_array()) {
+        return Err(Error::bad_json(
+            "device_keys must map user IDs to lists of device IDs",
+        ));
+    }
+    let answer = e2ee::query_keys(
+        &server,
+        auth.user_id.as_str(),
+        body.device_keys,
+        timeout_of(body.timeout),
+    )
+    .await?;
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+pub struct ClaimBody {
+    one_time_keys: Map<String, Value>,
+    timeout: Option<u64>,
+}
+
+/// # `POST /_matrix/client/v3/keys/claim`
+pub async fn claim(
+    State(server): State<Arc<Server>>,
+    _auth: Auth,
+    JsonBody(body): JsonBody<ClaimBody>,
+) -> Result<Json<Value>> {
+    let well_formed = body.one_time_keys.values().all(|devices| {
+        devices
+            .as_object()
+            .is_some_and(|d| d.values().all(Value::is_string))
+    });
+    if !well_formed {
+        return Err(Error::bad_json(
+            "one_time_keys must map user IDs to device IDs to algorithms",
+        ));
+    }
+    let answer = e2ee::claim_keys(&server, body.one_time_keys, timeout_of(body.timeout)).await?;
+    Ok(Json(answer))
+}
+
+#[derive(Deserialize)]
+pub struct ChangesQuery {
+    from: String,
+    to: String,
+}
+
+/// # `GET /_matrix/client/v3/keys/changes`
+pub async fn changes(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    QueryParams(q): QueryParams<ChangesQuery>,
+) -> Result<Json<Value>> {
+    let (from, to) = (parse_token(&q.from)?, parse_token(&q.to)?);
+    let user = auth.user_id.to_string();
+    let (changed, left) = server
+        .store
+        .read(move |conn| e2ee::device_list_delta(conn, &user, from, to.max(from)))
+        .await?;
+    Ok(Json(json!({"changed": changed, "left": left})))
+}
+
+/// # `POST /_matrix/client/v3/keys/device_signing/upload`
+///
+/// The first upload needs no password (there is nothing to protect yet, and clients bootstrap
+/// cross-signing right after login); replacing existing keys does.
+pub async fn device_signing_upload(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let user = auth.user_id.to_string();
+    let needs_auth = e2ee::upload_signing_keys(&server, &user, &body, false).await?;
+    if needs_auth {
+        let data: Option<AuthData> = body
+            .get("auth")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|err| Error::bad_json(format!("auth: {err}")))?;
+        let session = password_stage(&server, &auth, data).await?;
+        e2ee::upload_signing_keys(&server, &user, &body, true).await?;
+        server.uia.finish(session.as_deref());
+    }
+    Ok(Json(json!({})))
+}
+
+/// # `POST /_matrix/client/v3/keys/signatures/upload`
+pub async fn signatures_upload(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    Ok(Json(
+        e2ee::upload_signatures(&server, auth.user_id.as_str(), body).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct ToDeviceBody {
+    messages: Map<String, Value>,
+}
+
+/// # `PUT /_matrix/client/v3/sendToDevice/{eventType}/{txnId}`
+pub async fn send_to_device(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((event_type, txn_id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<ToDeviceBody>,
+) -> Result<Json<Value>> {
+    if body.messages.values().any(|v| !v.is_object()) {
+        return Err(Error::bad_json(
+            "messages must map user IDs to device IDs to contents",
+        ));
+    }
+    for user in body.messages.keys() {
+        crate::api::extract::user_id(user)?;
+    }
+    e2ee::send_to_device(
+        &server,
+        auth.user_id.as_str(),
+        &auth.device_id,
+        &event_type,
+        &txn_id,
+        body.messages,
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `PUT /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
+pub async fn put_dehydrated(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let device_id = e2ee::put_dehydrated_device(&server, auth.user_id.as_str(), body).await?;
+    Ok(Json(json!({"device_id": device_id})))
+}
+
+/// # `GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
+pub async fn get_dehydrated(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+    let (device_id, data) = e2ee::get_dehydrated_device(&server, auth.user_id.as_str()).await?;
+    Ok(Json(json!({"device_id": device_id, "device_data": data})))
+}
+
+/// # `DELETE /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
+pub async fn delete_dehydrated(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+) -> Result<Json<Value>> {
+    let device_id = e2ee::delete_dehydrated_device(&server, auth.user_id.as_str()).await?;
+    Ok(Json(json!({"device_id": device_id})))
+}
+
+#[derive(Deserialize, Default)]
+pub struct EventsQuery {
+    from: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct EventsBody {
+    next_batch: Option<String>,
+}
+
+async fn dehydrated_events(
+    server: &Server,
+    auth: &Auth,
+    device_id: &str,
+    from: Option<&str>,
+) -> Result<Json<Value>> {
+    let (events, next) =
+        e2ee::dehydrated_events(server, auth.user_id.as_str(), device_id, from).await?;
+    let mut out = json!({"events": events});
+    if let Some(next) = next {
+        out["next_batch"] = json!(next);
+    }
+    Ok(Json(out))
+}
+
+/// # `GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events`
+/// The MSC's form: the batch token in `?from=`.
+pub async fn dehydrated_events_get(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(device_id): PathParams<String>,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Json<Value>> {
+    dehydrated_events(&server, &auth, &device_id, q.from.as_deref()).await
+}
+
+/// # `POST /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events`
+/// The form clients (matrix-rust-sdk) and Synapse use: the batch token as `next_batch` in the
+/// body.
+pub async fn dehydrated_events_post(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(device_id): PathParams<String>,
+    JsonBody(body): JsonBody<EventsBody>,
+) -> Result<Json<Value>> {
+    dehydrated_events(&server, &auth, &device_id, body.next_batch.as_deref()).await
+}

@@ -1,0 +1,127 @@
+//! Dehydrated devices (MSC3814, under its unstable prefix): one offline device per user that
+//! collects room keys for a later login to read.
+
+use super::*; // the parent's imports and shared helpers
+
+/// `PUT /dehydrated_device` (MSC3814): replaces the user's dehydrated device with a new one,
+/// its keys uploaded in the same transaction so it never exists without them.
+pub async fn put_dehydrated_device(server: &Server, user_id: &str, body: Value) -> Result<String> {
+    let device_id = body
+        .get("device_id")
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| Error::bad_json("device_id is required"))?
+        .to_owned();
+    let data = body
+        .get("device_data")
+        .filter(|d| d.get("algorithm").is_some_and(Value::is_string))
+        .ok_or_else(|| Error::bad_json("device_data with an algorithm is required"))?
+        .to_string();
+    if body.get("device_keys").is_none_or(Value::is_null) {
+        return Err(Error::bad_json("device_keys are required"));
+    }
+    let upload = KeyUpload::parse(&body, user_id, &device_id)?;
+    let name = body
+        .get("initial_device_display_name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let own = server.server_name().to_string();
+    let user = user_id.to_owned();
+    let id = device_id.clone();
+    server
+        .store
+        .write(move |tx| {
+            if let Some((old, _)) = e2ee::dehydrated_device(tx, &user)? {
+                crate::store::accounts::delete_device(tx, &user, &old)?;
+                devices_deleted_in_tx(tx, &own, &user, &[old])?;
+            }
+            if crate::store::accounts::devices(tx, &user)?
+                .iter()
+                .any(|d| d.device_id == id)
+            {
+                return Err(Error::invalid_param("a device with that ID exists already"));
+            }
+            crate::store::accounts::upsert_device(tx, &user, &id, name.as_deref(), now_ms())?;
+            e2ee::set_dehydrated_device(tx, &user, &id, &data)?;
+            upload.store_in_tx(tx, &own, &user, &id).map(|_| ())
+        })
+        .await?;
+    Ok(device_id)
+}
+
+/// `GET /dehydrated_device`: `(device_id, device_data)` of the user's dehydrated device.
+pub async fn get_dehydrated_device(server: &Server, user_id: &str) -> Result<(String, Value)> {
+    let user = user_id.to_owned();
+    let (id, data) = server
+        .store
+        .read(move |conn| e2ee::dehydrated_device(conn, &user))
+        .await?
+        .ok_or_else(|| Error::not_found("No dehydrated device"))?;
+    Ok((id, serde_json::from_str(&data).unwrap_or(Value::Null)))
+}
+
+/// `DELETE /dehydrated_device`: removes it (no UIA: it holds no session); returns its ID.
+pub async fn delete_dehydrated_device(server: &Server, user_id: &str) -> Result<String> {
+    let own = server.server_name().to_string();
+    let user = user_id.to_owned();
+    server
+        .store
+        .write(move |tx| {
+            let (id, _) = e2ee::dehydrated_device(tx, &user)?
+                .ok_or_else(|| Error::not_found("No dehydrated device"))?;
+            crate::store::accounts::delete_device(tx, &user, &id)?;
+            devices_deleted_in_tx(tx, &own, &user, std::slice::from_ref(&id))?;
+            Ok(id)
+        })
+        .await
+}
+
+/// `/dehydrated_device/{deviceId}/events`: the dehydrated device's to-device messages after
+/// `from`, in batches; unlike `/sync` nothing is deleted (a rehydration that is cut short can
+/// start over). Returns the events and the token of the next batch when there is more.
+pub async fn dehydrated_events(
+    server: &Server,
+    user_id: &str,
+    device_id: &str,
+    from: Option<&str>,
+) -> Result<(Vec<Value>, Option<String>)> {
+    let after = match from {
+        Some(token) => token
+            .parse::<i64>()
+            .map_err(|_| Error::invalid_param("Unknown next_batch token"))?,
+        None => 0,
+    };
+    let (user, device) = (user_id.to_owned(), device_id.to_owned());
+    server
+        .store
+        .read(move |conn| {
+            if e2ee::dehydrated_device(conn, &user)?.map(|(id, _)| id) != Some(device.clone()) {
+                return Err(Error::forbidden("That is not your dehydrated device"));
+            }
+            let mut messages = e2ee::to_device_since(
+                conn,
+                &user,
+                &device,
+                after,
+                i64::MAX,
+                TO_DEVICE_PER_SYNC + 1,
+            )?;
+            let more = messages.len() > TO_DEVICE_PER_SYNC;
+            messages.truncate(TO_DEVICE_PER_SYNC);
+            let next = more
+                .then(|| messages.last().map(|m| m.0.to_string()))
+                .flatten();
+            let events = messages
+                .into_iter()
+                .map(|(_, sender, kind, content)| {
+                    json!({
+                        "sender": sender,
+                        "type": kind,
+                        "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
+                    })
+                })
+                .collect();
+            Ok((events, next))
+        })
+        .await
+}

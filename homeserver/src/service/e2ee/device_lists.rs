@@ -1,0 +1,212 @@
+//! Device-list tracking: recording changes of local users' devices (with
+//! `m.device_list_update` EDUs chained by `prev_id`), applying peers' updates to the cache,
+//! `user/devices` for peers, and the `changed`/`left` sets of `/sync` and `/keys/changes`.
+
+use super::*; // the parent's imports and shared helpers
+
+/// Records a change to one of a local user's devices and tells the peers who share a room
+/// with the user (`m.device_list_update`, chained by `prev_id`).
+pub fn device_changed_in_tx(
+    tx: &mut WriteTx<'_>,
+    own: &str,
+    user_id: &str,
+    device_id: &str,
+    deleted: bool,
+) -> Result<()> {
+    let prev = e2ee::last_device_list_change(tx, user_id)?;
+    let pos = tx.next_stream_pos();
+    e2ee::record_device_list_change(tx, user_id, pos)?;
+    let servers = e2ee::servers_sharing_rooms(tx, user_id, own)?;
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let mut content = json!({
+        "user_id": user_id,
+        "device_id": device_id,
+        "stream_id": pos,
+        "prev_id": if prev > 0 { json!([prev]) } else { json!([]) },
+        "deleted": deleted,
+    });
+    if !deleted {
+        let devices = e2ee::device_keys(tx, user_id)?;
+        if let Some((_, keys, _)) = devices.iter().find(|(d, _, _)| d == device_id) {
+            content["keys"] = serde_json::from_str(keys).unwrap_or(Value::Null);
+        }
+        if let Some(name) = device_display_name(tx, user_id, device_id)? {
+            content["device_display_name"] = json!(name);
+        }
+    }
+    let edu = json!({"edu_type": "m.device_list_update", "content": content}).to_string();
+    enqueue_all(tx, &servers, &edu)
+}
+
+fn device_display_name(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+) -> Result<Option<String>> {
+    Ok(crate::store::accounts::devices(conn, user_id)?
+        .into_iter()
+        .find(|d| d.device_id == device_id)
+        .and_then(|d| d.display_name))
+}
+
+/// Records that devices of a local user were removed (logout, deletion, password change).
+pub fn devices_deleted_in_tx(
+    tx: &mut WriteTx<'_>,
+    own: &str,
+    user_id: &str,
+    device_ids: &[String],
+) -> Result<()> {
+    for device_id in device_ids {
+        e2ee::delete_device_keys(tx, user_id, device_id)?;
+        device_changed_in_tx(tx, own, user_id, device_id, true)?;
+    }
+    Ok(())
+}
+
+/// Handles an `m.device_list_update` EDU: applies it to the cached list when it follows
+/// the update we hold (`prev_id`), marks the cache stale on a gap, and tells local clients
+/// the user's devices changed either way.
+pub async fn receive_device_list_update(
+    server: &Server,
+    origin: &str,
+    content: &Value,
+) -> Result<()> {
+    let (Some(user), Some(device), Some(stream_id)) = (
+        content.get("user_id").and_then(Value::as_str),
+        content.get("device_id").and_then(Value::as_str),
+        content.get("stream_id").and_then(Value::as_i64),
+    ) else {
+        return Err(Error::bad_json(
+            "m.device_list_update without user_id, device_id or stream_id",
+        ));
+    };
+    if server_of(user) != origin {
+        return Err(Error::forbidden(
+            "device list update for a user of another server",
+        ));
+    }
+    let prev: Vec<i64> = content
+        .get("prev_id")
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let deleted = content.get("deleted").and_then(Value::as_bool) == Some(true);
+    let keys = content
+        .get("keys")
+        .filter(|k| check_key_object(k, user, "keys").is_ok())
+        .map(Value::to_string);
+    let name = content
+        .get("device_display_name")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (user, device) = (user.to_owned(), device.to_owned());
+    server
+        .store
+        .write(move |tx| {
+            if let Some((held, stale)) = e2ee::remote_device_list(tx, &user)?
+                && !stale
+                && stream_id > held
+            {
+                if prev.contains(&held) {
+                    if deleted {
+                        e2ee::delete_device_keys(tx, &user, &device)?;
+                    } else if let Some(keys) = &keys {
+                        e2ee::set_device_keys(tx, &user, &device, keys, name.as_deref())?;
+                    } else {
+                        e2ee::mark_remote_stale(tx, &user)?;
+                    }
+                    e2ee::set_remote_stream_id(tx, &user, stream_id)?;
+                } else {
+                    e2ee::mark_remote_stale(tx, &user)?;
+                }
+            }
+            let pos = tx.next_stream_pos();
+            e2ee::record_device_list_change(tx, &user, pos)
+        })
+        .await
+}
+
+/// The federation `user/devices/{userId}` answer for a local user.
+pub fn user_devices(conn: &Connection, user_id: &str) -> Result<Value> {
+    let keys = local_keys(
+        conn,
+        None,
+        &Map::from_iter([(user_id.to_owned(), json!([]))]),
+    )?;
+    let names: BTreeMap<String, Option<String>> = crate::store::accounts::devices(conn, user_id)?
+        .into_iter()
+        .map(|d| (d.device_id, d.display_name))
+        .collect();
+    let mut devices = Vec::new();
+    if let Some(by_device) = keys["device_keys"][user_id].as_object() {
+        for (device_id, device_keys) in by_device {
+            let mut device_keys = device_keys.clone();
+            if let Some(object) = device_keys.as_object_mut() {
+                object.remove("unsigned");
+            }
+            let mut entry = json!({"device_id": device_id, "keys": device_keys});
+            if let Some(Some(name)) = names.get(device_id) {
+                entry["device_display_name"] = json!(name);
+            }
+            devices.push(entry);
+        }
+    }
+    let mut out = json!({
+        "user_id": user_id,
+        "stream_id": e2ee::last_device_list_change(conn, user_id)?,
+        "devices": devices,
+    });
+    if let Some(master) = keys["master_keys"].get(user_id) {
+        out["master_key"] = master.clone();
+    }
+    if let Some(ssk) = keys["self_signing_keys"].get(user_id) {
+        out["self_signing_key"] = ssk.clone();
+    }
+    Ok(out)
+}
+
+/// Users whose device lists a client must refresh (`changed`) or may forget (`left`) after
+/// `(after, upto]`: device-list changes of users sharing a room, users who newly share one,
+/// users who no longer share any.
+pub fn device_list_delta(
+    conn: &Connection,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let sharing: BTreeSet<String> = e2ee::users_sharing_rooms(conn, user_id)?
+        .into_iter()
+        .collect();
+    let mut changed: BTreeSet<String> = e2ee::device_list_changes(conn, after, upto)?
+        .into_iter()
+        .collect();
+    let own_changed = changed.contains(user_id);
+    let mut left = BTreeSet::new();
+    for (room, member, membership) in
+        e2ee::member_events_in_shared_rooms(conn, user_id, after, upto)?
+    {
+        let joined = membership == "join";
+        if member == user_id {
+            let members = crate::store::state::members_with(conn, &room, "join")?;
+            if joined {
+                changed.extend(members);
+            } else {
+                left.extend(members);
+            }
+        } else if joined {
+            changed.insert(member);
+        } else {
+            left.insert(member);
+        }
+    }
+    // Our own joins list us among the room's members; we are "changed" only when our own
+    // devices or keys changed.
+    changed.retain(|u| sharing.contains(u) && u != user_id);
+    if own_changed {
+        changed.insert(user_id.to_owned());
+    }
+    left.retain(|u| !sharing.contains(u) && u != user_id);
+    Ok((changed.into_iter().collect(), left.into_iter().collect()))
+}
