@@ -1,0 +1,214 @@
+//! Presence: online / unavailable / offline, `last_active_ago` and status messages, set by
+//! clients (`PUT /presence`, `/sync?set_presence=`), shown in `/sync` to users who share a
+//! room, and exchanged with peers as `m.presence` EDUs.
+//!
+//! Activity is recorded at most once a minute per user (a sync every few seconds must not
+//! become a database write each time). The idle rule is applied when presence is read, not by
+//! a timer: a local user last active more than [`IDLE_AFTER`] ago shows as `unavailable`,
+//! more than [`OFFLINE_AFTER`] ago as `offline`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::Server;
+use crate::error::{Error, Result};
+use crate::store::presence::{self as store, PresenceRow};
+use crate::store::{WriteTx, e2ee, federation as outbox};
+use crate::util::now_ms;
+
+/// How often activity alone (no state change) is written.
+const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
+/// Inactive this long: shown as `unavailable` (the spec's example threshold).
+pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
+/// Inactive this long: shown as `offline` (no client has synced for half an hour).
+pub const OFFLINE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Checks a presence state string.
+pub fn parse_state(state: &str) -> Result<&str> {
+    match state {
+        "online" | "unavailable" | "offline" => Ok(state),
+        _ => Err(Error::invalid_param(
+            "presence must be online, unavailable or offline",
+        )),
+    }
+}
+
+/// The presence a row shows now, `(state, last_active_ago, currently_active)`, with the idle
+/// rule applied to local users.
+fn effective(row: &PresenceRow, local: bool, now: i64) -> (String, i64, bool) {
+    let ago = (now - row.last_active_ts).max(0);
+    let mut state = row.state.clone();
+    if local && state != "offline" {
+        if ago > ms(OFFLINE_AFTER) {
+            state = "offline".to_owned();
+        } else if ago > ms(IDLE_AFTER) {
+            state = "unavailable".to_owned();
+        }
+    }
+    let currently_active = state == "online" && ago <= 2 * ms(ACTIVITY_RESOLUTION);
+    (state, ago, currently_active)
+}
+
+/// The `m.presence` content for a row, as a server named `own` shows it at `now`.
+pub fn content_at(own: &str, row: &PresenceRow, now: i64) -> Value {
+    let local = row.user_id.split_once(':').is_some_and(|(_, s)| s == own);
+    let (state, ago, active) = effective(row, local, now);
+    let mut content = json!({
+        "presence": state,
+        "last_active_ago": ago,
+        "currently_active": active,
+    });
+    if let Some(msg) = &row.status_msg {
+        content["status_msg"] = json!(msg);
+    }
+    content
+}
+
+/// Records a local user's presence: an explicit state (and message) from `PUT /presence`,
+/// or activity from a sync (`status_msg` `None` keeps the current message). Writes only
+/// when something visible changes or the last write is older than a minute.
+pub async fn set(
+    server: &Server,
+    user_id: &str,
+    state: &str,
+    status_msg: Option<Option<String>>,
+) -> Result<()> {
+    let state = parse_state(state)?.to_owned();
+    let own = server.server_name().to_string();
+    let user = user_id.to_owned();
+    let now = now_ms();
+    let current = {
+        let user = user.clone();
+        server
+            .store
+            .read(move |conn| store::get(conn, &user))
+            .await?
+    };
+    let message = match &status_msg {
+        Some(message) => message.clone(),
+        None => current.as_ref().and_then(|c| c.status_msg.clone()),
+    };
+    let active = state != "offline";
+    let unchanged = current.as_ref().is_some_and(|c| {
+        c.state == state
+            && c.status_msg == message
+            && (!active || now - c.last_active_ts < ms(ACTIVITY_RESOLUTION))
+    });
+    if unchanged {
+        return Ok(());
+    }
+    server
+        .store
+        .write(move |tx| {
+            let last_active_ts = match (&current, active) {
+                (Some(c), false) => c.last_active_ts,
+                _ => now,
+            };
+            let row = PresenceRow {
+                user_id: user.clone(),
+                state,
+                status_msg: message,
+                last_active_ts,
+                stream_pos: tx.next_stream_pos(),
+            };
+            store::set(tx, &row)?;
+            send_to_peers_in_tx(tx, &own, &row, now)
+        })
+        .await
+}
+
+/// Queues an `m.presence` EDU for every peer sharing a room with the user.
+fn send_to_peers_in_tx(tx: &WriteTx<'_>, own: &str, row: &PresenceRow, now: i64) -> Result<()> {
+    let servers = e2ee::servers_sharing_rooms(tx, &row.user_id, own)?;
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let mut push = json!({
+        "user_id": row.user_id,
+        "presence": row.state,
+        "last_active_ago": (now - row.last_active_ts).max(0),
+        "currently_active": row.state == "online",
+    });
+    if let Some(msg) = &row.status_msg {
+        push["status_msg"] = json!(msg);
+    }
+    let edu = json!({"edu_type": "m.presence", "content": {"push": [push]}}).to_string();
+    for server in servers {
+        outbox::enqueue(tx, &server, "edu", &edu, now)?;
+    }
+    Ok(())
+}
+
+/// `GET /presence/{userId}/status`: the user's presence, `M_NOT_FOUND` if never seen.
+pub async fn get(server: &Server, user_id: &str) -> Result<Value> {
+    let user = user_id.to_owned();
+    let row = server
+        .store
+        .read(move |conn| store::get(conn, &user))
+        .await?
+        .ok_or_else(|| Error::not_found("No presence known for this user"))?;
+    Ok(content_at(server.server_name().as_str(), &row, now_ms()))
+}
+
+/// Handles an `m.presence` EDU: updates of the origin's users.
+pub async fn receive(server: &Server, origin: &str, content: &Value) -> Result<()> {
+    let now = now_ms();
+    let mut rows = Vec::new();
+    for update in content
+        .get("push")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(user), Some(state)) = (
+            update.get("user_id").and_then(Value::as_str),
+            update.get("presence").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        if user.split_once(':').map(|(_, s)| s) != Some(origin) || parse_state(state).is_err() {
+            continue;
+        }
+        let ago = update
+            .get("last_active_ago")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .max(0);
+        rows.push((
+            user.to_owned(),
+            state.to_owned(),
+            update
+                .get("status_msg")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            now - ago,
+        ));
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    server
+        .store
+        .write(move |tx| {
+            for (user_id, state, status_msg, last_active_ts) in rows {
+                let stream_pos = tx.next_stream_pos();
+                store::set(
+                    tx,
+                    &PresenceRow {
+                        user_id,
+                        state,
+                        status_msg,
+                        last_active_ts,
+                        stream_pos,
+                    },
+                )?;
+            }
+            Ok(())
+        })
+        .await
+}
