@@ -62,6 +62,8 @@ pub enum Command {
     Tls(TlsCommand),
     /// Show the unit's health; exits with 5 when something needs attention.
     Status(StatusArgs),
+    /// List the content reports users filed from their clients (events, rooms, users).
+    Reports(ReportsArgs),
     /// Write a backup of the whole unit (database, keys, config) to one file.
     Backup(BackupArgs),
     /// Replace this unit's data with a backup (the homeserver must be stopped).
@@ -251,6 +253,14 @@ pub enum TlsCommand {
 /// `appliance status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `appliance reports`.
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,

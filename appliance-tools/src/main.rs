@@ -19,6 +19,7 @@ mod password;
 mod peers;
 mod progress;
 mod provisioning;
+mod reports;
 mod reset;
 mod setup;
 mod status;
@@ -54,6 +55,7 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Keys(command) => keys::run(&unit, command),
         Command::Tls(command) => tls::run(&unit, command),
         Command::Status(args) => status::run(&unit, args),
+        Command::Reports(args) => reports::run(&unit, args),
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),
         Command::FactoryReset(args) => reset::run(&unit, args),

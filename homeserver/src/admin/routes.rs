@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::wire::{
-    BackupOutcome, BackupRequest, CreateUser, PeerList, PeersReloaded, ResetPassword, ServerStatus,
-    SetAdmin, UserList, UserSummary,
+    BackupOutcome, BackupRequest, CreateUser, PeerList, PeersReloaded, ReportList, ResetPassword,
+    ServerStatus, SetAdmin, UserList, UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -32,9 +32,16 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
         .route("/v1/backup", post(backup))
         .route("/v1/peers", get(list_peers))
         .route("/v1/peers/reload", post(reload_peers))
+        .route("/v1/reports", get(list_reports))
         .fallback(unknown)
         .layer(Extension(Started(started)))
         .with_state(server)
+}
+
+/// # `GET /v1/reports`
+async fn list_reports(State(server): State<Arc<Server>>) -> Result<Json<ReportList>> {
+    let reports = server.store.read(crate::store::admin::reports).await?;
+    Ok(Json(ReportList { reports }))
 }
 
 async fn unknown() -> Error {

@@ -15,13 +15,14 @@
 //! | `POST /v1/backup`                     | [`BackupRequest`] | [`BackupOutcome`]           |
 //! | `GET /v1/peers`                       |                   | [`PeerList`]                |
 //! | `POST /v1/peers/reload`               | `{}`              | [`PeersReloaded`]           |
+//! | `GET /v1/reports`                     |                   | [`ReportList`]              |
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::service::admin::{DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, ServerStatus};
-pub use crate::store::admin::{BackupOutcome, UserSummary};
+pub use crate::store::admin::{BackupOutcome, Report, UserSummary};
 
 /// `GET /v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,4 +77,11 @@ pub struct PeerList {
 pub struct PeersReloaded {
     /// How many peers are allowed after the reload.
     pub peers: usize,
+}
+
+/// `GET /v1/reports`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReportList {
+    /// Every content report users filed, oldest first.
+    pub reports: Vec<Report>,
 }

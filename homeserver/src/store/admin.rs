@@ -196,3 +196,63 @@ pub fn backup(
     }
     result
 }
+
+/// A content report a user filed, as the admin sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// Report number, in filing order.
+    pub id: i64,
+    /// Who filed it.
+    pub reporter: String,
+    /// `event`, `room` or `user`.
+    pub kind: String,
+    /// The room reported, or the room of the reported event.
+    pub room_id: Option<String>,
+    /// The reported event.
+    pub event_id: Option<String>,
+    /// The reported user (for an event report, the event's sender).
+    pub target_user: Option<String>,
+    /// The reporter's words (may be empty).
+    pub reason: String,
+    /// When it was filed (ms since the epoch).
+    pub created_ts: i64,
+}
+
+/// Files a report.
+pub fn add_report(conn: &Connection, report: &Report) -> Result<()> {
+    conn.execute(
+        "INSERT INTO reports (reporter, kind, room_id, event_id, target_user, reason, created_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            report.reporter,
+            report.kind,
+            report.room_id,
+            report.event_id,
+            report.target_user,
+            report.reason,
+            report.created_ts
+        ],
+    )?;
+    Ok(())
+}
+
+/// Every report, oldest first.
+pub fn reports(conn: &Connection) -> Result<Vec<Report>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, reporter, kind, room_id, event_id, target_user, reason, created_ts
+         FROM reports ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Report {
+            id: r.get(0)?,
+            reporter: r.get(1)?,
+            kind: r.get(2)?,
+            room_id: r.get(3)?,
+            event_id: r.get(4)?,
+            target_user: r.get(5)?,
+            reason: r.get(6)?,
+            created_ts: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
