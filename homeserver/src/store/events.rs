@@ -329,3 +329,39 @@ pub fn count_unread(
         )?
         .query_row(params![room_id, after_pos, user_id], |r| r.get(0))?)
 }
+
+/// The timeline event of a room closest to `ts` in direction `forward` (at or after `ts`) or
+/// backward (at or before): `(event_id, origin_server_ts, stream_pos)`.
+pub fn closest_to_timestamp(
+    conn: &Connection,
+    room_id: &str,
+    ts: i64,
+    forward: bool,
+) -> Result<Option<(String, i64, i64)>> {
+    let sql = if forward {
+        "SELECT event_id, origin_server_ts, stream_pos FROM events WHERE room_id = ?1
+         AND origin_server_ts >= ?2 AND rejected = 0 AND soft_failed = 0 AND outlier = 0
+         ORDER BY origin_server_ts ASC, stream_pos ASC LIMIT 1"
+    } else {
+        "SELECT event_id, origin_server_ts, stream_pos FROM events WHERE room_id = ?1
+         AND origin_server_ts <= ?2 AND rejected = 0 AND soft_failed = 0 AND outlier = 0
+         ORDER BY origin_server_ts DESC, stream_pos DESC LIMIT 1"
+    };
+    Ok(conn
+        .prepare_cached(sql)?
+        .query_row(params![room_id, ts], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?)
+}
+
+/// The newest timeline event of a room (by stream order), if any.
+pub fn latest_event_id(conn: &Connection, room_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT event_id FROM events WHERE room_id = ?1 AND rejected = 0 AND outlier = 0
+             ORDER BY stream_pos DESC LIMIT 1",
+        )?
+        .query_row(params![room_id], |r| r.get(0))
+        .optional()?)
+}

@@ -172,3 +172,12 @@ pub fn get_filter(conn: &Connection, user_id: &str, filter_id: i64) -> Result<Op
         )
         .optional()?)
 }
+
+/// Points every local alias of `old_room` at `new_room` (a room upgrade).
+pub fn move_aliases(conn: &Connection, old_room: &str, new_room: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE room_aliases SET room_id = ?2 WHERE room_id = ?1",
+        params![old_room, new_room],
+    )?;
+    Ok(())
+}

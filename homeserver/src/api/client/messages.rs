@@ -360,3 +360,38 @@ pub async fn context(
         .await?;
     Ok(Json(body))
 }
+
+#[derive(Deserialize)]
+pub struct TimestampQuery {
+    ts: i64,
+    dir: String,
+}
+
+/// # `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`
+/// Answered from the events this unit holds (it holds the whole room once joined, and
+/// backfills on `/messages`); `M_NOT_FOUND` when none is on that side of `ts` or visible.
+pub async fn timestamp_to_event(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    QueryParams(q): QueryParams<TimestampQuery>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?.to_string();
+    let forward = match q.dir.as_str() {
+        "f" => true,
+        "b" => false,
+        _ => return Err(Error::invalid_param("dir must be f or b")),
+    };
+    let user = auth.user_id.to_string();
+    let found = server
+        .store
+        .read(move |conn| {
+            let visible = rooms::visibility(conn, &room, &user)?;
+            Ok(events::closest_to_timestamp(conn, &room, q.ts, forward)?
+                .filter(|(_, _, pos)| visible.allows(*pos)))
+        })
+        .await?;
+    let (event_id, ts, _) =
+        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
+    Ok(Json(json!({"event_id": event_id, "origin_server_ts": ts})))
+}

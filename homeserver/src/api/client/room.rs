@@ -386,3 +386,27 @@ pub async fn redact(
     .await?;
     Ok(Json(json!({"event_id": id})))
 }
+
+#[derive(Deserialize)]
+pub struct UpgradeBody {
+    new_version: String,
+}
+
+/// # `POST /_matrix/client/v3/rooms/{roomId}/upgrade`
+pub async fn upgrade(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(room): PathParams<String>,
+    JsonBody(body): JsonBody<UpgradeBody>,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?;
+    let version = ruma::RoomVersionId::try_from(body.new_version.as_str()).map_err(|_| {
+        Error::new(
+            crate::error::ErrorCode::UnsupportedRoomVersion,
+            "Unknown room version",
+        )
+    })?;
+    let new_room =
+        crate::service::upgrade::upgrade_room(&server, auth.user_id, room, version).await?;
+    Ok(Json(json!({"replacement_room": new_room})))
+}

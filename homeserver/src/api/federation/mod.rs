@@ -161,6 +161,10 @@ pub fn router(server: Arc<Server>) -> Router {
             post(handlers::user_keys_claim),
         )
         .route(
+            &format!("{V1}/timestamp_to_event/{{room_id}}"),
+            get(handlers::timestamp_to_event),
+        )
+        .route(
             &format!("{V1}/publicRooms"),
             get(handlers::public_rooms).post(handlers::public_rooms_post),
         )
