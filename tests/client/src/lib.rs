@@ -1,12 +1,18 @@
 //! The server harness for the real-client tests: finds the built `homeserver` binary, starts
-//! it in `dev` mode on a free loopback port with a throw-away data directory, waits until
-//! `GET /_matrix/client/versions` answers 200, keeps its stderr in a log file for failure
-//! reports, and stops it (SIGTERM, then SIGKILL) when done. Std only, so that every test file
-//! of this project can share it whatever client library it uses.
+//! it with a throw-away data directory, waits until `GET /_matrix/client/versions` answers 200,
+//! keeps its stdout and stderr in a log file for failure reports, and stops it (SIGTERM, then
+//! SIGKILL) when done. Std only, so that every test file of this project can share it whatever
+//! client library it uses.
+//!
+//! - [`Server::start`]: one `homeserver dev` on a free 127.0.0.1 port, named `localhost:PORT`.
+//! - [`Server::start_federation`]: units named e.g. `unit-a.test`, `unit-b.test` on 127.0.0.2,
+//!   127.0.0.3, …, each with a config file, its own keys and TLS identity and signed peer card
+//!   (made by the binary's `peer-card` command), and every other unit's card on its allow-list
+//!   (`<data_dir>/peers/<name>.json`), as tests/src/federation.rs of the black-box suite does.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -25,43 +31,118 @@ pub fn homeserver_binary() -> PathBuf {
     }
 }
 
-/// A running `homeserver dev` process. Dropping it kills the process.
+/// A running homeserver process. Dropping it kills the process.
 pub struct Server {
     child: Option<Child>,
     addr: SocketAddr,
+    /// The TLS federation listener of a federating unit; `None` for `dev`.
+    federation_addr: Option<SocketAddr>,
     server_name: String,
     log_path: PathBuf,
     // Kept for its Drop: removes the data directory and the log.
     _dir: tempfile::TempDir,
 }
 
+/// A federating unit between `peer-card` and its first start: config written, card made.
+struct PreparedUnit {
+    dir: tempfile::TempDir,
+    name: String,
+    client_addr: SocketAddr,
+    federation_addr: SocketAddr,
+    config_path: PathBuf,
+    card_path: PathBuf,
+}
+
+impl PreparedUnit {
+    /// The data directory named in the config.
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
 impl Server {
     /// Starts `homeserver dev` on a free 127.0.0.1 port and waits until it is ready.
     pub fn start() -> Result<Self, String> {
-        let binary = homeserver_binary();
-        if !binary.is_file() {
-            return Err(format!(
-                "homeserver binary not found at {} (build it with `cargo build --release -p \
-                 homeserver` at the repo root, or set OUTPOST_HOMESERVER)",
-                binary.display()
-            ));
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("outpost-client-test-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a temp dir: {e}"))?;
-        let addr = free_port()?;
+        let binary = existing_binary()?;
+        let dir = temp_dir()?;
+        let addr = free_port(Ipv4Addr::LOCALHOST)?;
         let server_name = format!("localhost:{}", addr.port());
-        let log_path = dir.path().join("homeserver.log");
-        let log = File::create(&log_path).map_err(|e| format!("cannot create the log: {e}"))?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .arg("dev")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--server-name")
-            .arg(&server_name)
+            .arg(&server_name);
+        let mut server = Server::spawn(command, dir, addr, None, server_name)?;
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    /// Starts one federating unit per name (`unit-a.test`, …) on 127.0.0.2, 127.0.0.3, …, each
+    /// trusting every other one's peer card, and waits until all are ready. The units are
+    /// returned in the order of `names`.
+    pub fn start_federation(names: &[&str]) -> Result<Vec<Self>, String> {
+        let binary = existing_binary()?;
+        let mut prepared = Vec::with_capacity(names.len());
+        for (n, name) in names.iter().enumerate() {
+            let octet = u8::try_from(n + 2).map_err(|_| "at most 253 units")?;
+            prepared.push(prepare_unit(
+                &binary,
+                name,
+                Ipv4Addr::new(127, 0, 0, octet),
+            )?);
+        }
+        for unit in &prepared {
+            let peers = unit.data_dir().join("peers");
+            fs::create_dir_all(&peers)
+                .map_err(|e| format!("cannot create {}: {e}", peers.display()))?;
+            for other in prepared.iter().filter(|other| other.name != unit.name) {
+                let to = peers.join(format!("{}.json", other.name));
+                fs::copy(&other.card_path, &to).map_err(|e| {
+                    format!(
+                        "cannot copy {} to {}: {e}",
+                        other.card_path.display(),
+                        to.display()
+                    )
+                })?;
+            }
+        }
+        // Spawn all before waiting for any, so that the units come up side by side.
+        let mut servers = Vec::with_capacity(prepared.len());
+        for unit in prepared {
+            let mut command = Command::new(&binary);
+            command.arg("--config").arg(&unit.config_path);
+            servers.push(Server::spawn(
+                command,
+                unit.dir,
+                unit.client_addr,
+                Some(unit.federation_addr),
+                unit.name,
+            )?);
+        }
+        for server in &mut servers {
+            server
+                .wait_ready()
+                .map_err(|e| format!("{}: {e}\n{}", server.server_name, server.log()))?;
+        }
+        Ok(servers)
+    }
+
+    /// Runs `command` with the log file as stdout and stderr, `RUST_LOG` passed through
+    /// (default `info`).
+    fn spawn(
+        mut command: Command,
+        dir: tempfile::TempDir,
+        addr: SocketAddr,
+        federation_addr: Option<SocketAddr>,
+        server_name: String,
+    ) -> Result<Self, String> {
+        let log_path = dir.path().join("homeserver.log");
+        let log = File::create(&log_path).map_err(|e| format!("cannot create the log: {e}"))?;
+        let child = command
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -71,24 +152,24 @@ impl Server {
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot spawn {}: {e}", binary.display()))?;
-        let mut server = Server {
+            .map_err(|e| format!("cannot spawn {command:?}: {e}"))?;
+        Ok(Server {
             child: Some(child),
             addr,
+            federation_addr,
             server_name,
             log_path,
             _dir: dir,
-        };
-        server.wait_ready()?;
-        Ok(server)
+        })
     }
 
-    /// `http://127.0.0.1:PORT`, the client-server API base URL.
+    /// `http://IP:PORT`, the client-server API base URL.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
-    /// The server name the users are registered under (`localhost:PORT`).
+    /// The server name the users are registered under (`localhost:PORT` for `dev`, the
+    /// unit's name for a federating unit).
     pub fn server_name(&self) -> &str {
         &self.server_name
     }
@@ -140,14 +221,21 @@ impl Server {
                 return Err(format!("homeserver exited during startup with {status}"));
             }
             match http_get_status(self.addr, "/_matrix/client/versions") {
-                Ok(200) => return Ok(()),
+                Ok(200) => match self.federation_addr {
+                    None => return Ok(()),
+                    Some(addr) => match TcpStream::connect_timeout(&addr, POLL) {
+                        Ok(_) => return Ok(()),
+                        Err(e) => last = format!("federation listener {addr}: {e}"),
+                    },
+                },
                 Ok(code) => last = format!("HTTP {code}"),
                 Err(e) => last = e,
             }
             std::thread::sleep(POLL);
         }
         Err(format!(
-            "GET /_matrix/client/versions not 200 within {READY_DEADLINE:?} (last: {last})"
+            "not ready within {READY_DEADLINE:?}: GET /_matrix/client/versions answering 200 \
+             and the federation listener (if any) accepting connections (last: {last})"
         ))
     }
 }
@@ -163,11 +251,96 @@ impl Drop for Server {
 
 const POLL: Duration = Duration::from_millis(100);
 
-/// A loopback address whose port was free a moment ago.
-fn free_port() -> Result<SocketAddr, String> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot bind a free port: {e}"))?;
+/// The homeserver binary, if it exists.
+fn existing_binary() -> Result<PathBuf, String> {
+    let binary = homeserver_binary();
+    if binary.is_file() {
+        Ok(binary)
+    } else {
+        Err(format!(
+            "homeserver binary not found at {} (build it with `cargo build --release -p \
+             homeserver` at the repo root, or set OUTPOST_HOMESERVER)",
+            binary.display()
+        ))
+    }
+}
+
+fn temp_dir() -> Result<tempfile::TempDir, String> {
+    tempfile::Builder::new()
+        .prefix("outpost-client-test-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temp dir: {e}"))
+}
+
+/// An address on loopback `ip` whose port was free a moment ago.
+fn free_port(ip: Ipv4Addr) -> Result<SocketAddr, String> {
+    let listener = TcpListener::bind(SocketAddrV4::new(ip, 0))
+        .map_err(|e| format!("cannot bind a free port on {ip} (is 127.0.0.0/8 on lo?): {e}"))?;
     listener.local_addr().map_err(|e| e.to_string())
+}
+
+/// Writes the config of unit `name` listening on `ip` (client API and TLS federation on free
+/// ports, open registration, no rate limits, short federation retries) and runs
+/// `homeserver --config FILE peer-card --out card.json`, which also makes the unit's signing key
+/// and TLS identity.
+fn prepare_unit(binary: &Path, name: &str, ip: Ipv4Addr) -> Result<PreparedUnit, String> {
+    let dir = temp_dir()?;
+    let client_addr = free_port(ip)?;
+    let federation_addr = free_port(ip)?;
+    let data_dir = dir.path().join("data");
+    let config = format!(
+        "server_name = {}\ndata_dir = {}\n\n[listen]\nclient = {}\n\n[registration]\n\
+         enabled = true\n\n[rate_limit]\nenabled = false\n\n[federation]\nlisten = {}\n\
+         retry_cap_secs = 1\nrequest_timeout_secs = 5\n",
+        toml_str(name),
+        toml_str(&data_dir.to_string_lossy()),
+        toml_str(&client_addr.to_string()),
+        toml_str(&federation_addr.to_string()),
+    );
+    let config_path = dir.path().join("homeserver.toml");
+    fs::write(&config_path, config)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let card_path = dir.path().join("card.json");
+    let output = Command::new(binary)
+        .arg("--config")
+        .arg(&config_path)
+        .arg("peer-card")
+        .arg("--out")
+        .arg(&card_path)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} peer-card: {e}", binary.display()))?;
+    if !output.status.success() || !card_path.is_file() {
+        return Err(format!(
+            "`peer-card` for {name} failed with {}:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(PreparedUnit {
+        dir,
+        name: name.to_owned(),
+        client_addr,
+        federation_addr,
+        config_path,
+        card_path,
+    })
+}
+
+/// A TOML basic string holding `raw`.
+fn toml_str(raw: &str) -> String {
+    let mut out = String::from("\"");
+    for c in raw.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The status code of a plain HTTP/1.1 GET, without any client library.
