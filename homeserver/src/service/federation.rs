@@ -352,18 +352,29 @@ pub fn fed_error(err: crate::federation::client::FedError) -> Error {
     }
 }
 
-/// Handles an EDU: receipts and typing notices for rooms the origin's users are joined to;
-/// the others need features not built yet (presence, E2EE) and are ignored.
+/// Handles an EDU: receipts and typing notices for rooms the origin's users are joined to,
+/// presence, to-device messages, device-list and cross-signing updates; other types are
+/// ignored.
 async fn receive_edu(server: &Server, origin: &str, edu: &Value) -> Result<()> {
     let kind = edu
         .get("edu_type")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if kind == "m.typing" {
-        return receive_typing(server, origin, edu.get("content").unwrap_or(&Value::Null)).await;
-    }
-    if kind != "m.receipt" {
-        return Ok(());
+    let content = edu.get("content").unwrap_or(&Value::Null);
+    match kind {
+        "m.typing" => return receive_typing(server, origin, content).await,
+        "m.direct_to_device" => {
+            return super::e2ee::receive_to_device(server, origin, content).await;
+        }
+        "m.device_list_update" => {
+            return super::e2ee::receive_device_list_update(server, origin, content).await;
+        }
+        "m.signing_key_update" => {
+            return super::e2ee::receive_signing_key_update(server, origin, content).await;
+        }
+        "m.presence" => return super::presence::receive(server, origin, content).await,
+        "m.receipt" => {}
+        _ => return Ok(()),
     }
     let Some(rooms) = edu.get("content").and_then(Value::as_object) else {
         return Ok(());

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::Signed;
 use crate::api::extract::{PathParams, event_id, room_id, user_id};
 use crate::error::{Error, Result};
-use crate::service::Server;
 use crate::service::federation as fed;
+use crate::service::{Server, e2ee};
 use crate::store::{events, federation, misc, state};
 use crate::util::now_ms;
 
@@ -452,25 +452,65 @@ pub async fn query_directory(
 /// Device lists are part of end-to-end encryption support, which is not built yet: every
 /// user has no devices to announce.
 pub async fn user_devices(
+    State(server): State<Arc<Server>>,
     PathParams(user): PathParams<String>,
     _signed: Signed,
 ) -> Result<Json<Value>> {
     let user = user_id(&user)?;
+    if user.server_name() != server.server_name() {
+        return Err(Error::invalid_param("user is not on this server"));
+    }
+    let user = user.to_string();
     Ok(Json(
-        json!({"user_id": user, "stream_id": 0, "devices": []}),
+        server
+            .store
+            .read(move |conn| e2ee::user_devices(conn, &user))
+            .await?,
     ))
 }
 
+/// Keeps only this server's users in a `{user: …}` request map.
+fn our_users(server: &Server, map: Option<&Value>) -> Map<String, Value> {
+    let own = server.server_name().as_str();
+    map.and_then(Value::as_object)
+        .map(|users| {
+            users
+                .iter()
+                .filter(|(user, _)| user.split_once(':').map(|(_, s)| s) == Some(own))
+                .map(|(user, v)| (user.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// # `POST /_matrix/federation/v1/user/keys/query`
-/// No device keys are stored yet (end-to-end encryption is a later feature).
-pub async fn user_keys_query(_signed: Signed) -> Json<Value> {
-    Json(json!({"device_keys": {}}))
+pub async fn user_keys_query(
+    State(server): State<Arc<Server>>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed.body.unwrap_or(Value::Null);
+    let users = our_users(&server, body.get("device_keys"));
+    Ok(Json(
+        server
+            .store
+            .read(move |conn| e2ee::local_keys(conn, None, &users))
+            .await?,
+    ))
 }
 
 /// # `POST /_matrix/federation/v1/user/keys/claim`
-/// No one-time keys are stored yet (end-to-end encryption is a later feature).
-pub async fn user_keys_claim(_signed: Signed) -> Json<Value> {
-    Json(json!({"one_time_keys": {}}))
+pub async fn user_keys_claim(
+    State(server): State<Arc<Server>>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed.body.unwrap_or(Value::Null);
+    let users = our_users(&server, body.get("one_time_keys"));
+    Ok(Json(
+        server
+            .store
+            .write(move |tx| e2ee::local_claim(tx, &users))
+            .await?,
+    ))
 }
 
 /// # `GET /_matrix/federation/v1/publicRooms`
@@ -497,4 +537,36 @@ pub async fn public_rooms(
 /// # `POST /_matrix/federation/v1/publicRooms`
 pub async fn public_rooms_post(state: State<Arc<Server>>, signed: Signed) -> Result<Json<Value>> {
     public_rooms(state, signed).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct TimestampQuery {
+    ts: i64,
+    dir: String,
+}
+
+/// # `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`
+/// For a peer with members in the room, the event closest to `ts` that this unit holds.
+pub async fn timestamp_to_event(
+    State(server): State<Arc<Server>>,
+    PathParams(room): PathParams<String>,
+    crate::api::extract::QueryParams(q): crate::api::extract::QueryParams<TimestampQuery>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let room = room_id(&room)?.to_string();
+    let forward = match q.dir.as_str() {
+        "f" => true,
+        "b" => false,
+        _ => return Err(Error::invalid_param("dir must be f or b")),
+    };
+    let found = server
+        .store
+        .read(move |conn| {
+            require_in_room(conn, &room, &signed.origin)?;
+            events::closest_to_timestamp(conn, &room, q.ts, forward)
+        })
+        .await?;
+    let (event_id, ts, _) =
+        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
+    Ok(Json(json!({"event_id": event_id, "origin_server_ts": ts})))
 }
