@@ -235,6 +235,10 @@ pub async fn serve(
         Duration::from_secs(server.config.federation.retry_cap_secs),
         shutdown_tx.subscribe(),
     ));
+    let pusher = tokio::spawn(service::push::pushers::run(
+        store.clone(),
+        shutdown_tx.subscribe(),
+    ));
     let typing_expiry = tokio::spawn(expire_typing(Arc::clone(&server), shutdown_tx.subscribe()));
     let reloader = tokio::spawn(reload_on_sighup(
         Arc::clone(&server.peers),
@@ -274,6 +278,7 @@ pub async fn serve(
     };
     let _ = checkpointer.await;
     let _ = sender.await;
+    let _ = pusher.await;
     reloader.abort();
     typing_expiry.abort();
     if let Some(federation_server) = federation_server {

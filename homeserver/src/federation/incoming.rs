@@ -436,6 +436,7 @@ pub fn accept_in_tx(
         crate::service::rooms::apply_redaction(tx, &rules, &stored, pdu.event_id.as_str())?;
     }
     recompute_current_state(tx, &rules, room_id)?;
+    crate::service::push::notify_in_tx(tx, pdu, pos)?;
     Ok(Ok(Outcome::Accepted))
 }
 

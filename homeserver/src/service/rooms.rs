@@ -174,7 +174,8 @@ pub fn append_in_tx(
     let room =
         state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
     let (_, rules) = rules_of(&room.room_version)?;
-    persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
+    let pos = persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
+    super::push::notify_in_tx(tx, &pdu, pos)?;
     enqueue_for_peers_in_tx(tx, signer, &pdu, None)?;
     Ok(pdu)
 }
@@ -652,6 +653,9 @@ pub async fn send(
             {
                 check_may_redact(tx, &room_id, &sender, target)?;
             }
+            if event.kind == TimelineEventType::RoomEncryption {
+                check_encryption_stays_on(tx, &room_id, &event)?;
+            }
             let txn_ref = txn.as_ref().map(|(d, t)| (d.as_str(), t.as_str()));
             Ok(
                 append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
@@ -677,11 +681,38 @@ fn check_may_redact(
     let Some(event) = events::get_room_event(conn, room_id.as_str(), target.as_str())? else {
         return Err(Error::not_found("Event not found in this room"));
     };
+    if event.pdu.kind == TimelineEventType::RoomEncryption {
+        // Redacting it would strip the algorithm and silently turn encryption off.
+        return Err(Error::forbidden(
+            "The room's encryption settings cannot be redacted",
+        ));
+    }
     if event.pdu.sender != sender {
         let power = power_levels(conn, room_id.as_str())?;
         if power.user_level(sender.as_str()) < power.redact_level() {
             return Err(Error::forbidden("You may only redact your own events"));
         }
+    }
+    Ok(())
+}
+
+/// Once a room is encrypted it stays encrypted (spec: "once enabled, encryption cannot be
+/// disabled"): a new `m.room.encryption` must still name an algorithm.
+fn check_encryption_stays_on(
+    conn: &rusqlite::Connection,
+    room_id: &RoomId,
+    event: &NewEvent,
+) -> Result<()> {
+    let encrypted =
+        state::current_state_id(conn, room_id.as_str(), "m.room.encryption", "")?.is_some();
+    let algorithm = event
+        .content
+        .get("algorithm")
+        .and_then(serde_json::Value::as_str);
+    if encrypted && algorithm.is_none_or(str::is_empty) {
+        return Err(Error::forbidden(
+            "Encryption cannot be turned off once enabled",
+        ));
     }
     Ok(())
 }

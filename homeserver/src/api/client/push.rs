@@ -1,0 +1,203 @@
+//! Push: `/pushrules/*`, `/notifications`, `/pushers`.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
+use crate::error::{Error, Result};
+use crate::service::{Server, push};
+
+/// The routes of this area.
+pub fn routes() -> Router<Arc<Server>> {
+    const V3: &str = "/_matrix/client/v3";
+    let r = |path: &str| format!("{V3}{path}");
+    Router::new()
+        .route(&r("/pushrules/"), get(get_all))
+        .route(&r("/pushrules"), get(get_all))
+        .route(&r("/pushrules/global/"), get(get_global))
+        .route(&r("/pushrules/global"), get(get_global))
+        .route(
+            &r("/pushrules/global/{kind}/{rule_id}"),
+            get(get_rule).put(put_rule).delete(delete_rule),
+        )
+        .route(
+            &r("/pushrules/global/{kind}/{rule_id}/enabled"),
+            get(get_enabled).put(put_enabled),
+        )
+        .route(
+            &r("/pushrules/global/{kind}/{rule_id}/actions"),
+            get(get_actions).put(put_actions),
+        )
+        .route(&r("/notifications"), get(notifications))
+        .route(&r("/pushers"), get(get_pushers))
+        .route(&r("/pushers/set"), post(set_pusher))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/`
+async fn get_all(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+    let global = push::get_rules(&server, auth.user_id).await?;
+    Ok(Json(json!({"global": global})))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/`
+async fn get_global(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+    Ok(Json(push::get_rules(&server, auth.user_id).await?))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+async fn get_rule(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    Ok(Json(
+        push::get_rule(&server, auth.user_id, kind, rule_id).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct Placement {
+    before: Option<String>,
+    after: Option<String>,
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+async fn put_rule(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    QueryParams(place): QueryParams<Placement>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    let body = push::parse_rule_body(body)?;
+    push::put_rule(
+        &server,
+        auth.user_id,
+        kind,
+        rule_id,
+        body,
+        place.before,
+        place.after,
+    )
+    .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+async fn delete_rule(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    push::delete_rule(&server, auth.user_id, kind, rule_id).await?;
+    Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+async fn get_enabled(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
+    Ok(Json(json!({"enabled": rule["enabled"]})))
+}
+
+#[derive(Deserialize)]
+struct EnabledBody {
+    enabled: bool,
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+async fn put_enabled(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<EnabledBody>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    push::set_enabled(&server, auth.user_id, kind, rule_id, body.enabled).await?;
+    Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+async fn get_actions(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
+    Ok(Json(json!({"actions": rule["actions"]})))
+}
+
+/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+async fn put_actions(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> Result<Json<Value>> {
+    let kind = push::parse_kind(&kind)?;
+    let actions = push::parse_actions(&body)?;
+    push::set_actions(&server, auth.user_id, kind, rule_id, actions).await?;
+    Ok(Json(json!({})))
+}
+
+#[derive(Deserialize)]
+struct NotificationsQuery {
+    from: Option<String>,
+    limit: Option<u64>,
+    only: Option<String>,
+}
+
+/// # `GET /_matrix/client/v3/notifications`
+async fn notifications(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    QueryParams(query): QueryParams<NotificationsQuery>,
+) -> Result<Json<Value>> {
+    let only_highlight = match query.only.as_deref() {
+        None => false,
+        Some("highlight") => true,
+        Some(other) => {
+            return Err(Error::invalid_param(format!(
+                "Unknown 'only' filter {other:?}"
+            )));
+        }
+    };
+    Ok(Json(
+        push::list_notifications(
+            &server,
+            auth.user_id,
+            query.from,
+            query.limit,
+            only_highlight,
+        )
+        .await?,
+    ))
+}
+
+/// # `GET /_matrix/client/v3/pushers`
+async fn get_pushers(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+    Ok(Json(push::pushers::list(&server, auth.user_id).await?))
+}
+
+/// # `POST /_matrix/client/v3/pushers/set`
+async fn set_pusher(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    JsonBody(body): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    push::pushers::set(&server, auth.user_id, auth.device_id, body).await?;
+    Ok(Json(json!({})))
+}

@@ -1,0 +1,853 @@
+//! Push rules: the default rule set, per-user overrides, evaluation on every event, notification
+//! counts and pushers.
+//!
+//! The rule set, its editing (`before`/`after`, enable, actions) and the evaluation of
+//! conditions are ruma's (`ruma::push::Ruleset`); this module stores a user's set, runs it for
+//! every local member of a room when an event is stored ([`notify_in_tx`], called from the local
+//! append path and from federation's accept path, inside the event's transaction), and answers
+//! unread counts for `/sync`. Pushers and delivery to push gateways live in [`pushers`].
+//!
+//! Evaluation runs on the writer thread only, for every event and every local member, so parsed
+//! rule sets are cached there (`RULES`); each use checks the cached set against the stream
+//! position of the user's last change, so nothing has to invalidate it.
+
+pub mod pushers;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use ruma::power_levels::NotificationPowerLevels;
+use ruma::push::{
+    Action, AnyPushRuleRef, FlattenedJson, InsertPushRuleError, NewConditionalPushRule,
+    NewPatternedPushRule, NewPushRule, NewSimplePushRule, PushCondition,
+    PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+};
+use ruma::room_version_rules::{AuthorizationRules, RoomPowerLevelsRules};
+use ruma::serde::Raw;
+use ruma::{Int, OwnedRoomId, OwnedUserId, UInt, UserId};
+use rusqlite::Connection;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::Server;
+use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::pdu::Pdu;
+use crate::store::push::{self as store, Member, RuleRow};
+use crate::store::{WriteTx, events, state};
+use crate::util::now_ms;
+
+/// The rule kinds in the order the spec evaluates them, as they appear on the wire.
+const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underride"];
+
+/// Most parsed rule sets the writer keeps; when full it starts over.
+const RULES_CACHE_SIZE: usize = 4096;
+
+/// Parses the `{kind}` path segment.
+pub fn parse_kind(kind: &str) -> Result<RuleKind> {
+    match kind {
+        "override" => Ok(RuleKind::Override),
+        "content" => Ok(RuleKind::Content),
+        "room" => Ok(RuleKind::Room),
+        "sender" => Ok(RuleKind::Sender),
+        "underride" => Ok(RuleKind::Underride),
+        other => Err(Error::invalid_param(format!(
+            "Unknown push rule kind {other:?}"
+        ))),
+    }
+}
+
+fn not_found() -> Error {
+    Error::not_found("The push rule was not found.")
+}
+
+/// Builds a rule set from stored rows, merging in server-default rules this release has and
+/// the stored set lacks (and dropping default rules it no longer has).
+fn ruleset_from_rows(user_id: &UserId, rows: &[RuleRow]) -> Result<Ruleset> {
+    let mut by_kind = Map::new();
+    for row in rows {
+        let mut rule = json!({
+            "rule_id": row.rule_id,
+            "default": row.is_default,
+            "enabled": row.enabled,
+            "actions": parse_stored(&row.actions)?,
+        });
+        if let Some(conditions) = &row.conditions {
+            rule["conditions"] = parse_stored(conditions)?;
+        }
+        if let Some(pattern) = &row.pattern {
+            rule["pattern"] = json!(pattern);
+        }
+        by_kind
+            .entry(row.kind.clone())
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .expect("kind entries are arrays")
+            .push(rule);
+    }
+    let mut ruleset: Ruleset = serde_json::from_value(Value::Object(by_kind))
+        .map_err(|err| Error::internal(format!("stored push rules of {user_id}: {err}")))?;
+    ruleset.update_with_server_default(Ruleset::server_default(user_id));
+    Ok(ruleset)
+}
+
+fn parse_stored(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|err| Error::internal(format!("stored push rule: {err}")))
+}
+
+/// The rows that store a rule set, grouped by kind in evaluation order.
+fn rows_from_ruleset(ruleset: &Ruleset) -> Result<Vec<RuleRow>> {
+    let value = serde_json::to_value(ruleset).map_err(|err| Error::internal(err.to_string()))?;
+    let mut rows = Vec::new();
+    for kind in KINDS {
+        for rule in value
+            .get(kind)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let text = |key: &str| rule.get(key).map(Value::to_string);
+            rows.push(RuleRow {
+                kind: kind.to_owned(),
+                rule_id: rule["rule_id"].as_str().unwrap_or_default().to_owned(),
+                is_default: rule["default"].as_bool().unwrap_or(false),
+                enabled: rule["enabled"].as_bool().unwrap_or(true),
+                actions: text("actions").unwrap_or_else(|| "[]".to_owned()),
+                conditions: text("conditions"),
+                pattern: rule
+                    .get("pattern")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// A user's rule set: their stored one, or the server defaults.
+pub fn ruleset(conn: &Connection, user_id: &UserId) -> Result<Ruleset> {
+    match store::rules(conn, user_id.as_str())? {
+        Some(rows) => ruleset_from_rows(user_id, &rows),
+        None => Ok(Ruleset::server_default(user_id)),
+    }
+}
+
+/// A rule set as the client API shows it: every kind present, empty ones as `[]`.
+pub fn ruleset_json(ruleset: &Ruleset) -> Result<Value> {
+    let mut value =
+        serde_json::to_value(ruleset).map_err(|err| Error::internal(err.to_string()))?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| Error::internal("a rule set serialises to an object"))?;
+    for kind in KINDS {
+        object.entry(kind).or_insert_with(|| json!([]));
+    }
+    Ok(value)
+}
+
+/// The `m.push_rules` account data event for `/sync`: always in an initial sync, and in an
+/// incremental one when the user's rules changed in `(since, upto]`.
+pub fn rules_account_data(
+    conn: &Connection,
+    user_id: &str,
+    since: Option<i64>,
+    upto: i64,
+) -> Result<Option<Value>> {
+    if let Some(since) = since {
+        match store::rules_pos(conn, user_id)? {
+            Some(pos) if pos > since && pos <= upto => {}
+            _ => return Ok(None),
+        }
+    }
+    let user = OwnedUserId::try_from(user_id).map_err(|err| Error::internal(err.to_string()))?;
+    let rules = ruleset_json(&ruleset(conn, &user)?)?;
+    Ok(Some(
+        json!({"type": "m.push_rules", "content": {"global": rules}}),
+    ))
+}
+
+/// `(notification_count, highlight_count)` of a room for `/sync`: notifications after the
+/// user's read receipt (the newer of `m.read` and `m.read.private`) or their own last event.
+pub fn unread_counts(conn: &Connection, room_id: &str, user_id: &str) -> Result<(i64, i64)> {
+    store::unread_counts(conn, user_id, room_id)
+}
+
+// Rule CRUD.
+
+/// Applies one edit to a user's rules: loads the set, lets ruma edit it, and stores the whole
+/// set at a new stream position (so `/sync` sends `m.push_rules` again).
+async fn modify<T: Send + 'static>(
+    server: &Server,
+    user_id: OwnedUserId,
+    edit: impl FnOnce(&mut Ruleset) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    server
+        .store
+        .write(move |tx| {
+            let mut rules = ruleset(tx, &user_id)?;
+            let answer = edit(&mut rules)?;
+            let pos = tx.next_stream_pos();
+            store::replace_rules(tx, user_id.as_str(), &rows_from_ruleset(&rules)?, pos)?;
+            // The push rule tables are not among those the writer scans for the newest
+            // position at start-up: record it so positions never go backwards.
+            events::record_stream_pos(tx, pos)?;
+            Ok(answer)
+        })
+        .await
+}
+
+/// The user's whole rule set (`GET /pushrules/global/`).
+pub async fn get_rules(server: &Server, user_id: OwnedUserId) -> Result<Value> {
+    server
+        .store
+        .read(move |conn| ruleset_json(&ruleset(conn, &user_id)?))
+        .await
+}
+
+/// One rule as the client API shows it.
+pub async fn get_rule(
+    server: &Server,
+    user_id: OwnedUserId,
+    kind: RuleKind,
+    rule_id: String,
+) -> Result<Value> {
+    server
+        .store
+        .read(move |conn| {
+            let rules = ruleset(conn, &user_id)?;
+            let rule = rules.get(kind, &rule_id).ok_or_else(not_found)?;
+            rule_json(rule)
+        })
+        .await
+}
+
+fn rule_json(rule: AnyPushRuleRef<'_>) -> Result<Value> {
+    let value = match rule {
+        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => serde_json::to_value(r),
+        AnyPushRuleRef::Content(r) => serde_json::to_value(r),
+        AnyPushRuleRef::Room(r) => serde_json::to_value(r),
+        AnyPushRuleRef::Sender(r) => serde_json::to_value(r),
+        _ => return Err(not_found()),
+    };
+    value.map_err(|err| Error::internal(err.to_string()))
+}
+
+/// The body of `PUT /pushrules/global/{kind}/{ruleId}`.
+#[derive(Debug, Deserialize)]
+pub struct RuleBody {
+    actions: Vec<Action>,
+    #[serde(default)]
+    conditions: Vec<PushCondition>,
+    pattern: Option<String>,
+}
+
+/// Parses a rule body; wrong shapes are `M_BAD_JSON`.
+pub fn parse_rule_body(body: Value) -> Result<RuleBody> {
+    serde_json::from_value(body).map_err(|err| Error::bad_json(format!("Invalid push rule: {err}")))
+}
+
+/// Parses an `actions` array; wrong shapes are `M_BAD_JSON`.
+pub fn parse_actions(body: &Value) -> Result<Vec<Action>> {
+    let actions = body
+        .get("actions")
+        .ok_or_else(|| Error::bad_json("Missing 'actions'"))?;
+    serde_json::from_value(actions.clone())
+        .map(strip_historical)
+        .map_err(|err| Error::bad_json(format!("Invalid actions: {err}")))
+}
+
+/// Drops `dont_notify` and `coalesce`, which the spec says to ignore.
+fn strip_historical(actions: Vec<Action>) -> Vec<Action> {
+    actions
+        .into_iter()
+        .filter(|action| {
+            !matches!(
+                serde_json::to_value(action)
+                    .ok()
+                    .as_ref()
+                    .and_then(Value::as_str),
+                Some("dont_notify" | "coalesce")
+            )
+        })
+        .collect()
+}
+
+fn new_rule(kind: &RuleKind, rule_id: String, body: RuleBody) -> Result<NewPushRule> {
+    let actions = strip_historical(body.actions);
+    Ok(match kind {
+        RuleKind::Override => NewPushRule::Override(NewConditionalPushRule::new(
+            rule_id,
+            body.conditions,
+            actions,
+        )),
+        RuleKind::Underride => NewPushRule::Underride(NewConditionalPushRule::new(
+            rule_id,
+            body.conditions,
+            actions,
+        )),
+        RuleKind::Content => {
+            let pattern = body
+                .pattern
+                .ok_or_else(|| Error::bad_json("A content rule needs a 'pattern'"))?;
+            NewPushRule::Content(NewPatternedPushRule::new(rule_id, pattern, actions))
+        }
+        RuleKind::Room => {
+            let room = OwnedRoomId::try_from(rule_id.as_str()).map_err(|_| {
+                Error::invalid_param("The rule ID of a room rule must be a room ID")
+            })?;
+            NewPushRule::Room(NewSimplePushRule::new(room, actions))
+        }
+        RuleKind::Sender => {
+            let user = OwnedUserId::try_from(rule_id.as_str()).map_err(|_| {
+                Error::invalid_param("The rule ID of a sender rule must be a user ID")
+            })?;
+            NewPushRule::Sender(NewSimplePushRule::new(user, actions))
+        }
+        _ => return Err(Error::invalid_param("Unknown push rule kind")),
+    })
+}
+
+fn map_insert_error(err: InsertPushRuleError, before: Option<&str>, after: Option<&str>) -> Error {
+    match err {
+        InsertPushRuleError::UnknownRuleId => Error::invalid_param(format!(
+            "before/after rule not found: {}",
+            before.or(after).unwrap_or_default()
+        )),
+        other => Error::invalid_param(other.to_string()),
+    }
+}
+
+/// Creates or replaces a user-defined rule, placed by `before`/`after` (spec: "Add or change a
+/// push rule").
+pub async fn put_rule(
+    server: &Server,
+    user_id: OwnedUserId,
+    kind: RuleKind,
+    rule_id: String,
+    body: RuleBody,
+    before: Option<String>,
+    after: Option<String>,
+) -> Result<()> {
+    let rule = new_rule(&kind, rule_id.clone(), body)?;
+    modify(server, user_id, move |rules| {
+        let (before, after) = (before.as_deref(), after.as_deref());
+        // ruma moves an existing rule relative to indices taken while it is still in place,
+        // which lands one slot off when it moves down: take it out first, then place it anew.
+        let kept_enabled = match rules.get(kind.clone(), &rule_id) {
+            Some(existing)
+                if (before.is_some() || after.is_some()) && !rule_id.starts_with('.') =>
+            {
+                let enabled = existing.enabled();
+                rules
+                    .remove(kind.clone(), &rule_id)
+                    .map_err(|_| not_found())?;
+                Some(enabled)
+            }
+            _ => None,
+        };
+        rules
+            .insert(rule, after, before)
+            .map_err(|err| map_insert_error(err, before, after))?;
+        if let Some(enabled) = kept_enabled {
+            rules
+                .set_enabled(kind, &rule_id, enabled)
+                .map_err(|_| not_found())?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Deletes a user-defined rule; server-default rules cannot be deleted (`M_NOT_FOUND`, as the
+/// spec lists no other error for this endpoint).
+pub async fn delete_rule(
+    server: &Server,
+    user_id: OwnedUserId,
+    kind: RuleKind,
+    rule_id: String,
+) -> Result<()> {
+    modify(server, user_id, move |rules| {
+        rules.remove(kind, &rule_id).map_err(|err| match err {
+            RemovePushRuleError::ServerDefault => Error::not_found(
+                "Server-default push rules cannot be deleted; disable them instead.",
+            ),
+            _ => not_found(),
+        })
+    })
+    .await
+}
+
+/// Enables or disables a rule (server-default ones included).
+pub async fn set_enabled(
+    server: &Server,
+    user_id: OwnedUserId,
+    kind: RuleKind,
+    rule_id: String,
+    enabled: bool,
+) -> Result<()> {
+    modify(server, user_id, move |rules| {
+        rules
+            .set_enabled(kind, &rule_id, enabled)
+            .map_err(|_| not_found())
+    })
+    .await
+}
+
+/// Replaces a rule's actions (server-default ones included).
+pub async fn set_actions(
+    server: &Server,
+    user_id: OwnedUserId,
+    kind: RuleKind,
+    rule_id: String,
+    actions: Vec<Action>,
+) -> Result<()> {
+    modify(server, user_id, move |rules| {
+        rules
+            .set_actions(kind, &rule_id, actions)
+            .map_err(|_| not_found())
+    })
+    .await
+}
+
+// Evaluation.
+
+/// A user's parsed rules as the evaluator caches them.
+struct CachedRules {
+    /// Stream position of the user's last change (`None`: server defaults).
+    pos: Option<i64>,
+    rules: Ruleset,
+    /// Some rule tests `contains_display_name`, so the member's display name is needed.
+    needs_display_name: bool,
+    /// A user-defined rule tests `sender_notification_permission`. (The only default rule
+    /// that does, `.m.rule.is_room_mention`, first requires `m.mentions.room`, and default
+    /// rules' conditions cannot be edited.)
+    custom_needs_power: bool,
+}
+
+impl CachedRules {
+    fn new(pos: Option<i64>, rules: Ruleset) -> Self {
+        let conditions = |rule: AnyPushRuleRef<'_>| -> Vec<PushCondition> {
+            match rule {
+                AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => r.conditions.clone(),
+                _ => Vec::new(),
+            }
+        };
+        let mut needs_display_name = false;
+        let mut custom_needs_power = false;
+        for rule in &rules {
+            for condition in conditions(rule) {
+                #[allow(deprecated)]
+                if matches!(condition, PushCondition::ContainsDisplayName) {
+                    needs_display_name = true;
+                }
+                if matches!(condition, PushCondition::SenderNotificationPermission(_))
+                    && !rule.is_server_default()
+                {
+                    custom_needs_power = true;
+                }
+            }
+        }
+        Self {
+            pos,
+            rules,
+            needs_display_name,
+            custom_needs_power,
+        }
+    }
+}
+
+thread_local! {
+    /// Parsed rule sets by user, on the writer thread (the only thread that evaluates). Each
+    /// store has its own writer thread, so this is a per-database cache without a lock.
+    static RULES: RefCell<HashMap<String, Rc<CachedRules>>> = RefCell::new(HashMap::new());
+}
+
+/// The member's rules, from the cache when its entry matches their last change.
+fn rules_for(conn: &Connection, member: &Member) -> Result<Rc<CachedRules>> {
+    let hit = RULES.with(|cache| {
+        cache
+            .borrow()
+            .get(&member.user_id)
+            .filter(|cached| cached.pos == member.rules_pos)
+            .cloned()
+    });
+    if let Some(hit) = hit {
+        return Ok(hit);
+    }
+    let user = OwnedUserId::try_from(member.user_id.as_str())
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let loaded = Rc::new(CachedRules::new(member.rules_pos, ruleset(conn, &user)?));
+    RULES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.len() >= RULES_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(member.user_id.clone(), Rc::clone(&loaded));
+    });
+    Ok(loaded)
+}
+
+/// Runs a future that cannot wait to completion. ruma's rule evaluation is `async` only for a
+/// condition behind a feature we do not enable (MSC4306 thread subscriptions); everything we
+/// evaluate is ready on first poll, and a future that is not counts as "no match".
+fn ready<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}
+
+/// The actions of the first rule that matches, or none.
+fn actions_for<'a>(
+    rules: &'a Ruleset,
+    event: &FlattenedJson,
+    ctx: &PushConditionRoomCtx,
+) -> &'a [Action] {
+    for rule in rules {
+        if ready(rule.applies(event, ctx)).unwrap_or(false) {
+            return rule.actions();
+        }
+    }
+    &[]
+}
+
+/// The sender's power against the room's `notifications` levels, for
+/// `sender_notification_permission`.
+fn power_ctx(
+    tx: &WriteTx<'_>,
+    room_id: &str,
+    sender: &UserId,
+) -> Result<PushConditionPowerLevelsCtx> {
+    let level = crate::service::rooms::power_levels(tx, room_id)?.user_level(sender.as_str());
+    let level = Int::new_saturating(level);
+    let mut notifications = NotificationPowerLevels::new();
+    if let Some(id) = state::current_state_id(tx, room_id, "m.room.power_levels", "")?
+        && let Some(pdu) = tx.pdu(&id)?
+        && let Some(room) = pdu
+            .content_value()
+            .pointer("/notifications/room")
+            .and_then(|v| {
+                v.as_i64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            })
+    {
+        notifications.room = Int::new_saturating(room);
+    }
+    // The sender's level is already resolved (room v12 creators included), so no creator
+    // rule is needed here.
+    Ok(PushConditionPowerLevelsCtx::new(
+        BTreeMap::from([(sender.to_owned(), level)]),
+        level,
+        notifications,
+        RoomPowerLevelsRules::new(&AuthorizationRules::V1, std::iter::empty()),
+    ))
+}
+
+/// The member's display name in the room (their user ID when they have none, so an empty
+/// name never matches every message).
+fn display_name(tx: &WriteTx<'_>, room_id: &str, user_id: &str) -> Result<String> {
+    if let Some(id) = state::current_state_id(tx, room_id, "m.room.member", user_id)?
+        && let Some(pdu) = tx.pdu(&id)?
+        && let Some(name) = pdu
+            .content_value()
+            .get("displayname")
+            .and_then(Value::as_str)
+            .filter(|name| !name.is_empty())
+    {
+        return Ok(name.to_owned());
+    }
+    Ok(user_id.to_owned())
+}
+
+/// The event as rules see it: the fields of the client format (not the PDU's hashes,
+/// signatures and DAG references, which clients never see and flattening would only waste time
+/// on).
+fn flatten(pdu: &Pdu) -> Result<FlattenedJson> {
+    let mut event = json!({
+        "event_id": pdu.event_id,
+        "room_id": pdu.room_id,
+        "sender": pdu.sender,
+        "type": pdu.kind.to_string(),
+        "origin_server_ts": pdu.origin_server_ts,
+        "content": pdu.content_value(),
+    });
+    if let Some(key) = &pdu.state_key {
+        event["state_key"] = json!(key);
+    }
+    if let Some(redacts) = &pdu.redacts {
+        event["redacts"] = json!(redacts);
+    }
+    let raw =
+        serde_json::value::to_raw_value(&event).map_err(|e| Error::internal(e.to_string()))?;
+    Ok(FlattenedJson::from_raw(&Raw::<Value>::from_json(raw)))
+}
+
+/// What the rules decided for one user, when the event notifies them.
+#[derive(Debug, Clone)]
+struct Outcome {
+    /// The matching rule sets the `highlight` tweak.
+    highlight: bool,
+    /// The matching rule's actions, as JSON.
+    actions: String,
+}
+
+/// What evaluating one event for its room's members needs.
+struct Evaluation<'a, 'tx> {
+    tx: &'a WriteTx<'tx>,
+    pdu: &'a Pdu,
+    event: &'a FlattenedJson,
+    member_count: UInt,
+    /// The event is an `@room` mention (`m.mentions.room`).
+    room_mention: bool,
+}
+
+impl Evaluation<'_, '_> {
+    /// Runs one member's rules; `power` is computed on first need and shared.
+    fn run(
+        &self,
+        user_id: &str,
+        cached: &CachedRules,
+        power: &mut Option<PushConditionPowerLevelsCtx>,
+    ) -> Result<Option<Outcome>> {
+        let room_id = self.pdu.room_id.as_str();
+        let user =
+            OwnedUserId::try_from(user_id).map_err(|err| Error::internal(err.to_string()))?;
+        let name = if cached.needs_display_name {
+            display_name(self.tx, room_id, user_id)?
+        } else {
+            String::new()
+        };
+        let mut ctx =
+            PushConditionRoomCtx::new(self.pdu.room_id.clone(), self.member_count, user, name);
+        if self.room_mention || cached.custom_needs_power {
+            if power.is_none() {
+                *power = Some(power_ctx(self.tx, room_id, &self.pdu.sender)?);
+            }
+            if let Some(power) = power {
+                ctx = ctx.with_power_levels(power.clone());
+            }
+        }
+        let actions = actions_for(&cached.rules, self.event, &ctx);
+        if !actions.iter().any(Action::should_notify) {
+            return Ok(None);
+        }
+        Ok(Some(Outcome {
+            highlight: actions.iter().any(Action::is_highlight),
+            actions: serde_json::to_string(actions).map_err(|e| Error::internal(e.to_string()))?,
+        }))
+    }
+}
+
+/// Evaluates the push rules of every local member of the event's room (and of a local user it
+/// invites), except the sender, and stores the notifications and queued pushes in the event's
+/// transaction. `pos` is where the event was just stored; an event that kept an older position
+/// (a de-outliered one) is history, not news, and notifies nobody.
+pub fn notify_in_tx(tx: &WriteTx<'_>, pdu: &Pdu, pos: i64) -> Result<()> {
+    if pdu.rejected || store::event_pos(tx, pdu.event_id.as_str())? != Some(pos) {
+        return Ok(());
+    }
+    let room_id = pdu.room_id.as_str();
+    let sender = pdu.sender.as_str();
+    let members = store::joined_members(tx, room_id)?;
+    if members.iter().any(|m| m.local && m.user_id == sender) {
+        store::set_own_last_event(tx, sender, room_id, pos)?;
+    }
+    let mut recipients: Vec<Member> = members
+        .iter()
+        .filter(|m| m.local && m.user_id != sender)
+        .cloned()
+        .collect();
+    if pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && let Some(target) = pdu.state_key.as_deref()
+        && target != sender
+        && pdu
+            .content_value()
+            .get("membership")
+            .and_then(Value::as_str)
+            == Some("invite")
+        && let Some(member) = store::local_member(tx, target)?
+    {
+        recipients.push(member);
+    }
+    if recipients.is_empty() {
+        return Ok(());
+    }
+
+    let event = flatten(pdu)?;
+    let member_count = UInt::try_from(members.len() as u64).unwrap_or(UInt::MAX);
+    let room_mention = event
+        .get("content.m\\.mentions.room")
+        .and_then(|value| value.as_bool())
+        == Some(true);
+    let mut power: Option<PushConditionPowerLevelsCtx> = None;
+    // Users on the server defaults differ only in the rules that name them (invites and
+    // `m.mentions.user_ids`): for any other event one evaluation serves them all.
+    let shareable = pdu.kind != ruma::events::TimelineEventType::RoomMember
+        && event.get("content.m\\.mentions.user_ids").is_none();
+    let mut for_defaults: Option<Option<Outcome>> = None;
+    let now = now_ms();
+    let mut queued = false;
+    for member in recipients {
+        let cached = rules_for(tx, &member)?;
+        let share = shareable && cached.pos.is_none();
+        let outcome = match &for_defaults {
+            Some(outcome) if share => outcome.clone(),
+            _ => {
+                let ctx = Evaluation {
+                    tx,
+                    pdu,
+                    event: &event,
+                    member_count,
+                    room_mention,
+                };
+                let outcome = ctx.run(&member.user_id, &cached, &mut power)?;
+                if share {
+                    for_defaults = Some(outcome.clone());
+                }
+                outcome
+            }
+        };
+        let Some(Outcome { highlight, actions }) = outcome else {
+            continue;
+        };
+        store::insert_notification(tx, &member.user_id, pos, room_id, highlight, &actions)?;
+        if member.has_pushers {
+            queued |= store::enqueue_push(tx, &member.user_id, pos, now)? > 0;
+        }
+    }
+    if queued {
+        // Wakes the push worker after the commit (it shares the "something queued" signal with
+        // the federation sender).
+        tx.mark_outbox();
+    }
+    Ok(())
+}
+
+// Notifications.
+
+/// `GET /notifications`: the user's notifications, newest first, from the `from` token (a
+/// stream position), optionally only the highlighted ones.
+pub async fn list_notifications(
+    server: &Server,
+    user_id: OwnedUserId,
+    from: Option<String>,
+    limit: Option<u64>,
+    only_highlight: bool,
+) -> Result<Value> {
+    let before = match from.as_deref() {
+        Some(token) => token
+            .parse::<i64>()
+            .map_err(|_| Error::invalid_param("Unknown 'from' token"))?,
+        None => i64::MAX,
+    };
+    let limit = limit.unwrap_or(20).clamp(1, 100) as usize;
+    server
+        .store
+        .read(move |conn| {
+            let user = user_id.as_str();
+            let rows = store::notifications(conn, user, before, limit, only_highlight)?;
+            let mut read_upto: HashMap<String, i64> = HashMap::new();
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let Some(stored) = events::get_event(conn, &row.event_id)? else {
+                    continue;
+                };
+                let read = match read_upto.get(&row.room_id) {
+                    Some(pos) => *pos,
+                    None => {
+                        let pos = store::read_pos(conn, user, &row.room_id)?;
+                        read_upto.insert(row.room_id.clone(), pos);
+                        pos
+                    }
+                };
+                out.push(json!({
+                    "actions": parse_stored(&row.actions)?,
+                    "event": crate::service::rooms::client_event(conn, &stored, None)?,
+                    "read": row.stream_pos <= read,
+                    "room_id": row.room_id,
+                    "ts": i64::from(stored.pdu.origin_server_ts.get()),
+                }));
+            }
+            let mut body = json!({"notifications": out});
+            if rows.len() == limit
+                && let Some(last) = rows.last()
+            {
+                body["next_token"] = json!(last.stream_pos.to_string());
+            }
+            Ok(body)
+        })
+        .await
+}
+
+/// Maps "this endpoint needs a field" to the spec's `M_MISSING_PARAM`.
+pub fn missing(names: &[&str]) -> Error {
+    Error::new(
+        ErrorCode::MissingParam,
+        format!("Missing parameters: {}", names.join(", ")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> OwnedUserId {
+        OwnedUserId::try_from("@alice:unit.test").expect("valid user id")
+    }
+
+    #[test]
+    fn default_rules_survive_a_round_trip_through_rows() {
+        let rules = Ruleset::server_default(&user());
+        let rows = rows_from_ruleset(&rules).expect("rows");
+        assert!(
+            rows.iter()
+                .any(|r| r.rule_id == ".m.rule.master" && !r.enabled)
+        );
+        let back = ruleset_from_rows(&user(), &rows).expect("ruleset");
+        assert_eq!(
+            ruleset_json(&back).expect("json"),
+            ruleset_json(&rules).expect("json")
+        );
+    }
+
+    #[test]
+    fn stored_sets_gain_new_default_rules() {
+        let mut rows = rows_from_ruleset(&Ruleset::server_default(&user())).expect("rows");
+        rows.retain(|r| r.rule_id != ".m.rule.reaction");
+        let back = ruleset_from_rows(&user(), &rows).expect("ruleset");
+        assert!(back.get(RuleKind::Override, ".m.rule.reaction").is_some());
+    }
+
+    #[test]
+    fn historical_actions_are_dropped() {
+        let actions = parse_actions(&json!({"actions": ["notify", "dont_notify", "coalesce"]}))
+            .expect("actions");
+        assert_eq!(actions.len(), 1);
+        assert!(actions[0].should_notify());
+    }
+
+    #[test]
+    fn ready_evaluates_the_default_message_rule() {
+        let rules = Ruleset::server_default(&user());
+        let raw = serde_json::value::RawValue::from_string(
+            json!({
+                "type": "m.room.message", "sender": "@bob:unit.test", "room_id": "!r:unit.test",
+                "content": {"msgtype": "m.text", "body": "hi"}
+            })
+            .to_string(),
+        )
+        .expect("raw");
+        let event = FlattenedJson::from_raw(&Raw::<Value>::from_json(raw));
+        let room = OwnedRoomId::try_from("!r:unit.test").expect("room id");
+        let ctx = PushConditionRoomCtx::new(room, UInt::from(3u32), user(), String::new());
+        let actions = actions_for(&rules, &event, &ctx);
+        assert!(actions.iter().any(Action::should_notify));
+        assert!(!actions.iter().any(Action::is_highlight));
+    }
+}

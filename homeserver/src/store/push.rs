@@ -1,0 +1,485 @@
+//! Storage of push rules, per-user notifications, pushers and the push outbox.
+//!
+//! A user's rules are rows in evaluation order; notifications are one row per (user, event)
+//! that notified; the outbox is one row per (pusher, event) waiting for the push gateway.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::Result;
+
+/// One stored push rule, as the client API shows it but with JSON kept as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleRow {
+    /// `override`, `content`, `room`, `sender` or `underride`.
+    pub kind: String,
+    /// The rule ID.
+    pub rule_id: String,
+    /// Server-default rule.
+    pub is_default: bool,
+    /// Enabled.
+    pub enabled: bool,
+    /// JSON array of actions.
+    pub actions: String,
+    /// JSON array of conditions (override and underride).
+    pub conditions: Option<String>,
+    /// Glob (content).
+    pub pattern: Option<String>,
+}
+
+fn rule_from_row(row: &Row<'_>) -> rusqlite::Result<RuleRow> {
+    Ok(RuleRow {
+        kind: row.get(0)?,
+        rule_id: row.get(1)?,
+        is_default: row.get(2)?,
+        enabled: row.get(3)?,
+        actions: row.get(4)?,
+        conditions: row.get(5)?,
+        pattern: row.get(6)?,
+    })
+}
+
+/// A user's stored rules in evaluation order within each kind, or `None` if they never
+/// changed anything (the server defaults apply).
+pub fn rules(conn: &Connection, user_id: &str) -> Result<Option<Vec<RuleRow>>> {
+    if rules_pos(conn, user_id)?.is_none() {
+        return Ok(None);
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, rule_id, is_default, enabled, actions, conditions, pattern FROM push_rules
+         WHERE user_id = ?1 ORDER BY kind, position",
+    )?;
+    let rows = stmt.query_map(params![user_id], rule_from_row)?;
+    Ok(Some(rows.collect::<rusqlite::Result<_>>()?))
+}
+
+/// When a user's rules last changed (`None`: never, the defaults apply).
+pub fn rules_pos(conn: &Connection, user_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT stream_pos FROM push_rulesets WHERE user_id = ?1")?
+        .query_row(params![user_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Replaces a user's whole rule set, recording the change at `pos`.
+pub fn replace_rules(conn: &Connection, user_id: &str, rules: &[RuleRow], pos: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO push_rulesets (user_id, stream_pos) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos",
+        params![user_id, pos],
+    )?;
+    conn.execute(
+        "DELETE FROM push_rules WHERE user_id = ?1",
+        params![user_id],
+    )?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO push_rules (user_id, kind, rule_id, position, is_default, enabled, actions,
+            conditions, pattern)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut position = 0i64;
+    let mut last_kind = "";
+    for rule in rules {
+        if rule.kind != last_kind {
+            position = 0;
+            last_kind = &rule.kind;
+        }
+        insert.execute(params![
+            user_id,
+            rule.kind,
+            rule.rule_id,
+            position,
+            rule.is_default,
+            rule.enabled,
+            rule.actions,
+            rule.conditions,
+            rule.pattern,
+        ])?;
+        position += 1;
+    }
+    Ok(())
+}
+
+/// A joined member of a room, as the evaluator needs it.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The user.
+    pub user_id: String,
+    /// Whether it is an active account of this server.
+    pub local: bool,
+    /// When their push rules last changed (`None`: defaults), for local users.
+    pub rules_pos: Option<i64>,
+    /// They have a pusher that notifications can be queued for.
+    pub has_pushers: bool,
+}
+
+/// Every joined member of a room, marking active local accounts and their rules' version.
+pub fn joined_members(conn: &Connection, room_id: &str) -> Result<Vec<Member>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT cs.state_key, u.user_id IS NOT NULL AND u.deactivated = 0, p.stream_pos,
+            EXISTS (SELECT 1 FROM pushers WHERE user_id = cs.state_key AND gateway IS NOT NULL)
+         FROM current_state cs
+         LEFT JOIN users u ON u.user_id = cs.state_key
+         LEFT JOIN push_rulesets p ON p.user_id = cs.state_key
+         WHERE cs.room_id = ?1 AND cs.event_type = 'm.room.member' AND cs.membership = 'join'",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| {
+        Ok(Member {
+            user_id: r.get(0)?,
+            local: r.get(1)?,
+            rules_pos: r.get(2)?,
+            has_pushers: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A local, active account with its rules' version; `None` if `user_id` is not one.
+pub fn local_member(conn: &Connection, user_id: &str) -> Result<Option<Member>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT u.user_id, p.stream_pos,
+                EXISTS (SELECT 1 FROM pushers WHERE user_id = u.user_id AND gateway IS NOT NULL)
+             FROM users u
+             LEFT JOIN push_rulesets p ON p.user_id = u.user_id
+             WHERE u.user_id = ?1 AND u.deactivated = 0",
+        )?
+        .query_row(params![user_id], |r| {
+            Ok(Member {
+                user_id: r.get(0)?,
+                local: true,
+                rules_pos: r.get(1)?,
+                has_pushers: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The stream position an event is stored at.
+pub fn event_pos(conn: &Connection, event_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT stream_pos FROM events WHERE event_id = ?1")?
+        .query_row(params![event_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// Records that `user_id` sent the event at `pos` in `room_id` (which marks the room read).
+pub fn set_own_last_event(conn: &Connection, user_id: &str, room_id: &str, pos: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO own_last_event (user_id, room_id, stream_pos) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id, room_id) DO UPDATE SET stream_pos = max(stream_pos, excluded.stream_pos)",
+    )?
+    .execute(params![user_id, room_id, pos])?;
+    Ok(())
+}
+
+/// Stores that the event at `pos` notified `user_id`.
+pub fn insert_notification(
+    conn: &Connection,
+    user_id: &str,
+    pos: i64,
+    room_id: &str,
+    highlight: bool,
+    actions: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO notifications (user_id, room_id, stream_pos, highlight, actions)
+         VALUES (?1, ?3, ?2, ?4, ?5)",
+    )?
+    .execute(params![user_id, pos, room_id, highlight, actions])?;
+    Ok(())
+}
+
+/// How far a user has read a room: the newer of their unthreaded public and private read
+/// receipts, or the newest event they sent there.
+pub fn read_pos(conn: &Connection, user_id: &str, room_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT max(
+                (SELECT coalesce(max(e.stream_pos), 0) FROM receipts r JOIN events e USING (event_id)
+                 WHERE r.room_id = ?2 AND r.user_id = ?1 AND r.thread_id = ''
+                 AND r.receipt_type IN ('m.read', 'm.read.private')),
+                (SELECT coalesce(max(stream_pos), 0) FROM own_last_event
+                 WHERE user_id = ?1 AND room_id = ?2))",
+        )?
+        .query_row(params![user_id, room_id], |r| r.get(0))?)
+}
+
+/// `(notification_count, highlight_count)` of a room for a user: notifications after the
+/// read position.
+pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<(i64, i64)> {
+    let after = read_pos(conn, user_id, room_id)?;
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*), coalesce(sum(highlight), 0) FROM notifications
+             WHERE user_id = ?1 AND room_id = ?2 AND stream_pos > ?3",
+        )?
+        .query_row(params![user_id, room_id, after], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?)
+}
+
+/// Unread notifications of a user across the rooms they are joined to (the push gateway's
+/// `counts.unread`).
+pub fn total_unread(conn: &Connection, user_id: &str) -> Result<i64> {
+    let mut total = 0;
+    for room in super::state::rooms_with_membership(conn, user_id, "join")? {
+        total += unread_counts(conn, user_id, &room)?.0;
+    }
+    Ok(total)
+}
+
+/// One row of `GET /notifications`.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    /// The event's stream position (also the pagination key).
+    pub stream_pos: i64,
+    /// The event.
+    pub event_id: String,
+    /// Its room.
+    pub room_id: String,
+    /// JSON array of actions.
+    pub actions: String,
+}
+
+/// A user's notifications older than `before`, newest first.
+pub fn notifications(
+    conn: &Connection,
+    user_id: &str,
+    before: i64,
+    limit: usize,
+    only_highlight: bool,
+) -> Result<Vec<Notification>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT n.stream_pos, e.event_id, n.room_id, n.actions FROM notifications n
+         JOIN events e ON e.stream_pos = n.stream_pos
+         WHERE n.user_id = ?1 AND n.stream_pos < ?2 AND (?3 = 0 OR n.highlight = 1)
+         ORDER BY n.stream_pos DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(
+        params![user_id, before, only_highlight, limit as i64],
+        |r| {
+            Ok(Notification {
+                stream_pos: r.get(0)?,
+                event_id: r.get(1)?,
+                room_id: r.get(2)?,
+                actions: r.get(3)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A registered pusher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pusher {
+    /// Owner.
+    pub user_id: String,
+    /// Application.
+    pub app_id: String,
+    /// Routing key at the gateway.
+    pub pushkey: String,
+    /// `http`.
+    pub kind: String,
+    /// Shown to the user.
+    pub app_display_name: String,
+    /// Shown to the user.
+    pub device_display_name: String,
+    /// Device-specific rule set tag.
+    pub profile_tag: Option<String>,
+    /// Preferred language.
+    pub lang: String,
+    /// JSON object (`url`, `format`, custom keys).
+    pub data: String,
+    /// `ip:port` to deliver to; `None` if the URL is not deliverable from a closed unit.
+    pub gateway: Option<String>,
+    /// Device whose token set it.
+    pub device_id: String,
+    /// When the pushkey was last set (ms).
+    pub pushkey_ts: i64,
+}
+
+fn pusher_from_row(row: &Row<'_>) -> rusqlite::Result<Pusher> {
+    Ok(Pusher {
+        user_id: row.get(0)?,
+        app_id: row.get(1)?,
+        pushkey: row.get(2)?,
+        kind: row.get(3)?,
+        app_display_name: row.get(4)?,
+        device_display_name: row.get(5)?,
+        profile_tag: row.get(6)?,
+        lang: row.get(7)?,
+        data: row.get(8)?,
+        gateway: row.get(9)?,
+        device_id: row.get(10)?,
+        pushkey_ts: row.get(11)?,
+    })
+}
+
+/// A user's pushers.
+pub fn pushers(conn: &Connection, user_id: &str) -> Result<Vec<Pusher>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT user_id, app_id, pushkey, kind, app_display_name, device_display_name,
+            profile_tag, lang, data, gateway, device_id, pushkey_ts
+         FROM pushers WHERE user_id = ?1 ORDER BY app_id, pushkey",
+    )?;
+    let rows = stmt.query_map(params![user_id], pusher_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Creates or updates a pusher (its queue survives an update).
+pub fn upsert_pusher(conn: &Connection, p: &Pusher) -> Result<()> {
+    conn.execute(
+        "INSERT INTO pushers (user_id, app_id, pushkey, kind, app_display_name,
+            device_display_name, profile_tag, lang, data, gateway, device_id, pushkey_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT (user_id, app_id, pushkey) DO UPDATE SET kind = excluded.kind,
+            app_display_name = excluded.app_display_name,
+            device_display_name = excluded.device_display_name,
+            profile_tag = excluded.profile_tag, lang = excluded.lang, data = excluded.data,
+            gateway = excluded.gateway, device_id = excluded.device_id, pushkey_ts = excluded.pushkey_ts",
+        params![
+            p.user_id,
+            p.app_id,
+            p.pushkey,
+            p.kind,
+            p.app_display_name,
+            p.device_display_name,
+            p.profile_tag,
+            p.lang,
+            p.data,
+            p.gateway,
+            p.device_id,
+            p.pushkey_ts,
+        ],
+    )?;
+    Ok(())
+}
+
+/// Deletes a pusher (and its queue); `false` if there was none.
+pub fn delete_pusher(
+    conn: &Connection,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "DELETE FROM pushers WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
+        params![user_id, app_id, pushkey],
+    )? > 0)
+}
+
+/// Deletes the pushers with this app ID and pushkey that belong to other users.
+pub fn delete_pushers_of_others(
+    conn: &Connection,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+) -> Result<()> {
+    conn.execute(
+        "DELETE FROM pushers WHERE app_id = ?2 AND pushkey = ?3 AND user_id != ?1",
+        params![user_id, app_id, pushkey],
+    )?;
+    Ok(())
+}
+
+/// Queues the event at `pos` for every HTTP pusher of `user_id`; returns how many rows.
+pub fn enqueue_push(conn: &Connection, user_id: &str, pos: i64, now: i64) -> Result<usize> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO push_outbox (user_id, app_id, pushkey, stream_pos, created_ts,
+                next_attempt_ts)
+             SELECT user_id, app_id, pushkey, ?2, ?3, ?3 FROM pushers
+             WHERE user_id = ?1 AND kind = 'http' AND gateway IS NOT NULL",
+        )?
+        .execute(params![user_id, pos, now])?)
+}
+
+/// One queued push.
+#[derive(Debug, Clone)]
+pub struct QueuedPush {
+    /// Queue row.
+    pub id: i64,
+    /// The pusher.
+    pub pusher: Pusher,
+    /// The event's stream position.
+    pub stream_pos: i64,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// When it was queued (ms).
+    pub created_ts: i64,
+}
+
+/// Up to `limit` queued pushes due at `now`, oldest first.
+pub fn due_pushes(conn: &Connection, now: i64, limit: usize) -> Result<Vec<QueuedPush>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.user_id, p.app_id, p.pushkey, p.kind, p.app_display_name,
+            p.device_display_name, p.profile_tag, p.lang, p.data, p.gateway, p.device_id, p.pushkey_ts,
+            o.id, o.stream_pos, o.attempts, o.created_ts
+         FROM push_outbox o JOIN pushers p USING (user_id, app_id, pushkey)
+         WHERE o.next_attempt_ts <= ?1 ORDER BY o.id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![now, limit as i64], |r| {
+        Ok(QueuedPush {
+            pusher: pusher_from_row(r)?,
+            id: r.get(12)?,
+            stream_pos: r.get(13)?,
+            attempts: r.get(14)?,
+            created_ts: r.get(15)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// When the next queued push falls due, if any is queued.
+pub fn next_push_due(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT min(next_attempt_ts) FROM push_outbox")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// Removes a delivered (or abandoned) push.
+pub fn delete_push(conn: &Connection, id: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM push_outbox WHERE id = ?1")?
+        .execute(params![id])?;
+    Ok(())
+}
+
+/// Postpones every queued push of a pusher whose gateway failed.
+pub fn postpone_pusher(
+    conn: &Connection,
+    user_id: &str,
+    app_id: &str,
+    pushkey: &str,
+    next_attempt_ts: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE push_outbox SET attempts = attempts + 1, next_attempt_ts = ?4
+         WHERE user_id = ?1 AND app_id = ?2 AND pushkey = ?3",
+    )?
+    .execute(params![user_id, app_id, pushkey, next_attempt_ts])?;
+    Ok(())
+}
+
+/// The actions stored for a notification, if the event notified the user.
+pub fn notification_actions(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    pos: i64,
+) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT actions FROM notifications
+             WHERE user_id = ?1 AND room_id = ?2 AND stream_pos = ?3",
+        )?
+        .query_row(params![user_id, room_id, pos], |r| r.get(0))
+        .optional()?)
+}
+
+/// The ID of the event stored at `pos`.
+pub fn event_at(conn: &Connection, pos: i64) -> Result<Option<String>> {
+    Ok(conn
+        .prepare_cached("SELECT event_id FROM events WHERE stream_pos = ?1")?
+        .query_row(params![pos], |r| r.get(0))
+        .optional()?)
+}
