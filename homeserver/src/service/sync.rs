@@ -18,6 +18,7 @@ use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::filter::{Filter, RoomEventFilter};
 use crate::store::events::{self, StoredEvent};
 use crate::store::{misc, state};
+use crate::util::now_ms;
 
 /// Timeline length when the filter sets none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -44,6 +45,9 @@ pub struct SyncRequest {
     pub since: Option<i64>,
     /// Typing serial from the `since` token (0 when none).
     pub typing_since: u64,
+    /// Where to-device delivery stopped when the previous sync cut it short (its token's
+    /// third part); `None` means "at `since`".
+    pub to_device_since: Option<i64>,
     /// Send full state for every room.
     pub full_state: bool,
     /// The filter in force.
@@ -52,6 +56,8 @@ pub struct SyncRequest {
     pub timeout: Duration,
     /// Send `state_after` (state up to the end of the timeline) instead of `state`.
     pub use_state_after: bool,
+    /// Our server name (presence treats local and remote users differently).
+    pub own_server: String,
 }
 
 /// Parses a sync token (`s<position>` or `s<position>_<typing serial>`) into its stream
@@ -62,18 +68,23 @@ pub fn parse_token(token: &str) -> Result<i64> {
 
 /// Parses a sync token into its stream position and typing serial.
 pub fn parse_sync_token(token: &str) -> Result<(i64, u64)> {
+    parse_full_token(token).map(|(pos, typing, _)| (pos, typing))
+}
+
+/// Parses a sync token `s<position>[_<typing serial>[_<to-device position>]]`; the third part
+/// is present only when a sync handed out fewer to-device messages than were waiting.
+pub fn parse_full_token(token: &str) -> Result<(i64, u64, Option<i64>)> {
     let bad = || Error::invalid_param("Unknown sync token");
     let rest = token.strip_prefix('s').ok_or_else(bad)?;
-    let (pos, typing) = match rest.split_once('_') {
-        Some((pos, typing)) => (pos, typing.parse::<u64>().map_err(|_| bad())?),
-        None => (rest, 0),
+    let mut parts = rest.splitn(3, '_');
+    let position = |raw: &str| raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(bad);
+    let pos = position(parts.next().unwrap_or_default())?;
+    let typing = match parts.next() {
+        Some(typing) => typing.parse::<u64>().map_err(|_| bad())?,
+        None => 0,
     };
-    let pos = pos
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(bad)?;
-    Ok((pos, typing))
+    let to_device = parts.next().map(position).transpose()?;
+    Ok((pos, typing, to_device))
 }
 
 /// Runs a sync, waiting up to the timeout for something new.
@@ -82,6 +93,11 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
     let mut positions = server.store.subscribe();
     let mut typing_changes = server.typing.subscribe();
     let mut shutdown = server.shutdown.clone();
+    if let Some(since) = req.since {
+        // Syncing with a token acknowledges the to-device messages handed out before it.
+        let acked = req.to_device_since.unwrap_or(since);
+        super::e2ee::ack_to_device(server, &req.user_id, &req.device_id, acked).await?;
+    }
     loop {
         let upto = *positions.borrow_and_update();
         let typing_now = *typing_changes.borrow_and_update();
@@ -101,11 +117,14 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             0
         });
         let request = req.clone();
-        let (mut response, empty) = server
+        let (mut response, empty, to_device_upto) = server
             .store
             .read(move |conn| compute(conn, &request, upto, &typing))
             .await?;
-        response["next_batch"] = json!(format!("s{upto}_{typing_now}"));
+        response["next_batch"] = json!(match to_device_upto {
+            Some(delivered) => format!("s{upto}_{typing_now}_{delivered}"),
+            None => format!("s{upto}_{typing_now}"),
+        });
         let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
         if done {
             return Ok(response);
@@ -121,13 +140,14 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
     }
 }
 
-/// Computes the response for `(since, upto]`; returns it and whether it carries nothing new.
+/// Computes the response for `(since, upto]`; returns it, whether it carries nothing new, and
+/// where to-device delivery stopped if it was cut short.
 fn compute(
     conn: &Connection,
     req: &SyncRequest,
     upto: i64,
     typing: &HashMap<String, Vec<String>>,
-) -> Result<(Value, bool)> {
+) -> Result<(Value, bool, Option<i64>)> {
     let since = req.since;
     let after = since.unwrap_or(0);
     let room_filter = &req.filter.room;
@@ -153,6 +173,11 @@ fn compute(
         } else if room_filter.account_data.allows_type(&kind) {
             room_account_data.entry(room).or_default().push(event);
         }
+    }
+    if req.filter.account_data.allows_type("m.push_rules")
+        && let Some(event) = super::push::rules_account_data(conn, &req.user_id, since, upto)?
+    {
+        global_account_data.push(event);
     }
 
     for (room_id, membership, member_pos) in state::memberships_as_of(conn, &req.user_id, upto)? {
@@ -195,18 +220,49 @@ fn compute(
         }
     }
 
-    let empty =
-        join.is_empty() && invite.is_empty() && leave.is_empty() && global_account_data.is_empty();
+    let presence: Vec<Value> = crate::store::presence::changed_for(
+        conn,
+        &req.user_id,
+        if since.is_some() { after } else { 0 },
+        upto,
+    )?
+    .iter()
+    .filter(|_| req.filter.presence.allows_type("m.presence"))
+    .map(|row| {
+        json!({
+            "type": "m.presence",
+            "sender": row.user_id,
+            "content": super::presence::content_at(&req.own_server, row, now_ms()),
+        })
+    })
+    .collect();
+    let keys = super::e2ee::sync_keys(
+        conn,
+        &req.user_id,
+        &req.device_id,
+        since,
+        req.to_device_since,
+        upto,
+    )?;
+    let empty = join.is_empty()
+        && invite.is_empty()
+        && leave.is_empty()
+        && global_account_data.is_empty()
+        && presence.is_empty()
+        && keys.to_device.is_empty()
+        && keys.changed.is_empty()
+        && keys.left.is_empty();
     let response = json!({
         "next_batch": format!("s{upto}"),
         "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
         "account_data": {"events": global_account_data},
-        "presence": {"events": []},
-        "to_device": {"events": []},
-        "device_lists": {"changed": [], "left": []},
-        "device_one_time_keys_count": {},
+        "presence": {"events": presence},
+        "to_device": {"events": keys.to_device},
+        "device_lists": {"changed": keys.changed, "left": keys.left},
+        "device_one_time_keys_count": keys.one_time_key_counts,
+        "device_unused_fallback_key_types": keys.unused_fallback_types,
     });
-    Ok((response, empty))
+    Ok((response, empty, keys.to_device_upto))
 }
 
 fn empty_room() -> Value {
@@ -215,7 +271,6 @@ fn empty_room() -> Value {
         "state": {"events": []},
         "ephemeral": {"events": []},
         "account_data": {"events": []},
-        "unread_notifications": {"notification_count": 0, "highlight_count": 0},
         "summary": {},
     })
 }
@@ -402,8 +457,7 @@ fn joined_room(
         }
         ephemeral.push(json!({"type": "m.receipt", "content": content}));
     }
-    let read_pos = misc::read_up_to(conn, room_id, &req.user_id)?;
-    let unread = events::count_unread(conn, room_id, &req.user_id, read_pos)?;
+    let (notifications, highlights) = super::push::unread_counts(conn, room_id, &req.user_id)?;
     let joined = state::members_with(conn, room_id, "join")?.len();
     let invited = state::members_with(conn, room_id, "invite")?.len();
     Ok(Some(json!({
@@ -411,7 +465,7 @@ fn joined_room(
         state_key: {"events": state},
         "ephemeral": {"events": ephemeral},
         "account_data": {"events": []},
-        "unread_notifications": {"notification_count": unread, "highlight_count": 0},
+        "unread_notifications": {"notification_count": notifications, "highlight_count": highlights},
         "summary": {"m.joined_member_count": joined, "m.invited_member_count": invited},
     })))
 }

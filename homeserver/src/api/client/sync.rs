@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, user_id};
 use crate::error::{Error, Result};
 use crate::matrix::filter::Filter;
-use crate::service::Server;
-use crate::service::sync::{self, SyncRequest, parse_sync_token};
+use crate::service::sync::{self, SyncRequest, parse_full_token};
+use crate::service::{Server, presence};
 use crate::store::misc;
 
 #[derive(Deserialize)]
@@ -40,22 +40,30 @@ pub async fn sync(
             "set_presence must be online, offline or unavailable",
         ));
     }
-    let since = q.since.as_deref().map(parse_sync_token).transpose()?;
+    let since = q.since.as_deref().map(parse_full_token).transpose()?;
     let filter = match q.filter.as_deref() {
         None => Filter::default(),
         Some(raw) if raw.trim_start().starts_with('{') => serde_json::from_str(raw)
             .map_err(|err| Error::bad_json(format!("Invalid filter: {err}")))?,
         Some(id) => load_filter(&server, auth.user_id.as_str(), id).await?,
     };
+    // Syncing marks the user active unless the client says otherwise (spec: `set_presence`,
+    // default `online`; `offline` leaves presence untouched).
+    match q.set_presence.as_deref().unwrap_or("online") {
+        "offline" => {}
+        state => presence::set(&server, auth.user_id.as_str(), state, None).await?,
+    }
     let request = SyncRequest {
         user_id: auth.user_id.to_string(),
         device_id: auth.device_id,
-        since: since.map(|(pos, _)| pos),
-        typing_since: since.map(|(_, typing)| typing).unwrap_or(0),
+        since: since.map(|(pos, _, _)| pos),
+        typing_since: since.map(|(_, typing, _)| typing).unwrap_or(0),
+        to_device_since: since.and_then(|(_, _, to_device)| to_device),
         full_state: q.full_state,
         filter,
         timeout: Duration::from_millis(q.timeout.unwrap_or(0)),
         use_state_after: q.use_state_after,
+        own_server: server.server_name().to_string(),
     };
     Ok(Json(sync::sync(&server, request).await?))
 }
