@@ -115,26 +115,27 @@ pub fn insert_event(
     state_group: Option<i64>,
     txn: Option<(&str, &str)>,
 ) -> Result<()> {
-    conn.execute(
+    // Cached: compiling this statement also compiles the search triggers on `events`.
+    conn.prepare_cached(
         "INSERT INTO events (stream_pos, event_id, room_id, event_type, state_key, sender,
             origin_server_ts, depth, json, state_group, rejected, txn_device, txn_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-        params![
-            stream_pos,
-            pdu.event_id.as_str(),
-            pdu.room_id.as_str(),
-            pdu.kind.to_string(),
-            pdu.state_key,
-            pdu.sender.as_str(),
-            i64::from(pdu.origin_server_ts.get()),
-            pdu.depth as i64,
-            pdu.json,
-            state_group,
-            pdu.rejected,
-            txn.map(|t| t.0),
-            txn.map(|t| t.1),
-        ],
-    )?;
+    )?
+    .execute(params![
+        stream_pos,
+        pdu.event_id.as_str(),
+        pdu.room_id.as_str(),
+        pdu.kind.to_string(),
+        pdu.state_key,
+        pdu.sender.as_str(),
+        i64::from(pdu.origin_server_ts.get()),
+        pdu.depth as i64,
+        pdu.json,
+        state_group,
+        pdu.rejected,
+        txn.map(|t| t.0),
+        txn.map(|t| t.1),
+    ])?;
     let mut edge = conn.prepare_cached(
         "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
     )?;
@@ -312,22 +313,6 @@ pub fn rooms_with_events_between(conn: &Connection, after: i64, upto: i64) -> Re
     )?;
     let rows = stmt.query_map(params![after, upto], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// Counts events after `after_pos` in a room that notify `user_id` (messages from others).
-pub fn count_unread(
-    conn: &Connection,
-    room_id: &str,
-    user_id: &str,
-    after_pos: i64,
-) -> Result<i64> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT count(*) FROM events WHERE room_id = ?1 AND stream_pos > ?2 AND sender != ?3
-             AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker')
-             AND rejected = 0 AND soft_failed = 0 AND outlier = 0 AND redacted_by IS NULL",
-        )?
-        .query_row(params![room_id, after_pos, user_id], |r| r.get(0))?)
 }
 
 /// The timeline event of a room closest to `ts` in direction `forward` (at or after `ts`) or

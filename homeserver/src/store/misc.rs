@@ -138,16 +138,6 @@ pub fn receipts_since(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The stream position of the event a user's unthreaded public or private read receipt points at.
-pub fn read_up_to(conn: &Connection, room_id: &str, user_id: &str) -> Result<i64> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT coalesce(max(e.stream_pos), 0) FROM receipts r JOIN events e USING (event_id)
-             WHERE r.room_id = ?1 AND r.user_id = ?2 AND r.receipt_type IN ('m.read', 'm.read.private')",
-        )?
-        .query_row(params![room_id, user_id], |r| r.get(0))?)
-}
-
 /// Stores a filter; returns its ID.
 pub fn create_filter(conn: &Connection, user_id: &str, json: &str) -> Result<i64> {
     let id: i64 = conn.query_row(
