@@ -661,7 +661,11 @@ fn async_uploads_fill_a_created_id_once() {
     let put_path = format!("{UPLOAD}/{}?filename=later.txt", mxc_path(&uri));
 
     // Not there yet.
-    assert_error(&error_of(&download(&alice, &uri)), 504, "M_NOT_YET_UPLOADED");
+    assert_error(
+        &error_of(&download(&alice, &uri)),
+        504,
+        "M_NOT_YET_UPLOADED",
+    );
     // Only its creator may fill it.
     let reply = bob.request(
         "PUT",
