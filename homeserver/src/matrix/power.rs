@@ -54,6 +54,11 @@ impl PowerLevels {
         self.int(&["redact"]).unwrap_or(50)
     }
 
+    /// The level needed to invite (and to authorise a restricted join).
+    pub fn invite_level(&self) -> i64 {
+        self.int(&["invite"]).unwrap_or(0)
+    }
+
     /// The level needed to send a state event of `kind`.
     pub fn state_level(&self, kind: &str) -> i64 {
         self.int(&["events", kind])

@@ -766,10 +766,65 @@ pub async fn set_membership(
             if let Some(url) = avatar {
                 content.entry("avatar_url").or_insert(json!(url));
             }
+            if membership == "join"
+                && sender == target
+                && !matches!(current.as_deref(), Some("join" | "invite"))
+                && let Some(authoriser) =
+                    restricted_join_authoriser(tx, room_id.as_str(), target.as_str(), signer.server_name.as_str())?
+            {
+                content.insert("join_authorised_via_users_server".to_owned(), json!(authoriser));
+            }
             let event = NewEvent::state(TimelineEventType::RoomMember, target.as_str(), Value::Object(content));
             Ok(append_in_tx(tx, &signer, &room_id, &sender, event, None)?.event_id.clone())
         })
         .await
+}
+
+/// For a room whose join rule is `restricted` or `knock_restricted`: when `user` is joined to
+/// one of the rooms the rule allows, a local member of the room who may invite, to name in
+/// `join_authorised_via_users_server` (the auth rules then admit the join). `None` when the
+/// rule is another one or the user qualifies through no allowed room (the auth rules then
+/// refuse the join as they should).
+pub fn restricted_join_authoriser(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+    user: &str,
+    own_server: &str,
+) -> Result<Option<String>> {
+    let Some(id) = state::current_state_id(conn, room_id, "m.room.join_rules", "")? else {
+        return Ok(None);
+    };
+    let Some(rules) = load_pdu(conn, &id)?.map(|p| p.content_value()) else {
+        return Ok(None);
+    };
+    if !matches!(
+        rules.get("join_rule").and_then(Value::as_str),
+        Some("restricted" | "knock_restricted")
+    ) {
+        return Ok(None);
+    }
+    let qualifies = rules
+        .get("allow")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule.get("type").and_then(Value::as_str) == Some("m.room_membership"))
+        .filter_map(|rule| rule.get("room_id").and_then(Value::as_str))
+        .map(|allowed| state::membership(conn, allowed, user))
+        .collect::<Result<Vec<_>>>()?
+        .iter()
+        .any(|m| m.as_deref() == Some("join"));
+    if !qualifies {
+        return Ok(None);
+    }
+    let power = power_levels(conn, room_id)?;
+    let invite_level = power.invite_level();
+    let mut members = state::members_with(conn, room_id, "join")?;
+    members.retain(|m| m.rsplit_once(':').is_some_and(|(_, s)| s == own_server));
+    members.sort_by_key(|m| std::cmp::Reverse(power.user_level(m)));
+    Ok(members
+        .into_iter()
+        .find(|m| power.user_level(m) >= invite_level))
 }
 
 /// What a user may see of a room's history.

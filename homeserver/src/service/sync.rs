@@ -154,6 +154,7 @@ fn compute(
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
+    let mut knock = Map::new();
 
     let account_data = misc::account_data_since(
         conn,
@@ -204,6 +205,10 @@ fn compute(
             "invite" if since.is_none() || member_pos > after => {
                 invite.insert(room_id.clone(), invited_room(conn, &room_id, &req.user_id)?);
             }
+            "knock" if since.is_none() || member_pos > after => {
+                let stripped = invited_room(conn, &room_id, &req.user_id)?["invite_state"].clone();
+                knock.insert(room_id.clone(), json!({"knock_state": stripped}));
+            }
             "leave" | "ban" => {
                 let show = match since {
                     Some(_) => member_pos > after,
@@ -246,6 +251,7 @@ fn compute(
     )?;
     let empty = join.is_empty()
         && invite.is_empty()
+        && knock.is_empty()
         && leave.is_empty()
         && global_account_data.is_empty()
         && presence.is_empty()
@@ -254,7 +260,7 @@ fn compute(
         && keys.left.is_empty();
     let response = json!({
         "next_batch": format!("s{upto}"),
-        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": {}},
+        "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
         "account_data": {"events": global_account_data},
         "presence": {"events": presence},
         "to_device": {"events": keys.to_device},

@@ -399,3 +399,48 @@ pub async fn joined_members(
         .await?;
     Ok(Json(json!({"joined": joined})))
 }
+
+/// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
+/// Asks to be let into a room whose join rule is `knock` (or `knock_restricted`); the room's
+/// auth rules refuse a knock anywhere else. Rooms held only by other units are refused: this
+/// unit does not knock over federation yet.
+pub async fn knock(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams(target): PathParams<String>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>> {
+    let room = if target.starts_with('#') {
+        let key = target.clone();
+        let found = server
+            .store
+            .read(move |conn| misc::get_alias(conn, &key))
+            .await?;
+        let (room, _) =
+            found.ok_or_else(|| Error::not_found(format!("Room alias {target} not found")))?;
+        room_id(&room)?
+    } else {
+        room_id(&target)?
+    };
+    let key = room.to_string();
+    let participating = server
+        .store
+        .read(move |conn| crate::store::federation::participating(conn, &key))
+        .await?;
+    if !participating {
+        return Err(Error::forbidden(
+            "Knocking on rooms held by other units is not supported",
+        ));
+    }
+    rooms::set_membership(
+        &server,
+        room.clone(),
+        auth.user_id.clone(),
+        auth.user_id,
+        "knock",
+        body.reason,
+        Map::new(),
+    )
+    .await?;
+    Ok(Json(json!({"room_id": room})))
+}

@@ -64,6 +64,7 @@ pub fn routes() -> Router<Arc<Server>> {
             post(membership::join_by_id_or_alias),
         )
         .route(&r("/rooms/{room_id}/leave"), post(membership::leave))
+        .route(&r("/knock/{room_id_or_alias}"), post(membership::knock))
         .route(&r("/rooms/{room_id}/forget"), post(membership::forget))
         .route(&r("/rooms/{room_id}/invite"), post(membership::invite))
         .route(&r("/rooms/{room_id}/kick"), post(membership::kick))
