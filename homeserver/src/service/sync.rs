@@ -58,6 +58,8 @@ pub struct SyncRequest {
     pub use_state_after: bool,
     /// Our server name (presence treats local and remote users differently).
     pub own_server: String,
+    /// Users the syncing user ignores (`m.ignored_user_list`), filled in by [`sync`].
+    pub ignored: Vec<String>,
 }
 
 /// Parses a sync token (`s<position>` or `s<position>_<typing serial>`) into its stream
@@ -93,6 +95,19 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
     let mut positions = server.store.subscribe();
     let mut typing_changes = server.typing.subscribe();
     let mut shutdown = server.shutdown.clone();
+    // m.ignored_user_list: nothing those users send reaches the timeline, and their invites
+    // are not shown.
+    let user = req.user_id.clone();
+    let ignored = server
+        .store
+        .read(move |conn| ignored_users(conn, &user))
+        .await?;
+    req.filter
+        .room
+        .timeline
+        .not_senders
+        .extend(ignored.iter().cloned());
+    req.ignored = ignored;
     if let Some(since) = req.since {
         // Syncing with a token acknowledges the to-device messages handed out before it.
         let acked = req.to_device_since.unwrap_or(since);
@@ -138,6 +153,19 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             _ = crate::stopped(&mut shutdown) => return Ok(response),
         }
     }
+}
+
+/// The users listed in the user's `m.ignored_user_list` account data.
+pub fn ignored_users(conn: &Connection, user_id: &str) -> Result<Vec<String>> {
+    let Some(raw) = misc::get_account_data(conn, user_id, "", "m.ignored_user_list")? else {
+        return Ok(Vec::new());
+    };
+    let content: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    Ok(content
+        .get("ignored_users")
+        .and_then(Value::as_object)
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default())
 }
 
 /// Computes the response for `(since, upto]`; returns it, whether it carries nothing new, and
@@ -203,7 +231,15 @@ fn compute(
                 }
             }
             "invite" if since.is_none() || member_pos > after => {
-                invite.insert(room_id.clone(), invited_room(conn, &room_id, &req.user_id)?);
+                let inviter =
+                    state::current_state_id(conn, &room_id, "m.room.member", &req.user_id)?
+                        .map(|id| events::get_event(conn, &id))
+                        .transpose()?
+                        .flatten()
+                        .map(|event| event.pdu.sender.to_string());
+                if !inviter.is_some_and(|inviter| req.ignored.contains(&inviter)) {
+                    invite.insert(room_id.clone(), invited_room(conn, &room_id, &req.user_id)?);
+                }
             }
             "knock" if since.is_none() || member_pos > after => {
                 let stripped = invited_room(conn, &room_id, &req.user_id)?["invite_state"].clone();

@@ -181,6 +181,10 @@ pub async fn messages(
         server.store.read(move |conn| {
             let room = room.as_str();
             let visible = rooms::visibility(conn, room, &user)?;
+            let mut filter = filter;
+            filter
+                .not_senders
+                .extend(crate::service::sync::ignored_users(conn, &user)?);
             let mut start = match from {
                 Some(token) => resolve(conn, room, token)?,
                 None if backwards => events::topo_key_after_stream(conn, room, current)?,

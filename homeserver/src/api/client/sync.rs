@@ -64,6 +64,7 @@ pub async fn sync(
         timeout: Duration::from_millis(q.timeout.unwrap_or(0)),
         use_state_after: q.use_state_after,
         own_server: server.server_name().to_string(),
+        ignored: Vec::new(),
     };
     Ok(Json(sync::sync(&server, request).await?))
 }
