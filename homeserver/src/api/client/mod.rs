@@ -18,6 +18,7 @@ mod relations;
 mod report;
 mod room;
 mod search;
+mod space;
 mod sync;
 mod typing;
 
@@ -160,4 +161,5 @@ pub fn routes() -> Router<Arc<Server>> {
         .merge(push::routes())
         .merge(presence::routes())
         .merge(report::routes())
+        .merge(space::routes())
 }
