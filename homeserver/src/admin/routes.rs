@@ -10,8 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::wire::{
-    BackupOutcome, BackupRequest, CreateUser, PeerList, PeersReloaded, ReportList, ResetPassword,
-    ServerStatus, SetAdmin, UserList, UserSummary,
+    BackupOutcome, BackupRequest, CreateUser, NoticesSent, PeerList, PeersReloaded, ReportList,
+    ResetPassword, SendNotice, ServerStatus, SetAdmin, UserList, UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -33,6 +33,7 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
         .route("/v1/peers", get(list_peers))
         .route("/v1/peers/reload", post(reload_peers))
         .route("/v1/reports", get(list_reports))
+        .route("/v1/notices", post(send_notices))
         .fallback(unknown)
         .layer(Extension(Started(started)))
         .with_state(server)
@@ -42,6 +43,16 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
 async fn list_reports(State(server): State<Arc<Server>>) -> Result<Json<ReportList>> {
     let reports = server.store.read(crate::store::admin::reports).await?;
     Ok(Json(ReportList { reports }))
+}
+
+/// # `POST /v1/notices`
+async fn send_notices(
+    State(server): State<Arc<Server>>,
+    JsonBody(body): JsonBody<SendNotice>,
+) -> Result<Json<NoticesSent>> {
+    admin::send_notices(&server, body.user.as_deref(), body.body)
+        .await
+        .map(|sent| Json(NoticesSent { sent }))
 }
 
 async fn unknown() -> Error {

@@ -16,6 +16,7 @@
 //! | `GET /v1/peers`                       |                   | [`PeerList`]                |
 //! | `POST /v1/peers/reload`               | `{}`              | [`PeersReloaded`]           |
 //! | `GET /v1/reports`                     |                   | [`ReportList`]              |
+//! | `POST /v1/notices`                    | [`SendNotice`]    | [`NoticesSent`]             |
 
 use std::path::PathBuf;
 
@@ -84,4 +85,20 @@ pub struct PeersReloaded {
 pub struct ReportList {
     /// Every content report users filed, oldest first.
     pub reports: Vec<Report>,
+}
+
+/// `POST /v1/notices`: a server notice to one user, or to every active local user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendNotice {
+    /// `alice` or `@alice:server`; `None` for everyone.
+    pub user: Option<String>,
+    /// The message text.
+    pub body: String,
+}
+
+/// The answer to `POST /v1/notices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoticesSent {
+    /// The users the notice went to.
+    pub sent: Vec<String>,
 }

@@ -131,6 +131,12 @@ pub fn validate_localpart(localpart: &str, server: &Server) -> Result<OwnedUserI
             "User ID may only contain a-z, 0-9, '.', '_', '=', '-', '/' and '+'",
         ));
     }
+    if localpart == super::notices::SENDER_LOCALPART {
+        return Err(Error::new(
+            ErrorCode::UserInUse,
+            "That user name is reserved for server notices",
+        ));
+    }
     OwnedUserId::try_from(user_id)
         .map_err(|_| Error::new(ErrorCode::InvalidUsername, "Invalid user ID"))
 }

@@ -59,6 +59,12 @@ pub fn parse_new_user(server_name: &ServerName, input: &str) -> Result<OwnedUser
             ),
         ));
     }
+    if user_id.localpart() == super::notices::SENDER_LOCALPART {
+        return Err(Error::new(
+            ErrorCode::UserInUse,
+            "that user name is reserved for server notices",
+        ));
+    }
     Ok(user_id)
 }
 
@@ -418,4 +424,32 @@ pub async fn reload_peers(server: &Server) -> Result<usize> {
     tokio::task::spawn_blocking(move || peers.reload())
         .await
         .map_err(|err| Error::internal(format!("reload task failed: {err}")))
+}
+
+/// Sends a server notice to one local user (`alice` or `@alice:server`) or, with `None`, to
+/// every active local account. Returns who got it.
+pub async fn send_notices(
+    server: &Server,
+    user: Option<&str>,
+    body: String,
+) -> Result<Vec<String>> {
+    if body.trim().is_empty() {
+        return Err(Error::invalid_param("the notice is empty"));
+    }
+    let targets: Vec<OwnedUserId> = match user {
+        Some(user) => vec![parse_user(server.server_name(), user)?],
+        None => list_users_in_store(&server.store)
+            .await?
+            .into_iter()
+            .filter(|u| !u.deactivated)
+            .filter_map(|u| OwnedUserId::try_from(u.user_id).ok())
+            .filter(|u| u.localpart() != super::notices::SENDER_LOCALPART)
+            .collect(),
+    };
+    let mut sent = Vec::new();
+    for target in targets {
+        super::notices::send_notice(server, target.clone(), body.clone()).await?;
+        sent.push(target.to_string());
+    }
+    Ok(sent)
 }

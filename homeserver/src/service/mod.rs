@@ -10,6 +10,7 @@ pub mod backup;
 pub mod e2ee;
 pub mod federation;
 pub mod media;
+pub mod notices;
 pub mod presence;
 pub mod push;
 pub mod rooms;

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_push.sql"),
     include_str!("migrations/0007_presence.sql"),
     include_str!("migrations/0008_reports.sql"),
+    include_str!("migrations/0009_server_notices.sql"),
 ];
 
 /// Why migrating failed.

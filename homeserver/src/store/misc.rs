@@ -171,3 +171,24 @@ pub fn move_aliases(conn: &Connection, old_room: &str, new_room: &str) -> Result
     )?;
     Ok(())
 }
+
+/// The room a user's server notices go to, if one was made.
+pub fn notice_room(conn: &Connection, user_id: &str) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT room_id FROM server_notice_rooms WHERE user_id = ?1",
+            params![user_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Records the room a user's server notices go to.
+pub fn set_notice_room(conn: &Connection, user_id: &str, room_id: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO server_notice_rooms (user_id, room_id) VALUES (?1, ?2)
+         ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id",
+        params![user_id, room_id],
+    )?;
+    Ok(())
+}
