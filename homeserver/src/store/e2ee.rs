@@ -71,6 +71,7 @@ pub fn replace_remote_devices(
     conn: &Connection,
     user_id: &str,
     stream_id: i64,
+    fetched_pos: i64,
     devices: &[(String, String, Option<String>)],
 ) -> Result<()> {
     conn.execute(
@@ -81,9 +82,11 @@ pub fn replace_remote_devices(
         set_device_keys(conn, user_id, device_id, key_json, name.as_deref())?;
     }
     conn.execute(
-        "INSERT INTO remote_device_lists (user_id, stream_id, stale) VALUES (?1, ?2, 0)
-         ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = 0",
-        params![user_id, stream_id],
+        "INSERT INTO remote_device_lists (user_id, stream_id, stale, fetched_pos)
+         VALUES (?1, ?2, 0, ?3)
+         ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = 0,
+         fetched_pos = excluded.fetched_pos",
+        params![user_id, stream_id, fetched_pos],
     )?;
     Ok(())
 }
@@ -501,4 +504,35 @@ pub fn set_dehydrated_device(
     )?
     .execute(params![user_id, device_id, device_data])?;
     Ok(())
+}
+
+/// Whether a join happened after `since` in a room `remote_user` shares with us now, by them or
+/// by one of our users (`own` server): the start of a shared room, possibly after a time when
+/// their unit sent us no device-list updates. Profile changes count too (conservative).
+pub fn joined_shared_room_since(
+    conn: &Connection,
+    remote_user: &str,
+    own: &str,
+    since: i64,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM events e
+             WHERE e.event_type = 'm.room.member' AND e.stream_pos > ?3
+             AND e.rejected = 0 AND e.soft_failed = 0
+             AND json_extract(e.json, '$.content.membership') = 'join'
+             AND (e.state_key = ?1 OR substr(e.state_key, -length(?2) - 1) = ':' || ?2)
+             AND e.room_id IN (SELECT room_id FROM current_state WHERE event_type = 'm.room.member'
+                               AND state_key = ?1 AND membership = 'join'))",
+        )?
+        .query_row(params![remote_user, own, since], |r| r.get(0))?)
+}
+
+/// The position at which a remote user's list was last fetched whole.
+pub fn remote_fetched_pos(conn: &Connection, user_id: &str) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT fetched_pos FROM remote_device_lists WHERE user_id = ?1")?
+        .query_row(params![user_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }

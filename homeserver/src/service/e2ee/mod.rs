@@ -405,7 +405,13 @@ async fn refresh_remote_devices(server: &Server, user_id: &str, wait: Duration) 
         .store
         .read(move |conn| {
             let tracked = e2ee::remote_device_list(conn, &user)?;
-            let shared = remote_user_shares_room(conn, &user, &own)?;
+            let shared = remote_user_shares_room(conn, &user, &own)?
+                && !e2ee::joined_shared_room_since(
+                    conn,
+                    &user,
+                    &own,
+                    e2ee::remote_fetched_pos(conn, &user)?,
+                )?;
             Ok(matches!(tracked, Some((_, false))) && shared)
         })
         .await?;
@@ -486,7 +492,8 @@ async fn store_remote_devices(server: &Server, user_id: &str, response: &Value) 
     server
         .store
         .write(move |tx| {
-            e2ee::replace_remote_devices(tx, &user, stream_id, &devices)?;
+            let fetched_pos = tx.next_stream_pos();
+            e2ee::replace_remote_devices(tx, &user, stream_id, fetched_pos, &devices)?;
             for (key_type, key) in &cross {
                 e2ee::set_cross_signing_key(tx, &user, key_type, key)?;
             }

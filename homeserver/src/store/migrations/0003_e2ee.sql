@@ -30,7 +30,10 @@ CREATE TABLE device_keys (
 CREATE TABLE remote_device_lists (
     user_id    TEXT PRIMARY KEY NOT NULL,
     stream_id  INTEGER NOT NULL,
-    stale      INTEGER NOT NULL DEFAULT 0
+    stale      INTEGER NOT NULL DEFAULT 0,
+    -- Our stream position when the list was last fetched whole: a join into a shared room
+    -- after it may end a time when no update reached us, so it forces a resync.
+    fetched_pos INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 
 CREATE TABLE one_time_keys (
