@@ -224,3 +224,90 @@ pub async fn read_markers(
     }
     Ok(Json(json!({})))
 }
+
+/// Reads a room's `m.tag` content as its `tags` map.
+fn tags_of(conn: &rusqlite::Connection, user: &str, room: &str) -> Result<Map<String, Value>> {
+    Ok(misc::get_account_data(conn, user, room, "m.tag")?
+        .and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
+        .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
+        .unwrap_or_default())
+}
+
+/// Changes one tag of a room (`Some` sets it, `None` removes it), read and written in one
+/// transaction so concurrent tag edits do not lose each other.
+async fn edit_tag(
+    server: &Server,
+    user: String,
+    room: String,
+    tag: String,
+    info: Option<Value>,
+) -> Result<Json<Value>> {
+    if tag.len() > 255 {
+        return Err(Error::invalid_param("tag names are at most 255 bytes"));
+    }
+    server
+        .store
+        .write(move |tx| {
+            let mut tags = tags_of(tx, &user, &room)?;
+            let changed = match info {
+                Some(info) => tags.insert(tag, info.clone()) != Some(info),
+                None => tags.remove(&tag).is_some(),
+            };
+            if changed {
+                let pos = tx.next_stream_pos();
+                let content = json!({"tags": tags}).to_string();
+                misc::set_account_data(tx, &user, &room, "m.tag", &content, pos)?;
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(Json(json!({})))
+}
+
+/// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
+pub async fn get_tags(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((user, room)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    check_own_user(&auth, &user)?;
+    let (user, room) = (auth.user_id.to_string(), room_id(&room)?.to_string());
+    let tags = server
+        .store
+        .read(move |conn| tags_of(conn, &user, &room))
+        .await?;
+    Ok(Json(json!({"tags": tags})))
+}
+
+/// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn put_tag(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((user, room, tag)): PathParams<(String, String, String)>,
+    JsonBody(info): JsonBody<Map<String, Value>>,
+) -> Result<Json<Value>> {
+    check_own_user(&auth, &user)?;
+    if info.get("order").is_some_and(|o| !o.is_number()) {
+        return Err(Error::bad_json("order must be a number"));
+    }
+    let room = room_id(&room)?.to_string();
+    edit_tag(
+        &server,
+        auth.user_id.to_string(),
+        room,
+        tag,
+        Some(Value::Object(info)),
+    )
+    .await
+}
+
+/// # `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
+pub async fn delete_tag(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((user, room, tag)): PathParams<(String, String, String)>,
+) -> Result<Json<Value>> {
+    check_own_user(&auth, &user)?;
+    let room = room_id(&room)?.to_string();
+    edit_tag(&server, auth.user_id.to_string(), room, tag, None).await
+}

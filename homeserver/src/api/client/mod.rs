@@ -149,6 +149,14 @@ pub fn routes() -> Router<Arc<Server>> {
             get(account_data::get_global).put(account_data::put_global),
         )
         .route(
+            &r("/user/{user_id}/rooms/{room_id}/tags"),
+            get(account_data::get_tags),
+        )
+        .route(
+            &r("/user/{user_id}/rooms/{room_id}/tags/{tag}"),
+            put(account_data::put_tag).delete(account_data::delete_tag),
+        )
+        .route(
             &r("/user/{user_id}/rooms/{room_id}/account_data/{kind}"),
             get(account_data::get_room).put(account_data::put_room),
         )
