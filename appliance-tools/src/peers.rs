@@ -274,6 +274,9 @@ fn remove(unit: &Unit, name: &str, yes: bool) -> Result<Exit, Failure> {
         std::fs::remove_file(path).map_err(|err| Failure::io("cannot remove", path, err))?;
     }
     crate::unit::sync_dir(&unit.peers_dir())?;
+    for note in crate::firewall::revoke(unit, name)? {
+        println!("{note}");
+    }
     println!("Removed {name} from the allow-list.");
     println!("{}", reload(unit)?);
     Ok(Exit::Success)
@@ -391,6 +394,9 @@ fn write_card(unit: &Unit, card: &PeerCard) -> Result<PathBuf, Failure> {
         }
     }
     crate::unit::sync_dir(&dir)?;
+    for note in crate::firewall::admit(unit, card)? {
+        println!("{note}");
+    }
     Ok(path)
 }
 

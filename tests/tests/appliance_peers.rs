@@ -209,6 +209,19 @@ fn peer_cards_exchanged_at_the_console_let_two_units_federate_until_removed() {
         "a running homeserver reloads after an import: {into_b}"
     );
     let into_a = import(&b, &a);
+    // The firewall's peer set for A now admits B's federation endpoint (an IP literal).
+    let rules = std::fs::read_to_string(a.data_dir().join("firewall/unit-b.test.nft"))
+        .expect("B's firewall rule file on A");
+    let endpoint = federation_addr(&b);
+    let (ip, port) = endpoint.rsplit_once(':').expect("ip:port");
+    assert!(
+        rules.contains(&format!(
+            "add element inet outpost peer_sources_v4 {{ {ip} }}"
+        )) && rules.contains(&format!(
+            "add element inet outpost peer_endpoints_v4 {{ {ip} . {port} }}"
+        )),
+        "{rules}"
+    );
     assert!(into_a.contains("stopped"), "{into_a}");
     let listed = peers_json(&b);
     let peer = peer_named(&listed, "unit-a.test").expect("B lists A");
@@ -256,6 +269,10 @@ fn peer_cards_exchanged_at_the_console_let_two_units_federate_until_removed() {
         "{removed}"
     );
     assert!(files_in(&b.data_dir().join("peers")).is_empty());
+    assert!(
+        files_in(&b.data_dir().join("firewall")).is_empty(),
+        "a removed peer's firewall rules go with its card"
+    );
     assert!(peers_json(&b).is_empty());
     b.appliance(&["peer", "remove", "unit-a.test", "--yes"])
         .expect(REJECTED, "removing a peer that is not there");

@@ -1,0 +1,141 @@
+//! The firewall's peer sets: one nftables file per allow-listed peer in
+//! `<data dir>/firewall/`, which the image's ruleset (`/usr/share/outpost/firewall.nft`)
+//! includes. Written whenever a card is imported, added or removed, then
+//! `outpost-firewall.service` is reloaded so the change is in force at once.
+//!
+//! Only IP-literal endpoints can be admitted: the unit resolves no names. A card endpoint that
+//! is a host name is reported, and the peer stays unreachable through the firewall until its
+//! card names an address.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use homeserver::matrix::peer_card::PeerCard;
+
+use crate::exit::Failure;
+use crate::unit::Unit;
+
+/// The folder of per-peer rule files, inside the data directory.
+pub const FIREWALL_DIR: &str = "firewall";
+
+/// The ruleset installed on an Outpost image; its absence means "not an appliance" (a
+/// development machine), where there is no firewall to reload.
+const RULESET: &str = "/usr/share/outpost/firewall.nft";
+
+/// The rule file of a peer.
+pub fn rules_path(unit: &Unit, server_name: &str) -> PathBuf {
+    unit.path(FIREWALL_DIR)
+        .join(format!("{}.nft", server_name.replace([':', '/'], "_")))
+}
+
+/// The nftables lines admitting a card's endpoints, and the endpoints that could not be
+/// admitted (not an IP address and port).
+pub fn rules_for(card: &PeerCard) -> (String, Vec<String>) {
+    let mut text = format!(
+        "# Written by `appliance peer` for {}; replaced whenever its card changes.\n",
+        card.server_name
+    );
+    let mut skipped = Vec::new();
+    for endpoint in &card.endpoints {
+        let Ok(addr) = endpoint.parse::<SocketAddr>() else {
+            skipped.push(endpoint.clone());
+            continue;
+        };
+        let family = match addr.ip() {
+            IpAddr::V4(_) => "v4",
+            IpAddr::V6(_) => "v6",
+        };
+        let _ = writeln!(
+            text,
+            "add element inet outpost peer_sources_{family} {{ {} }}",
+            addr.ip()
+        );
+        let _ = writeln!(
+            text,
+            "add element inet outpost peer_endpoints_{family} {{ {} . {} }}",
+            addr.ip(),
+            addr.port()
+        );
+    }
+    (text, skipped)
+}
+
+/// Writes a peer's rule file; returns notes for the admin (endpoints left out, reload outcome).
+pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
+    let dir = unit.path(FIREWALL_DIR);
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
+        crate::unit::match_owner(&dir, unit.dir())?;
+    }
+    let (text, skipped) = rules_for(card);
+    crate::unit::replace_file(&rules_path(unit, &card.server_name), text.as_bytes(), 0o644)?;
+    crate::unit::sync_dir(&dir)?;
+    let mut notes: Vec<String> = skipped
+        .iter()
+        .map(|endpoint| {
+            format!(
+                "Firewall: endpoint {endpoint} is not an IP address and port, so it is not \
+                 admitted (this unit resolves no names); ask for a card that names an address."
+            )
+        })
+        .collect();
+    notes.extend(reload());
+    Ok(notes)
+}
+
+/// Removes a peer's rule file (if any) and reloads the firewall.
+pub fn revoke(unit: &Unit, server_name: &str) -> Result<Vec<String>, Failure> {
+    let path = rules_path(unit, server_name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => crate::unit::sync_dir(&unit.path(FIREWALL_DIR))?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => return Err(Failure::io("cannot remove", &path, err)),
+    }
+    Ok(reload().into_iter().collect())
+}
+
+/// Reloads `outpost-firewall.service` on an appliance; nothing elsewhere.
+fn reload() -> Option<String> {
+    if !Path::new(RULESET).exists() {
+        return None;
+    }
+    let reloaded = Command::new("systemctl")
+        .args(["reload", "outpost-firewall.service"])
+        .status();
+    match reloaded {
+        Ok(status) if status.success() => Some("Firewall: peer addresses updated.".to_owned()),
+        Ok(status) => Some(format!(
+            "Firewall: reloading outpost-firewall.service failed ({status}); the new peer \
+             rules apply at the next boot. `systemctl status outpost-firewall` says why."
+        )),
+        Err(err) => Some(format!(
+            "Firewall: cannot run systemctl ({err}); the new peer rules apply at the next boot."
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_admit_ip_endpoints_and_report_names() {
+        let card: PeerCard = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "server_name": "unit-b.example:8448",
+            "endpoints": ["10.0.0.2:8448", "[fd00::2]:8449", "unit-b.example:8448"],
+            "verify_keys": {},
+            "tls": {"ca_pem": "x"},
+            "issued_at": 0,
+        }))
+        .expect("card");
+        let (text, skipped) = rules_for(&card);
+        assert!(text.contains("add element inet outpost peer_sources_v4 { 10.0.0.2 }"));
+        assert!(text.contains("add element inet outpost peer_endpoints_v4 { 10.0.0.2 . 8448 }"));
+        assert!(text.contains("add element inet outpost peer_sources_v6 { fd00::2 }"));
+        assert!(text.contains("add element inet outpost peer_endpoints_v6 { fd00::2 . 8449 }"));
+        assert_eq!(skipped, ["unit-b.example:8448"]);
+    }
+}
