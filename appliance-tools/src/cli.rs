@@ -62,8 +62,20 @@ pub enum Command {
     Tls(TlsCommand),
     /// Show the unit's health; exits with 5 when something needs attention.
     Status(StatusArgs),
+    /// Check end to end that encrypted messaging works; exits with 5 when a step fails.
+    ///
+    /// Creates two temporary accounts, logs a device into each over the client API, publishes
+    /// their encryption keys, opens an encrypted room and sends an encrypted message from one
+    /// device to the other, which decrypts it and compares. Each step is shown with its time.
+    /// The temporary accounts are deactivated at the end, also after a failure. With --peer
+    /// the receiving device is a test account on that peer unit (its admin provides it), so
+    /// the room, the keys and the message cross federation; its temporary device is logged out
+    /// at the end. Needs the homeserver running.
+    Selftest(SelftestArgs),
     /// List the content reports users filed from their clients (events, rooms, users).
     Reports(ReportsArgs),
+    /// Send a server notice: a message from the administrator, shown in its own room.
+    Notice(NoticeArgs),
     /// Write a backup of the whole unit (database, keys, config) to one file.
     Backup(BackupArgs),
     /// Replace this unit's data with a backup (the homeserver must be stopped).
@@ -256,6 +268,50 @@ pub struct StatusArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `appliance selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Print the steps and the verdict as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How long each step may take before it counts as failed.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub step_timeout: u64,
+    /// Send the message through this peer unit (its server name, on the allow-list) to the
+    /// account given with --peer-user, instead of between two accounts of this unit.
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires_all = ["peer_user", "peer_password_file", "peer_client_url"]
+    )]
+    pub peer: Option<String>,
+    /// With --peer: the test account on the peer that receives the message (@name:NAME).
+    #[arg(long, value_name = "USER_ID", requires = "peer")]
+    pub peer_user: Option<String>,
+    /// With --peer: read the test account's password from this file's first line (`-` for
+    /// stdin).
+    #[arg(long, value_name = "FILE", requires = "peer")]
+    pub peer_password_file: Option<PathBuf>,
+    /// With --peer: the peer's client API, for example http://10.0.0.2:8008 (plain HTTP).
+    #[arg(long, value_name = "URL", requires = "peer")]
+    pub peer_client_url: Option<String>,
+}
+
+/// `appliance notice`.
+#[derive(Debug, Args)]
+pub struct NoticeArgs {
+    /// The message.
+    pub message: String,
+    /// Send it to this user (name or full user ID) only; without it, to every active account.
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 /// `appliance reports`.

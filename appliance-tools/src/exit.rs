@@ -1,7 +1,8 @@
 //! The documented exit codes and the one error type every command returns.
 //!
-//! A command either succeeds with an [`Exit`] (`status` may succeed and still report
-//! [`Exit::Attention`]) or fails with a [`Failure`]: a code plus the one message `main` prints.
+//! A command either succeeds with an [`Exit`] (`status` and `selftest` may succeed and still
+//! report [`Exit::Attention`]) or fails with a [`Failure`]: a code plus the one message `main`
+//! prints.
 
 use std::fmt;
 
@@ -21,7 +22,7 @@ pub enum Exit {
     /// The unit's state does not allow it: already set up, not set up, the homeserver is running
     /// (or stopped when it must run), a backup of another unit, a confirmation not given.
     WrongState = 4,
-    /// `status` only: something needs the admin's attention.
+    /// `status`: something needs the admin's attention; `selftest`: a step failed.
     Attention = 5,
 }
 
@@ -36,7 +37,7 @@ Exit codes:
      have the expected fingerprint, an unknown peer)
   4  wrong state: the unit is already set up / not set up, the homeserver is running (or
      stopped when it must run), a backup of another unit, a confirmation not given
-  5  status: something needs attention";
+  5  status: something needs attention; selftest: a step failed";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {

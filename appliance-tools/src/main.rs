@@ -13,6 +13,7 @@ mod cli;
 mod console;
 mod docs;
 mod exit;
+mod firewall;
 mod keys;
 mod offline;
 mod password;
@@ -21,6 +22,7 @@ mod progress;
 mod provisioning;
 mod reports;
 mod reset;
+mod selftest;
 mod setup;
 mod status;
 mod tls;
@@ -55,7 +57,9 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Keys(command) => keys::run(&unit, command),
         Command::Tls(command) => tls::run(&unit, command),
         Command::Status(args) => status::run(&unit, args),
+        Command::Selftest(args) => selftest::run(&unit, args),
         Command::Reports(args) => reports::run(&unit, args),
+        Command::Notice(args) => reports::notice(&unit, args),
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),
         Command::FactoryReset(args) => reset::run(&unit, args),

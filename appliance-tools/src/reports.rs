@@ -1,13 +1,14 @@
 //! `appliance reports`: the content reports users filed from their clients (events, rooms,
 //! users), through the admin socket when the homeserver runs and from the database when it is
-//! stopped.
+//! stopped. `appliance notice`: the admin's answer channel, a server notice to users (needs the
+//! running homeserver, which signs and sends the message).
 
-use homeserver::admin::wire::{Report, ReportList};
+use homeserver::admin::wire::{NoticesSent, Report, ReportList, SendNotice};
 
 use crate::admin_client::AdminClient;
-use crate::cli::ReportsArgs;
+use crate::cli::{NoticeArgs, ReportsArgs};
 use crate::exit::{Exit, Failure};
-use crate::unit::{ServerState, Unit};
+use crate::unit::{START_HINT, ServerState, Unit};
 
 /// Runs `appliance reports`.
 pub fn run(unit: &Unit, args: &ReportsArgs) -> Result<Exit, Failure> {
@@ -67,4 +68,27 @@ fn print_reports(reports: &[Report]) {
             println!("    reason: {}", report.reason);
         }
     }
+}
+
+/// Runs `appliance notice`.
+pub fn notice(unit: &Unit, args: &NoticeArgs) -> Result<Exit, Failure> {
+    if !matches!(unit.server_state()?, ServerState::Running) {
+        return Err(Failure::state(format!(
+            "the homeserver is not running: it sends the notice. Start it (`{START_HINT}`) and \
+             try again."
+        )));
+    }
+    let sent: NoticesSent = AdminClient::new(unit.socket_path()).post(
+        "/v1/notices",
+        &SendNotice {
+            user: args.user.clone(),
+            body: args.message.clone(),
+        },
+    )?;
+    match sent.sent.len() {
+        0 => println!("No active accounts: nobody to notify."),
+        1 => println!("Sent the notice to {}.", sent.sent[0]),
+        n => println!("Sent the notice to {n} users."),
+    }
+    Ok(Exit::Success)
 }

@@ -229,6 +229,31 @@ impl Unit {
             .expect("client listen address parses")
     }
 
+    /// The unit's client API as a URL (`http://IP:PORT`), as `appliance selftest
+    /// --peer-client-url` takes it.
+    pub fn client_url(&self) -> String {
+        format!("http://{}", self.client_addr())
+    }
+
+    /// Creates `name` with [`STRONG_PASSWORD`] through `appliance user create`; asserts success.
+    pub fn create_user(&self, name: &str) {
+        self.appliance_with_stdin(
+            &["user", "create", name, "--password-file", "-"],
+            Some(&format!("{STRONG_PASSWORD}\n")),
+        )
+        .ok("user create");
+    }
+
+    /// Every account, from `appliance user list --json`.
+    pub fn users(&self) -> Vec<Value> {
+        let run = self.appliance(&["user", "list", "--json"]);
+        run.ok("user list --json");
+        run.json()["users"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("user list --json has no users array\n{run}"))
+    }
+
     /// Starts `homeserver --config <data>/homeserver.toml` and waits until it answers HTTP and
     /// its admin socket exists.
     pub fn start(&mut self) {
@@ -393,6 +418,24 @@ fn wait_output(mut child: Child, command_line: &str) -> (ExitStatus, String, Str
     let stdout = out.join().expect("stdout reader");
     let stderr = err.join().expect("stderr reader");
     (status, stdout, stderr)
+}
+
+/// Puts `from` on `into`'s allow-list the way admins do: `from` exports its card, `into`
+/// imports it with the fingerprint `from`'s admin reads out; asserts success.
+pub fn import_card(from: &Unit, into: &Unit) {
+    let card = from.root().join("card-export.json");
+    from.appliance(&["peer", "export", "--out", &card.to_string_lossy()])
+        .ok("peer export");
+    let fingerprint = from.appliance(&["peer", "fingerprint"]);
+    fingerprint.ok("peer fingerprint");
+    into.appliance(&[
+        "peer",
+        "import",
+        &card.to_string_lossy(),
+        "--expect-fingerprint",
+        fingerprint.stdout.trim(),
+    ])
+    .ok("peer import");
 }
 
 /// SHA-256-free fingerprint of a file for "unchanged" checks: its bytes.

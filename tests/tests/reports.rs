@@ -104,3 +104,62 @@ fn reports_reach_the_admin() {
         "{text}"
     );
 }
+
+/// Server notices: `appliance notice` puts the admin's message in a per-user room that only
+/// the notices account may post in, tagged `m.server_notice`; later notices reuse the room.
+#[test]
+fn server_notices_reach_users() {
+    let mut unit = Unit::new();
+    unit.setup("unit-a.test");
+    unit.start();
+    let admin = unit.login_ok("admin", STRONG_PASSWORD);
+    unit.appliance(&["notice", "--user", "admin", "Maintenance at 18:00"])
+        .ok("notice to one user");
+    unit.appliance(&["notice", "Second notice"])
+        .ok("notice to everyone");
+    unit.appliance(&["notice", "--user", "nobody", "x"])
+        .expect(3, "unknown user is rejected");
+
+    let sync = admin.sync(None, 0, None);
+    let invites = sync["rooms"]["invite"].as_object().expect("invites");
+    assert_eq!(invites.len(), 1, "one notices room: {sync:#}");
+    let room = invites.keys().next().expect("room").clone();
+    assert_eq!(admin.join(&room), room);
+    let sync = admin.sync(None, 0, None);
+    let events = tests::timeline(&sync, &room);
+    let notices: Vec<&str> = events
+        .iter()
+        .filter(|e| e["content"]["msgtype"] == "m.server_notice")
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert_eq!(
+        notices,
+        ["Maintenance at 18:00", "Second notice"],
+        "{sync:#}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] != "m.room.message" || e["sender"] == "@server-notices:unit-a.test")
+    );
+    let tags = &sync["rooms"]["join"][&room]["account_data"]["events"];
+    assert!(
+        tags.as_array().is_some_and(|a| a
+            .iter()
+            .any(|e| e["type"] == "m.tag" && e["content"]["tags"]["m.server_notice"].is_object())),
+        "{sync:#}"
+    );
+    // Users cannot post there, and nobody can register the notices account.
+    let (status, _) = admin.send_event(
+        &room,
+        "m.room.message",
+        "t1",
+        &json!({ "msgtype": "m.text", "body": "hi" }),
+    );
+    assert_eq!(status, 403);
+    unit.appliance_with_stdin(
+        &["user", "create", "server-notices", "--password-file", "-"],
+        Some("Quiet-Harbor-42\n"),
+    )
+    .expect(3, "reserved name");
+}
