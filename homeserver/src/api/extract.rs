@@ -155,3 +155,34 @@ pub fn event_id(raw: &str) -> Result<ruma::OwnedEventId, Error> {
     ruma::OwnedEventId::try_from(raw)
         .map_err(|_| Error::invalid_param(format!("{raw:?} is not a valid event ID")))
 }
+
+/// `?ts=&dir=` of `timestamp_to_event`, client and federation alike.
+#[derive(Debug, serde::Deserialize)]
+pub struct TimestampQuery {
+    /// The time to look from (ms since the epoch).
+    pub ts: i64,
+    dir: String,
+}
+
+impl TimestampQuery {
+    /// Whether to look forward (`f`) or backward (`b`) from `ts`.
+    pub fn forward(&self) -> Result<bool, Error> {
+        match self.dir.as_str() {
+            "f" => Ok(true),
+            "b" => Ok(false),
+            _ => Err(Error::invalid_param("dir must be f or b")),
+        }
+    }
+}
+
+/// The answer of `timestamp_to_event` for what the store found
+/// (`(event_id, origin_server_ts, stream_pos)`).
+pub fn timestamp_answer(
+    found: Option<(String, i64, i64)>,
+) -> Result<axum::Json<serde_json::Value>, Error> {
+    let (event_id, ts, _) =
+        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
+    Ok(axum::Json(
+        serde_json::json!({"event_id": event_id, "origin_server_ts": ts}),
+    ))
+}

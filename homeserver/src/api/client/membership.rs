@@ -108,19 +108,24 @@ pub async fn join_by_id_or_alias(
             via.extend(servers);
             room
         } else {
-            let key = alias.to_string();
-            let found = server
-                .store
-                .read(move |conn| misc::get_alias(conn, &key))
-                .await?;
-            let (room, _) =
-                found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
-            room_id(&room)?
+            local_alias(&server, alias.as_str()).await?
         }
     } else {
         room_id(&target)?
     };
     join(&server, auth, room, body.reason, via).await
+}
+
+/// The room a local alias points at; `M_NOT_FOUND` when none.
+async fn local_alias(server: &Server, alias: &str) -> Result<OwnedRoomId> {
+    let key = alias.to_owned();
+    let found = server
+        .store
+        .read(move |conn| misc::get_alias(conn, &key))
+        .await?;
+    let (room, _) =
+        found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+    room_id(&room)
 }
 
 /// # `POST /_matrix/client/v3/rooms/{roomId}/leave`
@@ -411,14 +416,7 @@ pub async fn knock(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let room = if target.starts_with('#') {
-        let key = target.clone();
-        let found = server
-            .store
-            .read(move |conn| misc::get_alias(conn, &key))
-            .await?;
-        let (room, _) =
-            found.ok_or_else(|| Error::not_found(format!("Room alias {target} not found")))?;
-        room_id(&room)?
+        local_alias(&server, &target).await?
     } else {
         room_id(&target)?
     };

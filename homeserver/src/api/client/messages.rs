@@ -9,7 +9,9 @@ use rusqlite::Connection;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::extract::{Auth, PathParams, QueryParams, event_id, room_id};
+use crate::api::extract::{
+    Auth, PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer,
+};
 use crate::error::{Error, Result};
 use crate::matrix::filter::RoomEventFilter;
 use crate::service::Server;
@@ -365,12 +367,6 @@ pub async fn context(
     Ok(Json(body))
 }
 
-#[derive(Deserialize)]
-pub struct TimestampQuery {
-    ts: i64,
-    dir: String,
-}
-
 /// # `GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event`
 /// Answered from the events this unit holds (it holds the whole room once joined, and
 /// backfills on `/messages`); `M_NOT_FOUND` when none is on that side of `ts` or visible.
@@ -381,11 +377,7 @@ pub async fn timestamp_to_event(
     QueryParams(q): QueryParams<TimestampQuery>,
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?.to_string();
-    let forward = match q.dir.as_str() {
-        "f" => true,
-        "b" => false,
-        _ => return Err(Error::invalid_param("dir must be f or b")),
-    };
+    let forward = q.forward()?;
     let user = auth.user_id.to_string();
     let found = server
         .store
@@ -395,7 +387,5 @@ pub async fn timestamp_to_event(
                 .filter(|(_, _, pos)| visible.allows(*pos)))
         })
         .await?;
-    let (event_id, ts, _) =
-        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
-    Ok(Json(json!({"event_id": event_id, "origin_server_ts": ts})))
+    timestamp_answer(found)
 }

@@ -10,7 +10,9 @@ use axum::http::Uri;
 use serde_json::{Map, Value, json};
 
 use super::Signed;
-use crate::api::extract::{PathParams, event_id, room_id, user_id};
+use crate::api::extract::{
+    PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer, user_id,
+};
 use crate::error::{Error, Result};
 use crate::service::federation as fed;
 use crate::service::{Server, e2ee};
@@ -539,26 +541,16 @@ pub async fn public_rooms_post(state: State<Arc<Server>>, signed: Signed) -> Res
     public_rooms(state, signed).await
 }
 
-#[derive(serde::Deserialize)]
-pub struct TimestampQuery {
-    ts: i64,
-    dir: String,
-}
-
 /// # `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`
 /// For a peer with members in the room, the event closest to `ts` that this unit holds.
 pub async fn timestamp_to_event(
     State(server): State<Arc<Server>>,
     PathParams(room): PathParams<String>,
-    crate::api::extract::QueryParams(q): crate::api::extract::QueryParams<TimestampQuery>,
+    QueryParams(q): QueryParams<TimestampQuery>,
     signed: Signed,
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?.to_string();
-    let forward = match q.dir.as_str() {
-        "f" => true,
-        "b" => false,
-        _ => return Err(Error::invalid_param("dir must be f or b")),
-    };
+    let forward = q.forward()?;
     let found = server
         .store
         .read(move |conn| {
@@ -566,7 +558,5 @@ pub async fn timestamp_to_event(
             events::closest_to_timestamp(conn, &room, q.ts, forward)
         })
         .await?;
-    let (event_id, ts, _) =
-        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
-    Ok(Json(json!({"event_id": event_id, "origin_server_ts": ts})))
+    timestamp_answer(found)
 }

@@ -113,13 +113,7 @@ pub async fn dehydrated_events(
                 .flatten();
             let events = messages
                 .into_iter()
-                .map(|(_, sender, kind, content)| {
-                    json!({
-                        "sender": sender,
-                        "type": kind,
-                        "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
-                    })
-                })
+                .map(super::to_device::to_device_event)
                 .collect();
             Ok((events, next))
         })

@@ -155,16 +155,7 @@ pub fn sync_keys(
     let to_device_upto = (messages.len() == TO_DEVICE_PER_SYNC)
         .then(|| messages.last().map(|m| m.0))
         .flatten();
-    let to_device = messages
-        .into_iter()
-        .map(|(_, sender, kind, content)| {
-            json!({
-                "sender": sender,
-                "type": kind,
-                "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
-            })
-        })
-        .collect();
+    let to_device = messages.into_iter().map(to_device_event).collect();
     let (changed, left) = match since {
         Some(since) => device_list_delta(conn, user_id, since, upto)?,
         None => (Vec::new(), Vec::new()),
@@ -199,4 +190,13 @@ pub async fn ack_to_device(
             .await?;
     }
     Ok(())
+}
+
+/// A stored inbox row `(stream_pos, sender, type, content)` as the client sees it.
+pub(super) fn to_device_event((_, sender, kind, content): (i64, String, String, String)) -> Value {
+    json!({
+        "sender": sender,
+        "type": kind,
+        "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
+    })
 }
