@@ -412,3 +412,28 @@ pub async fn deactivate(
 pub async fn threepids(_auth: Auth) -> Json<Value> {
     Json(json!({"threepids": []}))
 }
+
+/// # `POST /_matrix/client/v3/{register,account/password,account/3pid}/{email,msisdn}/requestToken`
+/// Closed deployments send no email or SMS and use no identity server: every validation
+/// request is refused with the spec's `M_THREEPID_DENIED`.
+pub async fn threepid_request_token() -> Error {
+    Error::new(
+        ErrorCode::ThreepidDenied,
+        "This unit does not use email addresses or phone numbers",
+    )
+}
+
+/// # `POST /_matrix/client/v3/account/3pid/add` and `/account/3pid/bind`
+/// Nothing can be added or bound: no third-party identifiers on a closed unit.
+pub async fn threepid_add(_auth: Auth) -> Error {
+    Error::new(
+        ErrorCode::ThreepidDenied,
+        "This unit does not use email addresses or phone numbers",
+    )
+}
+
+/// # `POST /_matrix/client/v3/account/3pid/delete` and `/account/3pid/unbind`
+/// There is never anything to remove; the spec's answer when no identity server was involved.
+pub async fn threepid_delete(_auth: Auth) -> Json<Value> {
+    Json(json!({"id_server_unbind_result": "no-support"}))
+}

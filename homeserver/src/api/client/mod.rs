@@ -52,6 +52,22 @@ pub fn routes() -> Router<Arc<Server>> {
         .route(&r("/account/password"), post(account::change_password))
         .route(&r("/account/deactivate"), post(account::deactivate))
         .route(&r("/account/3pid"), get(account::threepids))
+        .route(&r("/account/3pid/add"), post(account::threepid_add))
+        .route(&r("/account/3pid/bind"), post(account::threepid_add))
+        .route(&r("/account/3pid/delete"), post(account::threepid_delete))
+        .route(&r("/account/3pid/unbind"), post(account::threepid_delete))
+        .route(
+            &r("/register/{medium}/requestToken"),
+            post(account::threepid_request_token),
+        )
+        .route(
+            &r("/account/password/{medium}/requestToken"),
+            post(account::threepid_request_token),
+        )
+        .route(
+            &r("/account/3pid/{medium}/requestToken"),
+            post(account::threepid_request_token),
+        )
         .route(&r("/profile/{user_id}"), get(profile::get_profile))
         .route(
             &r("/profile/{user_id}/{field}"),
