@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_presence.sql"),
     include_str!("migrations/0008_reports.sql"),
     include_str!("migrations/0009_server_notices.sql"),
+    include_str!("migrations/0010_cleanup.sql"),
 ];
 
 /// Why migrating failed.
