@@ -6,6 +6,9 @@
 //! database write, no outbound request.
 
 mod handlers;
+mod hierarchy;
+mod knock;
+mod media;
 
 use std::sync::Arc;
 
@@ -168,6 +171,9 @@ pub fn router(server: Arc<Server>) -> Router {
             &format!("{V1}/publicRooms"),
             get(handlers::public_rooms).post(handlers::public_rooms_post),
         )
+        .merge(knock::routes())
+        .merge(hierarchy::routes())
+        .merge(media::routes())
         .fallback(|| async { Error::new(ErrorCode::Unrecognized, "Unrecognized request") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(server)

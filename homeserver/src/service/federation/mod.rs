@@ -4,6 +4,10 @@
 //! Everything here talks only to allow-listed peers (through [`FederationClient`]) and checks
 //! every incoming PDU with [`crate::federation::incoming`] before it touches a room.
 
+pub mod hierarchy;
+pub mod knock;
+pub mod media;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

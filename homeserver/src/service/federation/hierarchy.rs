@@ -1,0 +1,1 @@
+//! Space hierarchy over federation (work in progress).

@@ -1,0 +1,1 @@
+//! Media of other units over federation (work in progress).
