@@ -1,27 +1,24 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: lint, build once (release), run the unit tests,
-# the black-box tests against the built binary, and the real-client (matrix-sdk) test.
-# This is the README's test command; .ci/run calls it. Everything it needs is either part of
-# the Rust toolchain or fetched by cargo from crates.io, plus the `openssl` command
-# (tests/tests/appliance_peers.rs checks the unit's TLS chain with it, as a peer would).
+# the black-box tests against the built binary, the Synapse interop test, and the real-client
+# (matrix-sdk) test.
+# This is the README's test command; .ci/run calls it. Everything it needs is part of the Rust
+# toolchain, fetched by cargo from crates.io or by pip from PyPI, or installed below from
+# Debian's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
 # System tools the suite uses, installed from Debian's packages when missing (CI machines
-# start fresh): openssl verifies TLS chains as a peer would.
-need() {
-  local missing=()
-  for pair in "$@"; do
-    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-  done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    step "installing ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  fi
+# start fresh): openssl verifies TLS chains as a peer would; python3-venv holds the Synapse the
+# interop test runs.
+install() {
+  step "installing $*"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
-need openssl:openssl
+command -v openssl >/dev/null 2>&1 || install openssl
+python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
 
 step "format"
 cargo fmt --all -- --check
@@ -35,6 +32,9 @@ cargo build --workspace --release --all-targets
 step "unit and black-box tests"
 export OUTPOST_HOMESERVER="$PWD/target/release/homeserver"
 cargo test --workspace --release
+
+step "interop: a stock Synapse (from PyPI, pinned) and Outpost share rooms both ways"
+cargo test --release -p tests --test federation_synapse -- --ignored
 
 if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"
