@@ -15,6 +15,7 @@ pub mod presence;
 pub mod push;
 pub mod rooms;
 pub mod search;
+pub mod sliding_sync;
 pub mod sync;
 pub mod typing;
 pub mod uia;
@@ -56,6 +57,8 @@ pub struct Server {
     pub federation: crate::federation::client::FederationClient,
     /// Our CA certificate (PEM), for our peer card.
     pub tls_ca_pem: String,
+    /// Peers' recent space-hierarchy answers, so paging a hierarchy does not ask each time.
+    pub hierarchy_cache: federation::hierarchy::Cache,
     /// Becomes `true` when the server is shutting down, so long polls return at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -18,6 +18,7 @@ mod relations;
 mod report;
 mod room;
 mod search;
+mod sliding_sync;
 mod space;
 mod sync;
 mod typing;
@@ -186,4 +187,5 @@ pub fn routes() -> Router<Arc<Server>> {
         .merge(presence::routes())
         .merge(report::routes())
         .merge(space::routes())
+        .merge(sliding_sync::routes())
 }
