@@ -61,6 +61,20 @@ pub enum ErrorCode {
     CannotOverwriteMedia,
     /// A media ID was created but its content is not uploaded yet (504).
     NotYetUploaded,
+    /// Another unit's media is larger than this unit proxies (502 `M_TOO_LARGE`).
+    RemoteTooLarge,
+    /// A peer needed for the answer could not be reached or answered nonsense (502).
+    BadGateway,
+    /// A peer needed for the answer did not answer in time (504).
+    GatewayTimeout,
+    /// A resident unit cannot check the conditions of a restricted join (it holds none of the
+    /// allowed rooms), so the joining server should ask another.
+    UnableToAuthoriseJoin,
+    /// A resident unit sees that the user qualifies for a restricted join but has no local
+    /// member who may invite, so the joining server should ask another.
+    UnableToGrantJoin,
+    /// A sliding sync `pos` the server does not know (any more): the client starts afresh.
+    UnknownPos,
 }
 
 impl ErrorCode {
@@ -92,6 +106,11 @@ impl ErrorCode {
             Self::GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Self::CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
             Self::NotYetUploaded => "M_NOT_YET_UPLOADED",
+            Self::RemoteTooLarge => "M_TOO_LARGE",
+            Self::BadGateway | Self::GatewayTimeout => "M_UNKNOWN",
+            Self::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
+            Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
+            Self::UnknownPos => "M_UNKNOWN_POS",
         }
     }
 
@@ -111,7 +130,8 @@ impl ErrorCode {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             Self::CannotOverwriteMedia => StatusCode::CONFLICT,
-            Self::NotYetUploaded => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotYetUploaded | Self::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RemoteTooLarge | Self::BadGateway => StatusCode::BAD_GATEWAY,
             _ => StatusCode::BAD_REQUEST,
         }
     }

@@ -791,31 +791,69 @@ pub fn restricted_join_authoriser(
     user: &str,
     own_server: &str,
 ) -> Result<Option<String>> {
+    Ok(match restricted_join(conn, room_id, user, own_server)? {
+        RestrictedJoin::Authorised(authoriser) => Some(authoriser),
+        _ => None,
+    })
+}
+
+/// What this unit can say about a user's join to a room under a `restricted` or
+/// `knock_restricted` join rule (spec: Server-Server API, "Restricted rooms").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestrictedJoin {
+    /// The join rule is not a restricted one: the ordinary auth rules decide.
+    NotRestricted,
+    /// The user is joined to an allowed room; this local member may authorise the join.
+    Authorised(String),
+    /// The user qualifies, but no local member of the room may invite (`M_UNABLE_TO_GRANT_JOIN`).
+    NoAuthoriser,
+    /// This unit holds none of the allowed rooms, so it cannot check the conditions
+    /// (`M_UNABLE_TO_AUTHORISE_JOIN`).
+    CannotCheck,
+    /// This unit holds an allowed room and the user is joined to none of them (`M_FORBIDDEN`).
+    Fails,
+}
+
+/// Decides a restricted join for `user` from this unit's view of the allowed rooms, picking the
+/// local member with the highest power level at or above the invite level as authoriser.
+pub fn restricted_join(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+    user: &str,
+    own_server: &str,
+) -> Result<RestrictedJoin> {
     let Some(id) = state::current_state_id(conn, room_id, "m.room.join_rules", "")? else {
-        return Ok(None);
+        return Ok(RestrictedJoin::NotRestricted);
     };
     let Some(rules) = load_pdu(conn, &id)?.map(|p| p.content_value()) else {
-        return Ok(None);
+        return Ok(RestrictedJoin::NotRestricted);
     };
     if !matches!(
         rules.get("join_rule").and_then(Value::as_str),
         Some("restricted" | "knock_restricted")
     ) {
-        return Ok(None);
+        return Ok(RestrictedJoin::NotRestricted);
     }
-    let qualifies = rules
+    let allowed: Vec<&str> = rules
         .get("allow")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .filter(|rule| rule.get("type").and_then(Value::as_str) == Some("m.room_membership"))
         .filter_map(|rule| rule.get("room_id").and_then(Value::as_str))
-        .map(|allowed| state::membership(conn, allowed, user))
-        .collect::<Result<Vec<_>>>()?
-        .iter()
-        .any(|m| m.as_deref() == Some("join"));
+        .collect();
+    let mut held_any = false;
+    let mut qualifies = false;
+    for room in allowed {
+        held_any |= crate::store::federation::participating(conn, room)?;
+        qualifies |= state::membership(conn, room, user)?.as_deref() == Some("join");
+    }
     if !qualifies {
-        return Ok(None);
+        return Ok(if held_any {
+            RestrictedJoin::Fails
+        } else {
+            RestrictedJoin::CannotCheck
+        });
     }
     let power = power_levels(conn, room_id)?;
     let invite_level = power.invite_level();
@@ -824,7 +862,8 @@ pub fn restricted_join_authoriser(
     members.sort_by_key(|m| std::cmp::Reverse(power.user_level(m)));
     Ok(members
         .into_iter()
-        .find(|m| power.user_level(m) >= invite_level))
+        .find(|m| power.user_level(m) >= invite_level)
+        .map_or(RestrictedJoin::NoAuthoriser, RestrictedJoin::Authorised))
 }
 
 /// What a user may see of a room's history.

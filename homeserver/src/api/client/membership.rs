@@ -1,4 +1,5 @@
-//! Membership: join, leave, forget, invite, kick, ban, unban, and member lists.
+//! Membership: join, knock, leave, forget, invite, kick, ban, unban, and member lists; joins,
+//! knocks and leaves of rooms held by other units go through `service::federation`.
 
 use std::sync::Arc;
 
@@ -133,6 +134,7 @@ pub async fn leave(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(room): PathParams<String>,
+    uri: axum::http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?;
@@ -142,6 +144,19 @@ pub async fn leave(
         .read(move |conn| crate::store::federation::participating(conn, &key))
         .await?;
     if !participating {
+        if crate::service::federation::knock::has_remote_knock(&server, &room, &auth.user_id)
+            .await?
+        {
+            // Rescinding a knock on another unit's room: the leave goes through a resident.
+            crate::service::federation::knock::rescind_remote_knock(
+                &server,
+                room,
+                auth.user_id,
+                via_servers(&uri),
+            )
+            .await?;
+            return Ok(Json(json!({})));
+        }
         // Rejecting an invite from another unit: the leave goes through the inviter's unit.
         crate::service::federation::reject_remote_invite(&server, room, auth.user_id).await?;
         return Ok(Json(json!({})));
@@ -407,16 +422,28 @@ pub async fn joined_members(
 
 /// # `POST /_matrix/client/v3/knock/{roomIdOrAlias}`
 /// Asks to be let into a room whose join rule is `knock` (or `knock_restricted`); the room's
-/// auth rules refuse a knock anywhere else. Rooms held only by other units are refused: this
-/// unit does not knock over federation yet.
+/// auth rules refuse a knock anywhere else. A room held only by other units is knocked on over
+/// federation, through the allow-listed servers named by `via` / `server_name` (or the
+/// alias's server); other servers are refused without being contacted.
 pub async fn knock(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(target): PathParams<String>,
+    uri: axum::http::Uri,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
+    let mut via = via_servers(&uri);
     let room = if target.starts_with('#') {
-        local_alias(&server, &target).await?
+        let alias = ruma::OwnedRoomAliasId::try_from(target.as_str())
+            .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
+        if alias.server_name() != server.server_name() {
+            let (room, servers) =
+                crate::service::federation::resolve_remote_alias(&server, &alias).await?;
+            via.extend(servers);
+            room
+        } else {
+            local_alias(&server, alias.as_str()).await?
+        }
     } else {
         room_id(&target)?
     };
@@ -426,9 +453,18 @@ pub async fn knock(
         .read(move |conn| crate::store::federation::participating(conn, &key))
         .await?;
     if !participating {
-        return Err(Error::forbidden(
-            "Knocking on rooms held by other units is not supported",
-        ));
+        // The same servers a remote join would try; only allow-listed peers survive.
+        let candidates =
+            crate::service::federation::join_candidates(&server, &room, &auth.user_id, via).await?;
+        crate::service::federation::knock::knock_remote(
+            &server,
+            room.clone(),
+            auth.user_id,
+            body.reason,
+            candidates,
+        )
+        .await?;
+        return Ok(Json(json!({"room_id": room})));
     }
     rooms::set_membership(
         &server,

@@ -1,12 +1,80 @@
-//! Federation routes for knock (work in progress).
+//! Federation routes for knocking: `make_knock` and `send_knock` (spec: Server-Server API,
+//! "Knocking upon a room"). The origin is already checked against the allow-list by
+//! [`Signed`]; the behaviour lives in [`crate::service::federation::knock`].
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::State;
+use axum::http::Uri;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::Value;
 
+use super::Signed;
+use crate::api::extract::{PathParams, room_id, user_id};
+use crate::error::{Error, Result};
 use crate::service::Server;
+use crate::service::federation::knock;
 
 /// The routes of this area.
 pub fn routes() -> Router<Arc<Server>> {
     Router::new()
+        .route(
+            "/_matrix/federation/v1/make_knock/{room_id}/{user_id}",
+            get(make_knock),
+        )
+        .route(
+            "/_matrix/federation/v1/send_knock/{room_id}/{event_id}",
+            put(send_knock),
+        )
+}
+
+/// The room versions a request names with repeated `ver` parameters.
+fn versions(uri: &Uri) -> Vec<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(uri.query().unwrap_or_default())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == "ver")
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
+async fn make_knock(
+    State(server): State<Arc<Server>>,
+    PathParams((room, user)): PathParams<(String, String)>,
+    uri: Uri,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let versions = versions(&uri);
+    if versions.is_empty() {
+        return Err(Error::new(
+            crate::error::ErrorCode::MissingParam,
+            "make_knock needs the room versions the knocking server supports (`ver`)",
+        ));
+    }
+    Ok(Json(
+        knock::make_knock(
+            &server,
+            &signed.origin,
+            room_id(&room)?,
+            user_id(&user)?,
+            versions,
+        )
+        .await?,
+    ))
+}
+
+/// # `PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}`
+async fn send_knock(
+    State(server): State<Arc<Server>>,
+    PathParams((room, event)): PathParams<(String, String)>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body = signed
+        .body
+        .ok_or_else(|| Error::bad_json("missing knock event"))?;
+    Ok(Json(
+        knock::receive_knock(&server, &signed.origin, room_id(&room)?, &event, body).await?,
+    ))
 }

@@ -1,1 +1,388 @@
-//! Knocking over federation: `make_knock`/`send_knock` on both sides (work in progress).
+//! Knocking over federation (spec: Server-Server API, "Knocking upon a room"), both sides.
+//!
+//! Resident side: `make_knock` hands a remote user a template when the room's join rule admits
+//! knocks, and `send_knock` accepts the signed knock into the room (its members see it like any
+//! member event; other servers in the room receive it through the outbox) and answers with the
+//! room's `knock_room_state`.
+//!
+//! Knocking side: a local user knocks on a room this unit does not hold through an allow-listed
+//! resident; the knock is kept as an outlier with the stripped state the resident sent, so
+//! `/sync` lists the room under `rooms.knock`. An invite that answers the knock arrives through
+//! `invite` v2 and the join through `make_join`/`send_join` like any other remote join; a knock
+//! is rescinded through `make_leave`/`send_leave`.
+
+use std::collections::BTreeSet;
+
+use ruma::events::TimelineEventType;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::{Server, accept_membership, membership_handshake, room_rules, verify};
+use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::client_format::to_stripped_state;
+use crate::matrix::pdu::Pdu;
+use crate::service::rooms;
+use crate::store::{events, federation, state};
+use crate::util::now_ms;
+
+/// The state events a knocker sees of the room (spec: stripped state; `m.room.create` first,
+/// as the spec requires it).
+const KNOCK_STATE_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
+/// The join rule of a room this unit holds, and its version.
+async fn join_rule_and_version(server: &Server, room_id: &RoomId) -> Result<(String, String)> {
+    let room = room_id.to_owned();
+    server
+        .store
+        .read(move |conn| {
+            let info = state::get_room(conn, room.as_str())?
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
+            if !federation::participating(conn, room.as_str())? {
+                return Err(Error::not_found("This unit is not in that room"));
+            }
+            let rule = match state::current_state_id(conn, room.as_str(), "m.room.join_rules", "")?
+            {
+                Some(id) => events::get_event(conn, &id)?
+                    .and_then(|e| {
+                        e.pdu
+                            .content_value()
+                            .get("join_rule")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    })
+                    .unwrap_or_else(|| "invite".to_owned()),
+                None => "invite".to_owned(),
+            };
+            Ok((rule, info.room_version))
+        })
+        .await
+}
+
+/// # `make_knock` (resident side)
+/// A template for a remote user's knock. Refuses rooms whose version has no knocking or that
+/// the knocking server does not support (`M_INCOMPATIBLE_ROOM_VERSION`), and rooms whose join
+/// rule is not `knock` or `knock_restricted` (`M_FORBIDDEN`); the auth rules then get the last
+/// word (a banned user, say) when the template is built.
+pub async fn make_knock(
+    server: &Server,
+    origin: &str,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+    versions: Vec<String>,
+) -> Result<Value> {
+    let (rule, version) = join_rule_and_version(server, &room_id).await?;
+    let (_, rules) = room_rules(&version)?;
+    if !rules.authorization.knocking {
+        return Err(Error::new(
+            ErrorCode::IncompatibleRoomVersion,
+            format!("room version {version} does not support knocking"),
+        ));
+    }
+    if !versions.contains(&version) {
+        return Err(Error::new(
+            ErrorCode::IncompatibleRoomVersion,
+            format!("the knocking server does not support room version {version}"),
+        ));
+    }
+    let knockable = rule == "knock"
+        || (rule == "knock_restricted" && rules.authorization.knock_restricted_join_rule);
+    if !knockable {
+        return Err(Error::forbidden(format!(
+            "this room does not accept knocks (its join rule is {rule})"
+        )));
+    }
+    super::make_membership_template(server, origin, room_id, user_id, "knock", versions).await
+}
+
+/// # `send_knock` (resident side)
+/// Accepts a remote user's signed knock and answers with the room's `knock_room_state` as full
+/// PDUs (spec v1.16+), so the knocking server can check them.
+pub async fn receive_knock(
+    server: &Server,
+    origin: &str,
+    room_id: OwnedRoomId,
+    event_id: &str,
+    value: Value,
+) -> Result<Value> {
+    let (rule, _) = join_rule_and_version(server, &room_id).await?;
+    if !matches!(rule.as_str(), "knock" | "knock_restricted") {
+        return Err(Error::forbidden(format!(
+            "this room does not accept knocks (its join rule is {rule})"
+        )));
+    }
+    let pdu = accept_membership(server, origin, &room_id, value, "knock", Some(event_id)).await?;
+    let signer = std::sync::Arc::clone(&server.signer);
+    let event = pdu.clone();
+    let origin_name = origin.to_owned();
+    let knock_room_state = server
+        .store
+        .write(move |tx| {
+            rooms::enqueue_for_peers_in_tx(tx, &signer, &event, Some(&origin_name))?;
+            let mut out = Vec::new();
+            for kind in KNOCK_STATE_TYPES {
+                if let Some(id) = state::current_state_id(tx, event.room_id.as_str(), kind, "")?
+                    && let Some(stored) = events::get_event(tx, &id)?
+                {
+                    out.push(
+                        serde_json::from_str::<Value>(&stored.pdu.json)
+                            .map_err(|e| Error::internal(e.to_string()))?,
+                    );
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok(json!({"knock_room_state": knock_room_state}))
+}
+
+/// Turns the resident's `knock_room_state` into stripped state for the knocker's `/sync`.
+/// Full PDUs must verify (signatures of allow-listed servers, content hash) and belong to the
+/// room; entries in the older stripped form (no signatures) are kept as they are.
+fn stripped_knock_state(
+    server: &Server,
+    room_id: &RoomId,
+    version: &str,
+    response: &Value,
+) -> Vec<Value> {
+    let mut stripped = Vec::new();
+    for entry in response
+        .get("knock_room_state")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if entry.get("signatures").is_some() {
+            match verify(server, version, entry) {
+                Ok(pdu) if pdu.room_id == room_id && pdu.state_key.is_some() => {
+                    stripped.push(to_stripped_state(&pdu));
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::warn!(room = %room_id, error = %err, "dropped knock_room_state entry");
+                }
+            }
+        } else if entry.get("type").and_then(Value::as_str).is_some()
+            && entry.get("state_key").and_then(Value::as_str).is_some()
+        {
+            stripped.push(json!({
+                "type": entry["type"],
+                "state_key": entry["state_key"],
+                "sender": entry.get("sender").cloned().unwrap_or(Value::Null),
+                "content": entry.get("content").cloned().unwrap_or(json!({})),
+            }));
+        }
+    }
+    stripped
+}
+
+/// Knocks on a room held by other units: `make_knock` → sign → `send_knock` through the first
+/// candidate that accepts, then shows the room to the knocker under `rooms.knock`.
+pub async fn knock_remote(
+    server: &Server,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+    reason: Option<String>,
+    candidates: Vec<String>,
+) -> Result<()> {
+    let mut last = Error::forbidden("no allow-listed unit to knock through; pass one as `via`");
+    for resident in candidates {
+        match try_knock(server, &room_id, &user_id, reason.as_deref(), &resident).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(room = %room_id, via = %resident, error = %err, "remote knock failed");
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn try_knock(
+    server: &Server,
+    room_id: &RoomId,
+    user_id: &UserId,
+    reason: Option<&str>,
+    resident: &str,
+) -> Result<()> {
+    let versions: Vec<String> = crate::matrix::SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}"))
+        .collect();
+    let (displayname, avatar) = rooms::profile_of(server, user_id).await?;
+    let mut content = json!({"membership": "knock"});
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    if let Some(name) = displayname {
+        content["displayname"] = json!(name);
+    }
+    if let Some(url) = avatar {
+        content["avatar_url"] = json!(url);
+    }
+    let (knock, version, response) = membership_handshake(
+        server,
+        resident,
+        room_id,
+        user_id,
+        "knock",
+        &format!("?{}", versions.join("&")),
+        content,
+        None,
+    )
+    .await?;
+    let mut stripped = stripped_knock_state(server, room_id, &version, &response);
+    stripped.push(to_stripped_state(&knock));
+    let creator = stripped
+        .iter()
+        .find(|e| e["type"] == "m.room.create")
+        .and_then(|e| e["sender"].as_str())
+        .unwrap_or(user_id.as_str())
+        .to_owned();
+    let stripped = Value::Array(stripped).to_string();
+    let user = user_id.to_owned();
+    server
+        .store
+        .write(move |tx| {
+            let room = knock.room_id.as_str();
+            if state::get_room(tx, room)?.is_none() {
+                state::create_room(tx, room, &version, &creator, now_ms())?;
+            }
+            if !federation::have_event(tx, knock.event_id.as_str())? {
+                let pos = tx.next_stream_pos();
+                federation::insert_outlier(tx, &knock, pos)?;
+                state::record_membership_change(tx, pos, room, user.as_str(), "knock")?;
+            }
+            // The knock and its stripped state live where a remote invite's do: `/sync` shows
+            // them the same way, and an invite that answers the knock replaces them.
+            federation::store_remote_invite(
+                tx,
+                room,
+                user.as_str(),
+                knock.event_id.as_str(),
+                &stripped,
+            )
+        })
+        .await
+}
+
+/// Whether `user_id`'s latest membership of a room this unit does not hold is a knock it
+/// sent over federation.
+pub async fn has_remote_knock(server: &Server, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
+    let (room, user) = (room_id.to_string(), user_id.to_string());
+    server
+        .store
+        .read(move |conn| {
+            if federation::participating(conn, &room)? {
+                return Ok(false);
+            }
+            let Some((event_id, _)) = federation::remote_invite(conn, &room, &user)? else {
+                return Ok(false);
+            };
+            Ok(events::get_event(conn, &event_id)?.is_some_and(|e| {
+                e.pdu.kind == TimelineEventType::RoomMember
+                    && e.pdu
+                        .content_value()
+                        .get("membership")
+                        .and_then(Value::as_str)
+                        == Some("knock")
+            }))
+        })
+        .await
+}
+
+/// Rescinds a knock on a room held by other units: `make_leave` → sign → `send_leave` through
+/// a resident (the servers of the stripped state's senders, then `via`), then shows the room as
+/// left.
+pub async fn rescind_remote_knock(
+    server: &Server,
+    room_id: OwnedRoomId,
+    user_id: OwnedUserId,
+    via: Vec<String>,
+) -> Result<()> {
+    let (room, user) = (room_id.to_string(), user_id.to_string());
+    let stored = server
+        .store
+        .read(move |conn| federation::remote_invite(conn, &room, &user))
+        .await?;
+    let Some((_, stripped_json)) = stored else {
+        return Err(Error::forbidden("You have not knocked on this room"));
+    };
+    let stripped: Vec<Value> = serde_json::from_str(&stripped_json).unwrap_or_default();
+    let own = server.server_name().to_string();
+    let mut seen = BTreeSet::new();
+    let candidates: Vec<String> = stripped
+        .iter()
+        .filter_map(|e| e["sender"].as_str())
+        .filter_map(|s| s.split_once(':').map(|(_, name)| name.to_owned()))
+        .chain(via)
+        .chain(room_id.server_name().map(|s| s.to_string()))
+        .filter(|s| *s != own && server.peers.contains(s) && seen.insert(s.clone()))
+        .collect();
+    let version = super::version_of(server, room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::internal("knocked room missing"))?;
+    let mut last =
+        Error::forbidden("no allow-listed unit of the room to rescind the knock through");
+    for resident in candidates {
+        match membership_handshake(
+            server,
+            &resident,
+            &room_id,
+            &user_id,
+            "leave",
+            "",
+            json!({"membership": "leave"}),
+            Some(&version),
+        )
+        .await
+        {
+            Ok((leave, _, _)) => return store_leave(server, leave, user_id, stripped_json).await,
+            Err(err) => {
+                tracing::warn!(room = %room_id, via = %resident, error = %err, "rescinding a knock failed");
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Records the leave that rescinded a knock, as an outlier, and the knocker's new membership;
+/// the leave takes the knock's place next to the stripped state, so the knock counts as gone.
+async fn store_leave(
+    server: &Server,
+    leave: Pdu,
+    user_id: OwnedUserId,
+    stripped: String,
+) -> Result<()> {
+    server
+        .store
+        .write(move |tx| {
+            if !federation::have_event(tx, leave.event_id.as_str())? {
+                let pos = tx.next_stream_pos();
+                federation::insert_outlier(tx, &leave, pos)?;
+                state::record_membership_change(
+                    tx,
+                    pos,
+                    leave.room_id.as_str(),
+                    user_id.as_str(),
+                    "leave",
+                )?;
+            }
+            federation::store_remote_invite(
+                tx,
+                leave.room_id.as_str(),
+                user_id.as_str(),
+                leave.event_id.as_str(),
+                &stripped,
+            )
+        })
+        .await
+}

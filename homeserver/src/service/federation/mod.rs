@@ -19,7 +19,7 @@ use ruma::{
 use serde_json::{Map, Value, json};
 
 use super::Server;
-use super::rooms::{self, enqueue_for_peers_in_tx};
+use super::rooms::{self, RestrictedJoin, enqueue_for_peers_in_tx};
 use crate::error::{Error, ErrorCode, Result};
 use crate::federation::incoming::{Missing, Outcome, accept_in_tx, room_rules, verify_pdu};
 use crate::matrix::build::{NewEvent, Placement, build_event};
@@ -337,11 +337,23 @@ pub fn fed_error(err: crate::federation::client::FedError) -> Error {
             status,
             body,
         } => {
-            let detail = serde_json::from_str::<Value>(&body)
-                .ok()
+            let parsed = serde_json::from_str::<Value>(&body).ok();
+            let errcode = parsed
+                .as_ref()
+                .and_then(|v| v.get("errcode").and_then(Value::as_str).map(str::to_owned));
+            let detail = parsed
                 .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
                 .unwrap_or(body);
-            if status == axum::http::StatusCode::FORBIDDEN {
+            // Codes that tell the client what to do next keep their meaning across the hop.
+            let passed = match errcode.as_deref() {
+                Some("M_UNABLE_TO_AUTHORISE_JOIN") => Some(ErrorCode::UnableToAuthoriseJoin),
+                Some("M_UNABLE_TO_GRANT_JOIN") => Some(ErrorCode::UnableToGrantJoin),
+                Some("M_INCOMPATIBLE_ROOM_VERSION") => Some(ErrorCode::IncompatibleRoomVersion),
+                _ => None,
+            };
+            if let Some(code) = passed {
+                Error::new(code, format!("{server}: {detail}"))
+            } else if status == axum::http::StatusCode::FORBIDDEN {
                 Error::forbidden(format!("{server} refused: {detail}"))
             } else if status == axum::http::StatusCode::NOT_FOUND {
                 Error::not_found(format!("{server}: {detail}"))
@@ -456,22 +468,29 @@ pub async fn make_membership_template(
             if state::current_state_id(tx, room_id.as_str(), "m.room.create", "")?.is_none() {
                 return Err(Error::not_found("This unit is not in that room"));
             }
-            if membership == "join"
+            if membership != "leave"
                 && !versions.is_empty()
                 && !versions.contains(&room.room_version)
             {
                 return Err(Error::new(
                     ErrorCode::IncompatibleRoomVersion,
                     format!(
-                        "the joining server does not support room version {}",
+                        "the {membership}ing server does not support room version {}",
                         room.room_version
                     ),
                 ));
             }
+            let mut content = json!({"membership": membership});
+            if membership == "join"
+                && let Some(authoriser) =
+                    restricted_authoriser_in(tx, &room_id, &user_id, signer.server_name.as_str())?
+            {
+                content["join_authorised_via_users_server"] = json!(authoriser);
+            }
             let event = NewEvent::state(
                 TimelineEventType::RoomMember,
                 user_id.as_str(),
-                json!({"membership": membership}),
+                content.clone(),
             );
             let position = rooms::position_in_tx(tx, &room_id, &user_id, &event)?;
             // Refuse now, with the reason, if the auth rules would reject the membership (e.g.
@@ -482,7 +501,7 @@ pub async fn make_membership_template(
                 "room_id": room_id,
                 "sender": user_id,
                 "state_key": user_id,
-                "content": {"membership": membership},
+                "content": content,
                 "origin_server_ts": now_ms(),
                 "depth": position.depth,
                 "prev_events": position.prev_events,
@@ -502,37 +521,7 @@ pub async fn receive_membership(
     value: Value,
     membership: &'static str,
 ) -> Result<Value> {
-    let version = version_of(server, room_id.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found("Unknown room"))?;
-    let pdu = verify(server, &version, &value)?;
-    if pdu.room_id != room_id || pdu.kind != TimelineEventType::RoomMember {
-        return Err(Error::bad_json("not a membership event of this room"));
-    }
-    if pdu.sender.server_name().as_str() != origin
-        || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
-    {
-        return Err(Error::forbidden(
-            "the event must be sent by a user of the requesting server about themselves",
-        ));
-    }
-    if pdu
-        .content_value()
-        .get("membership")
-        .and_then(Value::as_str)
-        != Some(membership)
-    {
-        return Err(Error::bad_json(format!("membership must be {membership}")));
-    }
-    match process_pdu(server, origin, pdu.clone()).await? {
-        Outcome::Rejected(reason) => return Err(Error::forbidden(reason)),
-        Outcome::SoftFailed => {
-            return Err(Error::forbidden(
-                "the event does not pass auth against the room's current state",
-            ));
-        }
-        Outcome::Accepted | Outcome::AlreadyKnown => {}
-    }
+    let pdu = accept_membership(server, origin, &room_id, value, membership, None).await?;
     let signer = Arc::clone(&server.signer);
     let event = pdu.clone();
     let origin_name = origin.to_owned();
@@ -587,6 +576,177 @@ pub async fn receive_membership(
         "members_omitted": false,
         "servers_in_room": servers,
     }))
+}
+
+/// Under a restricted join rule, the local member to name in `join_authorised_via_users_server`
+/// of a template for `user_id`; `None` when the rule is another one or the user is invited or
+/// joined already (the ordinary auth rules admit them). Refuses, with the spec's error, a join
+/// this unit cannot authorise.
+fn restricted_authoriser_in(
+    conn: &rusqlite::Connection,
+    room_id: &RoomId,
+    user_id: &UserId,
+    own_server: &str,
+) -> Result<Option<String>> {
+    if matches!(
+        state::membership(conn, room_id.as_str(), user_id.as_str())?.as_deref(),
+        Some("join" | "invite")
+    ) {
+        return Ok(None);
+    }
+    match rooms::restricted_join(conn, room_id.as_str(), user_id.as_str(), own_server)? {
+        RestrictedJoin::NotRestricted => Ok(None),
+        RestrictedJoin::Authorised(authoriser) => Ok(Some(authoriser)),
+        RestrictedJoin::NoAuthoriser => Err(Error::new(
+            ErrorCode::UnableToGrantJoin,
+            format!(
+                "{user_id} may join, but no member on this unit may authorise it; try another server"
+            ),
+        )),
+        RestrictedJoin::CannotCheck => Err(Error::new(
+            ErrorCode::UnableToAuthoriseJoin,
+            "this unit holds none of the rooms the join rule allows, so it cannot authorise the join",
+        )),
+        RestrictedJoin::Fails => Err(Error::forbidden(format!(
+            "{user_id} is not joined to any room the join rule allows"
+        ))),
+    }
+}
+
+/// A restricted join names a local authorising user: checks that the joiner still qualifies
+/// and adds this unit's signature, which the auth rules of room versions 8+ require (spec:
+/// `send_join`, "the resident server must sign the event"). Other events pass unchanged.
+async fn countersign_restricted_join(
+    server: &Server,
+    room_id: &RoomId,
+    version: &str,
+    value: Value,
+) -> Result<Value> {
+    let content = value.get("content").cloned().unwrap_or(Value::Null);
+    let own = server.server_name().to_string();
+    let Some(authoriser) = content
+        .get("join_authorised_via_users_server")
+        .and_then(Value::as_str)
+        .filter(|a| a.rsplit_once(':').is_some_and(|(_, s)| s == own))
+        .map(str::to_owned)
+    else {
+        return Ok(value);
+    };
+    if content.get("membership").and_then(Value::as_str) != Some("join") {
+        return Ok(value);
+    }
+    let sender = value
+        .get("sender")
+        .and_then(Value::as_str)
+        .and_then(|s| OwnedUserId::try_from(s).ok())
+        .ok_or_else(|| Error::bad_json("membership event without a valid sender"))?;
+    let room = room_id.to_owned();
+    let who = sender.clone();
+    let decision = server
+        .store
+        .read(move |conn| {
+            if matches!(
+                state::membership(conn, room.as_str(), who.as_str())?.as_deref(),
+                Some("join" | "invite")
+            ) {
+                return Ok(None);
+            }
+            rooms::restricted_join(conn, room.as_str(), who.as_str(), &own).map(Some)
+        })
+        .await?;
+    match decision {
+        None | Some(RestrictedJoin::Authorised(_)) => {}
+        Some(RestrictedJoin::NotRestricted) => {
+            return Err(Error::forbidden(
+                "the room's join rule is not restricted; no authorisation is needed or given",
+            ));
+        }
+        Some(RestrictedJoin::NoAuthoriser) => {
+            return Err(Error::new(
+                ErrorCode::UnableToGrantJoin,
+                "no member on this unit may authorise the join",
+            ));
+        }
+        Some(RestrictedJoin::CannotCheck) => {
+            return Err(Error::new(
+                ErrorCode::UnableToAuthoriseJoin,
+                "this unit holds none of the rooms the join rule allows",
+            ));
+        }
+        Some(RestrictedJoin::Fails) => {
+            return Err(Error::forbidden(format!(
+                "{sender} is not joined to any room the join rule allows"
+            )));
+        }
+    }
+    tracing::debug!(room = %room_id, user = %sender, %authoriser, "countersigning a restricted join");
+    let (_, rules) = room_rules(version)?;
+    let mut object = object_of(&value)?;
+    object.remove("unsigned");
+    ruma::signatures::sign_event(
+        server.server_name().as_str(),
+        server.signer.key.pair(),
+        &mut object,
+        &rules.redaction,
+    )
+    .map_err(|e| Error::bad_json(format!("cannot sign the join: {e}")))?;
+    serde_json::to_value(&object).map_err(|e| Error::internal(e.to_string()))
+}
+
+/// `send_join`/`send_leave`/`send_knock` (resident side), the part they share: checks the
+/// signed membership event of a user of `origin` about themselves (and, when given, that it
+/// has the event ID of the request path), countersigns a restricted join, and accepts it into
+/// the room. Returns the stored event.
+pub(super) async fn accept_membership(
+    server: &Server,
+    origin: &str,
+    room_id: &RoomId,
+    value: Value,
+    membership: &'static str,
+    expected_id: Option<&str>,
+) -> Result<Pdu> {
+    let version = version_of(server, room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("Unknown room"))?;
+    let value = if membership == "join" {
+        countersign_restricted_join(server, room_id, &version, value).await?
+    } else {
+        value
+    };
+    let pdu = verify(server, &version, &value)?;
+    if expected_id.is_some_and(|id| id != pdu.event_id.as_str()) {
+        return Err(Error::bad_json(
+            "the event ID does not match the request path",
+        ));
+    }
+    if pdu.room_id != room_id || pdu.kind != TimelineEventType::RoomMember {
+        return Err(Error::bad_json("not a membership event of this room"));
+    }
+    if pdu.sender.server_name().as_str() != origin
+        || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+    {
+        return Err(Error::forbidden(
+            "the event must be sent by a user of the requesting server about themselves",
+        ));
+    }
+    if pdu
+        .content_value()
+        .get("membership")
+        .and_then(Value::as_str)
+        != Some(membership)
+    {
+        return Err(Error::bad_json(format!("membership must be {membership}")));
+    }
+    match process_pdu(server, origin, pdu.clone()).await? {
+        Outcome::Rejected(reason) => return Err(Error::forbidden(reason)),
+        Outcome::SoftFailed => {
+            return Err(Error::forbidden(
+                "the event does not pass auth against the room's current state",
+            ));
+        }
+        Outcome::Accepted | Outcome::AlreadyKnown => {}
+    }
+    Ok(pdu)
 }
 
 /// The servers to try when joining `room_id`: those the client named, the server of a pending
@@ -678,6 +838,20 @@ async fn try_join(
 
     // Closed federation: every event of the room must come from allow-listed servers, and no
     // member may be on a server outside the allow-list.
+    // The resident returns the event it stored; for a restricted join it carries the
+    // resident's signature, which every server checking the join needs.
+    let join = match response.get("event").filter(|e| e.is_object()) {
+        Some(value) => {
+            let signed = verify(server, &version, value)?;
+            if signed.event_id != join.event_id {
+                return Err(Error::bad_json(format!(
+                    "{resident} returned a different join event"
+                )));
+            }
+            signed
+        }
+        None => join,
+    };
     let mut state_pdus = Vec::new();
     for value in response
         .get("state")
@@ -1318,6 +1492,24 @@ async fn membership_handshake(
         .get("event")
         .cloned()
         .ok_or_else(|| Error::bad_json(format!("make_{membership} without event")))?;
+    let mut content = content;
+    // A restricted join names the resident's member who authorises it (room versions 8+).
+    if membership == "join"
+        && let Some(authoriser) = event
+            .get("content")
+            .and_then(|c| c.get("join_authorised_via_users_server"))
+            .and_then(Value::as_str)
+    {
+        let authoriser = UserId::parse(authoriser).map_err(|_| {
+            Error::bad_json("make_join names an invalid join_authorised_via_users_server")
+        })?;
+        if authoriser.server_name().as_str() != resident {
+            return Err(Error::bad_json(
+                "make_join names an authorising user of another server",
+            ));
+        }
+        content["join_authorised_via_users_server"] = json!(authoriser);
+    }
     let ids = |key: &str| -> Vec<OwnedEventId> {
         event
             .get(key)
@@ -1344,8 +1536,10 @@ async fn membership_handshake(
         },
     )
     .map_err(|e| Error::bad_json(e.to_string()))?;
+    // `send_knock` exists only as v1 (its answer was never wrapped the way v1 joins were).
+    let api = if membership == "knock" { "v1" } else { "v2" };
     let path = format!(
-        "/_matrix/federation/v2/send_{membership}/{}/{}",
+        "/_matrix/federation/{api}/send_{membership}/{}/{}",
         urlencode(room_id.as_str()),
         urlencode(pdu.event_id.as_str())
     );
