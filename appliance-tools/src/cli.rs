@@ -206,8 +206,8 @@ pub enum PeerCommand {
     /// Put a server that is not an Outpost unit (a Synapse, say) on the allow-list by hand.
     ///
     /// Takes what an Outpost card would carry: the server name, where to reach it, its signing
-    /// key(s) (from its /_matrix/key/v2/server or its key file) and the CA that issued its
-    /// federation certificate.
+    /// key(s) (from its /_matrix/key/v2/server or its key file) and either the CA that issued
+    /// its federation certificate or, for a self-signed certificate, a pin of its key.
     Add {
         /// The server's Matrix server name (may carry a port).
         #[arg(long, value_name = "NAME")]
@@ -219,8 +219,14 @@ pub enum PeerCommand {
         #[arg(long, value_name = "ed25519:ID=BASE64", required = true)]
         verify_key: Vec<String>,
         /// The CA certificate (PEM) that issued its federation TLS certificate.
-        #[arg(long, value_name = "PEM")]
-        ca_file: PathBuf,
+        #[arg(long, value_name = "PEM", required_unless_present = "spki_sha256")]
+        ca_file: Option<PathBuf>,
+        /// Instead of a CA: the base64 SHA-256 of its certificate's public key (SPKI), e.g.
+        /// from `openssl x509 -in cert.pem -pubkey -noout | openssl pkey -pubin -outform der |
+        /// openssl dgst -sha256 -binary | openssl base64`. Only the certificate with that key
+        /// is accepted; its names and dates are not checked.
+        #[arg(long, value_name = "BASE64", conflicts_with = "ca_file")]
+        spki_sha256: Option<String>,
     },
     /// List the peers on the allow-list, with the state of the link to each.
     List {

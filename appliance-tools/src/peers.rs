@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use homeserver::admin::wire::{PeerInfo, PeerList, PeersReloaded};
 use homeserver::federation::peers::Allowlist;
-use homeserver::federation::tls::client_config_for_ca;
+use homeserver::federation::tls::client_config_for;
 use homeserver::matrix::peer_card::{CARD_VERSION, CardError, PeerCard, TlsTrust};
 use homeserver::service::admin as service;
 
@@ -45,7 +45,17 @@ pub fn run(unit: &Unit, command: &PeerCommand) -> Result<Exit, Failure> {
             endpoint,
             verify_key,
             ca_file,
-        } => add(unit, server_name, endpoint, verify_key, ca_file),
+            spki_sha256,
+        } => {
+            let trust = match (ca_file, spki_sha256) {
+                (Some(file), _) => TlsTrust::ca(read_input(file, "the CA certificate")?),
+                (None, Some(pin)) => TlsTrust::spki(pin),
+                (None, None) => {
+                    return Err(Failure::usage("give --ca-file or --spki-sha256".to_owned()));
+                }
+            };
+            add(unit, server_name, endpoint, verify_key, trust)
+        }
         PeerCommand::List { json } => list(unit, *json),
         PeerCommand::Remove { name, yes } => remove(unit, name, *yes),
     }
@@ -186,7 +196,7 @@ fn add(
     server_name: &str,
     endpoints: &[String],
     verify_keys: &[String],
-    ca_file: &Path,
+    trust: TlsTrust,
 ) -> Result<Exit, Failure> {
     let config = unit.config()?;
     let mut keys = std::collections::BTreeMap::new();
@@ -198,14 +208,13 @@ fn add(
             )));
         }
     }
-    let ca_pem = read_input(ca_file, "the CA certificate")?;
     let card = PeerCard {
         version: CARD_VERSION,
         server_name: server_name.trim().to_owned(),
         endpoints: endpoints.iter().map(|e| e.trim().to_owned()).collect(),
         verify_keys: keys,
         old_verify_keys: Default::default(),
-        tls: TlsTrust { ca_pem },
+        tls: trust,
         issued_at: u64::try_from(homeserver::util::now_ms()).unwrap_or(0),
         signatures: Default::default(),
     };
@@ -322,9 +331,9 @@ pub fn unusable_files(unit: &Unit, own_server_name: &str) -> Vec<(PathBuf, Strin
                 if card.server_name == own_server_name {
                     return Err("it is this unit's own card".to_owned());
                 }
-                client_config_for_ca(&card.tls.ca_pem)
+                client_config_for(&card.tls)
                     .map(|_| ())
-                    .map_err(|err| format!("its TLS CA is unusable: {err}"))
+                    .map_err(|err| format!("its TLS trust anchor is unusable: {err}"))
             });
         if let Err(reason) = verdict {
             unusable.push((path, reason));
@@ -486,9 +495,10 @@ fn check_card(card: &PeerCard, own_server_name: &str) -> Result<(), Failure> {
             ))
         })?;
     }
-    client_config_for_ca(&card.tls.ca_pem).map_err(|err| {
+    client_config_for(&card.tls).map_err(|err| {
         Failure::rejected(format!(
-            "the TLS CA certificate is not usable ({err}). Nothing was changed"
+            "the TLS trust anchor (CA certificate or key pin) is not usable ({err}). Nothing \
+             was changed"
         ))
     })?;
     Ok(())
@@ -572,6 +582,9 @@ fn describe(card: &PeerCard, fingerprint: &str) {
         "  issued       {}",
         format_time_ms(i64::try_from(card.issued_at).unwrap_or(i64::MAX))
     );
+    if let Some(pin) = &card.tls.spki_sha256 {
+        eprintln!("  TLS key pin  {pin}");
+    }
     eprintln!("  fingerprint  {fingerprint}");
     eprintln!("               ({})", spell(fingerprint));
 }

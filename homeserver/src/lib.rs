@@ -388,7 +388,7 @@ pub fn peer_card(config: &Config) -> Result<matrix::peer_card::PeerCard, StartEr
                 (old.key_id.clone(), entry)
             })
             .collect(),
-        tls: matrix::peer_card::TlsTrust { ca_pem: tls.ca_pem },
+        tls: matrix::peer_card::TlsTrust::ca(tls.ca_pem),
         issued_at: util::now_ms() as u64,
         signatures: Default::default(),
     };

@@ -576,3 +576,102 @@ fn key_rotation_and_certificate_renewal_keep_two_units_federating() {
         "{status:#}"
     );
 }
+
+/// The SPKI pin of the certificate in `cert_pem`, computed the way the `peer add` help tells
+/// an admin to (with openssl), so the test also checks that the two agree.
+fn spki_pin(cert_pem: &Path) -> String {
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -in \"$1\" -pubkey -noout | openssl pkey -pubin -outform der \
+             | openssl dgst -sha256 -binary | openssl base64",
+        )
+        .arg("sh")
+        .arg(cert_pem)
+        .output()
+        .expect("running openssl");
+    assert!(output.status.success(), "openssl: {output:?}");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_peer_added_by_hand_with_a_key_pin_federates_and_a_wrong_pin_is_refused() {
+    let (mut a, mut b) = two_units();
+    import(&a, &b);
+    // A puts B on its allow-list by hand, as it would a Synapse with a self-signed certificate:
+    // B's signing key and a pin of its TLS key, no CA.
+    let card: Value =
+        serde_json::from_slice(&read_bytes(&export(&b, "card.json"))).expect("B's card");
+    let (key_id, key) = card["verify_keys"]
+        .as_object()
+        .and_then(|keys| keys.iter().next())
+        .map(|(id, key)| (id.clone(), key.as_str().unwrap_or_default().to_owned()))
+        .expect("B's card has a verify key");
+    let (endpoint, verify_key) = (federation_addr(&b), format!("{key_id}={key}"));
+    let add = |a: &Unit, pin: &str| {
+        a.appliance(&[
+            "peer",
+            "add",
+            "--server-name",
+            "unit-b.test",
+            "--endpoint",
+            &endpoint,
+            "--verify-key",
+            &verify_key,
+            "--spki-sha256",
+            pin,
+        ])
+    };
+    for (what, pin) in [
+        ("a pin that is not base64", "not a pin"),
+        ("a pin of the wrong length", "AAAA"),
+    ] {
+        add(&a, pin).expect(REJECTED, what);
+    }
+    a.appliance(&["peer", "add", "--server-name", "unit-b.test"])
+        .expect(USAGE, "neither --ca-file nor --spki-sha256");
+
+    // First a wrong pin: A's own certificate key. Nothing reaches B.
+    let wrong = spki_pin(&a.data_dir().join("tls/cert.pem"));
+    let right = spki_pin(&b.data_dir().join("tls/cert.pem"));
+    assert_ne!(wrong, right);
+    let added = add(&a, &wrong);
+    added.ok("peer add with a pin");
+    assert!(
+        added.stderr.contains(wrong.trim_end_matches('=')),
+        "the pin is shown: {added}"
+    );
+    let written: Value =
+        serde_json::from_slice(&read_bytes(&a.data_dir().join("peers/unit-b.test.json")))
+            .expect("the card A wrote");
+    assert!(written["tls"].get("ca_pem").is_none(), "{written:#}");
+    a.start();
+    b.start();
+    let alice = a.login_ok("alice", STRONG_PASSWORD);
+    let bob = b.login_ok("bob", STRONG_PASSWORD);
+    let room = alice.create_room(&json!({ "preset": "private_chat" }));
+    let invite = |alice: &Client| {
+        alice.membership(&room, "invite", &json!({ "user_id": bob.user_id }))
+    };
+    let (status, refused) = invite(&alice);
+    assert_ne!(status, 200, "an invite crossed a link whose certificate does not match the pin");
+    assert!(
+        refused["error"].as_str().is_some_and(|e| e.contains("certificate")),
+        "the error names the certificate: {refused:#}"
+    );
+    assert!(bob.sync(None, 0, None)["rooms"]["invite"][&room].is_null());
+
+    // The right pin: the invite goes through, and messages cross both ways.
+    add(&a, &right).ok("peer add with the right pin replaces the card");
+    tests::ok(invite(&alice), "invite through the right pin");
+    eventually(&format!("the invite to {room} to reach bob"), || {
+        bob.sync(None, 0, None)["rooms"]["invite"][&room]
+            .is_object()
+            .then_some(())
+    });
+    assert_eq!(bob.join(&room), room, "bob joins over federation");
+    alice.send_text(&room, "pinned hello from A");
+    wait_for_body(&bob, &room, "pinned hello from A");
+    bob.send_text(&room, "hello back from B");
+    wait_for_body(&alice, &room, "hello back from B");
+}

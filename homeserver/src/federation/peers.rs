@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::federation::tls::client_config_for_ca;
+use crate::federation::tls::client_config_for;
 use crate::matrix::peer_card::PeerCard;
 
 /// Folder of card files inside the data dir.
@@ -117,7 +117,7 @@ fn read_dir(dir: &Path, own: &str) -> HashMap<String, Arc<Peer>> {
             .map_err(|e| e.to_string())
             .and_then(|text| PeerCard::parse(&text).map_err(|e| e.to_string()))
             .and_then(|card| {
-                let tls = client_config_for_ca(&card.tls.ca_pem).map_err(|e| e.to_string())?;
+                let tls = client_config_for(&card.tls).map_err(|e| e.to_string())?;
                 Ok(Peer { card, tls })
             });
         match loaded {

@@ -2,7 +2,8 @@
 //!
 //! Every unit makes its own CA and a leaf certificate for its server name on first start (or in
 //! `appliance setup`), under `<data_dir>/tls/`. Peers trust exactly the CA in our peer card, and
-//! we trust exactly the CA in theirs: no system trust store, no public CA, ever.
+//! we trust exactly the CA in theirs, or the key pinned in a card written by hand (an SPKI
+//! pin, for servers with a self-signed certificate): no system trust store, no public CA, ever.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,8 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::matrix::peer_card::{TlsAnchor, TlsTrust};
 
 /// Files of the TLS identity, relative to the data dir.
 pub const TLS_DIR: &str = "tls";
@@ -396,6 +399,26 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A client configuration that trusts only what the peer's card names: its CA, or the one
+/// certificate key it pins.
+pub fn client_config_for(trust: &TlsTrust) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    match trust.anchor().map_err(|err| TlsError::Pem(err.to_string()))? {
+        TlsAnchor::Ca(ca_pem) => client_config_for_ca(ca_pem),
+        TlsAnchor::Spki(digest) => {
+            let verifier = SpkiPin {
+                digest,
+                algorithms: provider().signature_verification_algorithms,
+            };
+            let config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        }
+    }
+}
+
 /// A client configuration that trusts only `ca_pem` (a peer's CA from its card).
 pub fn client_config_for_ca(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -413,6 +436,68 @@ pub fn client_config_for_ca(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>, T
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// SHA-256 of a certificate's DER SubjectPublicKeyInfo: the value an SPKI pin names, the same
+/// as `openssl x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256`.
+pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], TlsError> {
+    use sha2::Digest;
+    let parsed = webpki::EndEntityCert::try_from(cert)
+        .map_err(|err| TlsError::Pem(format!("not an X.509 certificate: {err}")))?;
+    Ok(sha2::Sha256::digest(parsed.subject_public_key_info().as_ref()).into())
+}
+
+/// Accepts exactly the certificate whose key hashes to `digest`. The pin is the whole trust
+/// anchor, as with SSH host keys: the certificate's names, issuer and validity period are not
+/// looked at (a self-signed certificate renewed on the same key keeps working); the handshake
+/// signature is still checked, so only the holder of the pinned key gets through.
+#[derive(Debug)]
+struct SpkiPin {
+    digest: [u8; 32],
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for SpkiPin {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest = spki_sha256(end_entity)
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        if digest == self.digest {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]

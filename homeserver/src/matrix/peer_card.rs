@@ -17,13 +17,73 @@ use super::keys::SigningKey;
 /// The card format version this server writes and reads.
 pub const CARD_VERSION: u32 = 1;
 
-/// How to authenticate the peer's TLS certificate.
+/// How to authenticate the peer's TLS certificate: exactly one of a CA or an SPKI pin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsTrust {
     /// The CA (PEM) that issued the peer's federation certificate: the unit CA for Outpost
     /// units, an organisation CA for others.
-    pub ca_pem: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Unpadded base64 SHA-256 of the DER SubjectPublicKeyInfo of the peer's certificate, for
+    /// servers with a self-signed certificate and no CA (a Synapse set up by hand, say). The
+    /// pin is the whole trust: neither a name nor a validity period is checked, so the peer
+    /// can renew its certificate on the same key without a new card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
+}
+
+/// What a peer's certificate is checked against, as [`TlsTrust`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAnchor<'a> {
+    /// Chains to this CA (PEM).
+    Ca(&'a str),
+    /// Has a public key with this SHA-256 (of its DER SubjectPublicKeyInfo).
+    Spki([u8; 32]),
+}
+
+impl TlsTrust {
+    /// Trust in the CA `ca_pem`.
+    pub fn ca(ca_pem: String) -> Self {
+        Self {
+            ca_pem: Some(ca_pem),
+            spki_sha256: None,
+        }
+    }
+
+    /// Trust in the certificate key whose SubjectPublicKeyInfo hashes to `spki_sha256`
+    /// (unpadded or padded base64, as `openssl ... | openssl base64` prints it).
+    pub fn spki(spki_sha256: &str) -> Self {
+        Self {
+            ca_pem: None,
+            spki_sha256: Some(spki_sha256.trim().trim_end_matches('=').to_owned()),
+        }
+    }
+
+    /// The anchor, or why the card's `tls` object names none or both.
+    pub fn anchor(&self) -> Result<TlsAnchor<'_>, CardError> {
+        match (&self.ca_pem, &self.spki_sha256) {
+            (Some(ca), None) => Ok(TlsAnchor::Ca(ca)),
+            (None, Some(pin)) => {
+                let bytes =
+                    ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(pin)
+                        .map_err(|e| CardError::Malformed(format!("tls.spki_sha256: {e}")))?;
+                let digest = <[u8; 32]>::try_from(bytes.as_bytes()).map_err(|_| {
+                    CardError::Malformed(format!(
+                        "tls.spki_sha256 is {} bytes, a SHA-256 is 32",
+                        bytes.as_bytes().len()
+                    ))
+                })?;
+                Ok(TlsAnchor::Spki(digest))
+            }
+            (None, None) => Err(CardError::Malformed(
+                "tls names neither ca_pem nor spki_sha256".to_owned(),
+            )),
+            (Some(_), Some(_)) => Err(CardError::Malformed(
+                "tls names both ca_pem and spki_sha256; give one".to_owned(),
+            )),
+        }
+    }
 }
 
 /// A key that signed events in the past and may still need verifying.
@@ -107,6 +167,7 @@ impl PeerCard {
                 )));
             }
         }
+        card.tls.anchor()?;
         if card.verify_keys.is_empty() {
             return Err(CardError::Malformed("no verify keys".to_owned()));
         }
@@ -216,7 +277,8 @@ mod tests {
                 .collect(),
             old_verify_keys: BTreeMap::new(),
             tls: TlsTrust {
-                ca_pem: "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_owned(),
+                ca_pem: Some("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".to_owned()),
+                spki_sha256: None,
             },
             issued_at: 1_700_000_000_000,
             signatures: BTreeMap::new(),
@@ -267,5 +329,25 @@ mod tests {
         assert!(PeerCard::parse(&text).is_err());
         assert!(PeerCard::parse("{}").is_err());
         assert!(PeerCard::parse("not json").is_err());
+    }
+
+    #[test]
+    fn tls_names_exactly_one_anchor() {
+        let key = SigningKey::generate();
+        let parse_with = |tls: TlsTrust| {
+            let mut card = card(&key);
+            card.tls = tls;
+            PeerCard::parse(&serde_json::to_string(&card).expect("json"))
+        };
+        let pin = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::new(vec![7; 32]);
+        let pinned = parse_with(TlsTrust::spki(&format!("{}=", pin.encode()))).expect("a pin");
+        assert_eq!(pinned.tls.anchor().expect("anchor"), TlsAnchor::Spki([7; 32]));
+
+        let neither = TlsTrust { ca_pem: None, spki_sha256: None };
+        assert!(parse_with(neither).is_err());
+        let both = TlsTrust { ca_pem: Some("pem".to_owned()), spki_sha256: Some(pin.encode()) };
+        assert!(parse_with(both).is_err());
+        assert!(parse_with(TlsTrust::spki("AAAA")).is_err(), "3 bytes is no SHA-256");
+        assert!(parse_with(TlsTrust::spki("not base64!")).is_err());
     }
 }
