@@ -199,6 +199,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         uia: Default::default(),
         tokens: Default::default(),
         typing: Default::default(),
+        hierarchy_cache: Default::default(),
         shutdown: shutdown_rx,
     });
     Ok(Prepared {

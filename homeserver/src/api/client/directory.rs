@@ -12,7 +12,7 @@ use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
 use crate::service::rooms;
-use crate::store::{events, misc, state};
+use crate::store::{misc, state};
 
 fn local_alias(server: &Server, raw: &str) -> Result<OwnedRoomAliasId> {
     let alias = OwnedRoomAliasId::try_from(raw)
@@ -186,37 +186,8 @@ pub async fn set_visibility(
     Ok(Json(json!({})))
 }
 
-/// A public-directory entry for a room.
-pub fn room_summary(conn: &rusqlite::Connection, room: &str) -> Result<Value> {
-    let content = |kind: &str| -> Result<Value> {
-        Ok(match state::current_state_id(conn, room, kind, "")? {
-            Some(id) => events::get_event(conn, &id)?
-                .map(|e| e.pdu.content_value())
-                .unwrap_or_default(),
-            None => Value::Null,
-        })
-    };
-    let join_rule = content("m.room.join_rules")?
-        .get("join_rule")
-        .cloned()
-        .unwrap_or(json!("invite"));
-    let history = content("m.room.history_visibility")?
-        .get("history_visibility")
-        .cloned();
-    let guest = content("m.room.guest_access")?.get("guest_access").cloned();
-    Ok(json!({
-        "room_id": room,
-        "name": content("m.room.name")?.get("name"),
-        "topic": content("m.room.topic")?.get("topic"),
-        "avatar_url": content("m.room.avatar")?.get("url"),
-        "canonical_alias": content("m.room.canonical_alias")?.get("alias"),
-        "num_joined_members": state::members_with(conn, room, "join")?.len(),
-        "world_readable": history == Some(json!("world_readable")),
-        "guest_can_join": guest == Some(json!("can_join")),
-        "join_rule": join_rule,
-        "room_type": content("m.room.create")?.get("type"),
-    }))
-}
+/// A public-directory entry for a room (shared with both space `hierarchy` endpoints).
+pub use crate::service::federation::hierarchy::room_summary;
 
 #[derive(Deserialize, Default)]
 pub struct PublicRoomsQuery {

@@ -1,10 +1,7 @@
-//! Spaces: `/_matrix/client/v1/rooms/{roomId}/hierarchy`, the rooms below a space by its
-//! `m.space.child` state, breadth first.
-//!
-//! Only rooms this unit holds are walked: a child room known only to other units is left out
-//! (federation `hierarchy` is not used).
+//! Spaces: `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`, the rooms below a space by its
+//! `m.space.child` state, depth first, including rooms only allow-listed peers hold (asked
+//! over federation). The walk is in [`crate::service::federation::hierarchy`].
 
-use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -13,27 +10,25 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::room_summary;
 use crate::api::extract::{Auth, PathParams, QueryParams, room_id};
 use crate::error::{Error, Result};
-use crate::matrix::client_format::to_stripped_state;
 use crate::service::Server;
-use crate::store::{events, state};
-
-/// Most rooms per page, and the deepest level walked.
-const MAX_LIMIT: usize = 100;
-const MAX_DEPTH: usize = 10;
+use crate::service::federation::hierarchy::{
+    self, DEFAULT_LIMIT, MAX_DEPTH, MAX_LIMIT, WalkParams,
+};
 
 /// The routes of this area.
 pub fn routes() -> Router<Arc<Server>> {
     Router::new().route(
         "/_matrix/client/v1/rooms/{room_id}/hierarchy",
-        get(hierarchy),
+        get(space_hierarchy),
     )
 }
 
+/// The query of `hierarchy`.
 #[derive(Deserialize)]
 pub struct HierarchyQuery {
+    /// Pagination token from [`next_batch`].
     from: Option<String>,
     limit: Option<usize>,
     max_depth: Option<usize>,
@@ -41,95 +36,55 @@ pub struct HierarchyQuery {
     suggested_only: bool,
 }
 
-/// Whether `user` may see `room` in a hierarchy: joined, or the room is public or
-/// world-readable.
-fn may_see(conn: &rusqlite::Connection, room: &str, user: &str, summary: &Value) -> Result<bool> {
-    Ok(
-        state::membership(conn, room, user)?.as_deref() == Some("join")
-            || summary["join_rule"] == "public"
-            || summary["world_readable"] == true,
-    )
+/// The pagination token after `skip` rooms of a walk with `max_depth` and `suggested_only`:
+/// the two settings travel in it because the spec forbids changing them while paging.
+fn next_batch(skip: usize, max_depth: usize, suggested_only: bool) -> String {
+    format!("{skip}_{max_depth}_{}", u8::from(suggested_only))
+}
+
+/// How many rooms the token `from` passes over; `M_INVALID_PARAM` for a token this server did
+/// not make or one made with other `max_depth` / `suggested_only` settings.
+fn skip_of(from: &str, max_depth: usize, suggested_only: bool) -> Result<usize> {
+    let skip = from
+        .split('_')
+        .next()
+        .and_then(|n| n.parse::<usize>().ok())
+        .ok_or_else(|| Error::invalid_param("Unknown pagination token"))?;
+    if from != next_batch(skip, max_depth, suggested_only) {
+        return Err(Error::invalid_param(
+            "suggested_only and max_depth cannot change while paginating",
+        ));
+    }
+    Ok(skip)
 }
 
 /// # `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`
-pub async fn hierarchy(
+pub async fn space_hierarchy(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<HierarchyQuery>,
 ) -> Result<Json<Value>> {
     let root = room_id(&room)?.to_string();
+    let max_depth = q.max_depth.unwrap_or(MAX_DEPTH).min(MAX_DEPTH);
     let skip = match q.from.as_deref() {
-        Some(token) => token
-            .parse::<usize>()
-            .map_err(|_| Error::invalid_param("Unknown pagination token"))?,
+        Some(token) => skip_of(token, max_depth, q.suggested_only)?,
         None => 0,
     };
-    let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIMIT);
-    let max_depth = q.max_depth.unwrap_or(MAX_DEPTH).min(MAX_DEPTH);
-    let user = auth.user_id.to_string();
-    let (rooms, more) = server
-        .store
-        .read(move |conn| {
-            if state::get_room(conn, &root)?.is_none() {
-                return Err(Error::forbidden("You may not see this room"));
-            }
-            let root_summary = room_summary(conn, &root)?;
-            if !may_see(conn, &root, &user, &root_summary)? {
-                return Err(Error::forbidden("You may not see this room"));
-            }
-            let mut out = Vec::new();
-            let mut seen = BTreeSet::from([root.clone()]);
-            let mut queue = VecDeque::from([(root, 0_usize)]);
-            let mut index = 0;
-            while let Some((room, depth)) = queue.pop_front() {
-                let mut summary = room_summary(conn, &room)?;
-                if !may_see(conn, &room, &user, &summary)? {
-                    continue;
-                }
-                let mut children = Vec::new();
-                for ((kind, key), id) in state::current_state(conn, &room)? {
-                    if kind != "m.space.child" {
-                        continue;
-                    }
-                    let Some(event) = events::get_event(conn, &id)? else {
-                        continue;
-                    };
-                    let content = event.pdu.content_value();
-                    // A child without `via` has been removed (spec: "m.space.child").
-                    if content
-                        .get("via")
-                        .and_then(Value::as_array)
-                        .is_none_or(Vec::is_empty)
-                        || (q.suggested_only && content.get("suggested") != Some(&json!(true)))
-                    {
-                        continue;
-                    }
-                    let mut child = to_stripped_state(&event.pdu);
-                    child["origin_server_ts"] = json!(i64::from(event.pdu.origin_server_ts.get()));
-                    children.push(child);
-                    if depth < max_depth
-                        && seen.insert(key.clone())
-                        && state::get_room(conn, &key)?.is_some()
-                    {
-                        queue.push_back((key, depth + 1));
-                    }
-                }
-                summary["children_state"] = json!(children);
-                if index >= skip {
-                    if out.len() == limit {
-                        return Ok((out, true));
-                    }
-                    out.push(summary);
-                }
-                index += 1;
-            }
-            Ok((out, false))
-        })
-        .await?;
-    let mut body = json!({"rooms": rooms});
-    if more {
-        body["next_batch"] = json!((skip + limit).to_string());
+    if q.limit == Some(0) {
+        return Err(Error::invalid_param("limit must be greater than zero"));
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let params = WalkParams {
+        skip,
+        limit,
+        max_depth,
+        suggested_only: q.suggested_only,
+    };
+    let page = hierarchy::client_hierarchy(&server, auth.user_id.to_string(), root, params).await?;
+    let mut body = json!({ "rooms": page.rooms });
+    if page.more {
+        body["next_batch"] = json!(next_batch(skip + limit, max_depth, q.suggested_only));
     }
     Ok(Json(body))
 }
