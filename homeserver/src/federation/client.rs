@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::federation::peers::Allowlist;
 use crate::federation::tls::server_host;
@@ -57,6 +58,33 @@ pub enum FedError {
         /// What was wrong.
         reason: String,
     },
+    /// The peer's answer is larger than the caller accepts (see
+    /// [`FederationClient::get_raw`]); reading stopped at the limit.
+    #[error("{server} answered with more than {limit} bytes")]
+    TooLarge {
+        /// The peer.
+        server: String,
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The caller's deadline passed before the peer answered (see
+    /// [`FederationClient::get_raw`]).
+    #[error("{server} did not answer within {after:?}")]
+    TimedOut {
+        /// The peer.
+        server: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+}
+
+/// A successful answer of [`FederationClient::get_raw`], kept as bytes with its headers.
+#[derive(Debug)]
+pub struct RawResponse {
+    /// The response headers (`Content-Type` carries a multipart boundary).
+    pub headers: HeaderMap,
+    /// The whole body, at most the limit the caller gave.
+    pub body: Bytes,
 }
 
 /// Sends signed requests to peers.
@@ -157,6 +185,203 @@ impl FederationClient {
             reason: last_error,
         })
     }
+
+    /// Sends a signed `GET path` (path includes any query) and returns the answer as bytes
+    /// with its headers, for responses that are not JSON (media: `multipart/mixed`).
+    ///
+    /// Bounded in every direction, because the answer may be large and the peer slow: the
+    /// answer must *start* (response headers) within `deadline` overall, each endpoint
+    /// getting at most the client's request timeout of it; once it has started, the body must
+    /// keep moving (no gap longer than the request timeout) and stop at `max_bytes`
+    /// ([`FedError::TooLarge`], checked against `Content-Length` first). A missed `deadline`
+    /// is [`FedError::TimedOut`]; an error status is [`FedError::Status`] with the start of
+    /// the body. Kept apart from [`FederationClient::request`] so that JSON requests keep
+    /// their simpler path.
+    pub async fn get_raw(
+        &self,
+        destination: &str,
+        path: &str,
+        max_bytes: usize,
+        deadline: Duration,
+    ) -> Result<RawResponse, FedError> {
+        let peer = self
+            .peers
+            .get(destination)
+            .ok_or_else(|| FedError::NotAllowed(destination.to_owned()))?;
+        let origin = self.signer.server_name.as_str();
+        let authorization = sign_request(&self.signer.key, origin, destination, "GET", path, None)
+            .map_err(|err| FedError::BadResponse {
+                server: destination.to_owned(),
+                reason: err.to_string(),
+            })?;
+        let give_up = Instant::now() + deadline;
+        let mut last_error = "no endpoints".to_owned();
+        for endpoint in &peer.card.endpoints {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let budget = left.min(self.timeout);
+            let started = tokio::time::timeout(
+                budget,
+                start_get(endpoint, &peer.tls, destination, path, &authorization),
+            )
+            .await;
+            let (response, driver) = match started {
+                Ok(Ok(started)) => started,
+                Ok(Err(reason)) => {
+                    last_error = format!("{endpoint}: {reason}");
+                    continue;
+                }
+                Err(_) => {
+                    last_error = format!("{endpoint}: no answer within {budget:?}");
+                    continue;
+                }
+            };
+            let read = self
+                .read_raw(destination, response, max_bytes.max(ERROR_BODY_BYTES))
+                .await;
+            drop(driver);
+            let (status, headers, body) = match read {
+                Ok(read) => read,
+                Err(ReadFailure::Fatal(err)) => return Err(err),
+                Err(ReadFailure::Endpoint(reason)) => {
+                    last_error = format!("{endpoint}: {reason}");
+                    continue;
+                }
+            };
+            if !status.is_success() {
+                return Err(FedError::Status {
+                    server: destination.to_owned(),
+                    status,
+                    body: String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)])
+                        .into_owned(),
+                });
+            }
+            if body.len() > max_bytes {
+                return Err(FedError::TooLarge {
+                    server: destination.to_owned(),
+                    limit: max_bytes,
+                });
+            }
+            return Ok(RawResponse { headers, body });
+        }
+        if Instant::now() >= give_up {
+            return Err(FedError::TimedOut {
+                server: destination.to_owned(),
+                after: deadline,
+            });
+        }
+        Err(FedError::Unreachable {
+            server: destination.to_owned(),
+            reason: last_error,
+        })
+    }
+
+    /// Reads a started response's body, frame by frame, within `limit` bytes and with no gap
+    /// longer than the request timeout.
+    async fn read_raw(
+        &self,
+        destination: &str,
+        response: hyper::Response<hyper::body::Incoming>,
+        limit: usize,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ReadFailure> {
+        let too_large = || {
+            ReadFailure::Fatal(FedError::TooLarge {
+                server: destination.to_owned(),
+                limit,
+            })
+        };
+        let (parts, mut body) = response.into_parts();
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let mut collected: Vec<u8> = Vec::new();
+        loop {
+            let frame = match tokio::time::timeout(self.timeout, body.frame()).await {
+                Err(_) => {
+                    return Err(ReadFailure::Endpoint(format!(
+                        "the body stalled for {:?}",
+                        self.timeout
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(Err(err))) => {
+                    return Err(ReadFailure::Endpoint(format!("reading response: {err}")));
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                if collected.len().saturating_add(data.len()) > limit {
+                    return Err(too_large());
+                }
+                collected.extend_from_slice(&data);
+            }
+        }
+        Ok((parts.status, parts.headers, Bytes::from(collected)))
+    }
+}
+
+/// How much of an error answer [`FederationClient::get_raw`] reads and reports.
+const ERROR_BODY_BYTES: usize = 4096;
+
+/// Why reading a raw answer stopped: give up on the request, or try the next endpoint.
+enum ReadFailure {
+    Fatal(FedError),
+    Endpoint(String),
+}
+
+/// The task driving one connection, stopped when dropped, so that a request given up on
+/// (deadline, caller gone) leaves no connection behind.
+struct Driver(tokio::task::JoinHandle<Result<(), hyper::Error>>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Opens a connection to `endpoint` and sends a signed `GET`, returning the response once its
+/// headers arrived, with the task driving the connection.
+async fn start_get(
+    endpoint: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    destination: &str,
+    path: &str,
+    authorization: &str,
+) -> Result<(hyper::Response<hyper::body::Incoming>, Driver), String> {
+    let stream = TcpStream::connect(endpoint)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let name = ServerName::try_from(server_host(destination).to_owned())
+        .map_err(|e| format!("server name: {e}"))?;
+    let tls_stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls_stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let driver = Driver(tokio::spawn(connection));
+    let request = Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(header::HOST, destination)
+        .header(header::AUTHORIZATION, authorization)
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
+    Ok((response, driver))
 }
 
 #[allow(clippy::too_many_arguments)]

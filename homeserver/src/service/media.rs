@@ -10,22 +10,32 @@
 //! bounds, and cached (file and row) keyed by the source's hash and the request, so each is
 //! made once.
 //!
-//! Only local media is served. Media of other units would need the federation media download,
-//! which the federation client (JSON only) cannot make yet, so it is `M_NOT_FOUND`.
+//! Media of other units (`mxc://<peer>/<id>`) is fetched once from that allow-listed peer
+//! (`service::federation::media`), stored in the same content store and recorded in
+//! `remote_media`, then served like local media: from the cache, even while the peer is
+//! down, and thumbnailed here from the cached original. Cached items belong to no local user,
+//! so they count against nobody's quota. Concurrent first reads of one item make one fetch.
+//!
+//! [`serve`] holds what the client and federation routes share to put media on the wire.
 
 mod content;
+pub mod serve;
 mod thumbnail;
 
 pub use content::MEDIA_DIR;
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use ruma::UserId;
 use tokio::sync::Semaphore;
 
 use super::Server;
-use crate::error::{Error, Result};
+use super::federation::media as federation;
+use crate::error::{Error, ErrorCode, Result};
 use crate::store::media::{self as store, Content, ThumbnailKey, ThumbnailRow};
 use crate::util::{now_ms, random_string};
 use content::{Dirs, too_large};
@@ -49,6 +59,47 @@ const CACHED_THUMBNAILS_PER_SOURCE: u64 = 16;
 /// memory use. A process-wide limit on a machine resource, hence a static (as for password
 /// hashing).
 static THUMBNAILERS: Semaphore = Semaphore::const_new(2);
+/// Items fetched from other units at once. A fetched item is held in memory (up to
+/// `[media] max_upload_bytes`) until it is written out, so this bounds that memory.
+static REMOTE_FETCHES: Semaphore = Semaphore::const_new(3);
+/// One lock per remote item being fetched (`origin/media_id`), so concurrent first reads of
+/// it wait for one fetch instead of each making their own. Entries live only while someone
+/// holds or waits for them. Process-wide, like the limits above.
+static FETCHING: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Mutex::default);
+/// How long a read waits for a peer to start answering when the client does not say
+/// (`timeout_ms`, the spec's default of 20 seconds).
+const DEFAULT_REMOTE_TIMEOUT_MS: u64 = 20_000;
+/// The longest `timeout_ms` honoured (the spec asks for a maximum).
+const MAX_REMOTE_TIMEOUT_MS: u64 = 60_000;
+/// The shortest wait for a peer, whatever `timeout_ms` says: a TLS handshake must fit.
+const MIN_REMOTE_TIMEOUT_MS: u64 = 500;
+
+/// Whether and how long a read may go to another unit for media this unit does not hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Remote {
+    /// `false` (the client's `allow_remote=false`): only what this unit holds, no fetch.
+    pub allow: bool,
+    /// The client's `timeout_ms`: how long to wait for the peer to start answering.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Remote {
+    /// Never fetch: reads made for peers, which must only ever serve this unit's own media.
+    pub const LOCAL_ONLY: Self = Self {
+        allow: false,
+        timeout_ms: None,
+    };
+
+    /// The wait for the peer, within the bounds this unit keeps.
+    fn deadline(self) -> Duration {
+        let ms = self
+            .timeout_ms
+            .unwrap_or(DEFAULT_REMOTE_TIMEOUT_MS)
+            .clamp(MIN_REMOTE_TIMEOUT_MS, MAX_REMOTE_TIMEOUT_MS);
+        Duration::from_millis(ms)
+    }
+}
 
 /// What the uploader said about an upload, from its headers and query.
 #[derive(Debug, Default)]
@@ -105,6 +156,41 @@ pub struct ThumbnailRequest {
 }
 
 impl ThumbnailRequest {
+    /// The request from the query parameters, with the spec's error codes; `method` defaults
+    /// to `scale`, as in Synapse. `animated` is not asked for: thumbnails are always still
+    /// images, which the spec allows for every value of it.
+    pub fn from_query(
+        width: Option<u32>,
+        height: Option<u32>,
+        method: Option<&str>,
+    ) -> Result<Self> {
+        let missing = |name: &str| {
+            Error::new(
+                ErrorCode::MissingParam,
+                format!("The {name} parameter is required"),
+            )
+        };
+        let width = width.ok_or_else(|| missing("width"))?;
+        let height = height.ok_or_else(|| missing("height"))?;
+        if width == 0 || height == 0 {
+            return Err(Error::invalid_param("width and height must be at least 1"));
+        }
+        let method = match method {
+            None | Some("scale") => Method::Scale,
+            Some("crop") => Method::Crop,
+            Some(other) => {
+                return Err(Error::invalid_param(format!(
+                    "Unknown thumbnail method {other:?}: use crop or scale"
+                )));
+            }
+        };
+        Ok(Self {
+            width,
+            height,
+            method,
+        })
+    }
+
     /// The request with its longer side brought down to [`MAX_THUMBNAIL_SIDE`], aspect kept.
     fn clamped(self) -> Self {
         let longest = self.width.max(self.height);
@@ -169,17 +255,23 @@ async fn quota_allows(server: &Server, user: &str, adding: u64) -> Result<()> {
     check_quota(used, adding, quota)
 }
 
+/// Whether a content type may be stored and served back as a header.
+fn valid_content_type(kind: &str) -> bool {
+    kind.len() <= MAX_LABEL_BYTES
+        && kind.contains('/')
+        && kind.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+/// Whether a file name may be stored and served back in `Content-Disposition`.
+fn valid_filename(name: &str) -> bool {
+    name.len() <= MAX_LABEL_BYTES && !name.chars().any(char::is_control)
+}
+
 /// Checks the declared type, name and length; returns the type and name to store.
 fn validate(meta: &UploadMeta, limit: u64) -> Result<(String, Option<String>)> {
     let content_type = match meta.content_type.as_deref().map(str::trim) {
         None | Some("") => "application/octet-stream".to_owned(),
-        Some(kind)
-            if kind.len() <= MAX_LABEL_BYTES
-                && kind.contains('/')
-                && kind.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
-        {
-            kind.to_owned()
-        }
+        Some(kind) if valid_content_type(kind) => kind.to_owned(),
         Some(_) => {
             return Err(Error::invalid_param(
                 "Content-Type is not a valid media type",
@@ -188,9 +280,7 @@ fn validate(meta: &UploadMeta, limit: u64) -> Result<(String, Option<String>)> {
     };
     let filename = match meta.filename.as_deref() {
         None | Some("") => None,
-        Some(name) if name.len() <= MAX_LABEL_BYTES && !name.chars().any(char::is_control) => {
-            Some(name.to_owned())
-        }
+        Some(name) if valid_filename(name) => Some(name.to_owned()),
         Some(_) => {
             return Err(Error::invalid_param(
                 "filename must be at most 255 bytes, without control characters",
@@ -337,9 +427,15 @@ fn already_uploaded() -> Error {
 }
 
 /// # Download
-/// Opens a local media item's file.
-pub async fn download(server: &Server, server_name: &str, media_id: &str) -> Result<Media> {
-    let content = local_content(server, server_name, media_id).await?;
+/// Opens a media item's file: a local one, or another unit's (fetched first if `remote`
+/// allows and this unit does not hold it yet).
+pub async fn download(
+    server: &Server,
+    server_name: &str,
+    media_id: &str,
+    remote: Remote,
+) -> Result<Media> {
+    let content = content_of(server, server_name, media_id, remote).await?;
     let file = open(server, &content.sha256).await?;
     Ok(Media {
         file,
@@ -349,13 +445,22 @@ pub async fn download(server: &Server, server_name: &str, media_id: &str) -> Res
     })
 }
 
-/// The content of a local, uploaded media item; `M_NOT_FOUND` for anything else.
-async fn local_content(server: &Server, server_name: &str, media_id: &str) -> Result<Content> {
-    if server_name != server.server_name().as_str() {
-        return Err(Error::not_found(
-            "Media of other servers is not available through this unit",
-        ));
+/// The content of a media item, local or of another unit.
+async fn content_of(
+    server: &Server,
+    server_name: &str,
+    media_id: &str,
+    remote: Remote,
+) -> Result<Content> {
+    if server_name == server.server_name().as_str() {
+        local_content(server, media_id).await
+    } else {
+        remote_content(server, server_name, media_id, remote).await
     }
+}
+
+/// The content of a local, uploaded media item; `M_NOT_FOUND` for anything else.
+async fn local_content(server: &Server, media_id: &str) -> Result<Content> {
     if !valid_media_id(media_id) {
         return Err(unknown_media());
     }
@@ -375,20 +480,135 @@ async fn local_content(server: &Server, server_name: &str, media_id: &str) -> Re
     })
 }
 
+/// The cached content of another unit's item.
+async fn cached_remote(server: &Server, origin: &str, media_id: &str) -> Result<Option<Content>> {
+    let (origin, id) = (origin.to_owned(), media_id.to_owned());
+    server
+        .store
+        .read(move |conn| store::get_remote(conn, &origin, &id))
+        .await
+}
+
+/// The content of another unit's item: from the cache, or fetched from that unit now.
+///
+/// What is cached is served even when its origin has since left the allow-list: no
+/// connection is involved, and the media was part of rooms the unit shared. Everything
+/// else about an origin that is not allow-listed is `M_NOT_FOUND` without any connection
+/// attempt. Closed federation: the spec has servers resolve any server name; a unit dials
+/// only its peer cards.
+async fn remote_content(
+    server: &Server,
+    origin: &str,
+    media_id: &str,
+    remote: Remote,
+) -> Result<Content> {
+    if !valid_media_id(media_id) {
+        return Err(unknown_media());
+    }
+    if let Some(content) = cached_remote(server, origin, media_id).await? {
+        return Ok(content);
+    }
+    if !server.peers.contains(origin) {
+        return Err(Error::not_found(format!(
+            "{origin} is not a peer of this unit, so its media is not available here"
+        )));
+    }
+    if !remote.allow {
+        return Err(Error::not_found(
+            "This media is not held here and allow_remote is false",
+        ));
+    }
+    let key = format!("{origin}/{media_id}");
+    let _one_fetch = FetchLock::acquire(key).await;
+    // Whoever held the lock before may have fetched it meanwhile.
+    if let Some(content) = cached_remote(server, origin, media_id).await? {
+        return Ok(content);
+    }
+    let _slot = tokio::time::timeout(remote.deadline(), REMOTE_FETCHES.acquire())
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorCode::GatewayTimeout,
+                "This unit is busy fetching other media from its peers; try again",
+            )
+        })?
+        .map_err(|_| Error::internal("remote media fetching closed"))?;
+    let limit = server.config.media.max_upload_bytes;
+    let fetched = federation::fetch(server, origin, media_id, limit, remote.deadline()).await?;
+    let content_type = fetched
+        .content_type
+        .as_deref()
+        .map(str::trim)
+        .filter(|kind| valid_content_type(kind))
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let filename = fetched.filename.filter(|name| valid_filename(name));
+    let size = fetched.bytes.len() as u64;
+    let sha256 = content::store_bytes(dirs(server), fetched.bytes.into()).await?;
+    let content = Content {
+        sha256,
+        size,
+        content_type,
+        filename,
+    };
+    let (row, origin_key, id) = (content.clone(), origin.to_owned(), media_id.to_owned());
+    server
+        .store
+        .write(move |tx| store::insert_remote(tx, &origin_key, &id, &row, now_ms()))
+        .await?;
+    tracing::info!(peer = %origin, media_id, size, sha256 = %content.sha256, "cached remote media");
+    Ok(content)
+}
+
+/// Holds the fetch lock of one remote item; dropping it (also when the client goes away
+/// mid-fetch) lets the next waiter in and forgets the lock once nobody uses it.
+struct FetchLock {
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl FetchLock {
+    async fn acquire(key: String) -> Self {
+        let lock = {
+            let mut map = FETCHING.lock().unwrap_or_else(|poison| poison.into_inner());
+            Arc::clone(map.entry(key.clone()).or_default())
+        };
+        let mut held = Self { key, guard: None };
+        held.guard = Some(lock.lock_owned().await);
+        held
+    }
+}
+
+impl Drop for FetchLock {
+    fn drop(&mut self) {
+        self.guard = None;
+        let mut map = FETCHING.lock().unwrap_or_else(|poison| poison.into_inner());
+        // Only the map still refers to it: nobody holds or waits for this item.
+        if map
+            .get(&self.key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
 async fn open(server: &Server, sha256: &str) -> Result<File> {
     content::open(&dirs(server), sha256).await
 }
 
 /// # Thumbnail
-/// A thumbnail of a local image: from the cache, or made (and cached) now.
+/// A thumbnail of an image, local or of another unit (whose original is fetched first, as
+/// for [`download`]): from the cache, or made (and cached) now.
 pub async fn thumbnail(
     server: &Server,
     server_name: &str,
     media_id: &str,
     request: ThumbnailRequest,
+    remote: Remote,
 ) -> Result<Media> {
     let request = request.clamped();
-    let content = local_content(server, server_name, media_id).await?;
+    let content = content_of(server, server_name, media_id, remote).await?;
     let source = content.sha256.clone();
     if let Some(cached) = cached_thumbnail(server, &source, request).await? {
         return open_thumbnail(server, cached).await;

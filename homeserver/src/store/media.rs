@@ -1,5 +1,6 @@
 //! Media metadata: which `mxc://` IDs exist, who uploaded them, and which content hash, type
-//! and file name each carries; plus the thumbnail cache.
+//! and file name each carries; the items of other units cached here (`remote_media`); plus
+//! the thumbnail cache.
 //!
 //! The bytes themselves live on disk under the data dir, named by their SHA-256 (see
 //! `service::media`); nothing here touches files.
@@ -155,6 +156,54 @@ pub fn usage(conn: &Connection, uploader: &str) -> Result<u64> {
         params![uploader],
         |row| row.get(0),
     )?)
+}
+
+fn content_row(row: &Row<'_>) -> rusqlite::Result<Content> {
+    Ok(Content {
+        sha256: row.get(0)?,
+        size: row.get(1)?,
+        content_type: row.get(2)?,
+        filename: row.get(3)?,
+    })
+}
+
+/// Loads a cached item of another unit (`mxc://{origin}/{media_id}`).
+pub fn get_remote(conn: &Connection, origin: &str, media_id: &str) -> Result<Option<Content>> {
+    Ok(conn
+        .query_row(
+            "SELECT sha256, size, content_type, filename FROM remote_media
+             WHERE origin = ?1 AND media_id = ?2",
+            params![origin, media_id],
+            content_row,
+        )
+        .optional()?)
+}
+
+/// Records an item fetched from another unit (its file already in place). Items never change,
+/// so a concurrent fetch that recorded it first wins.
+pub fn insert_remote(
+    conn: &Connection,
+    origin: &str,
+    media_id: &str,
+    content: &Content,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO remote_media (origin, media_id, sha256, size, content_type, filename,
+                                   fetched_ts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT DO NOTHING",
+        params![
+            origin,
+            media_id,
+            content.sha256,
+            content.size,
+            content.content_type,
+            content.filename,
+            now
+        ],
+    )?;
+    Ok(())
 }
 
 /// What a thumbnail is, as asked for.

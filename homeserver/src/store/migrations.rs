@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_reports.sql"),
     include_str!("migrations/0009_server_notices.sql"),
     include_str!("migrations/0010_cleanup.sql"),
+    include_str!("migrations/0011_remote_media.sql"),
 ];
 
 /// Why migrating failed.

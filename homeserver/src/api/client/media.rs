@@ -12,66 +12,33 @@
 //! with the spec's security headers: a restrictive `Content-Security-Policy`,
 //! `Cross-Origin-Resource-Policy: cross-origin`, and `Content-Disposition: inline` only for
 //! the content types the spec lists as safe to render.
+//!
+//! Reads of another unit's media (`serverName` an allow-listed peer) are fetched once over
+//! federation and then served from this unit's cache (`service::media`); `timeout_ms` bounds
+//! the wait for the peer, and `allow_remote=false` (a parameter of the deprecated routes, also
+//! accepted on the new ones) keeps a read local.
 
-use std::fs::File;
-use std::future::Future;
-use std::io::Read;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
-use hyper::body::{Frame, SizeHint};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::extract::{Auth, PathParams, QueryParams};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
-use crate::service::media::{self, Media, Method, ThumbnailRequest, UploadMeta};
+use crate::service::media::serve::{FileBody, content_disposition, inline_safe};
+use crate::service::media::{self, Media, Remote, ThumbnailRequest, UploadMeta};
 
 /// The policy the spec recommends for served content: nothing in it may run or load anything.
 const CONTENT_SECURITY_POLICY: &str = "sandbox; default-src 'none'; script-src 'none'; \
      plugin-types application/pdf; style-src 'unsafe-inline'; object-src 'self';";
-
-/// Content types the spec lists as safe to serve `inline`; everything else is an attachment.
-const INLINE_TYPES: &[&str] = &[
-    "text/css",
-    "text/plain",
-    "text/csv",
-    "application/json",
-    "application/ld+json",
-    "image/jpeg",
-    "image/gif",
-    "image/png",
-    "image/apng",
-    "image/webp",
-    "image/avif",
-    "video/mp4",
-    "video/webm",
-    "video/ogg",
-    "video/quicktime",
-    "audio/mp4",
-    "audio/webm",
-    "audio/aac",
-    "audio/mpeg",
-    "audio/ogg",
-    "audio/wave",
-    "audio/wav",
-    "audio/x-wav",
-    "audio/x-pn-wav",
-    "audio/flac",
-    "audio/x-flac",
-];
-
-/// Bytes read from disk per chunk of a download.
-const CHUNK_BYTES: u64 = 256 * 1024;
 
 /// The routes of this area.
 pub fn routes() -> Router<Arc<Server>> {
@@ -182,13 +149,30 @@ async fn config(State(server): State<Arc<Server>>, _auth: Auth) -> Json<Value> {
     Json(json!({ "m.upload.size": server.config.media.max_upload_bytes }))
 }
 
+/// The parameters every read takes: whether another unit may be asked, and how long to wait.
+#[derive(Deserialize)]
+struct ReadQuery {
+    allow_remote: Option<bool>,
+    timeout_ms: Option<u64>,
+}
+
+impl ReadQuery {
+    fn remote(&self) -> Remote {
+        Remote {
+            allow: self.allow_remote.unwrap_or(true),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
 /// # `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}`
 async fn download(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     PathParams((server_name, media_id)): PathParams<(String, String)>,
+    QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response> {
-    let media = media::download(&server, &server_name, &media_id).await?;
+    let media = media::download(&server, &server_name, &media_id, query.remote()).await?;
     Ok(serve_download(media, None))
 }
 
@@ -197,8 +181,9 @@ async fn download_as(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     PathParams((server_name, media_id, file_name)): PathParams<(String, String, String)>,
+    QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response> {
-    let media = media::download(&server, &server_name, &media_id).await?;
+    let media = media::download(&server, &server_name, &media_id, query.remote()).await?;
     Ok(serve_download(media, Some(file_name)))
 }
 
@@ -207,38 +192,23 @@ struct ThumbnailQuery {
     width: Option<u32>,
     height: Option<u32>,
     method: Option<String>,
+    // Not `#[serde(flatten)] ReadQuery`: flattening makes serde_urlencoded hand every value
+    // over as a string, and numbers then fail to parse.
+    allow_remote: Option<bool>,
+    timeout_ms: Option<u64>,
 }
 
 impl ThumbnailQuery {
-    /// The request, with the spec's error codes; `method` defaults to `scale`, as in Synapse.
-    /// `animated` is accepted and ignored: thumbnails are always still images, which the spec
-    /// allows for every value of it.
-    fn request(self) -> Result<ThumbnailRequest> {
-        let missing = |name: &str| {
-            Error::new(
-                ErrorCode::MissingParam,
-                format!("The {name} parameter is required"),
-            )
-        };
-        let width = self.width.ok_or_else(|| missing("width"))?;
-        let height = self.height.ok_or_else(|| missing("height"))?;
-        if width == 0 || height == 0 {
-            return Err(Error::invalid_param("width and height must be at least 1"));
+    /// The request, with the spec's error codes (see [`ThumbnailRequest::from_query`]).
+    fn request(&self) -> Result<ThumbnailRequest> {
+        ThumbnailRequest::from_query(self.width, self.height, self.method.as_deref())
+    }
+
+    fn remote(&self) -> Remote {
+        Remote {
+            allow: self.allow_remote.unwrap_or(true),
+            timeout_ms: self.timeout_ms,
         }
-        let method = match self.method.as_deref() {
-            None | Some("scale") => Method::Scale,
-            Some("crop") => Method::Crop,
-            Some(other) => {
-                return Err(Error::invalid_param(format!(
-                    "Unknown thumbnail method {other:?}: use crop or scale"
-                )));
-            }
-        };
-        Ok(ThumbnailRequest {
-            width,
-            height,
-            method,
-        })
     }
 }
 
@@ -250,7 +220,8 @@ async fn thumbnail(
     QueryParams(query): QueryParams<ThumbnailQuery>,
 ) -> Result<Response> {
     let request = query.request()?;
-    let media = media::thumbnail(&server, &server_name, &media_id, request).await?;
+    let remote = query.remote();
+    let media = media::thumbnail(&server, &server_name, &media_id, request, remote).await?;
     Ok(serve_thumbnail(media))
 }
 
@@ -277,9 +248,10 @@ fn legacy_allowed(server: &Server) -> Result<()> {
 async fn legacy_download(
     State(server): State<Arc<Server>>,
     PathParams((server_name, media_id)): PathParams<(String, String)>,
+    QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response> {
     legacy_allowed(&server)?;
-    let media = media::download(&server, &server_name, &media_id).await?;
+    let media = media::download(&server, &server_name, &media_id, query.remote()).await?;
     Ok(serve_download(media, None))
 }
 
@@ -287,9 +259,10 @@ async fn legacy_download(
 async fn legacy_download_as(
     State(server): State<Arc<Server>>,
     PathParams((server_name, media_id, file_name)): PathParams<(String, String, String)>,
+    QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response> {
     legacy_allowed(&server)?;
-    let media = media::download(&server, &server_name, &media_id).await?;
+    let media = media::download(&server, &server_name, &media_id, query.remote()).await?;
     Ok(serve_download(media, Some(file_name)))
 }
 
@@ -301,48 +274,9 @@ async fn legacy_thumbnail(
 ) -> Result<Response> {
     legacy_allowed(&server)?;
     let request = query.request()?;
-    let media = media::thumbnail(&server, &server_name, &media_id, request).await?;
+    let remote = query.remote();
+    let media = media::thumbnail(&server, &server_name, &media_id, request, remote).await?;
     Ok(serve_thumbnail(media))
-}
-
-/// Whether the spec lists this content type as safe to render inline.
-fn inline_safe(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    INLINE_TYPES.contains(&essence.as_str())
-}
-
-/// `Content-Disposition` for a download: `inline` for safe types, `attachment` otherwise,
-/// with the file name (RFC 6266: quoted when plain ASCII, RFC 8187 `filename*` otherwise).
-fn content_disposition(inline: bool, filename: Option<&str>) -> HeaderValue {
-    let kind = if inline { "inline" } else { "attachment" };
-    let value = match filename {
-        None => kind.to_owned(),
-        Some(name)
-            if name
-                .bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'"' | b'\\' | b'%')) =>
-        {
-            format!("{kind}; filename=\"{name}\"")
-        }
-        Some(name) => {
-            let mut encoded = String::with_capacity(name.len() * 3);
-            for byte in name.bytes() {
-                // RFC 8187 attr-char: everything else is percent-encoded.
-                if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-                    encoded.push(char::from(byte));
-                } else {
-                    encoded.push_str(&format!("%{byte:02X}"));
-                }
-            }
-            format!("{kind}; filename*=utf-8''{encoded}")
-        }
-    };
-    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 fn serve_download(media: Media, filename_override: Option<String>) -> Response {
@@ -388,125 +322,4 @@ fn serve(media: Media, disposition: HeaderValue) -> Response {
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
     response
-}
-
-/// A response body reading a file in chunks, each read on the blocking pool. No thread is
-/// held while the client is slow to take a chunk, so slow downloads cannot starve the pool.
-struct FileBody {
-    state: ReadState,
-    remaining: u64,
-}
-
-enum ReadState {
-    Idle(Option<File>),
-    Reading(tokio::task::JoinHandle<(File, std::io::Result<Bytes>)>),
-    Done,
-}
-
-impl FileBody {
-    fn new(file: File, size: u64) -> Self {
-        Self {
-            state: ReadState::Idle(Some(file)),
-            remaining: size,
-        }
-    }
-}
-
-impl hyper::body::Body for FileBody {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<Frame<Bytes>, std::io::Error>>> {
-        let this = self.get_mut();
-        loop {
-            match &mut this.state {
-                ReadState::Done => return Poll::Ready(None),
-                ReadState::Idle(file) => {
-                    let Some(mut file) = file.take().filter(|_| this.remaining > 0) else {
-                        this.state = ReadState::Done;
-                        return Poll::Ready(None);
-                    };
-                    let want =
-                        usize::try_from(this.remaining.min(CHUNK_BYTES)).unwrap_or(usize::MAX);
-                    this.state = ReadState::Reading(tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0; want];
-                        let read = file.read_exact(&mut buf).map(|()| Bytes::from(buf));
-                        (file, read)
-                    }));
-                }
-                ReadState::Reading(task) => {
-                    let joined = ready!(Pin::new(task).poll(cx));
-                    let (file, read) = match joined {
-                        Ok(done) => done,
-                        Err(err) => {
-                            this.state = ReadState::Done;
-                            return Poll::Ready(Some(Err(std::io::Error::other(err))));
-                        }
-                    };
-                    return match read {
-                        Ok(chunk) => {
-                            this.remaining -= chunk.len() as u64;
-                            this.state = ReadState::Idle(Some(file));
-                            Poll::Ready(Some(Ok(Frame::data(chunk))))
-                        }
-                        Err(err) => {
-                            tracing::error!(error = %err, "reading media for a download");
-                            this.state = ReadState::Done;
-                            Poll::Ready(Some(Err(err)))
-                        }
-                    };
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0 && !matches!(self.state, ReadState::Reading(_))
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn disposition_is_inline_only_for_safe_types_and_encodes_names() {
-        let check = |content_type: &str, name: Option<&str>, want: &str| {
-            let value = content_disposition(inline_safe(content_type), name);
-            assert_eq!(
-                value.to_str().expect("ASCII header"),
-                want,
-                "{content_type} {name:?}"
-            );
-        };
-        check("image/png", None, "inline");
-        check(
-            "IMAGE/PNG; charset=x",
-            Some("a b.png"),
-            "inline; filename=\"a b.png\"",
-        );
-        check(
-            "text/html",
-            Some("page.html"),
-            "attachment; filename=\"page.html\"",
-        );
-        check("application/octet-stream", None, "attachment");
-        check(
-            "text/plain",
-            Some("naïve \"q\".txt"),
-            "inline; filename*=utf-8''na%C3%AFve%20%22q%22.txt",
-        );
-        check(
-            "image/svg+xml",
-            Some("x.svg"),
-            "attachment; filename=\"x.svg\"",
-        );
-    }
 }
