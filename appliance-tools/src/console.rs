@@ -9,6 +9,7 @@ use std::os::fd::AsFd;
 use std::path::Path;
 
 use crate::exit::Failure;
+use crate::interrupt::{self, Undo};
 
 /// The console, interactive only when stdin is a terminal.
 pub struct Console {
@@ -110,6 +111,15 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Asks for one secret without echo (a backup passphrase: the caller decides whether to ask
+    /// twice). Without a terminal, fails naming `flag`.
+    pub fn secret(&self, prompt: &str, flag: &str) -> Result<String, Failure> {
+        self.require_terminal(flag, "a passphrase")?;
+        read_hidden(prompt)
+    }
+}
+
 /// Reads one line from stdin; end of input means the admin gave up.
 fn read_line() -> Result<String, Failure> {
     let mut line = String::new();
@@ -126,9 +136,31 @@ fn read_line() -> Result<String, Failure> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
-/// Turns terminal echo back on when dropped, even if reading failed.
+/// Turns terminal echo back on when dropped, even if reading failed, and while it lives also
+/// when the command is interrupted (Ctrl-C kills the process, so no drop would run then; the
+/// [`interrupt`](crate::interrupt) watcher restores the settings instead).
 struct EchoGuard {
     saved: nix::sys::termios::Termios,
+    _on_interrupt: Undo,
+}
+
+impl EchoGuard {
+    /// Registers `saved` to be put back on drop or on interrupt.
+    fn new(saved: nix::sys::termios::Termios) -> Self {
+        let restore = saved.clone();
+        let on_interrupt = interrupt::on_interrupt("", move || {
+            nix::sys::termios::tcsetattr(
+                std::io::stdin().as_fd(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &restore,
+            )
+            .map_err(|err| format!("restoring terminal echo: {err}"))
+        });
+        Self {
+            saved,
+            _on_interrupt: on_interrupt,
+        }
+    }
 }
 
 impl Drop for EchoGuard {
@@ -142,23 +174,22 @@ impl Drop for EchoGuard {
     }
 }
 
-/// Prompts and reads a line with terminal echo off.
+/// Prompts and reads a line with terminal echo off. Echo goes off before the prompt is shown,
+/// so nothing typed after the prompt appears can be echoed.
 fn read_hidden(prompt: &str) -> Result<String, Failure> {
     use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
-    eprint!("{prompt}");
-    let _ = std::io::stderr().flush();
     let stdin = std::io::stdin();
     let saved = tcgetattr(stdin.as_fd())
         .map_err(|err| Failure::broke(format!("reading terminal settings: {err}")))?;
-    let guard = EchoGuard {
-        saved: saved.clone(),
-    };
+    let guard = EchoGuard::new(saved.clone());
     let mut quiet = saved;
     quiet.local_flags.remove(LocalFlags::ECHO);
     // Keep the newline echoed so the next prompt starts on its own line.
     quiet.local_flags.insert(LocalFlags::ECHONL);
     tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet)
         .map_err(|err| Failure::broke(format!("turning off terminal echo: {err}")))?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
     let line = read_line();
     drop(guard);
     line

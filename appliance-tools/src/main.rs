@@ -11,9 +11,11 @@ mod admin_client;
 mod backup;
 mod cli;
 mod console;
+mod crypt;
 mod docs;
 mod exit;
 mod firewall;
+mod interrupt;
 mod keys;
 mod offline;
 mod password;
@@ -38,6 +40,8 @@ use crate::exit::{Exit, Failure};
 use crate::unit::Unit;
 
 fn main() -> ExitCode {
+    // Before any thread exists, so every thread leaves Ctrl-C to the watcher.
+    interrupt::install();
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => code.into(),

@@ -4,8 +4,10 @@
 //! summary and confirmation → act. Acting builds the whole unit in a staging directory inside
 //! the data dir (keys, TLS, database with the first admin, provisioning file, config), checks
 //! the config loads, and only then moves the files into place, the config last. Until that
-//! move nothing of the old state has changed; Ctrl-C before it leaves only the staging
-//! directory, which the next setup removes.
+//! move nothing of the old state has changed. Ctrl-C (or SIGTERM, SIGHUP) at a prompt writes
+//! nothing; during the build it removes the staging directory; the move into place is never cut
+//! in half (see [`crate::interrupt`]). Only a crash or SIGKILL can leave the staging directory,
+//! which the next setup removes.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,7 @@ use homeserver::matrix::keys::SigningKey;
 use crate::cli::SetupArgs;
 use crate::console::{Console, read_secret_file};
 use crate::exit::{Exit, Failure};
+use crate::interrupt::{self, Undo};
 use crate::password::check_strength;
 use crate::provisioning::{self, Admin, Network, Plan, Provisioning};
 use crate::unit::{self, START_HINT, Unit};
@@ -266,28 +269,63 @@ fn print_summary(unit: &Unit, plan: &Plan) {
 
 /// Builds the unit in the staging dir, then moves it into place; returns the data dir's
 /// canonical path.
+///
+/// From the staging dir's creation until it is gone, an interruption (Ctrl-C) removes it: each
+/// step that writes into it, and the move into place, is an uninterruptible section, so the
+/// removal never races a write and an interrupted setup leaves either the old state or the
+/// finished unit.
 fn apply(unit: &Unit, plan: &Plan, password: String, replace: bool) -> Result<PathBuf, Failure> {
     let data_dir = unit::ensure_dir(unit.dir())?;
     unit::restrict_dir(&data_dir)?;
     let unit = Unit::new(data_dir.clone());
     let staging = data_dir.join(STAGING);
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)
-            .map_err(|err| Failure::io("cannot remove the old", &staging, err))?;
-    }
-    std::fs::create_dir(&staging).map_err(|err| Failure::io("cannot create", &staging, err))?;
+    let on_interrupt = interrupt::uninterruptible(|| -> Result<Undo, Failure> {
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .map_err(|err| Failure::io("cannot remove the old", &staging, err))?;
+        }
+        std::fs::create_dir(&staging).map_err(|err| Failure::io("cannot create", &staging, err))?;
+        let doomed = staging.clone();
+        Ok(interrupt::on_interrupt(
+            format!(
+                "removing the unfinished setup in {}; nothing else was changed",
+                staging.display()
+            ),
+            move || {
+                std::fs::remove_dir_all(&doomed)
+                    .map_err(|err| format!("cannot remove {}: {err}", doomed.display()))
+            },
+        ))
+    })?;
     let built = build(&staging, &data_dir, plan, password);
     if let Err(err) = built {
-        let _ = std::fs::remove_dir_all(&staging);
+        interrupt::uninterruptible(|| {
+            let _ = std::fs::remove_dir_all(&staging);
+            drop(on_interrupt);
+        });
         return Err(err);
     }
+    interrupt::uninterruptible(|| move_into_place(&unit, &staging, replace, on_interrupt))?;
+    Ok(data_dir)
+}
+
+/// Replaces the data dir's contents with the staging dir's (erasing a previous unit first when
+/// `replace`), the config last, and removes the emptied staging dir; then `on_interrupt` (the
+/// staging dir's removal) is dropped, as there is nothing left to undo.
+fn move_into_place(
+    unit: &Unit,
+    staging: &Path,
+    replace: bool,
+    on_interrupt: Undo,
+) -> Result<(), Failure> {
+    let data_dir = unit.dir();
     if replace {
         eprintln!("Erasing the previous unit in {} …", data_dir.display());
         unit.erase(&[STAGING])?;
     }
     // The config goes last: its presence is what marks a finished setup.
-    let mut names: Vec<String> = std::fs::read_dir(&staging)
-        .map_err(|err| Failure::io("cannot list", &staging, err))?
+    let mut names: Vec<String> = std::fs::read_dir(staging)
+        .map_err(|err| Failure::io("cannot list", staging, err))?
         .filter_map(|entry| entry.ok())
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .filter(|name| name != unit::CONFIG_FILE)
@@ -299,47 +337,58 @@ fn apply(unit: &Unit, plan: &Plan, password: String, replace: bool) -> Result<Pa
         std::fs::rename(&from, &to)
             .map_err(|err| Failure::io("cannot move into place", &to, err))?;
     }
-    std::fs::remove_dir(&staging).map_err(|err| Failure::io("cannot remove", &staging, err))?;
-    Ok(data_dir)
+    std::fs::remove_dir(staging).map_err(|err| Failure::io("cannot remove", staging, err))?;
+    drop(on_interrupt);
+    Ok(())
 }
 
-/// Writes every file of the new unit into `staging`; `data_dir` is where they will live.
+/// Writes every file of the new unit into `staging`; `data_dir` is where they will live. Each
+/// step is an uninterruptible section (see [`apply`]); the slowest, hashing the admin's
+/// password, delays Ctrl-C by about a second.
 fn build(staging: &Path, data_dir: &Path, plan: &Plan, password: String) -> Result<(), Failure> {
     eprintln!("Generating the signing key …");
-    let key = SigningKey::generate();
-    unit::write_file(
-        &staging.join(homeserver::SIGNING_KEY_FILE),
-        key.serialize().as_bytes(),
-        0o600,
-    )?;
+    interrupt::uninterruptible(|| {
+        let key = SigningKey::generate();
+        unit::write_file(
+            &staging.join(homeserver::SIGNING_KEY_FILE),
+            key.serialize().as_bytes(),
+            0o600,
+        )
+    })?;
     eprintln!("Generating the TLS unit CA and certificate …");
-    crate::tls::generate(
-        &staging.join(unit::TLS_DIR),
-        plan.server_name.as_str(),
-        &plan.federation_endpoints,
-    )?;
+    interrupt::uninterruptible(|| {
+        crate::tls::generate(
+            &staging.join(unit::TLS_DIR),
+            plan.server_name.as_str(),
+            &plan.federation_endpoints,
+        )
+    })?;
     eprintln!("Creating the database and the first admin {} …", plan.admin);
     let server_name = plan.server_name.clone();
     let admin = plan.admin.to_string();
-    crate::offline::with_store(staging, |store| async move {
-        homeserver::service::admin::create_user_in_store(
-            &store,
-            &server_name,
-            &admin,
-            password,
-            true,
-        )
-        .await
+    interrupt::uninterruptible(|| {
+        crate::offline::with_store(staging, |store| async move {
+            homeserver::service::admin::create_user_in_store(
+                &store,
+                &server_name,
+                &admin,
+                password,
+                true,
+            )
+            .await
+        })
     })?;
     let provisioning = serde_json::to_string_pretty(&plan.to_file())
         .map_err(|err| Failure::broke(format!("encoding the provisioning file: {err}")))?;
-    unit::write_file(
-        &staging.join(unit::PROVISIONING_FILE),
-        format!("{provisioning}\n").as_bytes(),
-        0o640,
-    )?;
     let config_path = staging.join(unit::CONFIG_FILE);
-    unit::write_file(&config_path, plan.render_config(data_dir).as_bytes(), 0o640)?;
+    interrupt::uninterruptible(|| {
+        unit::write_file(
+            &staging.join(unit::PROVISIONING_FILE),
+            format!("{provisioning}\n").as_bytes(),
+            0o640,
+        )?;
+        unit::write_file(&config_path, plan.render_config(data_dir).as_bytes(), 0o640)
+    })?;
     homeserver::config::Config::from_file(&config_path).map_err(|err| {
         Failure::broke(format!("the generated config does not load (a bug): {err}"))
     })?;

@@ -177,7 +177,8 @@ impl Api {
     }
 }
 
-/// A logged-in device.
+/// A logged-in device (cloned for the logout that an interruption does).
+#[derive(Clone)]
 pub struct Session {
     api: Api,
     /// The user ID.

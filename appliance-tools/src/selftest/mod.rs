@@ -16,7 +16,9 @@
 //!
 //! Cleanup runs whatever happened: on a peer, B leaves the room and logs out (deleting the
 //! temporary device); the temporary accounts here are deactivated through the admin socket,
-//! which also makes them leave their rooms.
+//! which also makes them leave their rooms. Ctrl-C does the same before the process ends: the
+//! accounts created so far are deactivated and B's device on a peer is logged out (see
+//! `steps`), so an interrupted selftest leaves no usable temporary account behind.
 //!
 //! Unlike the other commands this one opens network connections (to this unit's client
 //! listener and, with `--peer`, to the peer's): that is what it tests.

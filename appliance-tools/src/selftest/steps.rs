@@ -1,8 +1,16 @@
 //! The steps of the selftest: the round trip (which stops at the first failed step) and the
 //! cleanup (which always runs), each step timed and reported through [`Report`].
+//!
+//! Ctrl-C (or SIGTERM, SIGHUP) stops the round trip wherever it is, and what the cleanup would
+//! have undone is undone by the [`interrupt`](crate::interrupt) watcher instead: the temporary
+//! accounts created so far are deactivated (an account is created and recorded, or deactivated
+//! and forgotten, in one uninterruptible section, so none slips through), and on a peer B's
+//! device is logged out. Only B's membership in the test room on the peer stays behind (it
+//! holds no one else once A's account is deactivated).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -15,9 +23,10 @@ use homeserver::util::random_string;
 
 use super::Plan;
 use super::device::{Device, DeviceKeys, MEGOLM, encrypt_room_message, send_encrypted};
-use super::matrix::{Deadline, encode};
+use super::matrix::{Deadline, Session, encode};
 use super::report::{Report, Stopped};
 use crate::admin_client::AdminClient;
+use crate::interrupt::{self, Undo};
 
 /// How long to wait between two looks at something that has not arrived yet (a key query
 /// whose device is not listed yet); syncs long-poll instead.
@@ -25,6 +34,10 @@ const RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Prefix of the temporary accounts' names.
 const USER_PREFIX: &str = "selftest-";
+
+/// How long the undo after an interruption may wait for each answer (the admin socket, or the
+/// peer for B's logout) before the process ends anyway.
+const INTERRUPT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What the round trip made so far, for the next steps and for cleanup.
 #[derive(Default)]
@@ -43,6 +56,53 @@ pub struct Trip {
     b_invited: bool,
     /// Temporary accounts deactivated by the cleanup.
     pub removed: Vec<String>,
+    /// Temporary accounts created and not yet deactivated: what an interruption deactivates.
+    pending: Arc<Mutex<Vec<String>>>,
+    /// The deactivation of `pending` on an interruption, once there may be accounts.
+    undo_accounts: Option<Undo>,
+    /// B's logout on the peer on an interruption, until the cleanup logged B out.
+    undo_b_login: Option<Undo>,
+}
+
+/// The accounts not yet deactivated (the list is consistent even if a holder panicked).
+fn pending(list: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
+    list.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The undo action for the temporary accounts: deactivates those still pending.
+fn deactivate_on_interrupt(socket: PathBuf, list: Arc<Mutex<Vec<String>>>) -> Undo {
+    interrupt::on_interrupt(
+        "deactivating the selftest's temporary accounts",
+        move || {
+            let users = std::mem::take(&mut *pending(&list));
+            let errors: Vec<String> = users
+                .iter()
+                .filter_map(|user| {
+                    let path = format!("/v1/users/{}/deactivate", encode(user));
+                    let deadline = Deadline::after(INTERRUPT_DEADLINE);
+                    let err =
+                        admin::<_, UserSummary>(&socket, &path, json!({}), &deadline).err()?;
+                    Some(format!(
+                        "{user}: {err} (deactivate it with `appliance user deactivate {user} \
+                         --yes`)"
+                    ))
+                })
+                .collect();
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors.join("; "))
+            }
+        },
+    )
+}
+
+/// The undo action for B's login on a peer: logs that device out.
+fn log_out_on_interrupt(session: Session, peer: &str) -> Undo {
+    interrupt::on_interrupt(
+        format!("logging the selftest's device out of {peer}"),
+        move || session.logout(&Deadline::after(INTERRUPT_DEADLINE)),
+    )
 }
 
 /// A sync filter for B: only the test room (none before there is one), no presence or
@@ -78,19 +138,28 @@ pub fn round_trip(
 ) -> Result<(), Stopped> {
     report.step("create test accounts", |step| {
         let wanted = if plan.peer.is_some() { 1 } else { 2 };
+        trip.undo_accounts = Some(deactivate_on_interrupt(
+            plan.socket.clone(),
+            Arc::clone(&trip.pending),
+        ));
         for _ in 0..wanted {
             let user = format!("{USER_PREFIX}{}", random_string(10).to_lowercase());
             let password = random_string(32);
-            let created: UserSummary = admin(
-                &plan.socket,
-                "/v1/users",
-                CreateUser {
-                    user,
-                    password: password.clone(),
-                    admin: false,
-                },
-                &step.deadline,
-            )?;
+            // Created and recorded together, so an interruption cannot miss it.
+            let created: UserSummary = interrupt::uninterruptible(|| {
+                let created: UserSummary = admin(
+                    &plan.socket,
+                    "/v1/users",
+                    CreateUser {
+                        user,
+                        password: password.clone(),
+                        admin: false,
+                    },
+                    &step.deadline,
+                )?;
+                pending(&trip.pending).push(created.user_id.clone());
+                Ok::<_, String>(created)
+            })?;
             trip.accounts.push((created.user_id, password));
         }
         let names: Vec<&str> = trip
@@ -107,7 +176,11 @@ pub fn round_trip(
         let (a_user, a_password) = trip.accounts.first().ok_or("no account for A")?;
         trip.a = Some(Device::new(plan.local.login(a_user, a_password, deadline)?));
         let b = match &plan.peer {
-            Some(peer) => peer.api.login(&peer.user_id, &peer.password, deadline)?,
+            Some(peer) => {
+                let session = peer.api.login(&peer.user_id, &peer.password, deadline)?;
+                trip.undo_b_login = Some(log_out_on_interrupt(session.clone(), &peer.name));
+                session
+            }
             None => {
                 let (user, password) = trip.accounts.get(1).ok_or("no account for B")?;
                 plan.local.login(user, password, deadline)?
@@ -370,7 +443,11 @@ pub fn clean_up(plan: &Plan, trip: &mut Trip, report: &mut Report) {
             });
         }
         let _ = report.step("log B out of the peer", |step| {
-            b.session.logout(&step.deadline)?;
+            interrupt::uninterruptible(|| {
+                b.session.logout(&step.deadline)?;
+                trip.undo_b_login = None;
+                Ok::<_, String>(())
+            })?;
             step.detail(format!(
                 "deleted device {} of {}",
                 b.device_id(),
@@ -380,13 +457,24 @@ pub fn clean_up(plan: &Plan, trip: &mut Trip, report: &mut Report) {
         });
     }
     if trip.accounts.is_empty() {
+        trip.undo_accounts = None;
         return;
     }
     let _ = report.step("remove test accounts", |step| {
         let mut errors = Vec::new();
         for (user, _) in &trip.accounts {
             let path = format!("/v1/users/{}/deactivate", encode(user));
-            match admin::<_, UserSummary>(&plan.socket, &path, json!({}), &step.deadline) {
+            // Deactivated and forgotten together, so an interruption neither misses it nor
+            // deactivates it twice.
+            let deactivated = interrupt::uninterruptible(|| {
+                let answer =
+                    admin::<_, UserSummary>(&plan.socket, &path, json!({}), &step.deadline);
+                if answer.is_ok() {
+                    pending(&trip.pending).retain(|pending| pending != user);
+                }
+                answer
+            });
+            match deactivated {
                 Ok(_) => trip.removed.push(user.clone()),
                 Err(err) => errors.push(format!("{user}: {err}")),
             }
@@ -398,6 +486,9 @@ pub fn clean_up(plan: &Plan, trip: &mut Trip, report: &mut Report) {
             Err(errors.join("; "))
         }
     });
+    if pending(&trip.pending).is_empty() {
+        trip.undo_accounts = None;
+    }
 }
 
 /// `POST path` on the admin socket, giving up at the deadline (the request itself is left to
