@@ -337,13 +337,25 @@ pub struct BackupArgs {
     /// Replace FILE if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Encrypt the backup with a passphrase (asked twice at the console unless
+    /// --passphrase-file is given). Without the passphrase the backup cannot be restored.
+    #[arg(long)]
+    pub encrypt: bool,
+    /// With --encrypt: read the passphrase from the first line of FILE, or from stdin with `-`,
+    /// instead of asking (keeps it out of the process list and shell history).
+    #[arg(long, value_name = "FILE", requires = "encrypt")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// `appliance restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup file, as written by `appliance backup`.
+    /// The backup file, as written by `appliance backup` (plain or encrypted: it is detected).
     pub file: PathBuf,
+    /// For an encrypted backup: read the passphrase from the first line of FILE, or from stdin
+    /// with `-`, instead of asking at the console.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
     /// Restore even though the backup is of another unit (another server name).
     #[arg(long)]
     pub force_other_unit: bool,

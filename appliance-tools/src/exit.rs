@@ -24,6 +24,9 @@ pub enum Exit {
     WrongState = 4,
     /// `status`: something needs the admin's attention; `selftest`: a step failed.
     Attention = 5,
+    /// `restore`: the passphrase does not open the encrypted backup. Separate from
+    /// [`Exit::Rejected`] so a script can tell "ask again" from "this file is damaged".
+    WrongPassphrase = 6,
 }
 
 /// The exit code table, as shown at the end of `appliance --help` and in the man page.
@@ -37,7 +40,8 @@ Exit codes:
      have the expected fingerprint, an unknown peer)
   4  wrong state: the unit is already set up / not set up, the homeserver is running (or
      stopped when it must run), a backup of another unit, a confirmation not given
-  5  status: something needs attention; selftest: a step failed";
+  5  status: something needs attention; selftest: a step failed
+  6  restore: the passphrase does not open the encrypted backup";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {

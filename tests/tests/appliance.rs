@@ -123,6 +123,10 @@ fn invalid_provisioning_input_writes_nothing() {
     let mut checked = 0;
     for entry in fs::read_dir(&invalid).expect("provisioning/invalid exists") {
         let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            // invalid/peer-card/, invalid/backup-manifest/: other formats, checked elsewhere.
+            continue;
+        }
         let run = unit.appliance_with_stdin(
             &[
                 "setup",
