@@ -200,6 +200,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         tokens: Default::default(),
         typing: Default::default(),
         hierarchy_cache: Default::default(),
+        sliding_sync: Default::default(),
         shutdown: shutdown_rx,
     });
     Ok(Prepared {

@@ -59,6 +59,8 @@ pub struct Server {
     pub tls_ca_pem: String,
     /// Peers' recent space-hierarchy answers, so paging a hierarchy does not ask each time.
     pub hierarchy_cache: federation::hierarchy::Cache,
+    /// What each sliding sync connection has been sent, per `pos` (in memory, bounded).
+    pub sliding_sync: sliding_sync::Connections,
     /// Becomes `true` when the server is shutting down, so long polls return at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

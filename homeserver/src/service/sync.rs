@@ -23,7 +23,7 @@ use crate::util::now_ms;
 /// Timeline length when the filter sets none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
 /// Longest long-poll we honour.
-const MAX_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// State events shown to invitees (spec: "stripped state").
 const INVITE_STATE_TYPES: [&str; 6] = [
     "m.room.create",
@@ -318,8 +318,9 @@ fn empty_room() -> Value {
 }
 
 /// The newest `limit` events of a room in `(after, upto]` that pass the filter, oldest first,
-/// and whether older ones were left out.
-fn timeline(
+/// and whether older ones were left out. Shared with sliding sync, whose timelines follow the
+/// same rules.
+pub(crate) fn timeline(
     conn: &Connection,
     room_id: &str,
     filter: &RoomEventFilter,
@@ -356,7 +357,12 @@ fn timeline(
     Ok((picked, limited))
 }
 
-fn format_all(conn: &Connection, events: &[StoredEvent], req: &SyncRequest) -> Result<Vec<Value>> {
+/// Events in the client format as the syncing device sees them (its own transaction IDs).
+pub(crate) fn format_all(
+    conn: &Connection,
+    events: &[StoredEvent],
+    req: &SyncRequest,
+) -> Result<Vec<Value>> {
     let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
     events
         .iter()
@@ -483,21 +489,8 @@ fn joined_room(
     if let Some(users) = typing {
         ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": users}}));
     }
-    if !receipts.is_empty() {
-        let mut content = Map::new();
-        for r in receipts {
-            let mut entry = json!({"ts": r.ts});
-            if !r.thread_id.is_empty() {
-                entry["thread_id"] = json!(r.thread_id);
-            }
-            let by_type = content.entry(r.event_id).or_insert_with(|| json!({}));
-            by_type
-                .as_object_mut()
-                .expect("receipt entries are objects")
-                .entry(r.receipt_type)
-                .or_insert_with(|| json!({}))[r.user_id] = entry;
-        }
-        ephemeral.push(json!({"type": "m.receipt", "content": content}));
+    if let Some(event) = receipt_event(receipts) {
+        ephemeral.push(event);
     }
     let (notifications, highlights) = super::push::unread_counts(conn, room_id, &req.user_id)?;
     let joined = state::members_with(conn, room_id, "join")?.len();
@@ -512,7 +505,31 @@ fn joined_room(
     })))
 }
 
-fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
+/// The `m.receipt` event carrying `receipts` (`None` when there are none); shared with the
+/// sliding sync receipts extension.
+pub(crate) fn receipt_event(receipts: Vec<misc::Receipt>) -> Option<Value> {
+    if receipts.is_empty() {
+        return None;
+    }
+    let mut content = Map::new();
+    for r in receipts {
+        let mut entry = json!({"ts": r.ts});
+        if !r.thread_id.is_empty() {
+            entry["thread_id"] = json!(r.thread_id);
+        }
+        let by_type = content.entry(r.event_id).or_insert_with(|| json!({}));
+        by_type
+            .as_object_mut()
+            .expect("receipt entries are objects")
+            .entry(r.receipt_type)
+            .or_insert_with(|| json!({}))[r.user_id] = entry;
+    }
+    Some(json!({"type": "m.receipt", "content": content}))
+}
+
+/// `{"invite_state": {"events": [...]}}` for a room the user is invited to (or knocked on):
+/// the stripped state a remote inviter sent, or the local room's own.
+pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
     if !crate::store::federation::participating(conn, room_id)?
         && let Some((event_id, invite_state)) =
             crate::store::federation::remote_invite(conn, room_id, user_id)?

@@ -20,6 +20,7 @@ pub mod misc;
 pub mod presence;
 pub mod push;
 pub mod search;
+pub mod sliding_sync;
 pub mod state;
 mod writer;
 
