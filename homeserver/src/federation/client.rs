@@ -5,13 +5,17 @@
 //! CA in that card. Names are never resolved through DNS, SRV or `.well-known`: an endpoint
 //! that is not an IP address is resolved by the system resolver of the box (e.g. /etc/hosts),
 //! exactly as the admin wrote it on the card.
+//!
+//! Connections are kept open for a short while after an answer and reused
+//! ([`crate::federation::pool`]), so a steady stream of transactions to a peer pays the TCP and
+//! TLS handshakes once rather than per request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde_json::Value;
@@ -19,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::federation::peers::Allowlist;
+use crate::federation::pool::{Conn, Pool};
 use crate::federation::tls::server_host;
 use crate::matrix::xmatrix::sign_request;
 use crate::service::Signer;
@@ -93,6 +98,7 @@ pub struct FederationClient {
     signer: Arc<Signer>,
     peers: Arc<Allowlist>,
     timeout: Duration,
+    pool: Arc<Pool>,
 }
 
 impl FederationClient {
@@ -102,6 +108,7 @@ impl FederationClient {
             signer,
             peers,
             timeout,
+            pool: Arc::default(),
         }
     }
 
@@ -149,7 +156,7 @@ impl FederationClient {
         for endpoint in &peer.card.endpoints {
             let attempt = tokio::time::timeout(
                 self.timeout,
-                send_once(
+                self.send_once(
                     endpoint,
                     &peer.tls,
                     destination,
@@ -224,10 +231,10 @@ impl FederationClient {
             let budget = left.min(self.timeout);
             let started = tokio::time::timeout(
                 budget,
-                start_get(endpoint, &peer.tls, destination, path, &authorization),
+                self.start_get(endpoint, &peer.tls, destination, path, &authorization),
             )
             .await;
-            let (response, driver) = match started {
+            let (response, conn) = match started {
                 Ok(Ok(started)) => started,
                 Ok(Err(reason)) => {
                     last_error = format!("{endpoint}: {reason}");
@@ -241,9 +248,11 @@ impl FederationClient {
             let read = self
                 .read_raw(destination, response, max_bytes.max(ERROR_BODY_BYTES))
                 .await;
-            drop(driver);
             let (status, headers, body) = match read {
-                Ok(read) => read,
+                Ok(read) => {
+                    self.pool.put(endpoint, &peer.tls, conn);
+                    read
+                }
                 Err(ReadFailure::Fatal(err)) => return Err(err),
                 Err(ReadFailure::Endpoint(reason)) => {
                     last_error = format!("{endpoint}: {reason}");
@@ -336,25 +345,14 @@ enum ReadFailure {
     Endpoint(String),
 }
 
-/// The task driving one connection, stopped when dropped, so that a request given up on
-/// (deadline, caller gone) leaves no connection behind.
-struct Driver(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Opens a connection to `endpoint` and sends a signed `GET`, returning the response once its
-/// headers arrived, with the task driving the connection.
-async fn start_get(
+/// Opens a connection to `endpoint`: TCP, TLS verified against the peer card's anchor (`tls`),
+/// then the HTTP/1.1 handshake. The connection's task runs until the [`Conn`] is dropped or
+/// the peer closes it.
+async fn connect(
     endpoint: &str,
     tls: &Arc<rustls::ClientConfig>,
     destination: &str,
-    path: &str,
-    authorization: &str,
-) -> Result<(hyper::Response<hyper::body::Incoming>, Driver), String> {
+) -> Result<Conn, String> {
     let stream = TcpStream::connect(endpoint)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -365,71 +363,104 @@ async fn start_get(
         .connect(name, stream)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls_stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let driver = Driver(tokio::spawn(connection));
-    let request = Request::builder()
-        .method(Method::GET)
-        .uri(path)
-        .header(header::HOST, destination)
-        .header(header::AUTHORIZATION, authorization)
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("request: {e}"))?;
-    Ok((response, driver))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn send_once(
-    endpoint: &str,
-    tls: &Arc<rustls::ClientConfig>,
-    destination: &str,
-    method: &Method,
-    path: &str,
-    authorization: &str,
-    payload: Bytes,
-    has_body: bool,
-) -> Result<(StatusCode, Bytes), String> {
-    let stream = TcpStream::connect(endpoint)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let name = ServerName::try_from(server_host(destination).to_owned())
-        .map_err(|e| format!("server name: {e}"))?;
-    let tls_stream = tokio_rustls::TlsConnector::from(Arc::clone(tls))
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls_stream))
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls_stream))
         .await
         .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let mut request = Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header(header::HOST, destination)
-        .header(header::AUTHORIZATION, authorization);
-    if has_body {
-        request = request.header(header::CONTENT_TYPE, "application/json");
+    let driver = tokio::spawn(connection).abort_handle();
+    Ok(Conn::new(sender, driver))
+}
+
+impl FederationClient {
+    /// Sends the request `build` makes on an idle connection to `endpoint` when there is one,
+    /// else on a new one, and returns the answer (headers read) with its connection, to be put
+    /// back into the pool once the body is read to the end. A reused connection that fails
+    /// before answering (the peer closed it while idle) is replaced by a new one, once; the
+    /// request may then reach the peer twice, which every federation request tolerates
+    /// (transactions are idempotent by ID, the rest are reads or idempotent writes).
+    async fn exchange(
+        &self,
+        endpoint: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        destination: &str,
+        build: impl Fn() -> Result<Request<Full<Bytes>>, String>,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Conn), String> {
+        if let Some(mut conn) = self.pool.take(endpoint, tls) {
+            debug_assert!(conn.reused());
+            if conn.sender.ready().await.is_ok() {
+                match conn.sender.send_request(build()?).await {
+                    Ok(response) => return Ok((response, conn)),
+                    Err(err) => {
+                        tracing::debug!(%endpoint, error = %err, "idle federation connection failed; opening a new one");
+                    }
+                }
+            }
+        }
+        let mut conn = connect(endpoint, tls, destination).await?;
+        let response = conn
+            .sender
+            .send_request(build()?)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        Ok((response, conn))
     }
-    let request = request
-        .body(Full::new(payload))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
+
+    /// Sends a signed `GET` to `endpoint`, returning the response once its headers arrived,
+    /// with the connection it came on.
+    async fn start_get(
+        &self,
+        endpoint: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        destination: &str,
+        path: &str,
+        authorization: &str,
+    ) -> Result<(hyper::Response<hyper::body::Incoming>, Conn), String> {
+        self.exchange(endpoint, tls, destination, || {
+            Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .header(header::HOST, destination)
+                .header(header::AUTHORIZATION, authorization)
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| e.to_string())
+        })
         .await
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status();
-    let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading response: {e}"))?
-        .to_bytes();
-    driver.abort();
-    Ok((status, bytes))
+    }
+
+    /// One signed request to `endpoint` with a JSON body (or none), read whole.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_once(
+        &self,
+        endpoint: &str,
+        tls: &Arc<rustls::ClientConfig>,
+        destination: &str,
+        method: &Method,
+        path: &str,
+        authorization: &str,
+        payload: Bytes,
+        has_body: bool,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let (response, conn) = self
+            .exchange(endpoint, tls, destination, || {
+                let mut request = Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .header(header::HOST, destination)
+                    .header(header::AUTHORIZATION, authorization);
+                if has_body {
+                    request = request.header(header::CONTENT_TYPE, "application/json");
+                }
+                request
+                    .body(Full::new(payload.clone()))
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        let status = response.status();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading response: {e}"))?
+            .to_bytes();
+        self.pool.put(endpoint, tls, conn);
+        Ok((status, bytes))
+    }
 }

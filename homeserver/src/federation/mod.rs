@@ -10,5 +10,6 @@
 pub mod client;
 pub mod incoming;
 pub mod peers;
+pub mod pool;
 pub mod sender;
 pub mod tls;
