@@ -17,7 +17,7 @@ use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::{Server, accept_membership, membership_handshake, room_rules, verify};
+use super::{Server, accept_membership, ask_to_enter, membership_handshake, room_rules, verify};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::pdu::Pdu;
@@ -212,32 +212,8 @@ async fn try_knock(
     reason: Option<&str>,
     resident: &str,
 ) -> Result<()> {
-    let versions: Vec<String> = crate::matrix::SUPPORTED_ROOM_VERSIONS
-        .iter()
-        .map(|v| format!("ver={v}"))
-        .collect();
-    let (displayname, avatar) = rooms::profile_of(server, user_id).await?;
-    let mut content = json!({"membership": "knock"});
-    if let Some(reason) = reason {
-        content["reason"] = json!(reason);
-    }
-    if let Some(name) = displayname {
-        content["displayname"] = json!(name);
-    }
-    if let Some(url) = avatar {
-        content["avatar_url"] = json!(url);
-    }
-    let (knock, version, response) = membership_handshake(
-        server,
-        resident,
-        room_id,
-        user_id,
-        "knock",
-        &format!("?{}", versions.join("&")),
-        content,
-        None,
-    )
-    .await?;
+    let (knock, version, response) =
+        ask_to_enter(server, resident, room_id, user_id, "knock", reason).await?;
     let mut stripped = stripped_knock_state(server, room_id, &version, &response);
     stripped.push(to_stripped_state(&knock));
     let creator = stripped

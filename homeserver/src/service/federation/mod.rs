@@ -812,29 +812,8 @@ async fn try_join(
     user_id: &UserId,
     resident: &str,
 ) -> Result<()> {
-    let versions: Vec<String> = crate::matrix::SUPPORTED_ROOM_VERSIONS
-        .iter()
-        .map(|v| format!("ver={v}"))
-        .collect();
-    let (displayname, avatar) = rooms::profile_of(server, user_id).await?;
-    let mut content = json!({"membership": "join"});
-    if let Some(name) = displayname {
-        content["displayname"] = json!(name);
-    }
-    if let Some(url) = avatar {
-        content["avatar_url"] = json!(url);
-    }
-    let (join, version, response) = membership_handshake(
-        server,
-        resident,
-        room_id,
-        user_id,
-        "join",
-        &format!("?{}", versions.join("&")),
-        content,
-        None,
-    )
-    .await?;
+    let (join, version, response) =
+        ask_to_enter(server, resident, room_id, user_id, "join", None).await?;
 
     // Closed federation: every event of the room must come from allow-listed servers, and no
     // member may be on a server outside the allow-list.
@@ -1455,6 +1434,44 @@ pub async fn remote_public_rooms(
         )
         .await
         .map_err(fed_error)
+}
+
+/// Our user's `join` or `knock` through `resident`: the handshake offering every room version
+/// this unit supports, with the user's profile (and `reason`) in the event's content.
+async fn ask_to_enter(
+    server: &Server,
+    resident: &str,
+    room_id: &RoomId,
+    user_id: &UserId,
+    membership: &'static str,
+    reason: Option<&str>,
+) -> Result<(Pdu, String, Value)> {
+    let versions: Vec<String> = crate::matrix::SUPPORTED_ROOM_VERSIONS
+        .iter()
+        .map(|v| format!("ver={v}"))
+        .collect();
+    let (displayname, avatar) = rooms::profile_of(server, user_id).await?;
+    let mut content = json!({"membership": membership});
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    if let Some(name) = displayname {
+        content["displayname"] = json!(name);
+    }
+    if let Some(url) = avatar {
+        content["avatar_url"] = json!(url);
+    }
+    membership_handshake(
+        server,
+        resident,
+        room_id,
+        user_id,
+        membership,
+        &format!("?{}", versions.join("&")),
+        content,
+        None,
+    )
+    .await
 }
 
 /// The two-step membership handshake with a resident unit (`make_join`/`make_leave`, then
