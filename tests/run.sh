@@ -23,6 +23,9 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
 step "format"
 cargo fmt --all -- --check
 
+step "provisioning examples against their JSON schemas"
+python3 provisioning/check-examples.py
+
 step "lint (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --release -- -D warnings
 

@@ -41,7 +41,9 @@ Exit codes:
   4  wrong state: the unit is already set up / not set up, the homeserver is running (or
      stopped when it must run), a backup of another unit, a confirmation not given
   5  status: something needs attention; selftest: a step failed
-  6  restore: the passphrase does not open the encrypted backup";
+  6  restore: the passphrase does not open the encrypted backup
+Interrupted (Ctrl-C, SIGTERM, a console hang-up): what was half-done is undone, then the
+command dies of the signal (a shell sees 130, 143 or 129).";
 
 impl From<Exit> for std::process::ExitCode {
     fn from(exit: Exit) -> Self {
