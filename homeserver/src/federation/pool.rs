@@ -75,7 +75,10 @@ pub struct Pool {
 impl Pool {
     /// An idle connection to `endpoint` opened under `tls`, if one is still usable.
     pub fn take(&self, endpoint: &str, tls: &Arc<rustls::ClientConfig>) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let list = idle.get_mut(endpoint)?;
         let now = Instant::now();
         list.retain(|c| {
@@ -100,7 +103,10 @@ impl Pool {
         if conn.sender.is_closed() || !conn.sender.is_ready() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Connections to endpoints no longer asked for (a peer removed, a card changed) go
         // when they expire, whichever endpoint is used next.
         let now = Instant::now();

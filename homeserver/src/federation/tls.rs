@@ -402,7 +402,10 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A client configuration that trusts only what the peer's card names: its CA, or the one
 /// certificate key it pins.
 pub fn client_config_for(trust: &TlsTrust) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    match trust.anchor().map_err(|err| TlsError::Pem(err.to_string()))? {
+    match trust
+        .anchor()
+        .map_err(|err| TlsError::Pem(err.to_string()))?
+    {
         TlsAnchor::Ca(ca_pem) => client_config_for_ca(ca_pem),
         TlsAnchor::Spki(digest) => {
             let verifier = SpkiPin {
@@ -466,8 +469,9 @@ impl rustls::client::danger::ServerCertVerifier for SpkiPin {
         _ocsp_response: &[u8],
         _now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let digest = spki_sha256(end_entity)
-            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let digest = spki_sha256(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
         if digest == self.digest {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {

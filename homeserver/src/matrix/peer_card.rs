@@ -341,13 +341,25 @@ mod tests {
         };
         let pin = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::new(vec![7; 32]);
         let pinned = parse_with(TlsTrust::spki(&format!("{}=", pin.encode()))).expect("a pin");
-        assert_eq!(pinned.tls.anchor().expect("anchor"), TlsAnchor::Spki([7; 32]));
+        assert_eq!(
+            pinned.tls.anchor().expect("anchor"),
+            TlsAnchor::Spki([7; 32])
+        );
 
-        let neither = TlsTrust { ca_pem: None, spki_sha256: None };
+        let neither = TlsTrust {
+            ca_pem: None,
+            spki_sha256: None,
+        };
         assert!(parse_with(neither).is_err());
-        let both = TlsTrust { ca_pem: Some("pem".to_owned()), spki_sha256: Some(pin.encode()) };
+        let both = TlsTrust {
+            ca_pem: Some("pem".to_owned()),
+            spki_sha256: Some(pin.encode()),
+        };
         assert!(parse_with(both).is_err());
-        assert!(parse_with(TlsTrust::spki("AAAA")).is_err(), "3 bytes is no SHA-256");
+        assert!(
+            parse_with(TlsTrust::spki("AAAA")).is_err(),
+            "3 bytes is no SHA-256"
+        );
         assert!(parse_with(TlsTrust::spki("not base64!")).is_err());
     }
 }
