@@ -302,9 +302,19 @@ pub async fn upload(
     body: Body,
 ) -> Result<String> {
     let limit = server.config.media.max_upload_bytes;
-    let (content_type, filename) = validate(&meta, limit)?;
     let user = uploader.to_string();
-    quota_allows(server, &user, meta.content_length.unwrap_or(0)).await?;
+    let checked = async {
+        let described = validate(&meta, limit)?;
+        quota_allows(server, &user, meta.content_length.unwrap_or(0)).await?;
+        Ok(described)
+    };
+    let (content_type, filename) = match checked.await {
+        Ok(described) => described,
+        Err(err) => {
+            content::discard(body).await;
+            return Err(err);
+        }
+    };
     let staged = content::receive(dirs(server), body, limit).await?;
     quota_allows(server, &user, staged.size()).await?;
     let content = Content {
@@ -368,30 +378,40 @@ pub async fn upload_pending(
     meta: UploadMeta,
     body: Body,
 ) -> Result<()> {
-    if server_name != server.server_name().as_str() || !valid_media_id(media_id) {
-        return Err(unknown_media());
-    }
     let limit = server.config.media.max_upload_bytes;
-    let (content_type, filename) = validate(&meta, limit)?;
     let user = uploader.to_string();
-    let id = media_id.to_owned();
-    let row = server
-        .store
-        .read(move |conn| store::get_media(conn, &id))
-        .await?
-        .ok_or_else(unknown_media)?;
-    if row.uploader != user {
-        return Err(Error::forbidden(
-            "This media ID was created by another user",
-        ));
-    }
-    if row.content.is_some() {
-        return Err(already_uploaded());
-    }
-    if row.expires_ts.is_some_and(|at| at <= now_ms()) {
-        return Err(Error::not_found("This media ID has expired"));
-    }
-    quota_allows(server, &user, meta.content_length.unwrap_or(0)).await?;
+    let checked = async {
+        if server_name != server.server_name().as_str() || !valid_media_id(media_id) {
+            return Err(unknown_media());
+        }
+        let described = validate(&meta, limit)?;
+        let id = media_id.to_owned();
+        let row = server
+            .store
+            .read(move |conn| store::get_media(conn, &id))
+            .await?
+            .ok_or_else(unknown_media)?;
+        if row.uploader != user {
+            return Err(Error::forbidden(
+                "This media ID was created by another user",
+            ));
+        }
+        if row.content.is_some() {
+            return Err(already_uploaded());
+        }
+        if row.expires_ts.is_some_and(|at| at <= now_ms()) {
+            return Err(Error::not_found("This media ID has expired"));
+        }
+        quota_allows(server, &user, meta.content_length.unwrap_or(0)).await?;
+        Ok(described)
+    };
+    let (content_type, filename) = match checked.await {
+        Ok(described) => described,
+        Err(err) => {
+            content::discard(body).await;
+            return Err(err);
+        }
+    };
     let staged = content::receive(dirs(server), body, limit).await?;
     quota_allows(server, &user, staged.size()).await?;
     let content = Content {

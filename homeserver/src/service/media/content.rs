@@ -139,6 +139,29 @@ impl Drop for Staged {
 /// Bytes gathered from the request body before they are written out in one blocking call.
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
+/// Most of a refused upload's body that is read and thrown away (see [`discard`]).
+const DISCARD_BYTES: usize = 1024 * 1024;
+
+/// Reads and throws away what is left of an upload refused before its body was read, at most
+/// [`DISCARD_BYTES`] for at most a second. hyper closes a connection whose request body was not
+/// read to the end, and a client that already pooled that connection for its next request
+/// then fails it (seen as "peer disconnected"); a small refused body is cheaper to read than
+/// to make every client retry.
+pub async fn discard(mut body: Body) {
+    let drain = async {
+        let mut read = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                read = read.saturating_add(data.len());
+                if read > DISCARD_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
 /// Streams a request body into a staging file, hashing it on the way; refuses it with
 /// `M_TOO_LARGE` as soon as it passes `limit` (whatever `Content-Length` said).
 ///
