@@ -1,7 +1,9 @@
-//! The firewall's peer sets: one nftables file per allow-listed peer in
-//! `<data dir>/firewall/`, which the image's ruleset (`/usr/share/outpost/firewall.nft`)
-//! includes. Written whenever a card is imported, added or removed, then
-//! `outpost-firewall.service` is reloaded so the change is in force at once.
+//! The firewall's peer sets: one nftables file per allow-listed peer in the folder the image's
+//! ruleset (`/usr/share/outpost/firewall.nft`) includes (`/data/firewall`, beside the data
+//! directory and owned by root, so the homeserver cannot open the firewall), or in
+//! `<data dir>/firewall/` where no ruleset is installed (a development machine). Written
+//! whenever a card is imported, added or removed, then `outpost-firewall.service` is reloaded
+//! so the change is in force at once.
 //!
 //! Only IP-literal endpoints can be admitted: the unit resolves no names. A card endpoint that
 //! is a host name is reported, and the peer stays unreachable through the firewall until its
@@ -17,17 +19,35 @@ use homeserver::matrix::peer_card::PeerCard;
 use crate::exit::Failure;
 use crate::unit::Unit;
 
-/// The folder of per-peer rule files, inside the data directory.
+/// The folder of per-peer rule files inside the data directory, where no ruleset is installed.
 pub const FIREWALL_DIR: &str = "firewall";
 
 /// The ruleset installed on an Outpost image; its absence means "not an appliance" (a
 /// development machine), where there is no firewall to reload.
 const RULESET: &str = "/usr/share/outpost/firewall.nft";
 
+/// The folder of per-peer rule files: the one the installed ruleset includes (the ruleset is
+/// the one source of that path), else `<data dir>/firewall`.
+pub fn rules_dir(unit: &Unit) -> PathBuf {
+    std::fs::read_to_string(RULESET)
+        .ok()
+        .and_then(|ruleset| included_dir(&ruleset))
+        .unwrap_or_else(|| unit.path(FIREWALL_DIR))
+}
+
+/// The folder of an `include "<folder>/*.nft"` line of a ruleset.
+fn included_dir(ruleset: &str) -> Option<PathBuf> {
+    ruleset
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("include \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .find_map(|pattern| pattern.strip_suffix("/*.nft"))
+        .map(PathBuf::from)
+}
+
 /// The rule file of a peer.
 pub fn rules_path(unit: &Unit, server_name: &str) -> PathBuf {
-    unit.path(FIREWALL_DIR)
-        .join(format!("{}.nft", server_name.replace([':', '/'], "_")))
+    rules_dir(unit).join(format!("{}.nft", server_name.replace([':', '/'], "_")))
 }
 
 /// The nftables lines admitting a card's endpoints, and the endpoints that could not be
@@ -64,10 +84,14 @@ pub fn rules_for(card: &PeerCard) -> (String, Vec<String>) {
 
 /// Writes a peer's rule file; returns notes for the admin (endpoints left out, reload outcome).
 pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
-    let dir = unit.path(FIREWALL_DIR);
+    let dir = rules_dir(unit);
     if !dir.is_dir() {
         std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
-        crate::unit::match_owner(&dir, unit.dir())?;
+        // Inside the data directory (a development machine) the homeserver's user may own it;
+        // the appliance's folder outside it stays root's.
+        if dir.starts_with(unit.dir()) {
+            crate::unit::match_owner(&dir, unit.dir())?;
+        }
     }
     let (text, skipped) = rules_for(card);
     crate::unit::replace_file(&rules_path(unit, &card.server_name), text.as_bytes(), 0o644)?;
@@ -89,7 +113,7 @@ pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
 pub fn revoke(unit: &Unit, server_name: &str) -> Result<Vec<String>, Failure> {
     let path = rules_path(unit, server_name);
     match std::fs::remove_file(&path) {
-        Ok(()) => crate::unit::sync_dir(&unit.path(FIREWALL_DIR))?,
+        Ok(()) => crate::unit::sync_dir(&rules_dir(unit))?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(err) => return Err(Failure::io("cannot remove", &path, err)),
     }
@@ -137,5 +161,12 @@ mod tests {
         assert!(text.contains("add element inet outpost peer_sources_v6 { fd00::2 }"));
         assert!(text.contains("add element inet outpost peer_endpoints_v6 { fd00::2 . 8449 }"));
         assert_eq!(skipped, ["unit-b.example:8448"]);
+    }
+
+    #[test]
+    fn the_rule_folder_is_the_one_the_ruleset_includes() {
+        let ruleset = "flush ruleset\ntable inet outpost {}\n\ninclude \"/data/firewall/*.nft\"\n";
+        assert_eq!(included_dir(ruleset), Some(PathBuf::from("/data/firewall")));
+        assert_eq!(included_dir("flush ruleset\n"), None);
     }
 }
