@@ -11,7 +11,12 @@ leaves it running until the timeout, printing where the serial logs are. Tests i
 - Firmware: OVMF (UEFI), with a per-guest copy of the variable store.
 - Serial: ttyS0 (the console) and ttyS1 (the test report) go to files in the work directory.
 - Network: user-mode, `restrict=on` (the guest reaches nothing outside qemu), one host forward
-  bound to 127.0.0.1 for the client port. The host only ever talks to 127.0.0.1.
+  bound to 127.0.0.1 for the client port (and, for a unit that federates, one for its
+  federation port). A guest reaches another guest only through a guest forward: its
+  connections to a virtual address are handed to `socat`, which connects to the other guest's
+  host forward on 127.0.0.1. The host only ever talks to 127.0.0.1.
+- With `interactive=True` the console is also a Unix socket, so a test can type at it as an
+  admin at the serial console would (`Guest.type`); its output is still logged to the file.
 - Every guest is killed when its `Guest` is closed, on timeout, and at interpreter exit; and
   each qemu runs under coreutils `timeout` (`lifetime`, default 15 minutes), so even a runner
   that is itself killed cannot leave a guest behind.
@@ -29,11 +34,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 GUEST_CLIENT_PORT = 8008
+GUEST_FEDERATION_PORT = 8448
 
 _live = set()
 
@@ -71,7 +78,7 @@ class Guest:
     Guest on the same workdir boots the same (persisted) disk again."""
 
     def __init__(self, disk, workdir, provision=None, port=None, memory_mb=1024, smp=2,
-                 lifetime=900):
+                 lifetime=900, fed_port=None, guest_forwards=(), interactive=False):
         self.disk = pathlib.Path(disk).resolve()
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +87,12 @@ class Guest:
         self.memory_mb = memory_mb
         self.smp = smp
         self.lifetime = lifetime
+        # Host port forwarded to the guest's federation port (None: not forwarded).
+        self.fed_port = fed_port
+        # (guest address, guest port, host port on 127.0.0.1) for connections the guest opens.
+        self.guest_forwards = list(guest_forwards)
+        self.interactive = interactive
+        self._console = None
         self.proc = None
         self.boot = 0
         self.overlay = self.workdir / "disk.qcow2"
@@ -99,6 +112,10 @@ class Guest:
         return self.workdir / f"report-{self.boot}.log"
 
     @property
+    def console_socket(self):
+        return self.workdir / "console.sock"
+
+    @property
     def qmp_path(self):
         return self.workdir / "qmp.sock"
 
@@ -112,11 +129,14 @@ class Guest:
             "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
             "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay}",
             "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
-            "-netdev", "user,id=net0,restrict=on,"
-                       f"hostfwd=tcp:127.0.0.1:{self.port}-:{GUEST_CLIENT_PORT}",
+            "-netdev", self.netdev(),
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
-            "-chardev", f"file,id=ttyS0,path={self.console}",
+            # An interactive console waits for the test to connect (see `start`), which then
+            # keeps reading it into the log file: a socket chardev with a log file of its own
+            # was seen to log some bytes twice when no client was connected.
+            "-chardev", f"socket,id=ttyS0,path={self.console_socket},server=on,wait=on"
+            if self.interactive else f"file,id=ttyS0,path={self.console}",
             "-serial", "chardev:ttyS0",
             "-chardev", f"file,id=ttyS1,path={self.report}",
             "-serial", "chardev:ttyS1",
@@ -127,15 +147,71 @@ class Guest:
                     "-device", "virtio-blk-pci,drive=prov"]
         return cmd
 
+    def netdev(self):
+        """The user-mode network: restricted, with the host and guest forwards."""
+        parts = ["user,id=net0,restrict=on",
+                 f"hostfwd=tcp:127.0.0.1:{self.port}-:{GUEST_CLIENT_PORT}"]
+        if self.fed_port:
+            parts.append(f"hostfwd=tcp:127.0.0.1:{self.fed_port}-:{GUEST_FEDERATION_PORT}")
+        for address, guest_port, host_port in self.guest_forwards:
+            # One socat per connection the guest opens (no commas allowed in the command).
+            log = self.workdir / "guestfwd.log"
+            parts.append(f"guestfwd=tcp:{address}:{guest_port}-"
+                         f"cmd:sh -c 'echo connection >> {log}; "
+                         f"exec socat STDIO TCP:127.0.0.1:{host_port} 2>> {log}'")
+        return ",".join(parts)
+
+    def type(self, text):
+        """Types `text` at the serial console (interactive guests only), a little at a time,
+        as a person types: under emulation the guest drains its serial FIFO slowly."""
+        assert self.interactive and self._console, "the console of this guest is not a socket"
+        data = text.encode()
+        for i in range(0, len(data), 8):
+            self._console.sendall(data[i:i + 8])
+            time.sleep(0.03)
+
+    def _attach_console(self, timeout=30):
+        """Connects to the console socket (qemu waits for it before starting the guest) and
+        copies everything the guest writes there into the console log."""
+        deadline = time.monotonic() + timeout
+        sock = socket.socket(socket.AF_UNIX)
+        while True:
+            try:
+                sock.connect(str(self.console_socket))
+                break
+            except OSError:
+                if time.monotonic() > deadline or not self.running():
+                    sock.close()
+                    raise
+                time.sleep(0.1)
+        self._console = sock
+        log = open(self.console, "ab", buffering=0)
+
+        def copy():
+            with log:
+                while True:
+                    try:
+                        data = sock.recv(4096)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    log.write(data)
+
+        threading.Thread(target=copy, daemon=True).start()
+
     def start(self):
         assert self.proc is None or self.proc.poll() is not None, "guest already running"
         self.boot += 1
         self.qmp_path.unlink(missing_ok=True)
+        self.console_socket.unlink(missing_ok=True)
         self.started = time.monotonic()
         self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL,
                                      stdout=open(self.workdir / f"qemu-{self.boot}.out", "wb"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
         _live.add(self)
+        if self.interactive:
+            self._attach_console()
         return self
 
     def elapsed(self):
@@ -234,6 +310,9 @@ class Guest:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(timeout=30)
+        if self._console is not None:
+            self._console.close()
+            self._console = None
         _live.discard(self)
 
 

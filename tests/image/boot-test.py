@@ -18,6 +18,10 @@
 5. Second boot, without the PROVISION disk: the same user logs in and reads the same message.
 6. Tamper: one byte flipped in root slot A; the initramfs refuses that root and the homeserver
    never answers.
+7. Two units (with --appliance): two guests provisioned from their own PROVISION disks; at each
+   serial console the admin exports the unit's card and reads its fingerprint, then imports the
+   other unit's card (typed in, fingerprint checked); a room on A is joined from B and messages
+   cross both ways over the link between them, through both firewalls.
 
 Every wait has a deadline and every qemu is killed on exit. Software emulation only (TCG).
 The last line is "N passed, N failed".
@@ -27,6 +31,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +56,7 @@ HOST_PACKAGES = {  # command -> Debian package, for what this test itself runs
     "mkfs.vfat": "dosfstools",
     "mcopy": "mtools",
     "sfdisk": "fdisk",
+    "socat": "socat",
 }
 
 PROVISIONING_JSON = b"""\
@@ -224,6 +230,159 @@ def report_checks(results, report, boot):
                   f"sshd={r.get('sshd')!r} root={r.get('root.password')!r} shell={r.get('root.shell')!r}")
 
 
+def unit_provisioning(name):
+    """The provisioning file of a unit in the two-unit test. Each guest reaches the other at
+    10.0.2.100:8448 (a guest forward to the other's host forward). qemu's user-mode network
+    NATs what arrives through a host forward: the other unit's connections come from the
+    gateway address 10.0.2.2, so the card lists that address too, as a second endpoint: that
+    puts it into the peer's firewall source set (it is dialled only if the first fails)."""
+    return json.dumps({
+        "version": 1,
+        "server_name": name,
+        "network": {
+            "client_listen": "0.0.0.0:8008",
+            "federation_listen": "0.0.0.0:8448",
+            "federation_endpoints": ["10.0.2.100:8448", "10.0.2.2:8448"],
+        },
+        "admin": {"user": "admin"},
+    }, indent=2).encode()
+
+
+FINGERPRINT = re.compile(r"\b[A-Z2-7]{4}(?:-[A-Z2-7]{4}){4}\b")
+
+
+def console_command(guest, command, timeout=120):
+    """Types one appliance command at the guest's serial console and returns what it printed
+    (the console text after the command line, up to the next prompt)."""
+    before = len(guest.console_text())
+    guest.type(command + "\n")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = guest.console_text()[before:]
+        start = text.find(command)
+        if start >= 0:
+            rest = text[start + len(command):]
+            end = rest.find("appliance> ")
+            if end >= 0:
+                return rest[:end]
+        time.sleep(1)
+    return None
+
+
+def card_of(output):
+    """The peer card JSON in a `peer export` output (the console may add carriage returns)."""
+    if not output:
+        return None
+    text = output.replace("\r", "")
+    start, end = text.find("{"), text.rfind("}")
+    try:
+        return json.loads(text[start:end + 1]) if 0 <= start < end else None
+    except ValueError:
+        return None
+
+
+def two_units(args, disk, results):
+    """Two guests federating over the link between them (see unit_provisioning)."""
+    ports = {name: (qemu.free_port(), qemu.free_port()) for name in ("a", "b")}
+    guests = {}
+    for name, other in (("a", "b"), ("b", "a")):
+        workdir = args.work_dir / f"two-{name}"
+        files = {"provisioning.json": unit_provisioning(f"unit-{name}.test"),
+                 "admin-password": PASSWORD.encode() + b"\n"}
+        provision = qemu.make_provision_disk(args.work_dir / f"provision-{name}.img", files)
+        client_port, fed_port = ports[name]
+        guests[name] = qemu.Guest(disk, workdir, provision=provision, port=client_port,
+                                  fed_port=fed_port, interactive=True,
+                                  guest_forwards=[("10.0.2.100", 8448, ports[other][1])])
+    for guest in guests.values():
+        guest.start()
+    ready = {name: wait_versions(guest, BOOT_DEADLINE) for name, guest in guests.items()}
+    if not results.check("two units: both guests answer", all(ready.values()),
+                         f"ready after {ready}; see {args.work_dir}"):
+        return ready
+    for name, guest in guests.items():
+        results.check(f"two units: unit {name}'s console is at the appliance prompt",
+                      guest.wait_console("appliance> ", 120), f"see {guest.console}")
+
+    # At each console: the unit's card and the fingerprint its admin reads out.
+    cards, fingerprints = {}, {}
+    for name, guest in guests.items():
+        cards[name] = card_of(console_command(guest, "peer export"))
+        shown = console_command(guest, "peer fingerprint") or ""
+        found = FINGERPRINT.search(shown)
+        fingerprints[name] = found.group(0) if found else None
+    if not results.check("two units: each console shows its card and fingerprint",
+                         all(cards.values()) and all(fingerprints.values()),
+                         f"cards {[bool(c) for c in cards.values()]} fingerprints {fingerprints}"):
+        return ready
+
+    # Each admin types in the other's card and confirms the fingerprint read out to them.
+    for name, other in (("a", "b"), ("b", "a")):
+        guest = guests[name]
+        before = len(guest.console_text())
+        guest.type(f"peer import - --expect-fingerprint {fingerprints[other]}\n")
+        time.sleep(1)
+        guest.type(json.dumps(cards[other], indent=1) + "\n\x04")
+        deadline = time.monotonic() + 120
+        imported = False
+        while time.monotonic() < deadline and not imported:
+            imported = "reloaded its allow-list: 1 peer" in guest.console_text()[before:]
+            time.sleep(1)
+        results.check(f"two units: unit {name} imports unit {other}'s card at its console",
+                      imported, guest.console_text()[before:][-1500:])
+
+    # A room on A, joined from B; messages both ways.
+    tokens = {}
+    for name, guest in guests.items():
+        status, reply = login(guest.port, "admin", PASSWORD)
+        tokens[name] = reply.get("access_token") if status == 200 else None
+    if not results.check("two units: both admins log in", all(tokens.values()), str(tokens)):
+        return ready
+    a, b = ports["a"][0], ports["b"][0]
+    status, reply = http(a, "POST", "/_matrix/client/v3/createRoom",
+                         {"name": "across the link", "invite": ["@admin:unit-b.test"]},
+                         tokens["a"], timeout=60)
+    room = reply.get("room_id") if status == 200 else None
+    if not results.check("two units: A creates a room and invites B's admin", room is not None,
+                         f"{status} {reply}; A's peer list: "
+                         f"{console_command(guests['a'], 'peer list')}"):
+        return ready
+    joined = None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and joined is None:
+        status, reply = http(b, "POST", f"/_matrix/client/v3/join/{room}?server_name=unit-a.test",
+                             {}, tokens["b"], timeout=60)
+        joined = reply.get("room_id") if status == 200 else None
+        if joined is None:
+            time.sleep(3)
+    results.check("two units: B's admin joins the room over federation", joined == room,
+                  f"{status} {reply}")
+
+    def wait_body(port, token, body):
+        end = time.monotonic() + 180
+        while time.monotonic() < end:
+            status, reply = http(port, "GET",
+                                 f"/_matrix/client/v3/rooms/{room}/messages?dir=b&limit=50",
+                                 token=token, timeout=30)
+            if status == 200 and any(e.get("content", {}).get("body") == body
+                                     for e in reply.get("chunk", [])):
+                return True
+            time.sleep(2)
+        return False
+
+    for sender, receiver, body in (("a", "b", "hello from unit A"), ("b", "a", "hello from unit B")):
+        port = ports[sender][0]
+        status, reply = http(port, "PUT",
+                             f"/_matrix/client/v3/rooms/{room}/send/m.room.message/{sender}1",
+                             {"msgtype": "m.text", "body": body}, tokens[sender], timeout=60)
+        results.check(f"two units: {body!r} reaches unit {receiver}",
+                      status == 200 and wait_body(ports[receiver][0], tokens[receiver], body),
+                      f"{status} {reply}")
+    for guest in guests.values():
+        guest.kill()
+    return ready
+
+
 REPO_IMAGE_DIR = REPO / "target/image"
 
 
@@ -238,6 +397,9 @@ def main():
                     help="put this appliance binary in the image and provision through it")
     ap.add_argument("--rebuild", action="store_true", help="build even if the inputs are unchanged")
     ap.add_argument("--no-tamper", action="store_true", help="skip the tampered-root boot")
+    ap.add_argument("--no-two-units", action="store_true", help="skip the two-unit federation")
+    ap.add_argument("--two-units-only", action="store_true",
+                    help="only the two-unit federation (with --appliance; for working on it)")
     ap.add_argument("--no-reproducibility", action="store_true",
                     help="skip the second build (image/check-reproducible.sh)")
     args = ap.parse_args()
@@ -278,6 +440,12 @@ def main():
         files = {"homeserver.toml": PROVISION_CONFIG}
         user = "alice"
     provision = qemu.make_provision_disk(args.work_dir / "provision.img", files)
+
+    if args.two_units_only:
+        log("two units only")
+        two_units(args, disk, results)
+        print(f"{results.passed} passed, {results.failed} failed")
+        return 1 if results.failed else 0
 
     # --- first boot, provisioned from the PROVISION disk -------------------------------------
     log("boot 1 (PROVISION disk attached)")
@@ -374,6 +542,11 @@ def main():
         results.check("tampered root: no homeserver answers", status is None)
         guest.kill()
 
+    two_ready = None
+    if args.appliance and not args.no_two_units:
+        log("two units (each provisioned from its own PROVISION disk), cards typed in at the consoles")
+        two_ready = two_units(args, disk, results)
+
     total = time.monotonic() - t0
     print()
     print(f"image: {disk} ({disk.stat().st_size // (1024 * 1024)} MiB raw, "
@@ -384,7 +557,9 @@ def main():
     print(f"build {fmt(build_s) if build_s else 'reused'}; reproducibility rebuild "
           f"{fmt(repro_s)}; power-on to answering homeserver: "
           f"boot 1 {fmt(ready_1)}, boot 2 {fmt(ready_2)}; tampered root refused after "
-          f"{fmt(tamper_s)}; whole test {fmt(total)}")
+          f"{fmt(tamper_s)}; two units answering after "
+          f"{', '.join(fmt(v) for v in (two_ready or {}).values()) or 'n/a'}; "
+          f"whole test {fmt(total)}")
     print(f"{results.passed} passed, {results.failed} failed")
     return 1 if results.failed else 0
 
