@@ -650,13 +650,17 @@ fn a_peer_added_by_hand_with_a_key_pin_federates_and_a_wrong_pin_is_refused() {
     let alice = a.login_ok("alice", STRONG_PASSWORD);
     let bob = b.login_ok("bob", STRONG_PASSWORD);
     let room = alice.create_room(&json!({ "preset": "private_chat" }));
-    let invite = |alice: &Client| {
-        alice.membership(&room, "invite", &json!({ "user_id": bob.user_id }))
-    };
+    let invite =
+        |alice: &Client| alice.membership(&room, "invite", &json!({ "user_id": bob.user_id }));
     let (status, refused) = invite(&alice);
-    assert_ne!(status, 200, "an invite crossed a link whose certificate does not match the pin");
+    assert_ne!(
+        status, 200,
+        "an invite crossed a link whose certificate does not match the pin"
+    );
     assert!(
-        refused["error"].as_str().is_some_and(|e| e.contains("certificate")),
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate")),
         "the error names the certificate: {refused:#}"
     );
     assert!(bob.sync(None, 0, None)["rooms"]["invite"][&room].is_null());
