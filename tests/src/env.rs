@@ -389,7 +389,12 @@ impl TestEnv {
                 .base
                 .write()
                 .expect("base URL lock is never poisoned") = format!("http://{addr}");
-            let ready = wait_ready(&self.anon(), &mut child, spawned);
+            let ready = wait_ready(
+                &self.anon(),
+                &mut child,
+                spawned,
+                &self.log_path(self.starts),
+            );
             self.server = Some(Server {
                 child,
                 command_line,
@@ -453,7 +458,9 @@ impl TestEnv {
             .stdout(Stdio::null())
             .stderr(log)
             .env("RUST_BACKTRACE", "1")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            // The "listening" line wait_ready looks for is logged at INFO.
+            .env_remove("RUST_LOG");
         let spawned = Instant::now();
         let child = command
             .spawn()
@@ -463,14 +470,22 @@ impl TestEnv {
 }
 
 /// Polls `/versions` until 200, the child exiting, or [`READY_DEADLINE`]; returns the time from
-/// spawn to the first 200.
-fn wait_ready(client: &Client, child: &mut Child, spawned: Instant) -> Result<Duration, String> {
+/// spawn to the first 200. The 200 counts only once the child's own log says it is listening:
+/// when another test's server took the port between choosing and binding it, that server
+/// answers `/versions` while this child is still failing to bind.
+fn wait_ready(
+    client: &Client,
+    child: &mut Child,
+    spawned: Instant,
+    log: &Path,
+) -> Result<Duration, String> {
     loop {
         if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
             return Err(format!("exited early with {status}"));
         }
         if let Ok(reply) = client.try_request("GET", "/_matrix/client/versions", &[], None)
             && reply.status == 200
+            && fs::read_to_string(log).is_ok_and(|text| text.contains(" listening addr="))
         {
             return Ok(spawned.elapsed());
         }
