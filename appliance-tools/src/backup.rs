@@ -611,6 +611,11 @@ pub fn restore(unit: &Unit, args: &RestoreArgs) -> Result<Exit, Failure> {
     }
     swap(&data_dir, &staging, &pre_restore)?;
     unit::restrict_dir(&data_dir)?;
+    // The firewall admits the restored unit's peers, and no others.
+    let cards = crate::peers::allowed_cards(&unit, &manifest.server_name)?;
+    for note in crate::firewall::rebuild(&unit, &cards)? {
+        eprintln!("{note}");
+    }
     println!(
         "Restored {} into {}. Start the homeserver with `{START_HINT}`.",
         manifest.server_name,

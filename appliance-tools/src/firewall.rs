@@ -82,8 +82,39 @@ pub fn rules_for(card: &PeerCard) -> (String, Vec<String>) {
     (text, skipped)
 }
 
-/// Writes a peer's rule file; returns notes for the admin (endpoints left out, reload outcome).
+/// Writes a peer's rule file and reloads; returns notes for the admin (endpoints left out,
+/// reload outcome).
 pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
+    let mut notes = write_rules(unit, card)?;
+    notes.extend(reload());
+    Ok(notes)
+}
+
+/// Rewrites the rule files from `cards` (the peers now on the allow-list), dropping files of
+/// peers that are not, and reloads once. Restore and factory reset call it: on an appliance
+/// the folder is outside the data directory, so a backup does not carry it and an erase does
+/// not clear it.
+pub fn rebuild(unit: &Unit, cards: &[PeerCard]) -> Result<Vec<String>, Failure> {
+    let dir = rules_dir(unit);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let stale = entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "nft"));
+        for path in stale {
+            std::fs::remove_file(&path).map_err(|err| Failure::io("cannot remove", &path, err))?;
+        }
+        crate::unit::sync_dir(&dir)?;
+    }
+    let mut notes = Vec::new();
+    for card in cards {
+        notes.extend(write_rules(unit, card)?);
+    }
+    notes.extend(reload());
+    Ok(notes)
+}
+
+/// Writes a peer's rule file (no reload); returns notes on endpoints left out.
+fn write_rules(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
     let dir = rules_dir(unit);
     if !dir.is_dir() {
         std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
@@ -96,7 +127,7 @@ pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
     let (text, skipped) = rules_for(card);
     crate::unit::replace_file(&rules_path(unit, &card.server_name), text.as_bytes(), 0o644)?;
     crate::unit::sync_dir(&dir)?;
-    let mut notes: Vec<String> = skipped
+    Ok(skipped
         .iter()
         .map(|endpoint| {
             format!(
@@ -104,9 +135,7 @@ pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
                  admitted (this unit resolves no names); ask for a card that names an address."
             )
         })
-        .collect();
-    notes.extend(reload());
-    Ok(notes)
+        .collect())
 }
 
 /// Removes a peer's rule file (if any) and reloads the firewall.

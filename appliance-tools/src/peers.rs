@@ -299,20 +299,7 @@ pub fn peer_infos(unit: &Unit, own_server_name: &str) -> Result<Vec<PeerInfo>, F
             .get::<PeerList>("/v1/peers")?
             .peers),
         ServerState::Stopped => {
-            let dir = unit.peers_dir();
-            let cards: Vec<PeerCard> = if dir.is_dir() {
-                // The homeserver's own loader, so this lists exactly what it would allow.
-                let allowlist = Allowlist::load(dir.clone(), own_server_name)
-                    .map_err(|err| Failure::io("cannot read", &dir, err))?;
-                allowlist
-                    .names()
-                    .iter()
-                    .filter_map(|name| allowlist.get(name))
-                    .map(|peer| peer.card.clone())
-                    .collect()
-            } else {
-                Vec::new()
-            };
+            let cards = allowed_cards(unit, own_server_name)?;
             let conn = homeserver::store::admin::open_read_only(&unit.db_path())
                 .map_err(from_homeserver)?;
             service::peer_infos(&conn, &cards).map_err(from_homeserver)
@@ -343,6 +330,23 @@ pub fn unusable_files(unit: &Unit, own_server_name: &str) -> Vec<(PathBuf, Strin
 }
 
 /// The `*.json` files in `dir`, sorted; none if it does not exist.
+/// The cards of the peers on the allow-list, read with the homeserver's own loader, so this is
+/// exactly what it would allow.
+pub fn allowed_cards(unit: &Unit, own_server_name: &str) -> Result<Vec<PeerCard>, Failure> {
+    let dir = unit.peers_dir();
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let allowlist = Allowlist::load(dir.clone(), own_server_name)
+        .map_err(|err| Failure::io("cannot read", &dir, err))?;
+    Ok(allowlist
+        .names()
+        .iter()
+        .filter_map(|name| allowlist.get(name))
+        .map(|peer| peer.card.clone())
+        .collect())
+}
+
 fn json_files(dir: &Path) -> Vec<PathBuf> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {

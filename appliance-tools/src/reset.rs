@@ -45,6 +45,10 @@ pub fn run(unit: &Unit, args: &FactoryResetArgs) -> Result<Exit, Failure> {
         )));
     }
     unit.erase(&[])?;
+    // The firewall forgets every peer with the cards.
+    for note in crate::firewall::rebuild(unit, &[])? {
+        eprintln!("{note}");
+    }
     println!(
         "Erased unit {expected} from {}. Run `appliance setup` to provision it again.",
         unit.dir().display()
