@@ -100,21 +100,28 @@ pub async fn join_by_id_or_alias(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let mut via = via_servers(&uri);
-    let room = if target.starts_with('#') {
-        let alias = ruma::OwnedRoomAliasId::try_from(target.as_str())
-            .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
-        if alias.server_name() != server.server_name() {
-            let (room, servers) =
-                crate::service::federation::resolve_remote_alias(&server, &alias).await?;
-            via.extend(servers);
-            room
-        } else {
-            local_alias(&server, alias.as_str()).await?
-        }
-    } else {
-        room_id(&target)?
-    };
+    let room = room_of_target(&server, &target, &mut via).await?;
     join(&server, auth, room, body.reason, via).await
+}
+
+/// The room a `{roomIdOrAlias}` path names. A remote alias is resolved through its server,
+/// whose answer adds to `via` the servers that can be joined or knocked through.
+async fn room_of_target(
+    server: &Server,
+    target: &str,
+    via: &mut Vec<String>,
+) -> Result<OwnedRoomId> {
+    if !target.starts_with('#') {
+        return room_id(target);
+    }
+    let alias = ruma::OwnedRoomAliasId::try_from(target)
+        .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
+    if alias.server_name() == server.server_name() {
+        return local_alias(server, alias.as_str()).await;
+    }
+    let (room, servers) = crate::service::federation::resolve_remote_alias(server, &alias).await?;
+    via.extend(servers);
+    Ok(room)
 }
 
 /// The room a local alias points at; `M_NOT_FOUND` when none.
@@ -433,20 +440,7 @@ pub async fn knock(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>> {
     let mut via = via_servers(&uri);
-    let room = if target.starts_with('#') {
-        let alias = ruma::OwnedRoomAliasId::try_from(target.as_str())
-            .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
-        if alias.server_name() != server.server_name() {
-            let (room, servers) =
-                crate::service::federation::resolve_remote_alias(&server, &alias).await?;
-            via.extend(servers);
-            room
-        } else {
-            local_alias(&server, alias.as_str()).await?
-        }
-    } else {
-        room_id(&target)?
-    };
+    let room = room_of_target(&server, &target, &mut via).await?;
     let key = room.to_string();
     let participating = server
         .store
