@@ -79,29 +79,11 @@ fi
 START=$(date +%s)
 
 # --- host tools -----------------------------------------------------------------------------
-need_pkgs=()
-need() { command -v "$1" >/dev/null 2>&1 || need_pkgs+=("$2"); }
-need mmdebstrap mmdebstrap
-need mksquashfs squashfs-tools
-need veritysetup cryptsetup-bin
-need mkfs.vfat dosfstools
-need mcopy mtools
-need sfdisk fdisk
-need mkfs.ext4 e2fsprogs
-need objcopy binutils
-need strip binutils
-need systemd-sysusers systemd
-need usermod passwd
-need cpio cpio
-need zstd zstd
-need depmod kmod
-need modprobe kmod
-[ -f /usr/lib/systemd/boot/efi/linuxx64.efi.stub ] || need_pkgs+=(systemd-boot-efi)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	[ "$APT_INSTALL" = 1 ] || die "missing host packages: ${need_pkgs[*]}"
-	log "installing host packages: ${need_pkgs[*]}"
-	apt-get update -q >/dev/null
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_pkgs[@]}" >/dev/null
+# The commands this script runs are listed, with their packages, in tests/host-tools.sh.
+if [ "$APT_INSTALL" = 1 ]; then
+	bash "$REPO/tests/host-tools.sh" ensure build || die "host tools missing (see above)"
+else
+	bash "$REPO/tests/host-tools.sh" check build || die "host tools missing (see above)"
 fi
 [ "$(id -u)" = 0 ] || die "must run as root (mmdebstrap --mode=root, device-independent file ownership)"
 

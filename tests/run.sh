@@ -10,15 +10,13 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# System tools the suite uses, installed from Debian's packages when missing (CI machines
-# start fresh): openssl verifies TLS chains as a peer would; python3-venv holds the Synapse the
-# interop test runs.
-install() {
-  step "installing $*"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
-}
-command -v openssl >/dev/null 2>&1 || install openssl
-python3 -c 'import venv, ensurepip' 2>/dev/null || install python3-venv
+# Every external command the suite runs (TLS tools, Synapse's venv, the layer linters, the
+# image build and qemu) is listed with its Debian package in tests/host-tools.sh. Install what a
+# fresh machine lacks in one apt-get call and check every command afterwards, before any long
+# stage, so a missing or removed tool fails here in seconds with its name.
+step "host tools (tests/host-tools.sh)"
+bash tests/host-tools.sh ensure
+bash tests/host-tools.sh list
 
 step "format"
 cargo fmt --all -- --check

@@ -43,16 +43,8 @@ check() {
 	fi
 }
 
-need_pkgs=()
-command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)
-command -v nft >/dev/null || need_pkgs+=(nftables)
-command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
-command -v unshare >/dev/null || need_pkgs+=(util-linux)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-	apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-		--no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+# The commands this script runs are listed, with their packages, in tests/host-tools.sh.
+bash tests/host-tools.sh ensure layer || exit 1
 
 const() { sed -n "s/^$1=//p" "$LAYER/files/outpost-constants.conf"; }
 DATA_PARTUUID=$(python3 image/lib/layout.py get data uuid)

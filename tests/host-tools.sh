@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Every external command the test suite and the image scripts run, the Debian package it comes
+# from, and the stage that needs it: the one list of what a fresh machine must be given.
+#
+#   tests/host-tools.sh list              print the table, with where each command is now
+#   tests/host-tools.sh check [STAGE…]    exit 1, naming command and package, if any is missing
+#   tests/host-tools.sh ensure [STAGE…]   install what is missing (one apt-get call), then check
+#
+# With no STAGE, every stage. Stages: suite (cargo tests), layer (tests/image/check-layer.sh),
+# build (image/build-test-image.sh), boot (tests/image/boot-test.py).
+#
+# Why one apt-get call, with versions chosen here: a fresh machine has qemu-utils from
+# bookworm-backports (newer than bookworm's qemu-system-x86), and that qemu-utils Breaks
+# bookworm's qemu-system-common, so installing qemu-system-x86 alone makes apt *remove*
+# qemu-img. Packages of one source that must stay at one version are installed together, pinned
+# to the version the rest of the set gets (see SAME_VERSION below), and every command is checked
+# after the install, so a package that apt took away fails here with its name, not an hour later.
+set -euo pipefail
+
+# command-or-path   package            stages       why
+TOOLS=$(cat <<'EOF'
+openssl             openssl            suite        TLS chains and SPKI pins checked as a peer would
+setsid              util-linux         suite        the setup wizard on a pseudo-terminal
+unshare             util-linux         suite,layer  Synapse in a private mount namespace; nft -c
+kill                procps             suite        signals to the homeserver under test
+python3-venv        python3-venv       suite,layer  Synapse and the layer linters live in venvs
+shellcheck          shellcheck         layer        the layer's and image's scripts
+nft                 nftables           layer        the firewall ruleset parses
+systemd-analyze     systemd            layer        the units verify
+systemd-sysusers    systemd            layer,build  the image's accounts
+mmdebstrap          mmdebstrap         build        the test image's root file system
+mksquashfs          squashfs-tools     build        the read-only root
+veritysetup         cryptsetup-bin     build        dm-verity over the root
+mkfs.vfat           dosfstools         build,boot   the ESP and the PROVISION disk
+mcopy               mtools             build,boot   files onto FAT without mounting
+sfdisk              fdisk              build,boot   the partition table
+mkfs.ext4           e2fsprogs          build        the data partition
+objcopy             binutils           build        the unified kernel image
+strip               binutils           build        reproducible binaries
+usermod             passwd             build        accounts in the root file system
+cpio                cpio               build        the initramfs
+zstd                zstd               build        the initramfs compression
+depmod              kmod               build        kernel module lists
+modprobe            kmod               build        kernel module lists
+/usr/lib/systemd/boot/efi/linuxx64.efi.stub  systemd-boot-efi  build  the UKI stub
+qemu-system-x86_64  qemu-system-x86    boot         boots the image (software emulation)
+qemu-img            qemu-utils         boot         qcow2 overlays over the image
+qemu-io             qemu-utils         boot         writes into an overlay (tamper test)
+socat               socat              boot         guest-to-guest forwards
+/usr/share/OVMF/OVMF_CODE_4M.fd  ovmf  boot         UEFI firmware
+/usr/share/OVMF/OVMF_VARS_4M.fd  ovmf  boot         UEFI variable store template
+EOF
+)
+
+# Packages that must be installed at the version the first one gets (see the header).
+SAME_VERSION=(qemu-system-x86 qemu-utils)
+
+present() {
+	case $1 in
+	python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null ;;
+	/*) [ -e "$1" ] ;;
+	*) type -P "$1" >/dev/null 2>&1 ;;
+	esac
+}
+
+# The rows for the stages asked for (all when none): "command package".
+rows() {
+	local want=("$@")
+	while read -r cmd pkg stages _; do
+		[ -n "$cmd" ] || continue
+		if [ ${#want[@]} -eq 0 ]; then
+			echo "$cmd $pkg"
+			continue
+		fi
+		for s in "${want[@]}"; do
+			case ",$stages," in *",$s,"*)
+				echo "$cmd $pkg"
+				break
+				;;
+			esac
+		done
+	done <<<"$TOOLS"
+}
+
+missing_rows() {
+	rows "$@" | while read -r cmd pkg; do
+		present "$cmd" || echo "$cmd $pkg"
+	done
+}
+
+check() {
+	local missing
+	missing=$(missing_rows "$@")
+	[ -z "$missing" ] && return 0
+	while read -r cmd pkg; do
+		echo "host-tools: missing $cmd (Debian package $pkg)" >&2
+	done <<<"$missing"
+	return 1
+}
+
+ensure() {
+	local missing before pkgs=() args=()
+	missing=$(missing_rows "$@")
+	[ -z "$missing" ] && return 0
+	before=$(rows | while read -r c p; do
+		if present "$c"; then echo "$c $p"; fi
+	done)
+	mapfile -t pkgs < <(awk '{print $2}' <<<"$missing" | sort -u)
+	[ "$(id -u)" = 0 ] || { check "$@"; echo "host-tools: run as root to install them" >&2; return 1; }
+	echo "host-tools: installing ${pkgs[*]}"
+	apt-get update -q >/dev/null
+	# A package of a SAME_VERSION set brings the whole set, each pinned to the first one's
+	# candidate version (downgrading a newer backport where that is what keeps them together).
+	local lead=${SAME_VERSION[0]} ver p
+	for p in "${pkgs[@]}"; do
+		if printf '%s\n' "${SAME_VERSION[@]}" | grep -qx "$p"; then
+			ver=$(apt-cache policy "$lead" | awk '/Candidate:/ {print $2}')
+			if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
+				echo "host-tools: apt has no candidate for $lead" >&2
+				return 1
+			fi
+			for q in "${SAME_VERSION[@]}"; do args+=("$q=$ver"); done
+			break
+		fi
+	done
+	for p in "${pkgs[@]}"; do
+		printf '%s\n' "${SAME_VERSION[@]}" | grep -qx "$p" || args+=("$p")
+	done
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		--allow-downgrades "${args[@]}" >/dev/null
+	# What was asked for, and everything that was there before: an install may remove what
+	# another stage needs (as qemu-system-x86 removed qemu-img).
+	local lost=0
+	while read -r c p; do
+		[ -n "$c" ] || continue
+		present "$c" || { echo "host-tools: the install removed $c (Debian package $p)" >&2; lost=1; }
+	done <<<"$before"
+	check "$@" && [ "$lost" = 0 ]
+}
+
+list() {
+	printf '%-48s %-18s %s\n' COMMAND PACKAGE FOUND
+	rows "$@" | while read -r cmd pkg; do
+		local where
+		case $cmd in
+		python3-venv) present "$cmd" && where=python3 || where=- ;;
+		/*) present "$cmd" && where=$cmd || where=- ;;
+		*) where=$(type -P "$cmd" || echo -) ;;
+		esac
+		printf '%-48s %-18s %s\n' "$cmd" "$pkg" "$where"
+	done
+}
+
+cmd=${1:-list}
+shift || true
+for stage in "$@"; do
+	case $stage in
+	suite | layer | build | boot) ;;
+	*)
+		echo "host-tools: unknown stage '$stage' (suite, layer, build, boot)" >&2
+		exit 2
+		;;
+	esac
+done
+case $cmd in
+list | check | ensure) "$cmd" "$@" ;;
+*)
+	echo "usage: $0 list|check|ensure [suite|layer|build|boot …]" >&2
+	exit 2
+	;;
+esac
