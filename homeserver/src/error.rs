@@ -31,6 +31,9 @@ pub enum ErrorCode {
     Unrecognized,
     /// Anything else.
     Unknown,
+    /// `M_UNKNOWN` for a request the client got wrong in a way no other code names (an
+    /// unsupported login type or identifier): the spec's 400, not a server fault.
+    UnknownRequest,
     /// The body is too large.
     TooLarge,
     /// The desired user ID is already taken.
@@ -90,7 +93,7 @@ impl ErrorCode {
             Self::LimitExceeded => "M_LIMIT_EXCEEDED",
             Self::Unrecognized => "M_UNRECOGNIZED",
             Self::Unauthorized => "M_UNAUTHORIZED",
-            Self::Unknown => "M_UNKNOWN",
+            Self::Unknown | Self::UnknownRequest => "M_UNKNOWN",
             Self::TooLarge => "M_TOO_LARGE",
             Self::UserInUse => "M_USER_IN_USE",
             Self::InvalidUsername => "M_INVALID_USERNAME",

@@ -1,59 +1,401 @@
 //! User-interactive authentication sessions (spec: "User-Interactive Authentication API").
 //!
-//! Every flow we offer has a single stage, so a session only needs to exist to be named; they
-//! are kept in memory for ten minutes and forgotten on restart, which clients handle by
-//! starting again.
+//! A session is bound to the one operation it was started for: the user, the action (method and
+//! path) and, except for registration, a hash of the request body without `auth`. A session
+//! started for `DELETE /devices/A` therefore never authorises deleting device B, a password
+//! change or a cross-signing reset: such a request is refused with 403 and the session is left
+//! as it was. Registration instead remembers the parameters of its first request
+//! (`username`, `device_id`, `initial_device_display_name`, `inhibit_login`, …) and fills in
+//! what a later request of the session leaves out, as clients expect; and a registration
+//! session that completed keeps its answer, so a replay gives the same account again instead
+//! of a second one (the spec's "completed stages cannot be retried").
+//!
+//! Sessions live in memory for ten minutes and are forgotten on restart: a request naming an
+//! unknown session gets a fresh challenge, and clients start again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
 
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::util::random_string;
 
 const SESSION_LIFETIME: Duration = Duration::from_secs(600);
 
+/// What a session authorises: who asks, for what, with which request.
+pub struct Operation {
+    /// The authenticated user, or `None` for registration.
+    pub user: Option<String>,
+    /// Method and path template, e.g. `DELETE /devices/ABC` or `POST /register`.
+    pub action: String,
+    /// The request body without `auth`.
+    pub body: Value,
+    /// Whether the first request's parameters are remembered and merged into later ones
+    /// (registration) rather than the body being bound by hash (everything else).
+    pub remember_params: bool,
+}
+
+impl Operation {
+    /// An operation of a logged-in user, bound to its body.
+    pub fn of_user(user: &str, action: impl Into<String>, mut body: Value) -> Self {
+        strip_auth(&mut body);
+        Operation {
+            user: Some(user.to_owned()),
+            action: action.into(),
+            body,
+            remember_params: false,
+        }
+    }
+
+    /// Registration: no user yet, parameters remembered across the session.
+    pub fn register(mut body: Value) -> Self {
+        strip_auth(&mut body);
+        Operation {
+            user: None,
+            action: "POST /register".to_owned(),
+            body,
+            remember_params: true,
+        }
+    }
+
+    fn binding(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(self.user.as_deref().unwrap_or("").as_bytes());
+        hasher.update([0]);
+        hasher.update(self.action.as_bytes());
+        if !self.remember_params {
+            hasher.update([0]);
+            hasher.update(canonical(&self.body).as_bytes());
+        }
+        hasher.finalize().into()
+    }
+}
+
+fn strip_auth(body: &mut Value) {
+    if let Value::Object(map) = body {
+        map.remove("auth");
+    } else {
+        *body = Value::Object(Map::new());
+    }
+}
+
+/// Object keys sorted at every level, so two bodies that differ only in key order bind alike.
+fn canonical(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&map[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
+}
+
+/// The flows an endpoint offers, each a list of stages to complete in order.
+pub type Flows<'a> = &'a [&'a [&'a str]];
+
+/// Where a request stands in its session.
+#[derive(Debug)]
+pub enum Step {
+    /// Every stage of a flow is complete: perform the operation with `params` (the request's
+    /// own body, or for registration the remembered parameters merged with it) and `proof`
+    /// (what a stage handed over for the operation itself, e.g. the registration token that
+    /// the registration must consume).
+    Authorised {
+        session: String,
+        params: Value,
+        proof: Option<String>,
+    },
+    /// The client attempts `stage`: check its credentials, then call [`Sessions::passed`] or
+    /// [`Sessions::failed`].
+    Attempt {
+        session: String,
+        stage: String,
+        params: Value,
+    },
+    /// The operation already completed in this session (registration): answer this again.
+    Replay(Value),
+}
+
+struct Session {
+    binding: [u8; 32],
+    params: Value,
+    proof: Option<String>,
+    completed: Vec<String>,
+    result: Option<Value>,
+    touched: Instant,
+}
+
 /// The live UIA sessions.
 #[derive(Default)]
 pub struct Sessions {
-    live: Mutex<HashMap<String, Instant>>,
+    live: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
-    /// Starts a session and returns the 401 body offering `stages` as one flow each.
-    pub fn challenge(&self, stages: &[&str], params: Value) -> Error {
-        let session = random_string(24);
-        if let Ok(mut live) = self.live.lock() {
-            let now = Instant::now();
-            live.retain(|_, started| now.duration_since(*started) < SESSION_LIFETIME);
-            live.insert(session.clone(), now);
-        }
-        let flows: Vec<Value> = stages.iter().map(|s| json!({"stages": [s]})).collect();
-        Error::Uia(json!({"flows": flows, "params": params, "session": session}))
-    }
-
-    /// The same 401 body plus an error, for a failed stage (keeps the session).
-    pub fn failed(
+    /// Places a request in its session: a new session (answered with the 401 challenge) when
+    /// the request names none or an unknown one; 403 when it names one started for another
+    /// operation; otherwise the stage the client attempts, or the grant when a flow is already
+    /// complete.
+    pub fn step(
         &self,
-        stages: &[&str],
+        op: &Operation,
+        flows: Flows<'_>,
         session: Option<&str>,
-        errcode: &str,
-        error: &str,
-    ) -> Error {
-        let flows: Vec<Value> = stages.iter().map(|s| json!({"stages": [s]})).collect();
-        let mut body = json!({"flows": flows, "params": {}, "errcode": errcode, "error": error});
-        if let Some(session) = session {
-            body["session"] = json!(session);
+        stage: Option<&str>,
+    ) -> Result<Step> {
+        let mut live = self.lock();
+        let now = Instant::now();
+        live.retain(|_, s| now.duration_since(s.touched) < SESSION_LIFETIME);
+        let binding = op.binding();
+        let Some(id) = session.filter(|id| live.contains_key(*id)) else {
+            let id = random_string(24);
+            live.insert(
+                id.clone(),
+                Session {
+                    binding,
+                    params: op.body.clone(),
+                    proof: None,
+                    completed: Vec::new(),
+                    result: None,
+                    touched: now,
+                },
+            );
+            let session = &live[&id];
+            return match stage {
+                // A first request may already attempt a stage (a password straight away).
+                Some(stage) => Ok(Step::Attempt {
+                    session: id.clone(),
+                    stage: stage.to_owned(),
+                    params: session.params.clone(),
+                }),
+                None => Err(challenge(flows, &id, session, None)),
+            };
+        };
+        let id = id.to_owned();
+        let entry = live
+            .get_mut(&id)
+            .expect("looked up above under the same lock");
+        if entry.binding != binding {
+            return Err(Error::forbidden(
+                "Requested operation has changed during the UI authentication session",
+            ));
         }
-        Error::Uia(body)
+        entry.touched = now;
+        if let Some(result) = &entry.result {
+            return Ok(Step::Replay(result.clone()));
+        }
+        if op.remember_params {
+            merge(&mut entry.params, &op.body);
+        } else {
+            entry.params = op.body.clone();
+        }
+        if flow_complete(flows, &entry.completed) {
+            return Ok(Step::Authorised {
+                session: id,
+                params: entry.params.clone(),
+                proof: entry.proof.clone(),
+            });
+        }
+        match stage {
+            Some(stage) if entry.completed.iter().any(|done| done == stage) => {
+                Err(challenge(flows, &id, entry, None))
+            }
+            Some(stage) => Ok(Step::Attempt {
+                session: id.clone(),
+                stage: stage.to_owned(),
+                params: entry.params.clone(),
+            }),
+            None => Err(challenge(flows, &id, entry, None)),
+        }
     }
 
-    /// Ends a session once its operation completed.
-    pub fn finish(&self, session: Option<&str>) {
-        if let (Some(session), Ok(mut live)) = (session, self.live.lock()) {
-            live.remove(session);
+    /// Records that `stage` passed, keeping `proof` for the operation. Returns the grant when
+    /// that completes a flow, or the 401 listing what is completed when more stages remain; a
+    /// stage that no flow offers next is a failed attempt.
+    pub fn passed(
+        &self,
+        flows: Flows<'_>,
+        session: &str,
+        stage: &str,
+        proof: Option<String>,
+    ) -> Result<Step> {
+        let mut live = self.lock();
+        let Some(entry) = live.get_mut(session) else {
+            return Err(Error::forbidden("The UI authentication session expired"));
+        };
+        let next_ok = flows.iter().any(|flow| {
+            flow.len() > entry.completed.len()
+                && flow[..entry.completed.len()] == entry.completed[..]
+                && flow[entry.completed.len()] == stage
+        });
+        if !next_ok {
+            let err = (
+                "M_UNKNOWN",
+                "This stage is not the next of any offered flow",
+            );
+            return Err(challenge(flows, session, entry, Some(err)));
         }
+        entry.completed.push(stage.to_owned());
+        if proof.is_some() {
+            entry.proof = proof;
+        }
+        if flow_complete(flows, &entry.completed) {
+            Ok(Step::Authorised {
+                session: session.to_owned(),
+                params: entry.params.clone(),
+                proof: entry.proof.clone(),
+            })
+        } else {
+            Err(challenge(flows, session, entry, None))
+        }
+    }
+
+    /// The 401 for a failed attempt: the session (kept), what it completed, the flows, the
+    /// params and the stage's error.
+    pub fn failed(&self, flows: Flows<'_>, session: &str, errcode: &str, error: &str) -> Error {
+        let live = self.lock();
+        match live.get(session) {
+            Some(entry) => challenge(flows, session, entry, Some((errcode, error))),
+            None => Error::forbidden("The UI authentication session expired"),
+        }
+    }
+
+    /// Ends a session once its operation completed. With `result`, the session stays (for its
+    /// lifetime) to answer a replay with the same result; without, it is gone.
+    pub fn finish(&self, session: &str, result: Option<Value>) {
+        let mut live = self.lock();
+        match result {
+            Some(result) => {
+                if let Some(entry) = live.get_mut(session) {
+                    entry.result = Some(result);
+                }
+            }
+            None => {
+                live.remove(session);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // A panic while holding this lock leaves only a map of sessions, still consistent.
+        self.live
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn flow_complete(flows: Flows<'_>, completed: &[String]) -> bool {
+    flows.iter().any(|flow| flow[..] == completed[..])
+}
+
+/// Remembered parameters win where a later request leaves them out; what it names replaces.
+fn merge(stored: &mut Value, later: &Value) {
+    if let (Value::Object(stored), Value::Object(later)) = (stored, later) {
+        for (key, value) in later {
+            stored.insert(key.clone(), value.clone());
+        }
+    }
+}
+
+fn challenge(flows: Flows<'_>, id: &str, session: &Session, error: Option<(&str, &str)>) -> Error {
+    let flows: Vec<Value> = flows.iter().map(|f| json!({"stages": f})).collect();
+    let mut body = json!({
+        "flows": flows,
+        "params": {},
+        "session": id,
+        "completed": session.completed,
+    });
+    if let Some((errcode, error)) = error {
+        body["errcode"] = json!(errcode);
+        body["error"] = json!(error);
+    }
+    Error::Uia(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    const FLOWS: Flows<'static> = &[&["m.login.password"]];
+
+    fn delete(device: &str) -> Operation {
+        Operation::of_user("@a:x", format!("DELETE /devices/{device}"), json!({}))
+    }
+
+    fn session_of(err: Error) -> String {
+        let Error::Uia(body) = err else {
+            panic!("not a UIA 401: {err:?}")
+        };
+        body["session"].as_str().expect("session").to_owned()
+    }
+
+    #[test]
+    fn a_session_authorises_only_its_own_operation() {
+        let uia = Sessions::default();
+        let id = session_of(uia.step(&delete("A"), FLOWS, None, None).unwrap_err());
+        let other = uia.step(&delete("B"), FLOWS, Some(&id), Some("m.login.password"));
+        assert!(matches!(
+            other,
+            Err(Error::Matrix {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ));
+        let attempt = uia.step(&delete("A"), FLOWS, Some(&id), Some("m.login.password"));
+        assert!(matches!(attempt, Ok(Step::Attempt { .. })));
+        let granted = uia.passed(FLOWS, &id, "m.login.password", None);
+        assert!(matches!(granted, Ok(Step::Authorised { .. })));
+        // Completed for A: still refused for B.
+        let other = uia.step(&delete("B"), FLOWS, Some(&id), None);
+        assert!(matches!(
+            other,
+            Err(Error::Matrix {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn registration_remembers_its_first_parameters_and_replays_its_result() {
+        let uia = Sessions::default();
+        let first = Operation::register(json!({"username": "a", "inhibit_login": true}));
+        let id = session_of(
+            uia.step(&first, &[&["m.login.dummy"]], None, None)
+                .unwrap_err(),
+        );
+        let later = Operation::register(json!({"auth": {"session": id}}));
+        let step = uia.step(
+            &later,
+            &[&["m.login.dummy"]],
+            Some(&id),
+            Some("m.login.dummy"),
+        );
+        let Ok(Step::Attempt { params, .. }) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(params["username"], "a");
+        assert_eq!(params["inhibit_login"], true);
+        uia.finish(&id, Some(json!({"user_id": "@a:x"})));
+        let replay = uia.step(
+            &later,
+            &[&["m.login.dummy"]],
+            Some(&id),
+            Some("m.login.dummy"),
+        );
+        assert!(matches!(replay, Ok(Step::Replay(v)) if v["user_id"] == "@a:x"));
     }
 }

@@ -33,10 +33,17 @@ pub fn create_user(
     password_hash: Option<&str>,
     now: i64,
 ) -> Result<bool> {
+    // The display name starts as the localpart, as clients expect of a new account (they show
+    // it in member lists and mentions until the user picks another).
+    let localpart = user_id
+        .strip_prefix('@')
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or(user_id);
     let inserted = conn.execute(
-        "INSERT INTO users (user_id, password_hash, created_ts) VALUES (?1, ?2, ?3)
+        "INSERT INTO users (user_id, password_hash, created_ts, displayname)
+         VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (user_id) DO NOTHING",
-        params![user_id, password_hash, now],
+        params![user_id, password_hash, now, localpart],
     )?;
     Ok(inserted == 1)
 }

@@ -11,9 +11,10 @@ use crate::api::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
 use crate::service::accounts::{self, DeviceRequest, Session};
+use crate::service::uia::{self, Step};
 
 /// The `auth` object of a UIA request.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 pub struct AuthData {
     #[serde(rename = "type")]
     kind: Option<String>,
@@ -24,7 +25,7 @@ pub struct AuthData {
     user: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Identifier {
     #[serde(rename = "type")]
     kind: String,
@@ -49,11 +50,11 @@ pub struct RegisterQuery {
     kind: Option<String>,
 }
 
+/// The registration parameters, as remembered by the UIA session (see `service::uia`).
 #[derive(Deserialize)]
-pub struct RegisterBody {
+struct RegisterParams {
     username: Option<String>,
     password: Option<String>,
-    auth: Option<AuthData>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
     #[serde(default)]
@@ -62,13 +63,24 @@ pub struct RegisterBody {
     refresh_token: bool,
 }
 
+/// The `auth` object of a request, parsed from the raw body (bound by `service::uia`).
+fn auth_of(body: &Value) -> Result<Option<AuthData>> {
+    body.get("auth")
+        .filter(|auth| !auth.is_null())
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|err| Error::bad_json(format!("auth: {err}")))
+}
+
 /// # `POST /_matrix/client/v3/register`
 /// Open registration with `m.login.dummy`, or token registration with
-/// `m.login.registration_token` when tokens are configured.
+/// `m.login.registration_token` when tokens are configured. The session remembers the first
+/// request's parameters, and a completed session replayed answers with the same account.
 pub async fn register(
     State(server): State<Arc<Server>>,
     QueryParams(query): QueryParams<RegisterQuery>,
-    JsonBody(body): JsonBody<RegisterBody>,
+    JsonBody(raw): JsonBody<Value>,
 ) -> Result<Json<Value>> {
     if query.kind.as_deref() == Some("guest") {
         return Err(Error::new(
@@ -88,7 +100,78 @@ pub async fn register(
     } else {
         "m.login.dummy"
     };
-    let localpart = match &body.username {
+    let flows: uia::Flows<'_> = &[&[stage]];
+    let auth = auth_of(&raw)?.unwrap_or_default();
+    if auth.session.is_none() {
+        // A first request learns at once that its name is unusable, before any stage.
+        let first: RegisterParams = parse_params(raw.clone())?;
+        if let Some(name) = &first.username {
+            let user_id = accounts::validate_localpart(&name.to_lowercase(), &server)?;
+            if !accounts::is_available(&server, &user_id).await? {
+                return Err(Error::new(ErrorCode::UserInUse, "User ID already taken"));
+            }
+        }
+    }
+    let op = uia::Operation::register(raw);
+    let step = server
+        .uia
+        .step(&op, flows, auth.session.as_deref(), auth.kind.as_deref())?;
+    let (session, params, token) = match step {
+        Step::Replay(answer) => return Ok(Json(answer)),
+        Step::Authorised {
+            session,
+            params,
+            proof,
+        } => (session, params, proof),
+        Step::Attempt {
+            session,
+            stage: attempted,
+            ..
+        } => {
+            if attempted != stage {
+                let (code, why) = ("M_UNKNOWN", "Unsupported authentication stage");
+                return Err(server.uia.failed(flows, &session, code, why));
+            }
+            let token = if with_tokens {
+                let Some(token) = auth.token.clone() else {
+                    return Err(server.uia.failed(
+                        flows,
+                        &session,
+                        "M_MISSING_PARAM",
+                        "Missing token",
+                    ));
+                };
+                let check = token.clone();
+                let valid = server
+                    .store
+                    .read(move |conn| {
+                        crate::store::accounts::registration_token_valid(
+                            conn,
+                            &check,
+                            crate::util::now_ms(),
+                        )
+                    })
+                    .await?;
+                if !valid {
+                    let why = "Registration token is not valid";
+                    return Err(server.uia.failed(flows, &session, "M_FORBIDDEN", why));
+                }
+                Some(token)
+            } else {
+                None
+            };
+            match server.uia.passed(flows, &session, stage, token)? {
+                Step::Authorised {
+                    session,
+                    params,
+                    proof,
+                } => (session, params, proof),
+                other => return Err(Error::Internal(format!("one-stage flow left {other:?}"))),
+            }
+        }
+    };
+    let params: RegisterParams = parse_params(params)?;
+    let localpart = match &params.username {
         Some(name) => name.to_lowercase(),
         None => crate::util::random_string(12).to_lowercase(),
     };
@@ -96,65 +179,30 @@ pub async fn register(
     if !accounts::is_available(&server, &user_id).await? {
         return Err(Error::new(ErrorCode::UserInUse, "User ID already taken"));
     }
-    let Some(auth) = body.auth.filter(|a| a.kind.is_some()) else {
-        return Err(server.uia.challenge(&[stage], json!({})));
-    };
-    if auth.kind.as_deref() != Some(stage) {
-        return Err(server.uia.failed(
-            &[stage],
-            auth.session.as_deref(),
-            "M_UNKNOWN",
-            "Unsupported authentication stage",
-        ));
-    }
-    let token = if with_tokens {
-        let Some(token) = auth.token.clone() else {
-            return Err(server.uia.failed(
-                &[stage],
-                auth.session.as_deref(),
-                "M_MISSING_PARAM",
-                "Missing token",
-            ));
-        };
-        let check = token.clone();
-        let valid = server
-            .store
-            .read(move |conn| {
-                crate::store::accounts::registration_token_valid(
-                    conn,
-                    &check,
-                    crate::util::now_ms(),
-                )
-            })
-            .await?;
-        if !valid {
-            let session = auth.session.as_deref();
-            let reason = "Registration token is not valid";
-            return Err(server.uia.failed(&[stage], session, "M_FORBIDDEN", reason));
-        }
-        Some(token)
-    } else {
-        None
-    };
     let device = DeviceRequest {
-        device_id: body.device_id,
-        display_name: body.initial_device_display_name,
-        refresh_token: body.refresh_token,
+        device_id: params.device_id,
+        display_name: params.initial_device_display_name,
+        refresh_token: params.refresh_token,
     };
-    let session = accounts::register(
+    let login = accounts::register(
         &server,
         user_id.clone(),
-        body.password,
+        params.password,
         device,
-        body.inhibit_login,
+        params.inhibit_login,
         token,
     )
     .await?;
-    server.uia.finish(auth.session.as_deref());
-    Ok(Json(match session {
-        Some(session) => session_json(session),
+    let answer = match login {
+        Some(login) => session_json(login),
         None => json!({"user_id": user_id}),
-    }))
+    };
+    server.uia.finish(&session, Some(answer.clone()));
+    Ok(Json(answer))
+}
+
+fn parse_params<T: serde::de::DeserializeOwned>(params: Value) -> Result<T> {
+    serde_json::from_value(params).map_err(|err| Error::bad_json(err.to_string()))
 }
 
 #[derive(Deserialize)]
@@ -222,7 +270,7 @@ fn login_user(
         Some(id) if id.kind == "m.id.user" => id.user.as_deref(),
         Some(_) => {
             return Err(Error::new(
-                ErrorCode::Unknown,
+                ErrorCode::UnknownRequest,
                 "Only m.id.user identifiers are supported",
             ));
         }
@@ -248,7 +296,10 @@ pub async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<Value>> {
     if body.kind != "m.login.password" {
-        return Err(Error::new(ErrorCode::Unknown, "Unsupported login type"));
+        return Err(Error::new(
+            ErrorCode::UnknownRequest,
+            "Unsupported login type",
+        ));
     }
     let user_id = login_user(&server, body.identifier.as_ref(), body.user.as_deref())?;
     let password = body
@@ -300,50 +351,59 @@ pub async fn whoami(auth: Auth) -> Json<Value> {
     Json(json!({"user_id": auth.user_id, "device_id": auth.device_id, "is_guest": false}))
 }
 
-/// Runs the `m.login.password` UIA stage for an already-authenticated user.
+/// Runs the `m.login.password` UIA stage of an already-authenticated user for `action` with
+/// `body` (the request without `auth`), to which the session is bound. Returns the session to
+/// finish once the operation succeeded.
 pub(super) async fn password_stage(
     server: &Server,
     auth: &Auth,
+    action: String,
+    body: Value,
     data: Option<AuthData>,
-) -> Result<Option<String>> {
+) -> Result<String> {
     const STAGE: &str = "m.login.password";
-    let Some(data) = data.filter(|d| d.kind.is_some()) else {
-        return Err(server.uia.challenge(&[STAGE], json!({})));
+    const FLOWS: uia::Flows<'static> = &[&[STAGE]];
+    let op = uia::Operation::of_user(auth.user_id.as_str(), action, body);
+    let data = data.unwrap_or_default();
+    let step = server
+        .uia
+        .step(&op, FLOWS, data.session.as_deref(), data.kind.as_deref())?;
+    let session = match step {
+        Step::Authorised { session, .. } => return Ok(session),
+        Step::Replay(_) => {
+            return Err(Error::forbidden(
+                "This UI authentication session already completed its operation",
+            ));
+        }
+        Step::Attempt { session, stage, .. } => {
+            if stage != STAGE {
+                let (code, why) = ("M_UNKNOWN", "Unsupported authentication stage");
+                return Err(server.uia.failed(FLOWS, &session, code, why));
+            }
+            session
+        }
     };
-    if data.kind.as_deref() != Some(STAGE) {
-        return Err(server.uia.failed(
-            &[STAGE],
-            data.session.as_deref(),
-            "M_UNKNOWN",
-            "Unsupported authentication stage",
-        ));
-    }
     let claimed = login_user(
         server,
         data.identifier.as_ref(),
         data.user.as_deref().or(Some(auth.user_id.as_str())),
-    )?;
-    if claimed != auth.user_id {
-        return Err(server.uia.failed(
-            &[STAGE],
-            data.session.as_deref(),
-            "M_FORBIDDEN",
-            "Identifier is not the logged-in user",
-        ));
+    );
+    if claimed.ok().as_ref() != Some(&auth.user_id) {
+        let why = "Identifier is not the logged-in user";
+        return Err(server.uia.failed(FLOWS, &session, "M_FORBIDDEN", why));
     }
     let password = data.password.unwrap_or_default();
-    if accounts::check_password(server, &auth.user_id, password)
-        .await
-        .is_err()
-    {
-        return Err(server.uia.failed(
-            &[STAGE],
-            data.session.as_deref(),
-            "M_FORBIDDEN",
-            "Invalid password",
-        ));
+    if let Err(err) = accounts::check_password(server, &auth.user_id, password).await {
+        let why = match &err {
+            Error::Matrix { message, .. } if message.contains("deactivated") => message.as_str(),
+            _ => "Invalid password",
+        };
+        return Err(server.uia.failed(FLOWS, &session, "M_FORBIDDEN", why));
     }
-    Ok(data.session)
+    match server.uia.passed(FLOWS, &session, STAGE, None)? {
+        Step::Authorised { session, .. } => Ok(session),
+        other => Err(Error::Internal(format!("one-stage flow left {other:?}"))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -370,13 +430,15 @@ pub async fn change_password(
             "Password reset without login needs email, which this unit does not offer",
         )
     })?;
-    let session = password_stage(&server, &auth, body.auth).await?;
     if body.new_password.is_empty() {
         return Err(Error::new(
             ErrorCode::WeakPassword,
             "Password must not be empty",
         ));
     }
+    let bound = json!({"new_password": body.new_password, "logout_devices": body.logout_devices});
+    let action = "POST /account/password".to_owned();
+    let session = password_stage(&server, &auth, action, bound, body.auth).await?;
     accounts::change_password(
         &server,
         auth.user_id.as_str(),
@@ -385,7 +447,7 @@ pub async fn change_password(
         body.logout_devices,
     )
     .await?;
-    server.uia.finish(session.as_deref());
+    server.uia.finish(&session, None);
     Ok(Json(json!({})))
 }
 
@@ -401,9 +463,10 @@ pub async fn deactivate(
     JsonBody(body): JsonBody<DeactivateBody>,
 ) -> Result<Json<Value>> {
     let auth = auth.ok_or_else(|| Error::new(ErrorCode::MissingToken, "Missing access token"))?;
-    let session = password_stage(&server, &auth, body.auth).await?;
+    let action = "POST /account/deactivate".to_owned();
+    let session = password_stage(&server, &auth, action, json!({}), body.auth).await?;
     accounts::deactivate(&server, auth.user_id.clone()).await?;
-    server.uia.finish(session.as_deref());
+    server.uia.finish(&session, None);
     Ok(Json(json!({"id_server_unbind_result": "no-support"})))
 }
 

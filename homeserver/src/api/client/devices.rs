@@ -139,9 +139,11 @@ pub async fn delete(
     {
         return Err(Error::not_found("No such device"));
     }
-    let session = password_stage(&server, &auth, body.and_then(|b| b.auth)).await?;
+    let action = format!("DELETE /devices/{device_id}");
+    let data = body.and_then(|b| b.auth);
+    let session = password_stage(&server, &auth, action, json!({}), data).await?;
     accounts::delete_devices(&server, &user, vec![device_id]).await?;
-    server.uia.finish(session.as_deref());
+    server.uia.finish(&session, None);
     Ok(Json(json!({})))
 }
 
@@ -157,8 +159,10 @@ pub async fn delete_many(
     auth: Auth,
     JsonBody(body): JsonBody<DeleteManyBody>,
 ) -> Result<Json<Value>> {
-    let session = password_stage(&server, &auth, body.auth).await?;
+    let action = "POST /delete_devices".to_owned();
+    let bound = json!({"devices": body.devices});
+    let session = password_stage(&server, &auth, action, bound, body.auth).await?;
     accounts::delete_devices(&server, auth.user_id.as_str(), body.devices).await?;
-    server.uia.finish(session.as_deref());
+    server.uia.finish(&session, None);
     Ok(Json(json!({})))
 }

@@ -29,6 +29,15 @@ pub fn routes() -> Router<Arc<Server>> {
             post(device_signing_upload),
         )
         .route(&r("/keys/signatures/upload"), post(signatures_upload))
+        // The unstable paths that clients of the cross-signing MSC generation still probe.
+        .route(
+            "/_matrix/client/unstable/keys/device_signing/upload",
+            post(device_signing_upload),
+        )
+        .route(
+            "/_matrix/client/unstable/keys/signatures/upload",
+            post(signatures_upload),
+        )
         .route(
             &r("/sendToDevice/{event_type}/{txn_id}"),
             put(send_to_device),
@@ -157,9 +166,10 @@ pub async fn device_signing_upload(
             .map(serde_json::from_value)
             .transpose()
             .map_err(|err| Error::bad_json(format!("auth: {err}")))?;
-        let session = password_stage(&server, &auth, data).await?;
+        let action = "POST /keys/device_signing/upload".to_owned();
+        let session = password_stage(&server, &auth, action, body.clone(), data).await?;
         e2ee::upload_signing_keys(&server, &user, &body, true).await?;
-        server.uia.finish(session.as_deref());
+        server.uia.finish(&session, None);
     }
     Ok(Json(json!({})))
 }
