@@ -697,22 +697,39 @@ fn check_may_redact(
 }
 
 /// Once a room is encrypted it stays encrypted (spec: "once enabled, encryption cannot be
-/// disabled"): a new `m.room.encryption` must still name an algorithm.
+/// disabled"): a new `m.room.encryption` must name the algorithm already in force. Another
+/// algorithm (`m.none`, anything unknown to clients) would be a silent downgrade: clients that
+/// do not know it would send in clear, or not at all. Rotation settings may change.
 fn check_encryption_stays_on(
     conn: &rusqlite::Connection,
     room_id: &RoomId,
     event: &NewEvent,
 ) -> Result<()> {
-    let encrypted =
-        state::current_state_id(conn, room_id.as_str(), "m.room.encryption", "")?.is_some();
-    let algorithm = event
-        .content
-        .get("algorithm")
-        .and_then(serde_json::Value::as_str);
-    if encrypted && algorithm.is_none_or(str::is_empty) {
+    let Some(current_id) =
+        state::current_state_id(conn, room_id.as_str(), "m.room.encryption", "")?
+    else {
+        return Ok(());
+    };
+    let current = events::get_event(conn, &current_id)?
+        .ok_or_else(|| Error::internal(format!("current state names missing {current_id}")))?;
+    let algorithm = |content: &Value| {
+        content
+            .get("algorithm")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let in_force = algorithm(&current.pdu.content_value());
+    let requested = algorithm(&event.content);
+    if requested.as_deref().is_none_or(str::is_empty) {
         return Err(Error::forbidden(
             "Encryption cannot be turned off once enabled",
         ));
+    }
+    if in_force.is_some() && requested != in_force {
+        return Err(Error::forbidden(format!(
+            "This room is encrypted with {}; its algorithm cannot be changed",
+            in_force.unwrap_or_default()
+        )));
     }
     Ok(())
 }

@@ -297,6 +297,19 @@ pub async fn kick(
     PathParams(room): PathParams<String>,
     JsonBody(body): JsonBody<TargetBody>,
 ) -> Result<Json<Value>> {
+    // A leave over a ban is an unban in the auth rules; `/kick` must not unban by the back door.
+    let key = room_id(&room)?.to_string();
+    let them = body.user_id.clone();
+    let current = server
+        .store
+        .read(move |conn| state::membership(conn, &key, &them))
+        .await?;
+    if current.as_deref() == Some("ban") {
+        return Err(Error::forbidden(format!(
+            "{} is banned; unban them instead of kicking",
+            body.user_id
+        )));
+    }
     act_on(&server, auth, &room, body, "leave").await
 }
 
