@@ -25,7 +25,9 @@ fn set_get_and_errors() {
     let env = TestEnv::dev();
     let alice = env.register("alice");
     let bob = env.register("bob");
-    assert_error(&alice.get(&status_path(&bob.user_id)), 404, "M_NOT_FOUND");
+    // A local user who was never active is offline, not unknown.
+    let never = alice.get_ok(&status_path(&bob.user_id));
+    assert_eq!(never, json!({ "presence": "offline" }));
 
     ok(
         bob.put(
@@ -83,7 +85,8 @@ fn sync_shows_presence_of_room_members_only() {
 
     // A sync with set_presence=offline leaves no trace.
     carol.sync_raw("set_presence=offline&timeout=0");
-    assert_error(&alice.get(&status_path(&carol.user_id)), 404, "M_NOT_FOUND");
+    let carol_status = alice.get_ok(&status_path(&carol.user_id));
+    assert_eq!(carol_status, json!({ "presence": "offline" }), "no activity recorded");
 
     let alice_since = str_field(&alice.sync(None, 0, None), "next_batch");
     let carol_since = str_field(&carol.sync(None, 0, None), "next_batch");

@@ -73,6 +73,9 @@ async fn rate_limit(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
+    if !rate_limited(request.uri().path()) {
+        return next.run(request).await;
+    }
     let (parts, body) = request.into_parts();
     let key = match extract::access_token(&parts) {
         Some(token) => Key::Token(crate::service::accounts::token_hash(&token)),
@@ -82,4 +85,13 @@ async fn rate_limit(
         return err.into_response();
     }
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// Whether the spec rate-limits the endpoint. Long polls (`/sync`, sliding sync) and discovery
+/// are not: the spec lists no 429 for them, and a client that syncs in a tight loop after each
+/// answer must never be told to back off from its own sync.
+fn rate_limited(path: &str) -> bool {
+    !(path.ends_with("/sync")
+        || path == "/_matrix/client/versions"
+        || path == "/.well-known/matrix/client")
 }

@@ -147,12 +147,20 @@ fn send_to_peers_in_tx(tx: &WriteTx<'_>, own: &str, row: &PresenceRow, now: i64)
 /// `GET /presence/{userId}/status`: the user's presence, `M_NOT_FOUND` if never seen.
 pub async fn get(server: &Server, user_id: &str) -> Result<Value> {
     let user = user_id.to_owned();
-    let row = server
+    let (row, local_user) = server
         .store
-        .read(move |conn| store::get(conn, &user))
-        .await?
-        .ok_or_else(|| Error::not_found("No presence known for this user"))?;
-    Ok(content_at(server.server_name().as_str(), &row, now_ms()))
+        .read(move |conn| {
+            let row = store::get(conn, &user)?;
+            let local = crate::store::accounts::get_user(conn, &user)?;
+            Ok((row, local.is_some_and(|u| !u.deactivated)))
+        })
+        .await?;
+    match row {
+        Some(row) => Ok(content_at(server.server_name().as_str(), &row, now_ms())),
+        // A local account that has not been active yet is simply offline, not unknown.
+        None if local_user => Ok(json!({"presence": "offline"})),
+        None => Err(Error::not_found("No presence known for this user")),
+    }
 }
 
 /// Handles an `m.presence` EDU: updates of the origin's users.

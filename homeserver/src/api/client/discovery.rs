@@ -17,8 +17,28 @@ pub async fn versions() -> Json<Value> {
         "versions": ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
                      "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18",
                      "v1.19"],
-        "unstable_features": {"org.matrix.msc3814": true, "org.matrix.simplified_msc3575": true},
+        // Only what is implemented. `e2e_cross_signing` is what browser clients of the v1.11
+        // generation look for before they bootstrap cross-signing after registration.
+        "unstable_features": {
+            "org.matrix.e2e_cross_signing": true,
+            "org.matrix.msc3814": true,
+            "org.matrix.simplified_msc3575": true,
+        },
     }))
+}
+
+/// # `GET /_matrix/client/v3/thirdparty/protocols`
+/// No application service bridges a third-party network here yet, so there are no protocols;
+/// browser clients poll this and must get the empty object, not an error.
+pub async fn thirdparty_protocols(_auth: Auth) -> Json<Value> {
+    Json(json!({}))
+}
+
+/// # `GET /_matrix/client/v3/voip/turnServer`
+/// No TURN server is configured on this unit: the answer carries no URIs, which clients read as
+/// "no TURN" (calls then use direct candidates on the local network).
+pub async fn turn_server(_auth: Auth) -> Json<Value> {
+    Json(json!({"username": "", "password": "", "uris": [], "ttl": 86400}))
 }
 
 /// # `GET /.well-known/matrix/client`

@@ -39,6 +39,11 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/_matrix/client/versions", get(discovery::versions))
         .route("/.well-known/matrix/client", get(discovery::well_known))
         .route(&r("/capabilities"), get(discovery::capabilities))
+        .route(
+            &r("/thirdparty/protocols"),
+            get(discovery::thirdparty_protocols),
+        )
+        .route(&r("/voip/turnServer"), get(discovery::turn_server))
         .route(&r("/register"), post(account::register))
         .route(&r("/register/available"), get(account::available))
         .route(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ruma::push::RuleKind;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -21,16 +22,17 @@ pub fn routes() -> Router<Arc<Server>> {
         .route(&r("/pushrules"), get(get_all))
         .route(&r("/pushrules/global/"), get(get_global))
         .route(&r("/pushrules/global"), get(get_global))
+        .route(&r("/pushrules/{scope}/{kind}/"), get(get_kind))
         .route(
-            &r("/pushrules/global/{kind}/{rule_id}"),
+            &r("/pushrules/{scope}/{kind}/{rule_id}"),
             get(get_rule).put(put_rule).delete(delete_rule),
         )
         .route(
-            &r("/pushrules/global/{kind}/{rule_id}/enabled"),
+            &r("/pushrules/{scope}/{kind}/{rule_id}/enabled"),
             get(get_enabled).put(put_enabled),
         )
         .route(
-            &r("/pushrules/global/{kind}/{rule_id}/actions"),
+            &r("/pushrules/{scope}/{kind}/{rule_id}/actions"),
             get(get_actions).put(put_actions),
         )
         .route(&r("/notifications"), get(notifications))
@@ -49,13 +51,55 @@ async fn get_global(State(server): State<Arc<Server>>, auth: Auth) -> Result<Jso
     Ok(Json(push::get_rules(&server, auth.user_id).await?))
 }
 
-/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+/// The scope, kind and rule ID of a path, checked: only the `global` scope exists, and the ID
+/// of a `room` rule must be a room ID and that of a `sender` rule a user ID (the rule matches
+/// on them). Every malformed part is the client's error, 400.
+fn rule_path((scope, kind, rule_id): (String, String, String)) -> Result<(RuleKind, String)> {
+    check_scope(&scope)?;
+    let kind = push::parse_kind(&kind)?;
+    let valid = match kind {
+        RuleKind::Room => ruma::RoomId::parse(&rule_id).is_ok(),
+        RuleKind::Sender => ruma::UserId::parse(&rule_id).is_ok(),
+        _ => !rule_id.is_empty(),
+    };
+    if !valid {
+        return Err(Error::invalid_param(format!(
+            "{rule_id:?} is not a valid rule ID for {} rules",
+            kind.as_str()
+        )));
+    }
+    Ok((kind, rule_id))
+}
+
+fn check_scope(scope: &str) -> Result<()> {
+    if scope != "global" {
+        return Err(Error::invalid_param(format!(
+            "Unknown push rule scope {scope:?}; only \"global\" exists"
+        )));
+    }
+    Ok(())
+}
+
+/// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/`
+/// The rules of one kind, in priority order.
+async fn get_kind(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((scope, kind)): PathParams<(String, String)>,
+) -> Result<Json<Value>> {
+    check_scope(&scope)?;
+    let kind = push::parse_kind(&kind)?;
+    let rules = push::get_rules(&server, auth.user_id).await?;
+    Ok(Json(rules[kind.as_str()].clone()))
+}
+
+/// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}`
 async fn get_rule(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     Ok(Json(
         push::get_rule(&server, auth.user_id, kind, rule_id).await?,
     ))
@@ -67,15 +111,15 @@ struct Placement {
     after: Option<String>,
 }
 
-/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+/// # `PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}`
 async fn put_rule(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
     QueryParams(place): QueryParams<Placement>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     let body = push::parse_rule_body(body)?;
     push::put_rule(
         &server,
@@ -90,24 +134,24 @@ async fn put_rule(
     Ok(Json(json!({})))
 }
 
-/// # `DELETE /_matrix/client/v3/pushrules/global/{kind}/{ruleId}`
+/// # `DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}`
 async fn delete_rule(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     push::delete_rule(&server, auth.user_id, kind, rule_id).await?;
     Ok(Json(json!({})))
 }
 
-/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+/// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/enabled`
 async fn get_enabled(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
     Ok(Json(json!({"enabled": rule["enabled"]})))
 }
@@ -117,37 +161,37 @@ struct EnabledBody {
     enabled: bool,
 }
 
-/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/enabled`
+/// # `PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/enabled`
 async fn put_enabled(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<EnabledBody>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     push::set_enabled(&server, auth.user_id, kind, rule_id, body.enabled).await?;
     Ok(Json(json!({})))
 }
 
-/// # `GET /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+/// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions`
 async fn get_actions(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
     Ok(Json(json!({"actions": rule["actions"]})))
 }
 
-/// # `PUT /_matrix/client/v3/pushrules/global/{kind}/{ruleId}/actions`
+/// # `PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions`
 async fn put_actions(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams((kind, rule_id)): PathParams<(String, String)>,
+    PathParams(path): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>> {
-    let kind = push::parse_kind(&kind)?;
+    let (kind, rule_id) = rule_path(path)?;
     let actions = push::parse_actions(&body)?;
     push::set_actions(&server, auth.user_id, kind, rule_id, actions).await?;
     Ok(Json(json!({})))

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use ruma::events::TimelineEventType;
 use ruma::{OwnedUserId, RoomVersionId};
 use serde::Deserialize;
@@ -312,8 +312,10 @@ pub async fn put_state(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind, key)): PathParams<(String, String, String)>,
+    RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
+    refuse_delay(query.as_deref())?;
     put_state_inner(&server, auth, &room, kind, key, content).await
 }
 
@@ -322,8 +324,10 @@ pub async fn put_state_empty_key(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind)): PathParams<(String, String)>,
+    RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
+    refuse_delay(query.as_deref())?;
     put_state_inner(&server, auth, &room, kind, String::new(), content).await
 }
 
@@ -332,8 +336,10 @@ pub async fn send(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind, txn_id)): PathParams<(String, String, String)>,
+    RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
+    refuse_delay(query.as_deref())?;
     let room = room_id(&room)?;
     if matches!(kind.as_str(), "m.room.redaction") {
         return Err(Error::forbidden(
@@ -409,4 +415,21 @@ pub async fn upgrade(
     let new_room =
         crate::service::upgrade::upgrade_room(&server, auth.user_id, room, version).await?;
     Ok(Json(json!({"replacement_room": new_room})))
+}
+
+/// Delayed events (MSC4140, `?org.matrix.msc4140.delay=`) are not implemented yet. Sending the
+/// event at once would do what the client asked not to (MatrixRTC relies on the delay to leave a
+/// call when the client vanishes), so a delayed send is refused with the MSC's answer for a
+/// server that allows no delayed events: 403 `M_FORBIDDEN`.
+fn refuse_delay(query: Option<&str>) -> Result<()> {
+    let delayed = query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("org.matrix.msc4140.delay"))
+    });
+    if delayed {
+        return Err(Error::forbidden(
+            "Delayed events are not supported on this unit",
+        ));
+    }
+    Ok(())
 }
