@@ -212,3 +212,26 @@ fn push_rule_paths_list_by_kind_and_refuse_malformed_parts_with_400() {
         "a room rule keyed by a room ID",
     );
 }
+
+#[test]
+fn filters_naming_invalid_room_or_user_ids_are_400() {
+    let env = TestEnv::dev();
+    let alice = env.register("alice");
+    let path = format!("/_matrix/client/v3/user/{}/filter", enc(&alice.user_id));
+    for filter in [
+        json!({ "room": { "rooms": ["not-a-room"] } }),
+        json!({ "room": { "not_rooms": ["#alias:outpost.test"] } }),
+        json!({ "room": { "timeline": { "senders": ["alice"] } } }),
+        json!({ "room": { "state": { "not_senders": ["@"] } } }),
+    ] {
+        let (status, body) = alice.post(&path, &filter);
+        assert_eq!(status, 400, "{filter}: {body:#}");
+        let inline = format!(
+            "/_matrix/client/v3/sync?timeout=0&filter={}",
+            tests::enc(&filter.to_string())
+        );
+        assert_eq!(alice.get(&inline).0, 400, "inline {filter}");
+    }
+    let fine = json!({ "room": { "rooms": ["!abc:outpost.test"], "timeline": { "senders": ["@bob:outpost.test"] } } });
+    ok(alice.post(&path, &fine), "a filter with valid IDs");
+}

@@ -86,7 +86,11 @@ fn sync_shows_presence_of_room_members_only() {
     // A sync with set_presence=offline leaves no trace.
     carol.sync_raw("set_presence=offline&timeout=0");
     let carol_status = alice.get_ok(&status_path(&carol.user_id));
-    assert_eq!(carol_status, json!({ "presence": "offline" }), "no activity recorded");
+    assert_eq!(
+        carol_status,
+        json!({ "presence": "offline" }),
+        "no activity recorded"
+    );
 
     let alice_since = str_field(&alice.sync(None, 0, None), "next_batch");
     let carol_since = str_field(&carol.sync(None, 0, None), "next_batch");

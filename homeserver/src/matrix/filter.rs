@@ -34,9 +34,10 @@ pub struct EventFilter {
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RoomFilter {
     /// Allowed rooms.
+    #[serde(default, deserialize_with = "ids::some_rooms")]
     pub rooms: Option<Vec<String>>,
     /// Excluded rooms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ids::rooms")]
     pub not_rooms: Vec<String>,
     /// Whether left rooms appear in an initial sync.
     #[serde(default)]
@@ -66,14 +67,16 @@ pub struct RoomEventFilter {
     #[serde(default)]
     pub not_types: Vec<String>,
     /// Allowed senders.
+    #[serde(default, deserialize_with = "ids::some_users")]
     pub senders: Option<Vec<String>>,
     /// Excluded senders.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ids::users")]
     pub not_senders: Vec<String>,
     /// Allowed rooms.
+    #[serde(default, deserialize_with = "ids::some_rooms")]
     pub rooms: Option<Vec<String>>,
     /// Excluded rooms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "ids::rooms")]
     pub not_rooms: Vec<String>,
     /// Only send member events for senders in the timeline.
     #[serde(default)]
@@ -83,6 +86,50 @@ pub struct RoomEventFilter {
     pub include_redundant_members: bool,
     /// Only events with (or without) a `url` in content.
     pub contains_url: Option<bool>,
+}
+
+/// Room and user ID lists of a filter are checked while parsing, so a filter naming something
+/// that is not an ID is refused (400) wherever a filter is accepted, instead of silently
+/// matching nothing.
+mod ids {
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+
+    fn checked<'de, D: Deserializer<'de>>(
+        d: D,
+        valid: fn(&str) -> bool,
+        what: &str,
+    ) -> Result<Vec<String>, D::Error> {
+        let list = Vec::<String>::deserialize(d)?;
+        if let Some(bad) = list.iter().find(|id| !valid(id)) {
+            return Err(D::Error::custom(format!("{bad:?} is not a valid {what}")));
+        }
+        Ok(list)
+    }
+
+    fn room(id: &str) -> bool {
+        ruma::RoomId::parse(id).is_ok()
+    }
+
+    fn user(id: &str) -> bool {
+        ruma::UserId::parse(id).is_ok()
+    }
+
+    pub fn rooms<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        checked(d, room, "room ID")
+    }
+
+    pub fn some_rooms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        checked(d, room, "room ID").map(Some)
+    }
+
+    pub fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        checked(d, user, "user ID")
+    }
+
+    pub fn some_users<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        checked(d, user, "user ID").map(Some)
+    }
 }
 
 fn type_matches(pattern: &str, kind: &str) -> bool {
