@@ -197,6 +197,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         store,
         signer,
         uia: Default::default(),
+        openid: Default::default(),
         tokens: Default::default(),
         typing: Default::default(),
         hierarchy_cache: Default::default(),

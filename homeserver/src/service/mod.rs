@@ -11,6 +11,7 @@ pub mod e2ee;
 pub mod federation;
 pub mod media;
 pub mod notices;
+pub mod openid;
 pub mod presence;
 pub mod push;
 pub mod rooms;
@@ -47,6 +48,8 @@ pub struct Server {
     pub signer: Arc<Signer>,
     /// User-interactive-auth sessions in flight.
     pub uia: uia::Sessions,
+    /// OpenID tokens handed to widgets and call services.
+    pub openid: openid::Tokens,
     /// Who is typing where.
     pub typing: typing::Typing,
     /// Access tokens already resolved.

@@ -11,6 +11,7 @@ mod keys;
 mod media;
 mod membership;
 mod messages;
+mod openid;
 mod presence;
 mod profile;
 mod push;
@@ -161,6 +162,10 @@ pub fn routes() -> Router<Arc<Server>> {
             get(directory::public_rooms).post(directory::search_public_rooms),
         )
         .route(&r("/sync"), get(sync::sync))
+        .route(
+            &r("/user/{user_id}/openid/request_token"),
+            post(openid::request_token),
+        )
         .route(&r("/user/{user_id}/filter"), post(sync::create_filter))
         .route(
             &r("/user/{user_id}/filter/{filter_id}"),

@@ -13,7 +13,7 @@ use super::Signed;
 use crate::api::extract::{
     PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer, user_id,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::service::federation as fed;
 use crate::service::{Server, e2ee};
 use crate::store::{events, federation, misc, state};
@@ -86,6 +86,28 @@ pub async fn server_keys(State(server): State<Arc<Server>>) -> Result<Json<Value
 /// # `GET /_matrix/federation/v1/version`
 pub async fn version() -> Json<Value> {
     Json(json!({"server": {"name": "Outpost", "version": env!("CARGO_PKG_VERSION")}}))
+}
+
+/// # `GET /_matrix/federation/v1/openid/userinfo`
+/// Not X-Matrix authenticated: the caller is a widget or call service, not a peer, and the
+/// OpenID token it presents is the whole authorisation.
+pub async fn openid_userinfo(
+    State(server): State<Arc<Server>>,
+    QueryParams(query): QueryParams<UserinfoQuery>,
+) -> Result<Json<Value>> {
+    let user = server.openid.user_of(&query.access_token).ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnknownToken,
+            "The OpenID token is not known or has expired",
+        )
+    })?;
+    Ok(Json(json!({"sub": user})))
+}
+
+/// The query of `openid/userinfo`.
+#[derive(serde::Deserialize)]
+pub struct UserinfoQuery {
+    access_token: String,
 }
 
 /// # `PUT /_matrix/federation/v1/send/{txnId}`

@@ -105,6 +105,10 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/_matrix/key/v2/server", get(handlers::server_keys))
         .route(&format!("{V1}/version"), get(handlers::version))
         .route(
+            &format!("{V1}/openid/userinfo"),
+            get(handlers::openid_userinfo),
+        )
+        .route(
             &format!("{V1}/send/{{txn_id}}"),
             put(handlers::send_transaction),
         )
