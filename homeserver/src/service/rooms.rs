@@ -925,18 +925,13 @@ fn history_changes(
 /// and the user's own member events. Every client path that returns events filters with it.
 ///
 /// `M_FORBIDDEN` when the user may not read the room at all: they never joined it (or were
-/// only invited) and it is not `world_readable` now.
+/// only invited) and none of its history was `world_readable`.
 pub fn visibility(conn: &rusqlite::Connection, room_id: &str, user_id: &str) -> Result<Visible> {
-    let history = history_changes(conn, room_id)?;
-    if let Err(err) = membership_access(conn, room_id, user_id) {
-        let world_readable = history
-            .last()
-            .is_some_and(|(_, v)| *v == HistoryVisibility::WorldReadable);
-        if !world_readable {
-            return Err(err);
-        }
+    let visible = user_visibility(conn, room_id, user_id)?;
+    match membership_access(conn, room_id, user_id) {
+        Err(err) if visible.is_empty() => Err(err),
+        _ => Ok(visible),
     }
-    user_visibility_with(conn, room_id, user_id, &history)
 }
 
 /// [`visibility`] without the room-level check, for sync, which lists only rooms the user
