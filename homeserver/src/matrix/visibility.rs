@@ -250,8 +250,10 @@ mod tests {
 
     #[test]
     fn joined_sees_from_join_until_leave() {
+        // Position 1 predates any setting (shared by default) and the change at 2 is seen
+        // with the setting before it: both visible to someone who joined later.
         let v = visible_to_user(&[(2, Joined)], &[(5, Join), (9, Other)]);
-        assert_eq!(seen(&v), vec![5, 6, 7, 8, 9]);
+        assert_eq!(seen(&v), vec![1, 2, 5, 6, 7, 8, 9]);
     }
 
     #[test]
@@ -273,15 +275,15 @@ mod tests {
     #[test]
     fn invited_counts_from_the_invite() {
         let v = visible_to_user(&[(2, Invited)], &[(5, Invite), (8, Join)]);
-        assert_eq!(seen(&v), (5..=20).collect::<Vec<_>>());
+        assert_eq!(seen(&v), [vec![1, 2], (5..=20).collect()].concat());
         let v = visible_to_user(&[(2, Joined)], &[(5, Invite), (8, Join)]);
-        assert_eq!(seen(&v), (8..=20).collect::<Vec<_>>());
+        assert_eq!(seen(&v), [vec![1, 2], (8..=20).collect()].concat());
     }
 
     #[test]
     fn world_readable_needs_no_membership() {
         let v = visible_to_user(&[(2, WorldReadable), (10, Joined)], &[]);
-        assert_eq!(seen(&v), (1..=10).collect::<Vec<_>>());
+        assert_eq!(seen(&v), (2..=10).collect::<Vec<_>>());
     }
 
     #[test]
@@ -294,7 +296,7 @@ mod tests {
         );
         // joined until 10, shared from there.
         let v = visible_to_user(&[(1, Joined), (10, Shared)], &[(15, Join)]);
-        assert_eq!(seen(&v), (10..=20).collect::<Vec<_>>());
+        assert_eq!(seen(&v), [vec![1], (10..=20).collect()].concat());
     }
 
     #[test]
@@ -310,7 +312,7 @@ mod tests {
     fn scans_skip_invisible_stretches() {
         let v = visible_to_user(&[(1, Joined)], &[(5, Join), (9, Other), (15, Join)]);
         assert_eq!(v.last_at_or_before(13), Some(9));
-        assert_eq!(v.last_at_or_before(4), None);
+        assert_eq!(v.last_at_or_before(4), Some(1));
         assert_eq!(v.first_at_or_after(10), Some(15));
         assert_eq!(v.first_at_or_after(i64::MAX), Some(i64::MAX));
     }
@@ -325,7 +327,7 @@ mod tests {
         let v = visible_to_server(&[(1, Joined)], &members);
         assert_eq!(
             seen(&v),
-            [(5..=8).collect::<Vec<_>>(), (12..=20).collect()].concat()
+            [vec![1], (5..=8).collect(), (12..=20).collect()].concat()
         );
         let v = visible_to_server(&[(1, Shared)], &members);
         assert_eq!(seen(&v), (1..=20).collect::<Vec<_>>());
