@@ -11,6 +11,7 @@ pub mod keys;
 pub mod pdu;
 pub mod peer_card;
 pub mod power;
+pub mod visibility;
 pub mod xmatrix;
 
 use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};

@@ -35,6 +35,7 @@ use serde_json::{Map, Value, json};
 use super::Server;
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::pdu::Pdu;
+use crate::matrix::visibility::Visible;
 use crate::store::push::{self as store, Member, RuleRow};
 use crate::store::{WriteTx, events, state};
 use crate::util::now_ms;
@@ -753,11 +754,24 @@ pub async fn list_notifications(
             let user = user_id.as_str();
             let rows = store::notifications(conn, user, before, limit, only_highlight)?;
             let mut read_upto: HashMap<String, i64> = HashMap::new();
+            let mut visible: HashMap<String, Visible> = HashMap::new();
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
                 let Some(stored) = events::get_event(conn, &row.event_id)? else {
                     continue;
                 };
+                // Notifications are written for members when the event arrives; history
+                // visibility still has the last word, as on every path that returns events.
+                let room_visible = match visible.get(&row.room_id) {
+                    Some(v) => v,
+                    None => {
+                        let v = crate::service::rooms::user_visibility(conn, &row.room_id, user)?;
+                        visible.entry(row.room_id.clone()).or_insert(v)
+                    }
+                };
+                if !room_visible.allows(stored.stream_pos) {
+                    continue;
+                }
                 let read = match read_upto.get(&row.room_id) {
                     Some(pos) => *pos,
                     None => {

@@ -25,6 +25,9 @@ use crate::matrix::build::{BuildError, NewEvent, Placement, build_event, new_leg
 use crate::matrix::pdu::Pdu;
 use crate::matrix::power::PowerLevels;
 use crate::matrix::rules_for;
+use crate::matrix::visibility::{
+    HistoryVisibility, Membership, Visible, visible_to_server, visible_to_user,
+};
 use crate::store::{WriteTx, events, misc, state};
 use crate::util::now_ms;
 
@@ -883,25 +886,31 @@ pub fn restricted_join(
         .map_or(RestrictedJoin::NoAuthoriser, RestrictedJoin::Authorised))
 }
 
-/// What a user may see of a room's history.
+/// How far a user may read a room's *state*: today's, or as it was when they left. (Which
+/// *events* they may see is [`visibility`]'s decision.)
 #[derive(Debug, Clone, Copy)]
-pub enum Visibility {
-    /// Currently joined: everything.
+pub enum Access {
+    /// Currently joined: the current state.
     All,
-    /// Left, kicked or banned (or invited): events up to and including this stream position.
+    /// Left, kicked or banned after having joined: the state up to this stream position.
     UpTo(i64),
 }
 
-/// Decides what of a room a user may read; `M_FORBIDDEN` if nothing.
-pub fn visibility(conn: &rusqlite::Connection, room_id: &str, user_id: &str) -> Result<Visibility> {
+/// Whether a user may read a room's state and up to where; `M_FORBIDDEN` for users who never
+/// joined it.
+pub fn membership_access(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Access> {
     match state::membership(conn, room_id, user_id)?.as_deref() {
-        Some("join") => Ok(Visibility::All),
+        Some("join") => Ok(Access::All),
         Some(_) => {
             let was_joined = state::membership_changes(conn, user_id, 0, i64::MAX)?
                 .iter()
                 .any(|(_, room, m)| room == room_id && m == "join");
             match state::membership_pos_at(conn, user_id, room_id, i64::MAX)? {
-                Some((pos, _)) if was_joined => Ok(Visibility::UpTo(pos)),
+                Some((pos, _)) if was_joined => Ok(Access::UpTo(pos)),
                 _ => Err(Error::forbidden("You are not allowed to view this room")),
             }
         }
@@ -917,14 +926,91 @@ pub fn visibility(conn: &rusqlite::Connection, room_id: &str, user_id: &str) -> 
     }
 }
 
-impl Visibility {
-    /// Whether an event at `stream_pos` is visible.
-    pub fn allows(self, stream_pos: i64) -> bool {
-        match self {
-            Visibility::All => true,
-            Visibility::UpTo(limit) => stream_pos <= limit,
-        }
+/// The room's history-visibility changes in stream order, parsed.
+fn history_changes(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+) -> Result<Vec<(i64, HistoryVisibility)>> {
+    Ok(state::history_visibility_changes(conn, room_id)?
+        .into_iter()
+        .map(|(pos, value)| (pos, HistoryVisibility::parse(value.as_deref())))
+        .collect())
+}
+
+/// Which of a room's events a user may see (spec: history visibility, decided per event by
+/// `matrix::visibility`), read with two indexed queries: the room's history-visibility events
+/// and the user's own member events. Every client path that returns events filters with it.
+///
+/// `M_FORBIDDEN` when the user may not read the room at all: they never joined it (or were
+/// only invited) and none of its history was `world_readable`.
+pub fn visibility(conn: &rusqlite::Connection, room_id: &str, user_id: &str) -> Result<Visible> {
+    let visible = user_visibility(conn, room_id, user_id)?;
+    match membership_access(conn, room_id, user_id) {
+        Err(err) if visible.is_empty() => Err(err),
+        _ => Ok(visible),
     }
+}
+
+/// [`visibility`] without the room-level check, for sync, which lists only rooms the user
+/// has a membership in (an invite they rejected shows what the rule lets them see of it).
+pub fn user_visibility(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Visible> {
+    let history = history_changes(conn, room_id)?;
+    user_visibility_with(conn, room_id, user_id, &history)
+}
+
+fn user_visibility_with(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+    user_id: &str,
+    history: &[(i64, HistoryVisibility)],
+) -> Result<Visible> {
+    let memberships: Vec<(i64, Membership)> = state::member_events_of(conn, room_id, user_id)?
+        .into_iter()
+        .map(|(pos, m)| (pos, Membership::parse(&m)))
+        .collect();
+    Ok(visible_to_user(history, &memberships))
+}
+
+/// Which of a room's events another server may see: what any of its users may (the spec's
+/// user rule applied to each of the server's members). Federation answers `/backfill`,
+/// `/event`, `/get_missing_events` and `/state` with it.
+pub fn server_visibility(
+    conn: &rusqlite::Connection,
+    room_id: &str,
+    server: &str,
+) -> Result<Visible> {
+    let history = history_changes(conn, room_id)?;
+    let members: Vec<(i64, String, Membership)> =
+        state::member_events_of_server(conn, room_id, server)?
+            .into_iter()
+            .map(|(pos, user, m)| (pos, user, Membership::parse(&m)))
+            .collect();
+    Ok(visible_to_server(&history, &members))
+}
+
+/// An event's PDU JSON as sent to a server: whole when the server may see it, otherwise in its
+/// redacted form (the room version's redaction algorithm), so the server keeps the room's DAG
+/// connected without learning the content. The receiver's content-hash check then redacts it
+/// too, as the spec's checks on received PDUs require.
+pub fn pdu_for_server(
+    event: &events::StoredEvent,
+    visible: &Visible,
+    rules: &RoomVersionRules,
+) -> Result<Value> {
+    let value: Value =
+        serde_json::from_str(&event.pdu.json).map_err(|err| Error::internal(err.to_string()))?;
+    if visible.allows(event.stream_pos) {
+        return Ok(value);
+    }
+    let object: CanonicalJsonObject =
+        serde_json::from_value(value).map_err(|err| Error::internal(err.to_string()))?;
+    let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
+        .map_err(|err| Error::internal(err.to_string()))?;
+    serde_json::to_value(&redacted).map_err(|err| Error::internal(err.to_string()))
 }
 
 /// Formats a stored event for a client: `unsigned` with age, the viewer's own transaction ID,

@@ -26,9 +26,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Server;
-use super::rooms::{self, Visibility};
+use super::rooms;
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::filter::RoomEventFilter;
+use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent, TopoKey};
 pub use crate::store::search::Order;
 use crate::store::search::{self as store, Cursor, DirectoryEntry, EventQuery, Hit};
@@ -279,14 +280,14 @@ fn decode_token(raw: &str, order: Order) -> Result<(Cursor, Option<(GroupKey, St
     ))
 }
 
-/// The rooms the user may search with the last stream position visible in each, after the
+/// The rooms the user may search with the stream-position ranges visible in each, after the
 /// filter's room lists. Visibility is [`rooms::visibility`]'s decision; forgotten rooms are
 /// left out.
 fn searchable_rooms(
     conn: &Connection,
     user: &str,
     filter: &RoomEventFilter,
-) -> Result<Vec<(String, i64)>> {
+) -> Result<Vec<(String, Visible)>> {
     let mut out = Vec::new();
     for (room, _, _) in state::memberships_as_of(conn, user, i64::MAX)? {
         let listed = filter.rooms.as_ref().is_none_or(|r| r.contains(&room));
@@ -294,8 +295,7 @@ fn searchable_rooms(
             continue;
         }
         match rooms::visibility(conn, &room, user) {
-            Ok(Visibility::All) => out.push((room, i64::MAX)),
-            Ok(Visibility::UpTo(pos)) => out.push((room, pos)),
+            Ok(visible) => out.push((room, visible)),
             Err(Error::Matrix {
                 code: ErrorCode::Forbidden,
                 ..
@@ -313,7 +313,7 @@ fn neighbours(
     room: &str,
     from: TopoKey,
     backwards: bool,
-    upto: i64,
+    visible: &Visible,
     limit: usize,
 ) -> Result<Vec<StoredEvent>> {
     const BATCH: usize = 50;
@@ -327,7 +327,7 @@ fn neighbours(
                 depth: event.pdu.depth as i64,
                 stream_pos: event.stream_pos + i64::from(!backwards),
             };
-            if event.stream_pos <= upto && out.len() < limit {
+            if visible.allows(event.stream_pos) && out.len() < limit {
                 out.push(event);
             }
         }
@@ -378,17 +378,17 @@ fn context_of(
     conn: &Connection,
     viewer: &Viewer,
     event: &StoredEvent,
-    upto: i64,
+    visible: &Visible,
     request: ContextRequest,
 ) -> Result<ResultContext> {
     let room = event.pdu.room_id.as_str();
     let key = topo_key(event);
-    let before = neighbours(conn, room, key, true, upto, request.before)?;
+    let before = neighbours(conn, room, key, true, visible, request.before)?;
     let after_start = TopoKey {
         depth: key.depth,
         stream_pos: key.stream_pos + 1,
     };
-    let after = neighbours(conn, room, after_start, false, upto, request.after)?;
+    let after = neighbours(conn, room, after_start, false, visible, request.after)?;
     let start = before.last().map(topo_key).unwrap_or(key);
     let end = after
         .last()
@@ -503,6 +503,7 @@ fn run_search(
         None => (None, None),
     };
     let mut rooms = searchable_rooms(conn, &viewer.user_id, &request.filter)?;
+    let nothing = Visible::nothing();
     let mut senders = request.filter.senders.clone();
     match &group {
         Some((GroupKey::RoomId, room)) => rooms.retain(|(r, _)| r == room),
@@ -515,10 +516,12 @@ fn run_search(
         }
         None => {}
     }
-    let upto: BTreeMap<String, i64> = rooms.iter().cloned().collect();
     let query = EventQuery {
         fts,
-        rooms,
+        rooms: rooms
+            .iter()
+            .map(|(room, visible)| (room.clone(), visible.ranges().to_vec()))
+            .collect(),
         senders,
         not_senders: request.filter.not_senders.clone(),
     };
@@ -574,7 +577,10 @@ fn run_search(
     let mut rooms_seen: Vec<String> = Vec::new();
     for (hit, event) in &page {
         let room = event.pdu.room_id.to_string();
-        let room_upto = upto.get(&room).copied().unwrap_or(i64::MIN);
+        let room_visible = rooms
+            .iter()
+            .find(|(r, _)| *r == room)
+            .map_or(&nothing, |(_, v)| v);
         let formatted =
             rooms::client_event(conn, event, Some((&viewer.user_id, &viewer.device_id)))?;
         for text in searchable_text(&formatted) {
@@ -582,7 +588,7 @@ fn run_search(
         }
         let context = request
             .context
-            .map(|c| context_of(conn, viewer, event, room_upto, c))
+            .map(|c| context_of(conn, viewer, event, room_visible, c))
             .transpose()?;
         for key in &request.group_by {
             let value = match key {
@@ -610,7 +616,12 @@ fn run_search(
     if request.include_state {
         let mut states = BTreeMap::new();
         for room in rooms_seen {
-            let room_upto = upto.get(&room).copied().unwrap_or(i64::MIN);
+            // The state after the last event they may see: today's while that is the newest.
+            let room_upto = rooms
+                .iter()
+                .find(|(r, _)| *r == room)
+                .and_then(|(_, v)| v.last_at_or_before(i64::MAX))
+                .unwrap_or(i64::MIN);
             states.insert(room.clone(), visible_state(conn, viewer, &room, room_upto)?);
         }
         out.state = Some(states);

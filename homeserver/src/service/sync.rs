@@ -16,6 +16,7 @@ use super::rooms::{client_event, load_state_events};
 use crate::error::{Error, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::filter::{Filter, RoomEventFilter};
+use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent};
 use crate::store::{misc, state};
 use crate::util::now_ms;
@@ -307,6 +308,11 @@ fn compute(
     Ok((response, empty, keys.to_device_upto))
 }
 
+/// What the syncing user may see of a room's events.
+fn visible_to(conn: &Connection, room_id: &str, user_id: &str) -> Result<Visible> {
+    super::rooms::user_visibility(conn, room_id, user_id)
+}
+
 fn empty_room() -> Value {
     json!({
         "timeline": {"events": [], "limited": false},
@@ -317,13 +323,16 @@ fn empty_room() -> Value {
     })
 }
 
-/// The newest `limit` events of a room in `(after, upto]` that pass the filter, oldest first,
-/// and whether older ones were left out. Shared with sliding sync, whose timelines follow the
-/// same rules.
+/// The newest `limit` events of a room in `(after, upto]` that the user may see (`visible`,
+/// from [`rooms::visibility`](crate::service::rooms::visibility)) and that pass the filter,
+/// oldest first, and whether older such events were left out. Shared with sliding sync,
+/// whose timelines follow the same rules. Stretches the user may not see are skipped without
+/// being read.
 pub(crate) fn timeline(
     conn: &Connection,
     room_id: &str,
     filter: &RoomEventFilter,
+    visible: &Visible,
     after: i64,
     upto: i64,
 ) -> Result<(Vec<StoredEvent>, bool)> {
@@ -335,13 +344,13 @@ pub(crate) fn timeline(
     let mut picked = Vec::new();
     let mut cursor = upto;
     let mut limited = false;
-    'scan: loop {
-        let batch = events::room_events_desc(conn, room_id, after, cursor, 200)?;
+    'scan: while let Some(top) = visible.last_at_or_before(cursor).filter(|top| *top > after) {
+        let batch = events::room_events_desc(conn, room_id, after, top, 200)?;
         let Some(last) = batch.last() else { break };
         cursor = last.stream_pos - 1;
         let exhausted = batch.len() < 200;
         for event in batch {
-            if filter.allows(&event.pdu) {
+            if visible.allows(event.stream_pos) && filter.allows(&event.pdu) {
                 if picked.len() == limit {
                     limited = true;
                     break 'scan;
@@ -458,7 +467,15 @@ fn joined_room(
     typing: Option<&Vec<String>>,
 ) -> Result<Option<Value>> {
     let after = since.unwrap_or(0);
-    let (events, limited) = timeline(conn, room_id, &req.filter.room.timeline, after, upto)?;
+    let visible = visible_to(conn, room_id, &req.user_id)?;
+    let (events, limited) = timeline(
+        conn,
+        room_id,
+        &req.filter.room.timeline,
+        &visible,
+        after,
+        upto,
+    )?;
     let typing = typing.filter(|_| req.filter.room.ephemeral.allows_type("m.typing"));
     let receipts = if req.filter.room.ephemeral.allows_type("m.receipt") {
         misc::receipts_since(conn, room_id, after, upto)?
@@ -570,7 +587,15 @@ fn left_room(
     leave_pos: i64,
 ) -> Result<Option<Value>> {
     let after = since.unwrap_or(0);
-    let (events, limited) = timeline(conn, room_id, &req.filter.room.timeline, after, leave_pos)?;
+    let visible = visible_to(conn, room_id, &req.user_id)?;
+    let (events, limited) = timeline(
+        conn,
+        room_id,
+        &req.filter.room.timeline,
+        &visible,
+        after,
+        leave_pos,
+    )?;
     let (state_key, state) = room_state(conn, req, room_id, since, &events, limited, leave_pos)?;
     let prev_batch = events
         .first()

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_server_notices.sql"),
     include_str!("migrations/0010_cleanup.sql"),
     include_str!("migrations/0011_remote_media.sql"),
+    include_str!("migrations/0012_visibility_index.sql"),
 ];
 
 /// Why migrating failed.

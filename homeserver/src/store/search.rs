@@ -4,7 +4,8 @@
 //! The FTS5 table `event_search` and the `event_relations` index are filled by triggers on
 //! `events` (see migration 0005), so nothing here writes. Queries join it back to `events` to apply what may change after an event
 //! was stored (rejected, soft-failed, outlier, redacted) and the searcher's visibility, which the
-//! service computes and passes in as a room → last visible stream position map. Lists travel as
+//! service computes and passes in as the visible stream-position ranges of each room
+//! (`[[from, to], …]`, inclusive, see [`ranges_json`]). Lists travel as
 //! JSON parameters read with `json_each`, so the SQL stays static whatever their length.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -18,8 +19,8 @@ pub struct EventQuery {
     /// An FTS5 MATCH expression made of quoted tokens only, so client text cannot inject FTS5
     /// syntax (`NEAR`, `*`, parentheses, column filters).
     pub fts: String,
-    /// Rooms to search, each with the last stream position the searcher may see there.
-    pub rooms: Vec<(String, i64)>,
+    /// Rooms to search, each with the stream-position ranges the searcher may see there.
+    pub rooms: Vec<(String, Vec<(i64, i64)>)>,
     /// Only events from these senders, when given.
     pub senders: Option<Vec<String>>,
     /// Never events from these senders.
@@ -56,7 +57,7 @@ pub struct Hit {
     pub score: f64,
 }
 
-/// One page of matches: ?1 MATCH expression, ?2 `{room: max_pos}`, ?3 senders array or NULL,
+/// One page of matches: ?1 MATCH expression, ?2 `{room: [[from, to], …]}`, ?3 senders array or NULL,
 /// ?4 excluded senders array, ?5/?6 the cursor (score, stream_pos) or NULLs, ?7 the page size,
 /// ?8 the order (`rank` or `recent`). One statement for both orders keeps the visibility
 /// conditions in one place; the FTS result set is sorted in a temporary b-tree either way.
@@ -66,7 +67,8 @@ const PAGE: &str = "
     JOIN events e ON e.stream_pos = event_search.rowid
     JOIN json_each(?2) AS visible ON visible.key = e.room_id
     WHERE event_search MATCH ?1
-      AND e.stream_pos <= visible.value
+      AND EXISTS (SELECT 1 FROM json_each(visible.value) AS r
+                  WHERE e.stream_pos BETWEEN r.value ->> 0 AND r.value ->> 1)
       AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0 AND e.redacted_by IS NULL
       AND (?3 IS NULL OR e.sender IN (SELECT value FROM json_each(?3)))
       AND e.sender NOT IN (SELECT value FROM json_each(?4))
@@ -83,10 +85,29 @@ const COUNT: &str = "
     JOIN events e ON e.stream_pos = event_search.rowid
     JOIN json_each(?2) AS visible ON visible.key = e.room_id
     WHERE event_search MATCH ?1
-      AND e.stream_pos <= visible.value
+      AND EXISTS (SELECT 1 FROM json_each(visible.value) AS r
+                  WHERE e.stream_pos BETWEEN r.value ->> 0 AND r.value ->> 1)
       AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0 AND e.redacted_by IS NULL
       AND (?3 IS NULL OR e.sender IN (SELECT value FROM json_each(?3)))
       AND e.sender NOT IN (SELECT value FROM json_each(?4))";
+
+/// Visible stream-position ranges as JSON (`[[from, to], …]`). The open ends are written as
+/// ±2^62 so SQLite's JSON reader keeps them integers.
+fn ranges_value(ranges: &[(i64, i64)]) -> serde_json::Value {
+    const END: i64 = 1 << 62;
+    json!(
+        ranges
+            .iter()
+            .map(|&(lo, hi)| [lo.max(-END), hi.min(END)])
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Visible stream-position ranges as a JSON parameter, for the conditions
+/// `EXISTS (SELECT 1 FROM json_each(?n) AS r WHERE pos BETWEEN r.value ->> 0 AND r.value ->> 1)`.
+pub fn ranges_json(ranges: &[(i64, i64)]) -> String {
+    ranges_value(ranges).to_string()
+}
 
 /// The list parameters of a query, as JSON text for `json_each`.
 struct ListParams {
@@ -99,7 +120,7 @@ fn list_params(query: &EventQuery) -> ListParams {
     let rooms: serde_json::Map<String, serde_json::Value> = query
         .rooms
         .iter()
-        .map(|(room, upto)| (room.clone(), json!(upto)))
+        .map(|(room, ranges)| (room.clone(), ranges_value(ranges)))
         .collect();
     ListParams {
         rooms: serde_json::Value::Object(rooms).to_string(),
@@ -224,8 +245,8 @@ pub struct RelationQuery {
     pub rel_type: Option<String>,
     /// Only this event type.
     pub event_type: Option<String>,
-    /// The last stream position the requester may see in the room.
-    pub upto: i64,
+    /// The stream-position ranges the requester may see in the room.
+    pub visible: Vec<(i64, i64)>,
 }
 
 /// Children of a relations page, newest first, before the topological gap `(?6, ?7)`.
@@ -233,7 +254,8 @@ const RELATED_BACKWARDS: &str = "
     SELECT r.event_id FROM event_relations r JOIN events e ON e.event_id = r.event_id
     WHERE r.relates_to IN (SELECT value FROM json_each(?1)) AND r.room_id = ?2
       AND (?3 IS NULL OR r.rel_type = ?3) AND (?4 IS NULL OR e.event_type = ?4)
-      AND e.stream_pos <= ?5 AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
+      AND EXISTS (SELECT 1 FROM json_each(?5) AS v WHERE e.stream_pos BETWEEN v.value ->> 0 AND v.value ->> 1)
+      AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
       AND (e.depth, e.stream_pos) < (?6, ?7)
     ORDER BY e.depth DESC, e.stream_pos DESC LIMIT ?8";
 
@@ -242,7 +264,8 @@ const RELATED_FORWARDS: &str = "
     SELECT r.event_id FROM event_relations r JOIN events e ON e.event_id = r.event_id
     WHERE r.relates_to IN (SELECT value FROM json_each(?1)) AND r.room_id = ?2
       AND (?3 IS NULL OR r.rel_type = ?3) AND (?4 IS NULL OR e.event_type = ?4)
-      AND e.stream_pos <= ?5 AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
+      AND EXISTS (SELECT 1 FROM json_each(?5) AS v WHERE e.stream_pos BETWEEN v.value ->> 0 AND v.value ->> 1)
+      AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
       AND (e.depth, e.stream_pos) >= (?6, ?7)
     ORDER BY e.depth ASC, e.stream_pos ASC LIMIT ?8";
 
@@ -268,7 +291,7 @@ pub fn related_events(
             query.room_id,
             query.rel_type,
             query.event_type,
-            query.upto,
+            ranges_json(&query.visible),
             from.0,
             from.1,
             limit as i64,
@@ -295,7 +318,7 @@ pub fn child_ids(conn: &Connection, room_id: &str, parents: &[String]) -> Result
 pub fn thread_roots(
     conn: &Connection,
     room_id: &str,
-    upto: i64,
+    visible: &[(i64, i64)],
     before: Option<i64>,
     participant: Option<&str>,
     limit: usize,
@@ -303,7 +326,9 @@ pub fn thread_roots(
     let mut stmt = conn.prepare_cached(
         "SELECT r.relates_to, max(e.stream_pos) AS latest
          FROM event_relations r JOIN events e ON e.event_id = r.event_id
-         WHERE r.room_id = ?1 AND r.rel_type = 'm.thread' AND e.stream_pos <= ?2
+         WHERE r.room_id = ?1 AND r.rel_type = 'm.thread'
+           AND EXISTS (SELECT 1 FROM json_each(?2) AS v
+                       WHERE e.stream_pos BETWEEN v.value ->> 0 AND v.value ->> 1)
            AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
          GROUP BY r.relates_to
          HAVING (?3 IS NULL OR latest < ?3)
@@ -313,11 +338,19 @@ pub fn thread_roots(
                  OR EXISTS (SELECT 1 FROM event_relations r2
                             JOIN events e2 ON e2.event_id = r2.event_id
                             WHERE r2.relates_to = r.relates_to AND r2.rel_type = 'm.thread'
-                              AND e2.sender = ?4 AND e2.stream_pos <= ?2))
+                              AND e2.sender = ?4
+                              AND EXISTS (SELECT 1 FROM json_each(?2) AS v
+                       WHERE e2.stream_pos BETWEEN v.value ->> 0 AND v.value ->> 1)))
          ORDER BY latest DESC LIMIT ?5",
     )?;
     let rows = stmt.query_map(
-        params![room_id, upto, before, participant, limit as i64],
+        params![
+            room_id,
+            ranges_json(visible),
+            before,
+            participant,
+            limit as i64
+        ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -338,26 +371,32 @@ pub struct ThreadSummary {
 pub fn thread_summary(
     conn: &Connection,
     root: &str,
-    upto: i64,
+    visible: &[(i64, i64)],
     user: &str,
 ) -> Result<ThreadSummary> {
     let (count, user_posted): (i64, bool) = conn
         .prepare_cached(
             "SELECT count(*), coalesce(max(e.sender = ?3), 0)
              FROM event_relations r JOIN events e ON e.event_id = r.event_id
-             WHERE r.relates_to = ?1 AND r.rel_type = 'm.thread' AND e.stream_pos <= ?2
+             WHERE r.relates_to = ?1 AND r.rel_type = 'm.thread'
+               AND EXISTS (SELECT 1 FROM json_each(?2) AS v
+                       WHERE e.stream_pos BETWEEN v.value ->> 0 AND v.value ->> 1)
                AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0",
         )?
-        .query_row(params![root, upto, user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .query_row(params![root, ranges_json(visible), user], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
     let latest_event = conn
         .prepare_cached(
             "SELECT e.event_id
              FROM event_relations r JOIN events e ON e.event_id = r.event_id
-             WHERE r.relates_to = ?1 AND r.rel_type = 'm.thread' AND e.stream_pos <= ?2
+             WHERE r.relates_to = ?1 AND r.rel_type = 'm.thread'
+               AND EXISTS (SELECT 1 FROM json_each(?2) AS v
+                       WHERE e.stream_pos BETWEEN v.value ->> 0 AND v.value ->> 1)
                AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
              ORDER BY e.depth DESC, e.stream_pos DESC LIMIT 1",
         )?
-        .query_row(params![root, upto], |r| r.get(0))
+        .query_row(params![root, ranges_json(visible)], |r| r.get(0))
         .optional()?;
     Ok(ThreadSummary {
         count,
@@ -395,7 +434,7 @@ mod tests {
     fn find(conn: &Connection, fts: &str) -> Vec<i64> {
         let query = EventQuery {
             fts: fts.to_owned(),
-            rooms: vec![("!r".to_owned(), i64::MAX)],
+            rooms: vec![("!r".to_owned(), vec![(i64::MIN, i64::MAX)])],
             senders: None,
             not_senders: Vec::new(),
         };
@@ -504,7 +543,8 @@ mod tests {
         };
         assert_eq!(ids(&["$e1"]), vec!["$e2"]);
         assert_eq!(ids(&["$e1", "$e2"]), vec!["$e2", "$e3"]);
-        let summary = thread_summary(&conn, "$e1", i64::MAX, "@a:x").expect("summary");
+        let summary =
+            thread_summary(&conn, "$e1", &[(i64::MIN, i64::MAX)], "@a:x").expect("summary");
         assert_eq!(
             summary,
             ThreadSummary {
@@ -514,7 +554,7 @@ mod tests {
             }
         );
         assert_eq!(
-            thread_roots(&conn, "!r", i64::MAX, None, None, 10).expect("roots"),
+            thread_roots(&conn, "!r", &[(i64::MIN, i64::MAX)], None, None, 10).expect("roots"),
             vec![("$e1".to_owned(), 2)]
         );
 

@@ -363,3 +363,67 @@ pub fn state_entry_at_group(
     }
     Ok(None)
 }
+
+/// A room's `m.room.history_visibility` events in stream order: `(stream_pos, value)`. Feeds
+/// `matrix::visibility`; the room's timeline order is its stream order. Outliers count: the
+/// state a unit received when it joined another unit's room is stored as outliers, at
+/// positions before its join.
+pub fn history_visibility_changes(
+    conn: &Connection,
+    room_id: &str,
+) -> Result<Vec<(i64, Option<String>)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT stream_pos, json_extract(json, '$.content.history_visibility') FROM events
+         WHERE room_id = ?1 AND event_type = 'm.room.history_visibility' AND state_key = ''
+           AND rejected = 0 AND soft_failed = 0
+         ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| {
+        // A value that is not a string is "not understood" (shared), like an absent one.
+        let value: rusqlite::types::Value = r.get(1)?;
+        let value = match value {
+            rusqlite::types::Value::Text(text) => Some(text),
+            _ => None,
+        };
+        Ok((r.get(0)?, value))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A user's member events in a room in stream order: `(stream_pos, membership)`. Unlike
+/// `membership_changes` this includes backfilled events.
+pub fn member_events_of(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Vec<(i64, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT stream_pos, coalesce(json_extract(json, '$.content.membership'), '') FROM events
+         WHERE room_id = ?1 AND event_type = 'm.room.member' AND state_key = ?2
+           AND rejected = 0 AND soft_failed = 0
+         ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![room_id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The member events of one server's users in a room in stream order:
+/// `(stream_pos, user_id, membership)`.
+pub fn member_events_of_server(
+    conn: &Connection,
+    room_id: &str,
+    server: &str,
+) -> Result<Vec<(i64, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT stream_pos, state_key, coalesce(json_extract(json, '$.content.membership'), '')
+         FROM events
+         WHERE room_id = ?1 AND event_type = 'm.room.member' AND state_key IS NOT NULL
+           AND substr(state_key, instr(state_key, ':') + 1) = ?2
+           AND rejected = 0 AND soft_failed = 0
+         ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![room_id, server], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}

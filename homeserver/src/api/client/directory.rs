@@ -122,7 +122,7 @@ pub async fn room_aliases(
     let aliases = server
         .store
         .read(move |conn| {
-            rooms::visibility(conn, room.as_str(), &user)?;
+            rooms::membership_access(conn, room.as_str(), &user)?;
             misc::room_aliases(conn, room.as_str())
         })
         .await?;

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id, user_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
-use crate::service::rooms::{self, Visibility};
+use crate::service::rooms::{self, Access};
 use crate::store::{events, misc, state};
 
 /// # `GET /_matrix/client/v3/joined_rooms`
@@ -366,12 +366,12 @@ pub async fn members(
     let chunk = server
         .store
         .read(move |conn| {
-            let visible = rooms::visibility(conn, room.as_str(), &user)?;
+            let visible = rooms::membership_access(conn, room.as_str(), &user)?;
             let limit = match (visible, at) {
-                (Visibility::All, None) => None,
-                (Visibility::All, Some(pos)) => Some(pos),
-                (Visibility::UpTo(max), Some(pos)) => Some(pos.min(max)),
-                (Visibility::UpTo(max), None) => Some(max),
+                (Access::All, None) => None,
+                (Access::All, Some(pos)) => Some(pos),
+                (Access::UpTo(max), Some(pos)) => Some(pos.min(max)),
+                (Access::UpTo(max), None) => Some(max),
             };
             let map = match limit {
                 None => state::current_state(conn, room.as_str())?,

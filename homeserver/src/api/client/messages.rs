@@ -12,10 +12,11 @@ use serde_json::{Value, json};
 use crate::api::extract::{
     Auth, PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::filter::RoomEventFilter;
+use crate::matrix::visibility::Visible;
 use crate::service::Server;
-use crate::service::rooms::{self, Visibility};
+use crate::service::rooms;
 use crate::store::events::{self, StoredEvent, TopoKey};
 use crate::store::state;
 
@@ -94,7 +95,7 @@ fn paginate(
     conn: &Connection,
     room: &str,
     page: Page,
-    visible: Visibility,
+    visible: &Visible,
     filter: &RoomEventFilter,
 ) -> Result<(Vec<StoredEvent>, Option<TopoKey>)> {
     let Page {
@@ -195,8 +196,12 @@ pub async fn messages(
                     stream_pos: 0,
                 },
             };
-            if let (Visibility::UpTo(pos), true) = (visible, backwards) {
-                start = start.min(events::topo_key_after_stream(conn, room, pos)?);
+            // Nothing after the last visible event (a member who left) needs scanning.
+            if backwards
+                && let Some(last) = visible.last_at_or_before(i64::MAX)
+                && last < i64::MAX
+            {
+                start = start.min(events::topo_key_after_stream(conn, room, last)?);
             }
             let stop = to.map(|t| resolve(conn, room, t)).transpose()?;
             let (chunk, next) = paginate(
@@ -208,7 +213,7 @@ pub async fn messages(
                     limit,
                     stop,
                 },
-                visible,
+                &visible,
                 &filter,
             )?;
             let formatted = chunk
@@ -255,7 +260,16 @@ pub async fn get_event(
     let body = server
         .store
         .read(move |conn| {
-            let visible = rooms::visibility(conn, room.as_str(), &user)?;
+            // A room the user may not read is as unknown as an event they may not see
+            // (spec: 404 `M_NOT_FOUND` for both).
+            let visible =
+                rooms::visibility(conn, room.as_str(), &user).map_err(|err| match err {
+                    Error::Matrix {
+                        code: ErrorCode::Forbidden,
+                        ..
+                    } => Error::not_found("Event not found"),
+                    err => err,
+                })?;
             let stored = events::get_room_event(conn, room.as_str(), event.as_str())?
                 .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
                 .ok_or_else(|| Error::not_found("Event not found"))?;
@@ -307,7 +321,7 @@ pub async fn context(
                         limit: before_n,
                         stop: None,
                     },
-                    visible,
+                    &visible,
                     &filter,
                 )?
             };
@@ -327,7 +341,7 @@ pub async fn context(
                         limit: after_n,
                         stop: None,
                     },
-                    visible,
+                    &visible,
                     &filter,
                 )?
             };

@@ -21,8 +21,9 @@ use serde_json::{Value, json};
 
 use crate::api::extract::{Auth, PathParams, QueryParams, event_id, room_id};
 use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::visibility::Visible;
 use crate::service::Server;
-use crate::service::rooms::{self, Visibility};
+use crate::service::rooms;
 use crate::store::events::{self, StoredEvent, TopoKey};
 use crate::store::search::{self as index, RelationQuery};
 
@@ -103,12 +104,11 @@ fn parse_token(conn: &Connection, room: &str, token: &str) -> Result<TopoKey> {
     events::topo_key_after_stream(conn, room, pos)
 }
 
-/// The last stream position the user may see in the room, with `M_FORBIDDEN` mapped to
-/// `not_found` where the spec wants a 404 rather than a hint that the room exists.
-fn visible_upto(conn: &Connection, room: &str, user: &str, hide: bool) -> Result<i64> {
+/// What the user may see of the room, with `M_FORBIDDEN` mapped to `not_found` where the spec
+/// wants a 404 rather than a hint that the room exists.
+fn visible_to(conn: &Connection, room: &str, user: &str, hide: bool) -> Result<Visible> {
     match rooms::visibility(conn, room, user) {
-        Ok(Visibility::All) => Ok(i64::MAX),
-        Ok(Visibility::UpTo(pos)) => Ok(pos),
+        Ok(visible) => Ok(visible),
         Err(Error::Matrix {
             code: ErrorCode::Forbidden,
             ..
@@ -131,9 +131,9 @@ fn relations_page(
         Some(_) => return Err(Error::invalid_param("dir must be 'b' or 'f'")),
     };
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let upto = visible_upto(conn, room, user, true)?;
+    let visible = visible_to(conn, room, user, true)?;
     events::get_room_event(conn, room, &request.parent)?
-        .filter(|e| e.stream_pos <= upto && !e.pdu.rejected)
+        .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
         .ok_or_else(|| Error::not_found("Event not found"))?;
 
     let depth = if q.recurse == Some(true) {
@@ -163,7 +163,7 @@ fn relations_page(
         parents,
         rel_type: request.rel_type.clone(),
         event_type: request.event_type.clone(),
-        upto,
+        visible: visible.ranges().to_vec(),
     };
     let from = match &q.from {
         Some(token) => parse_token(conn, room, token)?,
@@ -294,11 +294,11 @@ fn thread_root(
     conn: &Connection,
     viewer: (&str, &str),
     root: &StoredEvent,
-    upto: i64,
+    visible: &Visible,
 ) -> Result<Value> {
     let (user, _) = viewer;
     let root_id = root.pdu.event_id.as_str();
-    let summary = index::thread_summary(conn, root_id, upto, user)?;
+    let summary = index::thread_summary(conn, root_id, visible.ranges(), user)?;
     let latest = match &summary.latest_event {
         Some(id) => match events::get_event(conn, id)? {
             Some(event) => rooms::client_event(conn, &event, Some(viewer))?,
@@ -350,18 +350,25 @@ pub async fn threads(
         .store
         .read(move |conn| {
             let viewer = (user.as_str(), device.as_str());
-            let upto = visible_upto(conn, &room, &user, false)?;
+            let visible = visible_to(conn, &room, &user, false)?;
             let participant = participated.then_some(user.as_str());
-            let roots = index::thread_roots(conn, &room, upto, before, participant, limit + 1)?;
+            let roots = index::thread_roots(
+                conn,
+                &room,
+                visible.ranges(),
+                before,
+                participant,
+                limit + 1,
+            )?;
             let more = roots.len() > limit;
             let mut chunk = Vec::new();
             let mut last = None;
             for (root_id, latest) in roots.into_iter().take(limit) {
                 last = Some(latest);
                 if let Some(root) = events::get_room_event(conn, &room, &root_id)?
-                    .filter(|e| e.stream_pos <= upto && !e.pdu.rejected)
+                    .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
                 {
-                    chunk.push(thread_root(conn, viewer, &root, upto)?);
+                    chunk.push(thread_root(conn, viewer, &root, &visible)?);
                 }
             }
             let mut body = json!({ "chunk": chunk });

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::NewEvent;
 use crate::matrix::rules_for;
 use crate::service::Server;
-use crate::service::rooms::{self, CreateRoom, Visibility};
+use crate::service::rooms::{self, Access, CreateRoom};
 use crate::store::{events, state};
 
 #[derive(Deserialize)]
@@ -145,9 +145,9 @@ pub async fn full_state(
     let events = server
         .store
         .read(move |conn| {
-            let map = match rooms::visibility(conn, room.as_str(), &user)? {
-                Visibility::All => state::current_state(conn, room.as_str())?,
-                Visibility::UpTo(pos) => {
+            let map = match rooms::membership_access(conn, room.as_str(), &user)? {
+                Access::All => state::current_state(conn, room.as_str())?,
+                Access::UpTo(pos) => {
                     match state::state_group_before(conn, room.as_str(), pos + 1)? {
                         Some(group) => state::state_at_group(conn, group)?,
                         None => Default::default(),
@@ -176,9 +176,9 @@ async fn state_content(
     server
         .store
         .read(move |conn| {
-            let id = match rooms::visibility(conn, room.as_str(), &user)? {
-                Visibility::All => state::current_state_id(conn, room.as_str(), &kind, &key)?,
-                Visibility::UpTo(pos) => {
+            let id = match rooms::membership_access(conn, room.as_str(), &user)? {
+                Access::All => state::current_state_id(conn, room.as_str(), &kind, &key)?,
+                Access::UpTo(pos) => {
                     match state::state_group_before(conn, room.as_str(), pos + 1)? {
                         Some(group) => state::state_entry_at_group(conn, group, &kind, &key)?,
                         None => None,

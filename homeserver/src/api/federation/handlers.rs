@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
+use ruma::room_version_rules::RoomVersionRules;
 use serde_json::{Map, Value, json};
 
 use super::Signed;
@@ -14,8 +15,9 @@ use crate::api::extract::{
     PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer, user_id,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::visibility::Visible;
 use crate::service::federation as fed;
-use crate::service::{Server, e2ee};
+use crate::service::{Server, e2ee, rooms};
 use crate::store::{events, federation, misc, state};
 use crate::util::now_ms;
 
@@ -50,6 +52,30 @@ fn require_in_room(conn: &rusqlite::Connection, room: &str, origin: &str) -> Res
         Ok(())
     } else {
         Err(Error::forbidden(format!("{origin} is not in room {room}")))
+    }
+}
+
+/// What a server may see of a room, with the room's redaction rules: the events it may not
+/// see are sent in their redacted form (see [`rooms::pdu_for_server`]).
+struct ServerView {
+    visible: Visible,
+    rules: RoomVersionRules,
+}
+
+impl ServerView {
+    fn of(conn: &rusqlite::Connection, room: &str, origin: &str) -> Result<Self> {
+        let version = state::get_room(conn, room)?
+            .ok_or_else(|| Error::not_found("Unknown room"))?
+            .room_version;
+        let (_, rules) = crate::federation::incoming::room_rules(&version)?;
+        Ok(Self {
+            visible: rooms::server_visibility(conn, room, origin)?,
+            rules,
+        })
+    }
+
+    fn pdu(&self, event: &events::StoredEvent) -> Result<Value> {
+        rooms::pdu_for_server(event, &self.visible, &self.rules)
     }
 }
 
@@ -223,8 +249,9 @@ pub async fn event(
         .read(move |conn| {
             let event = events::get_event(conn, id.as_str())?
                 .ok_or_else(|| Error::not_found("Event not found"))?;
-            require_in_room(conn, event.pdu.room_id.as_str(), &origin)?;
-            Ok(pdu_json(&event))
+            let room = event.pdu.room_id.as_str();
+            require_in_room(conn, room, &origin)?;
+            ServerView::of(conn, room, &origin)?.pdu(&event)
         })
         .await?;
     Ok(Json(
@@ -237,9 +264,17 @@ fn state_at(
     conn: &rusqlite::Connection,
     room: &str,
     event: &str,
+    origin: &str,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let stored = events::get_room_event(conn, room, event)?
         .ok_or_else(|| Error::not_found("Event not found"))?;
+    // The state at an event tells who was there and what the room was called: only for a
+    // server that may see the event.
+    if !rooms::server_visibility(conn, room, origin)?.allows(stored.stream_pos) {
+        return Err(Error::forbidden(format!(
+            "{origin} may not see {event} (history visibility)"
+        )));
+    }
     let group = state::state_group_before(conn, room, stored.stream_pos)?;
     let map = match group {
         Some(group) => state::state_at_group(conn, group)?,
@@ -269,7 +304,7 @@ async fn requested_state(
         .store
         .read(move |conn| {
             require_in_room(conn, room.as_str(), &origin)?;
-            state_at(conn, room.as_str(), &event)
+            state_at(conn, room.as_str(), &event, &origin)
         })
         .await
 }
@@ -344,10 +379,11 @@ pub async fn backfill(
                 limit,
             )?);
             ids.truncate(limit);
+            let view = ServerView::of(conn, room.as_str(), &origin)?;
             let mut out = Vec::new();
             for id in ids {
                 if let Some(e) = events::get_room_event(conn, room.as_str(), &id)? {
-                    out.push(pdu_json(&e));
+                    out.push(view.pdu(&e)?);
                 }
             }
             Ok(out)
@@ -399,7 +435,11 @@ pub async fn get_missing_events(
                 }
             }
             found.sort_by_key(|e| (e.pdu.depth, e.stream_pos));
-            Ok(found.iter().map(pdu_json).collect::<Vec<_>>())
+            let view = ServerView::of(conn, room.as_str(), &origin)?;
+            found
+                .iter()
+                .map(|e| view.pdu(e))
+                .collect::<Result<Vec<_>>>()
         })
         .await?;
     Ok(Json(json!({"events": events})))

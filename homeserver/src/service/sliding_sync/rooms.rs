@@ -11,7 +11,8 @@ use super::connection::{ConnState, SentRoom};
 use super::{Computed, ListFilters, RoomConfig, SlidingSyncRequest, TypingView, extensions};
 use crate::error::Result;
 use crate::matrix::filter::{Filter, RoomEventFilter};
-use crate::service::rooms::{Visibility, visibility};
+use crate::matrix::visibility::Visible;
+use crate::service::rooms::visibility;
 use crate::service::sync::{self, SyncRequest};
 use crate::store::events::{self, StoredEvent};
 use crate::store::misc;
@@ -433,23 +434,19 @@ fn room_result(
     } else {
         c.member_pos
     };
-    let history = match visibility(ctx.conn, &c.room_id, &ctx.view.user_id) {
-        Ok(Visibility::All) => true,
-        Ok(Visibility::UpTo(_)) => true,
-        Err(_) => false,
-    };
-    if !history {
+    let history = visibility(ctx.conn, &c.room_id, &ctx.view.user_id).ok();
+    let Some(visible) = history else {
         // A rejected invite or a withdrawn knock: only the user's own membership event.
         let own = own_member_event(ctx, end)?;
         room.insert("required_state".into(), json!(own));
         room.insert("timeline".into(), json!(own));
         return Ok(Some((Value::Object(room), BTreeSet::new(), initial)));
-    }
+    };
     let after = match previous {
         Some(p) if !initial => p.upto,
         _ => 0,
     };
-    let (events, limited) = timeline(ctx, after, end)?;
+    let (events, limited) = timeline(ctx, &visible, after, end)?;
     let live_after = ctx.since.unwrap_or(i64::MAX);
     let num_live = if initial && ctx.since.is_none() {
         0
@@ -491,7 +488,12 @@ fn room_result(
 
 /// The newest `timeline_limit` events in `(after, end]` (none for a limit of 0, which still
 /// says `limited` when events were left out).
-fn timeline(ctx: &RoomCtx<'_>, after: i64, end: i64) -> Result<(Vec<StoredEvent>, bool)> {
+fn timeline(
+    ctx: &RoomCtx<'_>,
+    visible: &Visible,
+    after: i64,
+    end: i64,
+) -> Result<(Vec<StoredEvent>, bool)> {
     let room_id = &ctx.candidate.room_id;
     if ctx.config.timeline_limit == 0 {
         let any = !events::room_events_desc(ctx.conn, room_id, after, end, 1)?.is_empty();
@@ -502,7 +504,7 @@ fn timeline(ctx: &RoomCtx<'_>, after: i64, end: i64) -> Result<(Vec<StoredEvent>
         not_senders: ctx.view.ignored.clone(),
         ..RoomEventFilter::default()
     };
-    sync::timeline(ctx.conn, room_id, &filter, after, end)
+    sync::timeline(ctx.conn, room_id, &filter, visible, after, end)
 }
 
 /// The room's state just after stream position `pos` (empty before its first event).
