@@ -310,10 +310,12 @@ const TRUNCATE_WAIT: Duration = Duration::from_millis(20);
 
 /// The checkpointer: keeps the write-ahead log bounded and the free-space guard fresh.
 ///
-/// While commits keep coming, a passive checkpoint runs at most every `passive` (on the
-/// store's own checkpoint connection: the writer never waits for it); once no commit has come
-/// for `idle`, a TRUNCATE checkpoint hands the log's space back. While the disk is under the
-/// watermark it truncates at every tick, so the log is reclaimed even with writes refused.
+/// While commits keep coming, a passive checkpoint runs at most every `passive` on the store's
+/// own checkpoint connection (the writer never waits for it), then the writer copies the few
+/// frames appended meanwhile, so its next commit starts the log over and the log stays about
+/// `passive` long; once no commit has come for `idle`, a TRUNCATE checkpoint hands the log's
+/// space back. Below the free-space watermark it truncates as soon as writes stop, so the log
+/// is reclaimed even with writes refused.
 async fn checkpoint_loop(
     store: Store,
     passive: Duration,
@@ -356,7 +358,15 @@ async fn checkpoint_loop(
         } else {
             continue;
         };
-        match store.checkpoint(mode, TRUNCATE_WAIT).await {
+        let mut result = store.checkpoint(mode, TRUNCATE_WAIT).await;
+        if mode == CheckpointMode::Passive
+            && let Ok(outcome) = &result
+            && outcome.log_frames > 0
+        {
+            // The bulk is copied; the writer copies the tail so the log starts over.
+            result = store.checkpoint_tail().await;
+        }
+        match result {
             Ok(outcome) => {
                 dirty = outcome.busy || outcome.checkpointed_frames < outcome.log_frames;
                 if mode == CheckpointMode::Truncate && !outcome.busy {

@@ -340,6 +340,18 @@ impl Store {
         self.inner.commits.clone()
     }
 
+    /// Copies the log's last frames on the writer's connection between batches, so the next
+    /// write starts the log over; see [`writer::WriterHandle::checkpoint_tail`]. Call it after a
+    /// passive [`Store::checkpoint`] has copied the bulk.
+    pub async fn checkpoint_tail(&self) -> Result<CheckpointOutcome> {
+        let (busy, log_frames, checkpointed_frames) = self.inner.writer.checkpoint_tail().await?;
+        Ok(CheckpointOutcome {
+            busy: busy != 0,
+            log_frames,
+            checkpointed_frames,
+        })
+    }
+
     /// Runs a WAL checkpoint on the checkpointer's own connection, off the runtime. A
     /// [`CheckpointMode::Truncate`] waits at most `wait` for the writer and readers and then
     /// reports `busy` instead. When the disk is too full for the checkpoint to copy pages into

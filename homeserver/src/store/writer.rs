@@ -106,6 +106,7 @@ type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (Outcome, Completion) + Send>;
 
 enum Message {
     Job(Job),
+    Checkpoint(oneshot::Sender<rusqlite::Result<(i64, i64, i64)>>),
     Shutdown,
 }
 
@@ -180,6 +181,18 @@ impl WriterHandle {
         answer.await.map_err(|_| Error::WriterGone)?
     }
 
+    /// Runs a passive checkpoint on the writer's own connection, between batches. SQLite starts
+    /// the log over only when a write begins with every frame already copied, which a
+    /// checkpoint on another connection never achieves while commits keep coming (the writer
+    /// appends while it copies). So the checkpointer copies the bulk on its own connection and
+    /// then has the writer copy the short tail: a pause of a few milliseconds, after which the
+    /// log is reused from its start. Returns `(busy, log frames, checkpointed frames)`.
+    pub async fn checkpoint_tail(&self) -> Result<(i64, i64, i64)> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Message::Checkpoint(reply))?;
+        Ok(answer.await.map_err(|_| Error::WriterGone)??)
+    }
+
     /// Lets the writer finish what was submitted, then joins it. Idempotent.
     pub fn shutdown(&self) {
         if let Ok(mut sender) = self.sender.lock()
@@ -207,6 +220,15 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>, start_pos: i64, posi
         while let Some(message) = pending.take() {
             match message {
                 Message::Job(job) => jobs.push(job),
+                Message::Checkpoint(reply) => {
+                    // Commit what came before, then copy the log's tail: the next write then
+                    // starts the log over (see `WriterHandle::checkpoint_tail`).
+                    commit_batch(&conn, &cache, &mut jobs, &mut next_pos, &position);
+                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    });
+                    let _ = reply.send(result);
+                }
                 Message::Shutdown => shutting_down = true,
             }
             if jobs.len() < MAX_BATCH && !shutting_down {
