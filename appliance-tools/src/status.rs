@@ -219,7 +219,17 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
             database.quick_check.lines().next().unwrap_or_default()
         ));
     }
-    if let Some(disk) = &report.disk
+    if let Some(space) = report.server.as_ref().and_then(|s| s.space.as_ref())
+        && space.read_only
+    {
+        problems.push(format!(
+            "disk nearly full: {} free, under the {} watermark ([storage] min_free_bytes), so \
+             the homeserver refuses writes (reads and sync still work); free space on the data \
+             partition and writes resume by themselves",
+            human_bytes(space.free_bytes),
+            human_bytes(space.min_free_bytes)
+        ));
+    } else if let Some(disk) = &report.disk
         && disk.is_low()
     {
         problems.push(format!(
@@ -276,10 +286,22 @@ fn print_text(report: &Report) {
         );
     }
     if let Some(disk) = &report.disk {
+        let refusing = report
+            .server
+            .as_ref()
+            .and_then(|server| server.space.as_ref())
+            .filter(|space| space.read_only)
+            .map(|space| {
+                format!(
+                    " - disk nearly full: under the {} watermark, writes refused",
+                    human_bytes(space.min_free_bytes)
+                )
+            })
+            .unwrap_or_default();
         row(
             "Disk",
             format!(
-                "{} free of {}",
+                "{} free of {}{refusing}",
                 human_bytes(disk.free_bytes),
                 human_bytes(disk.total_bytes)
             ),

@@ -126,30 +126,76 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Database tuning.
+/// Database tuning and the data partition's free-space policy.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Seconds between WAL checkpoints, so the write-ahead log cannot grow without bound.
+    /// Seconds without writes after which the write-ahead log is truncated to zero bytes (a
+    /// TRUNCATE checkpoint, which waits for the writer, so it only runs when writes pause).
     #[serde(default = "default_checkpoint")]
     pub checkpoint_interval_secs: u64,
+    /// Milliseconds between passive checkpoints while writes keep coming. A passive checkpoint
+    /// runs on its own connection and never stalls the writer; the log holds at most about
+    /// this long's worth of commits.
+    #[serde(default = "default_passive_checkpoint")]
+    pub passive_checkpoint_ms: u64,
     /// Number of read-only connections in the read pool.
     #[serde(default = "default_readers")]
     pub read_connections: usize,
+    /// Free bytes on the data partition below which the unit turns read-only: writes get 403
+    /// `M_RESOURCE_LIMIT_EXCEEDED`, reads and `/sync` keep working, and writes resume by
+    /// themselves once space is freed. 0 turns the watermark off.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
+    /// Size of `<data_dir>/.space-reserve`, a file kept only to be deleted when the disk fills
+    /// anyway, so a checkpoint can still move the log into the database. 0: no reserve file.
+    #[serde(default = "default_reserve")]
+    pub reserve_bytes: u64,
+    /// The `admin_contact` URI sent with `M_RESOURCE_LIMIT_EXCEEDED` (the spec requires one),
+    /// e.g. `mailto:it@example.org`. Defaults to `mailto:admin@<server_name host>`.
+    #[serde(default)]
+    pub admin_contact: Option<String>,
 }
 
 fn default_checkpoint() -> u64 {
-    60
+    5
+}
+fn default_passive_checkpoint() -> u64 {
+    250
 }
 fn default_readers() -> usize {
     4
+}
+fn default_min_free() -> u64 {
+    256 * 1024 * 1024
+}
+fn default_reserve() -> u64 {
+    64 * 1024 * 1024
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             checkpoint_interval_secs: default_checkpoint(),
+            passive_checkpoint_ms: default_passive_checkpoint(),
             read_connections: default_readers(),
+            min_free_bytes: default_min_free(),
+            reserve_bytes: default_reserve(),
+            admin_contact: None,
+        }
+    }
+}
+
+impl Config {
+    /// The free-space policy the store enforces.
+    pub fn space_policy(&self) -> crate::store::SpacePolicy {
+        crate::store::SpacePolicy {
+            min_free_bytes: self.storage.min_free_bytes,
+            reserve_bytes: self.storage.reserve_bytes,
+            admin_contact: self.storage.admin_contact.clone().unwrap_or_else(|| {
+                let host = self.server_name.host();
+                format!("mailto:admin@{host}")
+            }),
         }
     }
 }
@@ -401,10 +447,24 @@ impl Config {
                 "limits.max_body_bytes must be at least 1024".to_owned(),
             ));
         }
-        if file.storage.read_connections == 0 || file.storage.checkpoint_interval_secs == 0 {
+        if file.storage.read_connections == 0
+            || file.storage.checkpoint_interval_secs == 0
+            || file.storage.passive_checkpoint_ms == 0
+        {
             return Err(ConfigError::Invalid(
-                "storage.read_connections and storage.checkpoint_interval_secs must be > 0"
+                "storage.read_connections, storage.checkpoint_interval_secs and \
+                 storage.passive_checkpoint_ms must be > 0"
                     .to_owned(),
+            ));
+        }
+        if file
+            .storage
+            .admin_contact
+            .as_deref()
+            .is_some_and(|contact| !contact.contains(':') || contact.trim() != contact)
+        {
+            return Err(ConfigError::Invalid(
+                "storage.admin_contact must be a URI such as mailto:it@example.org".to_owned(),
             ));
         }
         if file

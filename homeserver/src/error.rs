@@ -166,9 +166,24 @@ pub enum Error {
     /// A wrong HTTP method on a known path.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The unit has reached a resource limit (its disk is nearly full): `M_RESOURCE_LIMIT_EXCEEDED`
+    /// with the `admin_contact` the spec requires. Sent as 403, as Synapse does for this code
+    /// and as clients (Element's "this homeserver has exceeded a resource limit" banner) expect;
+    /// the spec names no status. Not a 5xx: nothing failed, the unit refuses on purpose until
+    /// its administrator frees space, and reads keep working.
+    #[error("resource limit reached: {message}")]
+    ResourceLimit {
+        /// A URI where users reach the administrator.
+        admin_contact: String,
+        /// What is refused and why.
+        message: String,
+    },
     /// The database failed; details are logged, never sent.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// A file write failed with `ENOSPC`; the store turns it into [`Error::ResourceLimit`].
+    #[error("no space left on the data partition")]
+    DiskFull,
     /// The storage writer is gone (shutting down).
     #[error("storage writer unavailable")]
     WriterGone,
@@ -208,6 +223,15 @@ impl Error {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::Internal(message.into())
     }
+    /// Whether this is the disk (or SQLite's file) being full: such a failure becomes the
+    /// store's `M_RESOURCE_LIMIT_EXCEEDED`, never a 500.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Database(err) => crate::store::space::is_full(err),
+            Error::DiskFull => true,
+            _ => false,
+        }
+    }
 }
 
 impl IntoResponse for Error {
@@ -230,11 +254,26 @@ impl IntoResponse for Error {
                 StatusCode::CONFLICT,
                 json!({"errcode": "M_UNKNOWN", "error": message}),
             ),
+            Error::ResourceLimit {
+                admin_contact,
+                message,
+            } => (
+                StatusCode::FORBIDDEN,
+                json!({
+                    "errcode": "M_RESOURCE_LIMIT_EXCEEDED",
+                    "error": message,
+                    "admin_contact": admin_contact,
+                    "limit_type": "disk_space",
+                }),
+            ),
             Error::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"errcode": "M_UNRECOGNIZED", "error": "Method not allowed on this path"}),
             ),
-            err @ (Error::Database(_) | Error::WriterGone | Error::Internal(_)) => {
+            err @ (Error::Database(_)
+            | Error::DiskFull
+            | Error::WriterGone
+            | Error::Internal(_)) => {
                 tracing::error!(error = %err, "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,

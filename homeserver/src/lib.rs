@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::matrix::keys::SigningKey;
 use crate::service::{Server, Signer};
-use crate::store::Store;
+use crate::store::{CheckpointMode, Store};
 
 /// The signing key file inside the data dir.
 pub const SIGNING_KEY_FILE: &str = "signing.key";
@@ -130,11 +130,17 @@ impl Prepared {
 /// Opens everything the server needs; fails fast with a precise reason.
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     prepare_data_dir(&config.data_dir)?;
-    let store = Store::open(&config.data_dir, config.storage.read_connections)?;
+    let store = Store::open_with(
+        &config.data_dir,
+        config.storage.read_connections,
+        config.space_policy(),
+    )?;
     let key = load_or_create_key(&config.data_dir)?;
     for token in config.registration.tokens.clone() {
+        // Not refused below the free-space watermark: a unit on a nearly full disk must still
+        // start (read-only), and the row exists already after the first start.
         store
-            .write(move |tx| store::accounts::ensure_registration_token(tx, &token))
+            .write_bookkeeping(move |tx| store::accounts::ensure_registration_token(tx, &token))
             .await
             .map_err(|err| StartError::DataDir {
                 path: config.data_dir.display().to_string(),
@@ -228,6 +234,7 @@ pub async fn serve(
     let admin = admin::start(Arc::clone(&server), shutdown_tx.subscribe())?;
     let checkpointer = tokio::spawn(checkpoint_loop(
         store.clone(),
+        Duration::from_millis(server.config.storage.passive_checkpoint_ms),
         Duration::from_secs(server.config.storage.checkpoint_interval_secs),
         shutdown_tx.subscribe(),
     ));
@@ -298,21 +305,83 @@ pub async fn serve(
     served
 }
 
-/// Checkpoints the WAL on a schedule so it cannot grow without bound.
-async fn checkpoint_loop(store: Store, every: Duration, mut shutdown: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
+/// How long an idle-time TRUNCATE checkpoint waits for the writer before giving up: it blocks
+/// new writes while it waits, so it must stay short.
+const TRUNCATE_WAIT: Duration = Duration::from_millis(20);
+
+/// The checkpointer: keeps the write-ahead log bounded and the free-space guard fresh.
+///
+/// While commits keep coming, a passive checkpoint runs at most every `passive` on the store's
+/// own checkpoint connection (the writer never waits for it), then the writer copies the few
+/// frames appended meanwhile, so its next commit starts the log over and the log stays about
+/// `passive` long; once no commit has come for `idle`, a TRUNCATE checkpoint hands the log's
+/// space back. Below the free-space watermark it truncates as soon as writes stop, so the log
+/// is reclaimed even with writes refused.
+async fn checkpoint_loop(
+    store: Store,
+    passive: Duration,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut written = store.subscribe_writes();
+    let mut ticker = tokio::time::interval(passive);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_write = tokio::time::Instant::now();
+    let mut truncated = false;
+    let mut dirty = true;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {
-                if let Err(err) = store.checkpoint().await {
-                    tracing::warn!(error = %err, "WAL checkpoint failed");
-                }
-            }
+            _ = ticker.tick() => {}
             _ = stopped(&mut shutdown) => break,
         }
+        if written.has_changed().unwrap_or(false) {
+            written.borrow_and_update();
+            dirty = true;
+            truncated = false;
+            last_write = tokio::time::Instant::now();
+        }
+        let space = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let state = store.space().measure();
+                if !state.read_only {
+                    store.space().ensure_reserve();
+                }
+                state
+            })
+            .await
+        };
+        let read_only = space.map(|state| state.read_only).unwrap_or(false);
+        let mode = if !truncated && (read_only || last_write.elapsed() >= idle) {
+            CheckpointMode::Truncate
+        } else if dirty {
+            CheckpointMode::Passive
+        } else {
+            continue;
+        };
+        let mut result = store.checkpoint(mode, TRUNCATE_WAIT).await;
+        if mode == CheckpointMode::Passive
+            && let Ok(outcome) = &result
+            && outcome.log_frames > 0
+        {
+            // The bulk is copied; the writer copies the tail so the log starts over.
+            result = store.checkpoint_tail().await;
+        }
+        match result {
+            Ok(outcome) => {
+                dirty = outcome.busy || outcome.checkpointed_frames < outcome.log_frames;
+                if mode == CheckpointMode::Truncate && !outcome.busy {
+                    truncated = true;
+                }
+                tracing::trace!(?mode, ?outcome, "WAL checkpoint");
+            }
+            Err(err) => tracing::warn!(error = %err, ?mode, "WAL checkpoint failed"),
+        }
     }
-    if let Err(err) = store.checkpoint().await {
+    if let Err(err) = store
+        .checkpoint(CheckpointMode::Truncate, Duration::from_secs(2))
+        .await
+    {
         tracing::warn!(error = %err, "final WAL checkpoint failed");
     }
 }

@@ -160,7 +160,22 @@ impl TestEnv {
         TestEnv::with_config("[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n")
     }
 
+    /// Like [`TestEnv::with_config`], but runs `setup` on the (not yet existing) data dir path
+    /// before the first start, e.g. to mount a small filesystem there; returns what it made.
+    pub fn with_config_setup<T>(extra_toml: &str, setup: impl FnOnce(&Path) -> T) -> (TestEnv, T) {
+        let mut env = TestEnv::unstarted(Mode::Config(extra_toml.to_owned()));
+        let made = setup(&env.data_dir());
+        env.start();
+        (env, made)
+    }
+
     fn start_new(mode: Mode) -> TestEnv {
+        let mut env = TestEnv::unstarted(mode);
+        env.start();
+        env
+    }
+
+    fn unstarted(mode: Mode) -> TestEnv {
         let binary = require_binary();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -169,7 +184,7 @@ impl TestEnv {
             .max_idle_connections_per_host(256)
             .build()
             .new_agent();
-        let mut env = TestEnv {
+        TestEnv {
             mode,
             binary,
             http: Arc::new(Http {
@@ -181,9 +196,7 @@ impl TestEnv {
             startup_time: Duration::ZERO,
             idle_rss_kib: None,
             dir: TempDir::new(),
-        };
-        env.start();
-        env
+        }
     }
 
     /// The temp dir owned by this environment.

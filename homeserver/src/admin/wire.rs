@@ -22,7 +22,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::service::admin::{DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, ServerStatus};
+pub use crate::service::admin::{
+    DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, ServerStatus, SpaceStatus,
+};
 pub use crate::store::admin::{BackupOutcome, Report, UserSummary};
 
 /// `GET /v1/users`.

@@ -150,8 +150,10 @@ async fn deliver_one(
         .await
         .map_err(|e| e.to_string())?;
     let dest = destination.to_owned();
+    // Deletes what the peer acknowledged: allowed below the free-space watermark, or a
+    // read-only unit would send the same transaction again and again.
     store
-        .write(move |tx| {
+        .write_bookkeeping(move |tx| {
             federation::outbox_delete(tx, &dest, last_id)?;
             federation::link_success(tx, &dest, now_ms())
         })

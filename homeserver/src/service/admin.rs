@@ -279,12 +279,32 @@ pub struct ServerStatus {
     pub database: DatabaseHealth,
     /// Space on the data partition.
     pub disk: DiskSpace,
+    /// The free-space watermark and whether writes are refused because of it.
+    #[serde(default)]
+    pub space: Option<SpaceStatus>,
+}
+
+/// The running server's free-space guard, as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceStatus {
+    /// True while free space is under the watermark: writes get `M_RESOURCE_LIMIT_EXCEEDED`.
+    pub read_only: bool,
+    /// The watermark (`[storage] min_free_bytes`).
+    pub min_free_bytes: u64,
+    /// Free bytes at the guard's latest measurement.
+    pub free_bytes: u64,
 }
 
 /// Collects the running server's status; `started` is when it began serving.
 pub async fn status(server: &Server, started: std::time::Instant) -> Result<ServerStatus> {
     let db_path = server.store.path().to_owned();
     let data_dir = server.config.data_dir.clone();
+    let guard = {
+        let store = server.store.clone();
+        tokio::task::spawn_blocking(move || store.space().measure())
+            .await
+            .map_err(|err| Error::internal(format!("status task failed: {err}")))?
+    };
     let (database, disk) = tokio::task::spawn_blocking(move || {
         Ok::<_, Error>((database_health(&db_path)?, disk_space(&data_dir)?))
     })
@@ -298,6 +318,11 @@ pub async fn status(server: &Server, started: std::time::Instant) -> Result<Serv
         signing_key_id: server.signer.key.key_id(),
         database,
         disk,
+        space: Some(SpaceStatus {
+            read_only: guard.read_only,
+            min_free_bytes: guard.min_free_bytes,
+            free_bytes: guard.free_bytes,
+        }),
     })
 }
 

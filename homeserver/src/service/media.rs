@@ -304,6 +304,7 @@ pub async fn upload(
     let limit = server.config.media.max_upload_bytes;
     let user = uploader.to_string();
     let checked = async {
+        server.store.space().check()?;
         let described = validate(&meta, limit)?;
         quota_allows(server, &user, meta.content_length.unwrap_or(0)).await?;
         Ok(described)
@@ -315,7 +316,10 @@ pub async fn upload(
             return Err(err);
         }
     };
-    let staged = content::receive(dirs(server), body, limit).await?;
+    let full = |err| server.store.disk_full_as_refusal(err);
+    let staged = content::receive(dirs(server), body, limit)
+        .await
+        .map_err(full)?;
     quota_allows(server, &user, staged.size()).await?;
     let content = Content {
         sha256: staged.sha256().to_owned(),
@@ -323,7 +327,7 @@ pub async fn upload(
         content_type,
         filename,
     };
-    content::place(dirs(server), staged).await?;
+    content::place(dirs(server), staged).await.map_err(full)?;
     let media_id = random_string(MEDIA_ID_LEN);
     let id = media_id.clone();
     let quota = server.config.media.user_quota_bytes;
@@ -384,6 +388,7 @@ pub async fn upload_pending(
         if server_name != server.server_name().as_str() || !valid_media_id(media_id) {
             return Err(unknown_media());
         }
+        server.store.space().check()?;
         let described = validate(&meta, limit)?;
         let id = media_id.to_owned();
         let row = server
@@ -412,7 +417,10 @@ pub async fn upload_pending(
             return Err(err);
         }
     };
-    let staged = content::receive(dirs(server), body, limit).await?;
+    let full = |err| server.store.disk_full_as_refusal(err);
+    let staged = content::receive(dirs(server), body, limit)
+        .await
+        .map_err(full)?;
     quota_allows(server, &user, staged.size()).await?;
     let content = Content {
         sha256: staged.sha256().to_owned(),
@@ -420,7 +428,7 @@ pub async fn upload_pending(
         content_type,
         filename,
     };
-    content::place(dirs(server), staged).await?;
+    content::place(dirs(server), staged).await.map_err(full)?;
     let id = media_id.to_owned();
     let quota = server.config.media.user_quota_bytes;
     server

@@ -69,6 +69,15 @@ pub fn content_at(own: &str, row: &PresenceRow, now: i64) -> Value {
     content
 }
 
+/// Presence from activity (`/sync`'s `set_presence`): like [`set`], but while the disk is
+/// under the free-space watermark the update is skipped, so syncing keeps working read-only.
+pub async fn mark_active(server: &Server, user_id: &str, state: &str) -> Result<()> {
+    match set(server, user_id, state, None).await {
+        Err(Error::ResourceLimit { .. }) => Ok(()),
+        other => other,
+    }
+}
+
 /// Records a local user's presence: an explicit state (and message) from `PUT /presence`,
 /// or activity from a sync (`status_msg` `None` keeps the current message). Writes only
 /// when something visible changes or the last write is older than a minute.

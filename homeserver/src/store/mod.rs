@@ -7,6 +7,10 @@
 //!
 //! Storage never calls up into services: the only signal it sends out is the committed stream
 //! position, through a `watch` channel that anyone may subscribe to.
+//!
+//! It also keeps the write-ahead log bounded: [`Store::checkpoint`] runs on a connection of its
+//! own (not the writer's), so a passive checkpoint copies pages while the writer keeps
+//! committing, and [`space`] refuses writes before the disk is full.
 
 pub mod accounts;
 pub mod admin;
@@ -21,17 +25,45 @@ pub mod presence;
 pub mod push;
 pub mod search;
 pub mod sliding_sync;
+pub mod space;
 pub mod state;
 mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
+pub use space::{SpaceGuard, SpacePolicy, SpaceState};
 pub use writer::WriteTx;
+
+/// Largest size the WAL file is left at after a checkpoint restarts it: a burst may grow the
+/// log beyond this, but the space is handed back once the burst has been checkpointed.
+const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// How a checkpoint treats concurrent work (SQLite's `wal_checkpoint` modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// Copies what it can without waiting for anyone: never stalls the writer.
+    Passive,
+    /// Waits (briefly) for the writer and readers, copies everything and truncates the log to
+    /// zero bytes: for idle moments and shutdown.
+    Truncate,
+}
+
+/// What one checkpoint did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointOutcome {
+    /// Whether it could not finish because the writer or a reader was busy.
+    pub busy: bool,
+    /// Frames in the log.
+    pub log_frames: i64,
+    /// Frames copied into the database so far.
+    pub checkpointed_frames: i64,
+}
 
 /// The database file name inside the data dir.
 pub const DB_FILE: &str = "homeserver.db";
@@ -76,6 +108,9 @@ pub struct Store {
 
 struct Inner {
     writer: writer::WriterHandle,
+    checkpointer: Mutex<Connection>,
+    space: SpaceGuard,
+    written: watch::Receiver<u64>,
     readers: Mutex<Vec<Connection>>,
     reader_slots: Semaphore,
     path: PathBuf,
@@ -93,9 +128,28 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database in `data_dir`, checks it, migrates it and starts
-    /// the writer thread.
+    /// Opens the database with no free-space watermark (for offline tools); see
+    /// [`Store::open_with`].
     pub fn open(data_dir: &Path, read_connections: usize) -> Result<Self, OpenError> {
+        Self::open_with(
+            data_dir,
+            read_connections,
+            SpacePolicy {
+                min_free_bytes: 0,
+                reserve_bytes: 0,
+                admin_contact: String::new(),
+            },
+        )
+    }
+
+    /// Opens (creating if needed) the database in `data_dir`, checkpoints what a previous run
+    /// left in the log, checks it, migrates it and starts the writer thread; writes are refused
+    /// while free space is under `space`'s watermark.
+    pub fn open_with(
+        data_dir: &Path,
+        read_connections: usize,
+        space: SpacePolicy,
+    ) -> Result<Self, OpenError> {
         let path = data_dir.join(DB_FILE);
         let sqlite = |source| OpenError::Sqlite {
             path: path.clone(),
@@ -112,6 +166,15 @@ impl Store {
         // Checkpoints are scheduled by us (see `checkpoint`), not run inside a client's commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(sqlite)?;
+        // A log that a burst grew is cut back to this size when a checkpoint restarts it.
+        conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+            .map_err(sqlite)?;
+        // What a crash left in the log goes into the database now, so crashes in quick
+        // succession cannot stack log on log. A full disk must not stop the start (the unit
+        // then starts read-only, and the checkpointer retries with the reserve released).
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(error = %err, "checkpoint at start failed");
+        }
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |row| row.get(0))
             .map_err(sqlite)?;
@@ -133,14 +196,21 @@ impl Store {
         let start_pos = events::max_stream_pos(&conn).map_err(sqlite)?;
         let (position_tx, position) = watch::channel(start_pos);
         let (commits_tx, commits) = watch::channel(0);
+        let (written_tx, written) = watch::channel(0);
         let writer = writer::WriterHandle::spawn(
             conn,
             start_pos,
             writer::Signals {
                 position: position_tx,
                 commits: commits_tx,
+                written: written_tx,
             },
         );
+        let checkpointer = Connection::open(&path).map_err(sqlite)?;
+        configure(&checkpointer).map_err(sqlite)?;
+        checkpointer
+            .pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+            .map_err(sqlite)?;
         let mut readers = Vec::with_capacity(read_connections);
         for _ in 0..read_connections {
             let reader = Connection::open_with_flags(
@@ -154,6 +224,9 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,
+                checkpointer: Mutex::new(checkpointer),
+                space: SpaceGuard::new(data_dir, space),
+                written,
                 readers: Mutex::new(readers),
                 reader_slots: Semaphore::new(read_connections),
                 path,
@@ -173,12 +246,52 @@ impl Store {
     ///
     /// `f` runs on the writer thread inside a savepoint: if it fails, only its own changes are
     /// rolled back and the other writes of the batch still commit.
+    ///
+    /// Refused with `M_RESOURCE_LIMIT_EXCEEDED` while free space is under the watermark; a
+    /// write that finds the disk full anyway gets the same error, never a 500.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.inner.writer.submit(f).await
+        self.inner.space.check()?;
+        self.write_bookkeeping(f).await
+    }
+
+    /// Like [`Store::write`], but also below the free-space watermark: for the small writes a
+    /// read path needs (acknowledging delivered to-device messages) and for workers' bookkeeping
+    /// that deletes rows (a delivered outbox). Nothing a client sends may use it.
+    pub async fn write_bookkeeping<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.inner
+            .writer
+            .submit(f)
+            .await
+            .map_err(|err| self.disk_full_as_refusal(err))
+    }
+
+    /// Turns a disk-full failure (`SQLITE_FULL`, `ENOSPC`) into the clear refusal, turning
+    /// writes off until space is back; other errors pass through.
+    pub fn disk_full_as_refusal(&self, err: Error) -> Error {
+        if err.is_disk_full() {
+            self.inner.space.trip();
+            self.inner.space.refusal()
+        } else {
+            err
+        }
+    }
+
+    /// The free-space guard of the data partition.
+    pub fn space(&self) -> &SpaceGuard {
+        &self.inner.space
+    }
+
+    /// A receiver bumped by every commit, whatever it wrote (wakes the checkpointer).
+    pub fn subscribe_writes(&self) -> watch::Receiver<u64> {
+        self.inner.written.clone()
     }
 
     /// Runs a read-only query on a pooled connection, off the async runtime.
@@ -227,9 +340,54 @@ impl Store {
         self.inner.commits.clone()
     }
 
-    /// Runs a WAL checkpoint (TRUNCATE) on the writer connection between batches.
-    pub async fn checkpoint(&self) -> Result<()> {
-        self.inner.writer.checkpoint().await
+    /// Copies the log's last frames on the writer's connection between batches, so the next
+    /// write starts the log over; see [`writer::WriterHandle::checkpoint_tail`]. Call it after a
+    /// passive [`Store::checkpoint`] has copied the bulk.
+    pub async fn checkpoint_tail(&self) -> Result<CheckpointOutcome> {
+        let (busy, log_frames, checkpointed_frames) = self.inner.writer.checkpoint_tail().await?;
+        Ok(CheckpointOutcome {
+            busy: busy != 0,
+            log_frames,
+            checkpointed_frames,
+        })
+    }
+
+    /// Runs a WAL checkpoint on the checkpointer's own connection, off the runtime. A
+    /// [`CheckpointMode::Truncate`] waits at most `wait` for the writer and readers and then
+    /// reports `busy` instead. When the disk is too full for the checkpoint to copy pages into
+    /// the database, the reserve file is deleted and the checkpoint tried once more.
+    pub async fn checkpoint(
+        &self,
+        mode: CheckpointMode,
+        wait: Duration,
+    ) -> Result<CheckpointOutcome> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .checkpointer
+                .lock()
+                .map_err(|_| Error::internal("checkpointer connection poisoned"))?;
+            let run = || -> rusqlite::Result<CheckpointOutcome> {
+                conn.busy_timeout(wait)?;
+                let sql = match mode {
+                    CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+                    CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+                };
+                conn.query_row(sql, [], |row| {
+                    Ok(CheckpointOutcome {
+                        busy: row.get::<_, i64>(0)? != 0,
+                        log_frames: row.get(1)?,
+                        checkpointed_frames: row.get(2)?,
+                    })
+                })
+            };
+            match run() {
+                Err(err) if space::is_full(&err) && inner.space.release_reserve() => Ok(run()?),
+                result => Ok(result?),
+            }
+        })
+        .await
+        .map_err(|err| Error::internal(format!("checkpoint task failed: {err}")))?
     }
 
     /// Stops the writer after it has committed everything already submitted, and waits for it.

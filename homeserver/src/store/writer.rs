@@ -91,12 +91,22 @@ impl Deref for WriteTx<'_> {
 
 /// Called after the batch commits (`None`) or fails to commit (`Some(error)`).
 type Completion = Box<dyn FnOnce(Option<&rusqlite::Error>) + Send>;
-/// A type-erased write request: runs, reports whether it succeeded, and returns its completion.
-type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (bool, Completion) + Send>;
+/// How a write request went, as far as the batch needs to know.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    Failed,
+    /// Failed because the disk is full: SQLite may have rolled the whole transaction back, so
+    /// the batch's other requests are told the same (the clear refusal, not a 500).
+    DiskFull,
+}
+
+/// A type-erased write request: runs, reports how it went, and returns its completion.
+type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (Outcome, Completion) + Send>;
 
 enum Message {
     Job(Job),
-    Checkpoint(oneshot::Sender<Result<()>>),
+    Checkpoint(oneshot::Sender<rusqlite::Result<(i64, i64, i64)>>),
     Shutdown,
 }
 
@@ -107,6 +117,8 @@ pub struct Signals {
     /// A counter bumped by every commit that queued something for a peer (wakes the federation
     /// sender, whose outbox rows carry no stream position).
     pub commits: watch::Sender<u64>,
+    /// A counter bumped by every commit (wakes the checkpointer).
+    pub written: watch::Sender<u64>,
 }
 
 /// The async side's handle to the writer thread.
@@ -150,26 +162,35 @@ impl WriterHandle {
                 Ok(result) => result,
                 Err(_) => Err(Error::internal("write request panicked")),
             };
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |commit_error| {
-                let result = match commit_error {
+            let outcome = match &result {
+                Ok(_) => Outcome::Ok,
+                Err(err) if err.is_disk_full() => Outcome::DiskFull,
+                Err(_) => Outcome::Failed,
+            };
+            let completion: Completion = Box::new(move |failure| {
+                let result = match failure {
                     None => result,
-                    Some(err) => Err(Error::internal(format!("commit failed: {err}"))),
+                    Some(err) => Err(commit_error(err)),
                 };
                 // The requester may have gone away (client disconnected); the write stands.
                 let _ = reply.send(result);
             });
-            (ok, completion)
+            (outcome, completion)
         });
         self.send(Message::Job(job))?;
         answer.await.map_err(|_| Error::WriterGone)?
     }
 
-    /// Runs a TRUNCATE checkpoint between batches.
-    pub async fn checkpoint(&self) -> Result<()> {
+    /// Runs a passive checkpoint on the writer's own connection, between batches. SQLite starts
+    /// the log over only when a write begins with every frame already copied, which a
+    /// checkpoint on another connection never achieves while commits keep coming (the writer
+    /// appends while it copies). So the checkpointer copies the bulk on its own connection and
+    /// then has the writer copy the short tail: a pause of a few milliseconds, after which the
+    /// log is reused from its start. Returns `(busy, log frames, checkpointed frames)`.
+    pub async fn checkpoint_tail(&self) -> Result<(i64, i64, i64)> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Checkpoint(reply))?;
-        answer.await.map_err(|_| Error::WriterGone)?
+        Ok(answer.await.map_err(|_| Error::WriterGone)??)
     }
 
     /// Lets the writer finish what was submitted, then joins it. Idempotent.
@@ -200,11 +221,12 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>, start_pos: i64, posi
             match message {
                 Message::Job(job) => jobs.push(job),
                 Message::Checkpoint(reply) => {
-                    // Commit what came before, so the checkpoint sees it.
+                    // Commit what came before, then copy the log's tail: the next write then
+                    // starts the log over (see `WriterHandle::checkpoint_tail`).
                     commit_batch(&conn, &cache, &mut jobs, &mut next_pos, &position);
-                    let result = conn
-                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                        .map_err(Error::from);
+                    let result = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    });
                     let _ = reply.send(result);
                 }
                 Message::Shutdown => shutting_down = true,
@@ -232,6 +254,7 @@ fn commit_batch(
     let batch_start = *next_pos;
     let outbox = std::cell::Cell::new(false);
     let mut completions = Vec::with_capacity(jobs.len());
+    let mut disk_full = false;
     let commit_result = (|| -> rusqlite::Result<()> {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         for job in jobs.drain(..) {
@@ -242,9 +265,10 @@ fn commit_batch(
                 cache,
                 outbox: &outbox,
             };
-            let (ok, completion) = job(&mut tx);
+            let (outcome, completion) = job(&mut tx);
             completions.push(completion);
-            if !ok {
+            disk_full |= outcome == Outcome::DiskFull;
+            if outcome != Outcome::Ok {
                 conn.execute_batch("ROLLBACK TO job")?;
             }
             conn.execute_batch("RELEASE job")?;
@@ -261,6 +285,7 @@ fn commit_batch(
             if outbox.get() {
                 position.commits.send_modify(|count| *count += 1);
             }
+            position.written.send_modify(|count| *count += 1);
             for completion in completions {
                 completion(None);
             }
@@ -272,9 +297,26 @@ fn commit_batch(
             // The cache may hold events of the rolled-back batch: start clean.
             cache.borrow_mut().0.clear();
             jobs.clear();
+            let full = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                None,
+            );
+            let err = if disk_full { &full } else { &err };
             for completion in completions {
-                completion(Some(&err));
+                completion(Some(err));
             }
         }
+    }
+}
+
+/// What a request whose batch failed to commit gets: the SQLite error itself when it is one
+/// (so a full disk reaches the store as `SQLITE_FULL` and becomes the clear refusal), otherwise
+/// an internal error.
+fn commit_error(err: &rusqlite::Error) -> Error {
+    match err {
+        rusqlite::Error::SqliteFailure(code, message) => {
+            Error::Database(rusqlite::Error::SqliteFailure(*code, message.clone()))
+        }
+        other => Error::internal(format!("commit failed: {other}")),
     }
 }

@@ -6,9 +6,17 @@
 //! time. Closed loop by default (each sender sends as fast as it is answered); `--rate R` offers a
 //! fixed total rate instead, measuring latency from each message's scheduled time.
 //!
+//! With `--wal` it also samples the write-ahead log while the senders run: its peak size, the
+//! WAL frames appended per message (counted from the WAL header, valid while no checkpoint
+//! restarts the log during the run, so pair it with `--config` settings that hold checkpoints
+//! off), and, after a `kill -9` that keeps the log, which tables and indexes those frames
+//! rewrote (SQLite's `dbstat`).
+//!
 //! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
-//! [--users N] [--rate R]`. It asserts nothing about speed.
+//! [--users N] [--rate R] [--wal] [--config TOML]`. It asserts nothing about speed.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,15 +35,20 @@ OPTIONS:
     --messages M    messages per sender (default 500)
     --users N       users registered and joined; at least K + 1 (default K + 1)
     --rate R        offer R messages/s in total instead of sending as fast as possible
+    --wal           sample the WAL: peak size, frames per message, pages rewritten per table
+                    (ends the server with kill -9 so the log can be read afterwards)
+    --config TOML   extra TOML appended to the server's config (e.g. \"[storage]\\n...\")
     -h, --help      print this help";
 
 /// Parsed command line.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Args {
     senders: usize,
     messages: usize,
     users: usize,
     rate: Option<f64>,
+    wal: bool,
+    config: String,
 }
 
 impl Args {
@@ -44,6 +57,8 @@ impl Args {
         let mut messages = 500usize;
         let mut users = None;
         let mut rate = None;
+        let mut wal = false;
+        let mut config = String::new();
         while let Some(flag) = raw.next() {
             let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
             match flag.as_str() {
@@ -51,6 +66,8 @@ impl Args {
                 "--senders" => senders = parse_number(&value("--senders")?)?,
                 "--messages" => messages = parse_number(&value("--messages")?)?,
                 "--users" => users = Some(parse_number(&value("--users")?)?),
+                "--wal" => wal = true,
+                "--config" => config = value("--config")?.replace("\\n", "\n"),
                 "--rate" => {
                     let text = value("--rate")?;
                     let r: f64 = text
@@ -73,6 +90,8 @@ impl Args {
             messages,
             users,
             rate,
+            wal,
+            config,
         }))
     }
 }
@@ -122,8 +141,10 @@ fn run(args: Args) {
         "Outpost bench: {} senders x {} messages, {} users, {rate_text}",
         args.senders, args.messages, args.users
     );
-    let mut env =
-        TestEnv::with_config("[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n");
+    let mut env = TestEnv::with_config(&format!(
+        "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n{}\n",
+        args.config
+    ));
     row("cold start to listening", ms(env.startup_time()));
     row(
         "idle RSS (VmRSS)",
@@ -156,11 +177,23 @@ fn run(args: Args) {
         thread::spawn(move || listen(&client, &room, since, total, epoch, &done, &stats))
     };
 
+    let wal_path = wal_path(&env.db_path());
+    let wal_start = args.wal.then(|| WalHeader::read(&wal_path));
+    let wal_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = args.wal.then(|| {
+        let (path, peak, done) = (
+            wal_path.clone(),
+            Arc::clone(&wal_peak),
+            Arc::clone(&senders_done),
+        );
+        thread::spawn(move || sample_wal(&path, &peak, &done))
+    });
+
     let start = Instant::now();
     let threads: Vec<_> = (0..args.senders)
         .map(|s| {
-            let (client, room) = (users[1 + s].clone(), room.clone());
-            thread::spawn(move || send(&client, &room, s, args, epoch))
+            let (client, room, args) = (users[1 + s].clone(), room.clone(), args.clone());
+            thread::spawn(move || send(&client, &room, s, &args, epoch))
         })
         .collect();
     let mut sent = SenderStats::default();
@@ -171,7 +204,11 @@ fn run(args: Args) {
         sent.first_error = sent.first_error.or(stats.first_error);
     }
     let elapsed = start.elapsed();
+    let wal_end = args.wal.then(|| WalHeader::read(&wal_path));
     senders_done.store(true, Ordering::SeqCst);
+    if let Some(sampler) = sampler {
+        sampler.join().expect("WAL sampler panicked");
+    }
     listener.join().expect("sync thread panicked");
     let peak = env.proc_status_kib("VmHWM").unwrap_or_default();
 
@@ -211,12 +248,154 @@ fn run(args: Args) {
         ),
     );
     row("peak RSS (VmHWM)", mib(peak));
+    if let (Some(before), Some(after)) = (wal_start, wal_end) {
+        report_wal(
+            &mut env,
+            &before,
+            &after,
+            ok_count,
+            wal_peak.load(Ordering::SeqCst),
+        );
+        return;
+    }
     let status = env.sigterm();
     row("server exit after SIGTERM", status);
 }
 
+/// `<db>-wal`.
+fn wal_path(db: &Path) -> PathBuf {
+    let mut path = db.as_os_str().to_owned();
+    path.push("-wal");
+    PathBuf::from(path)
+}
+
+/// Polls the WAL file's size every 10 ms until `done`, keeping the largest seen.
+fn sample_wal(path: &Path, peak: &std::sync::atomic::AtomicU64, done: &AtomicBool) {
+    while !done.load(Ordering::SeqCst) {
+        let size = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+        peak.fetch_max(size, Ordering::SeqCst);
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What the WAL file says about itself: its salts (which change when a checkpoint restarts
+/// the log) and the valid frames after the header, with each frame's page number.
+#[derive(Debug, Default)]
+struct WalHeader {
+    salts: Option<[u8; 8]>,
+    page_size: usize,
+    frames: Vec<u32>,
+    commits: usize,
+}
+
+impl WalHeader {
+    /// Reads the log; frames count while their salts match the header's (a frame left over
+    /// from before a restart carries the old salts). Checksums are not verified: this is a
+    /// benchmark of a log the server just wrote, not a recovery.
+    fn read(path: &Path) -> WalHeader {
+        let Ok(bytes) = std::fs::read(path) else {
+            return WalHeader::default();
+        };
+        if bytes.len() < 32 {
+            return WalHeader::default();
+        }
+        let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let page_size = be32(8) as usize;
+        let salts: [u8; 8] = bytes[16..24].try_into().expect("8 bytes");
+        let mut frames = Vec::new();
+        let mut commits = 0;
+        let mut at = 32;
+        while page_size > 0 && at + 24 + page_size <= bytes.len() {
+            if bytes[at + 8..at + 16] != salts {
+                break;
+            }
+            frames.push(be32(at));
+            if be32(at + 4) != 0 {
+                commits += 1;
+            }
+            at += 24 + page_size;
+        }
+        WalHeader {
+            salts: Some(salts),
+            page_size,
+            frames,
+            commits,
+        }
+    }
+}
+
+/// Prints the WAL figures; ends the server with `kill -9` first so the log stays on disk for
+/// attributing its frames to tables.
+fn report_wal(env: &mut TestEnv, before: &WalHeader, after: &WalHeader, sent: usize, peak: u64) {
+    row("peak WAL size", mib(peak / 1024));
+    let frame_bytes = (after.page_size + 24) as u64;
+    if before.salts != after.salts || after.frames.len() < before.frames.len() {
+        row(
+            "WAL frames per message",
+            "not measured: a checkpoint restarted the log during the run \
+             (hold checkpoints off with --config to measure it)",
+        );
+    } else if sent > 0 {
+        let frames = after.frames.len() - before.frames.len();
+        let commits = after.commits - before.commits;
+        row(
+            "WAL appended per message",
+            format!(
+                "{:.1} frames = {:.1} KiB ({} frames of {} B in {} commits, {:.2} messages per \
+                 commit)",
+                frames as f64 / sent as f64,
+                (frames as u64 * frame_bytes) as f64 / sent as f64 / 1024.0,
+                frames,
+                frame_bytes,
+                commits,
+                sent as f64 / commits.max(1) as f64,
+            ),
+        );
+    }
+    env.kill9();
+    let wal = WalHeader::read(&wal_path(&env.db_path()));
+    let run = &wal.frames[before.frames.len().min(wal.frames.len())..];
+    if before.salts != wal.salts || run.is_empty() {
+        return;
+    }
+    let owners = match page_owners(&env.db_path()) {
+        Ok(owners) => owners,
+        Err(err) => {
+            row("WAL frames by table", format!("dbstat failed: {err}"));
+            return;
+        }
+    };
+    let mut by_owner: HashMap<&str, usize> = HashMap::new();
+    for page in run {
+        let owner = owners
+            .get(page)
+            .map_or("(free or new page)", String::as_str);
+        *by_owner.entry(owner).or_default() += 1;
+    }
+    let mut ranked: Vec<_> = by_owner.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    println!("WAL frames written during the run, by table or index (frames per message):");
+    for (owner, frames) in ranked.iter().take(25) {
+        println!(
+            "    {owner:<48}{frames:>9} ({:.2})",
+            *frames as f64 / sent.max(1) as f64
+        );
+    }
+}
+
+/// Which table or index owns each page, from SQLite's `dbstat` (after the log is recovered).
+fn page_owners(db: &Path) -> rusqlite::Result<HashMap<u32, String>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut statement = conn.prepare("SELECT name, pageno FROM dbstat")?;
+    let rows = statement.query_map([], |row| {
+        Ok((row.get::<_, u32>(1)?, row.get::<_, String>(0)?))
+    })?;
+    rows.collect()
+}
+
 /// One sender: `args.messages` messages, closed loop or paced to its share of `args.rate`.
-fn send(client: &Client, room: &str, sender: usize, args: Args, epoch: Instant) -> SenderStats {
+fn send(client: &Client, room: &str, sender: usize, args: &Args, epoch: Instant) -> SenderStats {
     let mut stats = SenderStats::default();
     // Each sender offers rate/K; senders are staggered so the total is evenly spaced.
     let pacing = args.rate.map(|rate| {
@@ -343,9 +522,10 @@ fn percentiles(sample: &mut [Duration]) -> String {
         sample[index.min(sample.len() - 1)]
     };
     format!(
-        "p50 {}, p99 {}, max {}",
+        "p50 {}, p99 {}, p99.9 {}, max {}",
         ms(at(0.50)),
         ms(at(0.99)),
+        ms(at(0.999)),
         ms(sample[sample.len() - 1])
     )
 }

@@ -171,7 +171,7 @@ async fn sync(
     let request = parse(auth.user_id.as_str(), &auth.device_id, query, body)?;
     match set_presence.as_deref().unwrap_or("online") {
         "offline" => {}
-        state => presence::set(&server, auth.user_id.as_str(), state, None).await?,
+        state => presence::mark_active(&server, auth.user_id.as_str(), state).await?,
     }
     Ok(Json(sliding_sync::sync(&server, request).await?))
 }

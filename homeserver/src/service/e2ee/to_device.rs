@@ -186,7 +186,8 @@ pub async fn ack_to_device(
         let (user, device) = (user_id.to_owned(), device_id.to_owned());
         server
             .store
-            .write(move |tx| e2ee::ack_to_device(tx, &user, &device, upto).map(|_| ()))
+            // Deletes delivered rows: allowed below the free-space watermark, so /sync works.
+            .write_bookkeeping(move |tx| e2ee::ack_to_device(tx, &user, &device, upto).map(|_| ()))
             .await?;
     }
     Ok(())

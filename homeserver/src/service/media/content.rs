@@ -35,9 +35,13 @@ pub fn too_large(limit: u64) -> Error {
     )
 }
 
-/// Maps an I/O failure to an internal error saying what was being done.
+/// Maps an I/O failure to an internal error saying what was being done; a full disk becomes
+/// [`Error::DiskFull`], which the media service turns into the store's clear refusal.
 pub fn io_error(what: &str) -> impl Fn(io::Error) -> Error + '_ {
-    move |err| Error::internal(format!("{what}: {err}"))
+    move |err| match err.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Error::DiskFull,
+        _ => Error::internal(format!("{what}: {err}")),
+    }
 }
 
 /// Runs blocking file work off the runtime.
