@@ -26,6 +26,8 @@ struct FileConfig {
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default)]
+    connections: ConnectionsConfig,
+    #[serde(default)]
     storage: StorageConfig,
     #[serde(default)]
     log: LogConfig,
@@ -126,6 +128,73 @@ impl Default for LimitsConfig {
     }
 }
 
+/// How many connections the listeners hold and for how long, so idle or slow connections
+/// cannot take the unit offline. Caps are clamped at start to what the process's file
+/// descriptor limit allows (see `api/conn.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Seconds a connection has to deliver a complete request head, counted from its accept or
+    /// from the first byte after an idle keep-alive pause (slowloris defence).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may sit between requests before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Client listener: connections not in a long poll.
+    #[serde(default = "default_client_max")]
+    pub client_max: usize,
+    /// Client listener: connections not in a long poll from one source address.
+    #[serde(default = "default_client_max_per_address")]
+    pub client_max_per_address: usize,
+    /// Client listener: requests waiting in a long poll (`/sync`, sliding sync) at once, counted
+    /// apart from the caps above.
+    #[serde(default = "default_long_poll_max")]
+    pub long_poll_max: usize,
+    /// Federation listener: connections.
+    #[serde(default = "default_federation_max")]
+    pub federation_max: usize,
+    /// Federation listener: connections from one source address.
+    #[serde(default = "default_federation_max_per_address")]
+    pub federation_max_per_address: usize,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_client_max() -> usize {
+    4096
+}
+fn default_client_max_per_address() -> usize {
+    256
+}
+fn default_long_poll_max() -> usize {
+    4096
+}
+fn default_federation_max() -> usize {
+    256
+}
+fn default_federation_max_per_address() -> usize {
+    64
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: default_header_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            client_max: default_client_max(),
+            client_max_per_address: default_client_max_per_address(),
+            long_poll_max: default_long_poll_max(),
+            federation_max: default_federation_max(),
+            federation_max_per_address: default_federation_max_per_address(),
+        }
+    }
+}
+
 /// Database tuning.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +270,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Size limits.
     pub limits: LimitsConfig,
+    /// Connection timeouts and caps.
+    pub connections: ConnectionsConfig,
     /// Database tuning.
     pub storage: StorageConfig,
     /// Logging.
@@ -373,6 +444,7 @@ impl Config {
             },
             rate_limit: RateLimitConfig::default(),
             limits: LimitsConfig::default(),
+            connections: ConnectionsConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
@@ -417,6 +489,19 @@ impl Config {
                 "registration.tokens must be 1 to 64 characters each".to_owned(),
             ));
         }
+        let c = &file.connections;
+        if c.header_timeout_secs == 0
+            || c.idle_timeout_secs == 0
+            || c.client_max == 0
+            || c.client_max_per_address == 0
+            || c.long_poll_max == 0
+            || c.federation_max == 0
+            || c.federation_max_per_address == 0
+        {
+            return Err(ConfigError::Invalid(
+                "every [connections] timeout and cap must be > 0".to_owned(),
+            ));
+        }
         if file.media.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "media.max_upload_bytes must be > 0".to_owned(),
@@ -429,6 +514,7 @@ impl Config {
             registration: file.registration,
             rate_limit: file.rate_limit,
             limits: file.limits,
+            connections: file.connections,
             storage: file.storage,
             log: file.log,
             admin: file.admin,

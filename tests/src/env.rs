@@ -134,6 +134,8 @@ pub struct TestEnv {
     binary: PathBuf,
     http: Arc<Http>,
     server: Option<Server>,
+    /// Soft and hard `RLIMIT_NOFILE` the server is started under (through `prlimit`), if set.
+    nofile: Option<u64>,
     starts: u32,
     startup_time: Duration,
     idle_rss_kib: Option<u64>,
@@ -154,6 +156,12 @@ impl TestEnv {
         TestEnv::start_new(Mode::Config(extra_toml.to_owned()))
     }
 
+    /// Like [`TestEnv::with_config`], with the server's open-file limit (soft and hard) set to
+    /// `nofile`, as systemd's default of 1,024 would, through `prlimit`.
+    pub fn with_config_nofile(extra_toml: &str, nofile: u64) -> TestEnv {
+        TestEnv::start_new_limited(Mode::Config(extra_toml.to_owned()), Some(nofile))
+    }
+
     /// A config-mode server with open registration and rate limiting off: for tests that make
     /// many requests quickly.
     pub fn unlimited() -> TestEnv {
@@ -161,6 +169,10 @@ impl TestEnv {
     }
 
     fn start_new(mode: Mode) -> TestEnv {
+        TestEnv::start_new_limited(mode, None)
+    }
+
+    fn start_new_limited(mode: Mode, nofile: Option<u64>) -> TestEnv {
         let binary = require_binary();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -177,6 +189,7 @@ impl TestEnv {
                 base: RwLock::new(String::new()),
             }),
             server: None,
+            nofile,
             starts: 0,
             startup_time: Duration::ZERO,
             idle_rss_kib: None,
@@ -427,7 +440,18 @@ impl TestEnv {
         self.starts += 1;
         let log_path = self.log_path(self.starts);
         let data_dir = self.data_dir();
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.nofile {
+            Some(limit) => {
+                // prlimit execs the server, so the child's pid is the server's.
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         match &self.mode {
             Mode::Dev => {
                 command
