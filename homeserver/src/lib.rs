@@ -200,6 +200,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         store,
         signer,
         uia: Default::default(),
+        login_throttle: Default::default(),
         tokens: Default::default(),
         typing: Default::default(),
         hierarchy_cache: Default::default(),

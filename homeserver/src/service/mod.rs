@@ -9,6 +9,7 @@ pub mod admin;
 pub mod backup;
 pub mod e2ee;
 pub mod federation;
+pub mod login_throttle;
 pub mod media;
 pub mod notices;
 pub mod presence;
@@ -51,6 +52,8 @@ pub struct Server {
     pub typing: typing::Typing,
     /// Access tokens already resolved.
     pub tokens: accounts::TokenCache,
+    /// Failed-password back-off per account.
+    pub login_throttle: login_throttle::LoginThrottle,
     /// The allow-listed peers (from peer cards).
     pub peers: Arc<crate::federation::peers::Allowlist>,
     /// Signed requests to peers.
