@@ -114,9 +114,23 @@ pub struct LimitsConfig {
     /// Largest request body accepted, in bytes; larger bodies get `M_TOO_LARGE`.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest content of one account data item (one type, globally or in one room), in
+    /// bytes of JSON; larger gets 413 `M_TOO_LARGE`.
+    #[serde(default = "default_account_data_max")]
+    pub account_data_max_bytes: usize,
+    /// Total account data one user may store, in bytes of JSON over all types and rooms; a
+    /// write past it gets 413 `M_TOO_LARGE`.
+    #[serde(default = "default_account_data_quota")]
+    pub account_data_quota_bytes: u64,
 }
 
 fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_account_data_max() -> usize {
+    64 * 1024
+}
+fn default_account_data_quota() -> u64 {
     1024 * 1024
 }
 
@@ -124,6 +138,8 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            account_data_max_bytes: default_account_data_max(),
+            account_data_quota_bytes: default_account_data_quota(),
         }
     }
 }
@@ -471,6 +487,14 @@ impl Config {
         if file.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_body_bytes must be at least 1024".to_owned(),
+            ));
+        }
+        if file.limits.account_data_max_bytes == 0
+            || file.limits.account_data_quota_bytes < file.limits.account_data_max_bytes as u64
+        {
+            return Err(ConfigError::Invalid(
+                "limits.account_data_max_bytes must be > 0 and at most limits.account_data_quota_bytes"
+                    .to_owned(),
             ));
         }
         if file.storage.read_connections == 0 || file.storage.checkpoint_interval_secs == 0 {

@@ -4,6 +4,7 @@
 //! [`Server`] they need. Handlers call exactly one service function; services call storage and
 //! the pure Matrix rules in [`crate::matrix`].
 
+pub mod account_data;
 pub mod accounts;
 pub mod admin;
 pub mod backup;
