@@ -21,15 +21,26 @@ fn hosts(first: u8, count: u8) -> Vec<IpAddr> {
         .collect()
 }
 
-/// Opens `per_host` connections from each of `hosts` that send nothing, and holds them.
+/// Opens up to `per_host` connections from each of `hosts` that send nothing, and holds
+/// them. A host gives up after 3 failed connects in a row (the server's backlog is full); a
+/// connect may take one SYN retransmission (1 s) on a loaded machine.
 fn idle_flood(addr: SocketAddr, hosts: &[IpAddr], per_host: usize) -> Vec<TcpStream> {
     let threads: Vec<_> = hosts
         .iter()
         .map(|&host| {
             thread::spawn(move || {
-                (0..per_host)
-                    .filter_map(|_| connect_from(host, addr, Duration::from_secs(1)).ok())
-                    .collect::<Vec<_>>()
+                let mut held = Vec::new();
+                let mut failures_in_a_row = 0;
+                while held.len() < per_host && failures_in_a_row < 3 {
+                    match connect_from(host, addr, Duration::from_secs(3)) {
+                        Ok(stream) => {
+                            held.push(stream);
+                            failures_in_a_row = 0;
+                        }
+                        Err(_) => failures_in_a_row += 1,
+                    }
+                }
+                held
             })
         })
         .collect();
@@ -81,8 +92,8 @@ fn idle_flood_at_1024_fds_leaves_room_for_a_real_client() {
     // server has.
     let flood = idle_flood(addr, &hosts(10, 20), 100);
     assert!(
-        flood.len() >= 1500,
-        "opened only {} connections",
+        flood.len() > 1024,
+        "the flood must outnumber the server's descriptors; opened {}",
         flood.len()
     );
 
@@ -189,8 +200,8 @@ fn five_hundred_long_polls_are_served_during_a_flood() {
 
     let flood = idle_flood(addr, &hosts(10, 20), 100);
     assert!(
-        flood.len() >= 1500,
-        "opened only {} connections",
+        flood.len() > 1024,
+        "the flood must outnumber the server's descriptors; opened {}",
         flood.len()
     );
 
@@ -225,8 +236,7 @@ fn five_hundred_long_polls_are_served_during_a_flood() {
     poll_until("500 long polls sent", Duration::from_secs(20), || {
         (sent.load(Ordering::SeqCst) == 500).then_some(())
     });
-    // Wait until every waiter is in the server's long-poll count... which black-box we see as
-    // the server still answering a fresh client while all 500 are held.
+    // A fresh client is still served while the 500 wait and the flood is held.
     poll_until("a fresh client answered", Duration::from_secs(15), || {
         (versions_from(
             IpAddr::V4(Ipv4Addr::LOCALHOST),

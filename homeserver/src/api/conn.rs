@@ -168,6 +168,8 @@ struct Table {
     conns: HashMap<u64, Arc<Conn>>,
     per_listener: [Counts; 2],
     per_address: HashMap<(Listener, IpAddr), Counts>,
+    /// Registered connections whose socket is still open, evicted ones included.
+    live: usize,
     /// Cap hits since the last warning, and when that warning was logged.
     unlogged_hits: u64,
     last_warning: Option<Instant>,
@@ -307,11 +309,22 @@ impl Connections {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Registers a new connection, closing the oldest idle one of a full scope first; `None`
-    /// when a cap is reached and nothing in its scope is idle.
-    fn admit(self: &Arc<Self>, listener: Listener, addr: IpAddr) -> Option<Registered> {
+    /// Registers a new connection, closing the oldest idle one of a full scope first;
+    /// `Ok(None)` when a cap is reached and nothing in its scope is idle, `Err(Busy)` while
+    /// too many evicted connections have yet to release their sockets.
+    fn admit(
+        self: &Arc<Self>,
+        listener: Listener,
+        addr: IpAddr,
+    ) -> Result<Option<Registered>, Busy> {
         let caps = self.caps[listener.index()];
         let mut table = self.lock();
+        // Evicted connections leave the table at once but hold their socket until their task
+        // runs; under a burst on a busy machine those could eat the reserve. Past half of it
+        // the caller waits for them to close (see `serve`).
+        if table.live >= self.budget + RESERVED_FDS as usize / 2 {
+            return Err(Busy);
+        }
         let per_address = table
             .per_address
             .get(&(listener, addr))
@@ -321,21 +334,21 @@ impl Connections {
             let evicted = table.evict(|c| c.listener == listener && c.addr == addr);
             table.note_cap_hit(listener, addr, "per address", !evicted);
             if !evicted {
-                return None;
+                return Ok(None);
             }
         }
         if table.per_listener[listener.index()].ordinary() >= caps.max {
             let evicted = table.evict(|c| c.listener == listener);
             table.note_cap_hit(listener, addr, "per listener", !evicted);
             if !evicted {
-                return None;
+                return Ok(None);
             }
         }
         if table.conns.len() >= self.budget {
             let evicted = table.evict(|_| true);
             table.note_cap_hit(listener, addr, "file descriptors", !evicted);
             if !evicted {
-                return None;
+                return Ok(None);
             }
         }
         table.next_id += 1;
@@ -354,12 +367,13 @@ impl Connections {
             close: Notify::new(),
         });
         table.conns.insert(conn.id, Arc::clone(&conn));
+        table.live += 1;
         table.per_listener[listener.index()].open += 1;
         table.per_address.entry((listener, addr)).or_default().open += 1;
-        Some(Registered {
+        Ok(Some(Registered {
             table: Arc::clone(self),
             conn,
-        })
+        }))
     }
 
     /// Closes connections past the header or idle timeout, until `shutdown`.
@@ -393,6 +407,13 @@ impl Connections {
     }
 }
 
+/// Too many evicted connections still hold their sockets: try again in a moment.
+struct Busy;
+
+/// How long a new connection waits for evicted ones to release their sockets before it is
+/// refused.
+const BUSY_WAIT: Duration = Duration::from_millis(200);
+
 /// A connection's place in the table; dropping it (when the connection's task ends) frees it.
 struct Registered {
     table: Arc<Connections>,
@@ -401,7 +422,9 @@ struct Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.table.lock().remove(self.conn.id);
+        let mut table = self.table.lock();
+        table.remove(self.conn.id);
+        table.live -= 1;
     }
 }
 
@@ -576,7 +599,18 @@ pub async fn serve(
                 continue;
             }
         };
-        let Some(registered) = table.admit(kind, peer.ip()) else {
+        let mut admitted = table.admit(kind, peer.ip());
+        let waiting_since = Instant::now();
+        while admitted.is_err() && waiting_since.elapsed() < BUSY_WAIT {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            admitted = table.admit(kind, peer.ip());
+        }
+        let Ok(Some(registered)) = admitted else {
+            if admitted.is_err() {
+                table
+                    .lock()
+                    .note_cap_hit(kind, peer.ip(), "descriptors still closing", true);
+            }
             drop(stream);
             continue;
         };
