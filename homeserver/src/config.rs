@@ -26,6 +26,8 @@ struct FileConfig {
     #[serde(default)]
     limits: LimitsConfig,
     #[serde(default)]
+    connections: ConnectionsConfig,
+    #[serde(default)]
     storage: StorageConfig,
     #[serde(default)]
     log: LogConfig,
@@ -112,9 +114,23 @@ pub struct LimitsConfig {
     /// Largest request body accepted, in bytes; larger bodies get `M_TOO_LARGE`.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// Largest content of one account data item (one type, globally or in one room), in
+    /// bytes of JSON; larger gets 413 `M_TOO_LARGE`.
+    #[serde(default = "default_account_data_max")]
+    pub account_data_max_bytes: usize,
+    /// Total account data one user may store, in bytes of JSON over all types and rooms; a
+    /// write past it gets 413 `M_TOO_LARGE`.
+    #[serde(default = "default_account_data_quota")]
+    pub account_data_quota_bytes: u64,
 }
 
 fn default_max_body() -> usize {
+    1024 * 1024
+}
+fn default_account_data_max() -> usize {
+    64 * 1024
+}
+fn default_account_data_quota() -> u64 {
     1024 * 1024
 }
 
@@ -122,6 +138,75 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body(),
+            account_data_max_bytes: default_account_data_max(),
+            account_data_quota_bytes: default_account_data_quota(),
+        }
+    }
+}
+
+/// How many connections the listeners hold and for how long, so idle or slow connections
+/// cannot take the unit offline. Caps are clamped at start to what the process's file
+/// descriptor limit allows (see `api/conn.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Seconds a connection has to deliver a complete request head, counted from its accept or
+    /// from the first byte after an idle keep-alive pause (slowloris defence).
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: u64,
+    /// Seconds a keep-alive connection may sit between requests before it is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    /// Client listener: connections not in a long poll.
+    #[serde(default = "default_client_max")]
+    pub client_max: usize,
+    /// Client listener: connections not in a long poll from one source address.
+    #[serde(default = "default_client_max_per_address")]
+    pub client_max_per_address: usize,
+    /// Client listener: requests waiting in a long poll (`/sync`, sliding sync) at once, counted
+    /// apart from the caps above.
+    #[serde(default = "default_long_poll_max")]
+    pub long_poll_max: usize,
+    /// Federation listener: connections.
+    #[serde(default = "default_federation_max")]
+    pub federation_max: usize,
+    /// Federation listener: connections from one source address.
+    #[serde(default = "default_federation_max_per_address")]
+    pub federation_max_per_address: usize,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    60
+}
+fn default_client_max() -> usize {
+    4096
+}
+fn default_client_max_per_address() -> usize {
+    256
+}
+fn default_long_poll_max() -> usize {
+    4096
+}
+fn default_federation_max() -> usize {
+    256
+}
+fn default_federation_max_per_address() -> usize {
+    64
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_secs: default_header_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            client_max: default_client_max(),
+            client_max_per_address: default_client_max_per_address(),
+            long_poll_max: default_long_poll_max(),
+            federation_max: default_federation_max(),
+            federation_max_per_address: default_federation_max_per_address(),
         }
     }
 }
@@ -247,6 +332,8 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     /// Size limits.
     pub limits: LimitsConfig,
+    /// Connection timeouts and caps.
+    pub connections: ConnectionsConfig,
     /// Database tuning.
     pub storage: StorageConfig,
     /// Logging.
@@ -419,6 +506,7 @@ impl Config {
             },
             rate_limit: RateLimitConfig::default(),
             limits: LimitsConfig::default(),
+            connections: ConnectionsConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
@@ -445,6 +533,14 @@ impl Config {
         if file.limits.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid(
                 "limits.max_body_bytes must be at least 1024".to_owned(),
+            ));
+        }
+        if file.limits.account_data_max_bytes == 0
+            || file.limits.account_data_quota_bytes < file.limits.account_data_max_bytes as u64
+        {
+            return Err(ConfigError::Invalid(
+                "limits.account_data_max_bytes must be > 0 and at most limits.account_data_quota_bytes"
+                    .to_owned(),
             ));
         }
         if file.storage.read_connections == 0
@@ -477,6 +573,19 @@ impl Config {
                 "registration.tokens must be 1 to 64 characters each".to_owned(),
             ));
         }
+        let c = &file.connections;
+        if c.header_timeout_secs == 0
+            || c.idle_timeout_secs == 0
+            || c.client_max == 0
+            || c.client_max_per_address == 0
+            || c.long_poll_max == 0
+            || c.federation_max == 0
+            || c.federation_max_per_address == 0
+        {
+            return Err(ConfigError::Invalid(
+                "every [connections] timeout and cap must be > 0".to_owned(),
+            ));
+        }
         if file.media.max_upload_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "media.max_upload_bytes must be > 0".to_owned(),
@@ -489,6 +598,7 @@ impl Config {
             registration: file.registration,
             rate_limit: file.rate_limit,
             limits: file.limits,
+            connections: file.connections,
             storage: file.storage,
             log: file.log,
             admin: file.admin,

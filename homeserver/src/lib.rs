@@ -115,6 +115,7 @@ fn load_or_create_key(dir: &Path) -> Result<SigningKey, StartError> {
 /// A server that is ready to serve: storage open, key loaded, port bound.
 pub struct Prepared {
     server: Arc<Server>,
+    connections: Arc<api::conn::Connections>,
     listener: TcpListener,
     federation_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
     shutdown_tx: watch::Sender<bool>,
@@ -129,6 +130,8 @@ impl Prepared {
 
 /// Opens everything the server needs; fails fast with a precise reason.
 pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
+    let fd_limit = raise_fd_limit();
+    let connections = api::conn::Connections::new(&config.connections, fd_limit);
     prepare_data_dir(&config.data_dir)?;
     let store = Store::open_with(
         &config.data_dir,
@@ -204,6 +207,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         signer,
         uia: Default::default(),
         openid: Default::default(),
+        login_throttle: Default::default(),
         tokens: Default::default(),
         typing: Default::default(),
         hierarchy_cache: Default::default(),
@@ -212,6 +216,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     });
     Ok(Prepared {
         server,
+        connections,
         listener,
         federation_listener,
         shutdown_tx,
@@ -226,6 +231,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let Prepared {
         server,
+        connections,
         listener,
         federation_listener,
         shutdown_tx,
@@ -254,38 +260,45 @@ pub async fn serve(
         Arc::clone(&server.peers),
         shutdown_tx.subscribe(),
     ));
+    let reaper = tokio::spawn(Arc::clone(&connections).reap(shutdown_tx.subscribe()));
     let federation_server = federation_listener.map(|(listener, tls)| {
-        tokio::spawn(api::federation::serve_tls(
+        tokio::spawn(api::conn::serve(
             listener,
-            tls,
+            Some(tls),
             api::federation::router(Arc::clone(&server)),
+            api::conn::Listener::Federation,
+            Arc::clone(&connections),
             shutdown_tx.subscribe(),
         ))
     });
     let app = api::router(Arc::clone(&server));
     let (stopping_tx, mut stopping_rx) = watch::channel(false);
-    let signal = async move {
+    let client_stop = shutdown_tx.subscribe();
+    tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests");
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         let _ = shutdown_tx.send(true);
         let _ = stopping_tx.send(true);
-    };
-    let serving = axum::serve(
+    });
+    let serving = api::conn::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let served = tokio::select! {
-        result = serving => result,
+        None,
+        app,
+        api::conn::Listener::Client,
+        Arc::clone(&connections),
+        client_stop,
+    );
+    tokio::select! {
+        () = serving => {}
         _ = async {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => {
             tracing::warn!("requests still running after the grace period; stopping anyway");
-            Ok(())
         }
     };
+    reaper.abort();
     let _ = checkpointer.await;
     let _ = sender.await;
     let _ = pusher.await;
@@ -302,7 +315,31 @@ pub async fn serve(
         .ok();
     drop(server);
     tracing::info!("stopped");
-    served
+    Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (systemd and shells start services at
+/// 1,024, which a few hundred idle connections exhaust) and returns the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    // An unlimited hard limit cannot be the soft one (the kernel caps it at fs.nr_open).
+    let target = hard.min(1 << 20);
+    if soft >= target {
+        return soft;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+        Ok(()) => {
+            tracing::info!(from = soft, to = target, "raised the open file limit");
+            target
+        }
+        Err(err) => {
+            tracing::warn!(soft, hard, %err, "cannot raise the open file limit");
+            soft
+        }
+    }
 }
 
 /// How long an idle-time TRUNCATE checkpoint waits for the writer before giving up: it blocks

@@ -134,6 +134,8 @@ pub struct TestEnv {
     binary: PathBuf,
     http: Arc<Http>,
     server: Option<Server>,
+    /// Soft and hard `RLIMIT_NOFILE` the server is started under (through `prlimit`), if set.
+    nofile: Option<u64>,
     starts: u32,
     startup_time: Duration,
     idle_rss_kib: Option<u64>,
@@ -154,6 +156,14 @@ impl TestEnv {
         TestEnv::start_new(Mode::Config(extra_toml.to_owned()))
     }
 
+    /// Like [`TestEnv::with_config`], with the server's open-file limit (soft and hard) set to
+    /// `nofile`, as systemd's default of 1,024 would, through `prlimit`.
+    pub fn with_config_nofile(extra_toml: &str, nofile: u64) -> TestEnv {
+        let mut env = TestEnv::unstarted(Mode::Config(extra_toml.to_owned()), Some(nofile));
+        env.start();
+        env
+    }
+
     /// A config-mode server with open registration and rate limiting off: for tests that make
     /// many requests quickly.
     pub fn unlimited() -> TestEnv {
@@ -163,19 +173,19 @@ impl TestEnv {
     /// Like [`TestEnv::with_config`], but runs `setup` on the (not yet existing) data dir path
     /// before the first start, e.g. to mount a small filesystem there; returns what it made.
     pub fn with_config_setup<T>(extra_toml: &str, setup: impl FnOnce(&Path) -> T) -> (TestEnv, T) {
-        let mut env = TestEnv::unstarted(Mode::Config(extra_toml.to_owned()));
+        let mut env = TestEnv::unstarted(Mode::Config(extra_toml.to_owned()), None);
         let made = setup(&env.data_dir());
         env.start();
         (env, made)
     }
 
     fn start_new(mode: Mode) -> TestEnv {
-        let mut env = TestEnv::unstarted(mode);
+        let mut env = TestEnv::unstarted(mode, None);
         env.start();
         env
     }
 
-    fn unstarted(mode: Mode) -> TestEnv {
+    fn unstarted(mode: Mode, nofile: Option<u64>) -> TestEnv {
         let binary = require_binary();
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -192,6 +202,7 @@ impl TestEnv {
                 base: RwLock::new(String::new()),
             }),
             server: None,
+            nofile,
             starts: 0,
             startup_time: Duration::ZERO,
             idle_rss_kib: None,
@@ -440,7 +451,18 @@ impl TestEnv {
         self.starts += 1;
         let log_path = self.log_path(self.starts);
         let data_dir = self.data_dir();
-        let mut command = Command::new(&self.binary);
+        let mut command = match self.nofile {
+            Some(limit) => {
+                // prlimit execs the server, so the child's pid is the server's.
+                let mut command = Command::new("prlimit");
+                command
+                    .arg(format!("--nofile={limit}:{limit}"))
+                    .arg("--")
+                    .arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         match &self.mode {
             Mode::Dev => {
                 command

@@ -3,7 +3,7 @@
 
 use crate::Reply;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
@@ -14,7 +14,39 @@ use std::time::Duration;
 /// request line plus headers without the final blank line; `Content-Length` and
 /// `Connection: close` are added.
 pub fn raw_http(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(addr)?;
+    raw_http_on(TcpStream::connect(addr)?, head, body)
+}
+
+/// Opens a TCP connection to `addr` from the loopback address `local` (127.0.0.N), so one test
+/// can act as clients at many source addresses.
+pub fn connect_from(
+    local: IpAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(local, 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
+/// [`raw_http`] from the loopback address `local` (see [`connect_from`]).
+pub fn raw_http_from(
+    local: IpAddr,
+    addr: SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    raw_http_on(
+        connect_from(local, addr, Duration::from_secs(10))?,
+        head,
+        body,
+    )
+}
+
+/// [`raw_http`] on a connection already open.
+fn raw_http_on(mut stream: TcpStream, head: &str, body: &[u8]) -> std::io::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut writer = stream.try_clone()?;
     let request_head = format!(

@@ -4,6 +4,7 @@
 //! service results into spec responses. Every error leaves through [`crate::error::Error`].
 
 pub mod client;
+pub mod conn;
 pub mod extract;
 pub mod federation;
 pub mod ratelimit;
@@ -28,6 +29,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .layer(middleware::from_fn(long_poll))
         .layer(middleware::from_fn(cors))
         .with_state(server)
 }
@@ -62,6 +64,27 @@ async fn cors(request: Request, next: Next) -> Response {
         HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
     );
     response
+}
+
+/// Counts a long-poll request's connection apart from the ordinary connection caps while it
+/// waits (see [`conn`]); 429 when `long_poll_max` requests already wait.
+async fn long_poll(request: Request, next: Next) -> Response {
+    let handle = request
+        .extensions()
+        .get::<conn::ConnHandle>()
+        .filter(|_| client::LONG_POLL_PATHS.contains(&request.uri().path()))
+        .cloned();
+    let Some(handle) = handle else {
+        return next.run(request).await;
+    };
+    match handle.long_poll() {
+        Ok(counted) => {
+            let response = next.run(request).await;
+            drop(counted);
+            response
+        }
+        Err(err) => err.into_response(),
+    }
 }
 
 async fn rate_limit(

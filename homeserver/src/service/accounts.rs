@@ -85,12 +85,45 @@ pub struct Session {
 /// A process-wide limit on a machine resource, not service state, hence a static.
 static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
+/// Requests allowed to queue for [`HASHING`]. Beyond it a login or registration is answered
+/// 429 at once instead of queueing: guesses spread over many accounts cannot build a queue
+/// that makes a legitimate login wait seconds (per-account guessing is already held to one
+/// check at a time by `login_throttle.rs`).
+const HASH_QUEUE_MAX: usize = 8;
+
+/// Requests waiting for a hashing permit.
+static HASH_QUEUE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// What a request turned away by a full hashing queue is told to wait.
+const HASH_BUSY_RETRY_MS: u64 = 500;
+
+/// Takes a hashing permit, or 429 when [`HASH_QUEUE_MAX`] requests already wait for one.
+async fn hashing_permit() -> Result<tokio::sync::SemaphorePermit<'static>> {
+    use std::sync::atomic::Ordering;
+    if let Ok(permit) = HASHING.try_acquire() {
+        return Ok(permit);
+    }
+    /// Leaves the queue when the wait ends, also when the request is cancelled.
+    struct Queued;
+    impl Drop for Queued {
+        fn drop(&mut self) {
+            HASH_QUEUE.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let queued = Queued;
+    if HASH_QUEUE.fetch_add(1, Ordering::AcqRel) >= HASH_QUEUE_MAX {
+        return Err(Error::RateLimited {
+            retry_after_ms: HASH_BUSY_RETRY_MS,
+        });
+    }
+    let permit = HASHING.acquire().await;
+    drop(queued);
+    permit.map_err(|_| Error::internal("hashing closed"))
+}
+
 /// Hashes a password with argon2id (off the async runtime, at most two at a time).
 pub async fn hash_password(password: String) -> Result<String> {
-    let _permit = HASHING
-        .acquire()
-        .await
-        .map_err(|_| Error::internal("hashing closed"))?;
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
         Argon2::default()
@@ -103,10 +136,7 @@ pub async fn hash_password(password: String) -> Result<String> {
 }
 
 async fn verify_password(password: String, hash: String) -> Result<bool> {
-    let _permit = HASHING
-        .acquire()
-        .await
-        .map_err(|_| Error::internal("hashing closed"))?;
+    let _permit = hashing_permit().await?;
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|err| Error::internal(format!("stored hash: {err}")))?;
@@ -261,16 +291,33 @@ fn store_session(
     Ok(())
 }
 
-/// Checks a user's password; `M_FORBIDDEN` on any mismatch (never says which part was wrong).
+/// Checks a user's password; `M_FORBIDDEN` on any mismatch (never says which part was wrong),
+/// 429 `M_LIMIT_EXCEEDED` while the account is in its failed-attempt back-off
+/// (`login_throttle.rs`), whatever the password.
 pub async fn check_password(server: &Server, user_id: &UserId, password: String) -> Result<()> {
+    let attempt = server.login_throttle.begin(user_id.as_str())?;
+    match password_matches(server, user_id, password).await {
+        Ok(true) => {
+            attempt.finish(true);
+            Ok(())
+        }
+        Ok(false) => {
+            attempt.finish(false);
+            Err(Error::forbidden("Invalid username or password"))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Whether `password` is the user's; `false` for an unknown user or one without a password.
+async fn password_matches(server: &Server, user_id: &UserId, password: String) -> Result<bool> {
     let user = user_id.to_string();
     let row = server
         .store
         .read(move |conn| accounts::get_user(conn, &user))
         .await?;
-    let forbidden = || Error::forbidden("Invalid username or password");
     let Some(row) = row else {
-        return Err(forbidden());
+        return Ok(false);
     };
     if row.deactivated {
         return Err(Error::new(
@@ -279,13 +326,9 @@ pub async fn check_password(server: &Server, user_id: &UserId, password: String)
         ));
     }
     let Some(hash) = row.password_hash else {
-        return Err(forbidden());
+        return Ok(false);
     };
-    if verify_password(password, hash).await? {
-        Ok(())
-    } else {
-        Err(forbidden())
-    }
+    verify_password(password, hash).await
 }
 
 /// Logs in with a password and opens a session.

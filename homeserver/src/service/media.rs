@@ -54,7 +54,7 @@ pub const MAX_THUMBNAIL_SIDE: u32 = 2048;
 /// Thumbnails cached per source; requests for further sizes are answered but not kept, so
 /// asking for every size cannot fill the disk.
 const CACHED_THUMBNAILS_PER_SOURCE: u64 = 16;
-/// Thumbnails being made at once. Decoding a large photo takes a core and up to 128 MiB; a
+/// Thumbnails being made at once. Decoding a large photo takes a core and up to 64 MiB; a
 /// burst of first views of a room full of images must neither starve the runtime nor multiply
 /// memory use. A process-wide limit on a machine resource, hence a static (as for password
 /// hashing).
@@ -65,8 +65,14 @@ static REMOTE_FETCHES: Semaphore = Semaphore::const_new(3);
 /// One lock per remote item being fetched (`origin/media_id`), so concurrent first reads of
 /// it wait for one fetch instead of each making their own. Entries live only while someone
 /// holds or waits for them. Process-wide, like the limits above.
-static FETCHING: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
-    LazyLock::new(Mutex::default);
+static FETCHING: KeyLocks = LazyLock::new(Mutex::default);
+/// One lock per source image being decoded (by SHA-256), so concurrent requests for sizes of
+/// one image decode it one after another (each finding the cache or the size verdict of the
+/// one before) instead of holding several decoded copies at once.
+static DECODING: KeyLocks = LazyLock::new(Mutex::default);
+
+/// Locks by key that live only while someone holds or waits for them.
+type KeyLocks = LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 /// How long a read waits for a peer to start answering when the client does not say
 /// (`timeout_ms`, the spec's default of 20 seconds).
 const DEFAULT_REMOTE_TIMEOUT_MS: u64 = 20_000;
@@ -547,7 +553,7 @@ async fn remote_content(
         ));
     }
     let key = format!("{origin}/{media_id}");
-    let _one_fetch = FetchLock::acquire(key).await;
+    let _one_fetch = KeyLock::acquire(&FETCHING, key).await;
     // Whoever held the lock before may have fetched it meanwhile.
     if let Some(content) = cached_remote(server, origin, media_id).await? {
         return Ok(content);
@@ -588,29 +594,35 @@ async fn remote_content(
     Ok(content)
 }
 
-/// Holds the fetch lock of one remote item; dropping it (also when the client goes away
-/// mid-fetch) lets the next waiter in and forgets the lock once nobody uses it.
-struct FetchLock {
+/// Holds the lock of one key in a [`KeyLocks`] map (a remote item being fetched, an image being
+/// decoded); dropping it (also when the client goes away mid-way) lets the next waiter in and
+/// forgets the lock once nobody uses it.
+struct KeyLock {
+    map: &'static KeyLocks,
     key: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl FetchLock {
-    async fn acquire(key: String) -> Self {
+impl KeyLock {
+    async fn acquire(map: &'static KeyLocks, key: String) -> Self {
         let lock = {
-            let mut map = FETCHING.lock().unwrap_or_else(|poison| poison.into_inner());
-            Arc::clone(map.entry(key.clone()).or_default())
+            let mut locks = map.lock().unwrap_or_else(|poison| poison.into_inner());
+            Arc::clone(locks.entry(key.clone()).or_default())
         };
-        let mut held = Self { key, guard: None };
+        let mut held = Self {
+            map,
+            key,
+            guard: None,
+        };
         held.guard = Some(lock.lock_owned().await);
         held
     }
 }
 
-impl Drop for FetchLock {
+impl Drop for KeyLock {
     fn drop(&mut self) {
         self.guard = None;
-        let mut map = FETCHING.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|poison| poison.into_inner());
         // Only the map still refers to it: nobody holds or waits for this item.
         if map
             .get(&self.key)
@@ -641,6 +653,8 @@ pub async fn thumbnail(
     if let Some(cached) = cached_thumbnail(server, &source, request).await? {
         return open_thumbnail(server, cached).await;
     }
+    // One decode of this image at a time; the lock is held until the thumbnail is cached.
+    let _one_decode = KeyLock::acquire(&DECODING, source.clone()).await;
     let permit = THUMBNAILERS
         .acquire()
         .await

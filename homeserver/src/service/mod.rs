@@ -4,11 +4,13 @@
 //! [`Server`] they need. Handlers call exactly one service function; services call storage and
 //! the pure Matrix rules in [`crate::matrix`].
 
+pub mod account_data;
 pub mod accounts;
 pub mod admin;
 pub mod backup;
 pub mod e2ee;
 pub mod federation;
+pub mod login_throttle;
 pub mod media;
 pub mod notices;
 pub mod openid;
@@ -54,6 +56,8 @@ pub struct Server {
     pub typing: typing::Typing,
     /// Access tokens already resolved.
     pub tokens: accounts::TokenCache,
+    /// Failed-password back-off per account.
+    pub login_throttle: login_throttle::LoginThrottle,
     /// The allow-listed peers (from peer cards).
     pub peers: Arc<crate::federation::peers::Allowlist>,
     /// Signed requests to peers.

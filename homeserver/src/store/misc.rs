@@ -55,6 +55,23 @@ pub fn set_account_data(
     Ok(())
 }
 
+/// Bytes of account data content `user_id` stores, leaving out the item `(room_id, kind)`
+/// (which a write is about to replace).
+pub fn account_data_bytes_except(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    kind: &str,
+) -> Result<u64> {
+    let bytes: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(length(CAST(content AS BLOB))), 0) FROM account_data
+         WHERE user_id = ?1 AND NOT (room_id = ?2 AND data_type = ?3)",
+        params![user_id, room_id, kind],
+        |row| row.get(0),
+    )?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
 /// Reads one account data item.
 pub fn get_account_data(
     conn: &Connection,

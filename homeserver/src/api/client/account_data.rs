@@ -33,13 +33,7 @@ async fn put(
     content: Map<String, Value>,
 ) -> Result<Json<Value>> {
     let json = Value::Object(content).to_string();
-    server
-        .store
-        .write(move |tx| {
-            let pos = tx.next_stream_pos();
-            misc::set_account_data(tx, &user, &room, &kind, &json, pos)
-        })
-        .await?;
+    crate::service::account_data::put(server, user, room, kind, json).await?;
     Ok(Json(json!({})))
 }
 

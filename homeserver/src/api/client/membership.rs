@@ -224,17 +224,26 @@ async fn act_on(
         let key = room.to_string();
         let me = auth.user_id.to_string();
         let them = target.to_string();
+        let local = target.server_name() == server.server_name();
         let current = server
             .store
             .read(move |conn| {
                 Ok((
                     state::membership(conn, &key, &me)?,
                     state::membership(conn, &key, &them)?,
+                    local && crate::store::accounts::get_user(conn, &them)?.is_none(),
                 ))
             })
             .await?;
         if current.0.as_deref() != Some("join") {
             return Err(Error::forbidden("You are not joined to this room"));
+        }
+        // Deviation: the spec documents no 404 for /invite, but an invite to a local user who
+        // does not exist would be an event nobody can ever act on; M_NOT_FOUND says why.
+        if current.2 {
+            return Err(Error::not_found(format!(
+                "{target} does not exist on this unit"
+            )));
         }
         if current.1.as_deref() == Some("join") {
             return Err(Error::forbidden(format!("{target} is already in the room")));

@@ -31,6 +31,15 @@ use axum::routing::{get, post, put};
 
 use crate::service::Server;
 
+/// The routes whose requests may wait for new data (long polls): counted apart from the
+/// ordinary connection caps, see `api/conn.rs`.
+pub const LONG_POLL_PATHS: &[&str] = &[
+    "/_matrix/client/v3/sync",
+    "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
+    "/_matrix/client/v4/sync",
+    "/_matrix/client/v5/sync",
+];
+
 /// Every client route. Paths are listed once; unknown paths and methods fall through to the
 /// router's 404/405 handlers.
 pub fn routes() -> Router<Arc<Server>> {

@@ -16,10 +16,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::routing::{get, post, put};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::error::{Error, ErrorCode};
 use crate::matrix::xmatrix::{parse_header, verify_request};
@@ -181,49 +178,4 @@ pub fn router(server: Arc<Server>) -> Router {
         .fallback(|| async { Error::new(ErrorCode::Unrecognized, "Unrecognized request") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(server)
-}
-
-/// Accepts TLS connections and serves `app` on them until shutdown.
-pub async fn serve_tls(
-    listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
-    app: Router,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = crate::stopped(&mut shutdown) => break,
-        };
-        let Ok((stream, peer)) = accepted else {
-            continue;
-        };
-        // Without NODELAY the first response on a fresh TLS 1.3 connection waits ~40 ms for a
-        // delayed ACK.
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let mut stop = shutdown.clone();
-        connections.spawn(async move {
-            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await;
-            let Ok(Ok(tls_stream)) = handshake else {
-                tracing::debug!(%peer, "federation TLS handshake failed");
-                return;
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls_stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = crate::stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), connection).await;
-                }
-            }
-        });
-        while connections.try_join_next().is_some() {}
-    }
-    while connections.join_next().await.is_some() {}
 }

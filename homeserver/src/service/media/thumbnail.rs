@@ -1,10 +1,11 @@
 //! Thumbnail making: decoding within fixed bounds, choosing the resize, encoding.
 //!
-//! Runs on the blocking pool (the caller limits how many at once). Every source is checked
-//! from its header alone before a pixel is decoded: more than [`MAX_SOURCE_SIDE`] on a side,
-//! more than [`MAX_SOURCE_PIXELS`] pixels or a decoded buffer over [`MAX_DECODE_BYTES`] is
-//! `M_TOO_LARGE`, and the decoder is given the same limits, so hostile input can neither
-//! exhaust memory nor, being malformed, do more than fail with `M_NOT_FOUND`.
+//! Runs on the blocking pool (the caller limits how many at once, and decodes one image at a
+//! time). Every source is checked from its header alone before a pixel is decoded: more than
+//! [`MAX_SOURCE_SIDE`] on a side, more than [`MAX_SOURCE_PIXELS`] pixels or a decoded buffer
+//! over [`MAX_DECODE_BYTES`] is 413 `M_TOO_LARGE` with the figures in the message, and the
+//! decoder is given the same limits, so hostile input (a small file declaring a huge image)
+//! can neither exhaust memory nor, being malformed, do more than fail with `M_NOT_FOUND`.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -19,13 +20,16 @@ use super::content::io_error;
 use super::{Method, ThumbnailRequest};
 use crate::error::{Error, ErrorCode, Result};
 
-/// Largest source image thumbnailed, in pixels. 25 Mpx holds a 24 Mpx phone photo; decoded as
-/// RGBA that is 100 MB, so with two thumbnails made at once the worst case stays near 256 MB.
+/// Largest source image thumbnailed, in pixels. 25 Mpx holds a 24 Mpx phone photo; whether
+/// it is decoded depends on [`MAX_DECODE_BYTES`] too.
 const MAX_SOURCE_PIXELS: u64 = 25_000_000;
 /// Largest source side, checked by the decoder from the header alone.
 const MAX_SOURCE_SIDE: u32 = 16_384;
-/// Most memory one decode may allocate (the image buffer included).
-const MAX_DECODE_BYTES: u64 = 128 * 1024 * 1024;
+/// Most memory one decode may allocate (the image buffer included), checked from the header
+/// against the decoded size (pixels × bytes per pixel), not the file size: a 97 KB PNG can
+/// declare a 100 MB RGBA image. 64 MiB holds a 16 Mpx RGBA or 22 Mpx RGB image (a 12 Mpx
+/// phone photo decodes to 36 MB); with two decodes at once thumbnailing stays under 128 MiB.
+const MAX_DECODE_BYTES: u64 = 64 * 1024 * 1024;
 /// JPEG thumbnails' quality: small files, no visible blocking at thumbnail sizes.
 const JPEG_QUALITY: u8 = 80;
 
@@ -37,6 +41,21 @@ pub fn not_thumbnailable() -> Error {
 /// `M_TOO_LARGE` (413), the spec's answer for images too large to thumbnail.
 fn too_large_to_thumbnail() -> Error {
     Error::new(ErrorCode::TooLarge, "The image is too large to thumbnail")
+}
+
+/// [`too_large_to_thumbnail`] saying which bound the header broke.
+fn too_large_with_reason(width: u32, height: u32, decoded: u64) -> Error {
+    const MIB: u64 = 1024 * 1024;
+    Error::new(
+        ErrorCode::TooLarge,
+        format!(
+            "The image is too large to thumbnail: {width}x{height} pixels decode to {} MiB; \
+             the limits are {} Mpx and {} MiB",
+            decoded.div_ceil(MIB),
+            MAX_SOURCE_PIXELS / 1_000_000,
+            MAX_DECODE_BYTES / MIB
+        ),
+    )
 }
 
 /// What thumbnailing produced.
@@ -169,10 +188,9 @@ pub fn make_thumbnail(path: &Path, request: ThumbnailRequest) -> Result<Thumbnai
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(image_error)?;
     let (width, height) = decoder.dimensions();
-    if u64::from(width) * u64::from(height) > MAX_SOURCE_PIXELS
-        || decoder.total_bytes() > MAX_DECODE_BYTES
-    {
-        return Err(too_large_to_thumbnail());
+    let decoded = decoder.total_bytes();
+    if u64::from(width) * u64::from(height) > MAX_SOURCE_PIXELS || decoded > MAX_DECODE_BYTES {
+        return Err(too_large_with_reason(width, height, decoded));
     }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let (width, height) = match orientation {
