@@ -77,7 +77,7 @@ present() {
 	case $1 in
 	python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null ;;
 	/*) [ -e "$1" ] ;;
-	locale:*) locale -a 2>/dev/null | sed 's/\.utf8$/.UTF-8/' | grep -qx "${1#locale:}" ;;
+	locale:*) locale -a 2>/dev/null | sed 's/\.utf8$/.UTF-8/' | grep -x "${1#locale:}" >/dev/null ;; # not -q: no SIGPIPE under pipefail
 	*) type -P "$1" >/dev/null 2>&1 ;;
 	esac
 }
