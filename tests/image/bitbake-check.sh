@@ -148,6 +148,7 @@ step() {
 step "bitbake -p" parse bitbake -p
 step "our recipes" ours python3 "$TREE/tests/image/bitbake-ours.py" "$TREE/yocto-layer/meta-outpost"
 grep -E '^(FAILED|[0-9]+ passed)' "$WORK/ours.log" | sed 's/^/  /'
+rm -f "$BUILD/pn-buildlist" # a stale one must not pass for this run's
 step "bitbake -g outpost-image" graph bitbake -g outpost-image
 if [ -f "$BUILD/pn-buildlist" ]; then
 	for pn in outpost-image outpost-base outpost-initramfs outpost-initramfs-init homeserver \
