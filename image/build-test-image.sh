@@ -17,7 +17,7 @@
 # What is test-only: image/test-image/ (a report of the unit's state on the second serial port).
 #
 # Output in DIR (default target/image): outpost-test.img (raw GPT disk), the partition images,
-# SHA256SUMS, roothash, input-key and source-date-epoch. With the same inputs and the same
+# SHA256SUMS, roothash, input-key, source-date-epoch and packages (the Debian versions used). With the same inputs and the same
 # Debian packages, two builds give the same bytes: SOURCE_DATE_EPOCH (default: the last
 # commit's time) is the only clock, every UUID and salt is fixed, and the PE header of the
 # unified kernel image gets SOURCE_DATE_EPOCH instead of objcopy's wall-clock time.
@@ -138,6 +138,10 @@ mmdebstrap --mode=root --variant=essential --architecture=amd64 --quiet \
 	"deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main"
 
 KVER=$(basename "$(ls -d "$ROOT"/lib/modules/*)")
+# The Debian package versions the image is made of: what a rebuild must get again (the mirror
+# is live, see image/README.md), so a rebuild can tell a package update from a real difference.
+# shellcheck disable=SC2016 # dpkg-query's format, not shell
+dpkg-query --admindir="$ROOT/var/lib/dpkg" -W -f '${Package} ${Version} ${Architecture}\n' | sort >"$OUT/packages"
 log "kernel $KVER"
 
 # Our files, from the layer, exactly as the Yocto recipe installs them.

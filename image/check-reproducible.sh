@@ -1,29 +1,38 @@
 #!/usr/bin/env bash
-# Reproducibility check of the qemu test image: build it again into another directory, from an
-# empty package cache, and compare, byte for byte (sha256), the disk image and every partition
-# image with a reference build from the same inputs.
+# Reproducibility check of the qemu test image, as an installer would rebuild it elsewhere: a
+# second checkout of the same sources at another path, with its own target directory and its
+# own CARGO_HOME, builds the release binaries again and then the image, from an empty package
+# cache; its stripped binaries, the disk image and every partition image must equal, byte for
+# byte (sha256), those of the reference build.
 #
 #   image/check-reproducible.sh [--reference DIR] [--homeserver BIN] [--appliance BIN]
 #
-# Without --reference, both builds are made here (target/image-repro/a and .../b). With it, DIR
-# is an existing build (e.g. target/image from the boot test) and one more build is made.
-# Exits 1 and prints the differing files when the builds differ.
+# The reference binaries (BIN, default target/release/homeserver) must have been built in this
+# checkout after `source image/rust-env.sh` (tests/run.sh does). Without --reference, the
+# reference image is built here too (target/image-repro/a); with it, DIR is an existing build
+# (e.g. target/image from the boot test). The second checkout is a copy of this working tree
+# (tracked and untracked-but-not-ignored files: in CI, HEAD) under target/image-repro/checkout;
+# its CARGO_HOME holds a copy of this one's crate index and downloaded .crate files only, so the
+# crates are unpacked again at another path and nothing is fetched. Only the binaries' packages
+# are built there (-p homeserver [-p appliance-tools] --bins).
+# Exits 1 and prints what differs; keeps target/image-repro for a closer look (diffoscope).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=$REPO/target/image-repro
 REFERENCE=
 HOMESERVER=$REPO/target/release/homeserver
-APPLIANCE=()
+APPLIANCE=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--reference) REFERENCE=$2; shift 2 ;;
 	--homeserver) HOMESERVER=$2; shift 2 ;;
-	--appliance) APPLIANCE=(--appliance "$2"); shift 2 ;;
-	-h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--appliance) APPLIANCE=$2; shift 2 ;;
+	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "check-reproducible.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*"; }
 
 # Both builds must see the same clock: pin it once for the whole check.
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -38,20 +47,71 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 if [ -z "$REFERENCE" ]; then
 	REFERENCE=$WORK/a
-	bash "$REPO/image/build-test-image.sh" --out "$REFERENCE" --homeserver "$HOMESERVER" "${APPLIANCE[@]}"
+	bash "$REPO/image/build-test-image.sh" --out "$REFERENCE" --homeserver "$HOMESERVER" \
+		${APPLIANCE:+--appliance "$APPLIANCE"}
 fi
+
+# --- the second checkout, its CARGO_HOME, its build ------------------------------------------
+CHECKOUT=$WORK/checkout
+CARGO_HOME_1=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
+CARGO_HOME_2=$WORK/cargo-home
+log "second checkout at $CHECKOUT, CARGO_HOME $CARGO_HOME_2"
+mkdir -p "$CHECKOUT" "$CARGO_HOME_2/registry"
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+	tar -cf - --null -T -) | tar -xf - -C "$CHECKOUT"
+cp -a "$CARGO_HOME_1/registry/index" "$CARGO_HOME_1/registry/cache" "$CARGO_HOME_2/registry/"
+packages=(-p homeserver)
+[ -z "$APPLIANCE" ] || packages+=(-p appliance-tools)
+start=$(date +%s)
+(
+	cd "$CHECKOUT"
+	export CARGO_HOME=$CARGO_HOME_2
+	unset CARGO_TARGET_DIR
+	# shellcheck disable=SC1091 # the second checkout's image/rust-env.sh, the same file
+	source image/rust-env.sh
+	nice cargo build --quiet --release --offline --locked "${packages[@]}" --bins
+)
+log "second release build: $(($(date +%s) - start)) s"
+
+# --- the binaries, stripped as the image strips them ------------------------------------------
+differ=0
+compare_bin() {
+	local name=$1 one=$2 two=$3 a b
+	strip --strip-debug -o "$WORK/$name.1" "$one"
+	strip --strip-debug -o "$WORK/$name.2" "$two"
+	a=$(sha256sum <"$WORK/$name.1" | cut -d' ' -f1)
+	b=$(sha256sum <"$WORK/$name.2" | cut -d' ' -f1)
+	echo "  $name (stripped): $a here, $b in the second checkout"
+	if [ "$a" != "$b" ]; then
+		differ=1
+		echo "NOT reproducible: $name differs between the two checkouts" >&2
+		if grep -qF "$REPO" "$one"; then
+			echo "  $one names this checkout's path: was it built after 'source image/rust-env.sh'?" >&2
+		fi
+	fi
+}
+compare_bin homeserver "$HOMESERVER" "$CHECKOUT/target/release/homeserver"
+[ -z "$APPLIANCE" ] || compare_bin appliance "$APPLIANCE" "$CHECKOUT/target/release/appliance"
+
+# --- the image, built by the second checkout's script from its binaries -----------------------
 # The second build starts from an empty package cache: files that a warm cache carries over
 # must not reach the image.
-OUTPOST_APT_CACHE=$WORK/apt-cache bash "$REPO/image/build-test-image.sh" --out "$WORK/b" \
-	--homeserver "$HOMESERVER" "${APPLIANCE[@]}"
+OUTPOST_APT_CACHE=$WORK/apt-cache bash "$CHECKOUT/image/build-test-image.sh" --out "$WORK/b" \
+	--homeserver "$CHECKOUT/target/release/homeserver" \
+	${APPLIANCE:+--appliance "$CHECKOUT/target/release/appliance"}
 
-if cmp -s "$REFERENCE/SHA256SUMS" "$WORK/b/SHA256SUMS"; then
-	echo "reproducible: two builds from the same inputs are identical"
+if [ "$differ" = 0 ] && cmp -s "$REFERENCE/SHA256SUMS" "$WORK/b/SHA256SUMS"; then
+	echo "reproducible: two checkouts, two target dirs, two CARGO_HOMEs, identical binaries and images"
 	sed 's/^/  /' "$WORK/b/SHA256SUMS"
 	rm -rf "$WORK"
 	exit 0
 fi
 echo "NOT reproducible: the builds differ (left: $REFERENCE, right: $WORK/b)" >&2
 diff "$REFERENCE/SHA256SUMS" "$WORK/b/SHA256SUMS" >&2 || true
+if [ -f "$REFERENCE/packages" ] && ! cmp -s "$REFERENCE/packages" "$WORK/b/packages"; then
+	echo "The Debian packages differ (the mirror published updates in between):" >&2
+	diff "$REFERENCE/packages" "$WORK/b/packages" >&2 || true
+fi
 echo "Keep both directories and compare the differing files, e.g. with diffoscope." >&2
 exit 1

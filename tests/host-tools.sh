@@ -25,6 +25,24 @@ unshare             util-linux         suite,layer  Synapse in a private mount n
 kill                procps             suite        signals to the homeserver under test
 python3-venv        python3-venv       suite,layer  Synapse and the layer linters live in venvs
 shellcheck          shellcheck         layer        the layer's and image's scripts
+setpriv             util-linux         layer        bitbake runs as nobody when the check runs as root
+/usr/bin/python3    python3            layer        bitbake's interpreter (as nobody: no root's pyenv)
+locale:en_US.UTF-8  locales-all        layer        bitbake switches to it (oe-core sanity check)
+/usr/bin/git        git                layer        oe-core HOSTTOOLS; externalsrc hashes our tree
+gawk                gawk               layer        oe-core HOSTTOOLS (sanity check)
+chrpath             chrpath            layer        oe-core HOSTTOOLS (sanity check)
+diffstat            diffstat           layer        oe-core HOSTTOOLS (sanity check)
+file                file               layer        oe-core HOSTTOOLS (sanity check)
+patch               patch              layer        oe-core HOSTTOOLS (sanity check)
+perl                perl-base          layer        oe-core HOSTTOOLS (sanity check)
+wget                wget               layer        oe-core HOSTTOOLS (sanity check)
+bzip2               bzip2              layer        oe-core HOSTTOOLS (sanity check)
+xz                  xz-utils           layer        oe-core HOSTTOOLS
+make                make               layer        oe-core HOSTTOOLS
+gcc                 gcc                layer        oe-core HOSTTOOLS; sanity compiles a test
+g++                 g++                layer        oe-core HOSTTOOLS; sanity checks C++20
+rpcgen              rpcsvc-proto       layer        oe-core HOSTTOOLS
+pzstd               zstd               layer        oe-core HOSTTOOLS
 nft                 nftables           layer        the firewall ruleset parses
 systemd-analyze     systemd            layer        the units verify
 systemd-sysusers    systemd            layer,build  the image's accounts
@@ -35,11 +53,11 @@ mkfs.vfat           dosfstools         build,boot   the ESP and the PROVISION di
 mcopy               mtools             build,boot   files onto FAT without mounting
 sfdisk              fdisk              build,boot   the partition table
 mkfs.ext4           e2fsprogs          build        the data partition
-objcopy             binutils           build        the unified kernel image
+objcopy             binutils           layer,build  the unified kernel image; oe-core HOSTTOOLS
 strip               binutils           build        reproducible binaries
 usermod             passwd             build        accounts in the root file system
-cpio                cpio               build        the initramfs
-zstd                zstd               build        the initramfs compression
+cpio                cpio               layer,build  the initramfs; oe-core HOSTTOOLS
+zstd                zstd               layer,build  the initramfs compression; oe-core HOSTTOOLS
 depmod              kmod               build        kernel module lists
 modprobe            kmod               build        kernel module lists
 /usr/lib/systemd/boot/efi/linuxx64.efi.stub  systemd-boot-efi  build  the UKI stub
@@ -59,6 +77,7 @@ present() {
 	case $1 in
 	python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null ;;
 	/*) [ -e "$1" ] ;;
+	locale:*) locale -a 2>/dev/null | sed 's/\.utf8$/.UTF-8/' | grep -x "${1#locale:}" >/dev/null ;; # not -q: no SIGPIPE under pipefail
 	*) type -P "$1" >/dev/null 2>&1 ;;
 	esac
 }
@@ -144,7 +163,7 @@ list() {
 		local where
 		case $cmd in
 		python3-venv) present "$cmd" && where=python3 || where=- ;;
-		/*) present "$cmd" && where=$cmd || where=- ;;
+		/* | locale:*) present "$cmd" && where=$cmd || where=- ;;
 		*) where=$(type -P "$cmd" || echo -) ;;
 		esac
 		printf '%-48s %-18s %s\n' "$cmd" "$pkg" "$where"

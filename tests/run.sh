@@ -24,6 +24,12 @@ cargo fmt --all -- --check
 step "provisioning examples against their JSON schemas"
 python3 provisioning/check-examples.py
 
+# The release binaries go into the test image, which must not depend on this checkout's path,
+# CARGO_HOME or target dir: the compilers record those paths remapped (see image/rust-env.sh).
+# Set once here, for clippy, build and test alike (a change of RUSTFLAGS rebuilds every crate).
+# shellcheck source=image/rust-env.sh
+source image/rust-env.sh
+
 step "lint (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --release -- -D warnings
 

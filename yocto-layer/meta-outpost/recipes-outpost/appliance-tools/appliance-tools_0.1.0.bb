@@ -13,10 +13,4 @@ CARGO_SRC_DIR = "appliance-tools"
 # Generated from Cargo.lock: yocto-layer/scripts/outpost-crates.py --write.
 require ${BPN}-crates.inc
 
-python () {
-    manifest = os.path.join(d.getVar('EXTERNALSRC'), d.getVar('CARGO_SRC_DIR'), 'Cargo.toml')
-    if not os.path.exists(manifest):
-        raise bb.parse.SkipRecipe("appliance-tools/Cargo.toml does not exist yet")
-}
-
 RDEPENDS:${PN} = "outpost-base"
