@@ -229,13 +229,16 @@ pub struct StorageConfig {
     pub read_connections: usize,
     /// Free bytes on the data partition below which the unit turns read-only: writes get 403
     /// `M_RESOURCE_LIMIT_EXCEEDED`, reads and `/sync` keep working, and writes resume by
-    /// themselves once space is freed. 0 turns the watermark off.
-    #[serde(default = "default_min_free")]
-    pub min_free_bytes: u64,
+    /// themselves once space is freed. 0 turns the watermark off. Unset: 256 MiB, or a tenth
+    /// of the partition when that is smaller (a small data partition, like the test image's
+    /// 256 MiB one, would otherwise start read-only).
+    #[serde(default)]
+    pub min_free_bytes: Option<u64>,
     /// Size of `<data_dir>/.space-reserve`, a file kept only to be deleted when the disk fills
     /// anyway, so a checkpoint can still move the log into the database. 0: no reserve file.
-    #[serde(default = "default_reserve")]
-    pub reserve_bytes: u64,
+    /// Unset: 64 MiB, or a fortieth of the partition when that is smaller.
+    #[serde(default)]
+    pub reserve_bytes: Option<u64>,
     /// The `admin_contact` URI sent with `M_RESOURCE_LIMIT_EXCEEDED` (the spec requires one),
     /// e.g. `mailto:it@example.org`. Defaults to `mailto:admin@<server_name host>`.
     #[serde(default)]
@@ -251,12 +254,6 @@ fn default_passive_checkpoint() -> u64 {
 fn default_readers() -> usize {
     4
 }
-fn default_min_free() -> u64 {
-    256 * 1024 * 1024
-}
-fn default_reserve() -> u64 {
-    64 * 1024 * 1024
-}
 
 impl Default for StorageConfig {
     fn default() -> Self {
@@ -264,8 +261,8 @@ impl Default for StorageConfig {
             checkpoint_interval_secs: default_checkpoint(),
             passive_checkpoint_ms: default_passive_checkpoint(),
             read_connections: default_readers(),
-            min_free_bytes: default_min_free(),
-            reserve_bytes: default_reserve(),
+            min_free_bytes: None,
+            reserve_bytes: None,
             admin_contact: None,
         }
     }

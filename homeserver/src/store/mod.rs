@@ -135,8 +135,8 @@ impl Store {
             data_dir,
             read_connections,
             SpacePolicy {
-                min_free_bytes: 0,
-                reserve_bytes: 0,
+                min_free_bytes: Some(0),
+                reserve_bytes: Some(0),
                 admin_contact: String::new(),
             },
         )

@@ -28,13 +28,20 @@ pub const RESERVE_FILE: &str = ".space-reserve";
 /// How old a free-space measurement may be before a write measures again.
 pub const RECHECK: Duration = Duration::from_millis(500);
 
+/// The watermark when none is configured: this, or a tenth of the partition if smaller.
+pub const DEFAULT_MIN_FREE: u64 = 256 * 1024 * 1024;
+/// The reserve when none is configured: this, or a fortieth of the partition if smaller.
+pub const DEFAULT_RESERVE: u64 = 64 * 1024 * 1024;
+
 /// Free-space policy for one data directory.
 #[derive(Debug, Clone)]
 pub struct SpacePolicy {
-    /// Below this many free bytes the unit refuses writes.
-    pub min_free_bytes: u64,
-    /// Size of the reserve file; 0 for none.
-    pub reserve_bytes: u64,
+    /// Below this many free bytes the unit refuses writes; `None`: [`DEFAULT_MIN_FREE`] scaled
+    /// down to a tenth of a smaller partition.
+    pub min_free_bytes: Option<u64>,
+    /// Size of the reserve file, 0 for none; `None`: [`DEFAULT_RESERVE`] scaled down to a
+    /// fortieth of a smaller partition.
+    pub reserve_bytes: Option<u64>,
     /// The `admin_contact` URI sent with `M_RESOURCE_LIMIT_EXCEEDED`.
     pub admin_contact: String,
 }
@@ -104,12 +111,12 @@ impl SpaceGuard {
             Ok((free, total)) => {
                 self.free.store(free, Ordering::Release);
                 self.total.store(total, Ordering::Release);
-                let low = free < self.policy.min_free_bytes;
+                let low = free < self.min_free_for(total);
                 let was = self.read_only.swap(low, Ordering::AcqRel);
                 if low && !was {
                     tracing::error!(
                         free_bytes = free,
-                        min_free_bytes = self.policy.min_free_bytes,
+                        min_free_bytes = self.min_free_for(total),
                         "disk nearly full: refusing writes until space is freed"
                     );
                 } else if was && !low {
@@ -126,7 +133,7 @@ impl SpaceGuard {
         SpaceState {
             free_bytes: self.free.load(Ordering::Acquire),
             total_bytes: self.total.load(Ordering::Acquire),
-            min_free_bytes: self.policy.min_free_bytes,
+            min_free_bytes: self.min_free_for(self.total.load(Ordering::Acquire)),
             read_only: self.read_only.load(Ordering::Acquire),
         }
     }
@@ -158,13 +165,17 @@ impl SpaceGuard {
     /// Makes the reserve file when it is missing and there is room for it above the watermark.
     /// Blocking (allocates the file's blocks).
     pub fn ensure_reserve(&self) {
-        let size = self.policy.reserve_bytes;
+        let total = self.total.load(Ordering::Acquire);
+        let size = self
+            .policy
+            .reserve_bytes
+            .unwrap_or_else(|| DEFAULT_RESERVE.min(total / 40));
         let path = self.dir.join(RESERVE_FILE);
         if size == 0 || path.exists() {
             return;
         }
         let free = self.free.load(Ordering::Acquire);
-        if free < self.policy.min_free_bytes.saturating_add(size) {
+        if free < self.min_free_for(total).saturating_add(size) {
             return;
         }
         let made = OpenOptions::new()
@@ -183,6 +194,17 @@ impl SpaceGuard {
                 tracing::warn!(error = %err, "cannot make the disk space reserve file");
             }
         }
+    }
+
+    /// The watermark on a filesystem of `total` bytes (0 when not yet measured).
+    fn min_free_for(&self, total: u64) -> u64 {
+        self.policy.min_free_bytes.unwrap_or_else(|| {
+            if total == 0 {
+                DEFAULT_MIN_FREE
+            } else {
+                DEFAULT_MIN_FREE.min(total / 10)
+            }
+        })
     }
 
     /// Deletes the reserve file so a checkpoint has room; true if there was one.
