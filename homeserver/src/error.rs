@@ -34,6 +34,8 @@ pub enum ErrorCode {
     /// `M_UNKNOWN` for a request the client got wrong in a way no other code names (an
     /// unsupported login type or identifier): the spec's 400, not a server fault.
     UnknownRequest,
+    /// An alias in `m.room.canonical_alias` does not point at the room (spec: 400).
+    BadAlias,
     /// The body is too large.
     TooLarge,
     /// The desired user ID is already taken.
@@ -99,6 +101,7 @@ impl ErrorCode {
             Self::InvalidUsername => "M_INVALID_USERNAME",
             Self::RoomInUse => "M_ROOM_IN_USE",
             Self::InvalidParam => "M_INVALID_PARAM",
+            Self::BadAlias => "M_BAD_ALIAS",
             Self::MissingParam => "M_MISSING_PARAM",
             Self::UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             Self::RegistrationDisabled => "M_FORBIDDEN",

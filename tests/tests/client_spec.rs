@@ -235,3 +235,33 @@ fn filters_naming_invalid_room_or_user_ids_are_400() {
     let fine = json!({ "room": { "rooms": ["!abc:outpost.test"], "timeline": { "senders": ["@bob:outpost.test"] } } });
     ok(alice.post(&path, &fine), "a filter with valid IDs");
 }
+
+#[test]
+fn canonical_aliases_that_do_not_point_here_are_m_bad_alias() {
+    let env = TestEnv::dev();
+    let alice = env.register("alice");
+    let room = alice.create_room(&json!({ "room_alias_name": "here" }));
+    let other = alice.create_room(&json!({ "room_alias_name": "elsewhere" }));
+    assert_ne!(room, other);
+    let path = Client::state_path(&room, "m.room.canonical_alias", "");
+    let here = "#here:outpost.test";
+    let reply = alice.put(
+        &path,
+        &json!({ "alias": here, "alt_aliases": ["#elsewhere:outpost.test"] }),
+    );
+    assert_error(&reply, 400, "M_BAD_ALIAS");
+    let reply = alice.put(&path, &json!({ "alias": "#nowhere:outpost.test" }));
+    assert_error(&reply, 400, "M_BAD_ALIAS");
+    // Bad syntax stays M_INVALID_PARAM.
+    let reply = alice.put(
+        &path,
+        &json!({ "alias": here, "alt_aliases": ["not an alias"] }),
+    );
+    assert_error(&reply, 400, "M_INVALID_PARAM");
+    let reply = alice.put(&path, &json!({ "alias": here, "alt_aliases": [42] }));
+    assert_error(&reply, 400, "M_INVALID_PARAM");
+    ok(
+        alice.put(&path, &json!({ "alias": here, "alt_aliases": [] })),
+        "a good alias",
+    );
+}

@@ -268,7 +268,8 @@ async fn put_state_inner(
     Ok(Json(json!({"event_id": id})))
 }
 
-/// Spec: a canonical alias must point at this room (for aliases we can check locally).
+/// Spec: a canonical alias must be an alias (`M_INVALID_PARAM`) and point at this room
+/// (`M_BAD_ALIAS`, checked for aliases of this unit, the only ones we can resolve).
 async fn check_canonical_alias(
     server: &Server,
     room: &ruma::RoomId,
@@ -280,8 +281,21 @@ async fn check_canonical_alias(
         .map(str::to_owned)
         .into_iter()
         .collect();
-    if let Some(alt) = content.get("alt_aliases").and_then(Value::as_array) {
-        aliases.extend(alt.iter().filter_map(Value::as_str).map(str::to_owned));
+    match content.get("alt_aliases") {
+        None => {}
+        Some(Value::Array(alt)) => {
+            for entry in alt {
+                let alias = entry.as_str().ok_or_else(|| {
+                    Error::invalid_param(format!("alt_aliases entry {entry} is not a string"))
+                })?;
+                aliases.push(alias.to_owned());
+            }
+        }
+        Some(other) => {
+            return Err(Error::invalid_param(format!(
+                "alt_aliases must be a list of aliases, not {other}"
+            )));
+        }
     }
     for alias in aliases {
         let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str()).map_err(|_| {
@@ -299,7 +313,7 @@ async fn check_canonical_alias(
             .await?;
         if target.map(|t| t.0) != Some(room.to_string()) {
             return Err(Error::new(
-                ErrorCode::InvalidParam,
+                ErrorCode::BadAlias,
                 format!("Alias {parsed} does not point to this room"),
             ));
         }
