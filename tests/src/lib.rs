@@ -21,6 +21,7 @@ mod client;
 pub mod e2ee;
 mod env;
 pub mod federation;
+pub mod png;
 mod raw;
 
 use std::fmt::Write as _;

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
+use tests::png;
 use tests::{Client, Reply, TestEnv, Value, assert_error, enc, json, raw_http};
 
 const UPLOAD: &str = "/_matrix/media/v3/upload";
@@ -23,44 +24,6 @@ const LEGACY: &str = "/_matrix/media/v3";
 
 // ---------------------------------------------------------------------------------------------
 // PNG by hand
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffff_u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn adler32(data: &[u8]) -> u32 {
-    let (mut a, mut b) = (1_u32, 0_u32);
-    for &byte in data {
-        a = (a + u32::from(byte)) % 65521;
-        b = (b + a) % 65521;
-    }
-    (b << 16) | a
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(
-        &u32::try_from(data.len())
-            .expect("small chunk")
-            .to_be_bytes(),
-    );
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-}
-
-const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 /// A PNG header for `width`×`height` 8-bit RGB.
 fn ihdr(width: u32, height: u32) -> Vec<u8> {
@@ -88,20 +51,20 @@ fn png(width: u32, height: u32) -> Vec<u8> {
         zlib.extend_from_slice(&(!len).to_le_bytes());
         zlib.extend_from_slice(block);
     }
-    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
-    let mut out = PNG_SIGNATURE.to_vec();
-    png_chunk(&mut out, b"IHDR", &ihdr(width, height));
-    png_chunk(&mut out, b"IDAT", &zlib);
-    png_chunk(&mut out, b"IEND", &[]);
+    zlib.extend_from_slice(&png::adler32(&raw).to_be_bytes());
+    let mut out = png::SIGNATURE.to_vec();
+    png::chunk(&mut out, b"IHDR", &ihdr(width, height));
+    png::chunk(&mut out, b"IDAT", &zlib);
+    png::chunk(&mut out, b"IEND", &[]);
     out
 }
 
 /// A PNG whose header claims `width`×`height` but whose data is a few bytes of nothing.
 fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut out = PNG_SIGNATURE.to_vec();
-    png_chunk(&mut out, b"IHDR", &ihdr(width, height));
-    png_chunk(&mut out, b"IDAT", &[0x78, 0x01, 0x00, 0x00]);
-    png_chunk(&mut out, b"IEND", &[]);
+    let mut out = png::SIGNATURE.to_vec();
+    png::chunk(&mut out, b"IHDR", &ihdr(width, height));
+    png::chunk(&mut out, b"IDAT", &[0x78, 0x01, 0x00, 0x00]);
+    png::chunk(&mut out, b"IEND", &[]);
     out
 }
 
@@ -109,11 +72,11 @@ fn png_claiming(width: u32, height: u32) -> Vec<u8> {
 /// returns its dimensions.
 fn png_dimensions(bytes: &[u8]) -> (u32, u32) {
     assert!(
-        bytes.starts_with(PNG_SIGNATURE),
+        bytes.starts_with(png::SIGNATURE),
         "not a PNG: {:?}",
         &bytes[..bytes.len().min(16)]
     );
-    let mut at = PNG_SIGNATURE.len();
+    let mut at = png::SIGNATURE.len();
     let mut kinds = Vec::new();
     let mut dimensions = None;
     while at < bytes.len() {
@@ -121,7 +84,7 @@ fn png_dimensions(bytes: &[u8]) -> (u32, u32) {
         let body = &bytes[at + 4..at + 8 + len];
         let crc = u32::from_be_bytes(bytes[at + 8 + len..at + 12 + len].try_into().expect("4"));
         assert_eq!(
-            crc32(body),
+            png::crc32(body),
             crc,
             "bad CRC in chunk {:?}",
             String::from_utf8_lossy(&body[..4])

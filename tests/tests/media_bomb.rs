@@ -5,6 +5,7 @@
 
 use std::thread;
 
+use tests::png;
 use tests::{Client, TestEnv, enc};
 
 const SIDE: u32 = 4990;
@@ -67,39 +68,16 @@ fn zlib_zeros(n: u64) -> Vec<u8> {
     out
 }
 
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffff_u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-}
-
 /// A valid, fully decodable `side`×`side` 8-bit RGBA PNG of transparent black.
 fn bomb(side: u32) -> Vec<u8> {
     let mut ihdr = side.to_be_bytes().to_vec();
     ihdr.extend_from_slice(&side.to_be_bytes());
     ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
     let raw = u64::from(side) * (1 + 4 * u64::from(side));
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    chunk(&mut out, b"IHDR", &ihdr);
-    chunk(&mut out, b"IDAT", &zlib_zeros(raw));
-    chunk(&mut out, b"IEND", &[]);
+    let mut out = png::SIGNATURE.to_vec();
+    png::chunk(&mut out, b"IHDR", &ihdr);
+    png::chunk(&mut out, b"IDAT", &zlib_zeros(raw));
+    png::chunk(&mut out, b"IEND", &[]);
     out
 }
 

@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tests::federation::{ConnCounter, Federation, Unit, UnitOptions, x_matrix};
+use tests::png;
 use tests::{Client, Reply, Value, assert_error, enc, json};
 
 const UPLOAD: &str = "/_matrix/media/v3/upload";
@@ -28,41 +29,6 @@ const QUOTA: usize = 400_000;
 
 // ---------------------------------------------------------------------------------------------
 // PNG by hand
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xffff_ffff_u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xedb8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn adler32(data: &[u8]) -> u32 {
-    let (mut a, mut b) = (1_u32, 0_u32);
-    for &byte in data {
-        a = (a + u32::from(byte)) % 65521;
-        b = (b + a) % 65521;
-    }
-    (b << 16) | a
-}
-
-fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    let len = u32::try_from(data.len()).expect("small chunk");
-    out.extend_from_slice(&len.to_be_bytes());
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-}
-
-const PNG_SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 /// A valid `width`×`height` 8-bit RGB PNG with a gradient.
 fn png(width: u32, height: u32) -> Vec<u8> {
@@ -82,27 +48,27 @@ fn png(width: u32, height: u32) -> Vec<u8> {
         zlib.extend_from_slice(&(!len).to_le_bytes());
         zlib.extend_from_slice(block);
     }
-    zlib.extend_from_slice(&adler32(&raw).to_be_bytes());
+    zlib.extend_from_slice(&png::adler32(&raw).to_be_bytes());
     let mut header = width.to_be_bytes().to_vec();
     header.extend_from_slice(&height.to_be_bytes());
     header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut out = PNG_SIGNATURE.to_vec();
-    png_chunk(&mut out, b"IHDR", &header);
-    png_chunk(&mut out, b"IDAT", &zlib);
-    png_chunk(&mut out, b"IEND", &[]);
+    let mut out = png::SIGNATURE.to_vec();
+    png::chunk(&mut out, b"IHDR", &header);
+    png::chunk(&mut out, b"IDAT", &zlib);
+    png::chunk(&mut out, b"IEND", &[]);
     out
 }
 
 /// Checks a PNG's structure (signature, every chunk's CRC) and returns its dimensions.
 fn png_dimensions(bytes: &[u8]) -> (u32, u32) {
-    assert!(bytes.starts_with(PNG_SIGNATURE), "not a PNG");
-    let mut at = PNG_SIGNATURE.len();
+    assert!(bytes.starts_with(png::SIGNATURE), "not a PNG");
+    let mut at = png::SIGNATURE.len();
     let mut dimensions = None;
     while at + 12 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
         let body = &bytes[at + 4..at + 8 + len];
         let crc = u32::from_be_bytes(bytes[at + 8 + len..at + 12 + len].try_into().expect("4"));
-        assert_eq!(crc32(body), crc, "bad CRC");
+        assert_eq!(png::crc32(body), crc, "bad CRC");
         if &body[..4] == b"IHDR" {
             let field = |i: usize| u32::from_be_bytes(body[i..i + 4].try_into().expect("4"));
             dimensions = Some((field(4), field(8)));
