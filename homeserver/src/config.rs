@@ -122,6 +122,14 @@ pub struct LimitsConfig {
     /// write past it gets 413 `M_TOO_LARGE`.
     #[serde(default = "default_account_data_quota")]
     pub account_data_quota_bytes: u64,
+    /// Longest delay a client may give a delayed event (MSC4140), in ms; longer gets 403
+    /// `M_FORBIDDEN`. Advertised as `max_delay_ms` in the delayed-events capability.
+    #[serde(default = "default_delayed_max_delay")]
+    pub delayed_event_max_delay_ms: u64,
+    /// How many delayed events one user may have scheduled at once; one more gets 429 until
+    /// the soonest is due. `0` turns delayed events off (403). Advertised as `max_scheduled`.
+    #[serde(default = "default_delayed_max_scheduled")]
+    pub delayed_events_per_user: u64,
 }
 
 fn default_max_body() -> usize {
@@ -133,6 +141,12 @@ fn default_account_data_max() -> usize {
 fn default_account_data_quota() -> u64 {
     1024 * 1024
 }
+fn default_delayed_max_delay() -> u64 {
+    7 * 24 * 60 * 60 * 1000
+}
+fn default_delayed_max_scheduled() -> u64 {
+    100
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -140,6 +154,8 @@ impl Default for LimitsConfig {
             max_body_bytes: default_max_body(),
             account_data_max_bytes: default_account_data_max(),
             account_data_quota_bytes: default_account_data_quota(),
+            delayed_event_max_delay_ms: default_delayed_max_delay(),
+            delayed_events_per_user: default_delayed_max_scheduled(),
         }
     }
 }

@@ -640,6 +640,20 @@ pub async fn send(
     event: NewEvent,
     txn: Option<(String, String)>,
 ) -> Result<OwnedEventId> {
+    send_with(server, room_id, sender, event, txn, |_, _| Ok(())).await
+}
+
+/// [`send`], with `also` run in the same write transaction once the event is appended: its
+/// error rolls the event back. Delayed events use it to record "sent" atomically with the
+/// send, so a restart or a racing cancel can never send one twice.
+pub async fn send_with(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event: NewEvent,
+    txn: Option<(String, String)>,
+    also: impl FnOnce(&rusqlite::Connection, &ruma::EventId) -> Result<()> + Send + 'static,
+) -> Result<OwnedEventId> {
     let signer = Arc::clone(&server.signer);
     server
         .store
@@ -660,11 +674,11 @@ pub async fn send(
                 check_encryption_stays_on(tx, &room_id, &event)?;
             }
             let txn_ref = txn.as_ref().map(|(d, t)| (d.as_str(), t.as_str()));
-            Ok(
-                append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
-                    .event_id
-                    .clone(),
-            )
+            let event_id = append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
+                .event_id
+                .clone();
+            also(tx, &event_id)?;
+            Ok(event_id)
         })
         .await
 }
@@ -1031,6 +1045,14 @@ pub fn client_event(
         && device == viewer_device
     {
         unsigned.transaction_id = Some(txn_id.clone());
+    }
+    if event.txn.is_none()
+        && let Some((user, _)) = viewer
+        && pdu.sender.as_str() == user
+    {
+        // Events sent from a delayed event carry no transaction ID; only those need the lookup.
+        unsigned.delay_id =
+            crate::store::delayed_events::delay_id_of_event(conn, pdu.event_id.as_str())?;
     }
     if let Some(key) = &pdu.state_key
         && let Some(group) =

@@ -3,6 +3,7 @@
 mod account;
 mod account_data;
 mod backup;
+mod delayed_events;
 mod devices;
 mod directory;
 pub use directory::room_summary;
@@ -169,6 +170,28 @@ pub fn routes() -> Router<Arc<Server>> {
         .route(
             &r("/publicRooms"),
             get(directory::public_rooms).post(directory::search_public_rooms),
+        )
+        .route(
+            &format!(
+                "{}/rooms/{{room_id}}/delayed_event/{{event_type}}/{{txn_id}}",
+                delayed_events::PREFIX
+            ),
+            put(delayed_events::schedule),
+        )
+        .route(
+            &format!("{}/delayed_events", delayed_events::PREFIX),
+            get(delayed_events::list),
+        )
+        .route(
+            &format!("{}/delayed_events/{{delay_id}}", delayed_events::PREFIX),
+            get(delayed_events::get_one).post(delayed_events::manage_in_body),
+        )
+        .route(
+            &format!(
+                "{}/delayed_events/{{delay_id}}/{{action}}",
+                delayed_events::PREFIX
+            ),
+            post(delayed_events::manage),
         )
         .route(&r("/sync"), get(sync::sync))
         .route(
