@@ -44,14 +44,37 @@ struct FileConfig {
 struct ListenSection {
     #[serde(default = "default_client_listen")]
     client: SocketAddr,
+    /// The URL users' clients reach the client API at (`https://chat.unit-a.example`).
+    #[serde(default)]
+    public_base_url: Option<String>,
 }
 
 impl Default for ListenSection {
     fn default() -> Self {
         Self {
             client: default_client_listen(),
+            public_base_url: None,
         }
     }
+}
+
+/// Checks a public base URL (`listen.public_base_url`; `appliance setup` checks with it too):
+/// `http` or `https`, a host, no path, query, fragment or credentials, since clients append
+/// `/_matrix/...` to it. Returns it without a trailing slash, or why it is refused.
+pub fn check_public_base_url(raw: &str) -> Result<String, String> {
+    let invalid = |why: &str| format!("{raw:?} {why} (e.g. \"https://chat.unit-a.example\")");
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must start with https:// or http://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(invalid("names no host"));
+    }
+    if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
+        return Err(invalid("must be scheme://host[:port] only, with no path"));
+    }
+    Ok(raw.strip_suffix('/').unwrap_or(raw).to_owned())
 }
 
 fn default_client_listen() -> SocketAddr {
@@ -339,6 +362,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Client-server API listener.
     pub client_listen: SocketAddr,
+    /// Where clients reach the client API, for `/.well-known/matrix/client` and anywhere the
+    /// server names itself to clients: `listen.public_base_url`, or `http://<listen address>`
+    /// when that address is a specific one. `None` when neither says it (a wildcard listener
+    /// and no configured URL): the bind address is never a URL anyone can use.
+    pub public_base_url: Option<String>,
     /// Registration policy.
     pub registration: RegistrationConfig,
     /// Rate limits.
@@ -512,6 +540,7 @@ impl Config {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from("outpost-dev")),
             listen: ListenSection {
                 client: listen.unwrap_or_else(default_client_listen),
+                public_base_url: None,
             },
             registration: RegistrationConfig {
                 enabled: true,
@@ -604,10 +633,19 @@ impl Config {
                 "media.max_upload_bytes must be > 0".to_owned(),
             ));
         }
+        let public_base_url =
+            match &file.listen.public_base_url {
+                Some(raw) => Some(check_public_base_url(raw).map_err(|why| {
+                    ConfigError::Invalid(format!("listen.public_base_url: {why}"))
+                })?),
+                None if file.listen.client.ip().is_unspecified() => None,
+                None => Some(format!("http://{}", file.listen.client)),
+            };
         Ok(Self {
             server_name,
             data_dir: file.data_dir,
             client_listen: file.listen.client,
+            public_base_url,
             registration: file.registration,
             rate_limit: file.rate_limit,
             limits: file.limits,
@@ -619,5 +657,32 @@ impl Config {
             media: file.media,
             dev_mode,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_public_base_url;
+
+    #[test]
+    fn a_public_base_url_is_scheme_host_and_port_only() {
+        assert_eq!(
+            check_public_base_url("https://chat.unit-a.example/").as_deref(),
+            Ok("https://chat.unit-a.example")
+        );
+        assert!(check_public_base_url("http://10.20.0.5:8008").is_ok());
+        assert!(check_public_base_url("http://[fd00::5]:8008").is_ok());
+        for bad in [
+            "chat.unit-a.example",
+            "ftp://chat.unit-a.example",
+            "https://",
+            "https://:8008",
+            "https://chat.unit-a.example/matrix",
+            "https://chat.unit-a.example?x=1",
+            "https://user@chat.unit-a.example",
+            "https://chat unit",
+        ] {
+            assert!(check_public_base_url(bad).is_err(), "{bad} accepted");
+        }
     }
 }

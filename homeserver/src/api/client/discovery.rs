@@ -7,6 +7,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::extract::Auth;
+use crate::error::{Error, Result};
 use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
 use crate::service::Server;
 
