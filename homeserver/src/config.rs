@@ -212,6 +212,15 @@ pub struct ConnectionsConfig {
     /// Federation listener: connections from one source address.
     #[serde(default = "default_federation_max_per_address")]
     pub federation_max_per_address: usize,
+    /// Seconds a request body may take before [`body_min_rate`](Self::body_min_rate) applies:
+    /// past them, a body that has averaged less than that rate since the request began is cut
+    /// (408, and the connection closed). Defends against slow-body (R.U.D.Y.) attacks on both
+    /// listeners.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Bytes per second a request body must average once `body_timeout_secs` have passed.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
 }
 
 fn default_header_timeout() -> u64 {
@@ -235,6 +244,12 @@ fn default_federation_max() -> usize {
 fn default_federation_max_per_address() -> usize {
     64
 }
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_body_min_rate() -> u64 {
+    1024
+}
 
 impl Default for ConnectionsConfig {
     fn default() -> Self {
@@ -246,6 +261,8 @@ impl Default for ConnectionsConfig {
             long_poll_max: default_long_poll_max(),
             federation_max: default_federation_max(),
             federation_max_per_address: default_federation_max_per_address(),
+            body_timeout_secs: default_body_timeout(),
+            body_min_rate: default_body_min_rate(),
         }
     }
 }
@@ -623,6 +640,8 @@ impl Config {
             || c.long_poll_max == 0
             || c.federation_max == 0
             || c.federation_max_per_address == 0
+            || c.body_timeout_secs == 0
+            || c.body_min_rate == 0
         {
             return Err(ConfigError::Invalid(
                 "every [connections] timeout and cap must be > 0".to_owned(),

@@ -823,6 +823,26 @@ impl FedClient {
         }
     }
 
+    /// Opens a connection from the loopback address `local` and completes the TLS handshake,
+    /// for tests that hold connections or write requests byte by byte.
+    pub fn connect_from(
+        &self,
+        local: std::net::IpAddr,
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        let connection = rustls::ClientConnection::new(Arc::clone(&self.tls), name)
+            .map_err(std::io::Error::other)?;
+        let tcp = crate::raw::connect_from(local, self.addr, Duration::from_secs(10))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(stream)
+    }
+
     /// Sends one request (`Connection: close`) and reads the whole reply. `authorization` is
     /// sent verbatim; `body` as `application/json`.
     pub fn request(

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_remote_media.sql"),
     include_str!("migrations/0012_visibility_index.sql"),
     include_str!("migrations/0013_delayed_events.sql"),
+    include_str!("migrations/0014_notification_staging.sql"),
 ];
 
 /// Why migrating failed.
