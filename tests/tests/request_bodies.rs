@@ -110,6 +110,19 @@ fn local() -> IpAddr {
     IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
+/// Whether the server has closed `stream` (end of file or an error, without blocking).
+fn is_closed(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).expect("non-blocking");
+    let mut byte = [0u8; 1];
+    let closed = match stream.peek(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(err) => err.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).expect("blocking");
+    closed
+}
+
 fn open(addr: SocketAddr) -> TcpStream {
     let stream = connect_from(local(), addr, Duration::from_secs(5)).expect("connect");
     stream
@@ -474,23 +487,37 @@ fn the_admin_socket_is_served_while_the_client_caps_are_full() {
     let addr = env.addr();
     // Four connections, each with a request in flight (a body still arriving): nothing is
     // idle, so the caps cannot make room.
-    let mut busy: Vec<_> = (0..4)
-        .map(|_| {
-            let mut stream = open(addr);
-            stream
-                .write_all(
-                    b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\n\
-                      Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"type\"",
-                )
-                .expect("partial request");
-            stream
-        })
-        .collect();
-    // A fresh client connection is refused: the caps really are full.
+    let busy_request = || {
+        let mut stream = open(addr);
+        stream
+            .write_all(
+                b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\n\
+                  Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"type\"",
+            )
+            .expect("partial request");
+        stream
+    };
+    let mut busy: Vec<_> = (0..4).map(|_| busy_request()).collect();
+    thread::sleep(Duration::from_millis(50));
+    // A fresh client connection is refused: the caps really are full. A fresh connection
+    // that arrives before the server has read a busy one's head finds that one still idle,
+    // and it is closed to make room; it is then replaced, and the next try waits a round so
+    // the server reads the new head first.
     poll_until(
         "a fresh connection refused",
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         || {
+            let mut replaced = false;
+            for stream in &mut busy {
+                if is_closed(stream) {
+                    *stream = busy_request();
+                    replaced = true;
+                }
+            }
+            if replaced {
+                thread::sleep(Duration::from_millis(50));
+                return None;
+            }
             let mut stream = open(addr);
             stream.write_all(VERSIONS).ok();
             read_response(&mut stream).is_none().then_some(())
