@@ -7,6 +7,7 @@
 pub mod account_data;
 pub mod accounts;
 pub mod admin;
+pub mod aggregations;
 pub mod backup;
 pub mod e2ee;
 pub mod federation;
