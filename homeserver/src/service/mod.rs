@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod admin;
 pub mod aggregations;
 pub mod backup;
+pub mod directory;
 pub mod e2ee;
 pub mod federation;
 pub mod login_throttle;
