@@ -12,6 +12,7 @@ pub mod backup;
 pub mod directory;
 pub mod e2ee;
 pub mod federation;
+pub mod legacy;
 pub mod login_throttle;
 pub mod media;
 pub mod notices;
