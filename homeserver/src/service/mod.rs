@@ -7,10 +7,13 @@
 pub mod account_data;
 pub mod accounts;
 pub mod admin;
+pub mod aggregations;
 pub mod backup;
 pub mod delayed_events;
+pub mod directory;
 pub mod e2ee;
 pub mod federation;
+pub mod legacy;
 pub mod login_throttle;
 pub mod media;
 pub mod notices;

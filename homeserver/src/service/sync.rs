@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::Server;
-use super::rooms::{client_event, load_state_events};
+use super::rooms::load_state_events;
 use crate::error::{Error, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::filter::{Filter, RoomEventFilter};
@@ -366,17 +366,15 @@ pub(crate) fn timeline(
     Ok((picked, limited))
 }
 
-/// Events in the client format as the syncing device sees them (its own transaction IDs).
+/// Events in the client format as the syncing device sees them (its own transaction IDs,
+/// bundled aggregations).
 pub(crate) fn format_all(
     conn: &Connection,
     events: &[StoredEvent],
     req: &SyncRequest,
 ) -> Result<Vec<Value>> {
     let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
-    events
-        .iter()
-        .map(|e| client_event(conn, e, viewer))
-        .collect()
+    super::aggregations::format_events(conn, events, viewer)
 }
 
 /// State events for the `state` section: the state before `first_pos` minus, for an

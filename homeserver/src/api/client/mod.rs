@@ -9,6 +9,7 @@ mod directory;
 pub use directory::room_summary;
 mod discovery;
 mod keys;
+mod legacy;
 mod media;
 mod membership;
 mod messages;
@@ -36,6 +37,7 @@ use crate::service::Server;
 /// ordinary connection caps, see `api/conn.rs`.
 pub const LONG_POLL_PATHS: &[&str] = &[
     "/_matrix/client/v3/sync",
+    "/_matrix/client/v3/events",
     "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
     "/_matrix/client/v4/sync",
     "/_matrix/client/v5/sync",
@@ -194,6 +196,13 @@ pub fn routes() -> Router<Arc<Server>> {
             post(delayed_events::manage),
         )
         .route(&r("/sync"), get(sync::sync))
+        .route(&r("/initialSync"), get(legacy::initial_sync))
+        .route(&r("/events"), get(legacy::events))
+        .route(&r("/events/{event_id}"), get(legacy::event))
+        .route(
+            &r("/rooms/{room_id}/initialSync"),
+            get(legacy::room_initial_sync),
+        )
         .route(
             &r("/user/{user_id}/openid/request_token"),
             post(openid::request_token),
