@@ -80,6 +80,10 @@ pub fn deactivate(conn: &Connection, user_id: &str) -> Result<()> {
         params![user_id],
     )?;
     conn.execute("DELETE FROM devices WHERE user_id = ?1", params![user_id])?;
+    conn.execute(
+        "DELETE FROM lazy_members_sent WHERE user_id = ?1",
+        params![user_id],
+    )?;
     Ok(())
 }
 
@@ -123,6 +127,10 @@ pub fn delete_device(conn: &Connection, user_id: &str, device_id: &str) -> Resul
         "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
         params![user_id, device_id],
     )?;
+    conn.execute(
+        "DELETE FROM lazy_members_sent WHERE user_id = ?1 AND device_id = ?2",
+        params![user_id, device_id],
+    )?;
     Ok(())
 }
 
@@ -130,6 +138,10 @@ pub fn delete_device(conn: &Connection, user_id: &str, device_id: &str) -> Resul
 pub fn delete_devices_except(conn: &Connection, user_id: &str, keep: Option<&str>) -> Result<()> {
     conn.execute(
         "DELETE FROM devices WHERE user_id = ?1 AND (?2 IS NULL OR device_id != ?2)",
+        params![user_id, keep],
+    )?;
+    conn.execute(
+        "DELETE FROM lazy_members_sent WHERE user_id = ?1 AND (?2 IS NULL OR device_id != ?2)",
         params![user_id, keep],
     )?;
     Ok(())

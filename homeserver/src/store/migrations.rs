@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_cleanup.sql"),
     include_str!("migrations/0011_remote_media.sql"),
     include_str!("migrations/0012_visibility_index.sql"),
+    include_str!("migrations/0017_lazy_members.sql"),
 ];
 
 /// Why migrating failed.
