@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0012_visibility_index.sql"),
     include_str!("migrations/0013_delayed_events.sql"),
     include_str!("migrations/0014_notification_staging.sql"),
+    include_str!("migrations/0015_lazy_members.sql"),
 ];
 
 /// Why migrating failed.
