@@ -8,7 +8,8 @@ use std::sync::Arc;
 use ruma::events::TimelineEventType;
 use ruma::room_version_rules::{EventIdFormatVersion, RoomVersionRules};
 use ruma::{
-    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UInt, UserId,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
@@ -129,8 +130,16 @@ impl Pdu {
             kind: fields.kind,
             content: fields.content,
             state_key: fields.state_key,
-            prev_events: fields.prev_events.into_iter().map(EventRef::into_id).collect(),
-            auth_events: fields.auth_events.into_iter().map(EventRef::into_id).collect(),
+            prev_events: fields
+                .prev_events
+                .into_iter()
+                .map(EventRef::into_id)
+                .collect(),
+            auth_events: fields
+                .auth_events
+                .into_iter()
+                .map(EventRef::into_id)
+                .collect(),
             depth: fields.depth.into(),
             redacts,
             rejected,
@@ -158,8 +167,8 @@ pub fn event_id_of(
             .ok_or_else(|| PduError("missing event_id".to_owned()))?;
         return OwnedEventId::try_from(id).map_err(|err| PduError(format!("event_id: {err}")));
     }
-    let hash = ruma::signatures::reference_hash(object, rules)
-        .map_err(|err| PduError(err.to_string()))?;
+    let hash =
+        ruma::signatures::reference_hash(object, rules).map_err(|err| PduError(err.to_string()))?;
     OwnedEventId::try_from(format!("${hash}")).map_err(|err| PduError(err.to_string()))
 }
 
