@@ -178,9 +178,9 @@ fn every_room_version_works_across_units() {
         }
 
         // Redactions: a message of B's, the join rules and the power levels, by A's admin.
-        redact(&alice, &room, &from_bob, "r-msg");
-        redact(&alice, &room, &join_rules, "r-rules");
-        redact(&alice, &room, &power, "r-power");
+        redact(&alice, &room, &from_bob, &format!("r-msg-{version}"));
+        redact(&alice, &room, &join_rules, &format!("r-rules-{version}"));
+        redact(&alice, &room, &power, &format!("r-power-{version}"));
         for client in [&alice, &bob] {
             let content = redacted_content(client, &room, &from_bob);
             assert_eq!(
@@ -198,7 +198,11 @@ fn every_room_version_works_across_units() {
                 client.user_id
             );
             let levels = redacted_content(client, &room, &power);
-            assert_eq!(levels["users"][&alice.user_id], 100, "v{version}: {levels}");
+            assert!(levels["users"].is_object(), "v{version}: {levels}");
+            if v < 12 {
+                // From v12 creators are privileged by the create event, not listed here.
+                assert_eq!(levels["users"][&alice.user_id], 100, "v{version}: {levels}");
+            }
             assert!(
                 levels.get("notifications").is_none(),
                 "v{version}: {levels}"
