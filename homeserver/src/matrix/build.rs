@@ -72,9 +72,10 @@ pub struct Placement<'a> {
     pub depth: u64,
     /// Selected auth events.
     pub auth_events: Vec<OwnedEventId>,
-    /// Room versions 1 and 2 only: the reference hash of every prev and auth event, which
-    /// those versions list next to each ID. Empty for later versions.
-    pub reference_hashes: HashMap<OwnedEventId, String>,
+    /// Room versions 1 and 2 only: the hashes object listed next to each prev and auth event
+    /// ID (`{"sha256": reference_hash}`; kept as a resident's `make_join` template gave it).
+    /// Empty for later versions.
+    pub reference_hashes: HashMap<OwnedEventId, serde_json::Value>,
     /// The server's clock reading.
     pub origin_server_ts: MilliSecondsSinceUnixEpoch,
     /// This server.
@@ -113,10 +114,10 @@ pub fn build_event(event: NewEvent, at: Placement<'_>) -> Result<Pdu, BuildError
             let with_hashes = |ids: &[OwnedEventId]| -> Result<Vec<serde_json::Value>, BuildError> {
                 ids.iter()
                     .map(|id| {
-                        let hash = at.reference_hashes.get(id).ok_or_else(|| {
+                        let hashes = at.reference_hashes.get(id).ok_or_else(|| {
                             BuildError::Signing(format!("no reference hash for {id}"))
                         })?;
-                        Ok(json!([id, {"sha256": hash}]))
+                        Ok(json!([id, hashes]))
                     })
                     .collect()
             };

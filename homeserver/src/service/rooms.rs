@@ -99,8 +99,8 @@ pub struct Position {
     pub auth_events: Vec<OwnedEventId>,
     /// Those auth events (plus the create event), parsed.
     pub auth_pdus: HashMap<OwnedEventId, Pdu>,
-    /// Room versions 1 and 2: the reference hashes of the prev and auth events.
-    pub reference_hashes: HashMap<OwnedEventId, String>,
+    /// Room versions 1 and 2: `{"sha256": reference_hash}` of each prev and auth event.
+    pub reference_hashes: HashMap<OwnedEventId, Value>,
     /// The room's current state group.
     pub current_group: Option<i64>,
 }
@@ -161,7 +161,7 @@ pub fn position_in_tx(
                 .pdu(id.as_str())?
                 .ok_or_else(|| Error::internal(format!("referenced event {id} not stored")))?;
             let hash = reference_hash_of(&pdu, &rules).map_err(|e| Error::internal(e.0))?;
-            reference_hashes.insert(id.clone(), hash);
+            reference_hashes.insert(id.clone(), json!({ "sha256": hash }));
         }
     }
     Ok(Position {

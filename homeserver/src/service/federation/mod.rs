@@ -519,7 +519,7 @@ fn with_references(mut template: Value, position: &rooms::Position) -> Value {
             == ruma::room_version_rules::EventsReferenceFormatVersion::V1
         {
             ids.iter()
-                .map(|id| json!([id, {"sha256": position.reference_hashes.get(id)}]))
+                .map(|id| json!([id, position.reference_hashes.get(id)]))
                 .collect()
         } else {
             json!(ids)
@@ -1547,6 +1547,7 @@ async fn membership_handshake(
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
     // Room versions 1 and 2 list `[event_id, {"sha256": hash}]` pairs; later ones bare IDs.
+    // The hashes object is copied as the resident gave it (some servers send `{}`).
     let mut reference_hashes = std::collections::HashMap::new();
     let mut ids = |key: &str| -> Vec<OwnedEventId> {
         event
@@ -1557,8 +1558,8 @@ async fn membership_handshake(
                     .filter_map(|v| match v {
                         Value::Array(pair) => {
                             let id = OwnedEventId::try_from(pair.first()?.as_str()?).ok()?;
-                            let hash = pair.get(1)?.get("sha256")?.as_str()?;
-                            reference_hashes.insert(id.clone(), hash.to_owned());
+                            let hashes = pair.get(1).filter(|h| h.is_object())?;
+                            reference_hashes.insert(id.clone(), hashes.clone());
                             Some(id)
                         }
                         _ => v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
