@@ -104,7 +104,7 @@ pub fn resolve(
             });
             if let Some(winner) = events
                 .iter()
-                .find(|event| allowed_in(rules, &resolved, *event, &fetch))
+                .find(|event| allowed_in(rules, &resolved, event, &fetch))
             {
                 resolved.insert(slot, winner.event_id.clone());
             }
