@@ -45,9 +45,19 @@ pub async fn schedule(
         content: body.content,
         delay_ms,
     };
+    answer_scheduled(&server, auth, Some(txn_id), request).await
+}
+
+/// Schedules `request` for the caller and answers with its delay ID: the one answer of every
+/// way to schedule (this endpoint, and `/send` or `/state` with a delay).
+pub async fn answer_scheduled(
+    server: &Server,
+    auth: Auth,
+    txn_id: Option<String>,
+    request: Schedule,
+) -> Result<Json<Value>> {
     let delay_id =
-        delayed_events::schedule(&server, auth.user_id, auth.device_id, Some(txn_id), request)
-            .await?;
+        delayed_events::schedule(server, auth.user_id, auth.device_id, txn_id, request).await?;
     Ok(Json(json!({"delay_id": delay_id})))
 }
 

@@ -16,7 +16,7 @@ use crate::matrix::build::NewEvent;
 use crate::matrix::rules_for;
 use crate::service::delayed_events::Schedule;
 use crate::service::rooms::{self, Access, CreateRoom};
-use crate::service::{self, Server, state_request};
+use crate::service::{Server, state_request};
 use crate::store::{events, state};
 
 #[derive(Deserialize)]
@@ -279,10 +279,7 @@ async fn schedule_state(
         content,
         delay_ms,
     };
-    let delay_id =
-        service::delayed_events::schedule(server, auth.user_id, auth.device_id, None, request)
-            .await?;
-    Ok(Json(json!({"delay_id": delay_id})))
+    delayed_events::answer_scheduled(server, auth, None, request).await
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
@@ -307,15 +304,7 @@ pub async fn send(
             content,
             delay_ms,
         };
-        let delay_id = service::delayed_events::schedule(
-            &server,
-            auth.user_id,
-            auth.device_id,
-            Some(txn_id),
-            request,
-        )
-        .await?;
-        return Ok(Json(json!({"delay_id": delay_id})));
+        return delayed_events::answer_scheduled(&server, auth, Some(txn_id), request).await;
     }
     let event = NewEvent::message(TimelineEventType::from(kind), Value::Object(content));
     let id = rooms::send(
