@@ -45,6 +45,9 @@ pub use writer::WriteTx;
 /// log beyond this, but the space is handed back once the burst has been checkpointed.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
+/// How long any connection waits for a lock another holds before failing with `SQLITE_BUSY`.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How a checkpoint treats concurrent work (SQLite's `wal_checkpoint` modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckpointMode {
@@ -124,7 +127,7 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // Referential integrity is enforced by SQLite, not hoped for in code.
     conn.pragma_update(None, "foreign_keys", true)?;
     // A reader waits for a checkpoint or schema lock instead of failing at once.
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     Ok(())
 }
 

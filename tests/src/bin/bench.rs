@@ -141,8 +141,14 @@ fn run(args: Args) {
         "Outpost bench: {} senders x {} messages, {} users, {rate_text}",
         args.senders, args.messages, args.users
     );
+    // With --wal the server logs each restart checkpoint's writer pause for the report.
+    let log = if args.wal {
+        "[log]\nlevel = \"info,homeserver::wal=debug\"\n"
+    } else {
+        ""
+    };
     let mut env = TestEnv::with_config(&format!(
-        "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n{}\n",
+        "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n{log}\n{}\n",
         args.config
     ));
     row("cold start to listening", ms(env.startup_time()));
@@ -262,6 +268,42 @@ fn run(args: Args) {
     row("server exit after SIGTERM", status);
 }
 
+/// Prints how long the writer paused for its restart checkpoints (sends queue behind it),
+/// from the `homeserver::wal` debug lines, and how many of them left the log unrestarted
+/// because a reader was still on an older snapshot.
+fn report_checkpoint_pauses(log: &str) {
+    let mut pauses = Vec::new();
+    let mut busy = 0;
+    for line in log
+        .lines()
+        .filter(|line| line.contains("WAL restart checkpoint"))
+    {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix(name))
+                .map(|value| value.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        };
+        if let Some(micros) = field("pause_us=").and_then(|value| value.parse().ok()) {
+            pauses.push(Duration::from_micros(micros));
+        }
+        if field("busy=") == Some("true") {
+            busy += 1;
+        }
+    }
+    if pauses.is_empty() {
+        row("writer pause per restart checkpoint", "none logged");
+        return;
+    }
+    let count = pauses.len();
+    row(
+        "writer pause per restart checkpoint",
+        format!(
+            "{} ({count} checkpoints, {busy} left the log unrestarted)",
+            percentiles(&mut pauses)
+        ),
+    );
+}
+
 /// `<db>-wal`.
 fn wal_path(db: &Path) -> PathBuf {
     let mut path = db.as_os_str().to_owned();
@@ -328,6 +370,7 @@ impl WalHeader {
 /// attributing its frames to tables.
 fn report_wal(env: &mut TestEnv, before: &WalHeader, after: &WalHeader, sent: usize, peak: u64) {
     row("peak WAL size", mib(peak / 1024));
+    report_checkpoint_pauses(&env.log());
     let frame_bytes = (after.page_size + 24) as u64;
     if before.salts != after.salts || after.frames.len() < before.frames.len() {
         row(
