@@ -117,7 +117,8 @@ pub fn record_stream_pos(conn: &Connection, pos: i64) -> Result<()> {
     Ok(())
 }
 
-/// Inserts a new event with its edges. The caller updates extremities and state.
+/// Inserts a new event; its edges (`prev_events`, `auth_events`) are read from the stored PDU
+/// when needed. The caller updates extremities and state.
 pub fn insert_event(
     conn: &Connection,
     pdu: &Pdu,
@@ -146,18 +147,6 @@ pub fn insert_event(
         txn.map(|t| t.0),
         txn.map(|t| t.1),
     ])?;
-    let mut edge = conn.prepare_cached(
-        "INSERT OR IGNORE INTO event_edges (event_id, prev_event_id) VALUES (?1, ?2)",
-    )?;
-    for prev in &pdu.prev_events {
-        edge.execute(params![pdu.event_id.as_str(), prev.as_str()])?;
-    }
-    let mut auth = conn.prepare_cached(
-        "INSERT OR IGNORE INTO event_auth (event_id, auth_event_id) VALUES (?1, ?2)",
-    )?;
-    for auth_id in &pdu.auth_events {
-        auth.execute(params![pdu.event_id.as_str(), auth_id.as_str()])?;
-    }
     Ok(())
 }
 

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0013_delayed_events.sql"),
     include_str!("migrations/0014_notification_staging.sql"),
     include_str!("migrations/0015_lazy_members.sql"),
+    include_str!("migrations/0016_edges_from_pdus.sql"),
 ];
 
 /// Why migrating failed.
