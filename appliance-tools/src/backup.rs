@@ -12,7 +12,7 @@
 //! the staged files in (keeping the old ones aside until the swap has fully succeeded, and
 //! putting them back if it fails). A damaged or truncated backup changes nothing.
 //!
-//! With `--encrypt` the same tar is written through [`crate::crypt`]: a passphrase-sealed
+//! With `--encrypt` the same tar is written through [`crate::base::crypt`]: a passphrase-sealed
 //! container (Argon2id, then ChaCha20-Poly1305 in the STREAM construction) that restore
 //! recognises by its magic and opens before reading the manifest. Everything else (the
 //! manifest, the checksums, progress, the staging and the swap) is the same for both. The
@@ -36,12 +36,12 @@ use homeserver::matrix::keys::SigningKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::admin_client::AdminClient;
+use crate::base::admin_client::AdminClient;
+use crate::base::console::{self, Console};
+use crate::base::crypt::{self, CryptError, Decryptor, Encryptor, Header};
+use crate::base::exit::{Exit, Failure};
+use crate::base::progress::{Progress, human_bytes};
 use crate::cli::{BackupArgs, RestoreArgs};
-use crate::console::{self, Console};
-use crate::crypt::{self, CryptError, Decryptor, Encryptor, Header};
-use crate::exit::{Exit, Failure};
-use crate::progress::{Progress, human_bytes};
 use crate::unit::{self, START_HINT, ServerState, Unit};
 
 /// The `format` field of every manifest.
@@ -557,7 +557,7 @@ pub fn restore(unit: &Unit, args: &RestoreArgs) -> Result<Exit, Failure> {
     eprintln!(
         "Backup of {} taken {} by {} ({} files).",
         manifest.server_name,
-        crate::status::format_time_ms(manifest.created_ms),
+        crate::base::console::format_time_ms(manifest.created_ms),
         manifest.created_by,
         manifest.files.len()
     );
@@ -612,8 +612,8 @@ pub fn restore(unit: &Unit, args: &RestoreArgs) -> Result<Exit, Failure> {
     swap(&data_dir, &staging, &pre_restore)?;
     unit::restrict_dir(&data_dir)?;
     // The firewall admits the restored unit's peers, and no others.
-    let cards = crate::peers::allowed_cards(&unit, &manifest.server_name)?;
-    for note in crate::firewall::rebuild(&unit, &cards)? {
+    let cards = crate::unit::allowlist::allowed_cards(&unit, &manifest.server_name)?;
+    for note in crate::unit::firewall::rebuild(&unit, &cards)? {
         eprintln!("{note}");
     }
     println!(
@@ -834,7 +834,7 @@ fn check_staged(staging: &Path, data_dir: &Path) -> Result<(), String> {
     }
     let config_path = staging.join(unit::CONFIG_FILE);
     let config = std::fs::read_to_string(&config_path).map_err(|err| err.to_string())?;
-    let config = crate::provisioning::replace_data_dir(&config, data_dir)
+    let config = crate::unit::provisioning::replace_data_dir(&config, data_dir)
         .map_err(|err| format!("its config cannot be moved here ({err})"))?;
     std::fs::write(&config_path, config).map_err(|err| err.to_string())?;
     homeserver::config::Config::from_file(&config_path)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::exit::EXIT_CODES_HELP;
+use crate::base::exit::EXIT_CODES_HELP;
 
 /// Set up and look after an Outpost unit from its console.
 ///

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
+use crate::base::exit::{Exit, Failure};
 use crate::cli::{Cli, CompletionsArgs, ManArgs};
-use crate::exit::{Exit, Failure};
 
 /// Runs `appliance man`.
 pub fn man(args: &ManArgs) -> Result<Exit, Failure> {

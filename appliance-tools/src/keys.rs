@@ -8,9 +8,9 @@
 
 use homeserver::matrix::keys::SigningKey;
 
+use crate::base::console::Console;
+use crate::base::exit::{Exit, Failure};
 use crate::cli::KeysCommand;
-use crate::console::Console;
-use crate::exit::{Exit, Failure};
 use crate::unit::Unit;
 
 /// Runs `appliance keys …`.
@@ -28,7 +28,7 @@ fn rotate(unit: &Unit, yes: bool) -> Result<Exit, Failure> {
         std::fs::read_to_string(&path).map_err(|err| Failure::io("cannot read", &path, err))?;
     let key = SigningKey::parse(&text)
         .map_err(|err| Failure::broke(format!("{}: {err}", path.display())))?;
-    let peers = crate::peers::peer_infos(unit, config.server_name.as_str())?;
+    let peers = crate::unit::allowlist::peer_infos(unit, config.server_name.as_str())?;
     if !yes
         && !Console::new().confirm(
             &format!(
@@ -46,7 +46,7 @@ fn rotate(unit: &Unit, yes: bool) -> Result<Exit, Failure> {
     let now = u64::try_from(homeserver::util::now_ms()).unwrap_or(0);
     let next = key.rotate(now);
     crate::unit::replace_file(&path, next.serialize().as_bytes(), 0o600)?;
-    let card = crate::peers::own_card(unit)?;
+    let card = crate::unit::allowlist::own_card(unit)?;
     println!(
         "New signing key {}; the old key {} is kept so what it signed still verifies.",
         next.key_id(),

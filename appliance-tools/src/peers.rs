@@ -12,19 +12,21 @@
 //! (`--expect-fingerprint` for scripts).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use homeserver::admin::wire::{PeerInfo, PeerList, PeersReloaded};
-use homeserver::federation::peers::Allowlist;
 use homeserver::federation::tls::client_config_for;
-use homeserver::matrix::peer_card::{CARD_VERSION, CardError, PeerCard, TlsTrust};
-use homeserver::service::admin as service;
+use homeserver::matrix::peer_card::{
+    CARD_VERSION, CardError, KeyError, PeerCard, TlsTrust, check_verify_key,
+};
 
-use crate::admin_client::AdminClient;
+use crate::base::admin_client::AdminClient;
+use crate::base::console::{Console, format_time_ms};
+use crate::base::exit::{Exit, Failure};
 use crate::cli::PeerCommand;
-use crate::console::Console;
-use crate::exit::{Exit, Failure, from_homeserver};
-use crate::status::format_time_ms;
+use crate::unit::allowlist::{
+    card_files, card_json, current_card, own_card, peer_infos, unusable_files, write_card,
+};
 use crate::unit::{ServerState, Unit};
 
 /// The largest card or CA file read; real ones are a few kilobytes.
@@ -59,35 +61,6 @@ pub fn run(unit: &Unit, command: &PeerCommand) -> Result<Exit, Failure> {
         PeerCommand::List { json } => list(unit, *json),
         PeerCommand::Remove { name, yes } => remove(unit, name, *yes),
     }
-}
-
-/// This unit's signed peer card, from its key, TLS CA and configured endpoints.
-pub fn own_card(unit: &Unit) -> Result<PeerCard, Failure> {
-    let config = unit.config()?;
-    if config.federation.card_endpoints().is_empty() {
-        return Err(Failure::state(
-            "this unit has no federation address ([federation] listen or endpoints in \
-             homeserver.toml), so no peer could reach it; set one up with `appliance setup`",
-        ));
-    }
-    // peer_card() would make a missing key or CA; a new identity here would silently split
-    // this unit from its peers, so a missing file is an error instead.
-    let tls = unit.tls_dir();
-    for (what, path) in [
-        ("signing key", unit.key_path()),
-        ("TLS unit CA", tls.join(crate::tls::CA_CERT)),
-        ("TLS certificate", tls.join(crate::tls::CERT)),
-    ] {
-        if !path.is_file() {
-            return Err(Failure::state(format!(
-                "this unit's {what} {} is missing: restore the latest backup \
-                 (`appliance restore FILE`)",
-                path.display()
-            )));
-        }
-    }
-    homeserver::peer_card(&config)
-        .map_err(|err| Failure::broke(format!("making this unit's peer card: {err}")))
 }
 
 fn export(unit: &Unit, out: Option<&Path>) -> Result<Exit, Failure> {
@@ -219,8 +192,10 @@ fn add(
         signatures: Default::default(),
     };
     // Through the same parser the homeserver loads cards with.
-    let card = PeerCard::parse(&card_json(&card)?)
-        .map_err(|err| Failure::rejected(format!("not added: {err}")))?;
+    let card = PeerCard::parse(&card_json(&card)?).map_err(|err| match err {
+        CardError::Endpoint { endpoint, reason } => endpoint_refused(&endpoint, &reason),
+        err => Failure::rejected(format!("not added: {err}")),
+    })?;
     check_card(&card, config.server_name.as_str())?;
     let fingerprint = card.fingerprint();
     let replaced = current_card(unit, &card.server_name).is_some();
@@ -283,134 +258,12 @@ fn remove(unit: &Unit, name: &str, yes: bool) -> Result<Exit, Failure> {
         std::fs::remove_file(path).map_err(|err| Failure::io("cannot remove", path, err))?;
     }
     crate::unit::sync_dir(&unit.peers_dir())?;
-    for note in crate::firewall::revoke(unit, name)? {
+    for note in crate::unit::firewall::revoke(unit, name)? {
         println!("{note}");
     }
     println!("Removed {name} from the allow-list.");
     println!("{}", reload(unit)?);
     Ok(Exit::Success)
-}
-
-/// Every peer with its link state: from the running homeserver, or from the card files and
-/// the database (read-only) when it is stopped.
-pub fn peer_infos(unit: &Unit, own_server_name: &str) -> Result<Vec<PeerInfo>, Failure> {
-    match unit.server_state()? {
-        ServerState::Running => Ok(AdminClient::new(unit.socket_path())
-            .get::<PeerList>("/v1/peers")?
-            .peers),
-        ServerState::Stopped => {
-            let cards = allowed_cards(unit, own_server_name)?;
-            let conn = homeserver::store::admin::open_read_only(&unit.db_path())
-                .map_err(from_homeserver)?;
-            service::peer_infos(&conn, &cards).map_err(from_homeserver)
-        }
-    }
-}
-
-/// Card files in the peers folder that the homeserver skips, with the reason.
-pub fn unusable_files(unit: &Unit, own_server_name: &str) -> Vec<(PathBuf, String)> {
-    let mut unusable = Vec::new();
-    for path in json_files(&unit.peers_dir()) {
-        let verdict = std::fs::read_to_string(&path)
-            .map_err(|err| err.to_string())
-            .and_then(|text| PeerCard::parse(&text).map_err(|err| err.to_string()))
-            .and_then(|card| {
-                if card.server_name == own_server_name {
-                    return Err("it is this unit's own card".to_owned());
-                }
-                client_config_for(&card.tls)
-                    .map(|_| ())
-                    .map_err(|err| format!("its TLS trust anchor is unusable: {err}"))
-            });
-        if let Err(reason) = verdict {
-            unusable.push((path, reason));
-        }
-    }
-    unusable
-}
-
-/// The `*.json` files in `dir`, sorted; none if it does not exist.
-/// The cards of the peers on the allow-list, read with the homeserver's own loader, so this is
-/// exactly what it would allow.
-pub fn allowed_cards(unit: &Unit, own_server_name: &str) -> Result<Vec<PeerCard>, Failure> {
-    let dir = unit.peers_dir();
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let allowlist = Allowlist::load(dir.clone(), own_server_name)
-        .map_err(|err| Failure::io("cannot read", &dir, err))?;
-    Ok(allowlist
-        .names()
-        .iter()
-        .filter_map(|name| allowlist.get(name))
-        .map(|peer| peer.card.clone())
-        .collect())
-}
-
-fn json_files(dir: &Path) -> Vec<PathBuf> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.extension().is_some_and(|ext| ext == "json"))
-                .collect()
-        })
-        .unwrap_or_default();
-    paths.sort();
-    paths
-}
-
-/// The file name a peer's card is kept under: its server name with `:` made file-name safe.
-pub fn card_file_name(server_name: &str) -> String {
-    format!("{}.json", server_name.replace(':', "_"))
-}
-
-/// The files holding a card for `server_name`: the one named after it, and any other file
-/// whose card names it (an admin may have copied one in by hand).
-fn card_files(dir: &Path, server_name: &str) -> Vec<PathBuf> {
-    let own_name = card_file_name(server_name);
-    let mut found = Vec::new();
-    for path in json_files(dir) {
-        let named = path.file_name().is_some_and(|name| *name == *own_name);
-        let holds = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .is_some_and(|card| card["server_name"] == server_name);
-        if named || holds {
-            found.push(path);
-        }
-    }
-    found
-}
-
-/// The card currently on the allow-list for `server_name`, if a readable one is there.
-fn current_card(unit: &Unit, server_name: &str) -> Option<PeerCard> {
-    let path = unit.peers_dir().join(card_file_name(server_name));
-    let text = std::fs::read_to_string(path).ok()?;
-    PeerCard::parse(&text).ok()
-}
-
-/// Writes `card` as `<peers>/<name>.json` (atomically) and removes any other file holding a
-/// card for the same server.
-fn write_card(unit: &Unit, card: &PeerCard) -> Result<PathBuf, Failure> {
-    let dir = unit.peers_dir();
-    if !dir.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
-        crate::unit::match_owner(&dir, unit.dir())?;
-    }
-    let path = dir.join(card_file_name(&card.server_name));
-    crate::unit::replace_file(&path, card_json(card)?.as_bytes(), 0o644)?;
-    for other in card_files(&dir, &card.server_name) {
-        if other != path {
-            std::fs::remove_file(&other)
-                .map_err(|err| Failure::io("cannot remove", &other, err))?;
-        }
-    }
-    crate::unit::sync_dir(&dir)?;
-    for note in crate::firewall::admit(unit, card)? {
-        println!("{note}");
-    }
-    Ok(path)
 }
 
 /// Makes a running homeserver re-read the allow-list; says what happened.
@@ -438,12 +291,6 @@ fn reload(unit: &Unit) -> Result<String, Failure> {
             Ok("The homeserver is stopped; it loads the allow-list when it starts.".to_owned())
         }
     }
-}
-
-fn card_json(card: &PeerCard) -> Result<String, Failure> {
-    serde_json::to_string_pretty(card)
-        .map(|text| format!("{text}\n"))
-        .map_err(|err| Failure::broke(format!("encoding the peer card: {err}")))
 }
 
 /// Reads a small input file (`-` for stdin).
@@ -476,6 +323,7 @@ fn card_refused(file: &Path, err: &CardError) -> Failure {
              peer export`",
             file.display()
         )),
+        CardError::Endpoint { endpoint, reason } => endpoint_refused(endpoint, reason),
         CardError::Malformed(_) => Failure::rejected(format!(
             "{} is not a usable peer card ({err}). Nothing was imported",
             file.display()
@@ -483,21 +331,21 @@ fn card_refused(file: &Path, err: &CardError) -> Failure {
     }
 }
 
-/// What the homeserver's parser lets through but this unit must still refuse: our own card,
-/// endpoints that are not `host:port`, a CA that does not load.
+/// An endpoint the card parser refused ([`check_endpoint`](homeserver::matrix::peer_card::check_endpoint)).
+fn endpoint_refused(endpoint: &str, reason: &str) -> Failure {
+    Failure::rejected(format!(
+        "the endpoint {endpoint:?} is not host:port ({reason}). Nothing was changed"
+    ))
+}
+
+/// What the homeserver's card parser lets through but this unit must still refuse: our own
+/// card, a CA that does not load.
 fn check_card(card: &PeerCard, own_server_name: &str) -> Result<(), Failure> {
     if card.server_name == own_server_name {
         return Err(Failure::rejected(format!(
             "this is this unit's own card ({own_server_name}). Nothing was imported: import the \
              other unit's card here, and give ours to its admin"
         )));
-    }
-    for endpoint in &card.endpoints {
-        check_endpoint(endpoint).map_err(|reason| {
-            Failure::rejected(format!(
-                "the endpoint {endpoint:?} is not host:port ({reason}). Nothing was changed"
-            ))
-        })?;
     }
     client_config_for(&card.tls).map_err(|err| {
         Failure::rejected(format!(
@@ -508,45 +356,18 @@ fn check_card(card: &PeerCard, own_server_name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `host:port` with a host name, an IPv4 address or a bracketed IPv6 address, and a port
-/// from 1 to 65535.
-fn check_endpoint(endpoint: &str) -> Result<(), String> {
-    let name = <&ruma::ServerName>::try_from(endpoint).map_err(|err| err.to_string())?;
-    match name.port() {
-        Some(0) => Err("port 0".to_owned()),
-        Some(_) => Ok(()),
-        None => Err("no port".to_owned()),
-    }
-}
-
-/// Parses `ed25519:ID=BASE64` into the key ID and the unpadded base64 key.
+/// Parses `ed25519:ID=BASE64` into the key ID and the unpadded base64 key, with the
+/// homeserver's one check of card keys ([`check_verify_key`]).
 fn parse_verify_key(raw: &str) -> Result<(String, String), String> {
     let raw = raw.trim();
     let (id, key) = raw
         .split_once('=')
         .ok_or_else(|| format!("--verify-key {raw:?} is not ed25519:KEY_ID=BASE64"))?;
-    let version = id
-        .strip_prefix("ed25519:")
-        .ok_or_else(|| format!("--verify-key {id:?}: only ed25519 keys are supported"))?;
-    if version.is_empty()
-        || !version
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
-        return Err(format!(
-            "--verify-key {id:?}: the key ID must be ed25519: followed by letters, digits or _"
-        ));
-    }
-    let key = key.trim_end_matches('=');
-    let decoded = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(key)
-        .map_err(|err| format!("--verify-key {id}: not base64 ({err})"))?;
-    if decoded.as_bytes().len() != 32 {
-        return Err(format!(
-            "--verify-key {id}: an ed25519 public key is 32 bytes, this is {}",
-            decoded.as_bytes().len()
-        ));
-    }
-    Ok((id.to_owned(), decoded.encode()))
+    let key = check_verify_key(id, key).map_err(|err| match err {
+        KeyError::NotEd25519 | KeyError::BadKeyId => format!("--verify-key {id:?}: {err}"),
+        KeyError::NotBase64(_) | KeyError::WrongLength(_) => format!("--verify-key {id}: {err}"),
+    })?;
+    Ok((id.to_owned(), key))
 }
 
 /// Whether two fingerprints are the same, ignoring case, dashes and spaces.
@@ -674,25 +495,7 @@ fn print_table(peers: &[PeerInfo]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn endpoints_must_be_host_and_port() {
-        for good in ["127.0.0.1:8448", "unit-b.example:8448", "[::1]:8448"] {
-            assert_eq!(check_endpoint(good), Ok(()), "{good}");
-        }
-        for bad in [
-            "unit-b.example",
-            "unit-b.example:",
-            ":8448",
-            "unit-b.example:port",
-            "::1:8448",
-            "host:0",
-            "host:70000",
-            "a b:1",
-        ] {
-            assert!(check_endpoint(bad).is_err(), "{bad} accepted");
-        }
-    }
+    use crate::unit::allowlist::card_file_name;
 
     #[test]
     fn verify_keys_parse_with_or_without_padding() {

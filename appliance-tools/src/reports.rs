@@ -5,9 +5,9 @@
 
 use homeserver::admin::wire::{NoticesSent, Report, ReportList, SendNotice};
 
-use crate::admin_client::AdminClient;
+use crate::base::admin_client::AdminClient;
+use crate::base::exit::{Exit, Failure};
 use crate::cli::{NoticeArgs, ReportsArgs};
-use crate::exit::{Exit, Failure};
 use crate::unit::{START_HINT, ServerState, Unit};
 
 /// Runs `appliance reports`.
@@ -18,7 +18,7 @@ pub fn run(unit: &Unit, args: &ReportsArgs) -> Result<Exit, Failure> {
             .get::<ReportList>("/v1/reports")?
             .reports
     } else {
-        crate::offline::with_store(&config.data_dir, |store| async move {
+        crate::unit::offline::with_store(&config.data_dir, |store| async move {
             store.read(homeserver::store::admin::reports).await
         })?
     };

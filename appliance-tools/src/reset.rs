@@ -4,9 +4,9 @@
 //! mount point). Nothing is erased unless a unit is recognisably set up there, so a mistyped
 //! `--data-dir` cannot wipe an unrelated directory.
 
+use crate::base::console::Console;
+use crate::base::exit::{Exit, Failure};
 use crate::cli::FactoryResetArgs;
-use crate::console::Console;
-use crate::exit::{Exit, Failure};
 use crate::unit::Unit;
 
 /// Runs `appliance factory-reset`.
@@ -46,7 +46,7 @@ pub fn run(unit: &Unit, args: &FactoryResetArgs) -> Result<Exit, Failure> {
     }
     unit.erase(&[])?;
     // The firewall forgets every peer with the cards.
-    for note in crate::firewall::rebuild(unit, &[])? {
+    for note in crate::unit::firewall::rebuild(unit, &[])? {
         eprintln!("{note}");
     }
     println!(

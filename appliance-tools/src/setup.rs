@@ -6,19 +6,19 @@
 //! the config loads, and only then moves the files into place, the config last. Until that
 //! move nothing of the old state has changed. Ctrl-C (or SIGTERM, SIGHUP) at a prompt writes
 //! nothing; during the build it removes the staging directory; the move into place is never cut
-//! in half (see [`crate::interrupt`]). Only a crash or SIGKILL can leave the staging directory,
+//! in half (see [`crate::base::interrupt`]). Only a crash or SIGKILL can leave the staging directory,
 //! which the next setup removes.
 
 use std::path::{Path, PathBuf};
 
 use homeserver::matrix::keys::SigningKey;
 
+use crate::base::console::{Console, read_secret_file};
+use crate::base::exit::{Exit, Failure};
+use crate::base::interrupt::{self, Undo};
+use crate::base::password::check_strength;
 use crate::cli::SetupArgs;
-use crate::console::{Console, read_secret_file};
-use crate::exit::{Exit, Failure};
-use crate::interrupt::{self, Undo};
-use crate::password::check_strength;
-use crate::provisioning::{self, Admin, Network, Plan, Provisioning};
+use crate::unit::provisioning::{self, Admin, Network, Plan, Provisioning};
 use crate::unit::{self, START_HINT, Unit};
 
 /// The staging directory inside the data dir.
@@ -358,7 +358,7 @@ fn build(staging: &Path, data_dir: &Path, plan: &Plan, password: String) -> Resu
     })?;
     eprintln!("Generating the TLS unit CA and certificate …");
     interrupt::uninterruptible(|| {
-        crate::tls::generate(
+        unit::generate_tls(
             &staging.join(unit::TLS_DIR),
             plan.server_name.as_str(),
             &plan.federation_endpoints,
@@ -368,7 +368,7 @@ fn build(staging: &Path, data_dir: &Path, plan: &Plan, password: String) -> Resu
     let server_name = plan.server_name.clone();
     let admin = plan.admin.to_string();
     interrupt::uninterruptible(|| {
-        crate::offline::with_store(staging, |store| async move {
+        crate::unit::offline::with_store(staging, |store| async move {
             homeserver::service::admin::create_user_in_store(
                 &store,
                 &server_name,

@@ -10,10 +10,11 @@ use homeserver::admin::wire::{DatabaseHealth, DiskSpace, PeerInfo, ServerStatus}
 use homeserver::matrix::keys::SigningKey;
 use homeserver::service::admin as service;
 
-use crate::admin_client::AdminClient;
+use crate::base::admin_client::AdminClient;
+use crate::base::console::format_time_ms;
+use crate::base::exit::{Exit, Failure};
+use crate::base::progress::human_bytes;
 use crate::cli::StatusArgs;
-use crate::exit::{Exit, Failure};
-use crate::progress::human_bytes;
 use crate::unit::{START_HINT, ServerState, Unit};
 
 /// The whole report, as printed with `--json`.
@@ -135,7 +136,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
             unit.key_path().display()
         )),
     }
-    for name in [crate::tls::CA_CERT, crate::tls::CERT, crate::tls::KEY] {
+    for name in [crate::unit::CA_CERT, crate::unit::CERT, crate::unit::KEY] {
         let path = unit.path(crate::unit::TLS_DIR).join(name);
         if !path.is_file() {
             problems.push(format!("the TLS file {} is missing", path.display()));
@@ -182,11 +183,11 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
         }
     }
     if let Some(server_name) = report.server_name.clone() {
-        match crate::peers::peer_infos(unit, &server_name) {
+        match crate::unit::allowlist::peer_infos(unit, &server_name) {
             Ok(peers) => report.peers = peers,
             Err(err) => problems.push(format!("cannot list the peers: {err}")),
         }
-        for (path, reason) in crate::peers::unusable_files(unit, &server_name) {
+        for (path, reason) in crate::unit::allowlist::unusable_files(unit, &server_name) {
             problems.push(format!(
                 "the peer card {} is not used: {reason}; re-import the card or remove the file",
                 path.display()
@@ -320,7 +321,7 @@ fn print_text(report: &Report) {
         );
     }
     for cert in &report.certificates {
-        let label = if cert.file == crate::tls::CA_CERT {
+        let label = if cert.file == crate::unit::CA_CERT {
             "Unit CA"
         } else {
             "Certificate"
@@ -374,13 +375,13 @@ fn certificate_expiry(unit: &Unit, problems: &mut Vec<String>) -> Vec<Certificat
     let mut found = Vec::new();
     for (name, warn_days, what, remedy) in [
         (
-            crate::tls::CA_CERT,
+            crate::unit::CA_CERT,
             CA_WARNING_DAYS,
             "the unit CA",
             "a new CA means giving every peer a new card",
         ),
         (
-            crate::tls::CERT,
+            crate::unit::CERT,
             CERT_WARNING_DAYS,
             "the federation certificate",
             "renew it with `appliance tls renew` (homeserver stopped)",
@@ -418,20 +419,5 @@ fn format_duration(secs: u64) -> String {
         (0, 0) => format!("{minutes}m {}s", secs % 60),
         (0, _) => format!("{hours}h {minutes}m"),
         _ => format!("{days}d {hours}h"),
-    }
-}
-
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM UTC`.
-pub fn format_time_ms(ms: i64) -> String {
-    match time::OffsetDateTime::from_unix_timestamp(ms / 1000) {
-        Ok(at) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-            at.year(),
-            u8::from(at.month()),
-            at.day(),
-            at.hour(),
-            at.minute()
-        ),
-        Err(_) => ms.to_string(),
     }
 }

@@ -6,19 +6,9 @@
 //! Peers pin the unit CA (it goes on the peer card), so the leaf can be renewed without
 //! re-exchanging cards. Nothing here is ever taken from the image or the repository.
 
-use std::path::Path;
-
-pub use homeserver::federation::tls::{CA_CERT, CERT, KEY};
-
+use crate::base::exit::{Exit, Failure};
 use crate::cli::TlsCommand;
-use crate::exit::{Exit, Failure};
-use crate::unit::Unit;
-
-/// Generates the CA and the leaf for the server name (plus every endpoint host) into `dir`.
-pub fn generate(dir: &Path, server_name: &str, endpoint_hosts: &[String]) -> Result<(), Failure> {
-    homeserver::federation::tls::generate(dir, server_name, endpoint_hosts)
-        .map_err(|err| Failure::broke(format!("generating the TLS certificate: {err}")))
-}
+use crate::unit::{CERT, KEY, Unit};
 
 /// Runs `appliance tls …`.
 pub fn run(unit: &Unit, command: &TlsCommand) -> Result<Exit, Failure> {
@@ -44,7 +34,7 @@ fn renew(unit: &Unit) -> Result<Exit, Failure> {
     }
     println!(
         "Issued a new federation certificate from the unit CA, valid until {}.",
-        crate::status::format_time_ms(expires.unix_timestamp().saturating_mul(1000))
+        crate::base::console::format_time_ms(expires.unix_timestamp().saturating_mul(1000))
     );
     println!(
         "The unit CA is unchanged, so peers keep their cards. Start the homeserver to use it \

@@ -8,11 +8,11 @@
 use homeserver::admin::wire::{CreateUser, ResetPassword, SetAdmin, UserList, UserSummary};
 use homeserver::service::admin as service;
 
-use crate::admin_client::AdminClient;
+use crate::base::admin_client::AdminClient;
+use crate::base::console::{Console, read_secret_file};
+use crate::base::exit::{Exit, Failure};
+use crate::base::password::check_strength;
 use crate::cli::UserCommand;
-use crate::console::{Console, read_secret_file};
-use crate::exit::{Exit, Failure};
-use crate::password::check_strength;
 use crate::unit::{START_HINT, ServerState, Unit};
 
 /// Runs `appliance user …`.
@@ -29,7 +29,7 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             password_file,
         } => {
             let user_id = service::parse_new_user(&server_name, user)
-                .map_err(crate::exit::from_homeserver)?;
+                .map_err(crate::base::exit::from_homeserver)?;
             let password = new_password(
                 &console,
                 user_id.as_str(),
@@ -48,7 +48,7 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             } else {
                 let user = user_id.to_string();
                 let admin = *admin;
-                crate::offline::with_store(&config.data_dir, |store| async move {
+                crate::unit::offline::with_store(&config.data_dir, |store| async move {
                     service::create_user_in_store(&store, &server_name, &user, password, admin)
                         .await
                 })?
@@ -63,7 +63,7 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             let users = if online {
                 client.get::<UserList>("/v1/users")?.users
             } else {
-                crate::offline::with_store(&config.data_dir, |store| async move {
+                crate::unit::offline::with_store(&config.data_dir, |store| async move {
                     service::list_users_in_store(&store).await
                 })?
             };
@@ -82,8 +82,8 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             user,
             password_file,
         } => {
-            let user_id =
-                service::parse_user(&server_name, user).map_err(crate::exit::from_homeserver)?;
+            let user_id = service::parse_user(&server_name, user)
+                .map_err(crate::base::exit::from_homeserver)?;
             let password = new_password(
                 &console,
                 user_id.as_str(),
@@ -97,15 +97,15 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
                 )?;
             } else {
                 let user = user_id.to_string();
-                crate::offline::with_store(&config.data_dir, |store| async move {
+                crate::unit::offline::with_store(&config.data_dir, |store| async move {
                     service::reset_password_in_store(&store, &server_name, &user, password).await
                 })?;
             }
             println!("Set a new password for {user_id}; all of its sessions were logged out.");
         }
         UserCommand::Deactivate { user, yes } => {
-            let user_id =
-                service::parse_user(&server_name, user).map_err(crate::exit::from_homeserver)?;
+            let user_id = service::parse_user(&server_name, user)
+                .map_err(crate::base::exit::from_homeserver)?;
             if !online {
                 return Err(Failure::state(format!(
                     "the homeserver is not running: deactivating leaves the user's rooms, which \
@@ -131,8 +131,8 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             println!("Deactivated {user_id}.");
         }
         UserCommand::MakeAdmin { user, revoke } => {
-            let user_id =
-                service::parse_user(&server_name, user).map_err(crate::exit::from_homeserver)?;
+            let user_id = service::parse_user(&server_name, user)
+                .map_err(crate::base::exit::from_homeserver)?;
             let admin = !revoke;
             if online {
                 client.post::<_, UserSummary>(
@@ -141,7 +141,7 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
                 )?;
             } else {
                 let user = user_id.to_string();
-                crate::offline::with_store(&config.data_dir, |store| async move {
+                crate::unit::offline::with_store(&config.data_dir, |store| async move {
                     service::set_admin_in_store(&store, &server_name, &user, admin).await
                 })?;
             }
@@ -202,7 +202,7 @@ fn print_table(users: &[UserSummary]) {
                 "active"
             },
             user.devices,
-            crate::status::format_time_ms(user.created_ts)
+            crate::base::console::format_time_ms(user.created_ts)
         );
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod federation;
@@ -198,6 +199,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         Arc::clone(&peers),
         Duration::from_secs(config.federation.request_timeout_secs),
     );
+    let clock = clock::system();
     let server = Arc::new(Server {
         peers,
         federation: client,
@@ -205,9 +207,10 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         config,
         store,
         signer,
-        uia: Default::default(),
+        uia: service::uia::Sessions::new(Arc::clone(&clock)),
         openid: Default::default(),
-        login_throttle: Default::default(),
+        login_throttle: service::login_throttle::LoginThrottle::new(Arc::clone(&clock)),
+        clock,
         tokens: Default::default(),
         typing: Default::default(),
         hierarchy_cache: Default::default(),

@@ -38,7 +38,7 @@ pub use env::{
     EXIT_DEADLINE, READY_DEADLINE, TempDir, TestEnv, established_connections, homeserver_binary,
     proc_status_kib, run_homeserver,
 };
-pub use raw::{connect_from, raw_http, raw_http_from};
+pub use raw::{admin_get, closed_within, connect_from, raw_http, raw_http_from};
 pub use serde_json::{Value, json};
 
 /// The server name every test environment uses; user IDs are `@name:outpost.test`.

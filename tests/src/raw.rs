@@ -1,11 +1,14 @@
 //! Hand-written HTTP/1.1 for requests the agent cannot make: bodies the server stops reading
-//! (oversized uploads), malformed requests.
+//! (oversized uploads), malformed requests; watching a connection for the server closing it;
+//! and plain requests on the admin socket.
 
 use crate::Reply;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sends one raw HTTP/1.1 request over a fresh TCP connection and reads the reply.
 ///
@@ -152,4 +155,48 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack
         .windows(needle.len())
         .position(|window| window == needle)
+}
+
+/// Whether the peer has closed `stream` (end of file, or an error other than a read
+/// timeout) within `wait`. Each read is bounded by the stream's read timeout: set one no
+/// longer than `wait`, or a read on a silent connection blocks past it.
+pub fn closed_within(stream: &mut impl Read, wait: Duration) -> bool {
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < wait {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// `GET path` on the admin socket in `data_dir`: the reply's head and body.
+pub fn admin_get(data_dir: &Path, path: &str) -> (String, String) {
+    let mut stream = UnixStream::connect(data_dir.join("admin.sock")).expect("admin socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("writing to the admin socket");
+    let mut reply = String::new();
+    stream
+        .read_to_string(&mut reply)
+        .expect("reading the admin socket");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    (head.to_owned(), body.to_owned())
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::{TestEnv, connect_from, json, poll_until, str_field};
+use tests::{TestEnv, closed_within, connect_from, json, poll_until, str_field};
 
 const OPEN: &str = "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n";
 
@@ -61,27 +61,6 @@ fn versions_from(host: IpAddr, addr: SocketAddr, wait: Duration) -> Option<u16> 
     stream.read_to_end(&mut reply).ok()?;
     let text = String::from_utf8_lossy(&reply);
     text.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// Whether the server has closed `stream` (EOF or reset), waiting at most `wait` for it.
-fn closed_within(stream: &mut TcpStream, wait: Duration) -> bool {
-    let _ = stream.set_read_timeout(Some(wait));
-    let mut buf = [0u8; 4096];
-    loop {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return false;
-            }
-            Err(_) => return true,
-        }
-    }
 }
 
 #[test]
@@ -145,6 +124,8 @@ fn slow_and_idle_connections_are_closed_at_their_timeouts() {
     let mut slow = connect_from(local, addr, Duration::from_secs(2)).expect("connect");
     slow.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .expect("first bytes");
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let start = Instant::now();
     let mut closed = false;
     while start.elapsed() < Duration::from_secs(10) {
@@ -159,6 +140,9 @@ fn slow_and_idle_connections_are_closed_at_their_timeouts() {
 
     // A connection that never sends anything owes its first head within the header timeout.
     let mut silent = connect_from(local, addr, Duration::from_secs(2)).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
     assert!(
         closed_within(&mut silent, Duration::from_secs(6)),
         "a silent connection was kept open"
@@ -172,6 +156,8 @@ fn slow_and_idle_connections_are_closed_at_their_timeouts() {
         .expect("timeout");
     let mut buf = [0u8; 4096];
     let n = kept.read(&mut buf).expect("a reply on the kept connection");
+    kept.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
     assert!(
         String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
         "{}",

@@ -6,13 +6,12 @@
 //! The data dir is a small tmpfs mounted for the test (so the tests need root, as the suite
 //! runs) and unmounted when the test ends, whatever happens.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Client, TestEnv, Value, assert_error, enc, json, poll_until, str_field};
+use tests::{Client, TestEnv, Value, admin_get, assert_error, enc, json, poll_until, str_field};
 
 /// Size of the data partition under test.
 const TMPFS_MIB: u64 = 48;
@@ -84,22 +83,14 @@ fn fill(filler: &Path, leave: u64) {
     file.sync_all().ok();
 }
 
-/// `GET /v1/status` on the admin socket.
+/// `GET /v1/status` on the admin socket, which must answer 200.
 fn admin_status(data_dir: &Path) -> Value {
-    let mut stream = UnixStream::connect(data_dir.join("admin.sock")).expect("admin socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("writing to the admin socket");
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .expect("reading the admin socket");
-    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
-    assert!(head.starts_with("HTTP/1.1 200"), "admin status: {reply}");
-    serde_json::from_str(body).unwrap_or_else(|err| panic!("status body {body:?}: {err}"))
+    let (head, body) = admin_get(data_dir, "/v1/status");
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "admin status: {head}\n{body}"
+    );
+    serde_json::from_str(&body).unwrap_or_else(|err| panic!("status body {body:?}: {err}"))
 }
 
 fn wal_size(env: &TestEnv) -> u64 {

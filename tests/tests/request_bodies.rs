@@ -7,13 +7,11 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tests::federation::{Unit, UnitOptions, unit_ip};
-use tests::{TestEnv, Value, connect_from, json, poll_until, str_field};
+use tests::{TestEnv, Value, admin_get, closed_within, connect_from, json, poll_until, str_field};
 
 const OPEN: &str = "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n";
 
@@ -82,28 +80,6 @@ fn read_response(stream: &mut impl Read) -> Option<Response> {
         }
     }
     Some(response)
-}
-
-/// Whether the peer has closed `stream` (EOF or an error), waiting at most `wait` for it.
-fn closed_within(stream: &mut impl Read, wait: Duration) -> bool {
-    let start = Instant::now();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < wait {
-        match stream.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(_) => return true,
-        }
-    }
-    false
 }
 
 fn local() -> IpAddr {
@@ -461,23 +437,6 @@ fn long_polls_past_long_poll_max_get_429() {
     assert_eq!(status, 200);
 }
 
-/// `GET /v1/status` on the admin socket: the status code and body.
-fn admin_status(data_dir: &Path) -> (String, String) {
-    let mut stream = UnixStream::connect(data_dir.join("admin.sock")).expect("admin socket");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    stream
-        .write_all(b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("writing to the admin socket");
-    let mut reply = String::new();
-    stream
-        .read_to_string(&mut reply)
-        .expect("reading the admin socket");
-    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
-    (head.to_owned(), body.to_owned())
-}
-
 #[test]
 fn the_admin_socket_is_served_while_the_client_caps_are_full() {
     let env = TestEnv::with_config(&format!(
@@ -524,7 +483,7 @@ fn the_admin_socket_is_served_while_the_client_caps_are_full() {
         },
     );
     // The admin socket still answers.
-    let (head, body) = admin_status(&env.data_dir());
+    let (head, body) = admin_get(&env.data_dir(), "/v1/status");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
     let status: Value = serde_json::from_str(&body).expect("status JSON");
     assert!(status.is_object(), "{status}");

@@ -37,10 +37,10 @@ use serde::Serialize;
 use homeserver::admin::wire::PeerList;
 use homeserver::util::random_string;
 
-use crate::admin_client::AdminClient;
+use crate::base::admin_client::AdminClient;
+use crate::base::console::read_secret_file;
+use crate::base::exit::{Exit, Failure};
 use crate::cli::SelftestArgs;
-use crate::console::read_secret_file;
-use crate::exit::{Exit, Failure};
 use crate::unit::{START_HINT, ServerState, Unit};
 
 use matrix::Api;

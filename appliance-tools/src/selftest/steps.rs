@@ -2,7 +2,7 @@
 //! cleanup (which always runs), each step timed and reported through [`Report`].
 //!
 //! Ctrl-C (or SIGTERM, SIGHUP) stops the round trip wherever it is, and what the cleanup would
-//! have undone is undone by the [`interrupt`](crate::interrupt) watcher instead: the temporary
+//! have undone is undone by the [`interrupt`](crate::base::interrupt) watcher instead: the temporary
 //! accounts created so far are deactivated (an account is created and recorded, or deactivated
 //! and forgotten, in one uninterruptible section, so none slips through), and on a peer B's
 //! device is logged out. Only B's membership in the test room on the peer stays behind (it
@@ -25,8 +25,8 @@ use super::Plan;
 use super::device::{Device, DeviceKeys, MEGOLM, encrypt_room_message, send_encrypted};
 use super::matrix::{Deadline, Session, encode};
 use super::report::{Report, Stopped};
-use crate::admin_client::AdminClient;
-use crate::interrupt::{self, Undo};
+use crate::base::admin_client::AdminClient;
+use crate::base::interrupt::{self, Undo};
 
 /// How long to wait between two looks at something that has not arrived yet (a key query
 /// whose device is not listed yet); syncs long-poll instead.

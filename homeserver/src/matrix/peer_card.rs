@@ -127,9 +127,67 @@ pub enum CardError {
     /// Not a card.
     #[error("not a valid peer card: {0}")]
     Malformed(String),
+    /// An endpoint is not `host:port` ([`check_endpoint`] says why).
+    #[error("not a valid peer card: endpoint {endpoint:?} is not host:port ({reason})")]
+    Endpoint {
+        /// The endpoint as written on the card.
+        endpoint: String,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The self-signature does not verify against the card's own keys.
     #[error("peer card signature does not verify: {0}")]
     BadSignature(String),
+}
+
+/// Checks that `endpoint` is `host:port`: a host name, an IPv4 address or a bracketed IPv6
+/// address, and a port from 1 to 65535. The one check for cards the server loads and for the
+/// endpoints `appliance peer add` is given; the error is the reason, to be put in a sentence.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let name = <&ruma::ServerName>::try_from(endpoint).map_err(|err| err.to_string())?;
+    match name.port() {
+        Some(0) => Err("port 0".to_owned()),
+        Some(_) => Ok(()),
+        None => Err("no port".to_owned()),
+    }
+}
+
+/// Why a verify key on a card (or given to `appliance peer add`) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The key ID's algorithm is not `ed25519` (the only one Matrix server keys use).
+    #[error("only ed25519 keys are supported")]
+    NotEd25519,
+    /// The version after `ed25519:` is empty or has characters the spec does not allow.
+    #[error("the key ID must be ed25519: followed by letters, digits or _")]
+    BadKeyId,
+    /// The key is not base64.
+    #[error("not base64 ({0})")]
+    NotBase64(String),
+    /// The key decodes to the wrong length.
+    #[error("an ed25519 public key is 32 bytes, this is {0}")]
+    WrongLength(usize),
+}
+
+/// Checks one verify key, `id` → `key` (padded or unpadded base64), and returns the key as
+/// unpadded base64, the form cards carry.
+pub fn check_verify_key(id: &str, key: &str) -> Result<String, KeyError> {
+    let version = id.strip_prefix("ed25519:").ok_or(KeyError::NotEd25519)?;
+    if version.is_empty()
+        || !version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(KeyError::BadKeyId);
+    }
+    let decoded = ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(
+        key.trim_end_matches('='),
+    )
+    .map_err(|err| KeyError::NotBase64(err.to_string()))?;
+    if decoded.as_bytes().len() != 32 {
+        return Err(KeyError::WrongLength(decoded.as_bytes().len()));
+    }
+    Ok(decoded.encode())
 }
 
 fn to_object(card: &PeerCard) -> Result<CanonicalJsonObject, CardError> {
@@ -159,25 +217,19 @@ impl PeerCard {
             return Err(CardError::Malformed("no endpoints".to_owned()));
         }
         for endpoint in &card.endpoints {
-            if endpoint.parse::<std::net::SocketAddr>().is_err()
-                && endpoint.rsplit_once(':').is_none()
-            {
-                return Err(CardError::Malformed(format!(
-                    "endpoint {endpoint:?} is not host:port"
-                )));
-            }
+            check_endpoint(endpoint).map_err(|reason| CardError::Endpoint {
+                endpoint: endpoint.clone(),
+                reason,
+            })?;
         }
         card.tls.anchor()?;
         if card.verify_keys.is_empty() {
             return Err(CardError::Malformed("no verify keys".to_owned()));
         }
-        for key in card
-            .verify_keys
-            .values()
-            .chain(card.old_verify_keys.values().map(|k| &k.key))
-        {
-            ruma::serde::Base64::<ruma::serde::base64::Standard, Vec<u8>>::parse(key)
-                .map_err(|e| CardError::Malformed(format!("verify key: {e}")))?;
+        let old_keys = card.old_verify_keys.iter().map(|(id, old)| (id, &old.key));
+        for (id, key) in card.verify_keys.iter().chain(old_keys) {
+            check_verify_key(id, key)
+                .map_err(|e| CardError::Malformed(format!("verify key {id}: {e}")))?;
         }
         if !card.signatures.is_empty() {
             card.verify()?;
@@ -329,6 +381,61 @@ mod tests {
         assert!(PeerCard::parse(&text).is_err());
         assert!(PeerCard::parse("{}").is_err());
         assert!(PeerCard::parse("not json").is_err());
+
+        let mut bad_endpoint = card(&key);
+        bad_endpoint.endpoints = vec!["127.0.0.2:0".to_owned()];
+        let text = serde_json::to_string(&bad_endpoint).expect("json");
+        assert!(matches!(
+            PeerCard::parse(&text),
+            Err(CardError::Endpoint { reason, .. }) if reason == "port 0"
+        ));
+        let mut short_key = card(&key);
+        short_key.verify_keys = [("ed25519:a_1".to_owned(), "AAAA".to_owned())].into();
+        let text = serde_json::to_string(&short_key).expect("json");
+        assert!(PeerCard::parse(&text).is_err(), "3 bytes is no ed25519 key");
+    }
+
+    #[test]
+    fn endpoints_must_be_host_and_port() {
+        for good in ["127.0.0.1:8448", "unit-b.example:8448", "[::1]:8448"] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "unit-b.example",
+            "unit-b.example:",
+            ":8448",
+            "unit-b.example:port",
+            "::1:8448",
+            "host:0",
+            "host:70000",
+            "a b:1",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn verify_keys_are_ed25519_with_a_spec_key_id() {
+        let key = "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ";
+        assert_eq!(check_verify_key("ed25519:a_1", key), Ok(key.to_owned()));
+        assert_eq!(
+            check_verify_key("ed25519:a_1", &format!("{key}=")),
+            Ok(key.to_owned())
+        );
+        assert_eq!(check_verify_key("rsa:1", key), Err(KeyError::NotEd25519));
+        assert_eq!(check_verify_key("ed25519:", key), Err(KeyError::BadKeyId));
+        assert_eq!(
+            check_verify_key("ed25519:a-b", key),
+            Err(KeyError::BadKeyId)
+        );
+        assert_eq!(
+            check_verify_key("ed25519:a_1", "AAAA"),
+            Err(KeyError::WrongLength(3))
+        );
+        assert!(matches!(
+            check_verify_key("ed25519:a_1", "!!!"),
+            Err(KeyError::NotBase64(_))
+        ));
     }
 
     #[test]

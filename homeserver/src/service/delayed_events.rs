@@ -29,7 +29,6 @@ use super::state_request::{self, StateRequest};
 use crate::error::{Error, Result};
 use crate::matrix::build::NewEvent;
 use crate::store::delayed_events::{self as store, DelayedEvent, Status};
-use crate::util::now_ms;
 
 /// How long finalised delayed events stay available for lookup (the MSC's recommendation).
 const KEEP_FINALISED_MS: i64 = 7 * 24 * 60 * 60 * 1000;
@@ -129,7 +128,7 @@ pub async fn schedule(
     }
     let max_scheduled = limits.delayed_events_per_user;
     let content = Value::Object(request.content).to_string();
-    let now = now_ms();
+    let now = server.clock.now_ms();
     let event = DelayedEvent {
         delay_id: format!("syd_{}", crate::util::random_string(20)),
         user_id: user.to_string(),
@@ -199,9 +198,10 @@ pub async fn manage(server: &Server, user: &str, delay_id: &str, action: Action)
     match (event.status, action) {
         (Status::Scheduled, Action::Restart) => {
             let id = event.delay_id.clone();
+            let now = server.clock.now_ms();
             let restarted = server
                 .store
-                .write(move |tx| store::restart(tx, &id, now_ms()))
+                .write(move |tx| store::restart(tx, &id, now))
                 .await?;
             if !restarted {
                 // Finalised meanwhile: answer as if it had been when we looked.
@@ -212,9 +212,10 @@ pub async fn manage(server: &Server, user: &str, delay_id: &str, action: Action)
         }
         (Status::Scheduled, Action::Cancel) => {
             let id = event.delay_id.clone();
+            let now = server.clock.now_ms();
             let cancelled = server
                 .store
-                .write(move |tx| store::finalise(tx, &id, Status::Cancelled, None, None, now_ms()))
+                .write(move |tx| store::finalise(tx, &id, Status::Cancelled, None, None, now))
                 .await?;
             if !cancelled {
                 return Box::pin(manage(server, user, delay_id, action)).await;
@@ -328,6 +329,7 @@ async fn send_now(server: &Server, event: &DelayedEvent) -> Result<String, SendE
         ),
     };
     let delay_id = event.delay_id.clone();
+    let now = server.clock.now_ms();
     let sent = crate::service::rooms::send_with(
         server,
         room,
@@ -341,7 +343,7 @@ async fn send_now(server: &Server, event: &DelayedEvent) -> Result<String, SendE
                 Status::Sent,
                 Some(event_id.as_str()),
                 None,
-                now_ms(),
+                now,
             )? {
                 Ok(())
             } else {
@@ -361,7 +363,7 @@ async fn send_now(server: &Server, event: &DelayedEvent) -> Result<String, SendE
 /// unit was down, soonest first), prunes old finalised ones, and stops on shutdown.
 pub async fn run(server: Arc<Server>, mut stop: watch::Receiver<bool>) {
     loop {
-        let now = now_ms();
+        let now = server.clock.now_ms();
         let due = server
             .store
             .read(move |conn| store::due(conn, now, BATCH))
@@ -391,7 +393,8 @@ pub async fn run(server: Arc<Server>, mut stop: watch::Receiver<bool>) {
         let next = server.store.read(store::next_due).await.ok().flatten();
         let mut sleep = match next {
             Some(due) => {
-                Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(MAX_SLEEP)
+                Duration::from_millis(u64::try_from(due - server.clock.now_ms()).unwrap_or(0))
+                    .min(MAX_SLEEP)
             }
             None => MAX_SLEEP,
         };
@@ -425,10 +428,11 @@ async fn send_due(server: &Server, event: &DelayedEvent) -> bool {
         Err(SendError::Refused(err)) => {
             let body = err.client_body().to_string();
             let id = event.delay_id.clone();
+            let now = server.clock.now_ms();
             let marked = server
                 .store
                 .write_bookkeeping(move |tx| {
-                    store::finalise(tx, &id, Status::Failed, None, Some(&body), now_ms())
+                    store::finalise(tx, &id, Status::Failed, None, Some(&body), now)
                 })
                 .await;
             tracing::info!(delay_id = %event.delay_id, error = %err, "a delayed event could not be sent");

@@ -16,9 +16,10 @@
 //! last one.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::clock::Clock;
 use crate::error::Error;
 
 /// Failed attempts allowed before the back-off starts (typos happen).
@@ -44,9 +45,15 @@ struct Entry {
 
 /// Back-off state per account (in memory: a restart forgets it, which costs a guesser a
 /// restart of the unit they cannot cause).
-#[derive(Default)]
 pub struct LoginThrottle {
     accounts: Mutex<HashMap<String, Entry>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for LoginThrottle {
+    fn default() -> Self {
+        Self::new(crate::clock::system())
+    }
 }
 
 /// An admitted password check; report its outcome with [`Attempt::finish`]. Dropped without
@@ -58,6 +65,14 @@ pub struct Attempt<'a> {
 }
 
 impl LoginThrottle {
+    /// An empty throttle reading time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            accounts: Mutex::default(),
+            clock,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.accounts
             .lock()
@@ -66,7 +81,7 @@ impl LoginThrottle {
 
     /// Admits one password check for `account`, or says how long to wait.
     pub fn begin(&self, account: &str) -> Result<Attempt<'_>, Error> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut accounts = self.lock();
         if accounts.len() >= PRUNE_AT {
             accounts.retain(|_, e| e.checking || now.duration_since(e.last_failure) < FORGET_AFTER);
@@ -108,7 +123,7 @@ impl Attempt<'_> {
     /// extends its back-off.
     pub fn finish(mut self, password_ok: bool) {
         self.finished = true;
-        let now = Instant::now();
+        let now = self.throttle.clock.now();
         let mut accounts = self.throttle.lock();
         if password_ok {
             accounts.remove(&self.account);
@@ -141,6 +156,7 @@ impl Drop for Attempt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
 
     fn retry(result: Result<Attempt<'_>, Error>) -> Option<u64> {
         match result {
@@ -171,6 +187,66 @@ mod tests {
             .begin("@b:x")
             .expect("another account")
             .finish(true);
+    }
+
+    #[test]
+    fn the_window_opens_exactly_at_its_end_and_doubles_up_to_the_cap() {
+        let clock = FakeClock::at(0);
+        let throttle = LoginThrottle::new(clock.clone());
+        for _ in 0..=FREE_FAILURES {
+            throttle.begin("@a:x").expect("open").finish(false);
+        }
+        assert_eq!(
+            retry(throttle.begin("@a:x")),
+            Some(BASE_DELAY.as_millis() as u64)
+        );
+        clock.advance(BASE_DELAY - Duration::from_millis(1));
+        assert_eq!(
+            retry(throttle.begin("@a:x")),
+            Some(1),
+            "1 ms before the end"
+        );
+        clock.advance(Duration::from_millis(1));
+        throttle
+            .begin("@a:x")
+            .expect("open at the end")
+            .finish(false);
+        assert_eq!(
+            retry(throttle.begin("@a:x")),
+            Some(2 * BASE_DELAY.as_millis() as u64),
+            "the next window is twice as long"
+        );
+        for _ in 0..20 {
+            clock.advance(MAX_DELAY);
+            throttle
+                .begin("@a:x")
+                .expect("open after the window")
+                .finish(false);
+        }
+        assert_eq!(
+            retry(throttle.begin("@a:x")),
+            Some(MAX_DELAY.as_millis() as u64),
+            "never longer than the cap"
+        );
+    }
+
+    #[test]
+    fn failures_are_forgotten_after_a_quiet_period() {
+        let clock = FakeClock::at(0);
+        let throttle = LoginThrottle::new(clock.clone());
+        for _ in 0..=FREE_FAILURES {
+            throttle.begin("@a:x").expect("open").finish(false);
+        }
+        clock.advance(FORGET_AFTER - Duration::from_millis(1));
+        // Still remembered: one more failure closes the account again.
+        throttle.begin("@a:x").expect("window over").finish(false);
+        assert!(retry(throttle.begin("@a:x")).is_some());
+        clock.advance(FORGET_AFTER);
+        // Forgotten: the free failures are free again.
+        for _ in 0..FREE_FAILURES {
+            throttle.begin("@a:x").expect("free again").finish(false);
+        }
+        assert_eq!(retry(throttle.begin("@a:x")), None);
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Server {
     pub config: Config,
     /// The database.
     pub store: Store,
+    /// Where "now" comes from: the system clock, a fake one in unit tests.
+    pub clock: Arc<dyn crate::clock::Clock>,
     /// Who signs our events.
     pub signer: Arc<Signer>,
     /// User-interactive-auth sessions in flight.

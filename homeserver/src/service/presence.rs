@@ -15,7 +15,6 @@ use super::Server;
 use crate::error::{Error, Result};
 use crate::store::presence::{self as store, PresenceRow};
 use crate::store::{WriteTx, e2ee, federation as outbox};
-use crate::util::now_ms;
 
 /// How often activity alone (no state change) is written.
 const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);
@@ -54,7 +53,8 @@ fn effective(row: &PresenceRow, local: bool, now: i64) -> (String, i64, bool) {
     (state, ago, currently_active)
 }
 
-/// The `m.presence` content for a row, as a server named `own` shows it at `now`.
+/// The `m.presence` content for a row, as a server named `own` shows it at `now` (ms since
+/// the epoch, from the server's [`Clock`](crate::clock::Clock)).
 pub fn content_at(own: &str, row: &PresenceRow, now: i64) -> Value {
     let local = row.user_id.split_once(':').is_some_and(|(_, s)| s == own);
     let (state, ago, active) = effective(row, local, now);
@@ -90,7 +90,7 @@ pub async fn set(
     let state = parse_state(state)?.to_owned();
     let own = server.server_name().to_string();
     let user = user_id.to_owned();
-    let now = now_ms();
+    let now = server.clock.now_ms();
     let current = {
         let user = user.clone();
         server
@@ -165,7 +165,11 @@ pub async fn get(server: &Server, user_id: &str) -> Result<Value> {
         })
         .await?;
     match row {
-        Some(row) => Ok(content_at(server.server_name().as_str(), &row, now_ms())),
+        Some(row) => Ok(content_at(
+            server.server_name().as_str(),
+            &row,
+            server.clock.now_ms(),
+        )),
         // A local account that has not been active yet is simply offline, not unknown.
         None if local_user => Ok(json!({"presence": "offline"})),
         None => Err(Error::not_found("No presence known for this user")),
@@ -174,7 +178,7 @@ pub async fn get(server: &Server, user_id: &str) -> Result<Value> {
 
 /// Handles an `m.presence` EDU: updates of the origin's users.
 pub async fn receive(server: &Server, origin: &str, content: &Value) -> Result<()> {
-    let now = now_ms();
+    let now = server.clock.now_ms();
     let mut rows = Vec::new();
     for update in content
         .get("push")
@@ -228,4 +232,75 @@ pub async fn receive(server: &Server, origin: &str, content: &Value) -> Result<(
             Ok(())
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, FakeClock};
+
+    fn row(user_id: &str, state: &str, last_active_ts: i64) -> PresenceRow {
+        PresenceRow {
+            user_id: user_id.to_owned(),
+            state: state.to_owned(),
+            status_msg: None,
+            last_active_ts,
+            stream_pos: 1,
+        }
+    }
+
+    fn shown(clock: &FakeClock, row: &PresenceRow) -> (String, i64, bool) {
+        let content = content_at("unit.test", row, clock.now_ms());
+        (
+            content["presence"].as_str().expect("presence").to_owned(),
+            content["last_active_ago"].as_i64().expect("ago"),
+            content["currently_active"].as_bool().expect("active"),
+        )
+    }
+
+    #[test]
+    fn a_local_user_goes_idle_then_offline() {
+        let clock = FakeClock::at(1_700_000_000_000);
+        let active = row("@a:unit.test", "online", clock.now_ms());
+        assert_eq!(shown(&clock, &active), ("online".to_owned(), 0, true));
+        clock.advance(IDLE_AFTER);
+        let (state, ago, currently) = shown(&clock, &active);
+        assert_eq!(state, "online", "idle only after more than IDLE_AFTER");
+        assert_eq!(ago, ms(IDLE_AFTER));
+        assert!(
+            !currently,
+            "not currently active after minutes without activity"
+        );
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(shown(&clock, &active).0, "unavailable");
+        clock.advance(OFFLINE_AFTER - IDLE_AFTER - Duration::from_millis(1));
+        assert_eq!(shown(&clock, &active).0, "unavailable", "at OFFLINE_AFTER");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(shown(&clock, &active).0, "offline");
+    }
+
+    #[test]
+    fn unavailable_turns_offline_and_remote_users_are_shown_as_told() {
+        let clock = FakeClock::at(1_700_000_000_000);
+        let away = row("@a:unit.test", "unavailable", clock.now_ms());
+        let remote = row("@b:other.test", "online", clock.now_ms());
+        clock.advance(OFFLINE_AFTER);
+        assert_eq!(shown(&clock, &away).0, "unavailable");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(shown(&clock, &away).0, "offline");
+        // A peer's user is idled by their own server, which sends an update.
+        let (state, ago, _) = shown(&clock, &remote);
+        assert_eq!(state, "online");
+        assert_eq!(ago, ms(OFFLINE_AFTER) + 1);
+    }
+
+    #[test]
+    fn currently_active_lasts_two_activity_periods() {
+        let clock = FakeClock::at(0);
+        let active = row("@a:unit.test", "online", clock.now_ms());
+        clock.advance(2 * ACTIVITY_RESOLUTION);
+        assert!(shown(&clock, &active).2);
+        clock.advance(Duration::from_millis(1));
+        assert!(!shown(&clock, &active).2);
+    }
 }

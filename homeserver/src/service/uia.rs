@@ -14,15 +14,17 @@
 //! unknown session gets a fresh challenge, and clients start again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::util::random_string;
 
+/// How long a session lives after the last request that named it.
 const SESSION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// What a session authorises: who asks, for what, with which request.
@@ -138,12 +140,26 @@ struct Session {
 }
 
 /// The live UIA sessions.
-#[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Session>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::new(crate::clock::system())
+    }
 }
 
 impl Sessions {
+    /// No sessions yet; expiry reads time from `clock`.
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            live: Mutex::default(),
+            clock,
+        }
+    }
+
     /// Places a request in its session: a new session (answered with the 401 challenge) when
     /// the request names none or an unknown one; 403 when it names one started for another
     /// operation; otherwise the stage the client attempts, or the grant when a flow is already
@@ -156,7 +172,7 @@ impl Sessions {
         stage: Option<&str>,
     ) -> Result<Step> {
         let mut live = self.lock();
-        let now = Instant::now();
+        let now = self.clock.now();
         live.retain(|_, s| now.duration_since(s.touched) < SESSION_LIFETIME);
         let binding = op.binding();
         let Some(id) = session.filter(|id| live.contains_key(*id)) else {
@@ -327,6 +343,7 @@ fn challenge(flows: Flows<'_>, id: &str, session: &Session, error: Option<(&str,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::FakeClock;
     use crate::error::ErrorCode;
 
     const FLOWS: Flows<'static> = &[&["m.login.password"]];
@@ -362,6 +379,36 @@ mod tests {
         let other = uia.step(&delete("B"), FLOWS, Some(&id), None);
         assert!(matches!(
             other,
+            Err(Error::Matrix {
+                code: ErrorCode::Forbidden,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_session_lives_for_its_lifetime_after_the_last_request() {
+        let clock = FakeClock::at(0);
+        let uia = Sessions::new(clock.clone());
+        let op = delete("A");
+        let id = session_of(uia.step(&op, FLOWS, None, None).unwrap_err());
+        clock.advance(SESSION_LIFETIME - Duration::from_millis(1));
+        // Still alive, and naming it keeps it alive for another lifetime.
+        assert_eq!(
+            session_of(uia.step(&op, FLOWS, Some(&id), None).unwrap_err()),
+            id
+        );
+        clock.advance(SESSION_LIFETIME - Duration::from_millis(1));
+        assert_eq!(
+            session_of(uia.step(&op, FLOWS, Some(&id), None).unwrap_err()),
+            id
+        );
+        clock.advance(SESSION_LIFETIME);
+        // Expired at the boundary: a fresh session, and the old one cannot pass a stage.
+        let fresh = session_of(uia.step(&op, FLOWS, Some(&id), None).unwrap_err());
+        assert_ne!(fresh, id);
+        assert!(matches!(
+            uia.passed(FLOWS, &id, "m.login.password", None),
             Err(Error::Matrix {
                 code: ErrorCode::Forbidden,
                 ..

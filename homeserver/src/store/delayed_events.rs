@@ -232,3 +232,60 @@ pub fn prune_finalised(conn: &Connection, before: i64) -> Result<usize> {
         )?
         .execute(params![before])?)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::{Clock, FakeClock};
+
+    fn scheduled(delay_id: &str, scheduled_at: i64, delay_ms: i64) -> DelayedEvent {
+        DelayedEvent {
+            delay_id: delay_id.to_owned(),
+            user_id: "@a:unit.test".to_owned(),
+            room_id: "!r:unit.test".to_owned(),
+            event_type: "m.room.message".to_owned(),
+            state_key: None,
+            content: "{}".to_owned(),
+            delay_ms,
+            scheduled_at,
+            status: Status::Scheduled,
+            event_id: None,
+            error: None,
+            finalised_ts: None,
+        }
+    }
+
+    fn due_ids(conn: &Connection, clock: &FakeClock) -> Vec<String> {
+        due(conn, clock.now_ms(), 10)
+            .expect("due")
+            .into_iter()
+            .map(|event| event.delay_id)
+            .collect()
+    }
+
+    #[test]
+    fn an_event_falls_due_at_its_delay_and_a_restart_starts_the_delay_again() {
+        let mut conn = Connection::open_in_memory().expect("in-memory db");
+        crate::store::migrations::apply(&mut conn).expect("migrations");
+        let clock = FakeClock::at(1_700_000_000_000);
+        insert(&conn, &scheduled("d1", clock.now_ms(), 10_000), "DEV", None).expect("insert");
+        insert(&conn, &scheduled("d2", clock.now_ms(), 15_000), "DEV", None).expect("insert");
+        assert_eq!(
+            next_due(&conn).expect("next"),
+            Some(clock.now_ms() + 10_000)
+        );
+
+        clock.advance(Duration::from_millis(9_999));
+        assert!(due_ids(&conn, &clock).is_empty(), "1 ms early");
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(due_ids(&conn, &clock), ["d1"], "due exactly at its delay");
+
+        // Restarted now: due a whole delay later, after d2.
+        assert!(restart(&conn, "d1", clock.now_ms()).expect("restart"));
+        assert!(due_ids(&conn, &clock).is_empty());
+        clock.advance(Duration::from_millis(10_000));
+        assert_eq!(due_ids(&conn, &clock), ["d2", "d1"], "soonest due first");
+    }
+}

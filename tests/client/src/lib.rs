@@ -9,6 +9,10 @@
 //!   127.0.0.3, …, each with a config file, its own keys and TLS identity and signed peer card
 //!   (made by the binary's `peer-card` command), and every other unit's card on its allow-list
 //!   (`<data_dir>/peers/<name>.json`), as tests/src/federation.rs of the black-box suite does.
+//! - [`sdk`]: the matrix-rust-sdk helpers every scenario shares (registering a client). The
+//!   harness itself stays std only.
+
+pub mod sdk;
 
 use std::fs::{self, File};
 use std::io::{Read, Write};

@@ -8,22 +8,20 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use matrix_sdk::config::{RequestConfig, SyncSettings};
+use anyhow::{Context, Result, bail, ensure};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::TimelineEvent;
 use matrix_sdk::room::MessagesOptions;
-use matrix_sdk::ruma::api::client::account::register::v3::Request as RegisterRequest;
 use matrix_sdk::ruma::api::client::filter::FilterDefinition;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
 use matrix_sdk::ruma::api::client::sync::sync_events::v3::Filter;
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, AuthType, Dummy};
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedEventId, OwnedUserId, RoomId, uint};
 use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, Room, RoomState};
-use outpost_client_tests::Server;
+use outpost_client_tests::{Server, sdk};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -40,34 +38,13 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_chat_through_the_sdk() {
-    let mut server = match Server::start() {
-        Ok(server) => server,
-        Err(e) => panic!("cannot start the homeserver: {e}"),
-    };
+    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
     eprintln!(
         "homeserver up at {} (server name {})",
         server.url(),
         server.server_name()
     );
-
-    let outcome = tokio::time::timeout(SCENARIO_DEADLINE, scenario(&server)).await;
-    let outcome =
-        outcome.unwrap_or_else(|_| Err(anyhow!("scenario exceeded {SCENARIO_DEADLINE:?}")));
-    let stopped = server.stop();
-    if let Err(e) = outcome {
-        panic!(
-            "FAILED: {e:#}\n\n----- homeserver log -----\n{}\n----- end of homeserver log -----",
-            server.log()
-        );
-    }
-    match stopped {
-        Ok(status) if status.success() => eprintln!("homeserver exited cleanly on SIGTERM"),
-        Ok(status) => panic!(
-            "homeserver exited with {status} after SIGTERM (contract: 0)\n{}",
-            server.log()
-        ),
-        Err(e) => panic!("stopping the homeserver: {e}\n{}", server.log()),
-    }
+    sdk::run_scenario(server, SCENARIO_DEADLINE, scenario).await;
 }
 
 /// The whole scenario; each step's failure says which step it was.
@@ -320,55 +297,16 @@ async fn scenario(server: &Server) -> Result<()> {
 
 /// A client with the in-memory store, pointed at the test server, with bounded retries.
 async fn new_client(server: &Server) -> Result<Client> {
-    let config = RequestConfig::short_retry().timeout(Duration::from_secs(20));
-    Ok(Client::builder()
-        .homeserver_url(server.url())
-        .request_config(config)
-        .build()
-        .await?)
+    Ok(sdk::client_builder(server).build().await?)
 }
 
-/// Registers `username` with the UIA dance: a first request without `auth` must get 401 with
-/// an `m.login.dummy` flow and a session; the retry with that session must log the client in.
+/// Registers `username` ([`sdk::register`]) and checks what this scenario is about: the
+/// answer carries an access token and `whoami` names the new account.
 async fn register(client: &Client, username: &str) -> Result<OwnedUserId> {
-    let mut request = RegisterRequest::new();
-    request.username = Some(username.to_owned());
-    request.password = Some(format!("{username}-password-1234"));
-    request.initial_device_display_name = Some("outpost sdk test".to_owned());
-
-    let first = client.matrix_auth().register(request.clone()).await;
-    let error = match first {
-        Ok(response) => bail!("register without auth succeeded ({response:?}); expected 401 UIA"),
-        Err(error) => error,
-    };
-    let info = error
-        .as_uiaa_response()
-        .with_context(|| format!("register without auth: expected a 401 UIA body, got {error}"))?;
-    ensure!(
-        info.flows
-            .iter()
-            .any(|flow| flow.stages == [AuthType::Dummy]),
-        "UIA flows {:?} do not offer [m.login.dummy]",
-        info.flows
-    );
-    let session = info.session.clone().context("the UIA 401 has no session")?;
-
-    let mut dummy = Dummy::new();
-    dummy.session = Some(session);
-    request.auth = Some(AuthData::Dummy(dummy));
-    let response = client
-        .matrix_auth()
-        .register(request)
-        .await
-        .context("register with m.login.dummy and the session")?;
+    let response = sdk::register(client, username).await?;
     ensure!(
         response.access_token.is_some(),
         "register gave no access_token"
-    );
-    ensure!(
-        client.user_id() == Some(&*response.user_id),
-        "the client is not logged in as {} after registering",
-        response.user_id
     );
     let whoami = client.whoami().await.context("GET /account/whoami")?;
     ensure!(

@@ -15,21 +15,20 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::{AlgorithmInfo, TimelineEvent};
-use matrix_sdk::ruma::api::client::account::register::v3::Request as RegisterRequest;
 use matrix_sdk::ruma::api::client::keys::get_keys::v3::Request as KeysQueryRequest;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
 use matrix_sdk::ruma::api::client::room::get_room_event::v3::Request as GetEventRequest;
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, AuthType, Dummy};
 use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{DeviceId, EventId, OwnedDeviceId, OwnedUserId, RoomId, UserId};
 use matrix_sdk::{Client, Room, RoomMemberships, RoomState};
 use outpost_client_tests::Server;
+use outpost_client_tests::sdk::{self, register};
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing_subscriber::layer::SubscriberExt;
@@ -145,14 +144,11 @@ struct User {
 impl User {
     /// Registers `name` on `server` and logs the client in.
     async fn register(server: &Server, name: &str) -> Result<User> {
-        let config = RequestConfig::short_retry().timeout(Duration::from_secs(20));
-        let client = Client::builder()
-            .homeserver_url(server.url())
-            .request_config(config)
+        let client = sdk::client_builder(server)
             .build()
             .await
             .with_context(|| format!("building {name}'s client"))?;
-        let id = register(&client, name).await?;
+        let id = register(&client, name).await?.user_id;
         let device = client
             .device_id()
             .context("the client has no device ID after registering")?
@@ -362,9 +358,9 @@ async fn exchange(
         ),
         // The server serves the sender's device keys (`/keys/query`), so the SDK must know
         // which device sent it; without it every message shows "unknown device".
-        None => bail!(
-            "the decrypted event {event_id} carries no sender device in its encryption info"
-        ),
+        None => {
+            bail!("the decrypted event {event_id} carries no sender device in its encryption info")
+        }
     }
     ensure!(
         matches!(info.algorithm_info, AlgorithmInfo::MegolmV1AesSha2 { .. }),
@@ -594,44 +590,6 @@ async fn query_device(client: &Client, user: &UserId, device: &DeviceId) -> Resu
         "/keys/query returned keys for another device: {json}"
     );
     Ok(Some(json))
-}
-
-/// Registers `username` with the UIA dance: a first request without `auth` must get 401 with
-/// an `m.login.dummy` flow and a session; the retry with that session must log the client in.
-async fn register(client: &Client, username: &str) -> Result<OwnedUserId> {
-    let mut request = RegisterRequest::new();
-    request.username = Some(username.to_owned());
-    request.password = Some(format!("{username}-password-1234"));
-    request.initial_device_display_name = Some("outpost sdk e2ee test".to_owned());
-
-    let error = match client.matrix_auth().register(request.clone()).await {
-        Ok(response) => bail!("register without auth succeeded ({response:?}); expected 401 UIA"),
-        Err(error) => error,
-    };
-    let info = error
-        .as_uiaa_response()
-        .with_context(|| format!("register without auth: expected a 401 UIA body, got {error}"))?;
-    ensure!(
-        info.flows
-            .iter()
-            .any(|flow| flow.stages == [AuthType::Dummy]),
-        "UIA flows {:?} do not offer [m.login.dummy]",
-        info.flows
-    );
-    let mut dummy = Dummy::new();
-    dummy.session = Some(info.session.clone().context("the UIA 401 has no session")?);
-    request.auth = Some(AuthData::Dummy(dummy));
-    let response = client
-        .matrix_auth()
-        .register(request)
-        .await
-        .context("register with m.login.dummy and the session")?;
-    ensure!(
-        client.user_id() == Some(&*response.user_id),
-        "the client is not logged in as {} after registering",
-        response.user_id
-    );
-    Ok(response.user_id)
 }
 
 fn event_json(event: &TimelineEvent) -> Value {

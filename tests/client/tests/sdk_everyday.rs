@@ -17,16 +17,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
-use matrix_sdk::config::{RequestConfig, SyncSettings};
+use anyhow::{Context, Result, bail, ensure};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::media::{MediaFormat, MediaRequestParameters, MediaThumbnailSettings};
 use matrix_sdk::ruma::api::MatrixVersion;
-use matrix_sdk::ruma::api::client::account::register::v3::Request as RegisterRequest;
 use matrix_sdk::ruma::api::client::receipt::create_receipt::v3::ReceiptType as SendReceiptType;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, AuthType, Dummy};
 use matrix_sdk::ruma::events::Mentions;
 use matrix_sdk::ruma::events::receipt::{ReceiptThread, ReceiptType};
 use matrix_sdk::ruma::events::room::MediaSource;
@@ -39,6 +37,7 @@ use matrix_sdk::ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId};
 use matrix_sdk::sync::SyncResponse;
 use matrix_sdk::{Client, Room, RoomState};
 use outpost_client_tests::Server;
+use outpost_client_tests::sdk::{self, register};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -63,33 +62,19 @@ const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everyday_features_through_the_sdk() {
-    let mut server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
     eprintln!(
         "homeserver up at {} (server name {})",
         server.url(),
         server.server_name()
     );
-
     let started = Instant::now();
-    let outcome = tokio::time::timeout(SCENARIO_DEADLINE, scenario(&server))
-        .await
-        .unwrap_or_else(|_| Err(anyhow!("scenario exceeded {SCENARIO_DEADLINE:?}")));
-    eprintln!("scenario took {:.1?}", started.elapsed());
-    let stopped = server.stop();
-    if let Err(e) = outcome {
-        panic!(
-            "FAILED: {e:#}\n\n----- homeserver log -----\n{}\n----- end of homeserver log -----",
-            server.log()
-        );
-    }
-    match stopped {
-        Ok(status) if status.success() => eprintln!("homeserver exited cleanly on SIGTERM"),
-        Ok(status) => panic!(
-            "homeserver exited with {status} after SIGTERM (contract: 0)\n{}",
-            server.log()
-        ),
-        Err(e) => panic!("stopping the homeserver: {e}\n{}", server.log()),
-    }
+    sdk::run_scenario(server, SCENARIO_DEADLINE, async |server| {
+        let outcome = scenario(server).await;
+        eprintln!("scenario took {:.1?}", started.elapsed());
+        outcome
+    })
+    .await;
 }
 
 /// One user of the scenario: the SDK client, who it is and its sync settings.
@@ -102,14 +87,11 @@ struct User {
 impl User {
     /// Registers `name` on `server` and logs the client in.
     async fn register(server: &Server, name: &str) -> Result<User> {
-        let config = RequestConfig::short_retry().timeout(Duration::from_secs(20));
-        let client = Client::builder()
-            .homeserver_url(server.url())
-            .request_config(config)
+        let client = sdk::client_builder(server)
             .build()
             .await
             .with_context(|| format!("building {name}'s client"))?;
-        let id = register(&client, name).await?;
+        let id = register(&client, name).await?.user_id;
         Ok(User {
             client,
             id,
@@ -535,44 +517,6 @@ async fn notification_counts(bob: &User, alice_room: &Room, bob_room: &Room) -> 
     })
     .await
     .with_context(|| format!("(notification_count, highlight_count) = {:?}", counts()))
-}
-
-/// Registers `username` with the UIA dance (a first request answered 401 with an
-/// `m.login.dummy` flow, the retry with its session), which logs the client in.
-async fn register(client: &Client, username: &str) -> Result<OwnedUserId> {
-    let mut request = RegisterRequest::new();
-    request.username = Some(username.to_owned());
-    request.password = Some(format!("{username}-password-1234"));
-    request.initial_device_display_name = Some("outpost sdk everyday test".to_owned());
-
-    let error = match client.matrix_auth().register(request.clone()).await {
-        Ok(response) => bail!("register without auth succeeded ({response:?}); expected 401 UIA"),
-        Err(error) => error,
-    };
-    let info = error
-        .as_uiaa_response()
-        .with_context(|| format!("register without auth: expected a 401 UIA body, got {error}"))?;
-    ensure!(
-        info.flows
-            .iter()
-            .any(|flow| flow.stages == [AuthType::Dummy]),
-        "UIA flows {:?} do not offer [m.login.dummy]",
-        info.flows
-    );
-    let mut dummy = Dummy::new();
-    dummy.session = Some(info.session.clone().context("the UIA 401 has no session")?);
-    request.auth = Some(AuthData::Dummy(dummy));
-    let response = client
-        .matrix_auth()
-        .register(request)
-        .await
-        .context("register with m.login.dummy and the session")?;
-    ensure!(
-        client.user_id() == Some(&*response.user_id),
-        "the client is not logged in as {} after registering",
-        response.user_id
-    );
-    Ok(response.user_id)
 }
 
 /// Sends a plain-text message and returns its event ID.

@@ -10,13 +10,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
-use matrix_sdk::config::{RequestConfig, SyncSettings};
+use anyhow::{Context, Result, bail};
+use matrix_sdk::config::SyncSettings;
 use matrix_sdk::deserialized_responses::EncryptionInfo;
 use matrix_sdk::ruma::RoomId;
-use matrix_sdk::ruma::api::client::account::register::v3::Request as RegisterRequest;
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomRequest;
-use matrix_sdk::ruma::api::client::uiaa::{AuthData, Dummy};
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::message::{
     OriginalSyncRoomMessageEvent, RoomMessageEventContent,
@@ -27,6 +25,7 @@ use matrix_sdk::{
     Client, RoomMemberships, RoomState, SlidingSync, SlidingSyncList, SlidingSyncMode,
 };
 use outpost_client_tests::Server;
+use outpost_client_tests::sdk::{self, register};
 use tokio::time::Instant;
 
 /// Deadline for each "wait until bob's connection shows it" step.
@@ -36,23 +35,8 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn element_x_style_sliding_sync_through_the_sdk() {
-    let mut server = match Server::start() {
-        Ok(server) => server,
-        Err(e) => panic!("cannot start the homeserver: {e}"),
-    };
-    let outcome = tokio::time::timeout(SCENARIO_DEADLINE, scenario(&server)).await;
-    let outcome =
-        outcome.unwrap_or_else(|_| Err(anyhow!("scenario exceeded {SCENARIO_DEADLINE:?}")));
-    let stopped = server.stop();
-    if let Err(e) = outcome {
-        panic!(
-            "FAILED: {e:#}\n\n----- homeserver log -----\n{}\n----- end of homeserver log -----",
-            server.log()
-        );
-    }
-    if let Err(e) = stopped {
-        panic!("stopping the homeserver: {e}\n{}", server.log());
-    }
+    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    sdk::run_scenario(server, SCENARIO_DEADLINE, scenario).await;
 }
 
 async fn scenario(server: &Server) -> Result<()> {
@@ -166,17 +150,11 @@ async fn scenario(server: &Server) -> Result<()> {
 /// A client that discovers sliding sync the way Element X does, registered with one
 /// `m.login.dummy` request.
 async fn registered(server: &Server, username: &str) -> Result<Client> {
-    let client = Client::builder()
-        .homeserver_url(server.url())
-        .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
+    let client = sdk::client_builder(server)
         .sliding_sync_version_builder(VersionBuilder::DiscoverNative)
         .build()
         .await?;
-    let mut request = RegisterRequest::new();
-    request.username = Some(username.to_owned());
-    request.password = Some(format!("{username}-sliding-password"));
-    request.auth = Some(AuthData::Dummy(Dummy::new()));
-    client.matrix_auth().register(request).await?;
+    register(&client, username).await?;
     Ok(client)
 }
 

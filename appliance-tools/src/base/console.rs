@@ -8,8 +8,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use crate::exit::Failure;
-use crate::interrupt::{self, Undo};
+use crate::base::exit::Failure;
+use crate::base::interrupt::{self, Undo};
 
 /// The console, interactive only when stdin is a terminal.
 pub struct Console {
@@ -138,7 +138,7 @@ fn read_line() -> Result<String, Failure> {
 
 /// Turns terminal echo back on when dropped, even if reading failed, and while it lives also
 /// when the command is interrupted (Ctrl-C kills the process, so no drop would run then; the
-/// [`interrupt`](crate::interrupt) watcher restores the settings instead).
+/// [`interrupt`](crate::base::interrupt) watcher restores the settings instead).
 struct EchoGuard {
     saved: nix::sys::termios::Termios,
     _on_interrupt: Undo,
@@ -216,4 +216,19 @@ pub fn read_secret_file(path: &Path) -> Result<String, Failure> {
         )));
     }
     Ok(secret)
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM UTC`.
+pub fn format_time_ms(ms: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(ms / 1000) {
+        Ok(at) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        ),
+        Err(_) => ms.to_string(),
+    }
 }

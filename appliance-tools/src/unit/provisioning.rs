@@ -24,7 +24,7 @@ pub const DEFAULT_FEDERATION_LISTEN: &str = "0.0.0.0:8448";
 pub const DEFAULT_ADMIN: &str = "admin";
 
 /// The factory-default homeserver config, with `{{…}}` placeholders.
-const CONFIG_TEMPLATE: &str = include_str!("../../provisioning/homeserver.template.toml");
+const CONFIG_TEMPLATE: &str = include_str!("../../../provisioning/homeserver.template.toml");
 
 /// The file, exactly as written in JSON. Unknown keys are errors, so a typo is caught.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,8 +389,10 @@ mod tests {
     use super::*;
 
     fn example() -> Provisioning {
-        Provisioning::parse(include_str!("../../provisioning/provisioning.example.json"))
-            .expect("the example parses")
+        Provisioning::parse(include_str!(
+            "../../../provisioning/provisioning.example.json"
+        ))
+        .expect("the example parses")
     }
 
     #[test]

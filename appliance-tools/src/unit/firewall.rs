@@ -16,7 +16,7 @@ use std::process::Command;
 
 use homeserver::matrix::peer_card::PeerCard;
 
-use crate::exit::Failure;
+use crate::base::exit::Failure;
 use crate::unit::Unit;
 
 /// The folder of per-peer rule files inside the data directory, where no ruleset is installed.

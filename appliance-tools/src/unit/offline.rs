@@ -7,7 +7,7 @@ use std::path::Path;
 
 use homeserver::store::Store;
 
-use crate::exit::{Failure, from_homeserver};
+use crate::base::exit::{Failure, from_homeserver};
 
 /// Opens the unit's database in `data_dir` (creating it if needed), runs `work` on it inside a
 /// small runtime, and closes it cleanly (every write committed, WAL folded back).

@@ -5,6 +5,12 @@
 //! homeserver config, the provisioning file, the signing key, the TLS CA and certificate, the
 //! database and media. One directory is what backup copies, restore replaces and factory reset
 //! erases.
+//!
+//! The layer between [`crate::base`] and the commands: the unit's files and what is kept in
+//! them — the config, the provisioning file ([`provisioning`]), the allow-list of peer cards
+//! ([`allowlist`]) and the firewall sets that follow it ([`firewall`]), the TLS identity, and
+//! the database opened while the server is stopped ([`offline`]). It imports [`crate::base`]
+//! only, never a command module.
 
 use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
@@ -12,8 +18,16 @@ use std::path::{Path, PathBuf};
 
 use homeserver::config::Config;
 
-use crate::exit::Failure;
-use crate::provisioning::Provisioning;
+use self::provisioning::Provisioning;
+use crate::base::exit::Failure;
+
+pub mod allowlist;
+pub mod firewall;
+pub mod offline;
+pub mod provisioning;
+
+/// The TLS files in [`TLS_DIR`]: the homeserver's one implementation names them.
+pub use homeserver::federation::tls::{CA_CERT, CERT, KEY};
 
 /// The homeserver config file inside the data dir.
 pub const CONFIG_FILE: &str = "homeserver.toml";
@@ -305,4 +319,16 @@ pub fn sync_dir(dir: &Path) -> Result<(), Failure> {
     std::fs::File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(|err| Failure::io("cannot sync", dir, err))
+}
+
+/// Generates the TLS CA and the leaf for the server name (plus every endpoint host) into
+/// `dir`, with the homeserver's own code, so `appliance` and the homeserver make exactly the
+/// same files.
+pub fn generate_tls(
+    dir: &Path,
+    server_name: &str,
+    endpoint_hosts: &[String],
+) -> Result<(), Failure> {
+    homeserver::federation::tls::generate(dir, server_name, endpoint_hosts)
+        .map_err(|err| Failure::broke(format!("generating the TLS certificate: {err}")))
 }

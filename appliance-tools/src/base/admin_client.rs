@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::exit::{Failure, from_errcode};
+use crate::base::exit::{Failure, from_errcode};
 
 /// How long one admin request may take; backups and integrity checks of large databases are
 /// the slow ones.
