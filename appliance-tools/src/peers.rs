@@ -15,10 +15,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use homeserver::admin::wire::{PeerInfo, PeerList, PeersReloaded};
-use homeserver::federation::peers::Allowlist;
-use homeserver::federation::tls::client_config_for;
 use homeserver::matrix::peer_card::{CARD_VERSION, CardError, PeerCard, TlsTrust};
 use homeserver::service::admin as service;
+use homeserver::transport::peers::Allowlist;
+use homeserver::transport::tls::client_config_for;
 
 use crate::admin_client::AdminClient;
 use crate::cli::PeerCommand;

@@ -1,6 +1,6 @@
 //! The unit's TLS identity, generated on the box at setup and renewed by `appliance tls
 //! renew`: thin wrappers over the homeserver's one implementation
-//! (`homeserver::federation::tls`), so `appliance` and the homeserver make exactly the same
+//! (`homeserver::transport::tls`), so `appliance` and the homeserver make exactly the same
 //! files.
 //!
 //! Peers pin the unit CA (it goes on the peer card), so the leaf can be renewed without
@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-pub use homeserver::federation::tls::{CA_CERT, CERT, KEY};
+pub use homeserver::transport::tls::{CA_CERT, CERT, KEY};
 
 use crate::cli::TlsCommand;
 use crate::exit::{Exit, Failure};
@@ -16,7 +16,7 @@ use crate::unit::Unit;
 
 /// Generates the CA and the leaf for the server name (plus every endpoint host) into `dir`.
 pub fn generate(dir: &Path, server_name: &str, endpoint_hosts: &[String]) -> Result<(), Failure> {
-    homeserver::federation::tls::generate(dir, server_name, endpoint_hosts)
+    homeserver::transport::tls::generate(dir, server_name, endpoint_hosts)
         .map_err(|err| Failure::broke(format!("generating the TLS certificate: {err}")))
 }
 
@@ -33,7 +33,7 @@ fn renew(unit: &Unit) -> Result<Exit, Failure> {
     let config = unit.config()?;
     unit.require_stopped("renewing the certificate (it loads the certificate at start)")?;
     let dir = unit.tls_dir();
-    let expires = homeserver::federation::tls::renew(
+    let expires = homeserver::transport::tls::renew(
         &dir,
         config.server_name.as_str(),
         &config.federation.card_endpoints(),
