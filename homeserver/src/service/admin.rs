@@ -177,7 +177,6 @@ pub async fn reports(server: &Server) -> Result<Vec<Report>> {
 }
 
 /// [`reset_password_in_store`] on the running server: also forgets cached sessions.
-
 pub async fn reset_password(server: &Server, user: &str, password: String) -> Result<UserSummary> {
     let summary =
         reset_password_in_store(&server.store, server.server_name(), user, password).await?;
