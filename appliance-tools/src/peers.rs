@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::Path;
 
 use homeserver::admin::wire::{PeerInfo, PeerList, PeersReloaded};
-use homeserver::federation::tls::client_config_for;
+use homeserver::transport::tls::client_config_for;
 use homeserver::matrix::peer_card::{
     CARD_VERSION, CardError, KeyError, PeerCard, TlsTrust, check_verify_key,
 };

@@ -391,7 +391,7 @@ fn certificate_expiry(unit: &Unit, problems: &mut Vec<String>) -> Vec<Certificat
         let Ok(pem) = std::fs::read_to_string(&path) else {
             continue; // Reported as missing above.
         };
-        match homeserver::federation::tls::pem_not_after(&pem) {
+        match homeserver::transport::tls::pem_not_after(&pem) {
             Ok(not_after) => {
                 let at = format_time_ms(not_after.unix_timestamp().saturating_mul(1000));
                 if not_after <= now {

@@ -1,6 +1,6 @@
 //! The unit's TLS identity, generated on the box at setup and renewed by `appliance tls
 //! renew`: thin wrappers over the homeserver's one implementation
-//! (`homeserver::federation::tls`), so `appliance` and the homeserver make exactly the same
+//! (`homeserver::transport::tls`), so `appliance` and the homeserver make exactly the same
 //! files.
 //!
 //! Peers pin the unit CA (it goes on the peer card), so the leaf can be renewed without
@@ -23,7 +23,7 @@ fn renew(unit: &Unit) -> Result<Exit, Failure> {
     let config = unit.config()?;
     unit.require_stopped("renewing the certificate (it loads the certificate at start)")?;
     let dir = unit.tls_dir();
-    let expires = homeserver::federation::tls::renew(
+    let expires = homeserver::transport::tls::renew(
         &dir,
         config.server_name.as_str(),
         &config.federation.card_endpoints(),

@@ -324,20 +324,6 @@ impl Default for StorageConfig {
     }
 }
 
-impl Config {
-    /// The free-space policy the store enforces.
-    pub fn space_policy(&self) -> crate::store::SpacePolicy {
-        crate::store::SpacePolicy {
-            min_free_bytes: self.storage.min_free_bytes,
-            reserve_bytes: self.storage.reserve_bytes,
-            admin_contact: self.storage.admin_contact.clone().unwrap_or_else(|| {
-                let host = self.server_name.host();
-                format!("mailto:admin@{host}")
-            }),
-        }
-    }
-}
-
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -230,7 +230,7 @@ impl Error {
     /// store's `M_RESOURCE_LIMIT_EXCEEDED`, never a 500.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Database(err) => crate::store::space::is_full(err),
+            Error::Database(err) => crate::util::is_disk_full(err),
             Error::DiskFull => true,
             _ => false,
         }

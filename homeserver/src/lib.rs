@@ -10,10 +10,10 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod federation;
 pub mod matrix;
 pub mod service;
 pub mod store;
+pub mod transport;
 pub mod util;
 
 use std::future::Future;
@@ -137,7 +137,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     let store = Store::open_with(
         &config.data_dir,
         config.storage.read_connections,
-        config.space_policy(),
+        crate::store::SpacePolicy::from_config(&config),
     )?;
     let key = load_or_create_key(&config.data_dir)?;
     for token in config.registration.tokens.clone() {
@@ -152,18 +152,18 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
             })?;
     }
     let tls =
-        federation::tls::TlsIdentity::load_or_create(&config.data_dir, config.server_name.as_str())
+        transport::tls::TlsIdentity::load_or_create(&config.data_dir, config.server_name.as_str())
             .map_err(|err| StartError::Key {
                 path: config
                     .data_dir
-                    .join(federation::tls::TLS_DIR)
+                    .join(transport::tls::TLS_DIR)
                     .display()
                     .to_string(),
                 reason: err.to_string(),
             })?;
     let peers = Arc::new(
-        federation::peers::Allowlist::load(
-            config.data_dir.join(federation::peers::PEERS_DIR),
+        transport::peers::Allowlist::load(
+            config.data_dir.join(transport::peers::PEERS_DIR),
             config.server_name.as_str(),
         )
         .map_err(|err| StartError::DataDir {
@@ -194,7 +194,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         server_name: config.server_name.clone(),
         key,
     });
-    let client = federation::client::FederationClient::new(
+    let client = transport::client::FederationClient::new(
         Arc::clone(&signer),
         Arc::clone(&peers),
         Duration::from_secs(config.federation.request_timeout_secs),
@@ -249,7 +249,7 @@ pub async fn serve(
         shutdown_tx.subscribe(),
     ));
     let watchdog = tokio::spawn(watchdog_loop(shutdown_tx.subscribe()));
-    let sender = tokio::spawn(federation::sender::run(
+    let sender = tokio::spawn(transport::sender::run(
         store.clone(),
         server.federation.clone(),
         Duration::from_secs(server.config.federation.retry_cap_secs),
@@ -447,14 +447,11 @@ async fn watchdog_loop(mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Resolves once the shutdown flag is set (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stopping| *stopping).await;
-}
+pub use util::stopped;
 
 /// Reloads the allow-list on SIGHUP, as admins expect of a daemon.
 async fn reload_on_sighup(
-    peers: Arc<federation::peers::Allowlist>,
+    peers: Arc<transport::peers::Allowlist>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
@@ -476,7 +473,7 @@ pub fn peer_card(config: &Config) -> Result<matrix::peer_card::PeerCard, StartEr
     prepare_data_dir(&config.data_dir)?;
     let key = load_or_create_key(&config.data_dir)?;
     let tls =
-        federation::tls::TlsIdentity::load_or_create(&config.data_dir, config.server_name.as_str())
+        transport::tls::TlsIdentity::load_or_create(&config.data_dir, config.server_name.as_str())
             .map_err(|err| StartError::Key {
                 path: "tls".to_owned(),
                 reason: err.to_string(),

@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use homeserver::admin::wire::{PeerInfo, PeerList};
-use homeserver::federation::peers::Allowlist;
-use homeserver::federation::tls::client_config_for;
+use homeserver::transport::peers::Allowlist;
+use homeserver::transport::tls::client_config_for;
 use homeserver::matrix::peer_card::PeerCard;
 use homeserver::service::admin as service;
 

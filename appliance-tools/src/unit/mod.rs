@@ -27,7 +27,7 @@ pub mod offline;
 pub mod provisioning;
 
 /// The TLS files in [`TLS_DIR`]: the homeserver's one implementation names them.
-pub use homeserver::federation::tls::{CA_CERT, CERT, KEY};
+pub use homeserver::transport::tls::{CA_CERT, CERT, KEY};
 
 /// The homeserver config file inside the data dir.
 pub const CONFIG_FILE: &str = "homeserver.toml";
@@ -329,6 +329,6 @@ pub fn generate_tls(
     server_name: &str,
     endpoint_hosts: &[String],
 ) -> Result<(), Failure> {
-    homeserver::federation::tls::generate(dir, server_name, endpoint_hosts)
+    homeserver::transport::tls::generate(dir, server_name, endpoint_hosts)
         .map_err(|err| Failure::broke(format!("generating the TLS certificate: {err}")))
 }

@@ -113,7 +113,7 @@ async fn run(
     let app = routes::router(server, Instant::now());
     let mut stopping = shutdown.clone();
     let serving = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { crate::stopped(&mut shutdown).await });
+        .with_graceful_shutdown(async move { crate::util::stopped(&mut shutdown).await });
     tokio::select! {
         result = serving => {
             if let Err(err) = result {
@@ -121,7 +121,7 @@ async fn run(
             }
         }
         _ = async {
-            crate::stopped(&mut stopping).await;
+            crate::util::stopped(&mut stopping).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("admin requests still running after the grace period; stopping anyway"),
     }

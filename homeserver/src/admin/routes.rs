@@ -41,7 +41,7 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
 
 /// # `GET /v1/reports`
 async fn list_reports(State(server): State<Arc<Server>>) -> Result<Json<ReportList>> {
-    let reports = server.store.read(crate::store::admin::reports).await?;
+    let reports = admin::reports(&server).await?;
     Ok(Json(ReportList { reports }))
 }
 

@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use crate::service::admin::{
-    DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, ServerStatus, SpaceStatus,
+    BackupOutcome, DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, Report, ServerStatus,
+    SpaceStatus, UserSummary,
 };
-pub use crate::store::admin::{BackupOutcome, Report, UserSummary};
 
 /// `GET /v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -404,7 +404,7 @@ impl Connections {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = crate::stopped(&mut shutdown) => break,
+                _ = crate::util::stopped(&mut shutdown) => break,
             }
             let now = self.epoch.elapsed().as_millis() as u64 + 1;
             let table = self.lock();
@@ -788,7 +788,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::util::stopped(&mut shutdown) => break,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -926,7 +926,7 @@ async fn serve_connection<T>(
             tracing::debug!(%peer, reason = ?conn.reason(), "closing a connection");
             true
         }
-        _ = crate::stopped(&mut stop) => true,
+        _ = crate::util::stopped(&mut stop) => true,
     };
     // The connection is not being polled here, so no request can start between this check
     // and the drop: an idle connection is closed at once (hyper's graceful shutdown would wait

@@ -7,6 +7,20 @@ use serde_json::{Map, Value, json};
 
 use super::pdu::Pdu;
 
+/// The state event types shown as stripped state to invitees and knockers, in invites
+/// (`invite_room_state`), knocks (`knock_room_state`) and `/sync`'s `invite_state` (spec:
+/// Client-Server API, "Stripped state"; its list, with `m.room.create` first, which v1.16
+/// made required).
+pub const STRIPPED_STATE_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.topic",
+    "m.room.join_rules",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+];
+
 /// Extra, per-viewer information for the `unsigned` block.
 #[derive(Debug, Default, Clone)]
 pub struct Unsigned {

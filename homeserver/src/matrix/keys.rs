@@ -1,4 +1,5 @@
-//! This unit's ed25519 signing key: generation and the on-disk text form.
+//! This unit's signing identity: the ed25519 signing key (generation and the on-disk text
+//! form) and the [`Signer`] (server name plus current key) that signs events and requests.
 //!
 //! The file's first line is the current key, `ed25519 <version> <base64 PKCS#8 DER>`, so an
 //! admin can tell what it is. `appliance keys rotate` appends one line per retired key,
@@ -11,6 +12,15 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use rand::Rng;
 use ruma::signatures::Ed25519KeyPair;
+
+/// This server's identity for signing events and federation requests: pure key material,
+/// handed to the transport (request signing) and the services (event signing) alike.
+pub struct Signer {
+    /// Our server name.
+    pub server_name: ruma::OwnedServerName,
+    /// Our current signing key.
+    pub key: SigningKey,
+}
 
 /// A signing key with its key id (`ed25519:<version>`), plus the public halves of the keys it
 /// replaced.

@@ -7,6 +7,7 @@
 pub mod build;
 pub mod client_format;
 pub mod filter;
+pub mod join_rules;
 pub mod keys;
 pub mod pdu;
 pub mod peer_card;
@@ -36,6 +37,20 @@ pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 12] = [
 
 /// The default version for new rooms.
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;
+
+/// The rules of a room version we support, from its name on the wire: an unknown name is
+/// `M_BAD_JSON`, a known but unsupported one `M_UNSUPPORTED_ROOM_VERSION`.
+pub fn room_rules(version: &str) -> crate::error::Result<(RoomVersionId, RoomVersionRules)> {
+    let id = RoomVersionId::try_from(version)
+        .map_err(|_| crate::error::Error::bad_json(format!("bad room version {version}")))?;
+    let rules = rules_for(&id).ok_or_else(|| {
+        crate::error::Error::new(
+            crate::error::ErrorCode::UnsupportedRoomVersion,
+            format!("room version {version} is not supported"),
+        )
+    })?;
+    Ok((id, rules))
+}
 
 /// The rules of a supported room version, or `None` when we do not support it.
 pub fn rules_for(version: &RoomVersionId) -> Option<RoomVersionRules> {

@@ -15,7 +15,9 @@ use super::Server;
 use super::accounts;
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::Store;
-use crate::store::admin::{self as store_admin, UserSummary};
+use crate::store::admin as store_admin;
+/// The admin API's row types, as the store reads them.
+pub use crate::store::admin::{BackupOutcome, Report, UserSummary};
 use crate::util::now_ms;
 
 /// Turns what an admin typed (`alice` or `@alice:server`) into a user ID of this unit.
@@ -167,6 +169,11 @@ pub async fn set_admin_in_store(
         .await?;
     tracing::info!(user = %user_id, admin, "admin changed admin rights");
     Ok(summary)
+}
+
+/// The content reports users filed, for `GET /v1/reports`.
+pub async fn reports(server: &Server) -> Result<Vec<Report>> {
+    server.store.read(store_admin::reports).await
 }
 
 /// [`reset_password_in_store`] on the running server: also forgets cached sessions.
@@ -405,7 +412,7 @@ pub fn peer_infos(
     let mut peers = Vec::with_capacity(cards.len());
     for card in cards {
         let (last_success_ts, last_error_ts, last_error, failures, queue_depth) =
-            crate::store::federation::link_state(conn, &card.server_name)?;
+            crate::store::outbox::link_state(conn, &card.server_name)?;
         peers.push(PeerInfo {
             server_name: card.server_name.clone(),
             endpoints: card.endpoints.clone(),

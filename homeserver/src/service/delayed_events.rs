@@ -406,7 +406,7 @@ pub async fn run(server: Arc<Server>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = server.delayed.wake.notified() => {}
-            _ = crate::stopped(&mut stop) => return,
+            _ = crate::util::stopped(&mut stop) => return,
         }
     }
 }

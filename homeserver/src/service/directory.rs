@@ -7,10 +7,11 @@
 
 use serde_json::{Value, json};
 
+use rusqlite::Connection;
+
 use super::Server;
 use crate::error::{Error, Result};
-use crate::service::federation::hierarchy::room_summary;
-use crate::store::state;
+use crate::store::{events, state};
 
 /// Entries on a page when the request sets no limit, and the most on one page.
 const DEFAULT_LIMIT: usize = 100;
@@ -81,6 +82,44 @@ pub async fn local_public_rooms(server: &Server, query: DirectoryQuery) -> Resul
         body["prev_batch"] = json!(token(offset.saturating_sub(limit)));
     }
     Ok(body)
+}
+
+/// The content of a room's current `kind` state event with an empty state key (`Null` when
+/// there is none).
+pub fn state_content(conn: &Connection, room: &str, kind: &str) -> Result<Value> {
+    Ok(match state::current_state_id(conn, room, kind, "")? {
+        Some(id) => events::get_event(conn, &id)?
+            .map(|e| e.pdu.content_value())
+            .unwrap_or_default(),
+        None => Value::Null,
+    })
+}
+
+/// A room's public summary (spec: `PublishedRoomsChunk`), as the public room directory lists
+/// it and as both hierarchy endpoints start from, so all three describe a room alike.
+pub fn room_summary(conn: &Connection, room: &str) -> Result<Value> {
+    let join_rule = state_content(conn, room, "m.room.join_rules")?
+        .get("join_rule")
+        .cloned()
+        .unwrap_or(json!("invite"));
+    let history = state_content(conn, room, "m.room.history_visibility")?
+        .get("history_visibility")
+        .cloned();
+    let guest = state_content(conn, room, "m.room.guest_access")?
+        .get("guest_access")
+        .cloned();
+    Ok(json!({
+        "room_id": room,
+        "name": state_content(conn, room, "m.room.name")?.get("name"),
+        "topic": state_content(conn, room, "m.room.topic")?.get("topic"),
+        "avatar_url": state_content(conn, room, "m.room.avatar")?.get("url"),
+        "canonical_alias": state_content(conn, room, "m.room.canonical_alias")?.get("alias"),
+        "num_joined_members": state::members_with(conn, room, "join")?.len(),
+        "world_readable": history == Some(json!("world_readable")),
+        "guest_can_join": guest == Some(json!("can_join")),
+        "join_rule": join_rule,
+        "room_type": state_content(conn, room, "m.room.create")?.get("type"),
+    }))
 }
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ async fn room_events(
                     return Ok(json!({ "start": start, "end": start, "chunk": [] }));
                 }
             },
-            _ = crate::stopped(&mut shutdown) => {
+            _ = crate::util::stopped(&mut shutdown) => {
                 return Ok(json!({ "start": start, "end": start, "chunk": [] }));
             }
         }

@@ -11,7 +11,7 @@
 //! made once.
 //!
 //! Media of other units (`mxc://<peer>/<id>`) is fetched once from that allow-listed peer
-//! (`service::federation::media`), stored in the same content store and recorded in
+//! (`transport::media`), stored in the same content store and recorded in
 //! `remote_media`, then served like local media: from the cache, even while the peer is
 //! down, and thumbnailed here from the cached original. Cached items belong to no local user,
 //! so they count against nobody's quota. Concurrent first reads of one item make one fetch.
@@ -34,7 +34,6 @@ use ruma::UserId;
 use tokio::sync::Semaphore;
 
 use super::Server;
-use super::federation::media as federation;
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::media::{self as store, Content, ThumbnailKey, ThumbnailRow};
 use crate::util::{now_ms, random_string};
@@ -568,7 +567,14 @@ async fn remote_content(
         })?
         .map_err(|_| Error::internal("remote media fetching closed"))?;
     let limit = server.config.media.max_upload_bytes;
-    let fetched = federation::fetch(server, origin, media_id, limit, remote.deadline()).await?;
+    let fetched = crate::transport::media::fetch(
+        &server.federation,
+        origin,
+        media_id,
+        limit,
+        remote.deadline(),
+    )
+    .await?;
     let content_type = fetched
         .content_type
         .as_deref()

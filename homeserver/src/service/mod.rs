@@ -31,19 +31,10 @@ pub mod upgrade;
 
 use std::sync::Arc;
 
-use ruma::OwnedServerName;
-
 use crate::config::Config;
-use crate::matrix::keys::SigningKey;
 use crate::store::Store;
 
-/// This server's identity for signing events.
-pub struct Signer {
-    /// Our server name.
-    pub server_name: OwnedServerName,
-    /// Our current signing key.
-    pub key: SigningKey,
-}
+pub use crate::matrix::keys::Signer;
 
 /// Everything a request needs, handed to handlers through axum's `State`.
 pub struct Server {
@@ -66,9 +57,9 @@ pub struct Server {
     /// Failed-password back-off per account.
     pub login_throttle: login_throttle::LoginThrottle,
     /// The allow-listed peers (from peer cards).
-    pub peers: Arc<crate::federation::peers::Allowlist>,
+    pub peers: Arc<crate::transport::peers::Allowlist>,
     /// Signed requests to peers.
-    pub federation: crate::federation::client::FederationClient,
+    pub federation: crate::transport::client::FederationClient,
     /// Our CA certificate (PEM), for our peer card.
     pub tls_ca_pem: String,
     /// Peers' recent space-hierarchy answers, so paging a hierarchy does not ask each time.
@@ -85,5 +76,18 @@ impl Server {
     /// Our server name.
     pub fn server_name(&self) -> &ruma::ServerName {
         &self.signer.server_name
+    }
+}
+
+/// Refuses a user of a server that is neither this unit nor an allow-listed peer: no event of
+/// ours may name one (closed federation).
+pub fn require_allowed_user(server: &Server, user_id: &ruma::UserId) -> crate::error::Result<()> {
+    let name = user_id.server_name().as_str();
+    if name == server.server_name().as_str() || server.peers.contains(name) {
+        Ok(())
+    } else {
+        Err(crate::error::Error::forbidden(format!(
+            "{name} is not an allow-listed peer of this unit, so {user_id} cannot be part of its rooms"
+        )))
     }
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::Server;
 use crate::error::{Error, Result};
 use crate::store::presence::{self as store, PresenceRow};
-use crate::store::{WriteTx, e2ee, federation as outbox};
+use crate::store::{WriteTx, e2ee, outbox};
 
 /// How often activity alone (no state change) is written.
 const ACTIVITY_RESOLUTION: Duration = Duration::from_secs(60);

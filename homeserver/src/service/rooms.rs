@@ -272,7 +272,7 @@ pub fn enqueue_for_peers_in_tx(
         .iter()
         .filter(|s| s.as_str() != own && Some(s.as_str()) != except)
     {
-        crate::store::federation::enqueue(tx, server, "pdu", pdu.event_id.as_str(), now)?;
+        crate::store::outbox::enqueue(tx, server, "pdu", pdu.event_id.as_str(), now)?;
     }
     Ok(())
 }
@@ -380,7 +380,9 @@ pub struct CreateRoom {
     pub public: bool,
 }
 
-/// Creates a room with its whole initial event chain in one transaction.
+/// Creates a room with its whole initial event chain in one transaction. Only local users of
+/// `req.invite` are invited here; users of other units are invited through their unit
+/// (`service::federation::invites::create_room`, what `/createRoom` calls).
 pub async fn create_room(
     server: &Server,
     creator: OwnedUserId,
@@ -388,34 +390,10 @@ pub async fn create_room(
 ) -> Result<OwnedRoomId> {
     let signer = Arc::clone(&server.signer);
     let (displayname, avatar) = profile_of(server, &creator).await?;
-    let own = server.server_name().to_owned();
-    let remote: Vec<OwnedUserId> = req
-        .invite
-        .iter()
-        .filter(|u| u.server_name() != own)
-        .cloned()
-        .collect();
-    let is_direct = req.is_direct;
-    let inviter = creator.clone();
-    let room_id = server
+    server
         .store
         .write(move |tx| create_room_in_tx(tx, &signer, &creator, req, displayname, avatar))
-        .await?;
-    // Users of other units are invited through their unit, which countersigns the invite.
-    for target in remote {
-        if let Err(err) = super::federation::invite_remote(
-            server,
-            room_id.clone(),
-            inviter.clone(),
-            target.clone(),
-            is_direct,
-        )
         .await
-        {
-            tracing::warn!(room = %room_id, user = %target, error = %err, "invite from createRoom failed");
-        }
-    }
-    Ok(room_id)
 }
 
 fn create_room_in_tx(
@@ -884,18 +862,11 @@ pub fn restricted_join(
     ) {
         return Ok(RestrictedJoin::NotRestricted);
     }
-    let allowed: Vec<&str> = rules
-        .get("allow")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|rule| rule.get("type").and_then(Value::as_str) == Some("m.room_membership"))
-        .filter_map(|rule| rule.get("room_id").and_then(Value::as_str))
-        .collect();
+    let allowed = crate::matrix::join_rules::restricted_allowed_rooms(&rules);
     let mut held_any = false;
     let mut qualifies = false;
-    for room in allowed {
-        held_any |= crate::store::federation::participating(conn, room)?;
+    for room in &allowed {
+        held_any |= crate::store::dag::participating(conn, room)?;
         qualifies |= state::membership(conn, room, user)?.as_deref() == Some("join");
     }
     if !qualifies {

@@ -285,7 +285,7 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<Value> {
                 Ok(Err(_)) | Err(_) => return Ok(response),
             },
             changed = typing_changes.changed() => if changed.is_err() { return Ok(response) },
-            _ = crate::stopped(&mut shutdown) => return Ok(response),
+            _ = crate::util::stopped(&mut shutdown) => return Ok(response),
         }
     }
 }

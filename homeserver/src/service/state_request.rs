@@ -7,7 +7,7 @@
 //! event is checked exactly as an immediate one, at the time it is sent.
 
 use ruma::events::TimelineEventType;
-use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomId};
+use ruma::{OwnedRoomAliasId, OwnedUserId, RoomId};
 use serde_json::{Map, Value};
 
 use super::Server;
@@ -19,7 +19,8 @@ pub enum StateRequest {
     /// An ordinary local state event.
     Local(NewEvent),
     /// An invite of a user on another unit: that unit countersigns it first
-    /// (`federation::invite_remote`).
+    /// (`service::federation::invite_remote`), which is why
+    /// `service::federation::invites::carry_out` carries checked requests out.
     RemoteInvite {
         /// Who is invited.
         target: OwnedUserId,
@@ -45,7 +46,7 @@ pub async fn check(
         let target = OwnedUserId::try_from(key.as_str()).map_err(|_| {
             Error::invalid_param(format!("{key:?} is not a valid user ID for a member event"))
         })?;
-        crate::service::federation::require_allowed_user(server, &target)?;
+        super::require_allowed_user(server, &target)?;
         if target.server_name() != server.server_name()
             && content.get("membership").and_then(Value::as_str) == Some("invite")
         {
@@ -71,23 +72,6 @@ pub async fn check(
         key,
         Value::Object(content),
     )))
-}
-
-/// Carries out a checked state request as `sender` and returns the event ID.
-pub async fn carry_out(
-    server: &Server,
-    room: OwnedRoomId,
-    sender: OwnedUserId,
-    request: StateRequest,
-) -> Result<ruma::OwnedEventId> {
-    match request {
-        StateRequest::Local(event) => {
-            crate::service::rooms::send(server, room, sender, event, None).await
-        }
-        StateRequest::RemoteInvite { target, is_direct } => {
-            crate::service::federation::invite_remote(server, room, sender, target, is_direct).await
-        }
-    }
 }
 
 /// Spec: a canonical alias must be an alias (`M_INVALID_PARAM`) and point at this room

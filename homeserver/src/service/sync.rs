@@ -33,15 +33,6 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 pub(crate) const HEROES: usize = 5;
 /// Longest long-poll we honour.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
-/// State events shown to invitees (spec: "stripped state").
-const INVITE_STATE_TYPES: [&str; 6] = [
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-];
 
 /// A parsed `/sync` request.
 #[derive(Debug, Clone)]
@@ -175,7 +166,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
                 Ok(Err(_)) | Err(_) => return Ok(response),
             },
             changed = typing_changes.changed() => if changed.is_err() { return Ok(response) },
-            _ = crate::stopped(&mut shutdown) => return Ok(response),
+            _ = crate::util::stopped(&mut shutdown) => return Ok(response),
         }
     }
 }
@@ -819,9 +810,9 @@ pub(crate) fn receipt_event(receipts: Vec<misc::Receipt>) -> Option<Value> {
 /// `{"invite_state": {"events": [...]}}` for a room the user is invited to (or knocked on):
 /// the stripped state a remote inviter sent, or the local room's own.
 pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
-    if !crate::store::federation::participating(conn, room_id)?
+    if !crate::store::dag::participating(conn, room_id)?
         && let Some((event_id, invite_state)) =
-            crate::store::federation::remote_invite(conn, room_id, user_id)?
+            crate::store::dag::remote_invite(conn, room_id, user_id)?
     {
         // An invite from another unit: show the stripped state its server sent, plus the invite.
         let mut stripped: Vec<Value> = serde_json::from_str(&invite_state).unwrap_or_default();
@@ -836,7 +827,7 @@ pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> R
         return Ok(json!({"invite_state": {"events": stripped}}));
     }
     let mut stripped = Vec::new();
-    for kind in INVITE_STATE_TYPES {
+    for kind in crate::matrix::client_format::STRIPPED_STATE_TYPES {
         if let Some(id) = state::current_state_id(conn, room_id, kind, "")?
             && let Some(event) = events::get_event(conn, &id)?
         {

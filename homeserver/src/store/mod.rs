@@ -15,13 +15,14 @@
 pub mod accounts;
 pub mod admin;
 pub mod backup;
+pub mod dag;
 pub mod delayed_events;
 pub mod e2ee;
 pub mod events;
-pub mod federation;
 pub mod media;
 mod migrations;
 pub mod misc;
+pub mod outbox;
 pub mod presence;
 pub mod push;
 pub mod search;

@@ -46,6 +46,20 @@ pub struct SpacePolicy {
     pub admin_contact: String,
 }
 
+impl SpacePolicy {
+    /// The policy the `[storage]` section of the configuration sets.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            min_free_bytes: config.storage.min_free_bytes,
+            reserve_bytes: config.storage.reserve_bytes,
+            admin_contact: config.storage.admin_contact.clone().unwrap_or_else(|| {
+                let host = config.server_name.host();
+                format!("mailto:admin@{host}")
+            }),
+        }
+    }
+}
+
 /// What the guard last measured, for the admin status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpaceState {
@@ -219,13 +233,7 @@ impl SpaceGuard {
     }
 }
 
-/// Whether a SQLite error means the disk (or the file size limit) is full.
-pub fn is_full(err: &rusqlite::Error) -> bool {
-    matches!(
-        err,
-        rusqlite::Error::SqliteFailure(e, _) if e.code == rusqlite::ErrorCode::DiskFull
-    )
-}
+pub use crate::util::is_disk_full as is_full;
 
 /// `(available, total)` bytes of the filesystem holding `dir`.
 // statvfs's field types are u64 on x86-64 but narrower on other targets.

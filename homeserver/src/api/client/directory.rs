@@ -188,7 +188,7 @@ pub async fn set_visibility(
 }
 
 /// A public-directory entry for a room (shared with both space `hierarchy` endpoints).
-pub use crate::service::federation::hierarchy::room_summary;
+pub use crate::service::directory::room_summary;
 
 #[derive(Deserialize, Default)]
 pub struct PublicRoomsQuery {

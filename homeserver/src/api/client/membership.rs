@@ -40,7 +40,7 @@ async fn join(
     let key = room.to_string();
     let participating = server
         .store
-        .read(move |conn| crate::store::federation::participating(conn, &key))
+        .read(move |conn| crate::store::dag::participating(conn, &key))
         .await?;
     if !participating {
         // A room held by other units: join through an allow-listed peer.
@@ -148,7 +148,7 @@ pub async fn leave(
     let key = room.to_string();
     let participating = server
         .store
-        .read(move |conn| crate::store::federation::participating(conn, &key))
+        .read(move |conn| crate::store::dag::participating(conn, &key))
         .await?;
     if !participating {
         if crate::service::federation::knock::has_remote_knock(&server, &room, &auth.user_id)
@@ -466,7 +466,7 @@ pub async fn knock(
     let key = room.to_string();
     let participating = server
         .store
-        .read(move |conn| crate::store::federation::participating(conn, &key))
+        .read(move |conn| crate::store::dag::participating(conn, &key))
         .await?;
     if !participating {
         // The same servers a remote join would try; only allow-listed peers survive.

@@ -132,7 +132,8 @@ pub async fn create_room(
         is_direct: body.is_direct,
         public,
     };
-    let room_id = rooms::create_room(&server, auth.user_id, request).await?;
+    let room_id =
+        crate::service::federation::invites::create_room(&server, auth.user_id, request).await?;
     Ok(Json(json!({"room_id": room_id})))
 }
 
@@ -230,7 +231,8 @@ async fn put_state_inner(
 ) -> Result<Json<Value>> {
     let room = room_id(raw_room)?;
     let request = state_request::check(server, &room, kind, key, content).await?;
-    let id = state_request::carry_out(server, room, auth.user_id, request).await?;
+    let id =
+        crate::service::federation::invites::carry_out(server, room, auth.user_id, request).await?;
     Ok(Json(json!({"event_id": id})))
 }
 

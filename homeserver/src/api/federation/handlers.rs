@@ -7,7 +7,6 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::Uri;
-use ruma::room_version_rules::RoomVersionRules;
 use serde_json::{Map, Value, json};
 
 use super::Signed;
@@ -15,11 +14,10 @@ use crate::api::extract::{
     PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer, user_id,
 };
 use crate::error::{Error, ErrorCode, Result};
-use crate::matrix::visibility::Visible;
 use crate::service::directory::{self, DirectoryQuery};
 use crate::service::federation as fed;
-use crate::service::{Server, e2ee, rooms};
-use crate::store::{events, federation, misc, state};
+use crate::service::federation::resident;
+use crate::service::{Server, e2ee};
 use crate::util::now_ms;
 
 /// All values of a repeated query parameter (`?ver=10&ver=11`), decoded.
@@ -34,50 +32,6 @@ fn query_all(uri: &Uri, name: &str) -> Vec<String> {
 
 fn query_one(uri: &Uri, name: &str) -> Option<String> {
     query_all(uri, name).into_iter().next()
-}
-
-fn pdu_json(event: &events::StoredEvent) -> Value {
-    serde_json::from_str(&event.pdu.json).unwrap_or(Value::Null)
-}
-
-/// Whether `origin` has (or had) a member in the room, so it may read the room's events.
-fn origin_in_room(conn: &rusqlite::Connection, room: &str, origin: &str) -> Result<bool> {
-    let state = state::current_state(conn, room)?;
-    Ok(state.keys().any(|(kind, key)| {
-        kind == "m.room.member" && key.split_once(':').map(|(_, s)| s) == Some(origin)
-    }))
-}
-
-fn require_in_room(conn: &rusqlite::Connection, room: &str, origin: &str) -> Result<()> {
-    if origin_in_room(conn, room, origin)? {
-        Ok(())
-    } else {
-        Err(Error::forbidden(format!("{origin} is not in room {room}")))
-    }
-}
-
-/// What a server may see of a room, with the room's redaction rules: the events it may not
-/// see are sent in their redacted form (see [`rooms::pdu_for_server`]).
-struct ServerView {
-    visible: Visible,
-    rules: RoomVersionRules,
-}
-
-impl ServerView {
-    fn of(conn: &rusqlite::Connection, room: &str, origin: &str) -> Result<Self> {
-        let version = state::get_room(conn, room)?
-            .ok_or_else(|| Error::not_found("Unknown room"))?
-            .room_version;
-        let (_, rules) = crate::federation::incoming::room_rules(&version)?;
-        Ok(Self {
-            visible: rooms::server_visibility(conn, room, origin)?,
-            rules,
-        })
-    }
-
-    fn pdu(&self, event: &events::StoredEvent) -> Result<Value> {
-        rooms::pdu_for_server(event, &self.visible, &self.rules)
-    }
 }
 
 /// # `GET /_matrix/key/v2/server`
@@ -244,46 +198,10 @@ pub async fn event(
     signed: Signed,
 ) -> Result<Json<Value>> {
     let id = event_id(&id)?;
-    let origin = signed.origin.clone();
-    let pdu = server
-        .store
-        .read(move |conn| {
-            let event = events::get_event(conn, id.as_str())?
-                .ok_or_else(|| Error::not_found("Event not found"))?;
-            let room = event.pdu.room_id.as_str();
-            require_in_room(conn, room, &origin)?;
-            ServerView::of(conn, room, &origin)?.pdu(&event)
-        })
-        .await?;
+    let pdu = resident::event(&server, signed.origin, id).await?;
     Ok(Json(
         json!({"origin": server.server_name(), "origin_server_ts": now_ms(), "pdus": [pdu]}),
     ))
-}
-
-/// State before `event_id` and its auth chain, as event IDs.
-fn state_at(
-    conn: &rusqlite::Connection,
-    room: &str,
-    event: &str,
-    origin: &str,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let stored = events::get_room_event(conn, room, event)?
-        .ok_or_else(|| Error::not_found("Event not found"))?;
-    // The state at an event tells who was there and what the room was called: only for a
-    // server that may see the event.
-    if !rooms::server_visibility(conn, room, origin)?.allows(stored.stream_pos) {
-        return Err(Error::forbidden(format!(
-            "{origin} may not see {event} (history visibility)"
-        )));
-    }
-    let group = state::state_group_before(conn, room, stored.stream_pos)?;
-    let map = match group {
-        Some(group) => state::state_at_group(conn, group)?,
-        None => Default::default(),
-    };
-    let ids: Vec<String> = map.values().cloned().collect();
-    let chain: Vec<String> = federation::auth_chain(conn, &ids)?.into_iter().collect();
-    Ok((ids, chain))
 }
 
 /// The state before `?event_id=` in a room the origin takes part in, as event IDs, and its
@@ -301,24 +219,7 @@ async fn requested_state(
             "event_id is required",
         )
     })?;
-    server
-        .store
-        .read(move |conn| {
-            require_in_room(conn, room.as_str(), &origin)?;
-            state_at(conn, room.as_str(), &event, &origin)
-        })
-        .await
-}
-
-/// The stored PDU JSON of `ids` (those we hold).
-fn pdus_json(conn: &rusqlite::Connection, ids: &[String]) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    for id in ids {
-        if let Some(event) = events::get_event(conn, id)? {
-            out.push(pdu_json(&event));
-        }
-    }
-    Ok(out)
+    resident::state_ids(server, room, event, origin).await
 }
 
 /// # `GET /_matrix/federation/v1/state_ids/{roomId}`
@@ -340,13 +241,8 @@ pub async fn state(
     signed: Signed,
 ) -> Result<Json<Value>> {
     let (ids, chain) = requested_state(&server, &room, &uri, signed.origin).await?;
-    let body = server
-        .store
-        .read(move |conn| {
-            Ok(json!({"pdus": pdus_json(conn, &ids)?, "auth_chain": pdus_json(conn, &chain)?}))
-        })
-        .await?;
-    Ok(Json(body))
+    let (pdus, auth_chain) = resident::state_pdus(&server, ids, chain).await?;
+    Ok(Json(json!({"pdus": pdus, "auth_chain": auth_chain})))
 }
 
 /// # `GET /_matrix/federation/v1/backfill/{roomId}`
@@ -362,34 +258,7 @@ pub async fn backfill(
         .and_then(|l| l.parse().ok())
         .unwrap_or(50)
         .clamp(1, 100);
-    let origin = signed.origin;
-    let pdus = server
-        .store
-        .read(move |conn| {
-            require_in_room(conn, room.as_str(), &origin)?;
-            let mut ids: Vec<String> = from
-                .iter()
-                .filter(|id| federation::have_event(conn, id).unwrap_or(false))
-                .cloned()
-                .collect();
-            ids.extend(federation::missing_between(
-                conn,
-                room.as_str(),
-                &BTreeSet::new(),
-                &from,
-                limit,
-            )?);
-            ids.truncate(limit);
-            let view = ServerView::of(conn, room.as_str(), &origin)?;
-            let mut out = Vec::new();
-            for id in ids {
-                if let Some(e) = events::get_room_event(conn, room.as_str(), &id)? {
-                    out.push(view.pdu(&e)?);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
+    let pdus = resident::backfill(&server, signed.origin, room, from, limit).await?;
     Ok(Json(
         json!({"origin": server.server_name(), "origin_server_ts": now_ms(), "pdus": pdus}),
     ))
@@ -421,28 +290,16 @@ pub async fn get_missing_events(
         .unwrap_or(10)
         .clamp(1, 100) as usize;
     let min_depth = body.get("min_depth").and_then(Value::as_u64).unwrap_or(0);
-    let origin = signed.origin;
-    let events = server
-        .store
-        .read(move |conn| {
-            require_in_room(conn, room.as_str(), &origin)?;
-            let ids = federation::missing_between(conn, room.as_str(), &earliest, &latest, limit)?;
-            let mut found = Vec::new();
-            for id in ids {
-                if let Some(e) = events::get_room_event(conn, room.as_str(), &id)?
-                    && e.pdu.depth >= min_depth
-                {
-                    found.push(e);
-                }
-            }
-            found.sort_by_key(|e| (e.pdu.depth, e.stream_pos));
-            let view = ServerView::of(conn, room.as_str(), &origin)?;
-            found
-                .iter()
-                .map(|e| view.pdu(e))
-                .collect::<Result<Vec<_>>>()
-        })
-        .await?;
+    let events = resident::missing_events(
+        &server,
+        signed.origin,
+        room,
+        earliest,
+        latest,
+        limit,
+        min_depth,
+    )
+    .await?;
     Ok(Json(json!({"events": events})))
 }
 
@@ -454,17 +311,7 @@ pub async fn event_auth(
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?;
     let event = event_id(&event)?;
-    let origin = signed.origin;
-    let chain = server
-        .store
-        .read(move |conn| {
-            require_in_room(conn, room.as_str(), &origin)?;
-            let ids: Vec<String> = federation::auth_chain(conn, &[event.to_string()])?
-                .into_iter()
-                .collect();
-            pdus_json(conn, &ids)
-        })
-        .await?;
+    let chain = resident::event_auth(&server, signed.origin, room, event).await?;
     Ok(Json(json!({"auth_chain": chain})))
 }
 
@@ -478,12 +325,7 @@ pub async fn query_profile(
     if user.server_name() != server.server_name() {
         return Err(Error::not_found("Not a user of this unit"));
     }
-    let key = user.to_string();
-    let (name, avatar) = server
-        .store
-        .read(move |conn| crate::store::accounts::get_profile(conn, &key))
-        .await?
-        .ok_or_else(|| Error::not_found("Profile not found"))?;
+    let (name, avatar) = resident::profile(&server, &user).await?;
     let mut body = json!({});
     match query_one(&uri, "field").as_deref() {
         Some("displayname") => body["displayname"] = json!(name),
@@ -503,11 +345,7 @@ pub async fn query_directory(
     _signed: Signed,
 ) -> Result<Json<Value>> {
     let alias = query_one(&uri, "room_alias").unwrap_or_default();
-    let found = server
-        .store
-        .read(move |conn| misc::get_alias(conn, &alias))
-        .await?;
-    let (room, _) = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    let room = resident::alias(&server, alias).await?;
     Ok(Json(
         json!({"room_id": room, "servers": [server.server_name()]}),
     ))
@@ -641,12 +479,6 @@ pub async fn timestamp_to_event(
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?.to_string();
     let forward = q.forward()?;
-    let found = server
-        .store
-        .read(move |conn| {
-            require_in_room(conn, &room, &signed.origin)?;
-            events::closest_to_timestamp(conn, &room, q.ts, forward)
-        })
-        .await?;
+    let found = resident::closest_to_timestamp(&server, signed.origin, room, q.ts, forward).await?;
     timestamp_answer(found)
 }

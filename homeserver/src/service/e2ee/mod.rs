@@ -18,10 +18,10 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::Server;
-use super::federation::urlencode;
 use crate::error::{Error, Result};
-use crate::store::{WriteTx, e2ee, federation as outbox};
+use crate::store::{WriteTx, e2ee, outbox};
 use crate::util::now_ms;
+use crate::util::urlencode;
 
 /// Most to-device messages handed out by one `/sync`; the rest follow in the next.
 const TO_DEVICE_PER_SYNC: usize = 100;
@@ -432,7 +432,7 @@ async fn refresh_remote_devices(server: &Server, user_id: &str, wait: Duration) 
             "peer did not answer in time",
         )
     })?
-    .map_err(super::federation::fed_error)?;
+    .map_err(crate::transport::client::fed_error)?;
     store_remote_devices(server, user_id, &response).await
 }
 

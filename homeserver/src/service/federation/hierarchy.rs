@@ -23,10 +23,12 @@ use tracing::{debug, instrument};
 
 use super::urlencode;
 use crate::error::{Error, Result};
-use crate::federation::client::FedError;
 use crate::matrix::client_format::to_stripped_state;
+use crate::matrix::join_rules::restricted_allowed_rooms;
 use crate::service::Server;
-use crate::store::{events, federation, state};
+use crate::service::directory::{room_summary, state_content};
+use crate::store::{dag, events, state};
+use crate::transport::client::FedError;
 
 /// Most rooms on one page of the client hierarchy.
 pub const MAX_LIMIT: usize = 100;
@@ -47,63 +49,6 @@ const ANSWER_TTL: Duration = Duration::from_secs(60);
 const DOWN_TTL: Duration = Duration::from_secs(30);
 /// Most answers kept; the oldest goes first.
 const MAX_CACHED_ANSWERS: usize = 128;
-
-/// The content of a room's current `kind` state event with an empty state key (`Null` when
-/// there is none).
-fn state_content(conn: &Connection, room: &str, kind: &str) -> Result<Value> {
-    Ok(match state::current_state_id(conn, room, kind, "")? {
-        Some(id) => events::get_event(conn, &id)?
-            .map(|e| e.pdu.content_value())
-            .unwrap_or_default(),
-        None => Value::Null,
-    })
-}
-
-/// A room's public summary (spec: `PublishedRoomsChunk`), as the public room directory lists
-/// it and as both hierarchy endpoints start from, so all three describe a room alike.
-pub fn room_summary(conn: &Connection, room: &str) -> Result<Value> {
-    let join_rule = state_content(conn, room, "m.room.join_rules")?
-        .get("join_rule")
-        .cloned()
-        .unwrap_or(json!("invite"));
-    let history = state_content(conn, room, "m.room.history_visibility")?
-        .get("history_visibility")
-        .cloned();
-    let guest = state_content(conn, room, "m.room.guest_access")?
-        .get("guest_access")
-        .cloned();
-    Ok(json!({
-        "room_id": room,
-        "name": state_content(conn, room, "m.room.name")?.get("name"),
-        "topic": state_content(conn, room, "m.room.topic")?.get("topic"),
-        "avatar_url": state_content(conn, room, "m.room.avatar")?.get("url"),
-        "canonical_alias": state_content(conn, room, "m.room.canonical_alias")?.get("alias"),
-        "num_joined_members": state::members_with(conn, room, "join")?.len(),
-        "world_readable": history == Some(json!("world_readable")),
-        "guest_can_join": guest == Some(json!("can_join")),
-        "join_rule": join_rule,
-        "room_type": state_content(conn, room, "m.room.create")?.get("type"),
-    }))
-}
-
-/// The rooms a `restricted` or `knock_restricted` join rule admits members of.
-fn allowed_room_ids(join_rules: &Value) -> Vec<String> {
-    if !matches!(
-        join_rules.get("join_rule").and_then(Value::as_str),
-        Some("restricted" | "knock_restricted")
-    ) {
-        return Vec::new();
-    }
-    join_rules
-        .get("allow")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|rule| rule.get("type").and_then(Value::as_str) == Some("m.room_membership"))
-        .filter_map(|rule| rule.get("room_id").and_then(Value::as_str))
-        .map(str::to_owned)
-        .collect()
-}
 
 /// Whether a `m.space.child` content is a live, wanted link: it names servers in `via` (a
 /// child without `via` has been removed, spec "m.space.child") and, for `suggested_only`, is
@@ -172,7 +117,7 @@ fn space_summary(conn: &Connection, room: &str, suggested_only: bool) -> Result<
     if let Some(algorithm) = state_content(conn, room, "m.room.encryption")?.get("algorithm") {
         summary["encryption"] = algorithm.clone();
     }
-    let allowed = allowed_room_ids(&state_content(conn, room, "m.room.join_rules")?);
+    let allowed = restricted_allowed_rooms(&state_content(conn, room, "m.room.join_rules")?);
     if !allowed.is_empty() {
         summary["allowed_room_ids"] = json!(allowed);
     }
@@ -188,7 +133,7 @@ fn server_of(user: &str) -> Option<&str> {
 /// Whether this unit holds the room: it has the room's current state and one of its own users
 /// is joined (a room all local users left, or one we were only invited to, is not held).
 fn held(conn: &Connection, room: &str, own: &str) -> Result<bool> {
-    Ok(federation::participating(conn, room)?
+    Ok(dag::participating(conn, room)?
         && state::members_with(conn, room, "join")?
             .iter()
             .any(|user| server_of(user) == Some(own)))

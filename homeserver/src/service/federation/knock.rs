@@ -22,20 +22,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::pdu::Pdu;
 use crate::service::rooms;
-use crate::store::{events, federation, state};
+use crate::store::{dag, events, state};
 use crate::util::now_ms;
-
-/// The state events a knocker sees of the room (spec: stripped state; `m.room.create` first,
-/// as the spec requires it).
-const KNOCK_STATE_TYPES: [&str; 7] = [
-    "m.room.create",
-    "m.room.join_rules",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-];
 
 /// The join rule of a room this unit holds, and its version.
 async fn join_rule_and_version(server: &Server, room_id: &RoomId) -> Result<(String, String)> {
@@ -45,7 +33,7 @@ async fn join_rule_and_version(server: &Server, room_id: &RoomId) -> Result<(Str
         .read(move |conn| {
             let info = state::get_room(conn, room.as_str())?
                 .ok_or_else(|| Error::not_found("Unknown room"))?;
-            if !federation::participating(conn, room.as_str())? {
+            if !dag::participating(conn, room.as_str())? {
                 return Err(Error::not_found("This unit is not in that room"));
             }
             let rule = match state::current_state_id(conn, room.as_str(), "m.room.join_rules", "")?
@@ -127,7 +115,7 @@ pub async fn receive_knock(
         .write(move |tx| {
             rooms::enqueue_for_peers_in_tx(tx, &signer, &event, Some(&origin_name))?;
             let mut out = Vec::new();
-            for kind in KNOCK_STATE_TYPES {
+            for kind in crate::matrix::client_format::STRIPPED_STATE_TYPES {
                 if let Some(id) = state::current_state_id(tx, event.room_id.as_str(), kind, "")?
                     && let Some(stored) = events::get_event(tx, &id)?
                 {
@@ -192,17 +180,15 @@ pub async fn knock_remote(
     reason: Option<String>,
     candidates: Vec<String>,
 ) -> Result<()> {
-    let mut last = Error::forbidden("no allow-listed unit to knock through; pass one as `via`");
-    for resident in candidates {
-        match try_knock(server, &room_id, &user_id, reason.as_deref(), &resident).await {
-            Ok(()) => return Ok(()),
-            Err(err) => {
-                tracing::warn!(room = %room_id, via = %resident, error = %err, "remote knock failed");
-                last = err;
-            }
-        }
-    }
-    Err(last)
+    let (room, user, reason) = (&room_id, &user_id, reason.as_deref());
+    super::try_each_resident(
+        room,
+        candidates,
+        "remote knock",
+        "no allow-listed unit to knock through; pass one as `via`",
+        |resident| async move { try_knock(server, room, user, reason, &resident).await },
+    )
+    .await
 }
 
 async fn try_knock(
@@ -231,20 +217,14 @@ async fn try_knock(
             if state::get_room(tx, room)?.is_none() {
                 state::create_room(tx, room, &version, &creator, now_ms())?;
             }
-            if !federation::have_event(tx, knock.event_id.as_str())? {
+            if !dag::have_event(tx, knock.event_id.as_str())? {
                 let pos = tx.next_stream_pos();
-                federation::insert_outlier(tx, &knock, pos)?;
+                dag::insert_outlier(tx, &knock, pos)?;
                 state::record_membership_change(tx, pos, room, user.as_str(), "knock")?;
             }
             // The knock and its stripped state live where a remote invite's do: `/sync` shows
             // them the same way, and an invite that answers the knock replaces them.
-            federation::store_remote_invite(
-                tx,
-                room,
-                user.as_str(),
-                knock.event_id.as_str(),
-                &stripped,
-            )
+            dag::store_remote_invite(tx, room, user.as_str(), knock.event_id.as_str(), &stripped)
         })
         .await
 }
@@ -256,10 +236,10 @@ pub async fn has_remote_knock(server: &Server, room_id: &RoomId, user_id: &UserI
     server
         .store
         .read(move |conn| {
-            if federation::participating(conn, &room)? {
+            if dag::participating(conn, &room)? {
                 return Ok(false);
             }
-            let Some((event_id, _)) = federation::remote_invite(conn, &room, &user)? else {
+            let Some((event_id, _)) = dag::remote_invite(conn, &room, &user)? else {
                 return Ok(false);
             };
             Ok(events::get_event(conn, &event_id)?.is_some_and(|e| {
@@ -286,7 +266,7 @@ pub async fn rescind_remote_knock(
     let (room, user) = (room_id.to_string(), user_id.to_string());
     let stored = server
         .store
-        .read(move |conn| federation::remote_invite(conn, &room, &user))
+        .read(move |conn| dag::remote_invite(conn, &room, &user))
         .await?;
     let Some((_, stripped_json)) = stored else {
         return Err(Error::forbidden("You have not knocked on this room"));
@@ -305,29 +285,28 @@ pub async fn rescind_remote_knock(
     let version = super::version_of(server, room_id.as_str())
         .await?
         .ok_or_else(|| Error::internal("knocked room missing"))?;
-    let mut last =
-        Error::forbidden("no allow-listed unit of the room to rescind the knock through");
-    for resident in candidates {
-        match membership_handshake(
-            server,
-            &resident,
-            &room_id,
-            &user_id,
-            "leave",
-            "",
-            json!({"membership": "leave"}),
-            Some(&version),
-        )
-        .await
-        {
-            Ok((leave, _, _)) => return store_leave(server, leave, user_id, stripped_json).await,
-            Err(err) => {
-                tracing::warn!(room = %room_id, via = %resident, error = %err, "rescinding a knock failed");
-                last = err;
-            }
-        }
-    }
-    Err(last)
+    let (room, user, version) = (&room_id, &user_id, &version);
+    let (leave, _, _) = super::try_each_resident(
+        room,
+        candidates,
+        "rescinding a knock",
+        "no allow-listed unit of the room to rescind the knock through",
+        |resident| async move {
+            membership_handshake(
+                server,
+                &resident,
+                room,
+                user,
+                "leave",
+                "",
+                json!({"membership": "leave"}),
+                Some(version),
+            )
+            .await
+        },
+    )
+    .await?;
+    store_leave(server, leave, user_id, stripped_json).await
 }
 
 /// Records the leave that rescinded a knock, as an outlier, and the knocker's new membership;
@@ -341,9 +320,9 @@ async fn store_leave(
     server
         .store
         .write(move |tx| {
-            if !federation::have_event(tx, leave.event_id.as_str())? {
+            if !dag::have_event(tx, leave.event_id.as_str())? {
                 let pos = tx.next_stream_pos();
-                federation::insert_outlier(tx, &leave, pos)?;
+                dag::insert_outlier(tx, &leave, pos)?;
                 state::record_membership_change(
                     tx,
                     pos,
@@ -352,7 +331,7 @@ async fn store_leave(
                     "leave",
                 )?;
             }
-            federation::store_remote_invite(
+            dag::store_remote_invite(
                 tx,
                 leave.room_id.as_str(),
                 user_id.as_str(),

@@ -226,7 +226,7 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
     loop {
         let round = tokio::select! {
             round = deliver_due(&store) => round,
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::util::stopped(&mut shutdown) => break,
         };
         let floor = match round {
             Ok(0) => Duration::from_millis(50),
@@ -245,7 +245,7 @@ pub async fn run(store: Store, mut shutdown: watch::Receiver<bool>) {
         tokio::select! {
             changed = commits.changed() => if changed.is_err() { break },
             _ = tokio::time::sleep(wait) => {}
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::util::stopped(&mut shutdown) => break,
         }
     }
 }

@@ -7,7 +7,7 @@
 //! exactly as the admin wrote it on the card.
 //!
 //! Connections are kept open for a short while after an answer and reused
-//! ([`crate::federation::pool`]), so a steady stream of transactions to a peer pays the TCP and
+//! ([`crate::transport::pool`]), so a steady stream of transactions to a peer pays the TCP and
 //! TLS handshakes once rather than per request.
 
 use std::sync::Arc;
@@ -22,11 +22,12 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::federation::peers::Allowlist;
-use crate::federation::pool::{Conn, Pool};
-use crate::federation::tls::server_host;
+use crate::error::{Error, ErrorCode};
+use crate::matrix::keys::Signer;
 use crate::matrix::xmatrix::sign_request;
-use crate::service::Signer;
+use crate::transport::peers::Allowlist;
+use crate::transport::pool::{Conn, Pool};
+use crate::transport::tls::server_host;
 
 /// Largest response body we accept from a peer.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -462,5 +463,48 @@ impl FederationClient {
             .to_bytes();
         self.pool.put(endpoint, tls, conn);
         Ok((status, bytes))
+    }
+}
+
+/// Maps an outbound failure to a client-facing error.
+pub fn fed_error(err: FedError) -> Error {
+    use FedError as F;
+    match err {
+        F::NotAllowed(server) => {
+            Error::forbidden(format!("{server} is not an allow-listed peer of this unit"))
+        }
+        F::Status {
+            server,
+            status,
+            body,
+        } => {
+            let parsed = serde_json::from_str::<Value>(&body).ok();
+            let errcode = parsed
+                .as_ref()
+                .and_then(|v| v.get("errcode").and_then(Value::as_str).map(str::to_owned));
+            let detail = parsed
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or(body);
+            // Codes that tell the client what to do next keep their meaning across the hop.
+            let passed = match errcode.as_deref() {
+                Some("M_UNABLE_TO_AUTHORISE_JOIN") => Some(ErrorCode::UnableToAuthoriseJoin),
+                Some("M_UNABLE_TO_GRANT_JOIN") => Some(ErrorCode::UnableToGrantJoin),
+                Some("M_INCOMPATIBLE_ROOM_VERSION") => Some(ErrorCode::IncompatibleRoomVersion),
+                _ => None,
+            };
+            if let Some(code) = passed {
+                Error::new(code, format!("{server}: {detail}"))
+            } else if status == StatusCode::FORBIDDEN {
+                Error::forbidden(format!("{server} refused: {detail}"))
+            } else if status == StatusCode::NOT_FOUND {
+                Error::not_found(format!("{server}: {detail}"))
+            } else {
+                Error::new(
+                    ErrorCode::Unknown,
+                    format!("{server} answered {status}: {detail}"),
+                )
+            }
+        }
+        other => Error::new(ErrorCode::Unknown, other.to_string()),
     }
 }

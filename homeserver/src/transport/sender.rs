@@ -14,8 +14,8 @@ use axum::http::Method;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 
-use crate::federation::client::FederationClient;
-use crate::store::{Store, events, federation};
+use crate::store::{Store, events, outbox};
+use crate::transport::client::FederationClient;
 use crate::util::now_ms;
 
 /// Most outbox rows in one transaction (the spec allows 50 PDUs and 100 EDUs).
@@ -33,7 +33,7 @@ pub async fn run(
     let mut workers: HashMap<String, (Arc<Notify>, tokio::task::JoinHandle<()>)> = HashMap::new();
     loop {
         let pending = store
-            .read(federation::pending_destinations)
+            .read(outbox::pending_destinations)
             .await
             .unwrap_or_default();
         for destination in pending {
@@ -52,7 +52,7 @@ pub async fn run(
         }
         tokio::select! {
             changed = commits.changed() => if changed.is_err() { break },
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::util::stopped(&mut shutdown) => break,
         }
     }
     for (_, (_, task)) in workers {
@@ -86,7 +86,7 @@ async fn deliver_loop(
                 let error = reason.clone();
                 let peer = destination.clone();
                 let _ = store
-                    .write(move |tx| federation::link_failure(tx, &peer, &error, now_ms()))
+                    .write(move |tx| outbox::link_failure(tx, &peer, &error, now_ms()))
                     .await;
                 // New events do not shorten the backoff: the link is what failed.
                 tokio::time::sleep(delay).await;
@@ -105,7 +105,7 @@ async fn deliver_one(
     let dest = destination.to_owned();
     let batch = store
         .read(move |conn| {
-            let rows = federation::outbox_batch(conn, &dest, MAX_PDUS + MAX_EDUS)?;
+            let rows = outbox::outbox_batch(conn, &dest, MAX_PDUS + MAX_EDUS)?;
             let mut pdus = Vec::new();
             let mut edus = Vec::new();
             let mut last_id = None;
@@ -154,8 +154,8 @@ async fn deliver_one(
     // read-only unit would send the same transaction again and again.
     store
         .write_bookkeeping(move |tx| {
-            federation::outbox_delete(tx, &dest, last_id)?;
-            federation::link_success(tx, &dest, now_ms())
+            outbox::outbox_delete(tx, &dest, last_id)?;
+            outbox::link_success(tx, &dest, now_ms())
         })
         .await
         .map_err(|e| e.to_string())?;

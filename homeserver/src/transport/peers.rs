@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::federation::tls::client_config_for;
 use crate::matrix::peer_card::PeerCard;
+use crate::transport::tls::client_config_for;
 
 /// Folder of card files inside the data dir.
 pub const PEERS_DIR: &str = "peers";

@@ -19,16 +19,16 @@ use ruma::state_res::utils::event_id_set::EventIdSet;
 use ruma::state_res::{
     check_pdu_format, check_state_dependent_auth_rules, check_state_independent_auth_rules,
 };
-use ruma::{CanonicalJsonObject, OwnedEventId, RoomVersionId};
+use ruma::{CanonicalJsonObject, OwnedEventId};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::federation::peers::Allowlist;
+use crate::matrix::keys::Signer;
 use crate::matrix::pdu::Pdu;
-use crate::matrix::rules_for;
-use crate::service::Signer;
+use crate::matrix::room_rules;
 use crate::store::state::{self, StateMap};
-use crate::store::{WriteTx, events, federation};
+use crate::store::{WriteTx, dag, events};
+use crate::transport::peers::Allowlist;
 
 /// What happened to an incoming event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,19 +52,6 @@ pub enum Missing {
     /// A prev event is not stored (and no state was supplied).
     #[error("missing prev event {0}")]
     PrevEvent(String),
-}
-
-/// The rules of a room version we support.
-pub fn room_rules(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
-    let id = RoomVersionId::try_from(version)
-        .map_err(|_| Error::bad_json(format!("bad room version {version}")))?;
-    let rules = rules_for(&id).ok_or_else(|| {
-        Error::new(
-            crate::error::ErrorCode::UnsupportedRoomVersion,
-            format!("room version {version} is not supported"),
-        )
-    })?;
-    Ok((id, rules))
 }
 
 /// The server part of a user ID.
@@ -198,7 +185,7 @@ pub fn resolve(tx: &WriteTx<'_>, rules: &RoomVersionRules, maps: &[StateMap]) ->
     let mut auth_chains = Vec::with_capacity(maps.len());
     for map in maps {
         let ids: Vec<String> = map.values().cloned().collect();
-        let chain = federation::auth_chain(tx, &ids)?;
+        let chain = dag::auth_chain(tx, &ids)?;
         let mut set = EventIdSet::new();
         for id in chain {
             if let Ok(id) = OwnedEventId::try_from(id) {
@@ -234,7 +221,7 @@ fn conflicted_subgraph(
     for root in &roots {
         ancestors_of.insert(
             root.clone(),
-            federation::auth_chain(tx, std::slice::from_ref(root)).ok()?,
+            dag::auth_chain(tx, std::slice::from_ref(root)).ok()?,
         );
     }
     let candidates: HashSet<String> = ancestors_of
@@ -245,7 +232,7 @@ fn conflicted_subgraph(
         .collect();
     let mut subgraph = EventIdSet::new();
     for candidate in candidates {
-        let mut lineage = federation::auth_chain(tx, std::slice::from_ref(&candidate)).ok()?;
+        let mut lineage = dag::auth_chain(tx, std::slice::from_ref(&candidate)).ok()?;
         lineage.insert(candidate.clone());
         let below_a_root =
             ancestors_of.values().any(|a| a.contains(&candidate)) || roots.contains(&candidate);
@@ -268,7 +255,7 @@ fn state_before(
     for prev in prev_events {
         let stored = events::get_event(tx, prev.as_str())?;
         match stored {
-            Some(event) if !federation::is_outlier(tx, prev.as_str())? => {
+            Some(event) if !dag::is_outlier(tx, prev.as_str())? => {
                 let group = event.state_group;
                 let map = match group {
                     Some(group) => state::state_at_group(tx, group)?,
@@ -295,7 +282,7 @@ pub fn accept_in_tx(
     supplied_state: Option<StateMap>,
 ) -> Result<std::result::Result<Outcome, Missing>> {
     let event_id = pdu.event_id.as_str();
-    if federation::have_event(tx, event_id)? && !federation::is_outlier(tx, event_id)? {
+    if dag::have_event(tx, event_id)? && !dag::is_outlier(tx, event_id)? {
         return Ok(Ok(Outcome::AlreadyKnown));
     }
     let room = state::get_room(tx, pdu.room_id.as_str())?
@@ -390,10 +377,10 @@ pub fn accept_in_tx(
             }
         }
     };
-    if federation::have_event(tx, event_id)? {
+    if dag::have_event(tx, event_id)? {
         // An outlier (auth chain, invite) that now gets its place in the room's DAG. It keeps
         // its stream position: it is history from before we saw it, not news for sync.
-        federation::de_outlier(tx, event_id, Some(group), rejected, false)?;
+        dag::de_outlier(tx, event_id, Some(group), rejected, false)?;
     } else {
         let mut stored = pdu.clone();
         if rejected {
@@ -411,7 +398,7 @@ pub fn accept_in_tx(
     let reader: &WriteTx<'_> = tx;
     let room_id = pdu.room_id.as_str();
     // A room we are only now joining has no current state to check against.
-    let soft = federation::participating(reader, room_id)?
+    let soft = dag::participating(reader, room_id)?
         && check_state_dependent_auth_rules(
             &rules.authorization,
             pdu,
@@ -424,7 +411,7 @@ pub fn accept_in_tx(
         .is_err()
         && pdu.kind != TimelineEventType::RoomCreate;
     if soft {
-        federation::set_soft_failed(tx, event_id)?;
+        dag::set_soft_failed(tx, event_id)?;
         tracing::warn!(event_id, "soft-failed incoming event");
         return Ok(Ok(Outcome::SoftFailed));
     }
@@ -502,6 +489,6 @@ pub fn recompute_current_state(
             .and_then(Value::as_str)
             .map(str::to_owned)
     };
-    federation::replace_current_state(tx, room_id, &new_state, &membership_of, group)?;
+    dag::replace_current_state(tx, room_id, &new_state, &membership_of, group)?;
     Ok(())
 }

@@ -1,0 +1,272 @@
+//! Receiving transactions (spec: Server-Server API, "Transactions"): each PDU is checked
+//! (`incoming`), missing auth events, prev events or the state before it are fetched from
+//! the origin (at most [`MAX_FETCH_ROUNDS`] rounds), and EDUs are handed to `edu`.
+
+use super::*;
+
+/// Most rounds of fetching missing events for one incoming PDU.
+pub(super) const MAX_FETCH_ROUNDS: usize = 4;
+
+/// Handles `PUT /send/{txnId}`: every PDU is checked and processed independently; the answer
+/// maps each event ID to `{}` or `{"error"}`.
+pub async fn receive_transaction(
+    server: &Server,
+    origin: &str,
+    txn_id: &str,
+    body: Value,
+) -> Result<Value> {
+    let (o, t) = (origin.to_owned(), txn_id.to_owned());
+    if let Some(previous) = server
+        .store
+        .read(move |conn| outbox::received_transaction(conn, &o, &t))
+        .await?
+    {
+        return serde_json::from_str(&previous).map_err(|e| Error::internal(e.to_string()));
+    }
+    if let Some(claimed) = body.get("origin").and_then(Value::as_str)
+        && claimed != origin
+    {
+        return Err(Error::forbidden(
+            "transaction origin does not match the signed request",
+        ));
+    }
+    let pdus = body
+        .get("pdus")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let edus = body
+        .get("edus")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if pdus.len() > 50 || edus.len() > 100 {
+        return Err(Error::new(
+            ErrorCode::TooLarge,
+            "a transaction holds at most 50 PDUs and 100 EDUs",
+        ));
+    }
+    let mut results = Map::new();
+    for value in pdus {
+        let room_id = value
+            .get("room_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let outcome = async {
+            let version = version_of(server, &room_id)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("room {room_id} is not known here")))?;
+            let pdu = verify(server, &version, &value)?;
+            let event_id = pdu.event_id.clone();
+            process_pdu(server, origin, pdu)
+                .await
+                .map(|o| (event_id, o))
+        }
+        .await;
+        match outcome {
+            Ok((event_id, Outcome::Rejected(reason))) => {
+                results.insert(event_id.to_string(), json!({"error": reason}));
+            }
+            Ok((event_id, _)) => {
+                results.insert(event_id.to_string(), json!({}));
+            }
+            Err(err) => {
+                let id = event_id_of(server, &room_id, &value)
+                    .await
+                    .unwrap_or_else(|| format!("unparsed-{}", results.len()));
+                tracing::warn!(origin, event_id = %id, error = %err, "refused PDU in transaction");
+                results.insert(id, json!({"error": err.to_string()}));
+            }
+        }
+    }
+    for edu in edus {
+        if let Err(err) = receive_edu(server, origin, &edu).await {
+            tracing::debug!(origin, error = %err, "ignored EDU");
+        }
+    }
+    let response = json!({"pdus": results});
+    let (o, t, r) = (origin.to_owned(), txn_id.to_owned(), response.to_string());
+    server
+        .store
+        .write(move |tx| outbox::record_transaction(tx, &o, &t, &r, now_ms()))
+        .await?;
+    Ok(response)
+}
+
+/// Accepts one verified PDU, fetching missing auth events and history from `origin` first.
+pub async fn process_pdu(server: &Server, origin: &str, pdu: Pdu) -> Result<Outcome> {
+    let mut supplied: Option<StateMap> = None;
+    for _ in 0..MAX_FETCH_ROUNDS {
+        let event = pdu.clone();
+        let state = supplied.clone();
+        let result = server
+            .store
+            .write(move |tx| accept_in_tx(tx, &event, state))
+            .await?;
+        match result {
+            Ok(outcome) => return Ok(outcome),
+            Err(Missing::AuthEvent(_)) => fetch_auth_chain(server, origin, &pdu).await?,
+            Err(Missing::PrevEvent(_)) => {
+                if !fetch_missing_events(server, origin, &pdu).await? {
+                    supplied = Some(fetch_state_before(server, origin, &pdu).await?);
+                }
+            }
+        }
+    }
+    Err(Error::forbidden(format!(
+        "cannot place event {} in its room",
+        pdu.event_id
+    )))
+}
+
+/// Fetches and stores (as outliers) the auth chain of `pdu` from `origin`.
+pub(super) async fn fetch_auth_chain(server: &Server, origin: &str, pdu: &Pdu) -> Result<()> {
+    let path = format!(
+        "/_matrix/federation/v1/event_auth/{}/{}",
+        pdu.room_id, pdu.event_id
+    );
+    let response = server
+        .federation
+        .request(origin, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let chain = response
+        .get("auth_chain")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    store_outliers(server, &pdu.room_id, chain).await
+}
+
+/// Verifies `values` and stores them as outliers, oldest first.
+pub(super) async fn store_outliers(
+    server: &Server,
+    room_id: &RoomId,
+    values: Vec<Value>,
+) -> Result<()> {
+    let version = version_of(server, room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("unknown room"))?;
+    let mut pdus = Vec::new();
+    for value in &values {
+        pdus.push(verify(server, &version, value)?);
+    }
+    pdus.sort_by_key(|p| p.depth);
+    server
+        .store
+        .write(move |tx| {
+            for pdu in &pdus {
+                if !dag::have_event(tx, pdu.event_id.as_str())? {
+                    let pos = tx.next_stream_pos();
+                    dag::insert_outlier(tx, pdu, pos)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Asks `origin` for the events between our forward extremities and `pdu`; returns whether it
+/// filled the gap.
+pub(super) async fn fetch_missing_events(server: &Server, origin: &str, pdu: &Pdu) -> Result<bool> {
+    let room = pdu.room_id.to_string();
+    let earliest: Vec<String> = server
+        .store
+        .read(move |conn| {
+            Ok(events::forward_extremities(conn, &room)?
+                .into_iter()
+                .map(|(id, _)| id.to_string())
+                .collect())
+        })
+        .await?;
+    let path = format!("/_matrix/federation/v1/get_missing_events/{}", pdu.room_id);
+    let body = json!({"earliest_events": earliest, "latest_events": [pdu.event_id], "limit": 50, "min_depth": 0});
+    let response = server
+        .federation
+        .request(origin, Method::POST, &path, Some(body))
+        .await
+        .map_err(fed_error)?;
+    let mut missing = Vec::new();
+    let version = version_of(server, pdu.room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("unknown room"))?;
+    for value in response
+        .get("events")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+    {
+        missing.push(verify(server, &version, &value)?);
+    }
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    missing.sort_by_key(|p| p.depth);
+    for event in missing {
+        let candidate = event.clone();
+        let result = server
+            .store
+            .write(move |tx| accept_in_tx(tx, &candidate, None))
+            .await?;
+        if let Err(Missing::AuthEvent(_)) = result {
+            fetch_auth_chain(server, origin, &event).await?;
+            let candidate = event.clone();
+            if server
+                .store
+                .write(move |tx| accept_in_tx(tx, &candidate, None))
+                .await?
+                .is_err()
+            {
+                return Ok(false);
+            }
+        } else if result.is_err() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Gets the state before `pdu` from `origin` (`/state_ids`, then the events we lack).
+pub(super) async fn fetch_state_before(
+    server: &Server,
+    origin: &str,
+    pdu: &Pdu,
+) -> Result<StateMap> {
+    let path = format!(
+        "/_matrix/federation/v1/state/{}?event_id={}",
+        pdu.room_id,
+        urlencode(pdu.event_id.as_str())
+    );
+    let response = server
+        .federation
+        .request(origin, Method::GET, &path, None)
+        .await
+        .map_err(fed_error)?;
+    let mut all = response
+        .get("auth_chain")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let pdus = response
+        .get("pdus")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    all.extend(pdus.iter().cloned());
+    store_outliers(server, &pdu.room_id, all).await?;
+    let version = version_of(server, pdu.room_id.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found("unknown room"))?;
+    let mut map = StateMap::new();
+    for value in pdus {
+        let event = verify(server, &version, &value)?;
+        if let Some(key) = &event.state_key {
+            map.insert(
+                (event.kind.to_string(), key.clone()),
+                event.event_id.to_string(),
+            );
+        }
+    }
+    Ok(map)
+}

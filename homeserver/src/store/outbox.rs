@@ -1,0 +1,126 @@
+//! What goes to and comes from peers as transactions: the durable outbox (queued PDUs and
+//! EDUs per destination), each peer's link state, and the IDs of transactions received (with
+//! their answers, so a retried transaction is answered alike and processed once).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::Result;
+
+/// Queues an item for a peer (and has the sender woken after the commit).
+pub fn enqueue(
+    conn: &super::WriteTx<'_>,
+    destination: &str,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO federation_outbox (destination, kind, payload, created_ts) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![destination, kind, payload, now])?;
+    conn.mark_outbox();
+    Ok(())
+}
+
+/// Peers with something queued.
+pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT destination FROM federation_outbox")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The oldest queued items for a peer: `(id, kind, payload, created_ts)`.
+pub fn outbox_batch(
+    conn: &Connection,
+    destination: &str,
+    limit: usize,
+) -> Result<Vec<(i64, String, String, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, kind, payload, created_ts FROM federation_outbox WHERE destination = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![destination, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Removes delivered items.
+pub fn outbox_delete(conn: &Connection, destination: &str, up_to_id: i64) -> Result<()> {
+    conn.execute(
+        "DELETE FROM federation_outbox WHERE destination = ?1 AND id <= ?2",
+        params![destination, up_to_id],
+    )?;
+    Ok(())
+}
+
+/// Link state of one peer: `(last_success_ts, last_error_ts, last_error, failures, queue_depth)`.
+pub type LinkState = (Option<i64>, Option<i64>, Option<String>, i64, i64);
+
+/// The link state of a peer.
+pub fn link_state(conn: &Connection, server: &str) -> Result<LinkState> {
+    let depth: i64 = conn.query_row(
+        "SELECT count(*) FROM federation_outbox WHERE destination = ?1",
+        params![server],
+        |r| r.get(0),
+    )?;
+    let row = conn
+        .query_row(
+            "SELECT last_success_ts, last_error_ts, last_error, failures FROM peer_links WHERE server_name = ?1",
+            params![server],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let (success, error_ts, error, failures) = row.unwrap_or((None, None, None, 0));
+    Ok((success, error_ts, error, failures, depth))
+}
+
+/// Records a successful delivery.
+pub fn link_success(conn: &Connection, server: &str, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO peer_links (server_name, last_success_ts, failures) VALUES (?1, ?2, 0)
+         ON CONFLICT (server_name) DO UPDATE SET last_success_ts = excluded.last_success_ts, failures = 0",
+        params![server, now],
+    )?;
+    Ok(())
+}
+
+/// Records a failed delivery.
+pub fn link_failure(conn: &Connection, server: &str, error: &str, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT INTO peer_links (server_name, last_error_ts, last_error, failures) VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (server_name) DO UPDATE SET last_error_ts = excluded.last_error_ts,
+         last_error = excluded.last_error, failures = failures + 1",
+        params![server, now, error],
+    )?;
+    Ok(())
+}
+
+/// The stored response to a transaction already received.
+pub fn received_transaction(
+    conn: &Connection,
+    origin: &str,
+    txn_id: &str,
+) -> Result<Option<String>> {
+    Ok(conn
+        .query_row(
+            "SELECT response FROM received_transactions WHERE origin = ?1 AND txn_id = ?2",
+            params![origin, txn_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// Remembers a processed transaction and its response.
+pub fn record_transaction(
+    conn: &Connection,
+    origin: &str,
+    txn_id: &str,
+    response: &str,
+    now: i64,
+) -> Result<()> {
+    conn.execute(
+        "INSERT OR REPLACE INTO received_transactions (origin, txn_id, received_ts, response) VALUES (?1, ?2, ?3, ?4)",
+        params![origin, txn_id, now, response],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! The server-to-server transport of closed federation: the unit's TLS identity, the
+//! allow-list of peers (from peer cards), the outbound client that only ever dials
+//! allow-listed endpoints (with its connection pool), the durable per-peer sender, and the
+//! fetch of other units' media. Mechanism only: it uses `matrix` and `store`, never the
+//! services; what federation does with rooms is `service::federation`.
+//!
+//! Deviation from the spec, by design: no DNS/SRV/`.well-known` resolution, no notary key
+//! queries, no fetching of keys from the network. Peers' verify keys are pinned from their
+//! cards and do not expire after `valid_until_ts`; a key stays valid until the admin rotates
+//! it. See ARCHITECTURE.md.
+
+pub mod client;
+pub mod media;
+pub mod peers;
+pub mod pool;
+pub mod sender;
+pub mod tls;
