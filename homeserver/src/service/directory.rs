@@ -84,30 +84,6 @@ pub async fn local_public_rooms(server: &Server, query: DirectoryQuery) -> Resul
     Ok(body)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_numbers_are_refused() {
-        assert_eq!(parse_since(&token(0)).expect("d0"), 0);
-        assert_eq!(parse_since(&token(250)).expect("d250"), 250);
-        for bad in [
-            "",
-            "d",
-            "5",
-            "-1",
-            "d-1",
-            "d+1",
-            "d1x",
-            "x5",
-            "d99999999999999999999999",
-        ] {
-            assert!(parse_since(bad).is_err(), "{bad:?}");
-        }
-    }
-}
-
 /// One page of the public rooms of this unit, or of `remote` (another unit, asked over
 /// federation).
 pub async fn public_rooms(
@@ -164,4 +140,28 @@ pub async fn set_public(
             state::set_room_public(tx, room.as_str(), public)
         })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_numbers_are_refused() {
+        assert_eq!(parse_since(&token(0)).expect("d0"), 0);
+        assert_eq!(parse_since(&token(250)).expect("d250"), 250);
+        for bad in [
+            "",
+            "d",
+            "5",
+            "-1",
+            "d-1",
+            "d+1",
+            "d1x",
+            "x5",
+            "d99999999999999999999999",
+        ] {
+            assert!(parse_since(bad).is_err(), "{bad:?}");
+        }
+    }
 }
