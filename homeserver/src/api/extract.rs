@@ -124,6 +124,41 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T>
     }
 }
 
+/// The query string as decoded `(name, value)` pairs in order: the one reader of repeated
+/// parameters (`via`, `server_name`, `ver`), which a struct for [`QueryParams`] cannot hold.
+/// A query that does not decode is `M_INVALID_PARAM`.
+pub struct RawQuery(pub Vec<(String, String)>);
+
+impl RawQuery {
+    /// Decodes a URI's query (none: no pairs).
+    pub fn from_uri(uri: &axum::http::Uri) -> Result<Self, Error> {
+        serde_urlencoded::from_str(uri.query().unwrap_or_default())
+            .map(Self)
+            .map_err(|err| Error::invalid_param(format!("Bad query string: {err}")))
+    }
+
+    /// Every pair, in order.
+    pub fn pairs(&self) -> impl Iterator<Item = &(String, String)> {
+        self.0.iter()
+    }
+
+    /// All values of parameter `name`, in order.
+    pub fn all(&self, name: &str) -> Vec<String> {
+        self.pairs()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        Self::from_uri(&parts.uri)
+    }
+}
+
 /// Path parameters with `M_INVALID_PARAM` on a bad value.
 pub struct PathParams<T>(pub T);
 

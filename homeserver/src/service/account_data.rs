@@ -6,9 +6,13 @@
 //! resource limit (it must carry an `admin_contact`, and clients show it as a server-wide
 //! banner), while here one user's request is too large for what that user may store.
 
+use serde_json::{Map, Value, json};
+
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
-use crate::store::misc;
+use crate::store::events;
+use crate::store::misc::{self, Receipt};
+use crate::util::now_ms;
 
 /// Stores `content` (JSON text) as `user`'s account data `kind`, global when `room` is empty,
 /// at a new stream position; 413 `M_TOO_LARGE` over the item size or the user's quota.
@@ -48,5 +52,103 @@ pub async fn put(
             let pos = tx.next_stream_pos();
             misc::set_account_data(tx, &user, &room, &kind, &content, pos)
         })
+        .await
+}
+
+/// One account data item of the user (`room` empty: global); `M_NOT_FOUND` when unset.
+pub async fn get(server: &Server, user: String, room: String, kind: String) -> Result<Value> {
+    let found = server
+        .store
+        .read(move |conn| misc::get_account_data(conn, &user, &room, &kind))
+        .await?;
+    let json = found.ok_or_else(|| Error::not_found("Account data not found"))?;
+    serde_json::from_str(&json).map_err(|err| Error::internal(err.to_string()))
+}
+
+/// Stores a receipt after checking the user is joined and the event is in the room.
+pub async fn store_receipt(
+    server: &Server,
+    user: String,
+    room: String,
+    receipt_type: String,
+    event: String,
+    thread_id: String,
+) -> Result<()> {
+    let own = server.server_name().to_string();
+    server
+        .store
+        .write(move |tx| {
+            if super::membership::current(tx, &room, &user)?
+                != Some(super::membership::Membership::Join)
+            {
+                return Err(Error::forbidden("You are not joined to this room"));
+            }
+            if events::get_room_event(tx, &room, &event)?.is_none() {
+                return Err(Error::not_found("Event not found in this room"));
+            }
+            let pos = tx.next_stream_pos();
+            if receipt_type == "m.fully_read" {
+                let content = json!({"event_id": event}).to_string();
+                return misc::set_account_data(tx, &user, &room, "m.fully_read", &content, pos);
+            }
+            let receipt = Receipt {
+                receipt_type,
+                user_id: user.clone(),
+                thread_id,
+                event_id: event,
+                ts: now_ms(),
+            };
+            misc::set_receipt(tx, &room, &receipt, pos)?;
+            if receipt.receipt_type == "m.read" {
+                super::federation::enqueue_receipt_in_tx(tx, &own, &room, &receipt)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Reads a room's `m.tag` content as its `tags` map.
+fn tags_of(conn: &rusqlite::Connection, user: &str, room: &str) -> Result<Map<String, Value>> {
+    Ok(misc::get_account_data(conn, user, room, "m.tag")?
+        .and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
+        .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
+        .unwrap_or_default())
+}
+
+/// Changes one tag of a room (`Some` sets it, `None` removes it), read and written in one
+/// transaction so concurrent tag edits do not lose each other.
+pub async fn edit_tag(
+    server: &Server,
+    user: String,
+    room: String,
+    tag: String,
+    info: Option<Value>,
+) -> Result<()> {
+    if tag.len() > 255 {
+        return Err(Error::invalid_param("tag names are at most 255 bytes"));
+    }
+    server
+        .store
+        .write(move |tx| {
+            let mut tags = tags_of(tx, &user, &room)?;
+            let changed = match info {
+                Some(info) => tags.insert(tag, info.clone()) != Some(info),
+                None => tags.remove(&tag).is_some(),
+            };
+            if changed {
+                let pos = tx.next_stream_pos();
+                let content = json!({"tags": tags}).to_string();
+                misc::set_account_data(tx, &user, &room, "m.tag", &content, pos)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// The `tags` map of a room's `m.tag` account data (empty when unset).
+pub async fn tags(server: &Server, user: String, room: String) -> Result<Map<String, Value>> {
+    server
+        .store
+        .read(move |conn| tags_of(conn, &user, &room))
         .await
 }

@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 use super::Server;
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::WriteTx;
+/// A device as stored, as the device endpoints list it.
+pub use crate::store::accounts::DeviceRow;
 use crate::store::accounts::{self, TokenOwner};
 use crate::util::{now_ms, random_string};
 
@@ -526,14 +528,15 @@ pub async fn deactivate(server: &Server, user_id: OwnedUserId) -> Result<()> {
     for room in rooms {
         let room_id =
             ruma::OwnedRoomId::try_from(room).map_err(|err| Error::internal(err.to_string()))?;
-        if let Err(err) = super::rooms::set_membership(
+        if let Err(err) = super::membership::change(
             server,
             room_id,
             user_id.clone(),
             user_id.clone(),
-            "leave",
+            super::membership::Membership::Leave,
             None,
             Default::default(),
+            None,
         )
         .await
         {
@@ -548,4 +551,47 @@ pub async fn deactivate(server: &Server, user_id: OwnedUserId) -> Result<()> {
     server.tokens.invalidate();
     tracing::info!(user = %user_id, "deactivated user");
     Ok(())
+}
+
+/// The devices of a user.
+pub async fn devices(server: &Server, user_id: &UserId) -> Result<Vec<accounts::DeviceRow>> {
+    let user = user_id.to_string();
+    server
+        .store
+        .read(move |conn| accounts::devices(conn, &user))
+        .await
+}
+
+/// Renames one of a user's devices (`M_NOT_FOUND` when they have no such device); their
+/// room-mates' device lists learn of it.
+pub async fn rename_device(
+    server: &Server,
+    user_id: &UserId,
+    device_id: String,
+    display_name: Option<String>,
+) -> Result<()> {
+    let user = user_id.to_string();
+    let own = server.server_name().to_string();
+    let renamed = server
+        .store
+        .write(move |tx| {
+            let renamed = accounts::rename_device(tx, &user, &device_id, display_name.as_deref())?;
+            if renamed {
+                super::e2ee::device_changed_in_tx(tx, &own, &user, &device_id, false)?;
+            }
+            Ok(renamed)
+        })
+        .await?;
+    if !renamed {
+        return Err(Error::not_found("No such device"));
+    }
+    Ok(())
+}
+
+/// Whether a registration token may be used now (exists, not expired, uses left).
+pub async fn registration_token_valid(server: &Server, token: String) -> Result<bool> {
+    server
+        .store
+        .read(move |conn| accounts::registration_token_valid(conn, &token, now_ms()))
+        .await
 }

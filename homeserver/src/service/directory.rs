@@ -5,6 +5,7 @@
 //! (`d<offset>`), so a client cannot mistake one for a number it may do arithmetic on; a
 //! `since` that is not such a token is 400 `M_INVALID_PARAM`.
 
+use ruma::{OwnedRoomId, UserId};
 use serde_json::{Value, json};
 
 use rusqlite::Connection;
@@ -120,6 +121,64 @@ pub fn room_summary(conn: &Connection, room: &str) -> Result<Value> {
         "join_rule": join_rule,
         "room_type": state_content(conn, room, "m.room.create")?.get("type"),
     }))
+}
+
+/// One page of the public rooms of this unit, or of `remote` (another unit, asked over
+/// federation).
+pub async fn public_rooms(
+    server: &Server,
+    query: DirectoryQuery,
+    remote: Option<String>,
+) -> Result<Value> {
+    if let Some(remote) = remote
+        && remote != server.server_name().as_str()
+    {
+        return super::federation::remote_public_rooms(
+            server,
+            &remote,
+            query.limit,
+            query.since,
+            query.term,
+        )
+        .await;
+    }
+    local_public_rooms(server, query).await
+}
+
+/// Whether a room is listed in this unit's directory (`M_NOT_FOUND` for an unknown room).
+pub async fn is_public(server: &Server, room: OwnedRoomId) -> Result<bool> {
+    let row = server
+        .store
+        .read(move |conn| state::get_room(conn, room.as_str()))
+        .await?;
+    Ok(row
+        .ok_or_else(|| Error::not_found("Room not found"))?
+        .is_public)
+}
+
+/// Lists or unlists a room; whoever may set its `m.room.canonical_alias` may.
+pub async fn set_public(
+    server: &Server,
+    user: &UserId,
+    room: OwnedRoomId,
+    public: bool,
+) -> Result<()> {
+    let user = user.to_string();
+    server
+        .store
+        .write(move |tx| {
+            if state::get_room(tx, room.as_str())?.is_none() {
+                return Err(Error::not_found("Room not found"));
+            }
+            let power = super::rooms::power_levels(tx, room.as_str())?;
+            if power.user_level(&user) < power.state_level("m.room.canonical_alias") {
+                return Err(Error::forbidden(
+                    "You may not change this room's directory visibility",
+                ));
+            }
+            state::set_room_public(tx, room.as_str(), public)
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use super::Server;
 use super::aggregations::format_events;
 use super::rooms;
 use super::sync::{self, SyncRequest};
+use super::tokens::{self, SyncToken};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::filter::{Filter, RoomEventFilter};
 use crate::store::{events, misc, state};
@@ -58,8 +59,12 @@ fn sync_request(server: &Server, viewer: &Viewer, filter: Filter) -> SyncRequest
 
 /// `next_batch` of a sync answer with its to-device part set to `to_device`.
 fn token_keeping_to_device(next_batch: &str, to_device: i64) -> Result<String> {
-    let (pos, typing, _) = sync::parse_full_token(next_batch)?;
-    Ok(format!("s{pos}_{typing}_{to_device}"))
+    let token = SyncToken::parse(next_batch)?;
+    Ok(SyncToken {
+        to_device: Some(to_device),
+        ..token
+    }
+    .to_string())
 }
 
 fn events_of(section: &Value, key: &str) -> Value {
@@ -173,12 +178,19 @@ pub async fn events(
     timeout: Duration,
     room: Option<String>,
 ) -> Result<Value> {
-    let parsed = from.as_deref().map(sync::parse_full_token).transpose()?;
+    let parsed = from.as_deref().map(SyncToken::parse).transpose()?;
     let (since, typing, to_device) = match parsed {
-        Some((pos, typing, to_device)) => (pos, typing, to_device.unwrap_or(pos)),
+        Some(t) => (t.pos, t.typing, t.to_device.unwrap_or(t.pos)),
         None => (server.store.current_pos(), 0, server.store.current_pos()),
     };
-    let start = from.unwrap_or_else(|| format!("s{since}_{typing}_{to_device}"));
+    let start = from.unwrap_or_else(|| {
+        SyncToken {
+            pos: since,
+            typing,
+            to_device: Some(to_device),
+        }
+        .to_string()
+    });
     if let Some(room) = room {
         let cursor = Cursor {
             since,
@@ -252,7 +264,12 @@ async fn room_events(
             })
             .await?;
         if !chunk.is_empty() || tokio::time::Instant::now() >= deadline {
-            let end = format!("s{upto}_{typing}_{to_device}");
+            let end = SyncToken {
+                pos: upto,
+                typing,
+                to_device: Some(to_device),
+            }
+            .to_string();
             return Ok(json!({ "start": start, "end": end, "chunk": chunk }));
         }
         tokio::select! {
@@ -338,9 +355,9 @@ pub fn room_initial_sync(
                 .as_str()
                 .map(str::to_owned)
         });
-    let mut messages = json!({ "chunk": chunk, "end": format!("s{upto}") });
+    let mut messages = json!({ "chunk": chunk, "end": tokens::stream_token(upto) });
     if let Some(first) = list.first() {
-        messages["start"] = json!(format!("t{}_{}", first.pdu.depth, first.stream_pos));
+        messages["start"] = json!(tokens::token_before(first));
     }
     let account_data: Vec<Value> = misc::account_data_since(conn, user, 0, upto)?
         .into_iter()
@@ -364,4 +381,26 @@ pub fn room_initial_sync(
         body["membership"] = json!(membership);
     }
     Ok(body)
+}
+
+/// `GET /events/{eventId}` for `viewer` (404 when hidden or unknown).
+pub async fn get_event(server: &Server, viewer: Viewer, event_id: String) -> Result<Value> {
+    server
+        .store
+        .read(move |conn| event(conn, &viewer, &event_id))
+        .await
+}
+
+/// `GET /rooms/{roomId}/initialSync` for `viewer`, as of now.
+pub async fn initial_sync_room(
+    server: &Server,
+    viewer: Viewer,
+    room_id: String,
+    limit: Option<u64>,
+) -> Result<Value> {
+    let upto = server.store.current_pos();
+    server
+        .store
+        .read(move |conn| room_initial_sync(conn, &viewer, &room_id, upto, limit))
+        .await
 }

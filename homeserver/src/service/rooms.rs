@@ -745,69 +745,6 @@ fn check_encryption_stays_on(
     Ok(())
 }
 
-/// Changes a user's membership (join, leave, invite, kick, ban, unban) by appending the member
-/// event; the room's auth rules decide whether it is allowed.
-pub async fn set_membership(
-    server: &Server,
-    room_id: OwnedRoomId,
-    sender: OwnedUserId,
-    target: OwnedUserId,
-    membership: &'static str,
-    reason: Option<String>,
-    extra: serde_json::Map<String, Value>,
-) -> Result<OwnedEventId> {
-    let (displayname, avatar) = if membership == "join" {
-        profile_of(server, &target).await?
-    } else {
-        (None, None)
-    };
-    let signer = Arc::clone(&server.signer);
-    server
-        .store
-        .write(move |tx| {
-            if state::get_room(tx, room_id.as_str())?.is_none() {
-                return Err(Error::not_found(
-                    "This room is not known on this unit (joining rooms on other units needs federation)",
-                ));
-            }
-            let current = state::membership(tx, room_id.as_str(), target.as_str())?;
-            // Idempotent no-ops keep clients happy (re-join, re-leave).
-            if current.as_deref() == Some(membership)
-                && matches!(membership, "join" | "leave")
-                && sender == target
-                && let Some(id) = state::current_state_id(tx, room_id.as_str(), "m.room.member", target.as_str())?
-                && membership == "join"
-            {
-                return OwnedEventId::try_from(id).map_err(|err| Error::internal(err.to_string()));
-            }
-            if membership == "leave" && sender == target && current.is_none() {
-                return Err(Error::forbidden("You are not a member of this room"));
-            }
-            let mut content = extra;
-            content.insert("membership".to_owned(), json!(membership));
-            if let Some(reason) = reason {
-                content.insert("reason".to_owned(), json!(reason));
-            }
-            if let Some(name) = displayname {
-                content.entry("displayname").or_insert(json!(name));
-            }
-            if let Some(url) = avatar {
-                content.entry("avatar_url").or_insert(json!(url));
-            }
-            if membership == "join"
-                && sender == target
-                && !matches!(current.as_deref(), Some("join" | "invite"))
-                && let Some(authoriser) =
-                    restricted_join_authoriser(tx, room_id.as_str(), target.as_str(), signer.server_name.as_str())?
-            {
-                content.insert("join_authorised_via_users_server".to_owned(), json!(authoriser));
-            }
-            let event = NewEvent::state(TimelineEventType::RoomMember, target.as_str(), Value::Object(content));
-            Ok(append_in_tx(tx, &signer, &room_id, &sender, event, None)?.event_id.clone())
-        })
-        .await
-}
-
 /// For a room whose join rule is `restricted` or `knock_restricted`: when `user` is joined to
 /// one of the rooms the rule allows, a local member of the room who may invite, to name in
 /// `join_authorised_via_users_server` (the auth rules then admit the join). `None` when the

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::Server;
 use super::rooms::load_state_events;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::filter::{EventFormat, Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
@@ -60,33 +60,6 @@ pub struct SyncRequest {
     pub own_server: String,
     /// Users the syncing user ignores (`m.ignored_user_list`), filled in by [`sync`].
     pub ignored: Vec<String>,
-}
-
-/// Parses a sync token (`s<position>` or `s<position>_<typing serial>`) into its stream
-/// position.
-pub fn parse_token(token: &str) -> Result<i64> {
-    parse_sync_token(token).map(|(pos, _)| pos)
-}
-
-/// Parses a sync token into its stream position and typing serial.
-pub fn parse_sync_token(token: &str) -> Result<(i64, u64)> {
-    parse_full_token(token).map(|(pos, typing, _)| (pos, typing))
-}
-
-/// Parses a sync token `s<position>[_<typing serial>[_<to-device position>]]`; the third part
-/// is present only when a sync handed out fewer to-device messages than were waiting.
-pub fn parse_full_token(token: &str) -> Result<(i64, u64, Option<i64>)> {
-    let bad = || Error::invalid_param("Unknown sync token");
-    let rest = token.strip_prefix('s').ok_or_else(bad)?;
-    let mut parts = rest.splitn(3, '_');
-    let position = |raw: &str| raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(bad);
-    let pos = position(parts.next().unwrap_or_default())?;
-    let typing = match parts.next() {
-        Some(typing) => typing.parse::<u64>().map_err(|_| bad())?,
-        None => 0,
-    };
-    let to_device = parts.next().map(position).transpose()?;
-    Ok((pos, typing, to_device))
 }
 
 /// Runs a sync, waiting up to the timeout for something new.
@@ -141,10 +114,14 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             .store
             .read(move |conn| compute(conn, &request, upto, &typing))
             .await?;
-        response["next_batch"] = json!(match to_device_upto {
-            Some(delivered) => format!("s{upto}_{typing_now}_{delivered}"),
-            None => format!("s{upto}_{typing_now}"),
-        });
+        response["next_batch"] = json!(
+            super::tokens::SyncToken {
+                pos: upto,
+                typing: typing_now,
+                to_device: to_device_upto,
+            }
+            .to_string()
+        );
         let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
         if done {
             if !lazy_sent.is_empty() {
@@ -370,7 +347,7 @@ fn compute(
         && keys.changed.is_empty()
         && keys.left.is_empty();
     let response = json!({
-        "next_batch": format!("s{upto}"),
+        "next_batch": super::tokens::stream_token(upto),
         "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
         "account_data": {"events": global_account_data},
         "presence": {"events": presence},
@@ -755,11 +732,8 @@ fn joined_room(
         lazy.newly_sent(room_id, &state, &events, lazy_sent);
     }
     let prev_batch = match events.first() {
-        Some(e) => format!("t{}_{}", e.pdu.depth, e.stream_pos),
-        None => {
-            let key = events::topo_key_after_stream(conn, room_id, upto)?;
-            format!("t{}_{}", key.depth, key.stream_pos)
-        }
+        Some(e) => super::tokens::token_before(e),
+        None => super::tokens::topo_token(events::topo_key_after_stream(conn, room_id, upto)?),
     };
     let mut ephemeral = Vec::new();
     if let Some(users) = typing {
@@ -874,9 +848,7 @@ fn left_room(
     if let Some(lazy) = &lazy {
         lazy.newly_sent(room_id, &state, &events, lazy_sent);
     }
-    let prev_batch = events
-        .first()
-        .map(|e| format!("t{}_{}", e.pdu.depth, e.stream_pos));
+    let prev_batch = events.first().map(super::tokens::token_before);
     Ok(Some(json!({
         "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
         state_key: {"events": format_all(conn, &state, req)?},

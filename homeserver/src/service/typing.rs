@@ -123,6 +123,35 @@ impl Typing {
     }
 }
 
+/// Sets `user`'s typing state in `room` (they must be joined), telling the room's other units
+/// when it changed.
+pub async fn set_typing(
+    server: &super::Server,
+    room: &ruma::RoomId,
+    user: &ruma::UserId,
+    typing: bool,
+    timeout: Duration,
+) -> crate::error::Result<()> {
+    use super::membership::{self, Membership};
+    let (key, me) = (room.to_string(), user.to_string());
+    let joined = server
+        .store
+        .read(move |conn| Ok(membership::current(conn, &key, &me)? == Some(Membership::Join)))
+        .await?;
+    if !joined {
+        return Err(crate::error::Error::forbidden(
+            "You are not joined to this room",
+        ));
+    }
+    if server
+        .typing
+        .set(room.as_str(), user.as_str(), typing, timeout)
+    {
+        super::federation::send_typing(server, room.as_str(), user.as_str(), typing).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,17 +141,9 @@ pub async fn register(
                         "Missing token",
                     ));
                 };
-                let check = token.clone();
-                let valid = server
-                    .store
-                    .read(move |conn| {
-                        crate::store::accounts::registration_token_valid(
-                            conn,
-                            &check,
-                            crate::util::now_ms(),
-                        )
-                    })
-                    .await?;
+                let valid =
+                    crate::service::accounts::registration_token_valid(&server, token.clone())
+                        .await?;
                 if !valid {
                     let why = "Registration token is not valid";
                     return Err(server.uia.failed(flows, &session, "M_FORBIDDEN", why));
@@ -233,12 +225,7 @@ pub async fn token_validity(
     State(server): State<Arc<Server>>,
     QueryParams(q): QueryParams<ValidityQuery>,
 ) -> Result<Json<Value>> {
-    let valid = server
-        .store
-        .read(move |conn| {
-            crate::store::accounts::registration_token_valid(conn, &q.token, crate::util::now_ms())
-        })
-        .await?;
+    let valid = crate::service::accounts::registration_token_valid(&server, q.token).await?;
     Ok(Json(json!({"valid": valid})))
 }
 

@@ -10,10 +10,16 @@ use serde_json::{Map, Value, json};
 use super::sync::check_self as check_own_user;
 use crate::api::extract::{Auth, JsonBody, PathParams, event_id, room_id};
 use crate::error::{Error, Result};
-use crate::service::Server;
-use crate::store::misc::{self, Receipt};
-use crate::store::{events, state};
-use crate::util::now_ms;
+use crate::service::{Server, account_data};
+
+async fn get_json(
+    server: &Server,
+    user: String,
+    room: String,
+    kind: String,
+) -> Result<Json<Value>> {
+    Ok(Json(account_data::get(server, user, room, kind).await?))
+}
 
 /// Types the server manages itself; clients may not write them through account data.
 fn check_writable(kind: &str) -> Result<()> {
@@ -35,17 +41,6 @@ async fn put(
     let json = Value::Object(content).to_string();
     crate::service::account_data::put(server, user, room, kind, json).await?;
     Ok(Json(json!({})))
-}
-
-async fn get(server: &Server, user: String, room: String, kind: String) -> Result<Json<Value>> {
-    let found = server
-        .store
-        .read(move |conn| misc::get_account_data(conn, &user, &room, &kind))
-        .await?;
-    let json = found.ok_or_else(|| Error::not_found("Account data not found"))?;
-    Ok(Json(
-        serde_json::from_str(&json).map_err(|err| Error::internal(err.to_string()))?,
-    ))
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
@@ -74,7 +69,7 @@ pub async fn get_global(
     PathParams((user, kind)): PathParams<(String, String)>,
 ) -> Result<Json<Value>> {
     check_own_user(&auth, &user)?;
-    get(&server, auth.user_id.to_string(), String::new(), kind).await
+    get_json(&server, auth.user_id.to_string(), String::new(), kind).await
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -105,47 +100,7 @@ pub async fn get_room(
 ) -> Result<Json<Value>> {
     check_own_user(&auth, &user)?;
     let room = room_id(&room)?;
-    get(&server, auth.user_id.to_string(), room.to_string(), kind).await
-}
-
-/// Stores a receipt after checking the user is joined and the event is in the room.
-async fn store_receipt(
-    server: &Server,
-    user: String,
-    room: String,
-    receipt_type: String,
-    event: String,
-    thread_id: String,
-) -> Result<()> {
-    let own = server.server_name().to_string();
-    server
-        .store
-        .write(move |tx| {
-            if state::membership(tx, &room, &user)?.as_deref() != Some("join") {
-                return Err(Error::forbidden("You are not joined to this room"));
-            }
-            if events::get_room_event(tx, &room, &event)?.is_none() {
-                return Err(Error::not_found("Event not found in this room"));
-            }
-            let pos = tx.next_stream_pos();
-            if receipt_type == "m.fully_read" {
-                let content = json!({"event_id": event}).to_string();
-                return misc::set_account_data(tx, &user, &room, "m.fully_read", &content, pos);
-            }
-            let receipt = Receipt {
-                receipt_type,
-                user_id: user.clone(),
-                thread_id,
-                event_id: event,
-                ts: now_ms(),
-            };
-            misc::set_receipt(tx, &room, &receipt, pos)?;
-            if receipt.receipt_type == "m.read" {
-                crate::service::federation::enqueue_receipt_in_tx(tx, &own, &room, &receipt)?;
-            }
-            Ok(())
-        })
-        .await
+    get_json(&server, auth.user_id.to_string(), room.to_string(), kind).await
 }
 
 #[derive(Deserialize, Default)]
@@ -168,7 +123,7 @@ pub async fn receipt(
         )));
     }
     let thread = body.thread_id.filter(|t| t != "main").unwrap_or_default();
-    store_receipt(
+    account_data::store_receipt(
         &server,
         auth.user_id.to_string(),
         room.to_string(),
@@ -205,7 +160,7 @@ pub async fn read_markers(
     ] {
         if let Some(event) = event {
             let event = event_id(&event)?;
-            store_receipt(
+            account_data::store_receipt(
                 &server,
                 auth.user_id.to_string(),
                 room.to_string(),
@@ -219,45 +174,6 @@ pub async fn read_markers(
     Ok(Json(json!({})))
 }
 
-/// Reads a room's `m.tag` content as its `tags` map.
-fn tags_of(conn: &rusqlite::Connection, user: &str, room: &str) -> Result<Map<String, Value>> {
-    Ok(misc::get_account_data(conn, user, room, "m.tag")?
-        .and_then(|raw| serde_json::from_str::<Value>(&raw).ok())
-        .and_then(|content| content.get("tags").and_then(Value::as_object).cloned())
-        .unwrap_or_default())
-}
-
-/// Changes one tag of a room (`Some` sets it, `None` removes it), read and written in one
-/// transaction so concurrent tag edits do not lose each other.
-async fn edit_tag(
-    server: &Server,
-    user: String,
-    room: String,
-    tag: String,
-    info: Option<Value>,
-) -> Result<Json<Value>> {
-    if tag.len() > 255 {
-        return Err(Error::invalid_param("tag names are at most 255 bytes"));
-    }
-    server
-        .store
-        .write(move |tx| {
-            let mut tags = tags_of(tx, &user, &room)?;
-            let changed = match info {
-                Some(info) => tags.insert(tag, info.clone()) != Some(info),
-                None => tags.remove(&tag).is_some(),
-            };
-            if changed {
-                let pos = tx.next_stream_pos();
-                let content = json!({"tags": tags}).to_string();
-                misc::set_account_data(tx, &user, &room, "m.tag", &content, pos)?;
-            }
-            Ok(())
-        })
-        .await?;
-    Ok(Json(json!({})))
-}
-
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
 pub async fn get_tags(
     State(server): State<Arc<Server>>,
@@ -266,10 +182,7 @@ pub async fn get_tags(
 ) -> Result<Json<Value>> {
     check_own_user(&auth, &user)?;
     let (user, room) = (auth.user_id.to_string(), room_id(&room)?.to_string());
-    let tags = server
-        .store
-        .read(move |conn| tags_of(conn, &user, &room))
-        .await?;
+    let tags = account_data::tags(&server, user, room).await?;
     Ok(Json(json!({"tags": tags})))
 }
 
@@ -285,14 +198,15 @@ pub async fn put_tag(
         return Err(Error::bad_json("order must be a number"));
     }
     let room = room_id(&room)?.to_string();
-    edit_tag(
+    account_data::edit_tag(
         &server,
         auth.user_id.to_string(),
         room,
         tag,
         Some(Value::Object(info)),
     )
-    .await
+    .await?;
+    Ok(Json(json!({})))
 }
 
 /// # `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
@@ -303,5 +217,6 @@ pub async fn delete_tag(
 ) -> Result<Json<Value>> {
     check_own_user(&auth, &user)?;
     let room = room_id(&room)?.to_string();
-    edit_tag(&server, auth.user_id.to_string(), room, tag, None).await
+    account_data::edit_tag(&server, auth.user_id.to_string(), room, tag, None).await?;
+    Ok(Json(json!({})))
 }

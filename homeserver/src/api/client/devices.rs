@@ -8,14 +8,14 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::account::{AuthData, password_stage};
 use crate::api::extract::{Auth, JsonBody, PathParams, parse_json};
 use crate::error::{Error, Result};
-use crate::service::{Server, accounts};
-use crate::store::accounts::{self as store, DeviceRow};
+use crate::service::Server;
+use crate::service::accounts::{self, DeviceRow};
 
 /// The routes of this area.
 pub fn routes() -> Router<Arc<Server>> {
@@ -29,37 +29,46 @@ pub fn routes() -> Router<Arc<Server>> {
         .route(&format!("{V3}/delete_devices"), post(delete_many))
 }
 
-fn device_json(user_id: &str, row: DeviceRow) -> Value {
-    let mut device = json!({"device_id": row.device_id, "user_id": user_id});
-    if let Some(name) = row.display_name {
-        device["display_name"] = json!(name);
-    }
-    if let Some(ts) = row.last_seen_ts {
-        device["last_seen_ts"] = json!(ts);
-    }
-    if let Some(ip) = row.last_seen_ip {
-        device["last_seen_ip"] = json!(ip);
-    }
-    device
+/// One device (spec: `Device`).
+#[derive(Serialize)]
+pub struct Device {
+    device_id: String,
+    user_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ts: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_seen_ip: Option<String>,
 }
 
-async fn devices_of(server: &Server, user_id: &str) -> Result<Vec<DeviceRow>> {
-    let user = user_id.to_owned();
-    server
-        .store
-        .read(move |conn| store::devices(conn, &user))
-        .await
+impl Device {
+    fn of(user_id: &str, row: DeviceRow) -> Device {
+        Device {
+            device_id: row.device_id,
+            user_id: user_id.to_owned(),
+            display_name: row.display_name,
+            last_seen_ts: row.last_seen_ts,
+            last_seen_ip: row.last_seen_ip,
+        }
+    }
+}
+
+/// `{"devices": […]}`.
+#[derive(Serialize)]
+pub struct Devices {
+    devices: Vec<Device>,
 }
 
 /// # `GET /_matrix/client/v3/devices`
-pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Devices>> {
     let user = auth.user_id.to_string();
-    let devices: Vec<Value> = devices_of(&server, &user)
+    let devices = accounts::devices(&server, &auth.user_id)
         .await?
         .into_iter()
-        .map(|row| device_json(&user, row))
+        .map(|row| Device::of(&user, row))
         .collect();
-    Ok(Json(json!({"devices": devices})))
+    Ok(Json(Devices { devices }))
 }
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`
@@ -67,13 +76,13 @@ pub async fn get_device(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(device_id): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Device>> {
     let user = auth.user_id.to_string();
-    devices_of(&server, &user)
+    accounts::devices(&server, &auth.user_id)
         .await?
         .into_iter()
         .find(|row| row.device_id == device_id)
-        .map(|row| Json(device_json(&user, row)))
+        .map(|row| Json(Device::of(&user, row)))
         .ok_or_else(|| Error::not_found("No such device"))
 }
 
@@ -94,22 +103,7 @@ pub async fn rename(
             "display_name is longer than 512 bytes",
         ));
     }
-    let user = auth.user_id.to_string();
-    let own = server.server_name().to_string();
-    let renamed = server
-        .store
-        .write(move |tx| {
-            let renamed =
-                store::rename_device(tx, &user, &device_id, body.display_name.as_deref())?;
-            if renamed {
-                crate::service::e2ee::device_changed_in_tx(tx, &own, &user, &device_id, false)?;
-            }
-            Ok(renamed)
-        })
-        .await?;
-    if !renamed {
-        return Err(Error::not_found("No such device"));
-    }
+    accounts::rename_device(&server, &auth.user_id, device_id, body.display_name).await?;
     Ok(Json(json!({})))
 }
 
@@ -132,7 +126,7 @@ pub async fn delete(
         Some(parse_json(&body)?)
     };
     let user = auth.user_id.to_string();
-    if !devices_of(&server, &user)
+    if !accounts::devices(&server, &auth.user_id)
         .await?
         .iter()
         .any(|row| row.device_id == device_id)

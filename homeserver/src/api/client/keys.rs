@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use super::account::{AuthData, password_stage};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
-use crate::service::sync::parse_token;
+use crate::service::tokens::stream_position;
 use crate::service::{Server, e2ee};
 
 /// The routes of this area.
@@ -139,7 +139,7 @@ pub async fn changes(
     auth: Auth,
     QueryParams(q): QueryParams<ChangesQuery>,
 ) -> Result<Json<Value>> {
-    let (from, to) = (parse_token(&q.from)?, parse_token(&q.to)?);
+    let (from, to) = (stream_position(&q.from)?, stream_position(&q.to)?);
     let user = auth.user_id.to_string();
     let (changed, left) = server
         .store

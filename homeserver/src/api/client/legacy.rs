@@ -73,12 +73,7 @@ pub async fn event(
     PathParams(event): PathParams<String>,
 ) -> Result<Json<Value>> {
     let event = event_id(&event)?.to_string();
-    let viewer = viewer(auth);
-    let body = server
-        .store
-        .read(move |conn| legacy::event(conn, &viewer, &event))
-        .await?;
-    Ok(Json(body))
+    Ok(Json(legacy::get_event(&server, viewer(auth), event).await?))
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
@@ -89,11 +84,7 @@ pub async fn room_initial_sync(
     QueryParams(q): QueryParams<InitialSyncQuery>,
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?.to_string();
-    let viewer = viewer(auth);
-    let upto = server.store.current_pos();
-    let body = server
-        .store
-        .read(move |conn| legacy::room_initial_sync(conn, &viewer, &room, upto, q.limit))
-        .await?;
-    Ok(Json(body))
+    Ok(Json(
+        legacy::initial_sync_room(&server, viewer(auth), room, q.limit).await?,
+    ))
 }

@@ -25,6 +25,7 @@ mod sliding_sync;
 mod space;
 mod sync;
 mod typing;
+pub mod wire;
 
 use std::sync::Arc;
 

@@ -15,9 +15,8 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::NewEvent;
 use crate::matrix::rules_for;
 use crate::service::delayed_events::Schedule;
-use crate::service::rooms::{self, Access, CreateRoom};
-use crate::service::{Server, state_request};
-use crate::store::{events, state};
+use crate::service::rooms::{self, CreateRoom};
+use crate::service::{Server, room_state, state_request};
 
 #[derive(Deserialize)]
 pub struct StateEventBody {
@@ -143,27 +142,7 @@ pub async fn full_state(
     auth: Auth,
     PathParams(raw_room): PathParams<String>,
 ) -> Result<Json<Value>> {
-    let room = room_id(&raw_room)?;
-    let user = auth.user_id.to_string();
-    let events = server
-        .store
-        .read(move |conn| {
-            let map = match rooms::membership_access(conn, room.as_str(), &user)? {
-                Access::All => state::current_state(conn, room.as_str())?,
-                Access::UpTo(pos) => {
-                    match state::state_group_before(conn, room.as_str(), pos + 1)? {
-                        Some(group) => state::state_at_group(conn, group)?,
-                        None => Default::default(),
-                    }
-                }
-            };
-            let stored = rooms::load_state_events(conn, &map, |_, _| true)?;
-            stored
-                .iter()
-                .map(|e| rooms::client_event(conn, e, None))
-                .collect::<Result<Vec<_>>>()
-        })
-        .await?;
+    let events = room_state::all(&server, &auth.user_id, room_id(&raw_room)?).await?;
     Ok(Json(Value::Array(events)))
 }
 
@@ -174,29 +153,7 @@ async fn state_content(
     kind: String,
     key: String,
 ) -> Result<Value> {
-    let room = room_id(raw_room)?;
-    let user = auth.user_id.to_string();
-    server
-        .store
-        .read(move |conn| {
-            let id = match rooms::membership_access(conn, room.as_str(), &user)? {
-                Access::All => state::current_state_id(conn, room.as_str(), &kind, &key)?,
-                Access::UpTo(pos) => {
-                    match state::state_group_before(conn, room.as_str(), pos + 1)? {
-                        Some(group) => state::state_entry_at_group(conn, group, &kind, &key)?,
-                        None => None,
-                    }
-                }
-            };
-            let event = match id {
-                Some(id) => events::get_event(conn, &id)?,
-                None => None,
-            };
-            event
-                .map(|e| e.pdu.content_value())
-                .ok_or_else(|| Error::not_found("Event not found"))
-        })
-        .await
+    room_state::content(server, &auth.user_id, room_id(raw_room)?, kind, key).await
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`

@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, user_id};
 use crate::error::{Error, Result};
 use crate::matrix::filter::Filter;
-use crate::service::sync::{self, SyncRequest, parse_full_token};
-use crate::service::{Server, presence};
-use crate::store::misc;
+use crate::service::sync::{self, SyncRequest};
+use crate::service::tokens::SyncToken;
+use crate::service::{Server, filters, presence};
 
 #[derive(Deserialize)]
 pub struct SyncQuery {
@@ -40,12 +40,12 @@ pub async fn sync(
             "set_presence must be online, offline or unavailable",
         ));
     }
-    let since = q.since.as_deref().map(parse_full_token).transpose()?;
+    let since = q.since.as_deref().map(SyncToken::parse).transpose()?;
     let filter = match q.filter.as_deref() {
         None => Filter::default(),
         Some(raw) if raw.trim_start().starts_with('{') => serde_json::from_str(raw)
             .map_err(|err| Error::bad_json(format!("Invalid filter: {err}")))?,
-        Some(id) => load_filter(&server, auth.user_id.as_str(), id).await?,
+        Some(id) => filters::load(&server, &auth.user_id, id).await?,
     };
     // Syncing marks the user active unless the client says otherwise (spec: `set_presence`,
     // default `online`; `offline` leaves presence untouched).
@@ -56,9 +56,9 @@ pub async fn sync(
     let request = SyncRequest {
         user_id: auth.user_id.to_string(),
         device_id: auth.device_id,
-        since: since.map(|(pos, _, _)| pos),
-        typing_since: since.map(|(_, typing, _)| typing).unwrap_or(0),
-        to_device_since: since.and_then(|(_, _, to_device)| to_device),
+        since: since.map(|t| t.pos),
+        typing_since: since.map(|t| t.typing).unwrap_or(0),
+        to_device_since: since.and_then(|t| t.to_device),
         full_state: q.full_state,
         filter,
         timeout: Duration::from_millis(q.timeout.unwrap_or(0)),
@@ -67,19 +67,6 @@ pub async fn sync(
         ignored: Vec::new(),
     };
     Ok(Json(sync::sync(&server, request).await?))
-}
-
-async fn load_filter(server: &Server, user: &str, id: &str) -> Result<Filter> {
-    let filter_id: i64 = id
-        .parse()
-        .map_err(|_| Error::invalid_param("Invalid filter ID"))?;
-    let user = user.to_owned();
-    let json = server
-        .store
-        .read(move |conn| misc::get_filter(conn, &user, filter_id))
-        .await?
-        .ok_or_else(|| Error::not_found("Filter not found"))?;
-    serde_json::from_str(&json).map_err(|err| Error::internal(format!("stored filter: {err}")))
 }
 
 pub fn check_self(auth: &Auth, raw_user: &str) -> Result<()> {
@@ -100,14 +87,7 @@ pub async fn create_filter(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>> {
     check_self(&auth, &user)?;
-    let _: Filter = serde_json::from_value(body.clone())
-        .map_err(|err| Error::bad_json(format!("Invalid filter: {err}")))?;
-    let json = body.to_string();
-    let owner = auth.user_id.to_string();
-    let id = server
-        .store
-        .write(move |tx| misc::create_filter(tx, &owner, &json))
-        .await?;
+    let id = filters::create(&server, &auth.user_id, body).await?;
     Ok(Json(json!({"filter_id": id.to_string()})))
 }
 
@@ -121,13 +101,5 @@ pub async fn get_filter(
     let filter_id: i64 = id
         .parse()
         .map_err(|_| Error::not_found("Filter not found"))?;
-    let owner = auth.user_id.to_string();
-    let json = server
-        .store
-        .read(move |conn| misc::get_filter(conn, &owner, filter_id))
-        .await?
-        .ok_or_else(|| Error::not_found("Filter not found"))?;
-    Ok(Json(
-        serde_json::from_str(&json).map_err(|err| Error::internal(err.to_string()))?,
-    ))
+    Ok(Json(filters::get(&server, &auth.user_id, filter_id).await?))
 }

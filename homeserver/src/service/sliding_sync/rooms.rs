@@ -466,11 +466,10 @@ fn room_result(
     );
     let timeline_ids = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
     let prev_batch = match events.first() {
-        Some(e) => format!("t{}_{}", e.pdu.depth, e.stream_pos),
-        None => {
-            let key = events::topo_key_after_stream(ctx.conn, &c.room_id, end)?;
-            format!("t{}_{}", key.depth, key.stream_pos)
-        }
+        Some(e) => crate::service::tokens::token_before(e),
+        None => crate::service::tokens::topo_token(events::topo_key_after_stream(
+            ctx.conn, &c.room_id, end,
+        )?),
     };
     room.insert(
         "timeline".into(),

@@ -1,0 +1,114 @@
+//! Room aliases (`/directory/room/{roomAlias}`, `/rooms/{roomId}/aliases`): resolving local
+//! and remote aliases, and who may create or delete a local one. Each authorisation runs in
+//! the transaction that writes.
+
+use ruma::{OwnedRoomAliasId, OwnedRoomId, UserId};
+
+use super::Server;
+use super::membership::{self, Membership};
+use super::rooms;
+use crate::error::{Error, Result};
+use crate::store::misc;
+
+/// An alias's room and the servers that can be joined through.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The room the alias points at.
+    pub room_id: OwnedRoomId,
+    /// Servers the room can be joined through.
+    pub servers: Vec<String>,
+}
+
+/// Resolves an alias: a local one from the database (`M_NOT_FOUND` when none), another
+/// unit's through that unit.
+pub async fn resolve(server: &Server, alias: &OwnedRoomAliasId) -> Result<Resolved> {
+    if alias.server_name() != server.server_name() {
+        let (room_id, servers) = super::federation::resolve_remote_alias(server, alias).await?;
+        return Ok(Resolved { room_id, servers });
+    }
+    let key = alias.to_string();
+    let found = server
+        .store
+        .read(move |conn| misc::get_alias(conn, &key))
+        .await?;
+    let (room, _) =
+        found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+    Ok(Resolved {
+        room_id: OwnedRoomId::try_from(room.as_str())
+            .map_err(|_| Error::invalid_param(format!("{room:?} is not a valid room ID")))?,
+        servers: vec![server.server_name().to_string()],
+    })
+}
+
+/// Refuses an alias of another unit: only this unit's aliases are managed here.
+fn require_local(server: &Server, alias: &OwnedRoomAliasId) -> Result<()> {
+    if alias.server_name() != server.server_name() {
+        return Err(Error::invalid_param(
+            "Aliases of other units cannot be managed here",
+        ));
+    }
+    Ok(())
+}
+
+/// Creates a local alias for `room`; the user must be joined to it (409 `M_UNKNOWN` when the
+/// alias exists).
+pub async fn create(
+    server: &Server,
+    user: &UserId,
+    alias: OwnedRoomAliasId,
+    room: OwnedRoomId,
+) -> Result<()> {
+    require_local(server, &alias)?;
+    let user = user.to_string();
+    server
+        .store
+        .write(move |tx| {
+            if crate::store::state::get_room(tx, room.as_str())?.is_none() {
+                return Err(Error::not_found("Room not found"));
+            }
+            if membership::current(tx, room.as_str(), &user)? != Some(Membership::Join) {
+                return Err(Error::forbidden(
+                    "You must be in the room to give it an alias",
+                ));
+            }
+            if !misc::create_alias(tx, alias.as_str(), room.as_str(), &user)? {
+                return Err(Error::Conflict("Room alias already exists".to_owned()));
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Deletes a local alias: its creator may, and so may whoever may set the room's
+/// `m.room.canonical_alias`.
+pub async fn delete(server: &Server, user: &UserId, alias: OwnedRoomAliasId) -> Result<()> {
+    require_local(server, &alias)?;
+    let user = user.to_string();
+    server
+        .store
+        .write(move |tx| {
+            let Some((room, creator)) = misc::get_alias(tx, alias.as_str())? else {
+                return Err(Error::not_found("Room alias not found"));
+            };
+            if creator != user {
+                let power = rooms::power_levels(tx, &room)?;
+                if power.user_level(&user) < power.state_level("m.room.canonical_alias") {
+                    return Err(Error::forbidden("You may not remove this alias"));
+                }
+            }
+            misc::delete_alias(tx, alias.as_str())
+        })
+        .await
+}
+
+/// The local aliases of a room the user may read the membership of.
+pub async fn of_room(server: &Server, user: &UserId, room: OwnedRoomId) -> Result<Vec<String>> {
+    let user = user.to_string();
+    server
+        .store
+        .read(move |conn| {
+            rooms::membership_access(conn, room.as_str(), &user)?;
+            misc::room_aliases(conn, room.as_str())
+        })
+        .await
+}
