@@ -7,7 +7,7 @@
 #   tests/host-tools.sh ensure [STAGE…]   install what is missing (one apt-get call), then check
 #
 # With no STAGE, every stage. Stages: suite (cargo tests), layer (tests/image/check-layer.sh),
-# build (image/build-test-image.sh), boot (tests/image/boot-test.py).
+# build (image/build-test-image.sh), boot (tests/image/boot-test.py, tests/image/update-test.py).
 #
 # Why one apt-get call, with versions chosen here: a fresh machine has qemu-utils from
 # bookworm-backports (newer than bookworm's qemu-system-x86), and that qemu-utils Breaks
@@ -67,6 +67,9 @@ qemu-io             qemu-utils         boot         writes into an overlay (tamp
 socat               socat              boot         guest-to-guest forwards
 /usr/share/OVMF/OVMF_CODE_4M.fd  ovmf  boot         UEFI firmware
 /usr/share/OVMF/OVMF_VARS_4M.fd  ovmf  boot         UEFI variable store template
+rauc                rauc               boot         makes the update test's signed bundles (rauc bundle)
+openssl             openssl            boot         the update test's throw-away signing keys
+unsquashfs          squashfs-tools     boot         derives the update test's releases (derive-update.sh)
 EOF
 )
 

@@ -78,7 +78,8 @@ class Guest:
     Guest on the same workdir boots the same (persisted) disk again."""
 
     def __init__(self, disk, workdir, provision=None, port=None, memory_mb=1024, smp=2,
-                 lifetime=900, fed_port=None, guest_forwards=(), interactive=False):
+                 lifetime=900, fed_port=None, guest_forwards=(), interactive=False,
+                 extra_disks=(), reboot=False):
         self.disk = pathlib.Path(disk).resolve()
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,11 @@ class Guest:
         # (guest address, guest port, host port on 127.0.0.1) for connections the guest opens.
         self.guest_forwards = list(guest_forwards)
         self.interactive = interactive
+        # More read-only raw disks (a USB stick with update bundles, say).
+        self.extra_disks = [pathlib.Path(d).resolve() for d in extra_disks]
+        # True: a reboot in the guest restarts it in the same qemu (boot counting, rollback);
+        # False: qemu exits when the guest reboots (-no-reboot).
+        self.reboot = reboot
         self._console = None
         self.proc = None
         self.boot = 0
@@ -123,7 +129,7 @@ class Guest:
         cmd = [
             "timeout", "--kill-after=10", str(self.lifetime),
             "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "Nehalem",
-            "-smp", str(self.smp), "-m", str(self.memory_mb), "-no-reboot", "-nodefaults",
+            "-smp", str(self.smp), "-m", str(self.memory_mb), "-nodefaults",
             "-display", "none", "-vga", "none",
             "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
             "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
@@ -142,6 +148,11 @@ class Guest:
             "-serial", "chardev:ttyS1",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
+        if not self.reboot:
+            cmd.append("-no-reboot")
+        for i, disk in enumerate(self.extra_disks):
+            cmd += ["-drive", f"if=none,id=extra{i},format=raw,readonly=on,file={disk}",
+                    "-device", f"virtio-blk-pci,drive=extra{i}"]
         if self.provision:
             cmd += ["-drive", f"if=none,id=prov,format=raw,readonly=on,file={self.provision}",
                     "-device", "virtio-blk-pci,drive=prov"]
@@ -238,6 +249,17 @@ class Guest:
                 return needle in self.console_text()
             time.sleep(0.5)
         return False
+
+    def wait_console_after(self, offset, needle, timeout):
+        """Like `wait_console`, in the console text after `offset` characters only."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.console_text()[offset:]:
+                return True
+            if not self.running():
+                break
+            time.sleep(0.5)
+        return needle in self.console_text()[offset:]
 
     def read_report(self, timeout):
         """Wait for the test report on ttyS1 and return it as a dict (None on timeout)."""
