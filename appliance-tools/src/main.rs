@@ -1,6 +1,6 @@
 //! The `appliance` command: what installers and admins use at an Outpost unit's console to
-//! provision it, manage users and peers, check health, rotate keys, and back it up and restore
-//! it.
+//! provision it, manage users and peers, check health, rotate keys, back it up and restore
+//! it, and update its system from a signed bundle.
 //!
 //! `main` parses the command line ([`cli`]), runs one command, prints a failure once and exits
 //! with a documented code ([`exit`]). Commands talk to the running homeserver through its admin
@@ -29,6 +29,7 @@ mod setup;
 mod status;
 mod tls;
 mod unit;
+mod update;
 mod users;
 
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),
         Command::FactoryReset(args) => reset::run(&unit, args),
+        Command::Update(command) => update::run(&unit, command),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     }
