@@ -35,7 +35,8 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir "$WORK/content"
 cp "$IMAGE_DIR/root-a.squashfs" "$WORK/content/root.squashfs"
-cp "$IMAGE_DIR/root-a.verity" "$WORK/content/root.verity"
+# RAUC picks the update handler by file name: a raw slot takes *.img (and *.squashfs).
+cp "$IMAGE_DIR/root-a.verity" "$WORK/content/root-verity.img"
 cp "$IMAGE_DIR/outpost-a.efi" "$IMAGE_DIR/outpost-b.efi" "$WORK/content/"
 cat >"$WORK/content/manifest.raucm" <<MANIFEST
 [update]
@@ -49,7 +50,7 @@ format=verity
 filename=root.squashfs
 
 [image.verity]
-filename=root.verity
+filename=root-verity.img
 MANIFEST
 rm -f "$OUT"
 rauc bundle --cert="$CERT" --key="$KEY" "$WORK/content" "$OUT" >/dev/null

@@ -103,15 +103,24 @@ def main():
     # --- releases and bundles ----------------------------------------------------------------
     log("image release 100 (with the vendor certificate), then releases 101 and 102 (broken)")
     start = time.monotonic()
-    run(["bash", REPO / "image/build-test-image.sh", "--out", work / "r100",
-         "--homeserver", args.homeserver, "--appliance", args.appliance,
-         "--update-cert", keys / "vendor.cert.pem", "--image-version", "100"])
-    broken = work / "broken-homeserver"
-    broken.write_text("#!/bin/sh\necho 'this homeserver cannot start' >&2\nexit 1\n")
-    run(["bash", REPO / "image/derive-update.sh", "--from", work / "r100", "--out", work / "r101",
-         "--image-version", "101"])
-    run(["bash", REPO / "image/derive-update.sh", "--from", work / "r100", "--out", work / "r102",
-         "--image-version", "102", "--homeserver", broken])
+    build = ["bash", REPO / "image/build-test-image.sh", "--homeserver", args.homeserver,
+             "--appliance", args.appliance, "--update-cert", keys / "vendor.cert.pem",
+             "--image-version", "100"]
+    key = subprocess.run([str(c) for c in build + ["--input-key"]], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    key_file = work / "r100/input-key"
+    reuse = key_file.exists() and key_file.read_text().strip() == key and all(
+        (work / r / "image-version").exists() for r in ("r101", "r102"))
+    if reuse:
+        log("reusing releases 100-102: same inputs (target/update-test/r100/input-key)")
+    else:
+        run(build + ["--out", work / "r100"])
+        broken = work / "broken-homeserver"
+        broken.write_text("#!/bin/sh\necho 'this homeserver cannot start' >&2\nexit 1\n")
+        run(["bash", REPO / "image/derive-update.sh", "--from", work / "r100",
+             "--out", work / "r101", "--image-version", "101"])
+        run(["bash", REPO / "image/derive-update.sh", "--from", work / "r100",
+             "--out", work / "r102", "--image-version", "102", "--homeserver", broken])
     bundles = work / "bundles"
     bundles.mkdir(exist_ok=True)
     bundle_s = time.monotonic()
