@@ -78,6 +78,14 @@ def console_command(guest, command, timeout=120):
     return (out or "").replace("\r", "")
 
 
+def wait_prompt_of_this_boot(guest, timeout=180):
+    """After a reboot: wait for the appliance prompt printed by the console of the boot now
+    running (text typed before its shell starts would be lost)."""
+    text = guest.console_text()
+    return guest.wait_console_after(max(text.rfind("verifying root slot"), 0), "appliance> ",
+                                    timeout)
+
+
 def slot_line(status, slot):
     found = re.search(rf"^slot {slot} \(.*$", status or "", re.M)
     return found.group(0) if found else ""
@@ -222,7 +230,7 @@ def main():
     results.check("after the rollback release 100 answers", ready is not None)
     if ready is not None:
         data_intact("after the rollback")
-        guest.wait_console_after(console_len, "appliance> ", 120)
+        wait_prompt_of_this_boot(guest)
         rolled = console_command(guest, "update status")
         results.check("update status after the rollback: slot a booted, slot b bad",
                       "version 100, good, booted" in slot_line(rolled, "a")
@@ -251,7 +259,7 @@ def main():
                   f"see {guest.console}")
     if ready_b is not None:
         data_intact("after the update")
-        guest.wait_console_after(console_len, "appliance> ", 120)
+        wait_prompt_of_this_boot(guest)
         good_status = ""
         end = time.monotonic() + 120
         while time.monotonic() < end:
