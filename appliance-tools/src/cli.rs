@@ -99,7 +99,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SetupArgs {
     /// Apply this provisioning file (see provisioning.schema.json) instead of asking.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["server_name", "client_listen", "federation_listen", "federation_endpoint", "admin_user"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["server_name", "client_listen", "federation_listen", "federation_endpoint", "public_base_url", "admin_user"])]
     pub from: Option<PathBuf>,
     /// Only check the provisioning file given with --from; write nothing.
     #[arg(long, requires = "from")]
@@ -117,6 +117,10 @@ pub struct SetupArgs {
     /// [default: the server name on the federation port].
     #[arg(long, value_name = "HOST:PORT")]
     pub federation_endpoint: Vec<String>,
+    /// The URL users' Matrix clients reach this unit at, served in /.well-known/matrix/client
+    /// [default: http:// + the client address, or the server name on the client port].
+    #[arg(long, value_name = "URL")]
+    pub public_base_url: Option<String>,
     /// Name of the first admin account [default: admin].
     #[arg(long, value_name = "NAME")]
     pub admin_user: Option<String>,

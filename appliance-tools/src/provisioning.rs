@@ -55,6 +55,10 @@ pub struct Network {
     pub federation_listen: String,
     /// `host:port` addresses peer units use to reach this one (they go on the peer card).
     pub federation_endpoints: Vec<String>,
+    /// The URL users' clients reach the unit at; by default `http://` + the client listen
+    /// address, or the server name's host on the client port when that address is a wildcard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_base_url: Option<String>,
 }
 
 fn default_client_listen() -> String {
@@ -88,6 +92,8 @@ pub struct Plan {
     pub federation_listen: SocketAddr,
     /// Endpoints peers use, `host:port`.
     pub federation_endpoints: Vec<String>,
+    /// Where users' clients reach the unit (`/.well-known/matrix/client`).
+    pub public_base_url: String,
     /// The first admin.
     pub admin: OwnedUserId,
 }
@@ -156,15 +162,26 @@ impl Provisioning {
                 admin_user(name, &self.admin.user),
             )
         });
+        let public_base_url = match &self.network.public_base_url {
+            Some(raw) => note(
+                &mut problems,
+                "network.public_base_url",
+                public_base_url(raw),
+            ),
+            None => None,
+        };
         match (server_name, client, federation, admin) {
             (Some(server_name), Some(client_listen), Some(federation_listen), Some(admin))
                 if problems.is_empty() =>
             {
+                let public_base_url = public_base_url
+                    .unwrap_or_else(|| default_public_base_url(&server_name, client_listen));
                 Ok(Plan {
                     server_name,
                     client_listen,
                     federation_listen,
                     federation_endpoints: endpoints,
+                    public_base_url,
                     admin,
                 })
             }
@@ -184,6 +201,7 @@ impl Plan {
                 client_listen: self.client_listen.to_string(),
                 federation_listen: self.federation_listen.to_string(),
                 federation_endpoints: self.federation_endpoints.clone(),
+                public_base_url: Some(self.public_base_url.clone()),
             },
             admin: Admin {
                 user: self.admin.localpart().to_owned(),
@@ -214,6 +232,7 @@ impl Plan {
                 "{{federation_endpoints}}",
                 &format!("[{}]", endpoints.join(", ")),
             )
+            .replace("{{public_base_url}}", &toml_string(&self.public_base_url))
     }
 }
 
@@ -347,6 +366,22 @@ fn error_message(err: &homeserver::error::Error) -> String {
 /// The endpoint peers would use by default: the server name's host on the federation port.
 pub fn default_endpoint(server_name: &OwnedServerName, federation: SocketAddr) -> String {
     format!("{}:{}", server_name.host(), federation.port())
+}
+
+/// Checks the URL users' clients reach the unit at (the homeserver's own rule).
+pub fn public_base_url(raw: &str) -> Result<String, String> {
+    homeserver::config::check_public_base_url(raw.trim())
+}
+
+/// The public base URL when none is given: the client listen address when it is a specific
+/// one, else the server name's host (which users' devices resolve on the unit's network) on
+/// the client port. Plain `http` until the client listener serves TLS.
+pub fn default_public_base_url(server_name: &OwnedServerName, client: SocketAddr) -> String {
+    if client.ip().is_unspecified() {
+        format!("http://{}:{}", server_name.host(), client.port())
+    } else {
+        format!("http://{client}")
+    }
 }
 
 #[cfg(test)]

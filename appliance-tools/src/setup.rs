@@ -80,18 +80,9 @@ pub fn run(unit: &Unit, args: &SetupArgs) -> Result<Exit, Failure> {
         plan.server_name,
         data_dir.display(),
         plan.admin,
-        client_url(plan.client_listen)
+        plan.public_base_url
     );
     Ok(Exit::Success)
-}
-
-/// Where a client connects, for messages: a wildcard address becomes a hint.
-fn client_url(listen: std::net::SocketAddr) -> String {
-    if listen.ip().is_unspecified() {
-        format!("http://<this unit's address>:{}", listen.port())
-    } else {
-        format!("http://{listen}")
-    }
 }
 
 fn read_file(path: &Path) -> Result<Provisioning, Failure> {
@@ -195,6 +186,14 @@ fn ask(console: &Console, args: &SetupArgs) -> Result<Plan, Failure> {
     } else {
         args.federation_endpoint.clone()
     };
+    let default_url = provisioning::default_public_base_url(&server_name, client_addr);
+    let public_base_url = value(
+        args.public_base_url.as_deref(),
+        "URL users' Matrix clients reach this unit at",
+        Some(&default_url),
+        "--public-base-url",
+        &|raw| provisioning::public_base_url(raw).map(drop),
+    )?;
     let admin = value(
         args.admin_user.as_deref(),
         "Name of the first admin account",
@@ -210,6 +209,7 @@ fn ask(console: &Console, args: &SetupArgs) -> Result<Plan, Failure> {
             client_listen: client,
             federation_listen: federation,
             federation_endpoints: endpoints,
+            public_base_url: Some(public_base_url),
         },
         admin: Admin {
             user: admin,
@@ -253,14 +253,15 @@ fn print_summary(unit: &Unit, plan: &Plan) {
         "\nThis unit will be set up as follows:\n  \
          Server name          {}\n  \
          Data directory       {}\n  \
-         Matrix clients       {}\n  \
+         Matrix clients       {} (listening on {})\n  \
          Peer units listen    {}\n  \
          Peers reach it at    {}\n  \
          First admin          {}\n  \
          Keys                 a new ed25519 signing key and a TLS unit CA + certificate",
         plan.server_name,
         unit.dir().display(),
-        client_url(plan.client_listen),
+        plan.public_base_url,
+        plan.client_listen,
         plan.federation_listen,
         plan.federation_endpoints.join(", "),
         plan.admin

@@ -44,14 +44,37 @@ struct FileConfig {
 struct ListenSection {
     #[serde(default = "default_client_listen")]
     client: SocketAddr,
+    /// The URL users' clients reach the client API at (`https://chat.unit-a.example`).
+    #[serde(default)]
+    public_base_url: Option<String>,
 }
 
 impl Default for ListenSection {
     fn default() -> Self {
         Self {
             client: default_client_listen(),
+            public_base_url: None,
         }
     }
+}
+
+/// Checks a public base URL (`listen.public_base_url`; `appliance setup` checks with it too):
+/// `http` or `https`, a host, no path, query, fragment or credentials, since clients append
+/// `/_matrix/...` to it. Returns it without a trailing slash, or why it is refused.
+pub fn check_public_base_url(raw: &str) -> Result<String, String> {
+    let invalid = |why: &str| format!("{raw:?} {why} (e.g. \"https://chat.unit-a.example\")");
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"))
+        .ok_or_else(|| invalid("must start with https:// or http://"))?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.starts_with(':') {
+        return Err(invalid("names no host"));
+    }
+    if authority.contains(['/', '?', '#', '@']) || authority.chars().any(char::is_whitespace) {
+        return Err(invalid("must be scheme://host[:port] only, with no path"));
+    }
+    Ok(raw.strip_suffix('/').unwrap_or(raw).to_owned())
 }
 
 fn default_client_listen() -> SocketAddr {
@@ -122,6 +145,14 @@ pub struct LimitsConfig {
     /// write past it gets 413 `M_TOO_LARGE`.
     #[serde(default = "default_account_data_quota")]
     pub account_data_quota_bytes: u64,
+    /// Longest delay a client may give a delayed event (MSC4140), in ms; longer gets 403
+    /// `M_FORBIDDEN`. Advertised as `max_delay_ms` in the delayed-events capability.
+    #[serde(default = "default_delayed_max_delay")]
+    pub delayed_event_max_delay_ms: u64,
+    /// How many delayed events one user may have scheduled at once; one more gets 429 until
+    /// the soonest is due. `0` turns delayed events off (403). Advertised as `max_scheduled`.
+    #[serde(default = "default_delayed_max_scheduled")]
+    pub delayed_events_per_user: u64,
 }
 
 fn default_max_body() -> usize {
@@ -133,6 +164,12 @@ fn default_account_data_max() -> usize {
 fn default_account_data_quota() -> u64 {
     1024 * 1024
 }
+fn default_delayed_max_delay() -> u64 {
+    7 * 24 * 60 * 60 * 1000
+}
+fn default_delayed_max_scheduled() -> u64 {
+    100
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -140,6 +177,8 @@ impl Default for LimitsConfig {
             max_body_bytes: default_max_body(),
             account_data_max_bytes: default_account_data_max(),
             account_data_quota_bytes: default_account_data_quota(),
+            delayed_event_max_delay_ms: default_delayed_max_delay(),
+            delayed_events_per_user: default_delayed_max_scheduled(),
         }
     }
 }
@@ -173,6 +212,15 @@ pub struct ConnectionsConfig {
     /// Federation listener: connections from one source address.
     #[serde(default = "default_federation_max_per_address")]
     pub federation_max_per_address: usize,
+    /// Seconds a request body may take before [`body_min_rate`](Self::body_min_rate) applies:
+    /// past them, a body that has averaged less than that rate since the request began is cut
+    /// (408, and the connection closed). Defends against slow-body (R.U.D.Y.) attacks on both
+    /// listeners.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout_secs: u64,
+    /// Bytes per second a request body must average once `body_timeout_secs` have passed.
+    #[serde(default = "default_body_min_rate")]
+    pub body_min_rate: u64,
 }
 
 fn default_header_timeout() -> u64 {
@@ -196,6 +244,12 @@ fn default_federation_max() -> usize {
 fn default_federation_max_per_address() -> usize {
     64
 }
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_body_min_rate() -> u64 {
+    1024
+}
 
 impl Default for ConnectionsConfig {
     fn default() -> Self {
@@ -207,6 +261,8 @@ impl Default for ConnectionsConfig {
             long_poll_max: default_long_poll_max(),
             federation_max: default_federation_max(),
             federation_max_per_address: default_federation_max_per_address(),
+            body_timeout_secs: default_body_timeout(),
+            body_min_rate: default_body_min_rate(),
         }
     }
 }
@@ -323,6 +379,11 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Client-server API listener.
     pub client_listen: SocketAddr,
+    /// Where clients reach the client API, for `/.well-known/matrix/client` and anywhere the
+    /// server names itself to clients: `listen.public_base_url`, or `http://<listen address>`
+    /// when that address is a specific one. `None` when neither says it (a wildcard listener
+    /// and no configured URL): the bind address is never a URL anyone can use.
+    pub public_base_url: Option<String>,
     /// Registration policy.
     pub registration: RegistrationConfig,
     /// Rate limits.
@@ -496,6 +557,7 @@ impl Config {
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from("outpost-dev")),
             listen: ListenSection {
                 client: listen.unwrap_or_else(default_client_listen),
+                public_base_url: None,
             },
             registration: RegistrationConfig {
                 enabled: true,
@@ -578,6 +640,8 @@ impl Config {
             || c.long_poll_max == 0
             || c.federation_max == 0
             || c.federation_max_per_address == 0
+            || c.body_timeout_secs == 0
+            || c.body_min_rate == 0
         {
             return Err(ConfigError::Invalid(
                 "every [connections] timeout and cap must be > 0".to_owned(),
@@ -588,10 +652,19 @@ impl Config {
                 "media.max_upload_bytes must be > 0".to_owned(),
             ));
         }
+        let public_base_url =
+            match &file.listen.public_base_url {
+                Some(raw) => Some(check_public_base_url(raw).map_err(|why| {
+                    ConfigError::Invalid(format!("listen.public_base_url: {why}"))
+                })?),
+                None if file.listen.client.ip().is_unspecified() => None,
+                None => Some(format!("http://{}", file.listen.client)),
+            };
         Ok(Self {
             server_name,
             data_dir: file.data_dir,
             client_listen: file.listen.client,
+            public_base_url,
             registration: file.registration,
             rate_limit: file.rate_limit,
             limits: file.limits,
@@ -603,5 +676,32 @@ impl Config {
             media: file.media,
             dev_mode,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_public_base_url;
+
+    #[test]
+    fn a_public_base_url_is_scheme_host_and_port_only() {
+        assert_eq!(
+            check_public_base_url("https://chat.unit-a.example/").as_deref(),
+            Ok("https://chat.unit-a.example")
+        );
+        assert!(check_public_base_url("http://10.20.0.5:8008").is_ok());
+        assert!(check_public_base_url("http://[fd00::5]:8008").is_ok());
+        for bad in [
+            "chat.unit-a.example",
+            "ftp://chat.unit-a.example",
+            "https://",
+            "https://:8008",
+            "https://chat.unit-a.example/matrix",
+            "https://chat.unit-a.example?x=1",
+            "https://user@chat.unit-a.example",
+            "https://chat unit",
+        ] {
+            assert!(check_public_base_url(bad).is_err(), "{bad} accepted");
+        }
     }
 }

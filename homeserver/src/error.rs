@@ -237,8 +237,41 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The standard error response body a client gets for this error (without the status),
+    /// for errors that are stored and shown later (a delayed event that could not be sent).
+    pub fn client_body(&self) -> serde_json::Value {
+        match self {
+            Error::Matrix { code, message } => json!({"errcode": code.as_str(), "error": message}),
+            Error::RateLimited { .. } => {
+                json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests"})
+            }
+            Error::Conflict(message) => json!({"errcode": "M_UNKNOWN", "error": message}),
+            Error::ResourceLimit {
+                admin_contact,
+                message,
+            } => json!({
+                "errcode": "M_RESOURCE_LIMIT_EXCEEDED",
+                "error": message,
+                "admin_contact": admin_contact,
+            }),
+            Error::MethodNotAllowed => {
+                json!({"errcode": "M_UNRECOGNIZED", "error": "Method not allowed on this path"})
+            }
+            Error::Uia(_) => json!({"errcode": "M_FORBIDDEN", "error": "Authentication required"}),
+            Error::Database(_) | Error::DiskFull | Error::WriterGone | Error::Internal(_) => {
+                json!({"errcode": "M_UNKNOWN", "error": "Internal server error"})
+            }
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
+        let retry_after_ms = match &self {
+            Error::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            _ => None,
+        };
         let (status, body) = match self {
             Error::Matrix { code, message } => (
                 code.status(),
@@ -286,9 +319,11 @@ impl IntoResponse for Error {
         };
         let mut response = (status, axum::Json(body)).into_response();
         if let StatusCode::TOO_MANY_REQUESTS = status {
+            // Whole seconds, rounded up, never less than one.
+            let seconds = retry_after_ms.map_or(1, |ms| ms.div_ceil(1000).max(1));
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                axum::http::HeaderValue::from(seconds),
             );
         }
         response

@@ -212,6 +212,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         typing: Default::default(),
         hierarchy_cache: Default::default(),
         sliding_sync: Default::default(),
+        delayed: Default::default(),
         shutdown: shutdown_rx,
     });
     Ok(Prepared {
@@ -256,6 +257,10 @@ pub async fn serve(
         shutdown_tx.subscribe(),
     ));
     let typing_expiry = tokio::spawn(expire_typing(Arc::clone(&server), shutdown_tx.subscribe()));
+    let delayed = tokio::spawn(service::delayed_events::run(
+        Arc::clone(&server),
+        shutdown_tx.subscribe(),
+    ));
     let reloader = tokio::spawn(reload_on_sighup(
         Arc::clone(&server.peers),
         shutdown_tx.subscribe(),
@@ -302,6 +307,7 @@ pub async fn serve(
     let _ = checkpointer.await;
     let _ = sender.await;
     let _ = pusher.await;
+    let _ = delayed.await;
     reloader.abort();
     typing_expiry.abort();
     if let Some(federation_server) = federation_server {

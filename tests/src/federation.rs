@@ -61,6 +61,19 @@ pub fn free_port_on(ip: Ipv4Addr) -> u16 {
         .unwrap_or_else(|err| panic!("cannot bind {ip}:0 (is 127.0.0.0/8 routed to lo?): {err}"))
 }
 
+/// `N` distinct TCP ports free on `ip` right now: all are held bound while the next is picked,
+/// so the kernel cannot hand out one port twice (which made a unit's two listeners collide).
+pub fn free_ports_on<const N: usize>(ip: Ipv4Addr) -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| {
+            TcpListener::bind(SocketAddrV4::new(ip, 0)).unwrap_or_else(|err| {
+                panic!("cannot bind {ip}:0 (is 127.0.0.0/8 routed to lo?): {err}")
+            })
+        })
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound listener").port())
+}
+
 /// Knobs of one unit's configuration.
 #[derive(Debug, Clone)]
 pub struct UnitOptions {
@@ -123,8 +136,9 @@ impl Unit {
             binary.display()
         );
         let dir = TempDir::new();
-        let client_addr = SocketAddr::V4(SocketAddrV4::new(ip, free_port_on(ip)));
-        let fed_addr = SocketAddr::V4(SocketAddrV4::new(ip, free_port_on(ip)));
+        let [client_port, fed_port] = free_ports_on(ip);
+        let client_addr = SocketAddr::V4(SocketAddrV4::new(ip, client_port));
+        let fed_addr = SocketAddr::V4(SocketAddrV4::new(ip, fed_port));
         let name = if options.port_in_server_name {
             format!("{name}:{}", fed_addr.port())
         } else {
@@ -821,6 +835,26 @@ impl FedClient {
             addr,
             tls: Arc::new(tls),
         }
+    }
+
+    /// Opens a connection from the loopback address `local` and completes the TLS handshake,
+    /// for tests that hold connections or write requests byte by byte.
+    pub fn connect_from(
+        &self,
+        local: std::net::IpAddr,
+    ) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|err| std::io::Error::other(err.to_string()))?;
+        let connection = rustls::ClientConnection::new(Arc::clone(&self.tls), name)
+            .map_err(std::io::Error::other)?;
+        let tcp = crate::raw::connect_from(local, self.addr, Duration::from_secs(10))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(10)))?;
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(stream)
     }
 
     /// Sends one request (`Connection: close`) and reads the whole reply. `authorization` is

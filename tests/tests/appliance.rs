@@ -208,6 +208,8 @@ fn setup_from_flags_needs_no_file() {
             "10.1.2.3:8448",
             "--admin-user",
             "root-admin",
+            "--public-base-url",
+            "https://chat.flags.test/",
             "--admin-password-file",
             "-",
             "--yes",
@@ -223,6 +225,23 @@ fn setup_from_flags_needs_no_file() {
         json!(["10.1.2.3:8448"])
     );
     assert_eq!(recorded["admin"]["user"], "root-admin");
+    // Stored without the trailing slash; the homeserver serves it in .well-known.
+    assert_eq!(
+        recorded["network"]["public_base_url"],
+        "https://chat.flags.test"
+    );
+    let config = fs::read_to_string(unit.data_dir().join("homeserver.toml")).expect("config");
+    assert!(
+        config.contains("public_base_url = \"https://chat.flags.test\""),
+        "{config}"
+    );
+    let mut unit = unit;
+    unit.start();
+    let well_known = unit.client().get_ok("/.well-known/matrix/client");
+    assert_eq!(
+        well_known["m.homeserver"]["base_url"],
+        "https://chat.flags.test"
+    );
 }
 
 #[test]

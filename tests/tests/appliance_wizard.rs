@@ -231,6 +231,8 @@ fn answer_up_to_the_password(console: &mut Console) {
     console.answer("Address for peer units [", &free_addr().to_string());
     // The default endpoint (the server name at the federation port) is taken with Enter.
     console.answer("Address peer units reach this unit at", "");
+    // The default URL (http:// and the client address) is taken with Enter.
+    console.answer("URL users' Matrix clients reach this unit at [http://", "");
     console.answer("Name of the first admin account [admin]", ADMIN);
 }
 
@@ -300,9 +302,13 @@ fn the_wizard_takes_typed_answers_re_asks_bad_passwords_and_never_echoes_them() 
             .expect("provisioning.json is JSON");
     assert_eq!(recorded["server_name"], SERVER_NAME);
     assert_eq!(recorded["admin"]["user"], ADMIN);
+    let client_url = format!("http://{}", unit.client_addr());
+    assert_eq!(recorded["network"]["public_base_url"], client_url.as_str());
 
     // The admin typed at the console is a working account with the password typed last.
     unit.start();
+    let well_known = unit.client().get_ok("/.well-known/matrix/client");
+    assert_eq!(well_known["m.homeserver"]["base_url"], client_url.as_str());
     unit.login_ok(ADMIN, GOOD_PASSWORD);
     let (status, body) = unit.login(ADMIN, MISTYPED_PASSWORD);
     assert_eq!(status, 403, "the mistyped password works: {body:#}");

@@ -1,7 +1,7 @@
 //! Client-Server behaviour that stock clients rely on, each checked against the spec: kicks do
 //! not unban, encryption cannot be downgraded, unknown login types are the client's error,
 //! `/versions` advertises what exists, `/sync` is never rate-limited, the endpoints browser
-//! clients poll answer, and a delayed send is refused rather than sent at once.
+//! clients poll answer. Delayed sends are in `delayed_events.rs`.
 
 use tests::{Client, TestEnv, assert_error, enc, json, ok};
 
@@ -131,33 +131,6 @@ fn endpoints_browser_clients_poll_answer() {
     let turn = alice.get_ok("/_matrix/client/v3/voip/turnServer");
     assert_eq!(turn["uris"], json!([]), "{turn:#}");
     assert!(turn["ttl"].is_u64(), "{turn:#}");
-}
-
-#[test]
-fn a_delayed_send_is_refused_not_sent_at_once() {
-    let env = TestEnv::dev();
-    let alice = env.register("alice");
-    let room = alice.create_room(&json!({}));
-    let path = format!(
-        "/_matrix/client/v3/rooms/{}/send/m.room.message/txn1?org.matrix.msc4140.delay=60000",
-        enc(&room)
-    );
-    let reply = alice.put(&path, &json!({ "msgtype": "m.text", "body": "later" }));
-    assert_error(&reply, 403, "M_FORBIDDEN");
-    let state = format!(
-        "/_matrix/client/v3/rooms/{}/state/m.room.topic/?org.matrix.msc4140.delay=60000",
-        enc(&room)
-    );
-    assert_error(
-        &alice.put(&state, &json!({ "topic": "later" })),
-        403,
-        "M_FORBIDDEN",
-    );
-    let messages = alice.all_messages(&room, "b", None);
-    assert!(
-        !messages.iter().any(|e| e["content"]["body"] == "later"),
-        "nothing was sent"
-    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Interop with a stock Synapse configured for a private federation: a room on Outpost joined
 //! from Synapse, a room on Synapse joined from Outpost, an invite from Outpost to a Synapse
-//! user, and messages both ways in each.
+//! user, and messages both ways in each; rooms of versions 1 and 3 both ways.
 //!
 //! Synapse comes from PyPI, installed into `target/synapse-venv` on first run (or the venv named
 //! by `$OUTPOST_SYNAPSE_VENV`). It is configured with `federation_domain_whitelist`,
@@ -401,6 +401,77 @@ fn synapse_and_outpost_share_rooms_both_ways() {
             );
         }
     }
+    // 4. Old room versions both ways: v1 (event IDs in the JSON, hashed references, state
+    // resolution v1) and v3 (standard-base64 event IDs).
+    for version in ["1", "3"] {
+        let ours = alice.create_room(&json!({ "preset": "public_chat", "room_version": version }));
+        let join = sam.post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&ours),
+                enc(unit.name())
+            ),
+            &json!({}),
+        );
+        checks.reply(
+            &format!("Synapse user joins an Outpost v{version} room"),
+            &join,
+            &[200],
+            &[],
+        );
+        if join.0 == 200 {
+            let body = format!("v{version} hello from outpost");
+            alice.send_text(&ours, &body);
+            checks.check(
+                &format!("Outpost → Synapse message (Outpost v{version} room)"),
+                within(DELIVERY, || sees(&sam, &ours, &body)),
+                || "sam never saw it".to_owned(),
+            );
+            let reply = format!("v{version} hello from synapse");
+            let txn = format!("v{version}-{}", tests::federation::now_ms());
+            sam.send_event(
+                &ours,
+                "m.room.message",
+                &txn,
+                &json!({ "msgtype": "m.text", "body": reply }),
+            );
+            checks.check(
+                &format!("Synapse → Outpost message (Outpost v{version} room)"),
+                within(DELIVERY, || timeline_bodies(&alice, &ours).contains(&reply)),
+                || "alice never saw it".to_owned(),
+            );
+        }
+        let (status, created) = sam.post(
+            "/_matrix/client/v3/createRoom",
+            &json!({ "preset": "public_chat", "room_version": version }),
+        );
+        assert_eq!(status, 200, "createRoom v{version} on Synapse: {created}");
+        let theirs = str_field(&created, "room_id");
+        let join = alice.post(
+            &format!(
+                "/_matrix/client/v3/join/{}?via={}",
+                enc(&theirs),
+                enc(&synapse_name)
+            ),
+            &json!({}),
+        );
+        checks.reply(
+            &format!("Outpost user joins a Synapse v{version} room"),
+            &join,
+            &[200],
+            &[],
+        );
+        if join.0 == 200 {
+            let body = format!("v{version} from outpost in synapse's room");
+            alice.send_text(&theirs, &body);
+            checks.check(
+                &format!("Outpost → Synapse message (Synapse v{version} room)"),
+                within(DELIVERY, || sees(&sam, &theirs, &body)),
+                || "sam never saw it".to_owned(),
+            );
+        }
+    }
+
     for (room, what) in [(&bridge, "Outpost room"), (&lounge, "Synapse room")] {
         println!(
             "{what} {room}: members on Outpost {:?}",

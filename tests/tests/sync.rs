@@ -252,7 +252,8 @@ fn lazy_loading_sends_only_the_senders_members() {
     let bob = env.register("bob");
     let carol = env.register("carol");
     let dave = env.register("dave");
-    let room = alice.create_room(&json!({ "preset": "public_chat" }));
+    // A named room: an unnamed one has heroes, whose member events lazy loading must send.
+    let room = alice.create_room(&json!({ "preset": "public_chat", "name": "Lazy" }));
     for member in [&bob, &carol, &dave] {
         member.join(&room);
     }

@@ -19,6 +19,14 @@
 //! The descriptor budget is the soft `RLIMIT_NOFILE` (raised to the hard limit at start) less a
 //! reserve for the database, media files, outbound federation and the admin socket, which
 //! listens apart and is never subject to these caps.
+//!
+//! Request bodies pass through [`WatchedBody`]: past `body_timeout_secs` a body that averages
+//! less than `body_min_rate` bytes/s is cut and answered 408 with `Connection: close` (a
+//! slow-body client would otherwise hold its connection, in flight and so never reaped, for
+//! as long as it likes). A body the handler did not read to the end (404, 405, 401 answered
+//! before reading it) is drained, up to [`DRAIN_MAX`] bytes within [`DRAIN_TIMEOUT`], before
+//! the response goes out, so the keep-alive connection stays usable; a larger or slower one
+//! gets `Connection: close` instead of a silently dropped connection.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -51,6 +59,12 @@ const CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// At most one "cap reached" warning per this interval; the ones in between are counted.
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Most bytes of an unread request body drained to keep its connection alive.
+pub const DRAIN_MAX: u64 = 64 * 1024;
+
+/// How long draining an unread request body may hold the response back.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Which listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,6 +269,8 @@ pub struct Connections {
     budget: usize,
     header_timeout: Duration,
     idle_timeout: Duration,
+    body_timeout: Duration,
+    body_min_rate: u64,
     epoch: Instant,
 }
 
@@ -297,6 +313,8 @@ impl Connections {
             budget,
             header_timeout: Duration::from_secs(config.header_timeout_secs),
             idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+            body_timeout: Duration::from_secs(config.body_timeout_secs),
+            body_min_rate: config.body_min_rate.max(1),
             epoch: Instant::now(),
         })
     }
@@ -564,6 +582,194 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
     }
 }
 
+/// What the connection's service learns about a request body from the handler's side.
+#[derive(Default)]
+struct BodyWatch {
+    /// The body was read to its end (or had none).
+    ended: AtomicBool,
+    /// The body was cut for arriving too slowly.
+    timed_out: AtomicBool,
+    /// The handler asked for the body at least once (hyper sends `100 Continue` only then).
+    polled: AtomicBool,
+    /// The rest of a body the handler dropped unread, for the service to drain.
+    leftover: Mutex<Option<Incoming>>,
+}
+
+impl BodyWatch {
+    fn take_leftover(&self) -> Option<Incoming> {
+        self.leftover
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
+/// Why a request body ended in an error.
+#[derive(Debug)]
+struct BodyTooSlow;
+
+impl std::fmt::Display for BodyTooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body arrived too slowly")
+    }
+}
+
+impl std::error::Error for BodyTooSlow {}
+
+/// A request body that must keep up a minimum rate after a grace period, and that hands what
+/// is left of it back to the connection when dropped unread.
+struct WatchedBody {
+    inner: Option<Incoming>,
+    watch: Arc<BodyWatch>,
+    started: Instant,
+    received: u64,
+    grace: Duration,
+    min_rate: u64,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl WatchedBody {
+    fn new(inner: Incoming, watch: Arc<BodyWatch>, grace: Duration, min_rate: u64) -> Self {
+        if hyper::body::Body::is_end_stream(&inner) {
+            watch.ended.store(true, Ordering::Release);
+        }
+        Self {
+            inner: Some(inner),
+            watch,
+            started: Instant::now(),
+            received: 0,
+            grace,
+            min_rate,
+            timer: None,
+        }
+    }
+
+    /// When the body falls below the minimum rate if nothing more arrives.
+    fn deadline(&self) -> tokio::time::Instant {
+        let earned = Duration::from_millis(self.received.saturating_mul(1000) / self.min_rate);
+        tokio::time::Instant::from_std(self.started + self.grace + earned)
+    }
+}
+
+impl hyper::body::Body for WatchedBody {
+    type Data = hyper::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        this.watch.polled.store(true, Ordering::Release);
+        if this.watch.timed_out.load(Ordering::Acquire) {
+            return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
+            Poll::Ready(None) => {
+                this.watch.ended.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let deadline = this.deadline();
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.watch.timed_out.store(true, Ordering::Release);
+                    return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(hyper::body::Body::size_hint)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if hyper::body::Body::is_end_stream(&inner) {
+            self.watch.ended.store(true, Ordering::Release);
+        } else if !self.watch.timed_out.load(Ordering::Acquire) {
+            *self
+                .watch
+                .leftover
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(inner);
+        }
+    }
+}
+
+/// Reads and discards the rest of an unread body; `false` when it is longer than
+/// [`DRAIN_MAX`], fails, or does not end within [`DRAIN_TIMEOUT`].
+async fn drain(mut body: Incoming) -> bool {
+    if hyper::body::Body::size_hint(&body).lower() > DRAIN_MAX {
+        return false;
+    }
+    let read = async {
+        let mut total = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Some(data) = frame.data_ref() {
+                total += data.len() as u64;
+                if total > DRAIN_MAX {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIMEOUT, read)
+        .await
+        .unwrap_or(false)
+}
+
+/// The answer to a request whose body was cut for arriving too slowly.
+fn body_too_slow() -> axum::response::Response {
+    let body = serde_json::json!({
+        "errcode": "M_UNKNOWN",
+        "error": "The request body arrived too slowly",
+    });
+    let mut response = axum::response::IntoResponse::into_response((
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        axum::Json(body),
+    ));
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
+}
+
 /// Accepts connections on `listener` (through TLS when `tls` is given) and serves `app` on
 /// them under the table's caps and timeouts, until `shutdown`; then lets in-flight requests
 /// finish for a grace period.
@@ -655,14 +861,50 @@ async fn serve_connection<T>(
         table: Arc::clone(&registered.table),
         conn: Arc::clone(&conn),
     };
+    let (grace, min_rate) = (
+        registered.table.body_timeout,
+        registered.table.body_min_rate,
+    );
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         let in_flight = InFlight::begin(&handle.conn);
-        let mut request = request.map(axum::body::Body::new);
+        let expects_continue = request
+            .headers()
+            .get(axum::http::header::EXPECT)
+            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let watch = Arc::new(BodyWatch::default());
+        let mut request = request.map(|incoming| {
+            axum::body::Body::new(WatchedBody::new(
+                incoming,
+                Arc::clone(&watch),
+                grace,
+                min_rate,
+            ))
+        });
         request.extensions_mut().insert(ConnectInfo(peer));
         request.extensions_mut().insert(handle.clone());
         let app = app.clone();
         async move {
-            let response = tower::ServiceExt::oneshot(app, request).await?;
+            let mut response = tower::ServiceExt::oneshot(app, request).await?;
+            if watch.timed_out.load(Ordering::Acquire) {
+                tracing::debug!(%peer, "request body too slow; closing the connection");
+                response = body_too_slow();
+            } else if !watch.ended.load(Ordering::Acquire) {
+                // A client that waits for `100 Continue` has sent no body: reading it now
+                // would only invite one. Otherwise drain what is left so the connection
+                // survives; when that fails (or the body is still held), close it cleanly.
+                let drained = match watch.take_leftover() {
+                    Some(body) if !expects_continue || watch.polled.load(Ordering::Acquire) => {
+                        drain(body).await
+                    }
+                    _ => false,
+                };
+                if !drained {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+            }
             // The request stays in flight until its body is sent or dropped.
             Ok::<_, Infallible>(response.map(|body| {
                 axum::body::Body::new(body.map_frame(move |frame| {

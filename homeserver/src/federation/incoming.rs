@@ -1,7 +1,7 @@
 //! Checks on PDUs that arrive from peers (spec: "Checks performed on receipt of a PDU"), in the
 //! spec's order, and the bookkeeping that follows: state before the event (state resolution v2
-//! / v2.1 through ruma-state-res when the DAG has forked), rejection, soft failure, forward
-//! extremities, and the room's new current state.
+//! / v2.1 through ruma-state-res, v1 through `matrix::state_res_v1`, when the DAG has forked),
+//! rejection, soft failure, forward extremities, and the room's new current state.
 //!
 //! [`verify_pdu`] runs before any database work: format, allow-listed servers, signatures
 //! against pinned keys, content hash (redact on mismatch). [`accept_in_tx`] runs inside the
@@ -84,10 +84,8 @@ pub fn verify_pdu(
     object.remove("unsigned");
     check_pdu_format(&object, &rules.event_format)
         .map_err(|e| Error::bad_json(format!("PDU format: {e}")))?;
-    let hash = ruma::signatures::reference_hash(&object, rules)
+    let event_id = crate::matrix::pdu::event_id_of(&object, rules)
         .map_err(|e| Error::bad_json(e.to_string()))?;
-    let event_id =
-        OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::bad_json(e.to_string()))?;
     let own = signer.server_name.as_str();
     let allowed = |server: &str| server == own || peers.contains(server);
     let sender = object
@@ -185,12 +183,18 @@ fn from_ruma_map(map: ruma::state_res::StateMap<OwnedEventId>) -> StateMap {
 
 /// Resolves forked room states with the room version's algorithm.
 pub fn resolve(tx: &WriteTx<'_>, rules: &RoomVersionRules, maps: &[StateMap]) -> Result<StateMap> {
-    let StateResolutionVersion::V2(res_rules) = &rules.state_res else {
-        return Err(Error::internal(
-            "state resolution v1 rooms are not supported",
-        ));
-    };
     let ruma_maps: Vec<_> = maps.iter().map(to_ruma_map).collect();
+    let res_rules = match &rules.state_res {
+        StateResolutionVersion::V2(res_rules) => res_rules,
+        // Room version 1: ruma-state-res has no v1, so ours (matrix/state_res_v1.rs).
+        _ => {
+            return Ok(from_ruma_map(crate::matrix::state_res_v1::resolve(
+                &rules.authorization,
+                &ruma_maps,
+                |id| tx.pdu(id.as_str()).ok().flatten(),
+            )));
+        }
+    };
     let mut auth_chains = Vec::with_capacity(maps.len());
     for map in maps {
         let ids: Vec<String> = map.values().cloned().collect();

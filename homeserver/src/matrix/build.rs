@@ -5,7 +5,11 @@
 //! hash and our signature (ruma-signatures), and derives the event ID from the reference hash.
 
 use ruma::events::TimelineEventType;
-use ruma::room_version_rules::RoomVersionRules;
+use std::collections::HashMap;
+
+use ruma::room_version_rules::{
+    EventIdFormatVersion, EventsReferenceFormatVersion, RoomVersionRules,
+};
 use ruma::signatures::{JsonError, hash_and_sign_event, reference_hash};
 use ruma::{
     CanonicalJsonObject, CanonicalJsonValue, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId,
@@ -14,7 +18,7 @@ use ruma::{
 use serde_json::json;
 
 use super::keys::SigningKey;
-use super::pdu::Pdu;
+use super::pdu::{Pdu, event_id_of};
 
 /// What a client (or the server on its behalf) asks to send.
 #[derive(Debug, Clone)]
@@ -68,6 +72,10 @@ pub struct Placement<'a> {
     pub depth: u64,
     /// Selected auth events.
     pub auth_events: Vec<OwnedEventId>,
+    /// Room versions 1 and 2 only: the hashes object listed next to each prev and auth event
+    /// ID (`{"sha256": reference_hash}`; kept as a resident's `make_join` template gave it).
+    /// Empty for later versions.
+    pub reference_hashes: HashMap<OwnedEventId, serde_json::Value>,
     /// The server's clock reading.
     pub origin_server_ts: MilliSecondsSinceUnixEpoch,
     /// This server.
@@ -101,16 +109,46 @@ pub fn build_event(event: NewEvent, at: Placement<'_>) -> Result<Pdu, BuildError
     if event.state_key.as_ref().is_some_and(|k| k.len() > 255) {
         return Err(BuildError::FieldTooLong("state_key"));
     }
+    let (prev_events, auth_events) = match at.rules.events_reference_format {
+        EventsReferenceFormatVersion::V1 => {
+            let with_hashes = |ids: &[OwnedEventId]| -> Result<Vec<serde_json::Value>, BuildError> {
+                ids.iter()
+                    .map(|id| {
+                        let hashes = at.reference_hashes.get(id).ok_or_else(|| {
+                            BuildError::Signing(format!("no reference hash for {id}"))
+                        })?;
+                        Ok(json!([id, hashes]))
+                    })
+                    .collect()
+            };
+            (
+                json!(with_hashes(&at.prev_events)?),
+                json!(with_hashes(&at.auth_events)?),
+            )
+        }
+        _ => (json!(at.prev_events), json!(at.auth_events)),
+    };
     let mut value = json!({
         "type": event.kind.to_string(),
         "sender": at.sender,
         "content": event.content,
         "origin_server_ts": at.origin_server_ts,
         "depth": at.depth,
-        "prev_events": at.prev_events,
-        "auth_events": at.auth_events,
+        "prev_events": prev_events,
+        "auth_events": auth_events,
     });
     let fields = value.as_object_mut().expect("literal object");
+    // Room versions 1 and 2: the event ID is chosen by the origin and is part of the JSON.
+    if at.rules.event_id_format == EventIdFormatVersion::V1 {
+        fields.insert(
+            "event_id".to_owned(),
+            json!(format!(
+                "${}:{}",
+                crate::util::random_string(24),
+                at.server_name
+            )),
+        );
+    }
     if let Some(room_id) = at.room_id {
         fields.insert("room_id".to_owned(), json!(room_id));
     }
@@ -139,9 +177,9 @@ pub fn build_event(event: NewEvent, at: Placement<'_>) -> Result<Pdu, BuildError
         &at.rules.redaction,
     )
     .map_err(map_json_error)?;
-    let hash = reference_hash(&object, at.rules).map_err(map_json_error)?;
-    let event_id = OwnedEventId::try_from(format!("${hash}"))
-        .map_err(|err| BuildError::Signing(err.to_string()))?;
+    // The reference hash also bounds the size (PduTooLarge) in every version.
+    reference_hash(&object, at.rules).map_err(map_json_error)?;
+    let event_id = event_id_of(&object, at.rules).map_err(|err| BuildError::Signing(err.0))?;
     let json =
         serde_json::to_string(&object).map_err(|err| BuildError::Signing(err.to_string()))?;
     Pdu::parse(event_id, json, false).map_err(|err| BuildError::Signing(err.to_string()))
@@ -181,6 +219,7 @@ mod tests {
             prev_events: vec![],
             depth: 1,
             auth_events: vec![],
+            reference_hashes: HashMap::new(),
             origin_server_ts: MilliSecondsSinceUnixEpoch(1_000_000u32.into()),
             server_name: server,
             key,

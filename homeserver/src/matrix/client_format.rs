@@ -20,6 +20,8 @@ pub struct Unsigned {
     pub replaces_state: Option<String>,
     /// The redaction event, if this event was redacted.
     pub redacted_because: Option<Value>,
+    /// The delayed event (MSC4140) it was sent from, only for its sender.
+    pub delay_id: Option<String>,
 }
 
 /// Formats a PDU as a client event (including `room_id`).
@@ -52,6 +54,9 @@ pub fn to_client_event(pdu: &Pdu, unsigned: Unsigned) -> Value {
     }
     if let Some(because) = unsigned.redacted_because {
         extra.insert("redacted_because".to_owned(), because);
+    }
+    if let Some(delay_id) = unsigned.delay_id {
+        extra.insert("org.matrix.msc4140.delay_id".to_owned(), json!(delay_id));
     }
     if !extra.is_empty() {
         event.insert("unsigned".to_owned(), Value::Object(extra));

@@ -16,6 +16,20 @@ pub struct Filter {
     /// Room filters.
     #[serde(default)]
     pub room: RoomFilter,
+    /// The format of the events returned (`client` or `federation`).
+    #[serde(default)]
+    pub event_format: EventFormat,
+}
+
+/// The filter's `event_format`: the client format, or the PDU as it travels between servers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    /// The client format (the default).
+    #[default]
+    Client,
+    /// The raw PDU, as sent over federation.
+    Federation,
 }
 
 /// Filter for non-room events.
@@ -81,7 +95,7 @@ pub struct RoomEventFilter {
     /// Only send member events for senders in the timeline.
     #[serde(default)]
     pub lazy_load_members: bool,
-    /// Whether to resend members the client already has (accepted, we always resend).
+    /// Whether to resend member events the client was already sent (lazy loading).
     #[serde(default)]
     pub include_redundant_members: bool,
     /// Only events with (or without) a `url` in content.

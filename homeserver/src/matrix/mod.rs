@@ -11,14 +11,28 @@ pub mod keys;
 pub mod pdu;
 pub mod peer_card;
 pub mod power;
+pub mod state_res_v1;
 pub mod visibility;
 pub mod xmatrix;
 
 use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};
 
-/// The room versions this server creates and joins; the first is the default for new rooms.
-pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 3] =
-    [RoomVersionId::V12, RoomVersionId::V11, RoomVersionId::V10];
+/// The room versions this server creates and joins (every stable version of the spec); the
+/// first is the default for new rooms.
+pub const SUPPORTED_ROOM_VERSIONS: [RoomVersionId; 12] = [
+    RoomVersionId::V12,
+    RoomVersionId::V11,
+    RoomVersionId::V10,
+    RoomVersionId::V9,
+    RoomVersionId::V8,
+    RoomVersionId::V7,
+    RoomVersionId::V6,
+    RoomVersionId::V5,
+    RoomVersionId::V4,
+    RoomVersionId::V3,
+    RoomVersionId::V2,
+    RoomVersionId::V1,
+];
 
 /// The default version for new rooms.
 pub const DEFAULT_ROOM_VERSION: RoomVersionId = RoomVersionId::V12;

@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use ruma::events::TimelineEventType;
+use ruma::room_version_rules::{EventIdFormatVersion, RoomVersionRules};
 use ruma::{
-    MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId,
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
+    RoomId, UInt, UserId,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue as RawJsonValue;
@@ -60,11 +62,28 @@ struct Fields {
     content: Box<RawJsonValue>,
     state_key: Option<String>,
     #[serde(default)]
-    prev_events: Vec<OwnedEventId>,
+    prev_events: Vec<EventRef>,
     #[serde(default)]
-    auth_events: Vec<OwnedEventId>,
+    auth_events: Vec<EventRef>,
     depth: UInt,
     redacts: Option<OwnedEventId>,
+}
+
+/// One entry of `prev_events`/`auth_events`: a bare event ID (room versions 3+) or, in room
+/// versions 1 and 2, an `[event_id, {"sha256": reference_hash}]` pair.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EventRef {
+    Id(OwnedEventId),
+    WithHash(OwnedEventId, serde::de::IgnoredAny),
+}
+
+impl EventRef {
+    fn into_id(self) -> OwnedEventId {
+        match self {
+            Self::Id(id) | Self::WithHash(id, _) => id,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -111,8 +130,16 @@ impl Pdu {
             kind: fields.kind,
             content: fields.content,
             state_key: fields.state_key,
-            prev_events: fields.prev_events,
-            auth_events: fields.auth_events,
+            prev_events: fields
+                .prev_events
+                .into_iter()
+                .map(EventRef::into_id)
+                .collect(),
+            auth_events: fields
+                .auth_events
+                .into_iter()
+                .map(EventRef::into_id)
+                .collect(),
             depth: fields.depth.into(),
             redacts,
             rejected,
@@ -124,6 +151,34 @@ impl Pdu {
     pub fn content_value(&self) -> serde_json::Value {
         serde_json::from_str(self.content.get()).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// The event ID of a PDU in a room of the given version: the `event_id` field in room versions
+/// 1 and 2 (`$opaque:server`), otherwise `$` and the reference hash (standard base64 in v3,
+/// URL-safe from v4), which ruma-signatures encodes per version.
+pub fn event_id_of(
+    object: &CanonicalJsonObject,
+    rules: &RoomVersionRules,
+) -> Result<OwnedEventId, PduError> {
+    if rules.event_id_format == EventIdFormatVersion::V1 {
+        let id = object
+            .get("event_id")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| PduError("missing event_id".to_owned()))?;
+        return OwnedEventId::try_from(id).map_err(|err| PduError(format!("event_id: {err}")));
+    }
+    let hash =
+        ruma::signatures::reference_hash(object, rules).map_err(|err| PduError(err.to_string()))?;
+    OwnedEventId::try_from(format!("${hash}")).map_err(|err| PduError(err.to_string()))
+}
+
+/// The reference hash of a stored PDU, as room versions 1 and 2 list it next to each prev and
+/// auth event (`{"sha256": hash}`, unpadded standard base64).
+pub fn reference_hash_of(pdu: &Pdu, rules: &RoomVersionRules) -> Result<String, PduError> {
+    let mut object: CanonicalJsonObject =
+        serde_json::from_str(&pdu.json).map_err(|err| PduError(err.to_string()))?;
+    object.remove("unsigned");
+    ruma::signatures::reference_hash(&object, rules).map_err(|err| PduError(err.to_string()))
 }
 
 impl std::ops::Deref for Pdu {

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::Server;
 use crate::error::{Error, ErrorCode, Result};
+use crate::store::WriteTx;
 use crate::store::accounts::{self, TokenOwner};
 use crate::util::{now_ms, random_string};
 
@@ -207,6 +208,7 @@ pub async fn register(
     let tokens = new_tokens(&device);
     let session = tokens.clone();
     let user = user_id.clone();
+    let own = server.server_name().to_string();
     server
         .store
         .write(move |tx| {
@@ -224,7 +226,7 @@ pub async fn register(
                 return Err(Error::new(ErrorCode::UserInUse, "User ID already taken"));
             }
             if !inhibit_login {
-                store_session(tx, user.as_str(), &session, now)?;
+                store_session(tx, &own, user.as_str(), &session, now)?;
             }
             Ok(())
         })
@@ -268,13 +270,20 @@ fn new_tokens(device: &DeviceRequest) -> NewTokens {
     }
 }
 
+/// Stores a login's device and tokens. A new device is a device-list change (spec: the
+/// user's own and their room peers' `device_lists.changed`, and `m.device_list_update` to
+/// other servers), even before it uploads any keys.
 fn store_session(
-    conn: &rusqlite::Connection,
+    tx: &mut WriteTx<'_>,
+    own: &str,
     user_id: &str,
     t: &NewTokens,
     now: i64,
 ) -> Result<()> {
-    accounts::upsert_device(conn, user_id, &t.device_id, t.display_name.as_deref(), now)?;
+    if accounts::upsert_device(tx, user_id, &t.device_id, t.display_name.as_deref(), now)? {
+        super::e2ee::device_changed_in_tx(tx, own, user_id, &t.device_id, false)?;
+    }
+    let conn: &rusqlite::Connection = tx;
     accounts::delete_device_tokens(conn, user_id, &t.device_id)?;
     let expires = t.refresh.as_ref().map(|_| now + REFRESHABLE_TOKEN_MS);
     accounts::insert_access_token(
@@ -342,9 +351,10 @@ pub async fn login(
     let tokens = new_tokens(&device);
     let session = tokens.clone();
     let user = user_id.to_string();
+    let own = server.server_name().to_string();
     server
         .store
-        .write(move |tx| store_session(tx, &user, &session, now_ms()))
+        .write(move |tx| store_session(tx, &own, &user, &session, now_ms()))
         .await?;
     // Logging in again on a device ID replaces that device's old tokens.
     server.tokens.invalidate();

@@ -7,9 +7,13 @@
 pub mod account_data;
 pub mod accounts;
 pub mod admin;
+pub mod aggregations;
 pub mod backup;
+pub mod delayed_events;
+pub mod directory;
 pub mod e2ee;
 pub mod federation;
+pub mod legacy;
 pub mod login_throttle;
 pub mod media;
 pub mod notices;
@@ -19,6 +23,7 @@ pub mod push;
 pub mod rooms;
 pub mod search;
 pub mod sliding_sync;
+pub mod state_request;
 pub mod sync;
 pub mod typing;
 pub mod uia;
@@ -68,6 +73,8 @@ pub struct Server {
     pub hierarchy_cache: federation::hierarchy::Cache,
     /// What each sliding sync connection has been sent, per `pos` (in memory, bounded).
     pub sliding_sync: sliding_sync::Connections,
+    /// Wakes the delayed-events timer when a new event may be due sooner.
+    pub delayed: delayed_events::Timer,
     /// Becomes `true` when the server is shutting down, so long polls return at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

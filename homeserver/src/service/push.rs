@@ -722,6 +722,7 @@ pub fn notify_in_tx(tx: &WriteTx<'_>, pdu: &Pdu, pos: i64) -> Result<()> {
             queued |= store::enqueue_push(tx, &member.user_id, pos, now)? > 0;
         }
     }
+    store::fold_notifications(tx, pos)?;
     if queued {
         // Wakes the push worker after the commit (it shares the "something queued" signal with
         // the federation sender).

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ruma::events::{StateEventType, TimelineEventType};
-use ruma::room_version_rules::RoomVersionRules;
+use ruma::room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules};
 use ruma::state_res::{
     auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
 };
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use super::{Server, Signer};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::{BuildError, NewEvent, Placement, build_event, new_legacy_room_id};
-use crate::matrix::pdu::Pdu;
+use crate::matrix::pdu::{Pdu, reference_hash_of};
 use crate::matrix::power::PowerLevels;
 use crate::matrix::rules_for;
 use crate::matrix::visibility::{
@@ -99,6 +99,8 @@ pub struct Position {
     pub auth_events: Vec<OwnedEventId>,
     /// Those auth events (plus the create event), parsed.
     pub auth_pdus: HashMap<OwnedEventId, Pdu>,
+    /// Room versions 1 and 2: `{"sha256": reference_hash}` of each prev and auth event.
+    pub reference_hashes: HashMap<OwnedEventId, Value>,
     /// The room's current state group.
     pub current_group: Option<i64>,
 }
@@ -152,6 +154,16 @@ pub fn position_in_tx(
     {
         auth_pdus.insert(pdu.event_id.clone(), pdu);
     }
+    let mut reference_hashes = HashMap::new();
+    if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
+        for id in prev_events.iter().chain(&auth_events) {
+            let pdu = tx
+                .pdu(id.as_str())?
+                .ok_or_else(|| Error::internal(format!("referenced event {id} not stored")))?;
+            let hash = reference_hash_of(&pdu, &rules).map_err(|e| Error::internal(e.0))?;
+            reference_hashes.insert(id.clone(), json!({ "sha256": hash }));
+        }
+    }
     Ok(Position {
         rules,
         version: room.room_version,
@@ -159,6 +171,7 @@ pub fn position_in_tx(
         depth,
         auth_events,
         auth_pdus,
+        reference_hashes,
         current_group: room.current_state_group,
     })
 }
@@ -198,6 +211,7 @@ pub fn build_checked_in_tx(
         depth,
         auth_events,
         auth_pdus,
+        reference_hashes,
         ..
     } = position_in_tx(tx, room_id, sender, &event)?;
     let pdu = build_event(
@@ -209,6 +223,7 @@ pub fn build_checked_in_tx(
             prev_events,
             depth,
             auth_events,
+            reference_hashes,
             origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
             server_name: &signer.server_name,
             key: &signer.key,
@@ -445,6 +460,7 @@ fn create_room_in_tx(
             prev_events: vec![],
             depth: 1,
             auth_events: vec![],
+            reference_hashes: HashMap::new(),
             origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
             server_name: &signer.server_name,
             key: &signer.key,
@@ -640,6 +656,20 @@ pub async fn send(
     event: NewEvent,
     txn: Option<(String, String)>,
 ) -> Result<OwnedEventId> {
+    send_with(server, room_id, sender, event, txn, |_, _| Ok(())).await
+}
+
+/// [`send`], with `also` run in the same write transaction once the event is appended: its
+/// error rolls the event back. Delayed events use it to record "sent" atomically with the
+/// send, so a restart or a racing cancel can never send one twice.
+pub async fn send_with(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event: NewEvent,
+    txn: Option<(String, String)>,
+    also: impl FnOnce(&rusqlite::Connection, &ruma::EventId) -> Result<()> + Send + 'static,
+) -> Result<OwnedEventId> {
     let signer = Arc::clone(&server.signer);
     server
         .store
@@ -660,11 +690,11 @@ pub async fn send(
                 check_encryption_stays_on(tx, &room_id, &event)?;
             }
             let txn_ref = txn.as_ref().map(|(d, t)| (d.as_str(), t.as_str()));
-            Ok(
-                append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
-                    .event_id
-                    .clone(),
-            )
+            let event_id = append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
+                .event_id
+                .clone();
+            also(tx, &event_id)?;
+            Ok(event_id)
         })
         .await
 }
@@ -1031,6 +1061,14 @@ pub fn client_event(
         && device == viewer_device
     {
         unsigned.transaction_id = Some(txn_id.clone());
+    }
+    if event.txn.is_none()
+        && let Some((user, _)) = viewer
+        && pdu.sender.as_str() == user
+    {
+        // Events sent from a delayed event carry no transaction ID; only those need the lookup.
+        unsigned.delay_id =
+            crate::store::delayed_events::delay_id_of_event(conn, pdu.event_id.as_str())?;
     }
     if let Some(key) = &pdu.state_key
         && let Some(group) =

@@ -575,14 +575,19 @@ fn run_search(
     };
     let mut highlights: BTreeSet<String> = parsed.words.iter().cloned().collect();
     let mut rooms_seen: Vec<String> = Vec::new();
-    for (hit, event) in &page {
+    // The results with their bundled aggregations, in one batch.
+    let page_events: Vec<StoredEvent> = page.iter().map(|(_, e)| e.clone()).collect();
+    let page_formatted = super::aggregations::format_events(
+        conn,
+        &page_events,
+        Some((&viewer.user_id, &viewer.device_id)),
+    )?;
+    for ((hit, event), formatted) in page.iter().zip(page_formatted) {
         let room = event.pdu.room_id.to_string();
         let room_visible = rooms
             .iter()
             .find(|(r, _)| *r == room)
             .map_or(&nothing, |(_, v)| v);
-        let formatted =
-            rooms::client_event(conn, event, Some((&viewer.user_id, &viewer.device_id)))?;
         for text in searchable_text(&formatted) {
             matched_words(text, &parsed.words, &mut highlights);
         }

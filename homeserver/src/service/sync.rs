@@ -4,18 +4,24 @@
 //! account data, receipts) carries a position from the one writer, so "what is new" is always
 //! "rows with `since < pos <= upto`", and tokens stay valid across restarts. A long poll waits
 //! on the store's `watch` channel, never on a timer polling the database.
+//!
+//! With lazy-loaded members (`lazy_load_members`) a room's `state` carries the member events
+//! of the timeline's senders, of the room's heroes and of members who changed in a gap, minus
+//! the ones the device already has: a sync records what it sent in `lazy_members_sent`, and a
+//! later sync counts a record as delivered only when its `since` is at or after the response
+//! that carried it (so a retried sync resends). `include_redundant_members` resends them all.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::Server;
-use super::rooms::{client_event, load_state_events};
+use super::rooms::load_state_events;
 use crate::error::{Error, Result};
 use crate::matrix::client_format::to_stripped_state;
-use crate::matrix::filter::{Filter, RoomEventFilter};
+use crate::matrix::filter::{EventFormat, Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent};
 use crate::store::{misc, state};
@@ -23,6 +29,8 @@ use crate::util::now_ms;
 
 /// Timeline length when the filter sets none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
+/// How many heroes a room summary names (spec: "the first 5 members").
+pub(crate) const HEROES: usize = 5;
 /// Longest long-poll we honour.
 pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 /// State events shown to invitees (spec: "stripped state").
@@ -133,7 +141,12 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             0
         });
         let request = req.clone();
-        let (mut response, empty, to_device_upto) = server
+        let Computed {
+            mut response,
+            empty,
+            to_device_upto,
+            lazy_sent,
+        } = server
             .store
             .read(move |conn| compute(conn, &request, upto, &typing))
             .await?;
@@ -143,6 +156,17 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
         });
         let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
         if done {
+            if !lazy_sent.is_empty() {
+                let (user, device) = (req.user_id.clone(), req.device_id.clone());
+                server
+                    .store
+                    // Bookkeeping of what was sent: allowed below the free-space watermark,
+                    // so /sync keeps working.
+                    .write_bookkeeping(move |tx| {
+                        misc::record_lazy_members_sent(tx, &user, &device, &lazy_sent, upto)
+                    })
+                    .await?;
+            }
             return Ok(response);
         }
         tokio::select! {
@@ -169,17 +193,55 @@ pub fn ignored_users(conn: &Connection, user_id: &str) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-/// Computes the response for `(since, upto]`; returns it, whether it carries nothing new, and
-/// where to-device delivery stopped if it was cut short.
+/// One computed response and what goes with it.
+struct Computed {
+    response: Value,
+    /// Whether it carries nothing new.
+    empty: bool,
+    /// Where to-device delivery stopped if it was cut short.
+    to_device_upto: Option<i64>,
+    /// Member events sent under lazy loading that the device did not have:
+    /// `(room, member, event_id)`.
+    lazy_sent: Vec<(String, String, String)>,
+}
+
+/// Computes the response for `(since, upto]`.
 fn compute(
     conn: &Connection,
     req: &SyncRequest,
     upto: i64,
     typing: &HashMap<String, Vec<String>>,
-) -> Result<(Value, bool, Option<i64>)> {
+) -> Result<Computed> {
     let since = req.since;
     let after = since.unwrap_or(0);
     let room_filter = &req.filter.room;
+    let mut lazy_sent = Vec::new();
+    // The user's membership at `since`, and the rooms whose membership went through something
+    // other than a join in the gap: a room the user was joined to all along gets an
+    // incremental section (a display-name change is one new event), any other a fresh one.
+    let (at_since, interrupted, joined_in_gap) = match since {
+        Some(since) => {
+            let at_since: HashMap<String, String> =
+                state::memberships_as_of(conn, &req.user_id, since)?
+                    .into_iter()
+                    .map(|(room, membership, _)| (room, membership))
+                    .collect();
+            let changes = state::membership_changes(conn, &req.user_id, since, upto)?;
+            let interrupted: BTreeSet<String> = changes
+                .iter()
+                .filter(|(_, _, m)| m != "join")
+                .map(|(_, room, _)| room.clone())
+                .collect();
+            let joined: BTreeSet<String> = changes
+                .into_iter()
+                .filter(|(_, _, m)| m == "join")
+                .map(|(_, room, _)| room)
+                .collect();
+            (at_since, interrupted, joined)
+        }
+        None => Default::default(),
+    };
+    let joined_at_since = |room: &str| at_since.get(room).is_some_and(|m| m == "join");
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
@@ -216,7 +278,9 @@ fn compute(
         }
         match membership.as_str() {
             "join" => {
-                let fresh = since.is_none() || member_pos > after;
+                let fresh = since.is_none()
+                    || (member_pos > after
+                        && (!joined_at_since(&room_id) || interrupted.contains(&room_id)));
                 let section = joined_room(
                     conn,
                     req,
@@ -224,6 +288,7 @@ fn compute(
                     if fresh { None } else { Some(after) },
                     upto,
                     typing.get(&room_id),
+                    &mut lazy_sent,
                 )?;
                 let data = room_account_data.remove(&room_id).unwrap_or_default();
                 if let Some(mut section) = section.or_else(|| (!data.is_empty()).then(empty_room)) {
@@ -252,8 +317,14 @@ fn compute(
                     None => room_filter.include_leave,
                 } && !state::is_forgotten(conn, &req.user_id, &room_id)?;
                 if show {
-                    let from = since.filter(|_| !req.full_state);
-                    if let Some(section) = left_room(conn, req, &room_id, from, member_pos)? {
+                    // A room joined and left within this batch comes as a fresh view, as a
+                    // newly joined room would; one left after being joined at `since` comes
+                    // as what changed since.
+                    let fresh = !joined_at_since(&room_id) && joined_in_gap.contains(&room_id);
+                    let from = since.filter(|_| !req.full_state && !fresh);
+                    if let Some(section) =
+                        left_room(conn, req, &room_id, from, member_pos, &mut lazy_sent)?
+                    {
                         leave.insert(room_id, section);
                     }
                 }
@@ -262,22 +333,34 @@ fn compute(
         }
     }
 
-    let presence: Vec<Value> = crate::store::presence::changed_for(
+    let mut presence_rows = crate::store::presence::changed_for(
         conn,
         &req.user_id,
         if since.is_some() { after } else { 0 },
         upto,
-    )?
-    .iter()
-    .filter(|_| req.filter.presence.allows_type("m.presence"))
-    .map(|row| {
-        json!({
-            "type": "m.presence",
-            "sender": row.user_id,
-            "content": super::presence::content_at(&req.own_server, row, now_ms()),
+    )?;
+    if let Some(since) = since {
+        // Users the syncing user newly shares a room with: their presence, changed or not,
+        // since the client never had it.
+        for user in super::e2ee::newly_sharing(conn, &req.user_id, since, upto)? {
+            if !presence_rows.iter().any(|row| row.user_id == user)
+                && let Some(row) = crate::store::presence::get(conn, &user)?
+            {
+                presence_rows.push(row);
+            }
+        }
+    }
+    let presence: Vec<Value> = presence_rows
+        .iter()
+        .filter(|_| req.filter.presence.allows_type("m.presence"))
+        .map(|row| {
+            json!({
+                "type": "m.presence",
+                "sender": row.user_id,
+                "content": super::presence::content_at(&req.own_server, row, now_ms()),
+            })
         })
-    })
-    .collect();
+        .collect();
     let keys = super::e2ee::sync_keys(
         conn,
         &req.user_id,
@@ -305,7 +388,12 @@ fn compute(
         "device_one_time_keys_count": keys.one_time_key_counts,
         "device_unused_fallback_key_types": keys.unused_fallback_types,
     });
-    Ok((response, empty, keys.to_device_upto))
+    Ok(Computed {
+        response,
+        empty,
+        to_device_upto: keys.to_device_upto,
+        lazy_sent,
+    })
 }
 
 /// What the syncing user may see of a room's events.
@@ -325,7 +413,8 @@ fn empty_room() -> Value {
 
 /// The newest `limit` events of a room in `(after, upto]` that the user may see (`visible`,
 /// from [`rooms::visibility`](crate::service::rooms::visibility)) and that pass the filter,
-/// oldest first, and whether older such events were left out. Shared with sliding sync,
+/// oldest first, and whether older such events were left out. A limit of 0 gives no events
+/// (`limited` when there were some). Shared with sliding sync,
 /// whose timelines follow the same rules. Stretches the user may not see are skipped without
 /// being read.
 pub(crate) fn timeline(
@@ -340,7 +429,7 @@ pub(crate) fn timeline(
         .limit
         .map(|l| l as usize)
         .unwrap_or(DEFAULT_TIMELINE_LIMIT)
-        .clamp(1, 1000);
+        .min(1000);
     let mut picked = Vec::new();
     let mut cursor = upto;
     let mut limited = false;
@@ -366,21 +455,120 @@ pub(crate) fn timeline(
     Ok((picked, limited))
 }
 
-/// Events in the client format as the syncing device sees them (its own transaction IDs).
+/// Events as the syncing device sees them (its own transaction IDs, bundled aggregations),
+/// in the filter's `event_format`.
 pub(crate) fn format_all(
     conn: &Connection,
     events: &[StoredEvent],
     req: &SyncRequest,
 ) -> Result<Vec<Value>> {
     let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
-    events
-        .iter()
-        .map(|e| client_event(conn, e, viewer))
-        .collect()
+    let clients = super::aggregations::format_events(conn, events, viewer)?;
+    Ok(match req.filter.event_format {
+        EventFormat::Client => clients,
+        EventFormat::Federation => events
+            .iter()
+            .zip(clients)
+            .map(|(e, client)| federation_event(e, client))
+            .collect(),
+    })
 }
 
-/// State events for the `state` section: the state before `first_pos` minus, for an
-/// incremental sync, what the client had at `since`.
+/// An event in the federation format: the PDU as stored (as it travels between servers),
+/// plus the `event_id` (not part of the PDU from room version 3, but clients need it to refer
+/// to the event) and the `unsigned` data the client format would carry.
+fn federation_event(event: &StoredEvent, client: Value) -> Value {
+    let mut pdu: Value = serde_json::from_str(&event.pdu.json).unwrap_or(Value::Null);
+    if let Some(object) = pdu.as_object_mut() {
+        object.insert("event_id".into(), json!(event.pdu.event_id));
+        match client.get("unsigned") {
+            Some(unsigned) => object.insert("unsigned".into(), unsigned.clone()),
+            None => object.remove("unsigned"),
+        };
+    }
+    pdu
+}
+
+/// What lazy loading needs to know about one room for one response.
+struct Lazy {
+    /// Users whose member events the client should hold: the timeline's senders, the
+    /// syncing user and the room's heroes.
+    wanted: BTreeSet<String>,
+    /// The member events the device was sent and has: member → event ID.
+    sent: HashMap<String, String>,
+    /// Send the wanted members even if the device has them (`include_redundant_members`,
+    /// `full_state`).
+    resend: bool,
+}
+
+impl Lazy {
+    /// Lazy-loading facts for a room when the filter asks for lazy loading, else `None`.
+    fn for_room(
+        conn: &Connection,
+        req: &SyncRequest,
+        room_id: &str,
+        timeline: &[StoredEvent],
+        heroes: &[String],
+    ) -> Result<Option<Lazy>> {
+        let filter = &req.filter.room.state;
+        if !filter.lazy_load_members {
+            return Ok(None);
+        }
+        let mut wanted: BTreeSet<String> =
+            timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
+        wanted.insert(req.user_id.clone());
+        wanted.extend(heroes.iter().cloned());
+        let sent = match req.since {
+            Some(since) => {
+                misc::lazy_members_sent(conn, &req.user_id, &req.device_id, room_id, since)?
+                    .into_iter()
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
+        Ok(Some(Lazy {
+            wanted,
+            sent,
+            resend: filter.include_redundant_members || req.full_state,
+        }))
+    }
+
+    /// Whether the device already holds this member event.
+    fn has(&self, member: &str, event_id: &str) -> bool {
+        self.sent.get(member).is_some_and(|id| id == event_id)
+    }
+
+    /// The member events of `state` and `timeline` the device did not hold, for
+    /// `lazy_members_sent`: `(room, member, event_id)`, the latest per member.
+    fn newly_sent(
+        &self,
+        room_id: &str,
+        state: &[StoredEvent],
+        timeline: &[StoredEvent],
+        out: &mut Vec<(String, String, String)>,
+    ) {
+        let mut latest: BTreeMap<&str, &str> = BTreeMap::new();
+        for event in state.iter().chain(timeline) {
+            if event.pdu.kind.to_string() == "m.room.member"
+                && let Some(member) = event.pdu.state_key.as_deref()
+            {
+                latest.insert(member, event.pdu.event_id.as_str());
+            }
+        }
+        out.extend(
+            latest
+                .into_iter()
+                .filter(|(member, id)| !self.has(member, id))
+                .map(|(member, id)| (room_id.to_owned(), member.to_owned(), id.to_owned())),
+        );
+    }
+}
+
+/// State events for the `state` section: the state before `boundary` minus, for an
+/// incremental sync, what the client had at `since`. With lazy loading, member events only
+/// for the wanted members the device lacks and (incrementally) for members who changed;
+/// with `gap` false (an incremental sync without a gap) only those wanted members.
+#[allow(clippy::too_many_arguments)]
 fn state_section(
     conn: &Connection,
     req: &SyncRequest,
@@ -388,7 +576,9 @@ fn state_section(
     boundary: i64,
     since: Option<i64>,
     timeline: &[StoredEvent],
-) -> Result<Vec<Value>> {
+    lazy: Option<&Lazy>,
+    gap: bool,
+) -> Result<Vec<StoredEvent>> {
     let state_filter = &req.filter.room.state;
     let group = match state::state_group_before(conn, room_id, boundary)? {
         Some(group) => Some(group),
@@ -402,19 +592,33 @@ fn state_section(
     let Some(group) = group else {
         return Ok(Vec::new());
     };
-    let mut map = state::state_at_group(conn, group)?;
+    let full = state::state_at_group(conn, group)?;
+    let mut map = if gap {
+        full.clone()
+    } else {
+        Default::default()
+    };
     if let Some(since) = since
         && let Some(old_group) = state::state_group_before(conn, room_id, since + 1)?
     {
         let old = state::state_at_group(conn, old_group)?;
         map.retain(|key, id| old.get(key) != Some(id));
     }
-    let lazy_members: Option<BTreeSet<String>> = state_filter.lazy_load_members.then(|| {
-        let mut senders: BTreeSet<String> =
-            timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
-        senders.insert(req.user_id.clone());
-        senders
-    });
+    if let Some(lazy) = lazy {
+        // Incrementally, the members who changed in the gap stay; the initial view keeps
+        // only the wanted ones.
+        if since.is_none() {
+            map.retain(|(kind, key), _| kind != "m.room.member" || lazy.wanted.contains(key));
+        }
+        for member in &lazy.wanted {
+            let key = ("m.room.member".to_owned(), member.clone());
+            if let Some(id) = full.get(&key)
+                && (lazy.resend || !lazy.has(member, id))
+            {
+                map.insert(key, id.clone());
+            }
+        }
+    }
     // `state` (before the timeline) must not repeat timeline events; `state_after` includes
     // them, since clients then ignore state in the timeline.
     let in_timeline: BTreeSet<&str> = if req.use_state_after {
@@ -422,18 +626,15 @@ fn state_section(
     } else {
         timeline.iter().map(|e| e.pdu.event_id.as_str()).collect()
     };
-    let events = load_state_events(conn, &map, |kind, key| {
-        state_filter.allows_type(kind)
-            && (kind != "m.room.member" || lazy_members.as_ref().is_none_or(|m| m.contains(key)))
-    })?;
-    let events: Vec<StoredEvent> = events
+    let events = load_state_events(conn, &map, |kind, _| state_filter.allows_type(kind))?;
+    Ok(events
         .into_iter()
         .filter(|e| state_filter.allows(&e.pdu) && !in_timeline.contains(e.pdu.event_id.as_str()))
-        .collect();
-    format_all(conn, &events, req)
+        .collect())
 }
 
 /// The room's `state` or (with `use_state_after`) `state_after` section, as `(key, events)`.
+#[allow(clippy::too_many_arguments)]
 fn room_state(
     conn: &Connection,
     req: &SyncRequest,
@@ -442,22 +643,66 @@ fn room_state(
     timeline: &[StoredEvent],
     limited: bool,
     end: i64,
-) -> Result<(&'static str, Vec<Value>)> {
+    lazy: Option<&Lazy>,
+) -> Result<(&'static str, Vec<StoredEvent>)> {
     let diff_from = since.filter(|_| !req.full_state);
     if req.use_state_after {
         let boundary = timeline.last().map(|e| e.stream_pos + 1).unwrap_or(end + 1);
-        let events = state_section(conn, req, room_id, boundary, diff_from, timeline)?;
+        let events = state_section(
+            conn, req, room_id, boundary, diff_from, timeline, lazy, true,
+        )?;
         return Ok(("state_after", events));
     }
-    let events = if since.is_none() || limited || req.full_state {
+    let gap = since.is_none() || limited || req.full_state;
+    let events = if gap || lazy.is_some() {
         let first_pos = timeline.first().map(|e| e.stream_pos).unwrap_or(end + 1);
-        state_section(conn, req, room_id, first_pos, diff_from, timeline)?
+        state_section(
+            conn, req, room_id, first_pos, diff_from, timeline, lazy, gap,
+        )?
     } else {
         Vec::new()
     };
     Ok(("state", events))
 }
 
+/// The room summary's `m.heroes` for a room without a name or canonical alias (`None` for
+/// one that has either, whose name the client takes from them): up to [`HEROES`] members
+/// other than the user, joined or invited, in the stream order of their member events; the
+/// members who left or were banned when there are none. Shared with sliding sync's `heroes`.
+///
+/// The spec says heroes are required when the name *or* the canonical alias is unset; we
+/// send them when the client needs them to name the room (both unset, the spec's room-name
+/// algorithm), as other servers do.
+pub(crate) fn heroes(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Option<Vec<String>>> {
+    let named = |kind: &str, field: &str| -> Result<bool> {
+        let Some(id) = state::current_state_id(conn, room_id, kind, "")? else {
+            return Ok(false);
+        };
+        Ok(events::get_event(conn, &id)?.is_some_and(|event| {
+            event
+                .pdu
+                .content_value()
+                .get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|value| !value.is_empty())
+        }))
+    };
+    if named("m.room.name", "name")? || named("m.room.canonical_alias", "alias")? {
+        return Ok(None);
+    }
+    let mut heroes =
+        state::members_by_stream_order(conn, room_id, user_id, ("join", "invite"), HEROES)?;
+    if heroes.is_empty() {
+        heroes = state::members_by_stream_order(conn, room_id, user_id, ("leave", "ban"), HEROES)?;
+    }
+    Ok(Some(heroes))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn joined_room(
     conn: &Connection,
     req: &SyncRequest,
@@ -465,6 +710,7 @@ fn joined_room(
     since: Option<i64>,
     upto: i64,
     typing: Option<&Vec<String>>,
+    lazy_sent: &mut Vec<(String, String, String)>,
 ) -> Result<Option<Value>> {
     let after = since.unwrap_or(0);
     let visible = visible_to(conn, room_id, &req.user_id)?;
@@ -486,15 +732,37 @@ fn joined_room(
         .into_iter()
         .filter(|r| r.receipt_type != "m.read.private" || r.user_id == req.user_id)
         .collect();
+    // A limited timeline with no events (`timeline.limit: 0`) still means news.
     if since.is_some()
         && events.is_empty()
+        && !limited
         && receipts.is_empty()
         && typing.is_none()
         && !req.full_state
     {
         return Ok(None);
     }
-    let (state_key, state) = room_state(conn, req, room_id, since, &events, limited, upto)?;
+    let heroes = heroes(conn, room_id, &req.user_id)?;
+    let lazy = Lazy::for_room(
+        conn,
+        req,
+        room_id,
+        &events,
+        heroes.as_deref().unwrap_or_default(),
+    )?;
+    let (state_key, state) = room_state(
+        conn,
+        req,
+        room_id,
+        since,
+        &events,
+        limited,
+        upto,
+        lazy.as_ref(),
+    )?;
+    if let Some(lazy) = &lazy {
+        lazy.newly_sent(room_id, &state, &events, lazy_sent);
+    }
     let prev_batch = match events.first() {
         Some(e) => format!("t{}_{}", e.pdu.depth, e.stream_pos),
         None => {
@@ -512,13 +780,17 @@ fn joined_room(
     let (notifications, highlights) = super::push::unread_counts(conn, room_id, &req.user_id)?;
     let joined = state::members_with(conn, room_id, "join")?.len();
     let invited = state::members_with(conn, room_id, "invite")?.len();
+    let mut summary = json!({"m.joined_member_count": joined, "m.invited_member_count": invited});
+    if let Some(heroes) = heroes {
+        summary["m.heroes"] = json!(heroes);
+    }
     Ok(Some(json!({
         "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
-        state_key: {"events": state},
+        state_key: {"events": format_all(conn, &state, req)?},
         "ephemeral": {"events": ephemeral},
         "account_data": {"events": []},
         "unread_notifications": {"notification_count": notifications, "highlight_count": highlights},
-        "summary": {"m.joined_member_count": joined, "m.invited_member_count": invited},
+        "summary": summary,
     })))
 }
 
@@ -585,6 +857,7 @@ fn left_room(
     room_id: &str,
     since: Option<i64>,
     leave_pos: i64,
+    lazy_sent: &mut Vec<(String, String, String)>,
 ) -> Result<Option<Value>> {
     let after = since.unwrap_or(0);
     let visible = visible_to(conn, room_id, &req.user_id)?;
@@ -596,13 +869,26 @@ fn left_room(
         after,
         leave_pos,
     )?;
-    let (state_key, state) = room_state(conn, req, room_id, since, &events, limited, leave_pos)?;
+    let lazy = Lazy::for_room(conn, req, room_id, &events, &[])?;
+    let (state_key, state) = room_state(
+        conn,
+        req,
+        room_id,
+        since,
+        &events,
+        limited,
+        leave_pos,
+        lazy.as_ref(),
+    )?;
+    if let Some(lazy) = &lazy {
+        lazy.newly_sent(room_id, &state, &events, lazy_sent);
+    }
     let prev_batch = events
         .first()
         .map(|e| format!("t{}_{}", e.pdu.depth, e.stream_pos));
     Ok(Some(json!({
         "timeline": {"events": format_all(conn, &events, req)?, "limited": limited, "prev_batch": prev_batch},
-        state_key: {"events": state},
+        state_key: {"events": format_all(conn, &state, req)?},
         "account_data": {"events": []},
     })))
 }

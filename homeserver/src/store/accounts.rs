@@ -80,24 +80,32 @@ pub fn deactivate(conn: &Connection, user_id: &str) -> Result<()> {
         params![user_id],
     )?;
     conn.execute("DELETE FROM devices WHERE user_id = ?1", params![user_id])?;
+    conn.execute(
+        "DELETE FROM lazy_members_sent WHERE user_id = ?1",
+        params![user_id],
+    )?;
     Ok(())
 }
 
-/// Creates a device or, if it exists, updates its display name when one is given.
+/// Creates a device or, if it exists, updates its display name when one is given; `true` when
+/// the device is new (a device-list change others must hear about).
 pub fn upsert_device(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
     display_name: Option<&str>,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
+    let existed = conn
+        .prepare_cached("SELECT 1 FROM devices WHERE user_id = ?1 AND device_id = ?2")?
+        .exists(params![user_id, device_id])?;
     conn.execute(
         "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (user_id, device_id) DO UPDATE
          SET display_name = coalesce(excluded.display_name, display_name), last_seen_ts = excluded.last_seen_ts",
         params![user_id, device_id, display_name, now],
     )?;
-    Ok(())
+    Ok(!existed)
 }
 
 /// Removes all tokens of a device (a re-login on the same device ID replaces its session).
@@ -119,6 +127,10 @@ pub fn delete_device(conn: &Connection, user_id: &str, device_id: &str) -> Resul
         "DELETE FROM devices WHERE user_id = ?1 AND device_id = ?2",
         params![user_id, device_id],
     )?;
+    conn.execute(
+        "DELETE FROM lazy_members_sent WHERE user_id = ?1 AND device_id = ?2",
+        params![user_id, device_id],
+    )?;
     Ok(())
 }
 
@@ -126,6 +138,10 @@ pub fn delete_device(conn: &Connection, user_id: &str, device_id: &str) -> Resul
 pub fn delete_devices_except(conn: &Connection, user_id: &str, keep: Option<&str>) -> Result<()> {
     conn.execute(
         "DELETE FROM devices WHERE user_id = ?1 AND (?2 IS NULL OR device_id != ?2)",
+        params![user_id, keep],
+    )?;
+    conn.execute(
+        "DELETE FROM lazy_members_sent WHERE user_id = ?1 AND (?2 IS NULL OR device_id != ?2)",
         params![user_id, keep],
     )?;
     Ok(())

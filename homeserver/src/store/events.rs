@@ -93,7 +93,17 @@ pub fn max_stream_pos(conn: &Connection) -> rusqlite::Result<i64> {
         )
         .optional()?
         .unwrap_or(0);
-    Ok(events.max(data).max(receipts).max(meta))
+    // Device-list changes, to-device messages and presence take positions of their own too
+    // (a login is a device-list change): the next position after a restart must pass them.
+    let mut others = 0;
+    for sql in [
+        "SELECT coalesce(max(stream_pos), 0) FROM device_list_changes",
+        "SELECT coalesce(max(stream_pos), 0) FROM to_device",
+        "SELECT coalesce(max(stream_pos), 0) FROM presence",
+    ] {
+        others = others.max(conn.query_row(sql, [], |r| r.get::<_, i64>(0))?);
+    }
+    Ok(events.max(data).max(receipts).max(meta).max(others))
 }
 
 /// Records a stream position that has no row of its own (e.g. a deleted account-data item),

@@ -19,6 +19,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_cleanup.sql"),
     include_str!("migrations/0011_remote_media.sql"),
     include_str!("migrations/0012_visibility_index.sql"),
+    include_str!("migrations/0013_delayed_events.sql"),
+    include_str!("migrations/0014_notification_staging.sql"),
+    include_str!("migrations/0015_lazy_members.sql"),
 ];
 
 /// Why migrating failed.

@@ -1,5 +1,5 @@
-//! Small per-user and per-room tables: room aliases, account data, receipts, filters and
-//! server facts.
+//! Small per-user and per-room tables: room aliases, account data, receipts, filters, the
+//! member events lazy-loading syncs sent each device, and server facts.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -207,5 +207,45 @@ pub fn set_notice_room(conn: &Connection, user_id: &str, room_id: &str) -> Resul
          ON CONFLICT (user_id) DO UPDATE SET room_id = excluded.room_id",
         params![user_id, room_id],
     )?;
+    Ok(())
+}
+
+/// The member events of a room a device was sent under lazy loading by responses the client
+/// has moved past (`sent_upto <= since`): `(member, event_id)`.
+pub fn lazy_members_sent(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    room_id: &str,
+    since: i64,
+) -> Result<Vec<(String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT member, event_id FROM lazy_members_sent
+         WHERE user_id = ?1 AND device_id = ?2 AND room_id = ?3 AND sent_upto <= ?4",
+    )?;
+    let rows = stmt.query_map(params![user_id, device_id, room_id, since], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Records that a device was sent `(room_id, member, event_id)` entries by a response whose
+/// `next_batch` position is `upto`.
+pub fn record_lazy_members_sent(
+    conn: &Connection,
+    user_id: &str,
+    device_id: &str,
+    sent: &[(String, String, String)],
+    upto: i64,
+) -> Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO lazy_members_sent (user_id, device_id, room_id, member, event_id, sent_upto)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (user_id, device_id, room_id, member) DO UPDATE
+         SET event_id = excluded.event_id, sent_upto = excluded.sent_upto",
+    )?;
+    for (room_id, member, event_id) in sent {
+        stmt.execute(params![user_id, device_id, room_id, member, event_id, upto])?;
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod backup;
+pub mod delayed_events;
 pub mod e2ee;
 pub mod events;
 pub mod federation;

@@ -172,7 +172,12 @@ pub fn set_own_last_event(conn: &Connection, user_id: &str, room_id: &str, pos: 
     Ok(())
 }
 
-/// Stores that the event at `pos` notified `user_id`.
+/// How many stream positions the staged notifications may span before the writer folds them
+/// into `notifications`: each member's leaf there is rewritten once per fold instead of once
+/// per commit, and the staging table readers scan stays this short (times the members).
+pub const FOLD_SPAN: i64 = 128;
+
+/// Stores that the event at `pos` notified `user_id`, in the staging table (migration 0014).
 pub fn insert_notification(
     conn: &Connection,
     user_id: &str,
@@ -182,10 +187,30 @@ pub fn insert_notification(
     actions: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR IGNORE INTO notifications (user_id, room_id, stream_pos, highlight, actions)
-         VALUES (?1, ?3, ?2, ?4, ?5)",
+        "INSERT OR IGNORE INTO notifications_recent (stream_pos, user_id, room_id, highlight, actions)
+         VALUES (?2, ?1, ?3, ?4, ?5)",
     )?
     .execute(params![user_id, pos, room_id, highlight, actions])?;
+    Ok(())
+}
+
+/// Moves the staged notifications into `notifications` once they span [`FOLD_SPAN`]
+/// positions up to `pos` (the event just stored). Runs in the writer's transaction.
+pub fn fold_notifications(conn: &Connection, pos: i64) -> Result<()> {
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT min(stream_pos) FROM notifications_recent")?
+        .query_row([], |r| r.get(0))?;
+    if oldest.is_none_or(|oldest| pos - oldest < FOLD_SPAN) {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO notifications (user_id, room_id, stream_pos, highlight, actions)
+         SELECT user_id, room_id, stream_pos, highlight, actions FROM notifications_recent
+         ORDER BY user_id, room_id, stream_pos",
+    )?
+    .execute([])?;
+    conn.prepare_cached("DELETE FROM notifications_recent")?
+        .execute([])?;
     Ok(())
 }
 
@@ -210,8 +235,12 @@ pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<
     let after = read_pos(conn, user_id, room_id)?;
     Ok(conn
         .prepare_cached(
-            "SELECT count(*), coalesce(sum(highlight), 0) FROM notifications
-             WHERE user_id = ?1 AND room_id = ?2 AND stream_pos > ?3",
+            "SELECT count(*), coalesce(sum(highlight), 0) FROM (
+                SELECT highlight FROM notifications
+                WHERE user_id = ?1 AND room_id = ?2 AND stream_pos > ?3
+                UNION ALL
+                SELECT highlight FROM notifications_recent
+                WHERE user_id = ?1 AND room_id = ?2 AND stream_pos > ?3)",
         )?
         .query_row(params![user_id, room_id, after], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -250,9 +279,17 @@ pub fn notifications(
     only_highlight: bool,
 ) -> Result<Vec<Notification>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT n.stream_pos, e.event_id, n.room_id, n.actions FROM notifications n
+        "SELECT n.stream_pos, e.event_id, n.room_id, n.actions FROM (
+            SELECT * FROM (
+                SELECT stream_pos, room_id, actions FROM notifications_recent
+                WHERE user_id = ?1 AND stream_pos < ?2 AND (?3 = 0 OR highlight = 1)
+                ORDER BY stream_pos DESC LIMIT ?4)
+            UNION ALL
+            SELECT * FROM (
+                SELECT stream_pos, room_id, actions FROM notifications
+                WHERE user_id = ?1 AND stream_pos < ?2 AND (?3 = 0 OR highlight = 1)
+                ORDER BY stream_pos DESC LIMIT ?4)) n
          JOIN events e ON e.stream_pos = n.stream_pos
-         WHERE n.user_id = ?1 AND n.stream_pos < ?2 AND (?3 = 0 OR n.highlight = 1)
          ORDER BY n.stream_pos DESC LIMIT ?4",
     )?;
     let rows = stmt.query_map(
@@ -470,7 +507,10 @@ pub fn notification_actions(
     Ok(conn
         .prepare_cached(
             "SELECT actions FROM notifications
-             WHERE user_id = ?1 AND room_id = ?2 AND stream_pos = ?3",
+             WHERE user_id = ?1 AND room_id = ?2 AND stream_pos = ?3
+             UNION ALL
+             SELECT actions FROM notifications_recent
+             WHERE stream_pos = ?3 AND user_id = ?1 AND room_id = ?2",
         )?
         .query_row(params![user_id, room_id, pos], |r| r.get(0))
         .optional()?)

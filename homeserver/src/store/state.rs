@@ -226,6 +226,29 @@ pub fn members_with(conn: &Connection, room_id: &str, membership: &str) -> Resul
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Up to `limit` members of a room other than `user_id` whose current membership is `first`
+/// or `second`, in the stream order of their current member events (the room summary's
+/// `m.heroes` order).
+pub fn members_by_stream_order(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+    (first, second): (&str, &str),
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT cs.state_key FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+         WHERE cs.room_id = ?1 AND cs.event_type = 'm.room.member' AND cs.state_key != ?2
+         AND cs.membership IN (?3, ?4)
+         ORDER BY e.stream_pos LIMIT ?5",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt.query_map(params![room_id, user_id, first, second, limit], |r| {
+        r.get(0)
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Records the membership change carried by the member event at `stream_pos`, for sync. A
 /// position belongs to one event, so recording it again (state resolution making an older
 /// member event current again) replaces the earlier record.

@@ -84,7 +84,7 @@ async fn run(mut servers: Vec<Server>, alice_on: usize, bob_on: usize) {
     .unwrap_or_else(|_| Err(anyhow!("scenario exceeded {SCENARIO_DEADLINE:?}")));
     eprintln!("scenario took {:.1?}", started.elapsed());
     for note in &notes {
-        eprintln!("NOTE (not a failure): {note}");
+        eprintln!("note: {note}");
     }
     let stopped: Vec<_> = servers.iter_mut().map(Server::stop).collect();
     if let Err(e) = outcome {
@@ -360,9 +360,11 @@ async fn exchange(
             "encryption info names device {device} not {}",
             sender.device
         ),
-        None => notes.push(format!(
+        // The server serves the sender's device keys (`/keys/query`), so the SDK must know
+        // which device sent it; without it every message shows "unknown device".
+        None => bail!(
             "the decrypted event {event_id} carries no sender device in its encryption info"
-        )),
+        ),
     }
     ensure!(
         matches!(info.algorithm_info, AlgorithmInfo::MegolmV1AesSha2 { .. }),

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
+use crate::service::directory::{self, DirectoryQuery};
 use crate::service::rooms;
 use crate::store::{misc, state};
 
@@ -212,45 +213,8 @@ async fn list_public(
         .await
         .map(Json);
     }
-    let offset: usize = match since {
-        Some(s) => s
-            .parse()
-            .map_err(|_| Error::invalid_param("Invalid since token"))?,
-        None => 0,
-    };
-    let limit = limit.unwrap_or(100).clamp(1, 500);
-    let all = server
-        .store
-        .read(move |conn| {
-            let mut out = Vec::new();
-            for room in state::public_rooms(conn)? {
-                let summary = room_summary(conn, &room)?;
-                let matches = term.as_ref().is_none_or(|t| {
-                    let t = t.to_lowercase();
-                    ["name", "topic", "canonical_alias"].iter().any(|k| {
-                        summary
-                            .get(k)
-                            .and_then(Value::as_str)
-                            .is_some_and(|v| v.to_lowercase().contains(&t))
-                    })
-                });
-                if matches {
-                    out.push(summary);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-    let total = all.len();
-    let chunk: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
-    let mut body = json!({"chunk": chunk, "total_room_count_estimate": total});
-    if offset + limit < total {
-        body["next_batch"] = json!((offset + limit).to_string());
-    }
-    if offset > 0 {
-        body["prev_batch"] = json!(offset.saturating_sub(limit).to_string());
-    }
-    Ok(Json(body))
+    let query = DirectoryQuery { limit, since, term };
+    Ok(Json(directory::local_public_rooms(server, query).await?))
 }
 
 /// # `GET /_matrix/client/v3/publicRooms`

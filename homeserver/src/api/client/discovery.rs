@@ -7,6 +7,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use crate::api::extract::Auth;
+use crate::error::{Error, Result};
 use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
 use crate::service::Server;
 
@@ -22,6 +23,7 @@ pub async fn versions() -> Json<Value> {
         "unstable_features": {
             "org.matrix.e2e_cross_signing": true,
             "org.matrix.msc3814": true,
+            "org.matrix.msc4140": true,
             "org.matrix.simplified_msc3575": true,
         },
     }))
@@ -42,15 +44,19 @@ pub async fn turn_server(_auth: Auth) -> Json<Value> {
 }
 
 /// # `GET /.well-known/matrix/client`
-/// Points clients at this listener. On a closed network the server name is the client URL's
-/// host, so we answer with our own base URL.
-pub async fn well_known(State(server): State<Arc<Server>>) -> Json<Value> {
-    let base = format!("http://{}", server.config.client_listen);
-    Json(json!({"m.homeserver": {"base_url": base}}))
+/// Points clients at the unit's public base URL (`listen.public_base_url`, set by `appliance
+/// setup`), never at the bind address: `http://0.0.0.0:8008` is no address a client can use.
+/// Without one (a wildcard listener and no URL configured) there is nothing true to say, so
+/// the answer is the spec's 404 and clients use the URL they were given.
+pub async fn well_known(State(server): State<Arc<Server>>) -> Result<Json<Value>> {
+    let base = server.config.public_base_url.as_ref().ok_or_else(|| {
+        Error::not_found("This unit has no public base URL configured (listen.public_base_url)")
+    })?;
+    Ok(Json(json!({"m.homeserver": {"base_url": base}})))
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
-pub async fn capabilities(_auth: Auth) -> Json<Value> {
+pub async fn capabilities(State(server): State<Arc<Server>>, _auth: Auth) -> Json<Value> {
     let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
         .iter()
         .map(|v| (v.to_string(), json!("stable")))
@@ -63,6 +69,10 @@ pub async fn capabilities(_auth: Auth) -> Json<Value> {
             "m.set_avatar_url": {"enabled": true},
             "m.3pid_changes": {"enabled": false},
             "m.get_login_token": {"enabled": false},
+            "org.matrix.msc4140.delayed_events": {
+                "max_delay_ms": server.config.limits.delayed_event_max_delay_ms,
+                "max_scheduled": server.config.limits.delayed_events_per_user,
+            },
         }
     }))
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::filter::RoomEventFilter;
 use crate::matrix::visibility::Visible;
 use crate::service::Server;
+use crate::service::aggregations;
 use crate::service::rooms;
 use crate::store::events::{self, StoredEvent, TopoKey};
 use crate::store::state;
@@ -216,10 +217,7 @@ pub async fn messages(
                 &visible,
                 &filter,
             )?;
-            let formatted = chunk
-                .iter()
-                .map(|e| rooms::client_event(conn, e, Some((&user, &device))))
-                .collect::<Result<Vec<_>>>()?;
+            let formatted = aggregations::format_events(conn, &chunk, Some((&user, &device)))?;
             let state = if filter.lazy_load_members {
                 lazy_members(conn, room, &chunk)?
             } else {
@@ -273,7 +271,9 @@ pub async fn get_event(
             let stored = events::get_room_event(conn, room.as_str(), event.as_str())?
                 .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
                 .ok_or_else(|| Error::not_found("Event not found"))?;
-            rooms::client_event(conn, &stored, Some((&user, &device)))
+            aggregations::format_events(conn, &[stored], Some((&user, &device)))?
+                .pop()
+                .ok_or_else(|| Error::internal("formatting lost the event"))
         })
         .await?;
     Ok(Json(body))
@@ -350,6 +350,14 @@ pub async fn context(
                     .map(|e| rooms::client_event(conn, e, Some((&user, &device))))
                     .collect()
             };
+            // The target and its neighbours with their bundled aggregations, in one batch.
+            let mut timeline: Vec<StoredEvent> = vec![target.clone()];
+            timeline.extend(before.iter().cloned());
+            timeline.extend(after.iter().cloned());
+            let mut bundled = aggregations::format_events(conn, &timeline, Some((&user, &device)))?;
+            let events_after = bundled.split_off(1 + before.len());
+            let events_before = bundled.split_off(1);
+            let event = bundled.remove(0);
             let state_map = match target.state_group {
                 Some(group) => state::state_at_group(conn, group)?,
                 None => Default::default(),
@@ -369,9 +377,9 @@ pub async fn context(
                 stream_pos: e.stream_pos + 1,
             });
             Ok(json!({
-                "event": rooms::client_event(conn, &target, Some((&user, &device)))?,
-                "events_before": format(&before)?,
-                "events_after": format(&after)?,
+                "event": event,
+                "events_before": events_before,
+                "events_after": events_after,
                 "start": token_of(start.unwrap_or(before.last().map(key_of).unwrap_or(key))),
                 "end": token_of(end.or(last_after).unwrap_or(after_key)),
                 "state": state,

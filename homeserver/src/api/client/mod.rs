@@ -3,11 +3,13 @@
 mod account;
 mod account_data;
 mod backup;
+mod delayed_events;
 mod devices;
 mod directory;
 pub use directory::room_summary;
 mod discovery;
 mod keys;
+mod legacy;
 mod media;
 mod membership;
 mod messages;
@@ -35,6 +37,7 @@ use crate::service::Server;
 /// ordinary connection caps, see `api/conn.rs`.
 pub const LONG_POLL_PATHS: &[&str] = &[
     "/_matrix/client/v3/sync",
+    "/_matrix/client/v3/events",
     "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync",
     "/_matrix/client/v4/sync",
     "/_matrix/client/v5/sync",
@@ -170,7 +173,36 @@ pub fn routes() -> Router<Arc<Server>> {
             &r("/publicRooms"),
             get(directory::public_rooms).post(directory::search_public_rooms),
         )
+        .route(
+            &format!(
+                "{}/rooms/{{room_id}}/delayed_event/{{event_type}}/{{txn_id}}",
+                delayed_events::PREFIX
+            ),
+            put(delayed_events::schedule),
+        )
+        .route(
+            &format!("{}/delayed_events", delayed_events::PREFIX),
+            get(delayed_events::list),
+        )
+        .route(
+            &format!("{}/delayed_events/{{delay_id}}", delayed_events::PREFIX),
+            get(delayed_events::get_one).post(delayed_events::manage_in_body),
+        )
+        .route(
+            &format!(
+                "{}/delayed_events/{{delay_id}}/{{action}}",
+                delayed_events::PREFIX
+            ),
+            post(delayed_events::manage),
+        )
         .route(&r("/sync"), get(sync::sync))
+        .route(&r("/initialSync"), get(legacy::initial_sync))
+        .route(&r("/events"), get(legacy::events))
+        .route(&r("/events/{event_id}"), get(legacy::event))
+        .route(
+            &r("/rooms/{room_id}/initialSync"),
+            get(legacy::room_initial_sync),
+        )
         .route(
             &r("/user/{user_id}/openid/request_token"),
             post(openid::request_token),

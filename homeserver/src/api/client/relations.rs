@@ -6,7 +6,7 @@
 //! out. What a user may see is [`rooms::visibility`]'s decision, as for `/messages`. Relation
 //! pages use `/messages` tokens (`t<depth>_<stream>`, and `s<pos>` sync tokens), so clients can
 //! mix them as the spec allows; a threads page continues from the stream position of the last
-//! thread's latest event. Thread roots carry the spec's bundled `m.thread` aggregation.
+//! thread's latest event. Events carry their bundled aggregations (`service::aggregations`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use crate::api::extract::{Auth, PathParams, QueryParams, event_id, room_id};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::visibility::Visible;
 use crate::service::Server;
+use crate::service::aggregations;
 use crate::service::rooms;
 use crate::store::events::{self, StoredEvent, TopoKey};
 use crate::store::search::{self as index, RelationQuery};
@@ -205,10 +206,7 @@ fn relations_page(
         chunk.push(event);
     }
     let mut body = json!({
-        "chunk": chunk
-            .iter()
-            .map(|e| rooms::client_event(conn, e, Some(viewer)))
-            .collect::<Result<Vec<_>>>()?,
+        "chunk": aggregations::format_events(conn, &chunk, Some(viewer))?,
     });
     if let (true, Some(last)) = (more, chunk.last()) {
         let key = topo(last);
@@ -289,35 +287,6 @@ pub async fn relations_of_type_and_event_type(
     Ok(Json(run_relations(&server, auth, request).await?))
 }
 
-/// A thread root in the client format with its bundled `m.thread` aggregation.
-fn thread_root(
-    conn: &Connection,
-    viewer: (&str, &str),
-    root: &StoredEvent,
-    visible: &Visible,
-) -> Result<Value> {
-    let (user, _) = viewer;
-    let root_id = root.pdu.event_id.as_str();
-    let summary = index::thread_summary(conn, root_id, visible.ranges(), user)?;
-    let latest = match &summary.latest_event {
-        Some(id) => match events::get_event(conn, id)? {
-            Some(event) => rooms::client_event(conn, &event, Some(viewer))?,
-            None => Value::Null,
-        },
-        None => Value::Null,
-    };
-    let mut value = rooms::client_event(conn, root, Some(viewer))?;
-    if !value["unsigned"].is_object() {
-        value["unsigned"] = json!({});
-    }
-    value["unsigned"]["m.relations"]["m.thread"] = json!({
-        "latest_event": latest,
-        "count": summary.count,
-        "current_user_participated": summary.user_posted || root.pdu.sender.as_str() == user,
-    });
-    Ok(value)
-}
-
 /// # `GET /_matrix/client/v1/rooms/{roomId}/threads`
 pub async fn threads(
     State(server): State<Arc<Server>>,
@@ -361,16 +330,17 @@ pub async fn threads(
                 limit + 1,
             )?;
             let more = roots.len() > limit;
-            let mut chunk = Vec::new();
+            let mut found = Vec::new();
             let mut last = None;
             for (root_id, latest) in roots.into_iter().take(limit) {
                 last = Some(latest);
                 if let Some(root) = events::get_room_event(conn, &room, &root_id)?
                     .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
                 {
-                    chunk.push(thread_root(conn, viewer, &root, &visible)?);
+                    found.push(root);
                 }
             }
+            let chunk = aggregations::format_events(conn, &found, Some(viewer))?;
             let mut body = json!({ "chunk": chunk });
             if let (true, Some(last)) = (more, last) {
                 body["next_batch"] = json!(last.to_string());

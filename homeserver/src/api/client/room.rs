@@ -9,12 +9,14 @@ use ruma::{OwnedUserId, RoomVersionId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::api::client::delayed_events;
 use crate::api::extract::{Auth, JsonBody, PathParams, event_id, room_id, user_id};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::NewEvent;
 use crate::matrix::rules_for;
-use crate::service::Server;
+use crate::service::delayed_events::Schedule;
 use crate::service::rooms::{self, Access, CreateRoom};
+use crate::service::{Server, state_request};
 use crate::store::{events, state};
 
 #[derive(Deserialize)]
@@ -227,98 +229,9 @@ async fn put_state_inner(
     content: Map<String, Value>,
 ) -> Result<Json<Value>> {
     let room = room_id(raw_room)?;
-    if kind == "m.room.create" {
-        return Err(Error::forbidden(
-            "m.room.create cannot be sent after room creation",
-        ));
-    }
-    if kind == "m.room.member" {
-        let target = user_id(&key)?;
-        crate::service::federation::require_allowed_user(server, &target)?;
-        if target.server_name() != server.server_name()
-            && content.get("membership").and_then(Value::as_str) == Some("invite")
-        {
-            // A remote invite must be countersigned by the invitee's unit first.
-            let id = crate::service::federation::invite_remote(
-                server,
-                room,
-                auth.user_id,
-                target,
-                content
-                    .get("is_direct")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false),
-            )
-            .await?;
-            return Ok(Json(json!({"event_id": id})));
-        }
-        let membership = content
-            .get("membership")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !matches!(membership, "join" | "leave" | "invite" | "ban" | "knock") {
-            return Err(Error::bad_json("m.room.member needs a valid membership"));
-        }
-    }
-    if kind == "m.room.canonical_alias" {
-        check_canonical_alias(server, &room, &content).await?;
-    }
-    let event = NewEvent::state(TimelineEventType::from(kind), key, Value::Object(content));
-    let id = rooms::send(server, room, auth.user_id, event, None).await?;
+    let request = state_request::check(server, &room, kind, key, content).await?;
+    let id = state_request::carry_out(server, room, auth.user_id, request).await?;
     Ok(Json(json!({"event_id": id})))
-}
-
-/// Spec: a canonical alias must be an alias (`M_INVALID_PARAM`) and point at this room
-/// (`M_BAD_ALIAS`, checked for aliases of this unit, the only ones we can resolve).
-async fn check_canonical_alias(
-    server: &Server,
-    room: &ruma::RoomId,
-    content: &Map<String, Value>,
-) -> Result<()> {
-    let mut aliases: Vec<String> = content
-        .get("alias")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .into_iter()
-        .collect();
-    match content.get("alt_aliases") {
-        None => {}
-        Some(Value::Array(alt)) => {
-            for entry in alt {
-                let alias = entry.as_str().ok_or_else(|| {
-                    Error::invalid_param(format!("alt_aliases entry {entry} is not a string"))
-                })?;
-                aliases.push(alias.to_owned());
-            }
-        }
-        Some(other) => {
-            return Err(Error::invalid_param(format!(
-                "alt_aliases must be a list of aliases, not {other}"
-            )));
-        }
-    }
-    for alias in aliases {
-        let parsed = ruma::OwnedRoomAliasId::try_from(alias.as_str()).map_err(|_| {
-            Error::new(
-                ErrorCode::InvalidParam,
-                format!("{alias:?} is not a valid alias"),
-            )
-        })?;
-        if parsed.server_name() != server.server_name() {
-            continue;
-        }
-        let target = server
-            .store
-            .read(move |conn| crate::store::misc::get_alias(conn, &alias))
-            .await?;
-        if target.map(|t| t.0) != Some(room.to_string()) {
-            return Err(Error::new(
-                ErrorCode::BadAlias,
-                format!("Alias {parsed} does not point to this room"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -329,7 +242,9 @@ pub async fn put_state(
     RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    refuse_delay(query.as_deref())?;
+    if let Some(delay_ms) = delayed_events::delay_param(query.as_deref())? {
+        return schedule_state(&server, auth, &room, kind, key, content, delay_ms).await;
+    }
     put_state_inner(&server, auth, &room, kind, key, content).await
 }
 
@@ -341,8 +256,30 @@ pub async fn put_state_empty_key(
     RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    refuse_delay(query.as_deref())?;
+    if let Some(delay_ms) = delayed_events::delay_param(query.as_deref())? {
+        return schedule_state(&server, auth, &room, kind, String::new(), content, delay_ms).await;
+    }
     put_state_inner(&server, auth, &room, kind, String::new(), content).await
+}
+
+/// A state event with `?org.matrix.msc4140.delay=`: scheduled, answered with its delay ID.
+async fn schedule_state(
+    server: &Server,
+    auth: Auth,
+    raw_room: &str,
+    kind: String,
+    key: String,
+    content: Map<String, Value>,
+    delay_ms: u64,
+) -> Result<Json<Value>> {
+    let request = Schedule {
+        room_id: room_id(raw_room)?,
+        event_type: kind,
+        state_key: Some(key),
+        content,
+        delay_ms,
+    };
+    delayed_events::answer_scheduled(server, auth, None, request).await
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`
@@ -353,12 +290,21 @@ pub async fn send(
     RawQuery(query): RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
 ) -> Result<Json<Value>> {
-    refuse_delay(query.as_deref())?;
     let room = room_id(&room)?;
     if matches!(kind.as_str(), "m.room.redaction") {
         return Err(Error::forbidden(
             "Use the /redact endpoint to redact events",
         ));
+    }
+    if let Some(delay_ms) = delayed_events::delay_param(query.as_deref())? {
+        let request = Schedule {
+            room_id: room,
+            event_type: kind,
+            state_key: None,
+            content,
+            delay_ms,
+        };
+        return delayed_events::answer_scheduled(&server, auth, Some(txn_id), request).await;
     }
     let event = NewEvent::message(TimelineEventType::from(kind), Value::Object(content));
     let id = rooms::send(
@@ -429,21 +375,4 @@ pub async fn upgrade(
     let new_room =
         crate::service::upgrade::upgrade_room(&server, auth.user_id, room, version).await?;
     Ok(Json(json!({"replacement_room": new_room})))
-}
-
-/// Delayed events (MSC4140, `?org.matrix.msc4140.delay=`) are not implemented yet. Sending the
-/// event at once would do what the client asked not to (MatrixRTC relies on the delay to leave a
-/// call when the client vanishes), so a delayed send is refused with the MSC's answer for a
-/// server that allows no delayed events: 403 `M_FORBIDDEN`.
-fn refuse_delay(query: Option<&str>) -> Result<()> {
-    let delayed = query.is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair.split('=').next() == Some("org.matrix.msc4140.delay"))
-    });
-    if delayed {
-        return Err(Error::forbidden(
-            "Delayed events are not supported on this unit",
-        ));
-    }
-    Ok(())
 }

@@ -16,6 +16,7 @@ use crate::api::extract::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::visibility::Visible;
+use crate::service::directory::{self, DirectoryQuery};
 use crate::service::federation as fed;
 use crate::service::{Server, e2ee, rooms};
 use crate::store::{events, federation, misc, state};
@@ -577,30 +578,57 @@ pub async fn user_keys_claim(
     ))
 }
 
+/// Query parameters of `GET /publicRooms` (the third-party network ones are accepted and
+/// ignored: a unit bridges no networks).
+#[derive(serde::Deserialize, Default)]
+pub struct PublicRoomsQuery {
+    limit: Option<usize>,
+    since: Option<String>,
+}
+
 /// # `GET /_matrix/federation/v1/publicRooms`
 pub async fn public_rooms(
     State(server): State<Arc<Server>>,
+    QueryParams(q): QueryParams<PublicRoomsQuery>,
     _signed: Signed,
 ) -> Result<Json<Value>> {
-    let rooms = server
-        .store
-        .read(|conn| {
-            let mut out = Vec::new();
-            for room in state::public_rooms(conn)? {
-                out.push(crate::api::client::room_summary(conn, &room)?);
-            }
-            Ok(out)
-        })
-        .await?;
-    let total = rooms.len();
-    Ok(Json(
-        json!({"chunk": rooms, "total_room_count_estimate": total}),
-    ))
+    let query = DirectoryQuery {
+        limit: q.limit,
+        since: q.since,
+        term: None,
+    };
+    Ok(Json(directory::local_public_rooms(&server, query).await?))
+}
+
+/// The body of `POST /publicRooms`.
+#[derive(serde::Deserialize, Default)]
+struct PublicRoomsBody {
+    limit: Option<usize>,
+    since: Option<String>,
+    filter: Option<PublicRoomsFilter>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct PublicRoomsFilter {
+    generic_search_term: Option<String>,
 }
 
 /// # `POST /_matrix/federation/v1/publicRooms`
-pub async fn public_rooms_post(state: State<Arc<Server>>, signed: Signed) -> Result<Json<Value>> {
-    public_rooms(state, signed).await
+pub async fn public_rooms_post(
+    State(server): State<Arc<Server>>,
+    signed: Signed,
+) -> Result<Json<Value>> {
+    let body: PublicRoomsBody = match signed.body {
+        Some(body) => serde_json::from_value(body)
+            .map_err(|err| Error::bad_json(format!("Invalid publicRooms body: {err}")))?,
+        None => PublicRoomsBody::default(),
+    };
+    let query = DirectoryQuery {
+        limit: body.limit,
+        since: body.since,
+        term: body.filter.and_then(|f| f.generic_search_term),
+    };
+    Ok(Json(directory::local_public_rooms(&server, query).await?))
 }
 
 /// # `GET /_matrix/federation/v1/timestamp_to_event/{roomId}`

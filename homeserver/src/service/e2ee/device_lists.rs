@@ -176,37 +176,74 @@ pub fn device_list_delta(
     after: i64,
     upto: i64,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    let SharingDelta {
+        sharing,
+        mut joined,
+        left,
+    } = sharing_delta(conn, user_id, after, upto)?;
+    let changed = e2ee::device_list_changes(conn, after, upto)?;
+    // Our own joins list us among the room's members; we are "changed" only when our own
+    // devices or keys changed.
+    if changed.iter().any(|u| u == user_id) {
+        joined.insert(user_id.to_owned());
+    }
+    joined.extend(
+        changed
+            .into_iter()
+            .filter(|u| sharing.contains(u) && u != user_id),
+    );
+    Ok((joined.into_iter().collect(), left.into_iter().collect()))
+}
+
+/// Users who came to share a room with `user_id` in `(after, upto]` and still do (`/sync`
+/// sends them in `presence` too, since the client never had their presence).
+pub fn newly_sharing(
+    conn: &Connection,
+    user_id: &str,
+    after: i64,
+    upto: i64,
+) -> Result<BTreeSet<String>> {
+    Ok(sharing_delta(conn, user_id, after, upto)?.joined)
+}
+
+/// Who shares a room with a user now, and who came to or stopped sharing one in a range.
+struct SharingDelta {
+    /// Users sharing a room with the user now.
+    sharing: BTreeSet<String>,
+    /// Users who newly share one (not the user).
+    joined: BTreeSet<String>,
+    /// Users who share none any more (not the user).
+    left: BTreeSet<String>,
+}
+
+fn sharing_delta(conn: &Connection, user_id: &str, after: i64, upto: i64) -> Result<SharingDelta> {
     let sharing: BTreeSet<String> = e2ee::users_sharing_rooms(conn, user_id)?
         .into_iter()
         .collect();
-    let mut changed: BTreeSet<String> = e2ee::device_list_changes(conn, after, upto)?
-        .into_iter()
-        .collect();
-    let own_changed = changed.contains(user_id);
+    let mut joined = BTreeSet::new();
     let mut left = BTreeSet::new();
     for (room, member, membership) in
         e2ee::member_events_in_shared_rooms(conn, user_id, after, upto)?
     {
-        let joined = membership == "join";
+        let is_join = membership == "join";
         if member == user_id {
             let members = crate::store::state::members_with(conn, &room, "join")?;
-            if joined {
-                changed.extend(members);
+            if is_join {
+                joined.extend(members);
             } else {
                 left.extend(members);
             }
-        } else if joined {
-            changed.insert(member);
+        } else if is_join {
+            joined.insert(member);
         } else {
             left.insert(member);
         }
     }
-    // Our own joins list us among the room's members; we are "changed" only when our own
-    // devices or keys changed.
-    changed.retain(|u| sharing.contains(u) && u != user_id);
-    if own_changed {
-        changed.insert(user_id.to_owned());
-    }
+    joined.retain(|u| sharing.contains(u) && u != user_id);
     left.retain(|u| !sharing.contains(u) && u != user_id);
-    Ok((changed.into_iter().collect(), left.into_iter().collect()))
+    Ok(SharingDelta {
+        sharing,
+        joined,
+        left,
+    })
 }

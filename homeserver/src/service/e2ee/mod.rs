@@ -38,8 +38,8 @@ pub use dehydrated::{
     dehydrated_events, delete_dehydrated_device, get_dehydrated_device, put_dehydrated_device,
 };
 pub use device_lists::{
-    device_changed_in_tx, device_list_delta, devices_deleted_in_tx, receive_device_list_update,
-    user_devices,
+    device_changed_in_tx, device_list_delta, devices_deleted_in_tx, newly_sharing,
+    receive_device_list_update, user_devices,
 };
 pub use to_device::{SyncKeys, ack_to_device, receive_to_device, send_to_device, sync_keys};
 

@@ -504,12 +504,30 @@ pub async fn make_membership_template(
                 "content": content,
                 "origin_server_ts": now_ms(),
                 "depth": position.depth,
-                "prev_events": position.prev_events,
-                "auth_events": position.auth_events,
             });
+            let template = with_references(template, &position);
             Ok(json!({"room_version": room.room_version, "event": template}))
         })
         .await
+}
+
+/// Adds the prev and auth events to a membership template in the room version's format:
+/// bare IDs, or in room versions 1 and 2 `[event_id, {"sha256": reference_hash}]` pairs.
+fn with_references(mut template: Value, position: &rooms::Position) -> Value {
+    let list = |ids: &[OwnedEventId]| -> Value {
+        if position.rules.events_reference_format
+            == ruma::room_version_rules::EventsReferenceFormatVersion::V1
+        {
+            ids.iter()
+                .map(|id| json!([id, position.reference_hashes.get(id)]))
+                .collect()
+        } else {
+            json!(ids)
+        }
+    };
+    template["prev_events"] = list(&position.prev_events);
+    template["auth_events"] = list(&position.auth_events);
+    template
 }
 
 /// `send_join`/`send_leave` (resident side): checks and stores the signed membership event and
@@ -1280,8 +1298,9 @@ async fn event_id_of(server: &Server, room_id: &str, value: &Value) -> Option<St
     let (_, rules) = room_rules(&version).ok()?;
     let mut object = object_of(value).ok()?;
     object.remove("unsigned");
-    let hash = ruma::signatures::reference_hash(&object, &rules).ok()?;
-    Some(format!("${hash}"))
+    crate::matrix::pdu::event_id_of(&object, &rules)
+        .ok()
+        .map(|id| id.to_string())
 }
 
 /// Refuses a user of a server that is neither this unit nor an allow-listed peer: no event of
@@ -1527,26 +1546,40 @@ async fn membership_handshake(
         }
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
-    let ids = |key: &str| -> Vec<OwnedEventId> {
+    // Room versions 1 and 2 list `[event_id, {"sha256": hash}]` pairs; later ones bare IDs.
+    // The hashes object is copied as the resident gave it (some servers send `{}`).
+    let mut reference_hashes = std::collections::HashMap::new();
+    let mut ids = |key: &str| -> Vec<OwnedEventId> {
         event
             .get(key)
             .and_then(Value::as_array)
             .map(|a| {
                 a.iter()
-                    .filter_map(|v| v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()))
+                    .filter_map(|v| match v {
+                        Value::Array(pair) => {
+                            let id = OwnedEventId::try_from(pair.first()?.as_str()?).ok()?;
+                            let hashes = pair.get(1).filter(|h| h.is_object())?;
+                            reference_hashes.insert(id.clone(), hashes.clone());
+                            Some(id)
+                        }
+                        _ => v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
+                    })
                     .collect()
             })
             .unwrap_or_default()
     };
+    let prev_events = ids("prev_events");
+    let auth_events = ids("auth_events");
     let pdu = build_event(
         NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content),
         Placement {
             rules: &rules,
             room_id: Some(room_id),
             sender: user_id,
-            prev_events: ids("prev_events"),
+            prev_events,
             depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
-            auth_events: ids("auth_events"),
+            auth_events,
+            reference_hashes,
             origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
             server_name: &server.signer.server_name,
             key: &server.signer.key,

@@ -13,14 +13,11 @@ use crate::error::Result;
 use crate::matrix::filter::{Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
 use crate::service::rooms::visibility;
-use crate::service::sync::{self, SyncRequest};
+use crate::service::sync::{self, HEROES, SyncRequest};
 use crate::store::events::{self, StoredEvent};
 use crate::store::misc;
 use crate::store::sliding_sync::room_activity;
 use crate::store::state::{self, StateMap};
-
-/// How many members name a room that has no name (as `/sync`'s `m.heroes`).
-const HEROES: usize = 5;
 
 /// A room of the user's list.
 #[derive(Debug, Clone)]
@@ -614,22 +611,16 @@ fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut Map<String, Value>) 
     Ok(())
 }
 
-/// Up to [`HEROES`] other members (joined first, then invited, then left) with their names.
+/// Up to [`HEROES`] other members with their names, picked as `/sync`'s `m.heroes` are
+/// (joined or invited, in stream order; those who left when there are none).
 fn heroes(ctx: &RoomCtx<'_>) -> Result<Vec<Value>> {
     let conn = ctx.conn;
     let room_id = &ctx.candidate.room_id;
-    let mut picked = Vec::new();
-    for membership in ["join", "invite", "leave"] {
-        let mut members = state::members_with(conn, room_id, membership)?;
-        members.sort();
-        for member in members {
-            if picked.len() == HEROES {
-                break;
-            }
-            if member != ctx.view.user_id {
-                picked.push(member);
-            }
-        }
+    let user = ctx.view.user_id.as_str();
+    let mut picked =
+        state::members_by_stream_order(conn, room_id, user, ("join", "invite"), HEROES)?;
+    if picked.is_empty() {
+        picked = state::members_by_stream_order(conn, room_id, user, ("leave", "ban"), HEROES)?;
     }
     let mut out = Vec::new();
     for user_id in picked {

@@ -1,0 +1,367 @@
+//! The deprecated endpoints the spec still carries (the server claims every version up to
+//! v1.19): `GET /initialSync`, `GET /events` (also with `room_id`, peeking into a room the
+//! user may read without being a member), `GET /events/{eventId}` and
+//! `GET /rooms/{roomId}/initialSync`.
+//!
+//! They are answered by the code behind their replacements, reshaped: `/initialSync` is an
+//! initial `/sync` (state after the timeline, `include_leave` for `archived`), `/events` an
+//! incremental `/sync` whose room timelines are concatenated, and the room snapshot and the
+//! peeking stream use `/sync`'s timeline selection with the viewer's history visibility.
+//!
+//! Tokens are `/sync` tokens. `/events` and `/initialSync` hand out no to-device messages, so
+//! their tokens say "to-device delivered up to where it was" (the token's third part): a client
+//! that goes on to `/sync` with one still receives every waiting to-device message.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use super::Server;
+use super::aggregations::format_events;
+use super::rooms;
+use super::sync::{self, SyncRequest};
+use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::filter::{Filter, RoomEventFilter};
+use crate::store::{events, misc, state};
+
+/// Messages per room when `/initialSync` sets no `limit`.
+const DEFAULT_LIMIT: u64 = 10;
+/// Most events one `/events` answer carries per room.
+const EVENTS_LIMIT: u64 = 100;
+
+/// Who asks: user and device.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The user.
+    pub user_id: String,
+    /// Their device.
+    pub device_id: String,
+}
+
+fn sync_request(server: &Server, viewer: &Viewer, filter: Filter) -> SyncRequest {
+    SyncRequest {
+        user_id: viewer.user_id.clone(),
+        device_id: viewer.device_id.clone(),
+        since: None,
+        typing_since: 0,
+        to_device_since: None,
+        full_state: false,
+        filter,
+        timeout: Duration::ZERO,
+        use_state_after: false,
+        own_server: server.server_name().to_string(),
+        ignored: Vec::new(),
+    }
+}
+
+/// `next_batch` of a sync answer with its to-device part set to `to_device`.
+fn token_keeping_to_device(next_batch: &str, to_device: i64) -> Result<String> {
+    let (pos, typing, _) = sync::parse_full_token(next_batch)?;
+    Ok(format!("s{pos}_{typing}_{to_device}"))
+}
+
+fn events_of(section: &Value, key: &str) -> Value {
+    section[key]["events"].clone()
+}
+
+/// # `GET /initialSync`: every room of the user with its current state and latest
+/// `limit` messages, presence and account data.
+pub async fn initial_sync(
+    server: &Server,
+    viewer: Viewer,
+    limit: Option<u64>,
+    archived: bool,
+) -> Result<Value> {
+    let mut filter = Filter::default();
+    filter.room.timeline.limit = Some(limit.unwrap_or(DEFAULT_LIMIT));
+    filter.room.include_leave = archived;
+    let mut request = sync_request(server, &viewer, filter);
+    request.use_state_after = true;
+    let answer = sync::sync(server, request).await?;
+    let end = token_keeping_to_device(answer["next_batch"].as_str().unwrap_or_default(), 0)?;
+    let mut rooms = Vec::new();
+    for (membership, sections) in [("join", "join"), ("leave", "leave")] {
+        let Some(sections) = answer["rooms"][sections].as_object() else {
+            continue;
+        };
+        for (room_id, section) in sections {
+            let state = events_of(section, "state_after");
+            // `leave` covers bans too: the user's own member event in the state says which.
+            let own = state.as_array().and_then(|list| {
+                list.iter().find(|e| {
+                    e["type"] == "m.room.member" && e["state_key"] == viewer.user_id.as_str()
+                })
+            });
+            let membership = own
+                .and_then(|e| e["content"]["membership"].as_str())
+                .unwrap_or(membership);
+            let mut messages = json!({
+                "chunk": section["timeline"]["events"].clone(),
+                "end": end,
+            });
+            if let Some(start) = section["timeline"]["prev_batch"].as_str() {
+                messages["start"] = json!(start);
+            }
+            rooms.push(json!({
+                "room_id": room_id,
+                "membership": membership,
+                "messages": messages,
+                "state": state,
+                "account_data": events_of(section, "account_data"),
+            }));
+        }
+    }
+    if let Some(invites) = answer["rooms"]["invite"].as_object() {
+        for (room_id, section) in invites {
+            let invite = section["invite_state"]["events"]
+                .as_array()
+                .and_then(|list| {
+                    list.iter().find(|e| {
+                        e["type"] == "m.room.member" && e["state_key"] == viewer.user_id.as_str()
+                    })
+                })
+                .map(|stripped| {
+                    let mut event = stripped.clone();
+                    event["room_id"] = json!(room_id);
+                    event
+                });
+            let mut room = json!({ "room_id": room_id, "membership": "invite" });
+            if let Some(invite) = invite {
+                room["invite"] = invite;
+            }
+            rooms.push(room);
+        }
+    }
+    let ids: Vec<String> = rooms
+        .iter()
+        .filter_map(|r| r["room_id"].as_str().map(str::to_owned))
+        .collect();
+    let public = server
+        .store
+        .read(move |conn| {
+            ids.into_iter()
+                .map(|id| {
+                    let public = state::get_room(conn, &id)?.is_some_and(|r| r.is_public);
+                    Ok((id, public))
+                })
+                .collect::<Result<BTreeMap<_, _>>>()
+        })
+        .await?;
+    for room in &mut rooms {
+        let is_public = room["room_id"]
+            .as_str()
+            .is_some_and(|id| public.get(id).copied().unwrap_or(false));
+        room["visibility"] = json!(if is_public { "public" } else { "private" });
+    }
+    Ok(json!({
+        "end": end,
+        "rooms": rooms,
+        "presence": events_of(&answer, "presence"),
+        "account_data": events_of(&answer, "account_data"),
+    }))
+}
+
+/// # `GET /events`: the user's new room events after `from` (or from now), waiting up to
+/// `timeout` for some; with `room`, the events of that one room, which the user need only be
+/// allowed to read (peeking into a `world_readable` room).
+pub async fn events(
+    server: &Server,
+    viewer: Viewer,
+    from: Option<String>,
+    timeout: Duration,
+    room: Option<String>,
+) -> Result<Value> {
+    let parsed = from.as_deref().map(sync::parse_full_token).transpose()?;
+    let (since, typing, to_device) = match parsed {
+        Some((pos, typing, to_device)) => (pos, typing, to_device.unwrap_or(pos)),
+        None => (server.store.current_pos(), 0, server.store.current_pos()),
+    };
+    let start = from.unwrap_or_else(|| format!("s{since}_{typing}_{to_device}"));
+    if let Some(room) = room {
+        let cursor = Cursor {
+            since,
+            typing,
+            to_device,
+        };
+        return room_events(server, viewer, room, cursor, start, timeout).await;
+    }
+    let mut filter = Filter::default();
+    filter.room.timeline.limit = Some(EVENTS_LIMIT);
+    let mut request = sync_request(server, &viewer, filter);
+    request.since = Some(since);
+    request.typing_since = typing;
+    request.to_device_since = Some(to_device);
+    request.timeout = timeout;
+    let answer = sync::sync(server, request).await?;
+    let mut chunk = Vec::new();
+    for section in ["join", "leave"] {
+        if let Some(rooms) = answer["rooms"][section].as_object() {
+            for room in rooms.values() {
+                if let Some(list) = room["timeline"]["events"].as_array() {
+                    chunk.extend(list.iter().cloned());
+                }
+            }
+        }
+    }
+    let end =
+        token_keeping_to_device(answer["next_batch"].as_str().unwrap_or_default(), to_device)?;
+    Ok(json!({ "start": start, "end": end, "chunk": chunk }))
+}
+
+/// Where an `/events` stream stands: the parts of its token.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    since: i64,
+    typing: u64,
+    to_device: i64,
+}
+
+/// `/events?room_id=`: a long poll on one room's timeline as the viewer may see it.
+async fn room_events(
+    server: &Server,
+    viewer: Viewer,
+    room: String,
+    cursor: Cursor,
+    start: String,
+    timeout: Duration,
+) -> Result<Value> {
+    let Cursor {
+        since,
+        typing,
+        to_device,
+    } = cursor;
+    let deadline = tokio::time::Instant::now() + timeout.min(sync::MAX_TIMEOUT);
+    let mut positions = server.store.subscribe();
+    let mut shutdown = server.shutdown.clone();
+    loop {
+        let upto = *positions.borrow_and_update();
+        let (room, viewer_c) = (room.clone(), viewer.clone());
+        let chunk = server
+            .store
+            .read(move |conn| {
+                let visible = rooms::visibility(conn, &room, &viewer_c.user_id)?;
+                let filter = RoomEventFilter {
+                    limit: Some(EVENTS_LIMIT),
+                    not_senders: sync::ignored_users(conn, &viewer_c.user_id)?,
+                    ..RoomEventFilter::default()
+                };
+                let (list, _) = sync::timeline(conn, &room, &filter, &visible, since, upto)?;
+                format_events(conn, &list, Some((&viewer_c.user_id, &viewer_c.device_id)))
+            })
+            .await?;
+        if !chunk.is_empty() || tokio::time::Instant::now() >= deadline {
+            let end = format!("s{upto}_{typing}_{to_device}");
+            return Ok(json!({ "start": start, "end": end, "chunk": chunk }));
+        }
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, positions.changed()) => match changed {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => {
+                    return Ok(json!({ "start": start, "end": start, "chunk": [] }));
+                }
+            },
+            _ = crate::stopped(&mut shutdown) => {
+                return Ok(json!({ "start": start, "end": start, "chunk": [] }));
+            }
+        }
+    }
+}
+
+/// # `GET /events/{eventId}`: one event of any room, if the user may see it (404 otherwise,
+/// as for an unknown event).
+pub fn event(conn: &Connection, viewer: &Viewer, event_id: &str) -> Result<Value> {
+    let not_found = || Error::not_found("Event not found");
+    let stored = events::get_event(conn, event_id)?.ok_or_else(not_found)?;
+    let visible =
+        rooms::visibility(conn, stored.pdu.room_id.as_str(), &viewer.user_id).map_err(|err| {
+            match err {
+                Error::Matrix {
+                    code: ErrorCode::Forbidden,
+                    ..
+                } => not_found(),
+                err => err,
+            }
+        })?;
+    if !visible.allows(stored.stream_pos) || stored.pdu.rejected {
+        return Err(not_found());
+    }
+    format_events(conn, &[stored], Some((&viewer.user_id, &viewer.device_id)))?
+        .pop()
+        .ok_or_else(|| Error::internal("formatting lost the event"))
+}
+
+/// # `GET /rooms/{roomId}/initialSync`: a snapshot of one room the user may read (a member,
+/// a former member, or anyone while it is `world_readable`): its latest `limit` messages the
+/// user may see and the state at the last of them they may see (the current state unless
+/// they left), the user's membership, the room's directory visibility and their room
+/// account data. 403 when the user may read nothing of it.
+pub fn room_initial_sync(
+    conn: &Connection,
+    viewer: &Viewer,
+    room_id: &str,
+    upto: i64,
+    limit: Option<u64>,
+) -> Result<Value> {
+    let user = viewer.user_id.as_str();
+    let visible = rooms::visibility(conn, room_id, user)?;
+    let filter = RoomEventFilter {
+        limit: Some(limit.unwrap_or(DEFAULT_LIMIT)),
+        not_senders: sync::ignored_users(conn, user)?,
+        ..RoomEventFilter::default()
+    };
+    let (list, _) = sync::timeline(conn, room_id, &filter, &visible, 0, upto)?;
+    let chunk = format_events(conn, &list, Some((user, &viewer.device_id)))?;
+    // The state at the last position the user may see: now, unless they left.
+    let state_map = match visible.last_at_or_before(i64::MAX) {
+        Some(i64::MAX) => state::current_state(conn, room_id)?,
+        Some(last) => match state::state_group_before(conn, room_id, last.saturating_add(1))? {
+            Some(group) => state::state_at_group(conn, group)?,
+            None => state::StateMap::new(),
+        },
+        None => state::StateMap::new(),
+    };
+    let state_events = rooms::load_state_events(conn, &state_map, |_, _| true)?;
+    let state_json = state_events
+        .iter()
+        .map(|e| rooms::client_event(conn, e, Some((user, &viewer.device_id))))
+        .collect::<Result<Vec<_>>>()?;
+    let membership = state_events
+        .iter()
+        .find(|e| {
+            e.pdu.kind == ruma::events::TimelineEventType::RoomMember
+                && e.pdu.state_key.as_deref() == Some(user)
+        })
+        .and_then(|e| {
+            e.pdu.content_value()["membership"]
+                .as_str()
+                .map(str::to_owned)
+        });
+    let mut messages = json!({ "chunk": chunk, "end": format!("s{upto}") });
+    if let Some(first) = list.first() {
+        messages["start"] = json!(format!("t{}_{}", first.pdu.depth, first.stream_pos));
+    }
+    let account_data: Vec<Value> = misc::account_data_since(conn, user, 0, upto)?
+        .into_iter()
+        .filter(|(room, _, _)| room == room_id)
+        .map(|(_, kind, content)| {
+            json!({
+                "type": kind,
+                "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let public = state::get_room(conn, room_id)?.is_some_and(|r| r.is_public);
+    let mut body = json!({
+        "room_id": room_id,
+        "messages": messages,
+        "state": state_json,
+        "visibility": if public { "public" } else { "private" },
+        "account_data": account_data,
+    });
+    if let Some(membership) = membership {
+        body["membership"] = json!(membership);
+    }
+    Ok(body)
+}
