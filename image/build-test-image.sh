@@ -3,10 +3,11 @@
 # our release binaries, laid out exactly like the production image.
 #
 #   image/build-test-image.sh [--out DIR] [--homeserver BIN] [--appliance BIN] [--no-apt]
-#                             [--update-cert PEM] [--image-version V]
+#                             [--update-cert PEM] [--image-version V] [--boot-tries N]
 #       (the appliance CLI goes into the image only when --appliance is given; --update-cert
 #       is the public certificate RAUC accepts update bundles from; V defaults to
-#       SOURCE_DATE_EPOCH)
+#       SOURCE_DATE_EPOCH; N, the boot tries of a newly installed slot, defaults to the
+#       layer's 3)
 #   image/build-test-image.sh --input-key      print the hash of every input, build nothing
 #
 # What comes from the Yocto layer (yocto-layer/meta-outpost), so both images share it:
@@ -34,13 +35,14 @@ HOMESERVER=$REPO/target/release/homeserver
 APPLIANCE=
 UPDATE_CERT=
 IMAGE_VERSION=
+BOOT_TRIES=
 APT_INSTALL=1
 PRINT_KEY=0
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 SECURITY_MIRROR=http://deb.debian.org/debian-security
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--out) OUT=$2; shift 2 ;;
@@ -48,6 +50,7 @@ while [ $# -gt 0 ]; do
 	--appliance) APPLIANCE=$2; shift 2 ;;
 	--update-cert) UPDATE_CERT=$2; shift 2 ;;
 	--image-version) IMAGE_VERSION=$2; shift 2 ;;
+	--boot-tries) BOOT_TRIES=$2; shift 2 ;;
 	--no-apt) APT_INSTALL=0; shift ;;
 	--input-key) PRINT_KEY=1; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -73,7 +76,7 @@ export TZ=UTC LC_ALL=C.UTF-8
 # reused (the Debian packages are not part of it; a rebuild picks up their latest versions).
 input_key() {
 	{
-		echo "sde=$SOURCE_DATE_EPOCH suite=$SUITE version=$IMAGE_VERSION"
+		echo "sde=$SOURCE_DATE_EPOCH suite=$SUITE version=$IMAGE_VERSION tries=$BOOT_TRIES"
 		sha256sum "$HOMESERVER" ${APPLIANCE:+"$APPLIANCE"} ${UPDATE_CERT:+"$UPDATE_CERT"} | awk '{print $1}'
 		(cd "$REPO" && find image/build-test-image.sh image/lib image/test-image \
 			yocto-layer/meta-outpost/files yocto-layer/meta-outpost/recipes-core \
@@ -192,6 +195,10 @@ install -m 0644 "$REPO/image/test-image/outpost-testreport.service" "$ROOT/usr/l
 install -D -m 0644 "$LAYER/recipes-core/rauc/files/system.conf" "$ROOT/etc/rauc/system.conf"
 if [ -n "$UPDATE_CERT" ]; then
 	install -D -m 0644 "$UPDATE_CERT" "$ROOT/etc/rauc/keyring.pem"
+fi
+if [ -n "$BOOT_TRIES" ]; then
+	mkdir -p "$ROOT/usr/lib/outpost"
+	echo "$BOOT_TRIES" >"$ROOT/usr/lib/outpost/boot-tries"
 fi
 # The version of this root, for `appliance update` (and RAUC's bundle version check).
 sed -i '/^IMAGE_VERSION=/d' "$ROOT/usr/lib/os-release"

@@ -274,7 +274,8 @@ fn apply(unit: &Unit, args: &UpdateApplyArgs) -> Result<Exit, Failure> {
     drop(media);
     println!(
         "Version {} is installed and boots at the next restart, on trial: if its homeserver \
-         does not come up within 3 tries the unit returns to version {current} by itself.",
+         does not come up within its boot tries the unit returns to version {current} by \
+         itself.",
         info.version
     );
     let reboot = args.reboot
