@@ -97,8 +97,10 @@ def enroll_secure_boot(keys, out):
 
 def tampered_disk(release, work):
     """A copy of `release`'s disk whose factory UKI has one byte of its command line changed
-    (a digit of the root hash), written into the ESP as a new file."""
-    work.mkdir(parents=True, exist_ok=True)
+    (a digit of the root hash), written into the ESP as a new file. `work` starts empty: a
+    console log or overlay left by an earlier run must not stand in for this boot's."""
+    run(["rm", "-rf", work])
+    work.mkdir(parents=True)
     disk, esp, uki = work / "tampered.img", work / "esp.vfat", work / "uki.efi"
     run(["cp", "--sparse=always", release / "outpost-test.img", disk])
     run(["cp", release / "esp.vfat", esp])
