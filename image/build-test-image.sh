@@ -3,7 +3,11 @@
 # our release binaries, laid out exactly like the production image.
 #
 #   image/build-test-image.sh [--out DIR] [--homeserver BIN] [--appliance BIN] [--no-apt]
-#       (the appliance CLI goes into the image only when --appliance is given)
+#                             [--update-cert PEM] [--image-version V] [--boot-tries N]
+#       (the appliance CLI goes into the image only when --appliance is given; --update-cert
+#       is the public certificate RAUC accepts update bundles from; V defaults to
+#       SOURCE_DATE_EPOCH; N, the boot tries of a newly installed slot, defaults to the
+#       layer's 3)
 #   image/build-test-image.sh --input-key      print the hash of every input, build nothing
 #
 # What comes from the Yocto layer (yocto-layer/meta-outpost), so both images share it:
@@ -29,18 +33,24 @@ LAYOUT=$REPO/image/lib/layout.py
 OUT=$REPO/target/image
 HOMESERVER=$REPO/target/release/homeserver
 APPLIANCE=
+UPDATE_CERT=
+IMAGE_VERSION=
+BOOT_TRIES=
 APT_INSTALL=1
 PRINT_KEY=0
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
 SECURITY_MIRROR=http://deb.debian.org/debian-security
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--out) OUT=$2; shift 2 ;;
 	--homeserver) HOMESERVER=$2; shift 2 ;;
 	--appliance) APPLIANCE=$2; shift 2 ;;
+	--update-cert) UPDATE_CERT=$2; shift 2 ;;
+	--image-version) IMAGE_VERSION=$2; shift 2 ;;
+	--boot-tries) BOOT_TRIES=$2; shift 2 ;;
 	--no-apt) APT_INSTALL=0; shift ;;
 	--input-key) PRINT_KEY=1; shift ;;
 	-h | --help) usage; exit 0 ;;
@@ -53,19 +63,21 @@ die() { echo "build-test-image.sh: $*" >&2; exit 1; }
 
 [ -x "$HOMESERVER" ] || die "no homeserver binary at $HOMESERVER (cargo build --release -p homeserver)"
 [ -z "$APPLIANCE" ] || [ -x "$APPLIANCE" ] || die "no appliance binary at $APPLIANCE"
+[ -z "$UPDATE_CERT" ] || [ -f "$UPDATE_CERT" ] || die "no update certificate at $UPDATE_CERT"
 
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	SOURCE_DATE_EPOCH=$(git -C "$REPO" log -1 --format=%ct 2>/dev/null || echo 1767225600)
 fi
 export SOURCE_DATE_EPOCH
+IMAGE_VERSION=${IMAGE_VERSION:-$SOURCE_DATE_EPOCH}
 export TZ=UTC LC_ALL=C.UTF-8
 
 # Everything the image is made from, hashed: when this key is unchanged an existing image can be
 # reused (the Debian packages are not part of it; a rebuild picks up their latest versions).
 input_key() {
 	{
-		echo "sde=$SOURCE_DATE_EPOCH suite=$SUITE"
-		sha256sum "$HOMESERVER" ${APPLIANCE:+"$APPLIANCE"} | awk '{print $1}'
+		echo "sde=$SOURCE_DATE_EPOCH suite=$SUITE version=$IMAGE_VERSION tries=$BOOT_TRIES"
+		sha256sum "$HOMESERVER" ${APPLIANCE:+"$APPLIANCE"} ${UPDATE_CERT:+"$UPDATE_CERT"} | awk '{print $1}'
 		(cd "$REPO" && find image/build-test-image.sh image/lib image/test-image \
 			yocto-layer/meta-outpost/files yocto-layer/meta-outpost/recipes-core \
 			-type f ! -name '*.pyc' -print0 | sort -z | xargs -0 sha256sum)
@@ -105,8 +117,9 @@ mkdir -p "$CACHE"
 # --- root filesystem --------------------------------------------------------------------------
 # Kernel modules: only the drivers this machine needs, the rest of the kernel package is never
 # unpacked. Initramfs: virtio disk, dm-verity, squashfs. Root: network, ext4 (/data), FAT
-# (ESP, PROVISION disk), nftables, the ACPI power button (+ evdev for logind), virtio-rng.
-MODULE_DIRS="drivers/virtio drivers/block/virtio_blk.ko drivers/md drivers/net/virtio_net.ko
+# (ESP, PROVISION disk), nftables, the ACPI power button (+ evdev for logind), virtio-rng, loop
+# (RAUC opens an update bundle through a loop device).
+MODULE_DIRS="drivers/virtio drivers/block/virtio_blk.ko drivers/block/loop.ko drivers/md drivers/net/virtio_net.ko
 drivers/net/net_failover.ko net/core drivers/char/hw_random drivers/acpi/button.ko
 drivers/input/evdev.ko fs/squashfs fs/ext4 fs/jbd2 fs/mbcache.ko fs/fat fs/nls fs/efivarfs
 net/netfilter net/ipv4/netfilter net/ipv6/netfilter lib crypto arch/x86/crypto"
@@ -129,7 +142,7 @@ log "mmdebstrap $SUITE (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH)"
 # shellcheck disable=SC2016 # "$1" is expanded by mmdebstrap in its hooks
 mmdebstrap --mode=root --variant=essential --architecture=amd64 --quiet \
 	--aptopt='APT::Install-Recommends "false"' \
-	--include=systemd,systemd-sysv,udev,dbus,kmod,nftables,cryptsetup-bin,busybox-static,linux-image-amd64 \
+	--include=systemd,systemd-sysv,udev,dbus,kmod,nftables,cryptsetup-bin,busybox-static,linux-image-amd64,rauc \
 	"${dpkg_filters[@]}" \
 	--setup-hook='mkdir -p "$1"/var/cache/apt/archives' \
 	--setup-hook="sync-in '$CACHE' /var/cache/apt/archives" \
@@ -167,11 +180,29 @@ subst() {
 done
 # Mount point of the data partition (the root is read-only at run time).
 mkdir -p "$ROOT/data"
-strip --strip-debug -o "$ROOT/usr/bin/homeserver" "$HOMESERVER"
+# (A test may pass a script as the homeserver: an update whose homeserver cannot start.)
+if [ "$(head -c 4 "$HOMESERVER")" = "$(printf '\177ELF')" ]; then
+	strip --strip-debug -o "$ROOT/usr/bin/homeserver" "$HOMESERVER"
+else
+	install -m 0755 "$HOMESERVER" "$ROOT/usr/bin/homeserver"
+fi
 if [ -n "$APPLIANCE" ]; then
 	strip --strip-debug -o "$ROOT/usr/bin/appliance" "$APPLIANCE"
 fi
 install -m 0644 "$REPO/image/test-image/outpost-testreport.service" "$ROOT/usr/lib/systemd/system/"
+# Updates: RAUC's slot configuration from the layer, and the certificate bundles must be
+# signed with (the signing key itself never enters the image).
+install -D -m 0644 "$LAYER/recipes-core/rauc/files/system.conf" "$ROOT/etc/rauc/system.conf"
+if [ -n "$UPDATE_CERT" ]; then
+	install -D -m 0644 "$UPDATE_CERT" "$ROOT/etc/rauc/keyring.pem"
+fi
+if [ -n "$BOOT_TRIES" ]; then
+	mkdir -p "$ROOT/usr/lib/outpost"
+	echo "$BOOT_TRIES" >"$ROOT/usr/lib/outpost/boot-tries"
+fi
+# The version of this root, for `appliance update` (and RAUC's bundle version check).
+sed -i '/^IMAGE_VERSION=/d' "$ROOT/usr/lib/os-release"
+echo "IMAGE_VERSION=$IMAGE_VERSION" >>"$ROOT/usr/lib/os-release"
 install -m 0755 "$REPO/image/test-image/outpost-testreport" "$ROOT/usr/libexec/outpost/"
 
 # Accounts at build time (the root is read-only at run time), then the enabled units.
@@ -238,15 +269,22 @@ find "$INITRD" -print0 | xargs -0 touch -h -d "@$SOURCE_DATE_EPOCH"
 	cpio --null --create --format=newc --reproducible --owner=0:0 --quiet) |
 	zstd -q -19 -T1 >"$WORK/initramfs.cpio.zst"
 
-echo "$KERNEL_CMDLINE" | sed -e "s/@SLOT@/a/" -e "s/@ROOT_PARTUUID@/$(layout root-a uuid)/" \
-	-e "s/@VERITY_PARTUUID@/$(layout root-a-verity uuid)/" -e "s/@ROOTHASH@/$ROOTHASH/" \
-	| tr -d '\n' >"$WORK/cmdline"
-{
-	grep -v '^VERSION_ID=\|^PRETTY_NAME=' "$ROOT/usr/lib/os-release"
-	echo 'PRETTY_NAME="Outpost test image (root slot A)"'
-	echo "IMAGE_ID=outpost-test"
-	echo "IMAGE_VERSION=$SOURCE_DATE_EPOCH"
-} >"$WORK/os-release"
+# One UKI per slot, each naming its own partitions (both hold the same root, so the same hash):
+# slot A's goes on the ESP, both go into an update bundle (image/build-bundle.sh).
+# Their os-release carries no version (no IMAGE_VERSION, VERSION, VERSION_ID, BUILD_ID):
+# systemd-boot then orders the slots' UKIs by file name, which the update tooling controls
+# (usr/libexec/outpost/esp-uki in the layer); with versions, systemd-boot would put the newer
+# slot first even after an admin installed an older release on purpose (--allow-downgrade).
+for slot in a b; do
+	echo "$KERNEL_CMDLINE" | sed -e "s/@SLOT@/$slot/g" -e "s/@ROOT_PARTUUID@/$(layout root-$slot uuid)/" \
+		-e "s/@VERITY_PARTUUID@/$(layout root-$slot-verity uuid)/" -e "s/@ROOTHASH@/$ROOTHASH/" \
+		| tr -d '\n' >"$WORK/cmdline-$slot"
+	{
+		grep -v '^VERSION_ID=\|^VERSION=\|^BUILD_ID=\|^IMAGE_VERSION=\|^PRETTY_NAME=' "$ROOT/usr/lib/os-release"
+		echo "PRETTY_NAME=\"Outpost test image (root slot ${slot^^})\""
+		echo "IMAGE_ID=outpost-test"
+	} >"$WORK/os-release-$slot"
+done
 echo "$KVER" >"$WORK/uname"
 
 STUB=/usr/lib/systemd/boot/efi/linuxx64.efi.stub
@@ -256,15 +294,18 @@ last=0
 while read -r size vma; do
 	[ $((16#$vma + 16#$size)) -le "$last" ] || last=$((16#$vma + 16#$size))
 done < <(objdump -h "$STUB" | awk '$1 ~ /^[0-9]+$/ {print $3, $4}')
-next=$(( (last + align - 1) / align * align ))
-sections=()
-for s in osrel:os-release cmdline:cmdline uname:uname linux:vmlinuz initrd:initramfs.cpio.zst; do
-	name=${s%%:*} file=$WORK/${s#*:}
-	sections+=(--add-section ".$name=$file" --change-section-vma ".$name=$(printf 0x%x "$next")")
-	next=$(( (next + $(stat -c %s "$file") + align - 1) / align * align ))
+first=$(( (last + align - 1) / align * align ))
+for slot in a b; do
+	next=$first
+	sections=()
+	for s in osrel:os-release-$slot cmdline:cmdline-$slot uname:uname linux:vmlinuz initrd:initramfs.cpio.zst; do
+		name=${s%%:*} file=$WORK/${s#*:}
+		sections+=(--add-section ".$name=$file" --change-section-vma ".$name=$(printf 0x%x "$next")")
+		next=$(( (next + $(stat -c %s "$file") + align - 1) / align * align ))
+	done
+	objcopy "${sections[@]}" "$STUB" "$WORK/outpost-$slot.efi"
+	python3 "$REPO/image/lib/pe_timestamp.py" "$WORK/outpost-$slot.efi" "$SOURCE_DATE_EPOCH"
 done
-objcopy "${sections[@]}" "$STUB" "$WORK/outpost-a.efi"
-python3 "$REPO/image/lib/pe_timestamp.py" "$WORK/outpost-a.efi" "$SOURCE_DATE_EPOCH"
 
 # --- ESP ----------------------------------------------------------------------------------------
 log "ESP, data partition, disk"
@@ -278,7 +319,8 @@ cp /usr/lib/systemd/boot/efi/systemd-bootx64.efi "$WORK/BOOTX64.EFI"
 touch -d "@$SOURCE_DATE_EPOCH" "$WORK/BOOTX64.EFI"
 mmd -i "$ESP" ::EFI ::EFI/BOOT ::EFI/Linux ::loader
 mcopy -i "$ESP" -m "$WORK/BOOTX64.EFI" ::EFI/BOOT/BOOTX64.EFI
-mcopy -i "$ESP" -m "$WORK/outpost-a.efi" ::EFI/Linux/outpost-a.efi
+# Generation 1, no boot counter: the factory slot is good.
+mcopy -i "$ESP" -m "$WORK/outpost-a.efi" ::EFI/Linux/outpost-1-a.efi
 mcopy -i "$ESP" -m "$WORK/loader.conf" ::loader/loader.conf
 
 # --- data partition: empty ext4, fixed UUID and hash seed ------------------------------------
@@ -300,8 +342,9 @@ put root-a-verity "$OUT/root-a.verity"
 put data "$DATA"
 python3 "$LAYOUT" check "$DISK"
 
-cp "$WORK/outpost-a.efi" "$OUT/outpost-a.efi"
-(cd "$OUT" && sha256sum outpost-test.img esp.vfat outpost-a.efi root-a.squashfs root-a.verity data.ext4 >SHA256SUMS)
+cp "$WORK/outpost-a.efi" "$WORK/outpost-b.efi" "$OUT/"
+echo "$IMAGE_VERSION" >"$OUT/image-version"
+(cd "$OUT" && sha256sum outpost-test.img esp.vfat outpost-a.efi outpost-b.efi root-a.squashfs root-a.verity data.ext4 >SHA256SUMS)
 input_key >"$OUT/input-key"
 echo "$SOURCE_DATE_EPOCH" >"$OUT/source-date-epoch"
 rm -rf "$WORK"

@@ -4,10 +4,11 @@
 #
 #   tests/host-tools.sh list              print the table, with where each command is now
 #   tests/host-tools.sh check [STAGE…]    exit 1, naming command and package, if any is missing
-#   tests/host-tools.sh ensure [STAGE…]   install what is missing (one apt-get call), then check
+#   tests/host-tools.sh ensure [STAGE…]   install what is missing (one apt-get call; pip for the
+#                                         few PyPI rows, into target/host-venv), then check
 #
 # With no STAGE, every stage. Stages: suite (cargo tests), layer (tests/image/check-layer.sh),
-# build (image/build-test-image.sh), boot (tests/image/boot-test.py).
+# build (image/build-test-image.sh), boot (tests/image/boot-test.py, tests/image/update-test.py).
 #
 # Why one apt-get call, with versions chosen here: a fresh machine has qemu-utils from
 # bookworm-backports (newer than bookworm's qemu-system-x86), and that qemu-utils Breaks
@@ -23,7 +24,7 @@ openssl             openssl            suite        TLS chains and SPKI pins che
 setsid              util-linux         suite        the setup wizard on a pseudo-terminal
 unshare             util-linux         suite,layer  Synapse in a private mount namespace; nft -c
 kill                procps             suite        signals to the homeserver under test
-python3-venv        python3-venv       suite,layer  Synapse and the layer linters live in venvs
+python3-venv        python3-venv       suite,layer,boot  Synapse, the layer linters, virt-firmware live in venvs
 shellcheck          shellcheck         layer        the layer's and image's scripts
 setpriv             util-linux         layer        bitbake runs as nobody when the check runs as root
 /usr/bin/python3    python3            layer        bitbake's interpreter (as nobody: no root's pyenv)
@@ -67,8 +68,19 @@ qemu-io             qemu-utils         boot         writes into an overlay (tamp
 socat               socat              boot         guest-to-guest forwards
 /usr/share/OVMF/OVMF_CODE_4M.fd  ovmf  boot         UEFI firmware
 /usr/share/OVMF/OVMF_VARS_4M.fd  ovmf  boot         UEFI variable store template
+rauc                rauc               boot         makes the update test's signed bundles (rauc bundle)
+openssl             openssl            boot         the update test's throw-away signing keys
+unsquashfs          squashfs-tools     boot         derives the update test's releases (derive-update.sh)
+sbsign              sbsigntool         boot         signs systemd-boot and the UKIs for Secure Boot (sign-secure-boot.sh)
+/usr/share/OVMF/OVMF_CODE_4M.secboot.fd  ovmf  boot  UEFI firmware with Secure Boot (update test)
+venv:virt-fw-vars   pypi:virt-firmware==26.10  boot  enrolls the test's Secure Boot keys into OVMF's variables
 EOF
 )
+
+# Python tools that Debian bookworm does not package come from PyPI, pinned, into one venv
+# under the checkout's target/ (rows whose command is venv:NAME and whose package is
+# pypi:DIST==VERSION); `ensure` makes the venv and pip-installs them.
+HOST_VENV=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/host-venv
 
 # Packages that must be installed at the version the first one gets (see the header).
 SAME_VERSION=(qemu-system-x86 qemu-utils)
@@ -76,6 +88,7 @@ SAME_VERSION=(qemu-system-x86 qemu-utils)
 present() {
 	case $1 in
 	python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null ;;
+	venv:*) [ -x "$HOST_VENV/bin/${1#venv:}" ] ;;
 	/*) [ -e "$1" ] ;;
 	locale:*) locale -a 2>/dev/null | sed 's/\.utf8$/.UTF-8/' | grep -x "${1#locale:}" >/dev/null ;; # not -q: no SIGPIPE under pipefail
 	*) type -P "$1" >/dev/null 2>&1 ;;
@@ -112,20 +125,40 @@ check() {
 	missing=$(missing_rows "$@")
 	[ -z "$missing" ] && return 0
 	while read -r cmd pkg; do
-		echo "host-tools: missing $cmd (Debian package $pkg)" >&2
+		case $pkg in
+		pypi:*) echo "host-tools: missing $cmd (PyPI ${pkg#pypi:} in $HOST_VENV)" >&2 ;;
+		*) echo "host-tools: missing $cmd (Debian package $pkg)" >&2 ;;
+		esac
 	done <<<"$missing"
 	return 1
 }
 
 ensure() {
-	local missing before pkgs=() args=()
+	local missing
 	missing=$(missing_rows "$@")
 	[ -z "$missing" ] && return 0
+	# PyPI rows: pip into the venv, after the Debian packages (python3-venv among them).
+	local pypi
+	pypi=$(awk '$2 ~ /^pypi:/ {sub(/^pypi:/, "", $2); print $2}' <<<"$missing" | sort -u)
+	missing=$(awk '$2 !~ /^pypi:/' <<<"$missing")
+	if [ -n "$missing" ]; then ensure_debian "$missing" || return 1; fi
+	if [ -n "$pypi" ]; then
+		echo "host-tools: installing from PyPI into $HOST_VENV: ${pypi//$'\n'/ }"
+		# shellcheck disable=SC2086 # one word per requirement
+		{ [ -x "$HOST_VENV/bin/pip" ] || python3 -m venv "$HOST_VENV"; } &&
+			"$HOST_VENV/bin/pip" install -q $pypi || return 1
+	fi
+	check "$@"
+}
+
+# Installs the Debian packages of the "command package" rows in $1.
+ensure_debian() {
+	local missing=$1 before pkgs=() args=()
 	before=$(rows | while read -r c p; do
 		if present "$c"; then echo "$c $p"; fi
 	done)
 	mapfile -t pkgs < <(awk '{print $2}' <<<"$missing" | sort -u)
-	[ "$(id -u)" = 0 ] || { check "$@"; echo "host-tools: run as root to install them" >&2; return 1; }
+	[ "$(id -u)" = 0 ] || { echo "host-tools: run as root to install them" >&2; return 1; }
 	echo "host-tools: installing ${pkgs[*]}"
 	apt-get update -q >/dev/null
 	# A package of a SAME_VERSION set brings the whole set, each pinned to the first one's
@@ -154,7 +187,7 @@ ensure() {
 		[ -n "$c" ] || continue
 		present "$c" || { echo "host-tools: the install removed $c (Debian package $p)" >&2; lost=1; }
 	done <<<"$before"
-	check "$@" && [ "$lost" = 0 ]
+	[ "$lost" = 0 ]
 }
 
 list() {
@@ -163,6 +196,7 @@ list() {
 		local where
 		case $cmd in
 		python3-venv) present "$cmd" && where=python3 || where=- ;;
+		venv:*) present "$cmd" && where=$HOST_VENV/bin/${cmd#venv:} || where=- ;;
 		/* | locale:*) present "$cmd" && where=$cmd || where=- ;;
 		*) where=$(type -P "$cmd" || echo -) ;;
 		esac

@@ -82,6 +82,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Erase everything in the data directory, back to a blank unit (homeserver stopped).
     FactoryReset(FactoryResetArgs),
+    /// Install a signed system update from a USB stick, or show the two root slots.
+    ///
+    /// The unit has two root slots; an update goes into the one not running, which boots on
+    /// trial at the next restart and falls back to the old one by itself if its homeserver does
+    /// not come up within 3 tries.
+    #[command(subcommand)]
+    Update(UpdateCommand),
     /// Print the man page (or write one page per command into a directory).
     Man(ManArgs),
     /// Print a shell completion script.
@@ -374,6 +381,41 @@ pub struct FactoryResetArgs {
     /// Confirm by giving the unit's server name instead of typing it at the prompt.
     #[arg(long, value_name = "SERVER_NAME")]
     pub confirm: Option<String>,
+}
+
+/// `appliance update …`.
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Check a signed update bundle and install it into the inactive root slot.
+    ///
+    /// The bundle's signature is checked against the vendor certificate built into the unit,
+    /// then its compatible string and version (an older or equal version is refused unless
+    /// --allow-downgrade). A backup of the data is taken (beside the data directory) before
+    /// the slot is written. Nothing is changed when a check fails.
+    Apply(UpdateApplyArgs),
+    /// Show both root slots: version, which one runs, which boots next, good / pending / bad.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `appliance update apply`.
+#[derive(Debug, Args)]
+pub struct UpdateApplyArgs {
+    /// The update bundle (.raucb); with --device, its path on that stick.
+    pub file: PathBuf,
+    /// Mount this device (a USB stick, e.g. /dev/disk/by-label/UPDATE) read-only and take
+    /// FILE from it.
+    #[arg(long, value_name = "DEV")]
+    pub device: Option<PathBuf>,
+    /// Install even if the bundle's version is not newer than the running one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+    /// Restart into the new version once it is installed, without asking.
+    #[arg(long)]
+    pub reboot: bool,
 }
 
 /// `appliance man`.

@@ -1,6 +1,6 @@
 //! The `appliance` command: what installers and admins use at an Outpost unit's console to
-//! provision it, manage users and peers, check health, rotate keys, and back it up and restore
-//! it.
+//! provision it, manage users and peers, check health, rotate keys, back it up and restore
+//! it, and update its system from a signed bundle.
 //!
 //! `main` parses the command line ([`cli`]), runs one command, prints a failure once and exits
 //! with a documented code ([`base::exit`]).
@@ -8,7 +8,7 @@
 //! Three layers, dependencies pointing down only:
 //! - the commands, one module each (`setup`, `users`, `peer` in [`peers`], `keys`, `tls`,
 //!   `status`, `selftest`, `reports` and `notice`, `backup` and `restore`, `factory-reset`,
-//!   `man` and `completions` in [`docs`]), each importing [`cli`] for its arguments; no command
+//!   `man` and `completions` in [`docs`], `update`), each importing [`cli`] for its arguments; no command
 //!   imports another;
 //! - [`unit`]: the unit's files (config, provisioning, allow-list, firewall sets, TLS names)
 //!   and its database while the server is stopped;
@@ -32,6 +32,7 @@ mod selftest;
 mod setup;
 mod status;
 mod tls;
+mod update;
 mod users;
 
 use std::process::ExitCode;
@@ -71,6 +72,7 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),
         Command::FactoryReset(args) => reset::run(&unit, args),
+        Command::Update(command) => update::run(&unit, command, &backup::backup),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     }

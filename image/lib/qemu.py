@@ -8,7 +8,9 @@ leaves it running until the timeout, printing where the serial logs are. Tests i
 
 - Accelerator: TCG (`-accel tcg`); KVM is not available on our machines and is never tried.
 - CPU: Nehalem, an x86-64-v2 CPU without AVX/AVX2: the image must run on the oldest CPU we ship on.
-- Firmware: OVMF (UEFI), with a per-guest copy of the variable store.
+- Firmware: OVMF (UEFI), with a per-guest copy of the variable store. With `secure_boot_vars`
+  (a variable store with PK, KEK and db enrolled and Secure Boot on, see update-test.py), the
+  Secure Boot build of OVMF on a q35 with SMM, and a copy of that store.
 - Serial: ttyS0 (the console) and ttyS1 (the test report) go to files in the work directory.
 - Network: user-mode, `restrict=on` (the guest reaches nothing outside qemu), one host forward
   bound to 127.0.0.1 for the client port (and, for a unit that federates, one for its
@@ -39,6 +41,9 @@ import time
 
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+# The same firmware built with Secure Boot and SMM (the variable store is then writable only
+# from SMM, so the guest's OS cannot change the enrolled keys).
+OVMF_CODE_SECBOOT = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 GUEST_CLIENT_PORT = 8008
 GUEST_FEDERATION_PORT = 8448
 
@@ -78,7 +83,8 @@ class Guest:
     Guest on the same workdir boots the same (persisted) disk again."""
 
     def __init__(self, disk, workdir, provision=None, port=None, memory_mb=1024, smp=2,
-                 lifetime=900, fed_port=None, guest_forwards=(), interactive=False):
+                 lifetime=900, fed_port=None, guest_forwards=(), interactive=False,
+                 extra_disks=(), reboot=False, secure_boot_vars=None):
         self.disk = pathlib.Path(disk).resolve()
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +98,12 @@ class Guest:
         # (guest address, guest port, host port on 127.0.0.1) for connections the guest opens.
         self.guest_forwards = list(guest_forwards)
         self.interactive = interactive
+        # More read-only raw disks (a USB stick with update bundles, say).
+        self.extra_disks = [pathlib.Path(d).resolve() for d in extra_disks]
+        # True: a reboot in the guest restarts it in the same qemu (boot counting, rollback);
+        # False: qemu exits when the guest reboots (-no-reboot).
+        self.reboot = reboot
+        self.secure_boot = secure_boot_vars is not None
         self._console = None
         self.proc = None
         self.boot = 0
@@ -101,7 +113,7 @@ class Guest:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                             str(self.disk), str(self.overlay)], check=True)
         if not self.vars.exists():
-            shutil.copyfile(OVMF_VARS, self.vars)
+            shutil.copyfile(secure_boot_vars or OVMF_VARS, self.vars)
 
     @property
     def console(self):
@@ -122,10 +134,14 @@ class Guest:
     def command(self):
         cmd = [
             "timeout", "--kill-after=10", str(self.lifetime),
-            "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "Nehalem",
-            "-smp", str(self.smp), "-m", str(self.memory_mb), "-no-reboot", "-nodefaults",
+            "qemu-system-x86_64", "-machine", "q35,smm=on" if self.secure_boot else "q35",
+            "-accel", "tcg", "-cpu", "Nehalem",
+            "-smp", str(self.smp), "-m", str(self.memory_mb), "-nodefaults",
             "-display", "none", "-vga", "none",
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            *(["-global", "driver=cfi.pflash01,property=secure,value=on"]
+              if self.secure_boot else []),
+            "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="
+            + (OVMF_CODE_SECBOOT if self.secure_boot else OVMF_CODE),
             "-drive", f"if=pflash,format=raw,unit=1,file={self.vars}",
             "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay}",
             "-device", "virtio-blk-pci,drive=disk0,bootindex=1",
@@ -142,6 +158,11 @@ class Guest:
             "-serial", "chardev:ttyS1",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
+        if not self.reboot:
+            cmd.append("-no-reboot")
+        for i, disk in enumerate(self.extra_disks):
+            cmd += ["-drive", f"if=none,id=extra{i},format=raw,readonly=on,file={disk}",
+                    "-device", f"virtio-blk-pci,drive=extra{i}"]
         if self.provision:
             cmd += ["-drive", f"if=none,id=prov,format=raw,readonly=on,file={self.provision}",
                     "-device", "virtio-blk-pci,drive=prov"]
@@ -238,6 +259,17 @@ class Guest:
                 return needle in self.console_text()
             time.sleep(0.5)
         return False
+
+    def wait_console_after(self, offset, needle, timeout):
+        """Like `wait_console`, in the console text after `offset` characters only."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.console_text()[offset:]:
+                return True
+            if not self.running():
+                break
+            time.sleep(0.5)
+        return needle in self.console_text()[offset:]
 
     def read_report(self, timeout):
         """Wait for the test report on ttyS1 and return it as a dict (None on timeout)."""

@@ -99,7 +99,7 @@ def main():
             results.check(f"outpost.bbclass and layout.py agree on root-{slot}'s UUID",
                           got == layout.part(wks, f"root-{slot}")["uuid"], got)
         results.check("outpost-image: UKI named after the slot",
-                      image.getVar("UKI_FILENAME") == "outpost-a.efi", image.getVar("UKI_FILENAME"))
+                      image.getVar("UKI_FILENAME") == "outpost-1-a.efi", image.getVar("UKI_FILENAME"))
         results.check("outpost-image: squashfs, its verity hash tree and the wic disk",
                       image.getVar("IMAGE_FSTYPES").split() == ["squashfs", "squashfs.verity", "wic"],
                       image.getVar("IMAGE_FSTYPES"))

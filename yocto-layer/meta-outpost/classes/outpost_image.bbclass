@@ -33,7 +33,9 @@ CONVERSION_CMD:verity = "veritysetup format --salt=${OUTPOST_VERITY_SALT} --uuid
 # The console logs in as root (getty drop-ins in outpost-base) into the appliance tool.
 EXTRA_USERS_PARAMS = "usermod --shell ${libexecdir}/outpost/admin-shell root;"
 
-UKI_FILENAME = "outpost-${OUTPOST_SLOT}.efi"
+# Generation 1, no boot counter: the factory slot, good (the naming of the slots' UKIs on the
+# ESP is described in outpost-base's usr/libexec/outpost/esp-uki).
+UKI_FILENAME = "outpost-1-${OUTPOST_SLOT}.efi"
 UKI_CMDLINE = "set by outpost_uki_cmdline once the root hash exists"
 
 def outpost_roothash(d):

@@ -1,0 +1,458 @@
+//! `appliance update apply` and `appliance update status`: offline A/B updates of the root
+//! filesystem through RAUC, from a bundle on a USB stick.
+//!
+//! The unit has two root slots (`a` and `b`, each a squashfs with its dm-verity hash partition,
+//! booted through its own unified kernel image). `apply` checks the bundle (RAUC verifies its
+//! signature against the unit's keyring, which holds only the vendor's certificate), its
+//! compatible string and its version (no downgrade unless asked), takes a backup of the data
+//! with the ordinary backup code, and has RAUC write the inactive slot. RAUC's post-install
+//! handler puts that slot's kernel image on the ESP with a boot counter of 3 tries; the new
+//! slot boots on trial at the next restart and is blessed (its counter dropped) once the
+//! homeserver reports READY. A slot that fails its tries falls back to the other by itself
+//! (systemd-boot's boot assessment; see `usr/libexec/outpost/esp-uki` in the layer).
+//!
+//! The database: the new homeserver migrates its schema at its first start, before it reports
+//! READY, so a slot can only be judged good after the migration. An older homeserver refuses a
+//! newer schema, so after a rollback from a slot that got as far as migrating, the pre-update
+//! backup this command takes is what brings the data back (`appliance restore`, named in
+//! `update status`). Nothing here runs RAUC's install steps itself: this module only checks,
+//! backs up, calls `rauc` and reads its state.
+
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::cli::{BackupArgs, UpdateApplyArgs, UpdateCommand};
+use crate::base::console::Console;
+use crate::base::exit::{Exit, Failure};
+use crate::unit::Unit;
+
+/// RAUC's configuration on the unit: the compatible string every bundle must carry.
+const RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
+/// The vendor's update certificate: the only signer whose bundles this unit accepts.
+const RAUC_KEYRING: &str = "/etc/rauc/keyring.pem";
+/// The running root's os-release; `IMAGE_VERSION` is the version of the booted slot.
+const OS_RELEASE: &str = "/etc/os-release";
+/// The bootloader backend (our script): also answers `describe SLOT` with good/pending/bad.
+const BOOTLOADER_BACKEND: &str = "/usr/libexec/outpost/rauc-bootloader";
+/// Where a USB stick given with `--device` is mounted (read-only) while its bundle is used.
+const MEDIA_MOUNT: &str = "/run/outpost-update-media";
+/// File name prefix of the pre-update backups (in the directory next to the data directory).
+const BACKUP_PREFIX: &str = "pre-update-";
+
+/// Runs `appliance update …`.
+///
+/// `backup` is the `backup` command's own code, handed in by `main` (a command never imports
+/// another), so the pre-update backup is an ordinary backup.
+pub fn run(
+    unit: &Unit,
+    command: &UpdateCommand,
+    backup: &dyn Fn(&Unit, &BackupArgs) -> Result<Exit, Failure>,
+) -> Result<Exit, Failure> {
+    match command {
+        UpdateCommand::Apply(args) => apply(unit, args, backup),
+        UpdateCommand::Status { json } => status(unit, *json),
+    }
+}
+
+/// The directory pre-update backups go to: beside the data directory, on the data partition
+/// (the root is read-only), and outside what a restore replaces.
+fn backup_dir(unit: &Unit) -> PathBuf {
+    unit.dir()
+        .parent()
+        .unwrap_or_else(|| Path::new("/"))
+        .join("update-backups")
+}
+
+/// A mounted USB stick, unmounted when dropped.
+struct Media {
+    dir: PathBuf,
+}
+
+impl Media {
+    fn mount(device: &Path) -> Result<Self, Failure> {
+        let dir = PathBuf::from(MEDIA_MOUNT);
+        std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
+        let out = Command::new("mount")
+            .args(["-o", "ro,nosuid,nodev,noexec"])
+            .arg(device)
+            .arg(&dir)
+            .output()
+            .map_err(|err| Failure::broke(format!("cannot run mount: {err}")))?;
+        if !out.status.success() {
+            return Err(Failure::rejected(format!(
+                "cannot mount {}: {}",
+                device.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// What `rauc info` says about a bundle whose signature it verified.
+#[derive(Debug)]
+struct BundleInfo {
+    compatible: String,
+    version: String,
+}
+
+/// Has RAUC check the bundle's signature against the unit's keyring and read its manifest.
+fn bundle_info(file: &Path) -> Result<BundleInfo, Failure> {
+    // The keyring is named explicitly: without one, `rauc info` skips the signature check.
+    if !Path::new(RAUC_KEYRING).is_file() {
+        return Err(Failure::state(format!(
+            "this unit has no update certificate ({RAUC_KEYRING}); it cannot check bundles"
+        )));
+    }
+    let out = Command::new("rauc")
+        .args(["info", "--output-format=json"])
+        .arg(format!("--keyring={RAUC_KEYRING}"))
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Failure::broke(format!("cannot run rauc: {err}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("rauc refused it")
+            .trim();
+        return Err(Failure::rejected(format!(
+            "{} is not a valid update bundle for this unit (bad or foreign signature, damaged \
+             or truncated file): {reason}; nothing was changed",
+            file.display()
+        )));
+    }
+    let info: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|err| Failure::broke(format!("rauc info printed no JSON: {err}")))?;
+    let field = |name: &str| info.get(name).and_then(Value::as_str).map(str::to_owned);
+    Ok(BundleInfo {
+        compatible: field("compatible").unwrap_or_default(),
+        version: field("version").unwrap_or_default(),
+    })
+}
+
+/// The value of `key=` in a simple KEY=value file (system.conf's `compatible`, os-release's
+/// `IMAGE_VERSION`), quotes removed.
+fn key_value(path: &str, key: &str) -> Result<Option<String>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| Failure::io("cannot read", Path::new(path), err))?;
+    Ok(text.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+            .map(|value| value.trim().trim_matches('"').to_owned())
+    }))
+}
+
+/// Compares two release versions: dot-separated numbers numerically, anything else as text.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |v: &str| -> Vec<String> { v.split('.').map(str::to_owned).collect() };
+    let (pa, pb) = (parts(a), parts(b));
+    for (x, y) in pa.iter().zip(pb.iter()) {
+        let order = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    pa.len().cmp(&pb.len())
+}
+
+/// The bundle's path: FILE itself, or FILE on the stick mounted from `--device` (a relative
+/// path that stays on the stick).
+fn bundle_path(args: &UpdateApplyArgs, media: Option<&Media>) -> Result<PathBuf, Failure> {
+    let Some(media) = media else {
+        return Ok(args.file.clone());
+    };
+    let relative = args.file.strip_prefix("/").unwrap_or(&args.file);
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
+        return Err(Failure::usage(format!(
+            "{} must be a path on the stick, without ..",
+            args.file.display()
+        )));
+    }
+    Ok(media.dir.join(relative))
+}
+
+fn apply(
+    unit: &Unit,
+    args: &UpdateApplyArgs,
+    backup: &dyn Fn(&Unit, &BackupArgs) -> Result<Exit, Failure>,
+) -> Result<Exit, Failure> {
+    let media = args.device.as_deref().map(Media::mount).transpose()?;
+    let file = bundle_path(args, media.as_ref())?;
+    if !file.is_file() {
+        return Err(Failure::rejected(format!(
+            "{} is not a file; give the update bundle (.raucb)",
+            file.display()
+        )));
+    }
+
+    // 1. Signature and manifest (RAUC, against the unit's keyring), compatibility, version.
+    println!("Checking the bundle's signature ...");
+    let info = bundle_info(&file)?;
+    let compatible = key_value(RAUC_SYSTEM_CONF, "compatible")?.unwrap_or_default();
+    if info.compatible != compatible {
+        return Err(Failure::rejected(format!(
+            "the bundle is for '{}', this unit is '{compatible}'; nothing was changed",
+            info.compatible
+        )));
+    }
+    let current = key_value(OS_RELEASE, "IMAGE_VERSION")?.unwrap_or_default();
+    let order = compare_versions(&info.version, &current);
+    if order.is_le() && !args.allow_downgrade {
+        let what = if order.is_eq() {
+            "the version running now"
+        } else {
+            "older than the version running now"
+        };
+        return Err(Failure::rejected(format!(
+            "the bundle's version {} is {what} ({current}); pass --allow-downgrade to install \
+             it anyway; nothing was changed",
+            info.version
+        )));
+    }
+    println!(
+        "Signed update for {compatible}, version {} (running {current}).",
+        info.version
+    );
+
+    // 2. A backup of the data, with the ordinary backup code, before anything is written.
+    if unit.exists() && unit.config_path().is_file() {
+        let dir = backup_dir(unit);
+        std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
+        let out = dir.join(format!(
+            "{BACKUP_PREFIX}{current}-to-{}.outpost-backup",
+            info.version
+        ));
+        println!("Backing up the data to {} ...", out.display());
+        backup(
+            unit,
+            &BackupArgs {
+                out: out.clone(),
+                force: true,
+                encrypt: false,
+                passphrase_file: None,
+            },
+        )?;
+        // Only the newest pre-update backup is kept: the data partition is small.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name();
+                if path != out && name.to_string_lossy().starts_with(BACKUP_PREFIX) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    } else {
+        println!("The unit is not set up yet: no data to back up.");
+    }
+
+    // 3. RAUC writes the inactive slot (its progress goes straight to the console) and marks
+    // it to boot next, on trial.
+    println!("Installing into the inactive root slot ...");
+    let status = Command::new("rauc")
+        .arg("install")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|err| Failure::broke(format!("cannot run rauc: {err}")))?;
+    if !status.success() {
+        return Err(Failure::broke(
+            "RAUC could not install the bundle (see above); the running slot is untouched and \
+             the other one was not activated",
+        ));
+    }
+    drop(media);
+    println!(
+        "Version {} is installed and boots at the next restart, on trial: if its homeserver \
+         does not come up within its boot tries the unit returns to version {current} by \
+         itself.",
+        info.version
+    );
+    let reboot = args.reboot
+        || (Console::new().is_interactive()
+            && Console::new().confirm("Restart now?", false, "--reboot")?);
+    if reboot {
+        println!("Restarting ...");
+        let status = Command::new("systemctl")
+            .arg("reboot")
+            .status()
+            .map_err(|err| Failure::broke(format!("cannot run systemctl reboot: {err}")))?;
+        if !status.success() {
+            return Err(Failure::broke("systemctl reboot failed; restart the unit"));
+        }
+    } else {
+        println!("Restart the unit to boot it (`appliance update status` shows the slots).");
+    }
+    Ok(Exit::Success)
+}
+
+/// One root slot, as `update status` shows it.
+#[derive(Debug, Serialize)]
+struct SlotStatus {
+    /// `a` or `b`.
+    name: String,
+    /// The partition it lives on.
+    device: String,
+    /// The installed version, when known (the factory slot's only while it is booted).
+    version: Option<String>,
+    /// This slot is running now.
+    booted: bool,
+    /// This slot boots at the next restart.
+    primary: bool,
+    /// `good` (booted fine), `pending` (on trial: boot counter running), `bad` (failed its
+    /// tries, or nothing bootable installed).
+    state: String,
+}
+
+fn status(unit: &Unit, json: bool) -> Result<Exit, Failure> {
+    let out = Command::new("rauc")
+        .args(["status", "--detailed", "--output-format=json"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Failure::broke(format!("cannot run rauc: {err}")))?;
+    if !out.status.success() {
+        return Err(Failure::broke(format!(
+            "rauc status failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let rauc: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|err| Failure::broke(format!("rauc status printed no JSON: {err}")))?;
+    let booted = rauc.get("booted").and_then(Value::as_str).unwrap_or("");
+    let primary_slot = rauc
+        .get("boot_primary")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let current = key_value(OS_RELEASE, "IMAGE_VERSION")?;
+    let mut slots = Vec::new();
+    for entry in rauc
+        .get("slots")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some((id, slot)) = entry.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        if slot.get("class").and_then(Value::as_str) != Some("rootfs") {
+            continue;
+        }
+        let name = slot
+            .get("bootname")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let is_booted = name == booted;
+        let installed = slot
+            .pointer("/slot_status/bundle/version")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let version = if is_booted {
+            current.clone().or(installed)
+        } else {
+            installed
+        };
+        let state = Command::new(BOOTLOADER_BACKEND)
+            .args(["describe", &name])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        slots.push(SlotStatus {
+            device: slot
+                .get("device")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            version,
+            booted: is_booted,
+            primary: id == primary_slot,
+            state,
+            name,
+        });
+    }
+    let backups: Vec<PathBuf> = std::fs::read_dir(backup_dir(unit))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(BACKUP_PREFIX))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if json {
+        let doc = serde_json::json!({ "slots": slots, "pre_update_backups": backups });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("a JSON value serialises")
+        );
+        return Ok(Exit::Success);
+    }
+    for slot in &slots {
+        let mut notes = Vec::new();
+        if slot.booted {
+            notes.push("booted");
+        }
+        if slot.primary {
+            notes.push("boots next");
+        }
+        println!(
+            "slot {} ({}): version {}, {}{}",
+            slot.name,
+            slot.device,
+            slot.version.as_deref().unwrap_or("unknown (factory image)"),
+            slot.state,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!(", {}", notes.join(", "))
+            }
+        );
+    }
+    for backup in &backups {
+        println!(
+            "pre-update backup: {} (restore with `appliance restore` after a rollback)",
+            backup.display()
+        );
+    }
+    Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compare_versions;
+    use std::cmp::Ordering;
+
+    #[test]
+    fn versions_compare_numerically_by_part() {
+        assert_eq!(compare_versions("1.10", "1.9"), Ordering::Greater);
+        assert_eq!(compare_versions("100", "99"), Ordering::Greater);
+        assert_eq!(compare_versions("1.2", "1.2"), Ordering::Equal);
+        assert_eq!(compare_versions("1.2", "1.2.1"), Ordering::Less);
+        assert_eq!(compare_versions("2026.1", "2025.12"), Ordering::Greater);
+    }
+}

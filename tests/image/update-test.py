@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Update test: offline, signed A/B updates of the qemu test image, with automatic rollback,
+under UEFI Secure Boot.
+
+    tests/image/update-test.py --appliance BIN [--homeserver BIN] [--work-dir DIR]
+
+1. Makes throw-away keys under the work directory (keys are never part of the repository):
+   the vendor's update key, whose certificate goes into the image's RAUC keyring, another
+   update key, and two Secure Boot keys: the platform owner's (PK and KEK) and the vendor's
+   db key, which signs systemd-boot and the unified kernel images (image/sign-secure-boot.sh).
+   The owner's and the db certificates are enrolled into a copy of OVMF's variable store
+   (virt-fw-vars, from tests/host-tools.sh), with Secure Boot on.
+2. Builds the test image (release 100) with the appliance CLI, the vendor certificate and 2
+   boot tries (the layer's mechanism with one try less to wait for under emulation), derives
+   releases 101 and 102 (whose homeserver cannot start) from it once (image/derive-update.sh;
+   reused while the inputs are the same), signs all three for Secure Boot, and makes RAUC
+   bundles (verity format, image/build-bundle.sh): 101 signed by the vendor, 101 signed by the
+   other key, 101 truncated, 101 with a flipped byte in its signature, and 102 signed by the
+   vendor. They go on a FAT "USB stick" labelled UPDATE.
+3. One guest, with Secure Boot on (its report reads the firmware's SecureBoot variable),
+   provisioned on its first boot; a user's room and message are the data that must survive.
+   At the serial console (as an admin would type):
+   - the other key's bundle, the truncated one and the tampered one are refused (exit code 3)
+     and `update status` is unchanged;
+   - release 101 installs into slot b: it boots, answers with the data intact, and is blessed
+     (good) once the homeserver is READY;
+   - release 102 installs into slot a and the unit restarts: slot a fails its 2 tries (its
+     homeserver never reports READY, so outpost-boot-assess reboots) and systemd-boot falls
+     back to slot b (release 101) by itself, with the data intact.
+4. A copy of release 100's disk whose factory UKI has one byte of its command line changed (the
+   root hash: an attempt to boot a root that dm-verity would not check): the firmware refuses
+   to load it (systemd-boot: "Access Denied") and no kernel starts.
+What boot-test.py checks of a boot (hardening, firewall, verity, power button) is not repeated.
+Prints each phase's time, the bundle size, install time, reboot-to-READY and rollback time.
+Every wait has a deadline; software emulation only (TCG). The last line is "N passed, N failed".
+"""
+
+import argparse
+import hashlib
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, str(REPO / "image/lib"))
+sys.path.insert(0, str(REPO / "tests/image"))
+import qemu  # noqa: E402
+
+boot_test = __import__("boot-test")
+
+BOOT_DEADLINE = 420
+INSTALL_DEADLINE = 900
+ROLLBACK_DEADLINE = 1200
+# The boot tries a newly installed slot gets in this test's image (the layer's default is 3).
+TRIES = 2
+# Owner GUID of the enrolled Secure Boot certificates (any fixed GUID: it names who added them).
+SB_OWNER_GUID = "5c2a7a0e-6f3b-4c55-9b1e-0d1f0a2b3c4d"
+PASSWORD = boot_test.PASSWORD
+
+
+def log(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run([str(c) for c in cmd], check=True, **kw)
+
+
+def make_keys(keys):
+    """Update keys (vendor, other) and Secure Boot keys (sb-owner: PK and KEK; sb-db: signs
+    the boot chain), each a self-signed certificate with its key."""
+    keys.mkdir(parents=True, exist_ok=True)
+    for name, bits, what in (("vendor", 3072, "update signing"), ("other", 3072, "update signing"),
+                             ("sb-owner", 2048, "Secure Boot PK and KEK"),
+                             ("sb-db", 2048, "Secure Boot db, boot chain signing")):
+        if not (keys / f"{name}.key.pem").exists():
+            run(["openssl", "req", "-x509", "-newkey", f"rsa:{bits}", "-nodes", "-days", "3650",
+                 "-keyout", keys / f"{name}.key.pem", "-out", keys / f"{name}.cert.pem",
+                 "-subj", f"/O=Outpost test/CN={name} {what} (throw-away)"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def enroll_secure_boot(keys, out):
+    """OVMF's empty variable store with the owner's PK and KEK and the vendor's db enrolled
+    and Secure Boot on."""
+    run([REPO / "target/host-venv/bin/virt-fw-vars", "-i", qemu.OVMF_VARS, "-o", out,
+         "--set-pk", SB_OWNER_GUID, keys / "sb-owner.cert.pem",
+         "--add-kek", SB_OWNER_GUID, keys / "sb-owner.cert.pem",
+         "--add-db", SB_OWNER_GUID, keys / "sb-db.cert.pem", "--sb"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def tampered_disk(release, work):
+    """A copy of `release`'s disk whose factory UKI has one byte of its command line changed
+    (a digit of the root hash), written into the ESP as a new file. `work` starts empty: a
+    console log or overlay left by an earlier run must not stand in for this boot's."""
+    run(["rm", "-rf", work])
+    work.mkdir(parents=True)
+    disk, esp, uki = work / "tampered.img", work / "esp.vfat", work / "uki.efi"
+    run(["cp", "--sparse=always", release / "outpost-test.img", disk])
+    run(["cp", release / "esp.vfat", esp])
+    run(["mcopy", "-n", "-i", esp, "::EFI/Linux/outpost-1-a.efi", uki])
+    data = bytearray(uki.read_bytes())
+    roothash = (release / "roothash").read_text().strip().encode()
+    at = data.find(roothash)
+    assert at > 0 and data.count(roothash) == 1, "the UKI's command line names the root hash once"
+    data[at] = ord("0") if data[at] != ord("0") else ord("1")
+    uki.write_bytes(bytes(data))
+    run(["mcopy", "-o", "-i", esp, uki, "::EFI/Linux/outpost-1-a.efi"])
+    start = int(subprocess.run(["python3", REPO / "image/lib/layout.py", "get", "esp", "start"],
+                               check=True, capture_output=True, text=True).stdout)
+    run(["dd", f"if={esp}", f"of={disk}", "bs=1M", f"seek={start // 1048576}",
+         "conv=notrunc,sparse", "status=none"])
+    esp.unlink()
+    return disk
+
+
+def make_stick(path, files):
+    """A FAT disk labelled UPDATE holding `files` ({name: path})."""
+    size_kib = sum(p.stat().st_size for p in files.values()) // 1024 + 16 * 1024
+    path.unlink(missing_ok=True)
+    run(["mkfs.vfat", "-n", "UPDATE", "-C", path, str(size_kib)], stdout=subprocess.DEVNULL)
+    for name, src in files.items():
+        run(["mcopy", "-i", path, src, f"::{name}"])
+
+
+def console_command(guest, command, timeout=120):
+    out = boot_test.console_command(guest, command, timeout)
+    return (out or "").replace("\r", "")
+
+
+def wait_prompt_of_this_boot(guest, timeout=180):
+    """After a reboot: wait for the appliance prompt printed by the console of the boot now
+    running (text typed before its shell starts would be lost)."""
+    text = guest.console_text()
+    return guest.wait_console_after(max(text.rfind("verifying root slot"), 0), "appliance> ",
+                                    timeout)
+
+
+def slot_line(status, slot):
+    found = re.search(rf"^slot {slot} \(.*$", status or "", re.M)
+    return found.group(0) if found else ""
+
+
+def cert_sha256(cert):
+    der = subprocess.run(["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def lockup_hint(guest, since):
+    """What the console says about a guest that stopped answering: a kernel lockup (seen under
+    TCG on a loaded host: ksoftirqd spinning in virtio-net's receive path) is named outright."""
+    text = guest.console_text()[since:]
+    for needle in ("soft lockup", "self-detected stall", "Kernel panic"):
+        at = text.find(needle)
+        if at >= 0:
+            return f"the guest kernel reports '{needle}': {text[max(at - 200, 0):at + 600]!r}"
+    return f"see {guest.console}"
+
+
+class Phases:
+    """Wall-clock time of each phase, printed as it ends and summed up at the end."""
+
+    def __init__(self):
+        self.times = []
+        self.start = time.monotonic()
+
+    def end(self, name):
+        now = time.monotonic()
+        self.times.append((name, now - self.start))
+        log(f"phase '{name}': {now - self.start:.0f} s")
+        self.start = now
+
+    def summary(self):
+        return "; ".join(f"{name} {secs:.0f} s" for name, secs in self.times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--appliance", type=pathlib.Path, required=True)
+    ap.add_argument("--homeserver", type=pathlib.Path, default=REPO / "target/release/homeserver")
+    ap.add_argument("--work-dir", type=pathlib.Path, default=REPO / "target/update-test")
+    args = ap.parse_args()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, f: sys.exit(f"update-test: stopped by signal {s}"))
+    t0 = time.monotonic()
+    boot_test.ensure_host_packages()
+    results = boot_test.Results()
+    phases = Phases()
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    keys = work / "keys"
+    make_keys(keys)
+    sb_vars = work / "OVMF_VARS.secure-boot.fd"
+    enroll_secure_boot(keys, sb_vars)
+    phases.end("keys and Secure Boot enrollment")
+
+    # --- releases and bundles ----------------------------------------------------------------
+    build = ["bash", REPO / "image/build-test-image.sh", "--homeserver", args.homeserver,
+             "--appliance", args.appliance, "--update-cert", keys / "vendor.cert.pem",
+             "--image-version", "100", "--boot-tries", str(TRIES)]
+    key = subprocess.run([str(c) for c in build + ["--input-key"]], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    key_file = work / "r100/input-key"
+    sb_cert = cert_sha256(keys / "sb-db.cert.pem")
+    releases = [work / r for r in ("r100", "r101", "r102")]
+    reuse = key_file.exists() and key_file.read_text().strip() == key and all(
+        (r / "image-version").exists() and (r / "secure-boot-cert").exists()
+        and (r / "secure-boot-cert").read_text().strip() == sb_cert for r in releases)
+    if reuse:
+        log("reusing releases 100-102: same inputs and keys (target/update-test/r100/input-key)")
+    else:
+        log("image release 100 (vendor certificate, 2 boot tries), then releases 101 and 102")
+        for release in releases:
+            subprocess.run(["rm", "-rf", str(release)], check=True)
+        run(build + ["--out", work / "r100"])
+        broken = work / "broken-homeserver"
+        broken.write_text("#!/bin/sh\necho 'this homeserver cannot start' >&2\nexit 1\n")
+        # Derived from the unsigned output, then all three signed.
+        run(["bash", REPO / "image/derive-update.sh", "--from", work / "r100",
+             "--out", work / "r101", "--image-version", "101"])
+        run(["bash", REPO / "image/derive-update.sh", "--from", work / "r100",
+             "--out", work / "r102", "--image-version", "102", "--homeserver", broken])
+        for release in releases:
+            run(["bash", REPO / "image/sign-secure-boot.sh", "--image-dir", release,
+                 "--key", keys / "sb-db.key.pem", "--cert", keys / "sb-db.cert.pem"])
+    phases.end("releases 100-102 (built, derived, signed for Secure Boot)")
+    bundles = work / "bundles"
+    bundles.mkdir(exist_ok=True)
+    bundle_s = time.monotonic()
+    for name, release, key in (("good", "r101", "vendor"), ("other-key", "r101", "other"),
+                               ("broken", "r102", "vendor")):
+        run(["bash", REPO / "image/build-bundle.sh", "--image-dir", work / release,
+             "--cert", keys / f"{key}.cert.pem", "--key", keys / f"{key}.key.pem",
+             "--out", bundles / f"{name}.raucb"], stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+    bundle_s = (time.monotonic() - bundle_s) / 3
+    good = (bundles / "good.raucb").read_bytes()
+    (bundles / "truncated.raucb").write_bytes(good[: len(good) // 2])
+    tampered = bytearray(good)
+    tampered[-200] ^= 0xFF  # inside the CMS signature at the end of the bundle
+    (bundles / "tampered.raucb").write_bytes(bytes(tampered))
+    del good, tampered
+    bundle_size = (bundles / "good.raucb").stat().st_size
+    stick = work / "update-stick.img"
+    make_stick(stick, {p.name: p for p in bundles.glob("*.raucb")})
+    phases.end("bundles and the USB stick")
+    log(f"bundle {bundle_size / 2**20:.1f} MiB")
+
+    # --- first boot, provisioned, Secure Boot on --------------------------------------------
+    unit = work / "unit"
+    subprocess.run(["rm", "-rf", str(unit)], check=True)
+    provision = qemu.make_provision_disk(work / "provision.img", {
+        "provisioning.json": boot_test.PROVISIONING_JSON,
+        "admin-password": PASSWORD.encode() + b"\n"})
+    guest = qemu.Guest(work / "r100/outpost-test.img", unit, provision=provision,
+                       interactive=True, reboot=True, extra_disks=[stick], lifetime=3000,
+                       secure_boot_vars=sb_vars).start()
+    ready = boot_test.wait_versions(guest, BOOT_DEADLINE)
+    if not results.check("release 100 answers, booted with Secure Boot on", ready is not None,
+                         lockup_hint(guest, 0)):
+        return finish(results, t0, phases)
+    report = guest.read_report(120) or {}
+    results.check("Secure Boot is on (the firmware's SecureBoot variable is 1)",
+                  report.get("efi.secure_boot") == "1"
+                  and "Secure boot enabled" in guest.console_text(),
+                  f"efi.secure_boot={report.get('efi.secure_boot')!r}")
+    results.check("the console is at the appliance prompt", guest.wait_console("appliance> ", 120))
+    status, reply = boot_test.login(guest.port, "admin", PASSWORD)
+    token = reply.get("access_token") if status == 200 else None
+    room = event = None
+    if token:
+        status, reply = boot_test.http(guest.port, "POST", "/_matrix/client/v3/createRoom",
+                                       {"name": "kept across updates"}, token, timeout=60)
+        room = reply.get("room_id") if status == 200 else None
+        if room:
+            status, reply = boot_test.http(
+                guest.port, "PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/u1",
+                {"msgtype": "m.text", "body": "before the update"}, token, timeout=60)
+            event = reply.get("event_id") if status == 200 else None
+    results.check("the admin logs in, creates a room and sends a message", bool(room and event),
+                  f"{status} {reply}")
+    phases.end("first boot to READY, data written")
+
+    def data_intact(label):
+        status, reply = boot_test.login(guest.port, "admin", PASSWORD)
+        tok = reply.get("access_token") if status == 200 else None
+        if tok and room and event:
+            status, reply = boot_test.http(guest.port, "GET",
+                                           f"/_matrix/client/v3/rooms/{room}/event/{event}",
+                                           token=tok)
+        results.check(f"{label}: the admin logs in and the message is still there",
+                      status == 200 and reply.get("content", {}).get("body") == "before the update",
+                      f"{status} {reply}")
+
+    before = console_command(guest, "update status")
+    results.check("update status: slot a runs release 100, good",
+                  "version 100, good, booted" in slot_line(before, "a"), before)
+
+    # --- bundles that must be refused ---------------------------------------------------------
+    for name, why in (("other-key", "signed with another key"), ("truncated", "truncated"),
+                      ("tampered", "with a damaged signature")):
+        out = console_command(guest, f"update apply --device /dev/disk/by-label/UPDATE {name}.raucb")
+        results.check(f"a bundle {why} is refused (exit code 3)",
+                      "not a valid update bundle" in out and "(exit code 3)" in out, out)
+        after = console_command(guest, "update status")
+        results.check(f"a bundle {why}: nothing written (update status unchanged)",
+                      after == before, f"before:\n{before}\nafter:\n{after}")
+    phases.end("three bundles refused")
+
+    # --- a good update: release 101 into slot b ---------------------------------------------
+    console_len = len(guest.console_text())
+    start = time.monotonic()
+    guest.type("update apply --device /dev/disk/by-label/UPDATE good.raucb --reboot\n")
+    restarted = guest.wait_console_after(console_len, "Restarting ...", INSTALL_DEADLINE)
+    install_s = time.monotonic() - start
+    out = guest.console_text()[console_len:]
+    results.check("release 101 installs (backup taken, progress shown) and the unit restarts",
+                  restarted and "Backing up the data" in out and "100%" in out, out[-3000:])
+    phases.end("install of release 101")
+    reboot_start = time.monotonic()
+    ready_b = None
+    deadline = reboot_start + BOOT_DEADLINE
+    while time.monotonic() < deadline and ready_b is None and restarted:
+        if "verifying root slot b" in guest.console_text()[console_len:]:
+            ready_b = boot_test.wait_versions(guest, max(deadline - time.monotonic(), 1))
+            break
+        time.sleep(2)
+    reboot_s = time.monotonic() - reboot_start
+    results.check("release 101 boots from slot b (signed UKI, Secure Boot on) and answers",
+                  ready_b is not None, lockup_hint(guest, console_len))
+    if ready_b is None:
+        guest.kill()
+        return finish(results, t0, phases)
+    data_intact("after the update")
+    wait_prompt_of_this_boot(guest)
+    good_status = ""
+    end = time.monotonic() + 120
+    while time.monotonic() < end:
+        good_status = console_command(guest, "update status")
+        if "version 101, good, booted" in slot_line(good_status, "b"):
+            break
+        time.sleep(5)
+    results.check("update status: slot b runs release 101, blessed good",
+                  "version 101, good, booted" in slot_line(good_status, "b"), good_status)
+    phases.end("reboot into release 101, READY, blessed")
+
+    # --- an update whose homeserver cannot start: rolled back after its tries ----------------
+    console_len = len(guest.console_text())
+    start = time.monotonic()
+    guest.type("update apply --device /dev/disk/by-label/UPDATE broken.raucb --reboot\n")
+    restarted = guest.wait_console_after(console_len, "Restarting ...", INSTALL_DEADLINE)
+    install_broken_s = time.monotonic() - start
+    results.check("release 102 installs into slot a and the unit restarts", restarted,
+                  guest.console_text()[console_len:][-3000:])
+    phases.end("install of release 102 (broken)")
+    rollback_start = time.monotonic()
+    deadline = rollback_start + ROLLBACK_DEADLINE
+    tries = 0
+    back = False
+    while restarted and time.monotonic() < deadline:
+        text = guest.console_text()[console_len:]
+        tries = text.count("verifying root slot a")
+        after_a = text[text.rfind("verifying root slot a"):] if tries else ""
+        if tries >= TRIES and "verifying root slot b" in after_a:
+            back = True
+            break
+        time.sleep(2)
+    results.check(f"slot a boots {TRIES} times on trial, then the unit boots slot b by itself",
+                  back and tries == TRIES,
+                  f"{tries} boots of slot a; {lockup_hint(guest, console_len)}")
+    ready = boot_test.wait_versions(guest, BOOT_DEADLINE) if back else None
+    rollback_s = time.monotonic() - rollback_start
+    results.check("after the rollback release 101 answers", ready is not None,
+                  lockup_hint(guest, console_len))
+    if ready is not None:
+        data_intact("after the rollback")
+        wait_prompt_of_this_boot(guest)
+        rolled = console_command(guest, "update status")
+        results.check("update status after the rollback: slot b booted and good, slot a bad",
+                      "version 101, good, booted" in slot_line(rolled, "b")
+                      and "bad" in slot_line(rolled, "a"), rolled)
+    guest.kill()
+    phases.end(f"rollback ({TRIES} failed tries, then READY on slot b)")
+
+    # --- Secure Boot: a modified kernel image is refused by the firmware -------------------
+    disk = tampered_disk(work / "r100", work / "tampered")
+    tguest = qemu.Guest(disk, work / "tampered/unit", secure_boot_vars=sb_vars,
+                        lifetime=300).start()
+    stopped = tguest.wait_console("No bootable option or device was found", 240)
+    text = tguest.console_text()
+    tguest.kill()
+    results.check("a UKI with a changed command line is refused by the firmware, no kernel runs",
+                  stopped and "Error loading \\EFI\\Linux\\outpost-1-a.efi: Access Denied" in text
+                  and "EFI stub" not in text and "Linux version" not in text, text[-2000:])
+    phases.end("boot of a tampered UKI under Secure Boot")
+
+    print()
+    print(f"bundle size {bundle_size / 2**20:.1f} MiB (made in {bundle_s:.0f} s each); "
+          f"install of release 101 {install_s:.0f} s, of release 102 {install_broken_s:.0f} s "
+          f"(command typed to restart, backup included); reboot to READY on slot b "
+          f"{reboot_s:.0f} s; rollback (restart to READY on slot b, {TRIES} failed tries) "
+          f"{rollback_s:.0f} s")
+    return finish(results, t0, phases)
+
+
+def finish(results, t0, phases):
+    print(f"phases: {phases.summary()}")
+    print(f"whole test {time.monotonic() - t0:.0f} s (TCG); load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"{results.passed} passed, {results.failed} failed")
+    return 1 if results.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
