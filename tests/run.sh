@@ -56,5 +56,5 @@ bash tests/image/check-layer.sh
 step "image: build the qemu test image twice, boot it under TCG, check it"
 python3 tests/image/boot-test.py --appliance target/release/appliance
 
-step "image: signed A/B update from a USB stick, refused bundles, rollback after 3 tries (qemu)"
+step "image: signed A/B update from a USB stick, refused bundles, rollback after failed boot tries, Secure Boot (qemu)"
 python3 tests/image/update-test.py --appliance target/release/appliance
