@@ -15,10 +15,10 @@ use std::io::Read;
 use std::path::Path;
 
 use homeserver::admin::wire::{PeerInfo, PeerList, PeersReloaded};
-use homeserver::transport::tls::client_config_for;
 use homeserver::matrix::peer_card::{
     CARD_VERSION, CardError, KeyError, PeerCard, TlsTrust, check_verify_key,
 };
+use homeserver::transport::tls::client_config_for;
 
 use crate::base::admin_client::AdminClient;
 use crate::base::console::{Console, format_time_ms};

@@ -24,9 +24,9 @@ use std::process::{Command, Stdio};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::{BackupArgs, UpdateApplyArgs, UpdateCommand};
 use crate::base::console::Console;
 use crate::base::exit::{Exit, Failure};
+use crate::cli::{BackupArgs, UpdateApplyArgs, UpdateCommand};
 use crate::unit::Unit;
 
 /// RAUC's configuration on the unit: the compatible string every bundle must carry.

@@ -9,10 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use homeserver::admin::wire::{PeerInfo, PeerList};
-use homeserver::transport::peers::Allowlist;
-use homeserver::transport::tls::client_config_for;
 use homeserver::matrix::peer_card::PeerCard;
 use homeserver::service::admin as service;
+use homeserver::transport::peers::Allowlist;
+use homeserver::transport::tls::client_config_for;
 
 use crate::base::admin_client::AdminClient;
 use crate::base::exit::{Failure, from_homeserver};
