@@ -2,7 +2,6 @@
 //! logged-in account, and running a scenario under a deadline with the server's log in the
 //! failure report. One implementation, so the test files do not each carry a copy.
 
-use std::future::Future;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
