@@ -25,7 +25,6 @@ use crate::matrix::filter::{EventFormat, Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent};
 use crate::store::{misc, state};
-use crate::util::now_ms;
 
 /// Timeline length when the filter sets none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -105,6 +104,8 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             0
         });
         let request = req.clone();
+        // Presence ages and idle rules are judged against the server's clock.
+        let now = server.clock.now_ms();
         let Computed {
             mut response,
             empty,
@@ -112,7 +113,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             lazy_sent,
         } = server
             .store
-            .read(move |conn| compute(conn, &request, upto, &typing))
+            .read(move |conn| compute(conn, &request, upto, &typing, now))
             .await?;
         response["next_batch"] = json!(
             super::tokens::SyncToken {
@@ -173,12 +174,14 @@ struct Computed {
     lazy_sent: Vec<(String, String, String)>,
 }
 
-/// Computes the response for `(since, upto]`.
+/// Computes the response for `(since, upto]`; `now` (milliseconds since the epoch, from the
+/// server's [`Clock`](crate::clock::Clock)) is when presence is judged.
 fn compute(
     conn: &Connection,
     req: &SyncRequest,
     upto: i64,
     typing: &HashMap<String, Vec<String>>,
+    now: i64,
 ) -> Result<Computed> {
     let since = req.since;
     let after = since.unwrap_or(0);
@@ -325,7 +328,7 @@ fn compute(
             json!({
                 "type": "m.presence",
                 "sender": row.user_id,
-                "content": super::presence::content_at(&req.own_server, row, now_ms()),
+                "content": super::presence::content_at(&req.own_server, row, now),
             })
         })
         .collect();
