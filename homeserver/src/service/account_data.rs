@@ -107,6 +107,19 @@ pub async fn store_receipt(
         .await
 }
 
+/// The users listed in the user's `m.ignored_user_list` account data.
+pub fn ignored_users(conn: &rusqlite::Connection, user_id: &str) -> Result<Vec<String>> {
+    let Some(raw) = misc::get_account_data(conn, user_id, "", "m.ignored_user_list")? else {
+        return Ok(Vec::new());
+    };
+    let content: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
+    Ok(content
+        .get("ignored_users")
+        .and_then(Value::as_object)
+        .map(|users| users.keys().cloned().collect())
+        .unwrap_or_default())
+}
+
 /// Reads a room's `m.tag` content as its `tags` map.
 fn tags_of(conn: &rusqlite::Connection, user: &str, room: &str) -> Result<Map<String, Value>> {
     Ok(misc::get_account_data(conn, user, room, "m.tag")?

@@ -75,7 +75,7 @@ fn bundle_at(
     if by_room.is_empty() {
         return Ok(());
     }
-    let ignored = super::sync::ignored_users(conn, user)?;
+    let ignored = super::account_data::ignored_users(conn, user)?;
     let mut relations: HashMap<String, Map<String, Value>> = HashMap::new();
     for (room, parents) in &by_room {
         let visible = rooms::user_visibility(conn, room, user)?;

@@ -91,7 +91,7 @@ pub async fn delete(server: &Server, user: &UserId, alias: OwnedRoomAliasId) -> 
                 return Err(Error::not_found("Room alias not found"));
             };
             if creator != user {
-                let power = rooms::power_levels(tx, &room)?;
+                let power = crate::store::state::power_levels(tx, &room)?;
                 if power.user_level(&user) < power.state_level("m.room.canonical_alias") {
                     return Err(Error::forbidden("You may not remove this alias"));
                 }

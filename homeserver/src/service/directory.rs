@@ -170,7 +170,7 @@ pub async fn set_public(
             if state::get_room(tx, room.as_str())?.is_none() {
                 return Err(Error::not_found("Room not found"));
             }
-            let power = super::rooms::power_levels(tx, room.as_str())?;
+            let power = state::power_levels(tx, room.as_str())?;
             if power.user_level(&user) < power.state_level("m.room.canonical_alias") {
                 return Err(Error::forbidden(
                     "You may not change this room's directory visibility",

@@ -256,7 +256,7 @@ async fn room_events(
                 let visible = rooms::visibility(conn, &room, &viewer_c.user_id)?;
                 let filter = RoomEventFilter {
                     limit: Some(EVENTS_LIMIT),
-                    not_senders: sync::ignored_users(conn, &viewer_c.user_id)?,
+                    not_senders: super::account_data::ignored_users(conn, &viewer_c.user_id)?,
                     ..RoomEventFilter::default()
                 };
                 let (list, _) = sync::timeline(conn, &room, &filter, &visible, since, upto)?;
@@ -325,7 +325,7 @@ pub fn room_initial_sync(
     let visible = rooms::visibility(conn, room_id, user)?;
     let filter = RoomEventFilter {
         limit: Some(limit.unwrap_or(DEFAULT_LIMIT)),
-        not_senders: sync::ignored_users(conn, user)?,
+        not_senders: super::account_data::ignored_users(conn, user)?,
         ..RoomEventFilter::default()
     };
     let (list, _) = sync::timeline(conn, room_id, &filter, &visible, 0, upto)?;

@@ -3,9 +3,10 @@
 //!
 //! The rule set, its editing (`before`/`after`, enable, actions) and the evaluation of
 //! conditions are ruma's (`ruma::push::Ruleset`); this module stores a user's set, runs it for
-//! every local member of a room when an event is stored ([`notify_in_tx`], called from the local
-//! append path and from federation's accept path, inside the event's transaction), and answers
-//! unread counts for `/sync`. Pushers and delivery to push gateways live in [`pushers`].
+//! every local member of a room when an event is stored ([`notify_in_tx`], called from
+//! `service::persist`, the step every local send and received PDU goes through, inside the
+//! event's transaction), and answers unread counts for `/sync`. Pushers and delivery to push
+//! gateways live in [`pushers`]; the `/notifications` listing in `service::notifications`.
 //!
 //! Evaluation runs on the writer thread only, for every event and every local member, so parsed
 //! rule sets are cached there (`RULES`); each use checks the cached set against the stream
@@ -35,7 +36,6 @@ use serde_json::{Map, Value, json};
 use super::Server;
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::pdu::Pdu;
-use crate::matrix::visibility::Visible;
 use crate::store::push::{self as store, Member, RuleRow};
 use crate::store::{WriteTx, events, state};
 use crate::util::now_ms;
@@ -96,6 +96,11 @@ fn ruleset_from_rows(user_id: &UserId, rows: &[RuleRow]) -> Result<Ruleset> {
 
 fn parse_stored(text: &str) -> Result<Value> {
     serde_json::from_str(text).map_err(|err| Error::internal(format!("stored push rule: {err}")))
+}
+
+/// The actions of a stored notification (or rule), parsed.
+pub(crate) fn parse_stored_actions(text: &str) -> Result<Value> {
+    parse_stored(text)
 }
 
 /// The rows that store a rule set, grouped by kind in evaluation order.
@@ -525,7 +530,7 @@ fn power_ctx(
     room_id: &str,
     sender: &UserId,
 ) -> Result<PushConditionPowerLevelsCtx> {
-    let level = crate::service::rooms::power_levels(tx, room_id)?.user_level(sender.as_str());
+    let level = state::power_levels(tx, room_id)?.user_level(sender.as_str());
     let level = Int::new_saturating(level);
     let mut notifications = NotificationPowerLevels::new();
     if let Some(id) = state::current_state_id(tx, room_id, "m.room.power_levels", "")?
@@ -729,75 +734,6 @@ pub fn notify_in_tx(tx: &WriteTx<'_>, pdu: &Pdu, pos: i64) -> Result<()> {
         tx.mark_outbox();
     }
     Ok(())
-}
-
-// Notifications.
-
-/// `GET /notifications`: the user's notifications, newest first, from the `from` token (a
-/// stream position), optionally only the highlighted ones.
-pub async fn list_notifications(
-    server: &Server,
-    user_id: OwnedUserId,
-    from: Option<String>,
-    limit: Option<u64>,
-    only_highlight: bool,
-) -> Result<Value> {
-    let before = match from.as_deref() {
-        Some(token) => token
-            .parse::<i64>()
-            .map_err(|_| Error::invalid_param("Unknown 'from' token"))?,
-        None => i64::MAX,
-    };
-    let limit = limit.unwrap_or(20).clamp(1, 100) as usize;
-    server
-        .store
-        .read(move |conn| {
-            let user = user_id.as_str();
-            let rows = store::notifications(conn, user, before, limit, only_highlight)?;
-            let mut read_upto: HashMap<String, i64> = HashMap::new();
-            let mut visible: HashMap<String, Visible> = HashMap::new();
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let Some(stored) = events::get_event(conn, &row.event_id)? else {
-                    continue;
-                };
-                // Notifications are written for members when the event arrives; history
-                // visibility still has the last word, as on every path that returns events.
-                let room_visible = match visible.get(&row.room_id) {
-                    Some(v) => v,
-                    None => {
-                        let v = crate::service::rooms::user_visibility(conn, &row.room_id, user)?;
-                        visible.entry(row.room_id.clone()).or_insert(v)
-                    }
-                };
-                if !room_visible.allows(stored.stream_pos) {
-                    continue;
-                }
-                let read = match read_upto.get(&row.room_id) {
-                    Some(pos) => *pos,
-                    None => {
-                        let pos = store::read_pos(conn, user, &row.room_id)?;
-                        read_upto.insert(row.room_id.clone(), pos);
-                        pos
-                    }
-                };
-                out.push(json!({
-                    "actions": parse_stored(&row.actions)?,
-                    "event": crate::service::rooms::client_event(conn, &stored, None)?,
-                    "read": row.stream_pos <= read,
-                    "room_id": row.room_id,
-                    "ts": i64::from(stored.pdu.origin_server_ts.get()),
-                }));
-            }
-            let mut body = json!({"notifications": out});
-            if rows.len() == limit
-                && let Some(last) = rows.last()
-            {
-                body["next_token"] = json!(last.stream_pos.to_string());
-            }
-            Ok(body)
-        })
-        .await
 }
 
 /// Maps "this endpoint needs a field" to the spec's `M_MISSING_PARAM`.

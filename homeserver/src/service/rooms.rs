@@ -19,11 +19,11 @@ use ruma::{
 };
 use serde_json::{Value, json};
 
+use super::persist::{self, CurrentState};
 use super::{Server, Signer};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::{BuildError, NewEvent, Placement, build_event, new_legacy_room_id};
 use crate::matrix::pdu::{Pdu, reference_hash_of};
-use crate::matrix::power::PowerLevels;
 use crate::matrix::rules_for;
 use crate::matrix::visibility::{
     HistoryVisibility, Membership, Visible, visible_to_server, visible_to_user,
@@ -54,35 +54,6 @@ fn map_build_error(err: BuildError) -> Error {
 /// Loads a stored event as a PDU.
 fn load_pdu(conn: &rusqlite::Connection, event_id: &str) -> Result<Option<Pdu>> {
     Ok(events::get_event(conn, event_id)?.map(|e| e.pdu))
-}
-
-/// The room's current power levels (for checks outside the auth rules).
-pub fn power_levels(conn: &rusqlite::Connection, room_id: &str) -> Result<PowerLevels> {
-    let room = state::get_room(conn, room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    let (_, rules) = rules_of(&room.room_version)?;
-    let content = match state::current_state_id(conn, room_id, "m.room.power_levels", "")? {
-        Some(id) => load_pdu(conn, &id)?.map(|p| p.content_value()),
-        None => None,
-    };
-    let mut creators = Vec::new();
-    if let Some(id) = state::current_state_id(conn, room_id, "m.room.create", "")?
-        && let Some(create) = load_pdu(conn, &id)?
-    {
-        creators.push(create.sender.to_string());
-        if rules.authorization.additional_room_creators
-            && let Some(extra) = create
-                .content_value()
-                .get("additional_creators")
-                .and_then(Value::as_array)
-        {
-            creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
-        }
-    }
-    Ok(PowerLevels::new(
-        content,
-        creators,
-        rules.authorization.explicitly_privilege_room_creators,
-    ))
 }
 
 /// Where a new event would go in a room right now: its DAG parents, depth and auth events.
@@ -190,8 +161,7 @@ pub fn append_in_tx(
     let room =
         state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
     let (_, rules) = rules_of(&room.room_version)?;
-    let pos = persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
-    super::push::notify_in_tx(tx, &pdu, pos)?;
+    persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
     enqueue_for_peers_in_tx(tx, signer, &pdu, None)?;
     Ok(pdu)
 }
@@ -277,7 +247,9 @@ pub fn enqueue_for_peers_in_tx(
     Ok(())
 }
 
-/// Stores an authorised event and applies its effects (state, memberships, redaction).
+/// Stores an authorised local event, built on the room's current state, with its state group,
+/// and applies it to the room ([`persist::apply_in_tx`]: extremities, redaction, current
+/// state, push). Returns its stream position.
 fn persist_in_tx(
     tx: &mut WriteTx<'_>,
     rules: &RoomVersionRules,
@@ -286,7 +258,6 @@ fn persist_in_tx(
     txn: Option<(&str, &str)>,
 ) -> Result<i64> {
     let pos = tx.next_stream_pos();
-    let room_id = pdu.room_id.as_str();
     let group = match &pdu.state_key {
         Some(key) => {
             let mut delta = state::StateMap::new();
@@ -294,63 +265,18 @@ fn persist_in_tx(
                 (pdu.kind.to_string(), key.clone()),
                 pdu.event_id.to_string(),
             );
-            Some(state::new_state_group(tx, room_id, current_group, &delta)?)
+            Some(state::new_state_group(
+                tx,
+                pdu.room_id.as_str(),
+                current_group,
+                &delta,
+            )?)
         }
         None => current_group,
     };
     events::insert_event(tx, pdu, pos, group, txn)?;
-    events::advance_extremities(tx, pdu)?;
-    if let (Some(key), Some(group)) = (&pdu.state_key, group) {
-        let membership = if pdu.kind == TimelineEventType::RoomMember {
-            pdu.content_value()
-                .get("membership")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        } else {
-            None
-        };
-        state::set_current_state(
-            tx,
-            room_id,
-            &pdu.kind.to_string(),
-            key,
-            pdu.event_id.as_str(),
-            membership.as_deref(),
-            group,
-        )?;
-        if let Some(membership) = membership {
-            state::record_membership_change(tx, pos, room_id, key, &membership)?;
-            if membership == "join" {
-                state::set_forgotten(tx, key, room_id, false)?;
-            }
-        }
-    }
-    if pdu.kind == TimelineEventType::RoomRedaction
-        && let Some(target) = &pdu.redacts
-        && let Some(stored) = events::get_room_event(tx, room_id, target.as_str())?
-    {
-        apply_redaction(tx, rules, &stored, pdu.event_id.as_str())?;
-    }
+    persist::apply_in_tx(tx, rules, pdu, pos, CurrentState::OnTop(group))?;
     Ok(pos)
-}
-
-/// Replaces a stored event's JSON with its redacted form (spec: redaction algorithm of the
-/// room version) and records which event redacted it.
-pub fn apply_redaction(
-    tx: &WriteTx<'_>,
-    rules: &RoomVersionRules,
-    target: &events::StoredEvent,
-    redacted_by: &str,
-) -> Result<()> {
-    let object: CanonicalJsonObject =
-        serde_json::from_str(&target.pdu.json).map_err(|err| Error::internal(err.to_string()))?;
-    let redacted = ruma::canonical_json::redact(object, &rules.redaction, None)
-        .map_err(|err| Error::internal(err.to_string()))?;
-    let json = serde_json::to_string(&redacted).map_err(|err| Error::internal(err.to_string()))?;
-    let event_id = target.pdu.event_id.as_str();
-    events::store_redaction(tx, event_id, &json, redacted_by)?;
-    tx.forget_pdu(event_id);
-    Ok(())
 }
 
 /// What `/createRoom` asked for, already validated by the handler.
@@ -699,7 +625,7 @@ fn check_may_redact(
         ));
     }
     if event.pdu.sender != sender {
-        let power = power_levels(conn, room_id.as_str())?;
+        let power = state::power_levels(conn, room_id.as_str())?;
         if power.user_level(sender.as_str()) < power.redact_level() {
             return Err(Error::forbidden("You may only redact your own events"));
         }
@@ -813,7 +739,7 @@ pub fn restricted_join(
             RestrictedJoin::CannotCheck
         });
     }
-    let power = power_levels(conn, room_id)?;
+    let power = state::power_levels(conn, room_id)?;
     let invite_level = power.invite_level();
     let mut members = state::members_with(conn, room_id, "join")?;
     members.retain(|m| m.rsplit_once(':').is_some_and(|(_, s)| s == own_server));

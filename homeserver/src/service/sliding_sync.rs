@@ -26,7 +26,8 @@ pub use connection::Connections;
 use connection::{ConnKey, ConnState};
 
 use super::Server;
-use super::sync::{MAX_TIMEOUT, ignored_users};
+use super::account_data::ignored_users;
+use super::sync::MAX_TIMEOUT;
 use crate::error::Result;
 
 /// Most timeline events one room may ask for.

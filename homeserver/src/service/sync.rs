@@ -72,7 +72,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
     let user = req.user_id.clone();
     let ignored = server
         .store
-        .read(move |conn| ignored_users(conn, &user))
+        .read(move |conn| super::account_data::ignored_users(conn, &user))
         .await?;
     req.filter
         .room
@@ -147,19 +147,6 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             _ = crate::util::stopped(&mut shutdown) => return Ok(response),
         }
     }
-}
-
-/// The users listed in the user's `m.ignored_user_list` account data.
-pub fn ignored_users(conn: &Connection, user_id: &str) -> Result<Vec<String>> {
-    let Some(raw) = misc::get_account_data(conn, user_id, "", "m.ignored_user_list")? else {
-        return Ok(Vec::new());
-    };
-    let content: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
-    Ok(content
-        .get("ignored_users")
-        .and_then(Value::as_object)
-        .map(|users| users.keys().cloned().collect())
-        .unwrap_or_default())
 }
 
 /// One computed response and what goes with it.

@@ -138,7 +138,7 @@ pub async fn messages(
             let mut filter = filter;
             filter
                 .not_senders
-                .extend(crate::service::sync::ignored_users(conn, &user)?);
+                .extend(super::account_data::ignored_users(conn, &user)?);
             let mut start = match from {
                 Some(token) => token.resolve(conn, room)?,
                 None if backwards => events::topo_key_after_stream(conn, room, current)?,

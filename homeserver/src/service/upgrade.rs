@@ -7,7 +7,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomVersionId};
 use serde_json::{Map, Value, json};
 
 use super::Server;
-use super::rooms::{CreateRoom, create_room, load_state_events, power_levels, send};
+use super::rooms::{CreateRoom, create_room, load_state_events, send};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::NewEvent;
 use crate::store::state;
@@ -55,7 +55,7 @@ pub async fn upgrade_room(
             if state::membership(conn, &old, &who)?.as_deref() != Some("join") {
                 return Err(Error::forbidden("You are not joined to this room"));
             }
-            let power = power_levels(conn, &old)?;
+            let power = crate::store::state::power_levels(conn, &old)?;
             if power.user_level(&who) < power.state_level("m.room.tombstone") {
                 return Err(Error::forbidden("You are not allowed to upgrade this room"));
             }

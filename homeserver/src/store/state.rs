@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::matrix::power::PowerLevels;
 
 /// Longest delta chain before a new full snapshot is written.
 const MAX_DELTA_DEPTH: i64 = 50;
@@ -25,6 +26,50 @@ pub struct RoomRow {
     pub is_public: bool,
     /// State group matching the current state.
     pub current_state_group: Option<i64>,
+}
+
+/// The room's current power levels, from its current `m.room.power_levels` and create events
+/// read under its version's rules (for checks outside the auth rules: redactions, aliases,
+/// directory listing, push conditions, upgrades).
+pub fn power_levels(conn: &Connection, room_id: &str) -> Result<PowerLevels> {
+    let room = get_room(conn, room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    let version = ruma::RoomVersionId::try_from(room.room_version.as_str()).map_err(|_| {
+        Error::internal(format!(
+            "stored room version {:?} invalid",
+            room.room_version
+        ))
+    })?;
+    let rules = crate::matrix::rules_for(&version)
+        .ok_or_else(|| Error::internal(format!("room version {version} unsupported")))?;
+    let event = |kind: &str| -> Result<Option<crate::matrix::pdu::Pdu>> {
+        Ok(match current_state_id(conn, room_id, kind, "")? {
+            Some(id) => super::events::get_event(conn, &id)?.map(|e| e.pdu),
+            None => None,
+        })
+    };
+    let content = event("m.room.power_levels")?.map(|p| p.content_value());
+    let mut creators = Vec::new();
+    if let Some(create) = event("m.room.create")? {
+        creators.push(create.sender.to_string());
+        if rules.authorization.additional_room_creators
+            && let Some(extra) = create
+                .content_value()
+                .get("additional_creators")
+                .and_then(serde_json::Value::as_array)
+        {
+            creators.extend(
+                extra
+                    .iter()
+                    .filter_map(serde_json::Value::as_str)
+                    .map(str::to_owned),
+            );
+        }
+    }
+    Ok(PowerLevels::new(
+        content,
+        creators,
+        rules.authorization.explicitly_privilege_room_creators,
+    ))
 }
 
 /// Creates a room row.

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
-use crate::service::{Server, push};
+use crate::service::{Server, notifications, push};
 
 /// The routes of this area.
 pub fn routes() -> Router<Arc<Server>> {
@@ -220,7 +220,7 @@ async fn notifications(
         }
     };
     Ok(Json(
-        push::list_notifications(
+        notifications::list_notifications(
             &server,
             auth.user_id,
             query.from,

@@ -1,0 +1,81 @@
+//! `/notifications`: the events that notified a user (rows written by push evaluation,
+//! `service::push::notify_in_tx`), newest first, filtered by history visibility like every
+//! path that returns events, in the client format.
+
+use std::collections::HashMap;
+
+use ruma::OwnedUserId;
+use serde_json::{Value, json};
+
+use super::Server;
+use crate::error::{Error, Result};
+use crate::matrix::visibility::Visible;
+use crate::store::events;
+use crate::store::push as store;
+
+/// `GET /notifications`: the user's notifications, newest first, from the `from` token (a
+/// stream position), optionally only the highlighted ones.
+pub async fn list_notifications(
+    server: &Server,
+    user_id: OwnedUserId,
+    from: Option<String>,
+    limit: Option<u64>,
+    only_highlight: bool,
+) -> Result<Value> {
+    let before = match from.as_deref() {
+        Some(token) => token
+            .parse::<i64>()
+            .map_err(|_| Error::invalid_param("Unknown 'from' token"))?,
+        None => i64::MAX,
+    };
+    let limit = limit.unwrap_or(20).clamp(1, 100) as usize;
+    server
+        .store
+        .read(move |conn| {
+            let user = user_id.as_str();
+            let rows = store::notifications(conn, user, before, limit, only_highlight)?;
+            let mut read_upto: HashMap<String, i64> = HashMap::new();
+            let mut visible: HashMap<String, Visible> = HashMap::new();
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let Some(stored) = events::get_event(conn, &row.event_id)? else {
+                    continue;
+                };
+                // Notifications are written for members when the event arrives; history
+                // visibility still has the last word, as on every path that returns events.
+                let room_visible = match visible.get(&row.room_id) {
+                    Some(v) => v,
+                    None => {
+                        let v = super::rooms::user_visibility(conn, &row.room_id, user)?;
+                        visible.entry(row.room_id.clone()).or_insert(v)
+                    }
+                };
+                if !room_visible.allows(stored.stream_pos) {
+                    continue;
+                }
+                let read = match read_upto.get(&row.room_id) {
+                    Some(pos) => *pos,
+                    None => {
+                        let pos = store::read_pos(conn, user, &row.room_id)?;
+                        read_upto.insert(row.room_id.clone(), pos);
+                        pos
+                    }
+                };
+                out.push(json!({
+                    "actions": super::push::parse_stored_actions(&row.actions)?,
+                    "event": super::rooms::client_event(conn, &stored, None)?,
+                    "read": row.stream_pos <= read,
+                    "room_id": row.room_id,
+                    "ts": i64::from(stored.pdu.origin_server_ts.get()),
+                }));
+            }
+            let mut body = json!({"notifications": out});
+            if rows.len() == limit
+                && let Some(last) = rows.last()
+            {
+                body["next_token"] = json!(last.stream_pos.to_string());
+            }
+            Ok(body)
+        })
+        .await
+}
