@@ -8,8 +8,12 @@
 //! read: a unit test may reach anywhere.
 //!
 //! The allowed directions are written once, in [`LAYERS`] (and described in ARCHITECTURE.md).
-//! [`EXCEPTIONS`] lists the violations known today; the test also fails when one of them no
-//! longer occurs, so the list stays exact and can only shrink.
+//! [`EXCEPTIONS`] lists the violations known today (none); the test also fails when one of
+//! them no longer occurs, so the list stays exact and can only shrink.
+//!
+//! A second test reads the same paths between the domain services (`service/*`, federation
+//! aside) and fails on an import cycle among them, naming it: within the layer, too, a module
+//! is either below another or above it.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -61,22 +65,10 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Known violations, as (file under `homeserver/src`, imported module path). Each entry must
-/// still occur; remove it with the import.
-///
-/// All of them are domain services that route a request to another unit themselves (the
-/// local-or-remote choice moved out of the client handlers into these services, issue 15
-/// part 2, while the federation layer was being split). The routing belongs one layer up, in
-/// `service::federation` or a service above both; until it moves, these are listed. No other
-/// kind of exception is allowed; this list only shrinks.
-const EXCEPTIONS: &[(&str, &str)] = &[
-    ("service/account_data.rs", "service::federation"),
-    ("service/aliases.rs", "service::federation"),
-    ("service/directory.rs", "service::federation"),
-    ("service/membership.rs", "service::federation"),
-    ("service/profile.rs", "service::federation"),
-    ("service/timeline.rs", "service::federation"),
-    ("service/typing.rs", "service::federation"),
-];
+/// still occur; remove it with the import. None is left: keep it empty. (A domain service that
+/// needs to route a request to another unit is wrong; the routing belongs in
+/// `service::federation::route`, above both.)
+const EXCEPTIONS: &[(&str, &str)] = &[];
 
 /// The layer of a module path (`["service", "rooms"]`); the crate root is `app`.
 fn layer_of(module: &[String]) -> &'static str {
@@ -346,4 +338,79 @@ fn module_dependencies_point_down() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+/// The domain-service module (`service/<name>.rs` or `service/<name>/`) a module path is in;
+/// `None` outside the domain services (and for `service::federation`, a layer of its own).
+fn service_module(module: &[String], src: &Path) -> Option<String> {
+    if module.first().map(String::as_str) != Some("service") {
+        return None;
+    }
+    let name = module.get(1)?;
+    if name == "federation" {
+        return None;
+    }
+    let dir = src.join("service");
+    (dir.join(format!("{name}.rs")).is_file() || dir.join(name).is_dir()).then(|| name.clone())
+}
+
+#[test]
+fn domain_services_form_no_import_cycle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.sort();
+
+    let mut edges: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+    for file in &files {
+        let rel = file.strip_prefix(&src).expect("file under src");
+        let module = module_of(rel);
+        let Some(from) = service_module(&module, &src) else {
+            continue;
+        };
+        let source = std::fs::read_to_string(file).expect("read source");
+        for target in imports(&code_of(&source), &module) {
+            if let Some(to) = service_module(&target, &src)
+                && to != from
+            {
+                edges.entry(from.clone()).or_default().insert(to);
+            }
+        }
+    }
+
+    // Depth-first search; a module met again while still on the path closes a cycle.
+    fn visit(
+        node: &str,
+        edges: &std::collections::BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in edges.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, edges, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in edges.keys() {
+        let mut path = Vec::new();
+        if let Some(cycle) = visit(node, &edges, &mut path, &mut done) {
+            panic!(
+                "the domain services import each other in a cycle: {}",
+                cycle.join(" -> ")
+            );
+        }
+    }
 }

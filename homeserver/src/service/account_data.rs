@@ -10,8 +10,8 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
-use crate::store::events;
 use crate::store::misc::{self, Receipt};
+use crate::store::{events, outbox};
 use crate::util::now_ms;
 
 /// Stores `content` (JSON text) as `user`'s account data `kind`, global when `room` is empty,
@@ -100,11 +100,30 @@ pub async fn store_receipt(
             };
             misc::set_receipt(tx, &room, &receipt, pos)?;
             if receipt.receipt_type == "m.read" {
-                super::federation::enqueue_receipt_in_tx(tx, &own, &room, &receipt)?;
+                outbox::enqueue_edu_for_room(
+                    tx,
+                    &own,
+                    &room,
+                    &receipt_edu(&room, &receipt),
+                    now_ms(),
+                )?;
             }
             Ok(())
         })
         .await
+}
+
+/// The `m.receipt` EDU that tells a room's other units about a local user's read receipt.
+fn receipt_edu(room_id: &str, receipt: &Receipt) -> String {
+    let mut data = json!({"ts": receipt.ts});
+    if !receipt.thread_id.is_empty() {
+        data["thread_id"] = json!(receipt.thread_id);
+    }
+    json!({
+        "edu_type": "m.receipt",
+        "content": { room_id: { "m.read": { receipt.user_id.clone(): {"event_ids": [receipt.event_id], "data": data} } } },
+    })
+    .to_string()
 }
 
 /// The users listed in the user's `m.ignored_user_list` account data.

@@ -1,6 +1,7 @@
-//! Room aliases (`/directory/room/{roomAlias}`, `/rooms/{roomId}/aliases`): resolving local
-//! and remote aliases, and who may create or delete a local one. Each authorisation runs in
-//! the transaction that writes.
+//! Room aliases (`/directory/room/{roomAlias}`, `/rooms/{roomId}/aliases`): resolving this
+//! unit's aliases, and who may create or delete one. Each authorisation runs in the
+//! transaction that writes. Another unit's alias is resolved through that unit
+//! (`service::federation::route::resolve_alias`).
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, UserId};
 
@@ -19,13 +20,8 @@ pub struct Resolved {
     pub servers: Vec<String>,
 }
 
-/// Resolves an alias: a local one from the database (`M_NOT_FOUND` when none), another
-/// unit's through that unit.
+/// Resolves one of this unit's aliases from the database (`M_NOT_FOUND` when none).
 pub async fn resolve(server: &Server, alias: &OwnedRoomAliasId) -> Result<Resolved> {
-    if alias.server_name() != server.server_name() {
-        let (room_id, servers) = super::federation::resolve_remote_alias(server, alias).await?;
-        return Ok(Resolved { room_id, servers });
-    }
     let key = alias.to_string();
     let found = server
         .store

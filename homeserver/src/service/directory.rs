@@ -123,28 +123,6 @@ pub fn room_summary(conn: &Connection, room: &str) -> Result<Value> {
     }))
 }
 
-/// One page of the public rooms of this unit, or of `remote` (another unit, asked over
-/// federation).
-pub async fn public_rooms(
-    server: &Server,
-    query: DirectoryQuery,
-    remote: Option<String>,
-) -> Result<Value> {
-    if let Some(remote) = remote
-        && remote != server.server_name().as_str()
-    {
-        return super::federation::remote_public_rooms(
-            server,
-            &remote,
-            query.limit,
-            query.since,
-            query.term,
-        )
-        .await;
-    }
-    local_public_rooms(server, query).await
-}
-
 /// Whether a room is listed in this unit's directory (`M_NOT_FOUND` for an unknown room).
 pub async fn is_public(server: &Server, room: OwnedRoomId) -> Result<bool> {
     let row = server

@@ -1,25 +1,27 @@
 //! The membership state machine: join, knock, leave, forget, invite, kick, ban and unban, and
-//! the member lists. Owns the routing between a room this unit participates in (a local
-//! member event, built, authorised and stored by `rooms::append_in_tx`) and a room held only
-//! by other units (the existing `service::federation` join / knock / invite / leave flows).
+//! the member lists, for rooms this unit participates in (a local member event, built,
+//! authorised and stored by `rooms::append_in_tx`). A room held only by other units is
+//! `service::federation`'s: its `route` module asks [`participating`] and calls either this
+//! module or the federation join / knock / invite / leave flows.
 //!
 //! Each local change checks its preconditions (kick never unbans, unban only from a ban,
 //! invite only by a joined member and never to a joined user) inside the writer transaction
 //! that writes the member event, so a concurrent change cannot slip between check and write.
+//! An invite of another unit's user is checked with [`check_in_tx`] in the transaction that
+//! builds the invite event.
 
 use std::fmt;
 
 use ruma::events::TimelineEventType;
-use ruma::{OwnedEventId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, UserId};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::Server;
-use super::federation;
 use super::rooms::{self, Access};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::NewEvent;
-use crate::store::{events, state};
+use crate::store::{WriteTx, events, state};
 
 /// A user's membership of a room (`m.room.member` `membership`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +100,7 @@ pub async fn joined_rooms(server: &Server, user: &UserId) -> Result<Vec<String>>
 }
 
 /// Whether this unit participates in `room` (holds its state), rather than only knowing of it.
-async fn participating(server: &Server, room: &OwnedRoomId) -> Result<bool> {
+pub async fn participating(server: &Server, room: &OwnedRoomId) -> Result<bool> {
     let key = room.to_string();
     server
         .store
@@ -106,20 +108,13 @@ async fn participating(server: &Server, room: &OwnedRoomId) -> Result<bool> {
         .await
 }
 
-/// Joins `room`: locally when this unit participates in it, otherwise through an allow-listed
-/// peer (`via`, then what we know of the room).
+/// Joins `room`, a room this unit participates in (a re-join by a joined user is a no-op).
 pub async fn join(
     server: &Server,
     user: OwnedUserId,
     room: OwnedRoomId,
     reason: Option<String>,
-    via: Vec<String>,
 ) -> Result<()> {
-    if !participating(server, &room).await? {
-        let candidates = federation::join_candidates(server, &room, &user, via).await?;
-        federation::join_remote(server, room, user, candidates).await?;
-        return Ok(());
-    }
     change(
         server,
         room,
@@ -134,40 +129,17 @@ pub async fn join(
     Ok(())
 }
 
-/// Joins the room a `{roomIdOrAlias}` path names; returns its ID.
-pub async fn join_target(
-    server: &Server,
-    user: OwnedUserId,
-    target: &str,
-    reason: Option<String>,
-    mut via: Vec<String>,
-) -> Result<OwnedRoomId> {
-    let room = room_of_target(server, target, &mut via).await?;
-    join(server, user, room.clone(), reason, via).await?;
-    Ok(room)
-}
-
-/// Knocks on the room a `{roomIdOrAlias}` path names (join rule `knock` or
-/// `knock_restricted`; the auth rules refuse a knock anywhere else). A room held only by other
-/// units is knocked on over federation through the allow-listed servers of `via` (or the
-/// alias's server). Returns the room's ID.
+/// Knocks on `room`, a room this unit participates in (join rule `knock` or
+/// `knock_restricted`; the auth rules refuse a knock anywhere else).
 pub async fn knock(
     server: &Server,
     user: OwnedUserId,
-    target: &str,
+    room: OwnedRoomId,
     reason: Option<String>,
-    mut via: Vec<String>,
-) -> Result<OwnedRoomId> {
-    let room = room_of_target(server, target, &mut via).await?;
-    if !participating(server, &room).await? {
-        // The same servers a remote join would try; only allow-listed peers survive.
-        let candidates = federation::join_candidates(server, &room, &user, via).await?;
-        federation::knock::knock_remote(server, room.clone(), user, reason, candidates).await?;
-        return Ok(room);
-    }
+) -> Result<()> {
     change(
         server,
-        room.clone(),
+        room,
         user.clone(),
         user,
         Membership::Knock,
@@ -176,50 +148,22 @@ pub async fn knock(
         None,
     )
     .await?;
-    Ok(room)
+    Ok(())
 }
 
-/// The room a `{roomIdOrAlias}` path names. A remote alias is resolved through its server,
-/// whose answer adds to `via` the servers that can be joined or knocked through.
-async fn room_of_target(
-    server: &Server,
-    target: &str,
-    via: &mut Vec<String>,
-) -> Result<OwnedRoomId> {
-    if !target.starts_with('#') {
-        return parse_room(target);
-    }
-    let alias = OwnedRoomAliasId::try_from(target)
-        .map_err(|_| Error::invalid_param(format!("{target:?} is not a valid room alias")))?;
-    let found = super::aliases::resolve(server, &alias).await?;
-    if alias.server_name() != server.server_name() {
-        via.extend(found.servers);
-    }
-    Ok(found.room_id)
-}
-
-fn parse_room(raw: &str) -> Result<OwnedRoomId> {
+/// Parses a room ID named by a client (`M_INVALID_PARAM` when it is not one).
+pub fn parse_room(raw: &str) -> Result<OwnedRoomId> {
     OwnedRoomId::try_from(raw)
         .map_err(|_| Error::invalid_param(format!("{raw:?} is not a valid room ID")))
 }
 
-/// Leaves `room`. In a room held by other units this rescinds a knock or rejects an invite,
-/// through a resident server (`via`) or the inviter's unit.
+/// Leaves `room`, a room this unit participates in.
 pub async fn leave(
     server: &Server,
     user: OwnedUserId,
     room: OwnedRoomId,
     reason: Option<String>,
-    via: Vec<String>,
 ) -> Result<()> {
-    if !participating(server, &room).await? {
-        if federation::knock::has_remote_knock(server, &room, &user).await? {
-            federation::knock::rescind_remote_knock(server, room, user, via).await?;
-        } else {
-            federation::reject_remote_invite(server, room, user).await?;
-        }
-        return Ok(());
-    }
     change(
         server,
         room,
@@ -254,9 +198,9 @@ pub async fn forget(server: &Server, user: &UserId, room: OwnedRoomId) -> Result
         .await
 }
 
-/// A member's invite, kick, ban or unban of `target`. An invite of a user on another unit goes
-/// over federation; everything else is a local member event whose precondition is checked in
-/// the transaction that writes it.
+/// A member's invite, kick, ban or unban of `target` in a room this unit participates in: a
+/// local member event whose precondition is checked in the transaction that writes it. (An
+/// invite of another unit's user goes through that unit: `service::federation::route::act`.)
 pub async fn act(
     server: &Server,
     sender: OwnedUserId,
@@ -265,17 +209,7 @@ pub async fn act(
     reason: Option<String>,
     action: Action,
 ) -> Result<()> {
-    federation::require_allowed_user(server, &target)?;
-    let local_target = target.server_name() == server.server_name();
-    if action == Action::Invite && !local_target {
-        let (room_c, sender_c, target_c) = (room.to_string(), sender.to_string(), target.clone());
-        server
-            .store
-            .read(move |conn| check(conn, &room_c, &sender_c, &target_c, action, false))
-            .await?;
-        federation::invite_remote(server, room, sender, target, false).await?;
-        return Ok(());
-    }
+    super::require_allowed_user(server, &target)?;
     let membership = match action {
         Action::Invite => Membership::Invite,
         Action::Ban => Membership::Ban,
@@ -295,25 +229,26 @@ pub async fn act(
     Ok(())
 }
 
-/// The precondition of `action` against the room's current state.
-fn check(
-    conn: &Connection,
+/// The precondition of `action` by `sender` on `target` against the room's current state, for
+/// the writer transaction that writes (or, for a remote invite, builds) the member event.
+pub fn check_in_tx(
+    tx: &WriteTx<'_>,
     room: &str,
     sender: &str,
     target: &UserId,
     action: Action,
     local_target: bool,
 ) -> Result<()> {
-    let theirs = state::membership(conn, room, target.as_str())?;
+    let theirs = state::membership(tx, room, target.as_str())?;
     let theirs = theirs.as_deref().map(|m| Membership::parse(m).ok_or(m));
     match action {
         Action::Invite => {
-            if current(conn, room, sender)? != Some(Membership::Join) {
+            if current(tx, room, sender)? != Some(Membership::Join) {
                 return Err(Error::forbidden("You are not joined to this room"));
             }
             // Deviation: the spec documents no 404 for /invite, but an invite to a local user
             // who does not exist would be an event nobody can ever act on; M_NOT_FOUND says why.
-            if local_target && crate::store::accounts::get_user(conn, target.as_str())?.is_none() {
+            if local_target && crate::store::accounts::get_user(tx, target.as_str())?.is_none() {
                 return Err(Error::not_found(format!(
                     "{target} does not exist on this unit"
                 )));
@@ -371,7 +306,7 @@ pub async fn change(
         .store
         .write(move |tx| {
             if let Some(action) = action {
-                check(tx, room_id.as_str(), sender.as_str(), &target, action, local_target)?;
+                check_in_tx(tx, room_id.as_str(), sender.as_str(), &target, action, local_target)?;
             }
             if state::get_room(tx, room_id.as_str())?.is_none() {
                 return Err(Error::not_found(

@@ -1,5 +1,6 @@
-//! Profiles: a user's displayname and avatar (a remote user's asked of their unit), and
-//! changing one's own, propagated into the member events of the rooms one is joined to.
+//! Profiles: a local user's displayname and avatar, and changing one's own, propagated into
+//! the member events of the rooms one is joined to. Another unit's user's profile is asked of
+//! their unit (`service::federation::route::profile`).
 
 use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomId, UserId};
@@ -32,11 +33,8 @@ impl Field {
     }
 }
 
-/// A user's `(displayname, avatar_url)`; `M_NOT_FOUND` for a local user who does not exist.
+/// A local user's `(displayname, avatar_url)`; `M_NOT_FOUND` for one who does not exist.
 pub async fn load(server: &Server, user: &UserId) -> Result<(Option<String>, Option<String>)> {
-    if user.server_name() != server.server_name() {
-        return super::federation::remote_profile(server, user).await;
-    }
     let key = user.to_string();
     server
         .store

@@ -1,6 +1,7 @@
 //! Room history: `/messages`, `/context`, `/event` and `timestamp_to_event`, in topological
-//! order. Pagination tokens are `service::tokens`'s; a page backfills from a peer when it
-//! reaches the start of the history this unit holds.
+//! order. Pagination tokens are `service::tokens`'s. A page that reaches the start of the
+//! history this unit holds is backfilled from a peer by `service::federation::route::messages`,
+//! which then asks [`messages`] again.
 
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use rusqlite::Connection;
@@ -28,6 +29,18 @@ pub struct MessagesQuery {
     dir: String,
     limit: Option<usize>,
     filter: Option<String>,
+}
+
+impl MessagesQuery {
+    /// Whether the page goes back in time (`dir=b`).
+    pub fn backwards(&self) -> bool {
+        self.dir == "b"
+    }
+
+    /// How many events the page holds at most.
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(10).clamp(1, MAX_LIMIT)
+    }
 }
 
 /// Where a page starts, which way it goes, how long it is, and where it must stop.
@@ -110,29 +123,32 @@ fn lazy_members(conn: &Connection, room: &str, chunk: &[StoredEvent]) -> Result<
     Ok(out)
 }
 
-/// `/messages`: a page of the room's events in topological order as `auth` may see them,
-/// backfilling from a peer when the page reaches the start of what this unit holds.
+/// `/messages`: a page of the room's events in topological order as `user` may see them. A
+/// page without `from` starts at stream position `current` (read once per request, so a page
+/// asked again after a backfill starts where the first one did). A backwards page without
+/// `end` reached the start of what this unit holds.
 pub async fn messages(
     server: &Server,
     user: &UserId,
     device: &str,
     room: OwnedRoomId,
-    q: MessagesQuery,
+    q: &MessagesQuery,
+    current: i64,
 ) -> Result<Value> {
     let backwards = match q.dir.as_str() {
         "b" => true,
         "f" => false,
         _ => return Err(Error::invalid_param("dir must be 'b' or 'f'")),
     };
-    let limit = q.limit.unwrap_or(10).clamp(1, MAX_LIMIT);
+    let limit = q.limit();
     let filter = parse_filter(q.filter.as_deref())?;
     let from = q.from.as_deref().map(PageToken::parse).transpose()?;
     let to = q.to.as_deref().map(PageToken::parse).transpose()?;
     let user = user.to_string();
     let device = device.to_owned();
-    let current = server.store.current_pos();
-    let run = |room: ruma::OwnedRoomId, user: String, device: String, filter: RoomEventFilter| {
-        server.store.read(move |conn| {
+    server
+        .store
+        .read(move |conn| {
             let room = room.as_str();
             let visible = rooms::visibility(conn, room, &user)?;
             let mut filter = filter;
@@ -182,17 +198,7 @@ pub async fn messages(
             }
             Ok(body)
         })
-    };
-    let mut body = run(room.clone(), user.clone(), device.clone(), filter.clone()).await?;
-    // At the start of the history this unit holds for a room joined through another unit:
-    // fetch older events from a peer and page again.
-    if backwards
-        && body.get("end").is_none()
-        && super::federation::backfill(server, &room, limit.max(20)).await? > 0
-    {
-        body = run(room, user, device, filter).await?;
-    }
-    Ok(body)
+        .await
 }
 
 /// `/event`: one event as `auth` may see it (404 when hidden or unknown).

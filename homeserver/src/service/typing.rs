@@ -147,7 +147,28 @@ pub async fn set_typing(
         .typing
         .set(room.as_str(), user.as_str(), typing, timeout)
     {
-        super::federation::send_typing(server, room.as_str(), user.as_str(), typing).await?;
+        // Tell the room's other units (spec: the `m.typing` EDU).
+        let own = server.server_name().to_string();
+        let (room, edu) = (
+            room.to_string(),
+            serde_json::json!({
+                "edu_type": "m.typing",
+                "content": {"room_id": room, "user_id": user, "typing": typing},
+            })
+            .to_string(),
+        );
+        server
+            .store
+            .write(move |tx| {
+                crate::store::outbox::enqueue_edu_for_room(
+                    tx,
+                    &own,
+                    &room,
+                    &edu,
+                    crate::util::now_ms(),
+                )
+            })
+            .await?;
     }
     Ok(())
 }

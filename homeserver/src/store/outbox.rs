@@ -22,6 +22,28 @@ pub fn enqueue(
     Ok(())
 }
 
+/// Queues an EDU (its JSON, `edu_type` and `content`) for every server other than `own` with
+/// a joined member in `room_id`, in the caller's transaction: how a domain service tells a
+/// room's other units about a receipt or a typing notice without knowing federation.
+pub fn enqueue_edu_for_room(
+    conn: &super::WriteTx<'_>,
+    own: &str,
+    room_id: &str,
+    edu: &str,
+    now: i64,
+) -> Result<()> {
+    let servers: std::collections::BTreeSet<String> =
+        super::state::members_with(conn, room_id, "join")?
+            .iter()
+            .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
+            .filter(|s| s != own)
+            .collect();
+    for server in servers {
+        enqueue(conn, &server, "edu", edu, now)?;
+    }
+    Ok(())
+}
+
 /// Peers with something queued.
 pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT DISTINCT destination FROM federation_outbox")?;

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::service::Server;
 use crate::service::aliases;
 use crate::service::directory::{self, DirectoryQuery};
+use crate::service::federation::route;
 
 /// Parses a `{roomAlias}` path parameter.
 fn alias(raw: &str) -> Result<OwnedRoomAliasId> {
@@ -33,7 +34,7 @@ pub async fn get_alias(
     State(server): State<Arc<Server>>,
     PathParams(raw): PathParams<String>,
 ) -> Result<Json<AliasAnswer>> {
-    let found = aliases::resolve(&server, &alias(&raw)?).await?;
+    let found = route::resolve_alias(&server, &alias(&raw)?).await?;
     Ok(Json(AliasAnswer {
         room_id: found.room_id,
         servers: found.servers,
@@ -145,7 +146,7 @@ async fn list_public(
     remote: Option<String>,
 ) -> Result<Json<Value>> {
     let query = DirectoryQuery { limit, since, term };
-    Ok(Json(directory::public_rooms(server, query, remote).await?))
+    Ok(Json(route::public_rooms(server, query, remote).await?))
 }
 
 /// # `GET /_matrix/client/v3/publicRooms`

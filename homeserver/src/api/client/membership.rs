@@ -1,5 +1,6 @@
 //! Membership: join, knock, leave, forget, invite, kick, ban, unban, and member lists. The
-//! state machine and the local / remote routing are `service::membership`'s.
+//! state machine is `service::membership`'s, the local / remote routing
+//! `service::federation::route`'s.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use crate::api::client::wire::{Chunk, Empty, RoomIdResponse};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, RawQuery, room_id, user_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
+use crate::service::federation::route;
 use crate::service::membership::{self, Action, JoinedMember, MembersFilter};
 use crate::service::tokens::PageToken;
 
@@ -54,7 +56,7 @@ pub async fn join_room(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<RoomIdResponse>> {
     let room = room_id(&room)?;
-    membership::join(
+    route::join(
         &server,
         auth.user_id,
         room.clone(),
@@ -73,7 +75,7 @@ pub async fn join_by_id_or_alias(
     query: RawQuery,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<RoomIdResponse>> {
-    let room_id = membership::join_target(
+    let room_id = route::join_target(
         &server,
         auth.user_id,
         &target,
@@ -96,7 +98,7 @@ pub async fn knock(
     query: RawQuery,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<RoomIdResponse>> {
-    let room_id = membership::knock(
+    let room_id = route::knock(
         &server,
         auth.user_id,
         &target,
@@ -116,7 +118,7 @@ pub async fn leave(
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Empty>> {
     let room = room_id(&room)?;
-    membership::leave(
+    route::leave(
         &server,
         auth.user_id,
         room,
@@ -152,7 +154,7 @@ async fn act_on(
 ) -> Result<Json<Empty>> {
     let room = room_id(room)?;
     let target = user_id(&body.user_id)?;
-    membership::act(server, auth.user_id, room, target, body.reason, action).await?;
+    route::act(server, auth.user_id, room, target, body.reason, action).await?;
     Ok(Json(Empty {}))
 }
 

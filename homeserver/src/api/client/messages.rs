@@ -12,6 +12,7 @@ use crate::api::extract::{
 };
 use crate::error::Result;
 use crate::service::Server;
+use crate::service::federation::route;
 use crate::service::timeline::{self, ContextQuery, MessagesQuery};
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
@@ -23,7 +24,7 @@ pub async fn messages(
 ) -> Result<Json<Value>> {
     let room = room_id(&room)?;
     Ok(Json(
-        timeline::messages(&server, &auth.user_id, &auth.device_id, room, q).await?,
+        route::messages(&server, &auth.user_id, &auth.device_id, room, q).await?,
     ))
 }
 

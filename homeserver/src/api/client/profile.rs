@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::api::extract::{Auth, JsonBody, PathParams, user_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
+use crate::service::federation::route;
 use crate::service::profile::{self, Field};
 
 /// # `GET /_matrix/client/v3/profile/{userId}`
@@ -16,7 +17,7 @@ pub async fn get_profile(
     State(server): State<Arc<Server>>,
     PathParams(user): PathParams<String>,
 ) -> Result<Json<Value>> {
-    let (name, avatar) = profile::load(&server, &user_id(&user)?).await?;
+    let (name, avatar) = route::profile(&server, &user_id(&user)?).await?;
     let mut body = Map::new();
     if let Some(name) = name {
         body.insert("displayname".to_owned(), json!(name));
@@ -32,7 +33,7 @@ pub async fn get_field(
     State(server): State<Arc<Server>>,
     PathParams((user, field)): PathParams<(String, String)>,
 ) -> Result<Json<Value>> {
-    let (name, avatar) = profile::load(&server, &user_id(&user)?).await?;
+    let (name, avatar) = route::profile(&server, &user_id(&user)?).await?;
     let value = match field.as_str() {
         "displayname" => name,
         "avatar_url" => avatar,

@@ -1,6 +1,6 @@
-//! EDUs in both directions: receipts, typing notices, presence, to-device messages and
-//! device-list updates received from peers, and the receipts and typing notices this unit
-//! queues for the peers in a room.
+//! EDUs received from peers: receipts, typing notices, presence, to-device messages and
+//! device-list updates. (The receipts and typing notices this unit sends are queued by the
+//! domain services themselves, through `store::outbox::enqueue_edu_for_room`.)
 
 use super::*;
 
@@ -81,37 +81,8 @@ pub(super) async fn receive_edu(server: &Server, origin: &str, edu: &Value) -> R
     Ok(())
 }
 
-/// Queues an `m.receipt` EDU for every other server with members in the room.
-pub fn enqueue_receipt_in_tx(
-    tx: &crate::store::WriteTx<'_>,
-    own: &str,
-    room_id: &str,
-    receipt: &misc::Receipt,
-) -> Result<()> {
-    let servers: BTreeSet<String> = state::members_with(tx, room_id, "join")?
-        .iter()
-        .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
-        .filter(|s| s != own)
-        .collect();
-    if servers.is_empty() {
-        return Ok(());
-    }
-    let mut data = json!({"ts": receipt.ts});
-    if !receipt.thread_id.is_empty() {
-        data["thread_id"] = json!(receipt.thread_id);
-    }
-    let edu = json!({
-        "edu_type": "m.receipt",
-        "content": { room_id: { "m.read": { receipt.user_id.clone(): {"event_ids": [receipt.event_id], "data": data} } } },
-    })
-    .to_string();
-    let now = now_ms();
-    for server in servers {
-        outbox::enqueue(tx, &server, "edu", &edu, now)?;
-    }
-    Ok(())
-}
-
+/// Handles a peer's `m.typing` EDU: a user of the origin starts or stops typing in a room
+/// they are joined to (ignored otherwise), for 30 s at most.
 pub(super) async fn receive_typing(server: &Server, origin: &str, content: &Value) -> Result<()> {
     let (Some(room), Some(user)) = (
         content.get("room_id").and_then(Value::as_str),
@@ -137,31 +108,4 @@ pub(super) async fn receive_typing(server: &Server, origin: &str, content: &Valu
             .set(room, user, typing, std::time::Duration::from_secs(30));
     }
     Ok(())
-}
-
-/// Tells the other servers in the room that a local user started or stopped typing.
-pub async fn send_typing(
-    server: &Server,
-    room_id: &str,
-    user_id: &str,
-    typing: bool,
-) -> Result<()> {
-    let own = server.server_name().to_string();
-    let (room, user) = (room_id.to_owned(), user_id.to_owned());
-    server
-        .store
-        .write(move |tx| {
-            let servers: BTreeSet<String> = state::members_with(tx, &room, "join")?
-                .iter()
-                .filter_map(|u| u.split_once(':').map(|(_, s)| s.to_owned()))
-                .filter(|s| *s != own)
-                .collect();
-            let edu = json!({"edu_type": "m.typing", "content": {"room_id": room, "user_id": user, "typing": typing}}).to_string();
-            let now = now_ms();
-            for server in servers {
-                outbox::enqueue(tx, &server, "edu", &edu, now)?;
-            }
-            Ok(())
-        })
-        .await
 }

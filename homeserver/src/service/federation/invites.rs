@@ -70,6 +70,20 @@ pub async fn invite_remote(
     target: OwnedUserId,
     is_direct: bool,
 ) -> Result<OwnedEventId> {
+    invite_remote_checked(server, room_id, sender, target, is_direct, |_| Ok(())).await
+}
+
+/// [`invite_remote`], with `check` (a precondition on the room's current state) run in the
+/// writer transaction that builds the invite event, so nothing can change between the check
+/// and the event's place in the room.
+pub async fn invite_remote_checked(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    target: OwnedUserId,
+    is_direct: bool,
+    check: impl FnOnce(&crate::store::WriteTx<'_>) -> Result<()> + Send + 'static,
+) -> Result<OwnedEventId> {
     let target_server = target.server_name().to_string();
     if !server.peers.contains(&target_server) {
         return Err(Error::forbidden(format!(
@@ -81,6 +95,7 @@ pub async fn invite_remote(
     let (pdu, version, stripped) = server
         .store
         .write(move |tx| {
+            check(tx)?;
             let event = NewEvent::state(
                 TimelineEventType::RoomMember,
                 invitee.as_str(),

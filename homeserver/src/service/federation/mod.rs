@@ -2,7 +2,9 @@
 //! rooms on other units and letting their users join ours, and invites in both directions.
 //! One file per concern: `receive` (transactions), `edu`, `membership` (joins and leaves),
 //! `invites`, `knock`, `backfill`, `directory` (remote queries), `resident` (what peers read
-//! from us), `hierarchy` (spaces) and `media`; this file keeps the helpers they share.
+//! from us), `hierarchy` (spaces), `media`, and `route` (the client operations that may reach
+//! another unit, choosing between the domain service and the federation flow); this file
+//! keeps the helpers they share.
 //!
 //! Everything here talks only to allow-listed peers (through [`FederationClient`]) and checks
 //! every incoming PDU with [`incoming`] before it touches a room.
@@ -18,6 +20,7 @@ pub mod media;
 mod membership;
 mod receive;
 pub mod resident;
+pub mod route;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -43,8 +46,10 @@ use crate::util::now_ms;
 
 pub use self::backfill::*;
 pub use self::directory::*;
-pub use self::edu::*;
-pub use self::invites::{invite_remote, receive_invite, reject_remote_invite};
+use self::edu::*;
+pub use self::invites::{
+    invite_remote, invite_remote_checked, receive_invite, reject_remote_invite,
+};
 pub use self::membership::*;
 pub use self::receive::*;
 pub use super::require_allowed_user;
