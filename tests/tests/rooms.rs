@@ -262,6 +262,49 @@ fn kick_ban_unban_and_their_permissions() {
     assert_eq!(joined_members(&alice, &room).len(), 3);
 }
 
+/// A kick and a ban of the same member sent at once: the ban stands, whichever lands first.
+/// The kick's precondition (the member is not banned) is checked in the writer transaction
+/// that writes its leave, so a kick behind the ban is refused; checked in a read before the
+/// write, it could pass on the member's old state and then write its leave over the ban (an
+/// unban by the back door, which the auth rules allow the room's admin).
+#[test]
+fn a_kick_racing_a_ban_never_undoes_it() {
+    let env = TestEnv::dev();
+    let alice = env.register("alice");
+    let carol = env.register("carol");
+    let room = alice.create_room(&json!({ "preset": "public_chat" }));
+    let target = json!({ "user_id": carol.user_id });
+    for round in 0..40 {
+        assert_eq!(carol.join(&room), room);
+        let barrier = std::sync::Barrier::new(2);
+        let (kick, ban) = std::thread::scope(|s| {
+            let kick = s.spawn(|| {
+                barrier.wait();
+                alice.membership(&room, "kick", &target)
+            });
+            let ban = s.spawn(|| {
+                barrier.wait();
+                alice.membership(&room, "ban", &target)
+            });
+            (
+                kick.join().expect("kick thread"),
+                ban.join().expect("ban thread"),
+            )
+        });
+        ok(ban, "ban");
+        assert!(
+            kick.0 == 200 || (kick.0 == 403 && kick.1["errcode"] == "M_FORBIDDEN"),
+            "round {round}: kick answered {kick:?}"
+        );
+        assert_eq!(
+            membership_of(&alice, &room, &carol.user_id)["membership"],
+            "ban",
+            "round {round}: the kick (answered {kick:?}) undid the ban"
+        );
+        ok(alice.membership(&room, "unban", &target), "unban");
+    }
+}
+
 #[test]
 fn leave_and_forget() {
     let env = TestEnv::dev();
