@@ -33,14 +33,7 @@ pub struct RoomRow {
 /// directory listing, push conditions, upgrades).
 pub fn power_levels(conn: &Connection, room_id: &str) -> Result<PowerLevels> {
     let room = get_room(conn, room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    let version = ruma::RoomVersionId::try_from(room.room_version.as_str()).map_err(|_| {
-        Error::internal(format!(
-            "stored room version {:?} invalid",
-            room.room_version
-        ))
-    })?;
-    let rules = crate::matrix::rules_for(&version)
-        .ok_or_else(|| Error::internal(format!("room version {version} unsupported")))?;
+    let (_, rules) = crate::matrix::room_rules(&room.room_version)?;
     let event = |kind: &str| -> Result<Option<crate::matrix::pdu::Pdu>> {
         Ok(match current_state_id(conn, room_id, kind, "")? {
             Some(id) => super::events::get_event(conn, &id)?.map(|e| e.pdu),
