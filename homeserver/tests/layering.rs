@@ -202,14 +202,20 @@ fn expand_use(prefix: &[String], tree: &str, out: &mut Vec<Vec<String>>) {
     }
 }
 
-/// Resolves a path starting with `crate` or `super` (seen in `module`) to a crate path.
-fn resolve(module: &[String], path: &[String]) -> Option<Vec<String>> {
+/// Resolves a path starting with `crate`, `super`, `self` or one of `children` (the modules
+/// the file declares with `mod`), seen in `module`, to a crate path.
+fn resolve(module: &[String], children: &[String], path: &[String]) -> Option<Vec<String>> {
     let mut rest = path;
     let mut base: Vec<String> = match rest.first().map(String::as_str) {
         Some("crate") => {
             rest = &rest[1..];
             Vec::new()
         }
+        Some("self") => {
+            rest = &rest[1..];
+            module.to_vec()
+        }
+        Some(first) if children.iter().any(|c| c == first) => module.to_vec(),
         Some("super") => {
             let mut base = module.to_vec();
             while rest.first().map(String::as_str) == Some("super") {
@@ -224,8 +230,36 @@ fn resolve(module: &[String], path: &[String]) -> Option<Vec<String>> {
     Some(base)
 }
 
-/// Every crate path a file's code names: use items and inline `crate::`/`super::` paths.
+/// The child modules a file declares (`mod x;`, `pub mod x;`, `pub(crate) mod x;`), which its
+/// code may name without `crate::` or `self::`.
+fn child_modules(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let rest = line
+                .strip_prefix("pub(crate) ")
+                .or_else(|| line.strip_prefix("pub "))
+                .unwrap_or(line);
+            let name = rest.strip_prefix("mod ")?.strip_suffix(';')?.trim();
+            Some(name.to_owned())
+        })
+        .collect()
+}
+
+/// Every crate path a file's code names: use items and inline paths that start with `crate::`,
+/// `super::`, `self::` or a child module's name.
 fn imports(code: &str, module: &[String]) -> BTreeSet<Vec<String>> {
+    let children = child_modules(code);
+    let starts_with_module = |tree: &str| {
+        ["crate", "super", "self"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(children.iter().cloned())
+            .any(|head| {
+                tree.strip_prefix(head.as_str())
+                    .is_some_and(|after| after.trim_start().starts_with("::"))
+            })
+    };
     let mut found = BTreeSet::new();
     let mut rest = code;
     // Use items (possibly spanning lines).
@@ -240,7 +274,7 @@ fn imports(code: &str, module: &[String]) -> BTreeSet<Vec<String>> {
         let item = &rest[i + 4..];
         let end = item.find(';').unwrap_or(item.len());
         let tree = &item[..end];
-        if at_word_start && (tree.starts_with("crate") || tree.starts_with("super")) {
+        if at_word_start && starts_with_module(tree) {
             outside_uses.push_str(&rest[..i]);
             expand_use(&[], tree, &mut uses);
             rest = &item[end..];
@@ -251,12 +285,18 @@ fn imports(code: &str, module: &[String]) -> BTreeSet<Vec<String>> {
     }
     outside_uses.push_str(rest);
     for path in uses {
-        found.extend(resolve(module, &path));
+        found.extend(resolve(module, &children, &path));
     }
     // Inline paths.
-    for start in ["crate::", "super::"] {
+    let starts: Vec<String> = ["crate", "super", "self"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(children.iter().cloned())
+        .map(|head| format!("{head}::"))
+        .collect();
+    for start in &starts {
         let mut text = outside_uses.as_str();
-        while let Some(i) = text.find(start) {
+        while let Some(i) = text.find(start.as_str()) {
             let before = text[..i].chars().next_back();
             let path_text: String = text[i..]
                 .chars()
@@ -275,7 +315,7 @@ fn imports(code: &str, module: &[String]) -> BTreeSet<Vec<String>> {
             if segments.len() > 2 {
                 segments.pop();
             }
-            found.extend(resolve(module, &segments));
+            found.extend(resolve(module, &children, &segments));
         }
     }
     found

@@ -15,6 +15,7 @@ pub mod directory;
 pub mod e2ee;
 pub mod federation;
 pub mod filters;
+pub mod hierarchy_cache;
 pub mod legacy;
 pub mod login_throttle;
 pub mod media;
@@ -75,7 +76,7 @@ pub struct Server {
     /// Our CA certificate (PEM), for our peer card.
     pub tls_ca_pem: String,
     /// Peers' recent space-hierarchy answers, so paging a hierarchy does not ask each time.
-    pub hierarchy_cache: federation::hierarchy::Cache,
+    pub hierarchy_cache: hierarchy_cache::Cache,
     /// What each sliding sync connection has been sent, per `pos` (in memory, bounded).
     pub sliding_sync: sliding_sync::Connections,
     /// Wakes the delayed-events timer when a new event may be due sooner.

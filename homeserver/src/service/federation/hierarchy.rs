@@ -7,14 +7,13 @@
 //! holds are summarised from its own state; a room it does not hold is asked of the
 //! allow-listed servers named in the child's `via` (never anyone else: a server that is not on
 //! the allow-list is not even dialled), and the answer's `children` fill in the next level
-//! without asking again. Peers' answers are kept for a minute in a small [`Cache`], so paging
+//! without asking again. Peers' answers are kept for a minute in a small cache
+//! ([`crate::service::hierarchy_cache`]), so paging
 //! through a hierarchy does not ask on every page; a peer that could not be reached is left
 //! alone for half a minute and the rooms only it could describe are skipped.
 
 use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use rusqlite::Connection;
@@ -27,6 +26,7 @@ use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::join_rules::restricted_allowed_rooms;
 use crate::service::Server;
 use crate::service::directory::{room_summary, state_content};
+use crate::service::hierarchy_cache::Answer;
 use crate::store::{dag, events, state};
 use crate::transport::client::FedError;
 
@@ -43,12 +43,6 @@ const MAX_CHILDREN_PER_ANSWER: usize = 100;
 /// Most federation requests one client request may make, so a wide space spread over many
 /// units cannot hold a client request for long.
 const MAX_ASKS_PER_WALK: usize = 32;
-/// How long a peer's answer is reused (spec: "Responses to this endpoint should be cached").
-const ANSWER_TTL: Duration = Duration::from_secs(60);
-/// How long a peer that could not be reached is not asked again.
-const DOWN_TTL: Duration = Duration::from_secs(30);
-/// Most answers kept; the oldest goes first.
-const MAX_CACHED_ANSWERS: usize = 128;
 
 /// Whether a `m.space.child` content is a live, wanted link: it names servers in `via` (a
 /// child without `via` has been removed, spec "m.space.child") and, for `suggested_only`, is
@@ -295,16 +289,6 @@ fn child_links(summary: &Value, suggested_only: bool) -> Vec<ChildLink> {
         .collect()
 }
 
-/// A peer's checked answer to `hierarchy`.
-#[derive(Clone)]
-struct Answer {
-    /// The peer that gave it (an answer is dropped once its peer leaves the allow-list).
-    peer: String,
-    room: Value,
-    children: Vec<Value>,
-    inaccessible: Vec<String>,
-}
-
 /// The fields of a hierarchy room summary (spec: `RoomSummary` plus `children_state`): all a
 /// peer's summary may pass on to our clients.
 const SUMMARY_FIELDS: [&str; 14] = [
@@ -372,73 +356,6 @@ fn check_answer(peer: &str, room: &str, mut body: Value) -> std::result::Result<
         children,
         inaccessible,
     })
-}
-
-/// Peers' recent `hierarchy` answers (a minute) and peers that just could not be reached (half
-/// a minute), shared by every client walk of this unit. Small and in memory only.
-#[derive(Default)]
-pub struct Cache {
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    /// `(room ID, suggested_only)` → when fetched, and the answer.
-    answers: HashMap<(String, bool), (Instant, Answer)>,
-    /// Peer → when it last could not be reached.
-    down: HashMap<String, Instant>,
-}
-
-impl Cache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        // The map holds no invariant a panicking holder could break.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn answer(&self, room: &str, suggested_only: bool) -> Option<Answer> {
-        let mut inner = self.lock();
-        let key = (room.to_owned(), suggested_only);
-        match inner.answers.get(&key) {
-            Some((at, answer)) if at.elapsed() < ANSWER_TTL => Some(answer.clone()),
-            Some(_) => {
-                inner.answers.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn store(&self, room: &str, suggested_only: bool, answer: Answer) {
-        let mut inner = self.lock();
-        inner.answers.retain(|_, (at, _)| at.elapsed() < ANSWER_TTL);
-        while inner.answers.len() >= MAX_CACHED_ANSWERS {
-            let oldest = inner
-                .answers
-                .iter()
-                .min_by_key(|(_, (at, _))| *at)
-                .map(|(key, _)| key.clone());
-            match oldest {
-                Some(key) => inner.answers.remove(&key),
-                None => break,
-            };
-        }
-        inner
-            .answers
-            .insert((room.to_owned(), suggested_only), (Instant::now(), answer));
-    }
-
-    fn is_down(&self, peer: &str) -> bool {
-        self.lock()
-            .down
-            .get(peer)
-            .is_some_and(|at| at.elapsed() < DOWN_TTL)
-    }
-
-    fn mark_down(&self, peer: &str) {
-        let mut inner = self.lock();
-        inner.down.retain(|_, at| at.elapsed() < DOWN_TTL);
-        inner.down.insert(peer.to_owned(), Instant::now());
-    }
 }
 
 /// What a client asked of `/hierarchy`, already validated.
