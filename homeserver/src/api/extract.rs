@@ -149,6 +149,23 @@ impl RawQuery {
             .map(|(_, v)| v.clone())
             .collect()
     }
+
+    /// The first value of parameter `name`, if given.
+    pub fn first(&self, name: &str) -> Option<String> {
+        self.pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The first value of a parameter the endpoint requires: absent is `M_MISSING_PARAM`.
+    pub fn required(&self, name: &str) -> Result<String, Error> {
+        self.first(name).ok_or_else(|| {
+            Error::new(
+                ErrorCode::MissingParam,
+                format!("{name} is a required parameter"),
+            )
+        })
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
