@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::client::wire::{
     Available, Empty, IdServerUnbind, LoginFlow, LoginFlows, LoginResponse, RefreshResponse,
-    TokenValidity, WhoAmI,
+    ThreePids, TokenValidity, WhoAmI,
 };
 use crate::api::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -481,8 +481,10 @@ pub async fn deactivate(
 
 /// # `GET /_matrix/client/v3/account/3pid`
 /// Closed deployments have no email or phone lookups: always empty.
-pub async fn threepids(_auth: Auth) -> Json<Value> {
-    Json(json!({"threepids": []}))
+pub async fn threepids(_auth: Auth) -> Json<ThreePids> {
+    Json(ThreePids {
+        threepids: Vec::new(),
+    })
 }
 
 /// # `POST /_matrix/client/v3/{register,account/password,account/3pid}/{email,msisdn}/requestToken`

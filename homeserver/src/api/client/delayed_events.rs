@@ -7,9 +7,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::api::client::wire::{Empty, SendResponse};
+use crate::api::client::wire::{DelayedEvents, Empty, SendResponse};
 use crate::api::extract::{Auth, JsonBody, PathParams, RawQuery, room_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
@@ -102,10 +102,10 @@ pub async fn get_one(
 }
 
 /// # `GET …/delayed_events`: the caller's scheduled events, soonest due first.
-pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<DelayedEvents>> {
     let events = delayed_events::list(&server, auth.user_id.as_str()).await?;
-    let events: Vec<Value> = events.iter().map(delayed_events::to_client).collect();
-    Ok(Json(json!({"delayed_events": events})))
+    let delayed_events = events.iter().map(delayed_events::to_client).collect();
+    Ok(Json(DelayedEvents { delayed_events }))
 }
 
 /// The delay of a `/send` or `/state` request (`?org.matrix.msc4140.delay=`), if it asks for

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::api::client::wire::{BaseUrl, Empty, TurnServer, WellKnown};
+use crate::api::client::wire::{BaseUrl, Empty, TurnServer, Versions, WellKnown};
 use crate::api::extract::Auth;
 use crate::error::{Error, Result};
 use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
@@ -14,20 +14,24 @@ use crate::service::Server;
 
 /// # `GET /_matrix/client/versions`
 /// The spec versions we implement; the first call every client makes.
-pub async fn versions() -> Json<Value> {
-    Json(json!({
-        "versions": ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
-                     "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18",
-                     "v1.19"],
+pub async fn versions() -> Json<Versions> {
+    Json(Versions {
+        versions: &[
+            "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+            "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
+        ],
         // Only what is implemented. `e2e_cross_signing` is what browser clients of the v1.11
         // generation look for before they bootstrap cross-signing after registration.
-        "unstable_features": {
-            "org.matrix.e2e_cross_signing": true,
-            "org.matrix.msc3814": true,
-            "org.matrix.msc4140": true,
-            "org.matrix.simplified_msc3575": true,
-        },
-    }))
+        unstable_features: [
+            "org.matrix.e2e_cross_signing",
+            "org.matrix.msc3814",
+            "org.matrix.msc4140",
+            "org.matrix.simplified_msc3575",
+        ]
+        .into_iter()
+        .map(|feature| (feature, true))
+        .collect(),
+    })
 }
 
 /// # `GET /_matrix/client/v3/thirdparty/protocols`

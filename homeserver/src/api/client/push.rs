@@ -9,7 +9,7 @@ use ruma::push::RuleKind;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::client::wire::Empty;
+use crate::api::client::wire::{Empty, RuleActions, RuleEnabled};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
 use crate::service::{Server, push};
@@ -151,10 +151,12 @@ async fn get_enabled(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RuleEnabled>> {
     let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
-    Ok(Json(json!({"enabled": rule["enabled"]})))
+    Ok(Json(RuleEnabled {
+        enabled: rule["enabled"].clone(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -179,10 +181,12 @@ async fn get_actions(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RuleActions>> {
     let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
-    Ok(Json(json!({"actions": rule["actions"]})))
+    Ok(Json(RuleActions {
+        actions: rule["actions"].clone(),
+    }))
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions`

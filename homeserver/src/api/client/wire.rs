@@ -261,3 +261,40 @@ pub struct UserDirectoryEntry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub avatar_url: Option<String>,
 }
+
+/// `GET /versions`.
+#[derive(Debug, Serialize)]
+pub struct Versions {
+    /// The spec versions implemented.
+    pub versions: &'static [&'static str],
+    /// The unstable features implemented, each `true`.
+    pub unstable_features: std::collections::BTreeMap<&'static str, bool>,
+}
+
+/// `GET /account/3pid`.
+#[derive(Debug, Serialize)]
+pub struct ThreePids {
+    /// Always empty: a unit binds no email addresses or phone numbers.
+    pub threepids: Vec<serde_json::Value>,
+}
+
+/// `GET …/delayed_events` (MSC4140).
+#[derive(Debug, Serialize)]
+pub struct DelayedEvents {
+    /// The caller's scheduled events, soonest due first.
+    pub delayed_events: Vec<serde_json::Value>,
+}
+
+/// `GET /pushrules/{scope}/{kind}/{ruleId}/enabled`.
+#[derive(Debug, Serialize)]
+pub struct RuleEnabled {
+    /// Whether the rule is enabled, as the rule set holds it.
+    pub enabled: serde_json::Value,
+}
+
+/// `GET /pushrules/{scope}/{kind}/{ruleId}/actions`.
+#[derive(Debug, Serialize)]
+pub struct RuleActions {
+    /// The rule's actions, as the rule set holds them.
+    pub actions: serde_json::Value,
+}
