@@ -11,6 +11,7 @@ use ruma::OwnedUserId;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode};
+use crate::service::timeline::TimestampMatch;
 use crate::service::{Server, accounts};
 
 /// The authenticated caller.
@@ -227,14 +228,11 @@ impl TimestampQuery {
     }
 }
 
-/// The answer of `timestamp_to_event` for what the store found
-/// (`(event_id, origin_server_ts, stream_pos)`).
+/// The answer of `timestamp_to_event` for what the store found.
 pub fn timestamp_answer(
-    found: Option<(String, i64, i64)>,
-) -> Result<axum::Json<serde_json::Value>, Error> {
-    let (event_id, ts, _) =
-        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
-    Ok(axum::Json(
-        serde_json::json!({"event_id": event_id, "origin_server_ts": ts}),
-    ))
+    found: Option<TimestampMatch>,
+) -> Result<axum::Json<TimestampMatch>, Error> {
+    found
+        .map(axum::Json)
+        .ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))
 }

@@ -451,7 +451,7 @@ pub async fn timestamp_to_event(
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<TimestampQuery>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<crate::service::timeline::TimestampMatch>> {
     let room = room_id(&room)?.to_string();
     let forward = q.forward()?;
     let found = resident::closest_to_timestamp(&server, signed.origin, room, q.ts, forward).await?;
