@@ -14,9 +14,9 @@ use crate::api::extract::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::wire::{
-    EventAuthResponse, InviteRequest, KeysClaimRequest, KeysQueryRequest, MissingEventsRequest,
-    MissingEventsResponse, PduTransaction, SendJoinResponse, StateIdsResponse, StateResponse,
-    Transaction,
+    DirectoryResponse, EventAuthResponse, InviteRequest, KeysClaimRequest, KeysQueryRequest,
+    MissingEventsRequest, MissingEventsResponse, PduTransaction, ProfileResponse, SendJoinResponse,
+    StateIdsResponse, StateResponse, Transaction,
 };
 use crate::service::directory::{self, DirectoryQuery};
 use crate::service::federation as fed;
@@ -295,22 +295,27 @@ pub async fn query_profile(
     State(server): State<Arc<Server>>,
     query: RawQuery,
     _signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<ProfileResponse>> {
     let user = user_id(&query.required("user_id")?)?;
     if user.server_name() != server.server_name() {
         return Err(Error::not_found("Not a user of this unit"));
     }
-    let (name, avatar) = resident::profile(&server, &user).await?;
-    let mut body = json!({});
-    match query.first("field").as_deref() {
-        Some("displayname") => body["displayname"] = json!(name),
-        Some("avatar_url") => body["avatar_url"] = json!(avatar),
-        _ => {
-            body["displayname"] = json!(name);
-            body["avatar_url"] = json!(avatar);
-        }
-    }
-    Ok(Json(body))
+    let (displayname, avatar_url) = resident::profile(&server, &user).await?;
+    // An unset field is left out (the schema's fields are strings, never null).
+    Ok(Json(match query.first("field").as_deref() {
+        Some("displayname") => ProfileResponse {
+            displayname,
+            avatar_url: None,
+        },
+        Some("avatar_url") => ProfileResponse {
+            displayname: None,
+            avatar_url,
+        },
+        _ => ProfileResponse {
+            displayname,
+            avatar_url,
+        },
+    }))
 }
 
 /// # `GET /_matrix/federation/v1/query/directory`
@@ -318,12 +323,15 @@ pub async fn query_directory(
     State(server): State<Arc<Server>>,
     query: RawQuery,
     _signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<DirectoryResponse>> {
     let alias = query.required("room_alias")?;
     let room = resident::alias(&server, alias).await?;
-    Ok(Json(
-        json!({"room_id": room, "servers": [server.server_name()]}),
-    ))
+    let room_id =
+        room_id(&room).map_err(|_| Error::internal("stored alias names a bad room ID"))?;
+    Ok(Json(DirectoryResponse {
+        room_id,
+        servers: vec![server.server_name().to_string()],
+    }))
 }
 
 /// # `GET /_matrix/federation/v1/user/devices/{userId}`
