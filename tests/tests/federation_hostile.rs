@@ -7,7 +7,10 @@
 //! homeserver's own `peer-card`), so the test can sign exactly what it wants.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tests::federation::{
     Checks, ConnCounter, DELIVERY, Federation, Puppet, Unit, UnitOptions, eventually, free_port_on,
@@ -365,6 +368,15 @@ fn forged_tampered_and_malformed_requests_are_refused() {
     let body = txn("unit-b.test", Vec::new());
     let reply = evil.request(&a, "PUT", &format!("{SEND}/o1"), Some(&body));
     checks.raw("transaction origin mismatch", &reply, &[400, 403], &[]);
+    // `pdus` is required (spec: Transactions): a transaction without it is malformed, not an
+    // empty one that would be acknowledged and remembered.
+    let mut no_pdus = txn(evil.name(), Vec::new());
+    no_pdus
+        .as_object_mut()
+        .expect("a transaction is an object")
+        .remove("pdus");
+    let reply = evil.request(&a, "PUT", &format!("{SEND}/n1"), Some(&no_pdus));
+    checks.raw("transaction without pdus", &reply, &[400], &["M_BAD_JSON"]);
 
     checks.check(
         "nothing stored for refused requests",
@@ -949,5 +961,251 @@ fn units_never_dial_hosts_that_are_not_allow_listed_endpoints() {
         trap.count() == 0,
         || format!("{} connections", trap.count()),
     );
+    checks.finish();
+}
+
+/// A room of the puppet (room version 12): its creator's create, join, power levels and public
+/// join rule, signed by the puppet.
+struct PuppetRoom {
+    id: String,
+    /// `(event ID, PDU)` of each state event, oldest first.
+    state: Vec<(String, Value)>,
+}
+
+impl PuppetRoom {
+    fn new(puppet: &Puppet) -> PuppetRoom {
+        let owner = puppet.user_id("owner");
+        let (create_id, create) = puppet.sign_event(&json!({
+            "type": "m.room.create", "state_key": "", "sender": owner,
+            "content": { "room_version": "12" }, "origin_server_ts": now_ms(), "depth": 1,
+            "prev_events": [], "auth_events": [],
+        }));
+        let id = format!("!{}", &create_id[1..]);
+        let mut state = vec![(create_id.clone(), create)];
+        let mut add = |kind: &str, key: &str, content: Value, auth: Vec<String>| {
+            let (last, depth) = (state.last().expect("create").0.clone(), state.len() + 1);
+            let signed = puppet.sign_event(&json!({
+                "type": kind, "state_key": key, "room_id": id, "sender": owner,
+                "content": content, "origin_server_ts": now_ms(), "depth": depth,
+                "prev_events": [last], "auth_events": auth,
+            }));
+            state.push(signed.clone());
+            signed.0
+        };
+        let member = add(
+            "m.room.member",
+            &owner,
+            json!({ "membership": "join" }),
+            vec![],
+        );
+        let levels = add("m.room.power_levels", "", json!({}), vec![member.clone()]);
+        add(
+            "m.room.join_rules",
+            "",
+            json!({ "join_rule": "public" }),
+            vec![levels, member],
+        );
+        PuppetRoom { id, state }
+    }
+
+    fn event_id(&self, kind: &str) -> String {
+        self.state
+            .iter()
+            .find(|(_, pdu)| pdu["type"] == kind)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_else(|| panic!("the puppet room has no {kind}"))
+    }
+
+    /// The `make_join` template for `user_id`.
+    fn template(&self, user_id: &str) -> Value {
+        json!({
+            "room_version": "12",
+            "event": {
+                "type": "m.room.member", "state_key": user_id, "room_id": self.id,
+                "sender": user_id, "content": { "membership": "join" },
+                "origin_server_ts": now_ms(), "depth": self.state.len() + 1,
+                "prev_events": [self.event_id("m.room.join_rules")],
+                "auth_events": [self.event_id("m.room.power_levels"), self.event_id("m.room.join_rules")],
+            },
+        })
+    }
+}
+
+/// Serves the federation API of `puppet` as a resident of `room` on `listener` (TLS with the
+/// puppet's certificate, HTTP/1.1 with keep-alive): `make_join` templates, and `send_join`
+/// answers that carry `auth_chain` only while `with_auth_chain` is set. Transactions are
+/// acknowledged; anything else is 404. Requests are not authenticated: only the unit dials it.
+fn serve_as_resident(
+    listener: TcpListener,
+    puppet: &Puppet,
+    room: Arc<PuppetRoom>,
+    with_auth_chain: Arc<AtomicBool>,
+) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = puppet.data_dir().join("tls");
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls.join("cert.pem"))
+        .expect("the puppet's certificate")
+        .collect::<Result<_, _>>()
+        .expect("the puppet's certificate is PEM");
+    let key = PrivateKeyDer::from_pem_file(tls.join("key.pem")).expect("the puppet's TLS key");
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("rustls protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("the puppet's TLS identity"),
+    );
+    let origin = puppet.name().to_owned();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let (config, room, flag, origin) = (
+                Arc::clone(&config),
+                Arc::clone(&room),
+                Arc::clone(&with_auth_chain),
+                origin.clone(),
+            );
+            std::thread::spawn(move || {
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(120)));
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                let mut stream = rustls::StreamOwned::new(conn, tcp);
+                while let Some((method, path, body)) = read_request(&mut stream) {
+                    let (status, answer) = if method == "GET"
+                        && path.starts_with("/_matrix/federation/v1/make_join/")
+                    {
+                        let user = path
+                            .split('/')
+                            .nth(6)
+                            .and_then(|u| u.split('?').next())
+                            .map(|u| {
+                                u.replace("%40", "@")
+                                    .replace("%3A", ":")
+                                    .replace("%3a", ":")
+                            })
+                            .unwrap_or_default();
+                        (200, room.template(&user))
+                    } else if method == "PUT"
+                        && path.starts_with("/_matrix/federation/v2/send_join/")
+                    {
+                        let join: Value = serde_json::from_slice(&body).unwrap_or_default();
+                        let state: Vec<Value> = room.state.iter().map(|(_, p)| p.clone()).collect();
+                        let mut answer = json!({ "origin": origin, "state": state, "event": join });
+                        if flag.load(Ordering::SeqCst) {
+                            answer["auth_chain"] = json!(state);
+                        }
+                        (200, answer)
+                    } else if method == "PUT" && path.starts_with("/_matrix/federation/v1/send/") {
+                        (200, json!({ "pdus": {} }))
+                    } else {
+                        (
+                            404,
+                            json!({ "errcode": "M_UNRECOGNIZED", "error": "not served" }),
+                        )
+                    };
+                    let body = answer.to_string();
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream
+                        .write_all(reply.as_bytes())
+                        .and_then(|()| stream.flush())
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+/// Reads one HTTP/1.1 request: `(method, path, body)`; `None` at the end of the connection.
+fn read_request(stream: &mut impl Read) -> Option<(String, String, Vec<u8>)> {
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => received.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&received).into_owned();
+    let mut words = head.split_whitespace();
+    let (method, path) = (words.next()?.to_owned(), words.next()?.to_owned());
+    let length: usize = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((method, path, body))
+}
+
+#[test]
+fn a_send_join_answer_without_auth_chain_fails_the_join_cleanly() {
+    let listener =
+        TcpListener::bind((Ipv4Addr::new(127, 0, 0, 12), 0)).expect("a listener for the puppet");
+    let evil = Puppet::new("evil.test", listener.local_addr().expect("its address"));
+    let mut a = Unit::new("unit-a.test", unit_ip(0), &UnitOptions::default());
+    a.trust_card(evil.name(), evil.card());
+    a.start();
+    let alice = a.register("alice");
+    let room = Arc::new(PuppetRoom::new(&evil));
+    let with_auth_chain = Arc::new(AtomicBool::new(false));
+    serve_as_resident(
+        listener,
+        &evil,
+        Arc::clone(&room),
+        Arc::clone(&with_auth_chain),
+    );
+    let join_path = format!(
+        "/_matrix/client/v3/join/{}?via={}",
+        enc(&room.id),
+        enc(evil.name())
+    );
+    let joined = |client: &Client| -> bool {
+        let (_, body) = client.get("/_matrix/client/v3/joined_rooms");
+        body["joined_rooms"].to_string().contains(&room.id)
+    };
+    let mut checks = Checks::new();
+
+    // `auth_chain` is required in a send_join answer (spec: joins v2): without it the resident
+    // has failed, and the join fails instead of building the room on an empty chain.
+    let reply = alice.post(&join_path, &json!({}));
+    checks.check(
+        "a join whose send_join answer lacks auth_chain fails",
+        reply.0 >= 400 && reply.0 != 500,
+        || format!("{reply:?}"),
+    );
+    checks.check(
+        "the failed join left alice outside",
+        !joined(&alice),
+        || "alice is joined".to_owned(),
+    );
+    let create = room.event_id("m.room.create");
+    checks.check(
+        "nothing of the room is stored after the failed join",
+        !a.has_event_row(&create),
+        || format!("the create event {create} is stored"),
+    );
+
+    // Control: the same resident with a whole answer is joined through.
+    with_auth_chain.store(true, Ordering::SeqCst);
+    let reply = alice.post(&join_path, &json!({}));
+    checks.reply(
+        "the join with a whole send_join answer",
+        &reply,
+        &[200],
+        &[],
+    );
+    checks.check("alice is joined", joined(&alice), || format!("{reply:?}"));
     checks.finish();
 }

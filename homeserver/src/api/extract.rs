@@ -11,6 +11,7 @@ use ruma::OwnedUserId;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode};
+use crate::service::timeline::TimestampMatch;
 use crate::service::{Server, accounts};
 
 /// The authenticated caller.
@@ -149,6 +150,23 @@ impl RawQuery {
             .map(|(_, v)| v.clone())
             .collect()
     }
+
+    /// The first value of parameter `name`, if given.
+    pub fn first(&self, name: &str) -> Option<String> {
+        self.pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// The first value of a parameter the endpoint requires: absent is `M_MISSING_PARAM`.
+    pub fn required(&self, name: &str) -> Result<String, Error> {
+        self.first(name).ok_or_else(|| {
+            Error::new(
+                ErrorCode::MissingParam,
+                format!("{name} is a required parameter"),
+            )
+        })
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for RawQuery {
@@ -210,14 +228,11 @@ impl TimestampQuery {
     }
 }
 
-/// The answer of `timestamp_to_event` for what the store found
-/// (`(event_id, origin_server_ts, stream_pos)`).
+/// The answer of `timestamp_to_event` for what the store found.
 pub fn timestamp_answer(
-    found: Option<(String, i64, i64)>,
-) -> Result<axum::Json<serde_json::Value>, Error> {
-    let (event_id, ts, _) =
-        found.ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))?;
-    Ok(axum::Json(
-        serde_json::json!({"event_id": event_id, "origin_server_ts": ts}),
-    ))
+    found: Option<TimestampMatch>,
+) -> Result<axum::Json<TimestampMatch>, Error> {
+    found
+        .map(axum::Json)
+        .ok_or_else(|| Error::not_found("No event found on that side of the timestamp"))
 }

@@ -14,6 +14,7 @@ pub mod peer_card;
 pub mod power;
 pub mod state_res_v1;
 pub mod visibility;
+pub mod wire;
 pub mod xmatrix;
 
 use ruma::{RoomVersionId, room_version_rules::RoomVersionRules};

@@ -35,8 +35,8 @@ pub enum BackupError {
     },
 }
 
-/// A version as `GET /room_keys/version` describes it.
-#[derive(Debug, Clone)]
+/// A version as `GET /room_keys/version` describes it (and its answer, serialised as it is).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct VersionInfo {
     /// The version, as the opaque string clients use.
     pub version: String,
@@ -50,8 +50,9 @@ pub struct VersionInfo {
     pub etag: String,
 }
 
-/// What key writes and deletes answer: the version's new `etag` and `count`.
-#[derive(Debug, Clone)]
+/// What key writes and deletes answer: the version's new `etag` and `count` (serialised as
+/// the answer).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Counts {
     /// Changes whenever the keys change.
     pub etag: String,

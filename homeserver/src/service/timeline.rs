@@ -18,6 +18,9 @@ use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent, TopoKey};
 use crate::store::state;
 
+/// What `timestamp_to_event` finds (the store's row, which serialises as the answer).
+pub use crate::store::events::TimestampMatch;
+
 /// Most events one page returns.
 const MAX_LIMIT: usize = 1000;
 
@@ -346,14 +349,14 @@ pub async fn context(
 
 /// `timestamp_to_event`, answered from the events this unit holds (it holds the whole room
 /// once joined, and backfills on `/messages`): the visible event closest to `ts` on the side
-/// `forward` says, as `(event_id, origin_server_ts, stream_pos)`.
+/// `forward` says.
 pub async fn closest_to_timestamp(
     server: &Server,
     user: &UserId,
     room: OwnedRoomId,
     ts: i64,
     forward: bool,
-) -> Result<Option<(String, i64, i64)>> {
+) -> Result<Option<events::TimestampMatch>> {
     let room = room.to_string();
     let user = user.to_string();
     server
@@ -361,7 +364,7 @@ pub async fn closest_to_timestamp(
         .read(move |conn| {
             let visible = rooms::visibility(conn, &room, &user)?;
             Ok(events::closest_to_timestamp(conn, &room, ts, forward)?
-                .filter(|(_, _, pos)| visible.allows(*pos)))
+                .filter(|found| visible.allows(found.stream_pos)))
         })
         .await
 }

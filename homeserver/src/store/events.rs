@@ -314,14 +314,27 @@ pub fn rooms_with_events_between(conn: &Connection, after: i64, upto: i64) -> Re
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// An event found by [`closest_to_timestamp`]; serialises as the `timestamp_to_event` answer
+/// (`event_id`, `origin_server_ts`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TimestampMatch {
+    /// The event.
+    pub event_id: String,
+    /// Its timestamp.
+    pub origin_server_ts: i64,
+    /// Its stream position, for the visibility check (not part of the answer).
+    #[serde(skip)]
+    pub stream_pos: i64,
+}
+
 /// The timeline event of a room closest to `ts` in direction `forward` (at or after `ts`) or
-/// backward (at or before): `(event_id, origin_server_ts, stream_pos)`.
+/// backward (at or before).
 pub fn closest_to_timestamp(
     conn: &Connection,
     room_id: &str,
     ts: i64,
     forward: bool,
-) -> Result<Option<(String, i64, i64)>> {
+) -> Result<Option<TimestampMatch>> {
     let sql = if forward {
         "SELECT event_id, origin_server_ts, stream_pos FROM events WHERE room_id = ?1
          AND origin_server_ts >= ?2 AND rejected = 0 AND soft_failed = 0 AND outlier = 0
@@ -334,7 +347,11 @@ pub fn closest_to_timestamp(
     Ok(conn
         .prepare_cached(sql)?
         .query_row(params![room_id, ts], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            Ok(TimestampMatch {
+                event_id: r.get(0)?,
+                origin_server_ts: r.get(1)?,
+                stream_pos: r.get(2)?,
+            })
         })
         .optional()?)
 }

@@ -51,17 +51,31 @@ pub fn pending_destinations(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The oldest queued items for a peer: `(id, kind, payload, created_ts)`.
-pub fn outbox_batch(
-    conn: &Connection,
-    destination: &str,
-    limit: usize,
-) -> Result<Vec<(i64, String, String, i64)>> {
+/// A queued item of the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    /// Its queue position (deleted up to it once delivered).
+    pub id: i64,
+    /// `pdu` or `edu`.
+    pub kind: String,
+    /// The event ID of a PDU, or the EDU's JSON.
+    pub payload: String,
+    /// When it was queued (ms).
+    pub created_ts: i64,
+}
+
+/// The oldest queued items for a peer.
+pub fn outbox_batch(conn: &Connection, destination: &str, limit: usize) -> Result<Vec<OutboxRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, kind, payload, created_ts FROM federation_outbox WHERE destination = ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![destination, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        Ok(OutboxRow {
+            id: r.get(0)?,
+            kind: r.get(1)?,
+            payload: r.get(2)?,
+            created_ts: r.get(3)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -194,6 +194,23 @@ impl FederationClient {
         })
     }
 
+    /// [`FederationClient::request`], with the answer read as its wire type (`matrix::wire`):
+    /// an answer without a field the spec requires is [`FedError::BadResponse`], the peer's
+    /// failure, never a default.
+    pub async fn request_as<T: serde::de::DeserializeOwned>(
+        &self,
+        destination: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, FedError> {
+        let answer = self.request(destination, method, path, body).await?;
+        serde_json::from_value(answer).map_err(|err| FedError::BadResponse {
+            server: destination.to_owned(),
+            reason: format!("malformed answer to {path}: {err}"),
+        })
+    }
+
     /// Sends a signed `GET path` (path includes any query) and returns the answer as bytes
     /// with its headers, for responses that are not JSON (media: `multipart/mixed`).
     ///
@@ -505,6 +522,8 @@ pub fn fed_error(err: FedError) -> Error {
                 )
             }
         }
+        // A peer that answers what the API does not promise is a bad gateway, not our fault.
+        err @ F::BadResponse { .. } => Error::new(ErrorCode::BadGateway, err.to_string()),
         other => Error::new(ErrorCode::Unknown, other.to_string()),
     }
 }

@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{Notify, watch};
 
+use crate::matrix::wire::{Edu, Transaction};
 use crate::store::{Store, events, outbox};
 use crate::transport::client::FederationClient;
 use crate::util::now_ms;
@@ -110,10 +111,10 @@ async fn deliver_one(
             let mut edus = Vec::new();
             let mut last_id = None;
             let mut last_ts = 0;
-            for (id, kind, payload, created_ts) in rows {
-                match kind.as_str() {
+            for row in rows {
+                match row.kind.as_str() {
                     "pdu" if pdus.len() < MAX_PDUS => {
-                        if let Some(event) = events::get_event(conn, &payload)? {
+                        if let Some(event) = events::get_event(conn, &row.payload)? {
                             pdus.push(
                                 serde_json::from_str::<Value>(&event.pdu.json)
                                     .unwrap_or(Value::Null),
@@ -121,12 +122,20 @@ async fn deliver_one(
                         }
                     }
                     "edu" if edus.len() < MAX_EDUS => {
-                        edus.push(serde_json::from_str::<Value>(&payload).unwrap_or(Value::Null));
+                        // An EDU without `edu_type` and `content` would make the peer refuse
+                        // the whole transaction (`matrix::wire::Edu`), so a damaged row is
+                        // dropped here rather than blocking the queue.
+                        match serde_json::from_str::<Edu>(&row.payload) {
+                            Ok(edu) => edus.push(edu),
+                            Err(err) => {
+                                tracing::warn!(id = row.id, %err, "dropped a malformed queued EDU")
+                            }
+                        }
                     }
                     _ => break,
                 }
-                last_id = Some(id);
-                last_ts = created_ts;
+                last_id = Some(row.id);
+                last_ts = row.created_ts;
             }
             Ok((pdus, edus, last_id, last_ts))
         })
@@ -138,12 +147,13 @@ async fn deliver_one(
     // The same rows always make the same ID (a retry after a lost answer is recognised), and
     // rows are never reused, so different batches never share an ID.
     let txn_id = format!("{last_ts}-{last_id}-{}", pdus.len() + edus.len());
-    let body = json!({
-        "origin": client_origin(client),
-        "origin_server_ts": now_ms(),
-        "pdus": pdus,
-        "edus": edus,
-    });
+    let body = Transaction {
+        origin: client_origin(client),
+        origin_server_ts: now_ms(),
+        pdus,
+        edus,
+    };
+    let body = serde_json::to_value(body).map_err(|e| e.to_string())?;
     let path = format!("/_matrix/federation/v1/send/{txn_id}");
     client
         .request(destination, Method::PUT, &path, Some(body))

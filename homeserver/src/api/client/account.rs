@@ -7,6 +7,10 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::client::wire::{
+    Available, Empty, IdServerUnbind, LoginFlow, LoginFlows, LoginResponse, RefreshResponse,
+    ThreePids, TokenValidity, WhoAmI,
+};
 use crate::api::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
@@ -206,10 +210,10 @@ pub struct AvailableQuery {
 pub async fn available(
     State(server): State<Arc<Server>>,
     QueryParams(q): QueryParams<AvailableQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Available>> {
     let user_id = accounts::validate_localpart(&q.username.to_lowercase(), &server)?;
     if accounts::is_available(&server, &user_id).await? {
-        Ok(Json(json!({"available": true})))
+        Ok(Json(Available { available: true }))
     } else {
         Err(Error::new(ErrorCode::UserInUse, "User ID already taken"))
     }
@@ -224,14 +228,23 @@ pub struct ValidityQuery {
 pub async fn token_validity(
     State(server): State<Arc<Server>>,
     QueryParams(q): QueryParams<ValidityQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<TokenValidity>> {
     let valid = crate::service::accounts::registration_token_valid(&server, q.token).await?;
-    Ok(Json(json!({"valid": valid})))
+    Ok(Json(TokenValidity { valid }))
 }
 
+/// The answer of endpoints that would unbind third-party IDs from an identity server.
+const NO_IDENTITY_SERVER: IdServerUnbind = IdServerUnbind {
+    id_server_unbind_result: "no-support",
+};
+
 /// # `GET /_matrix/client/v3/login`
-pub async fn login_flows() -> Json<Value> {
-    Json(json!({"flows": [{"type": "m.login.password"}]}))
+pub async fn login_flows() -> Json<LoginFlows> {
+    Json(LoginFlows {
+        flows: vec![LoginFlow {
+            kind: "m.login.password",
+        }],
+    })
 }
 
 #[derive(Deserialize)]
@@ -281,7 +294,7 @@ fn login_user(
 pub async fn login(
     State(server): State<Arc<Server>>,
     JsonBody(body): JsonBody<LoginBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<LoginResponse>> {
     if body.kind != "m.login.password" {
         return Err(Error::new(
             ErrorCode::UnknownRequest,
@@ -298,21 +311,26 @@ pub async fn login(
         refresh_token: body.refresh_token,
     };
     let session = accounts::login(&server, user_id, password, device).await?;
-    let mut response = session_json(session);
-    response["home_server"] = json!(server.server_name());
-    Ok(Json(response))
+    Ok(Json(LoginResponse {
+        user_id: session.user_id,
+        access_token: session.access_token,
+        device_id: session.device_id,
+        expires_in_ms: session.refresh_token.as_ref().and(session.expires_in_ms),
+        refresh_token: session.refresh_token,
+        home_server: server.server_name().to_string(),
+    }))
 }
 
 /// # `POST /_matrix/client/v3/logout`
-pub async fn logout(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+pub async fn logout(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Empty>> {
     accounts::logout(&server, auth.user_id.as_str(), &auth.device_id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `POST /_matrix/client/v3/logout/all`
-pub async fn logout_all(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+pub async fn logout_all(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Empty>> {
     accounts::logout_all(&server, auth.user_id.as_str()).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -324,18 +342,22 @@ pub struct RefreshBody {
 pub async fn refresh(
     State(server): State<Arc<Server>>,
     JsonBody(body): JsonBody<RefreshBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RefreshResponse>> {
     let session = accounts::refresh(&server, &body.refresh_token).await?;
-    Ok(Json(json!({
-        "access_token": session.access_token,
-        "refresh_token": session.refresh_token,
-        "expires_in_ms": session.expires_in_ms,
-    })))
+    Ok(Json(RefreshResponse {
+        access_token: session.access_token,
+        refresh_token: session.refresh_token,
+        expires_in_ms: session.expires_in_ms,
+    }))
 }
 
 /// # `GET /_matrix/client/v3/account/whoami`
-pub async fn whoami(auth: Auth) -> Json<Value> {
-    Json(json!({"user_id": auth.user_id, "device_id": auth.device_id, "is_guest": false}))
+pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user_id: auth.user_id,
+        device_id: auth.device_id,
+        is_guest: false,
+    })
 }
 
 /// Runs the `m.login.password` UIA stage of an already-authenticated user for `action` with
@@ -410,7 +432,7 @@ pub async fn change_password(
     State(server): State<Arc<Server>>,
     MaybeAuth(auth): MaybeAuth,
     JsonBody(body): JsonBody<PasswordBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let auth = auth.ok_or_else(|| {
         Error::new(
             ErrorCode::MissingToken,
@@ -435,7 +457,7 @@ pub async fn change_password(
     )
     .await?;
     server.uia.finish(&session, None);
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -448,19 +470,21 @@ pub async fn deactivate(
     State(server): State<Arc<Server>>,
     MaybeAuth(auth): MaybeAuth,
     JsonBody(body): JsonBody<DeactivateBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<IdServerUnbind>> {
     let auth = auth.ok_or_else(|| Error::new(ErrorCode::MissingToken, "Missing access token"))?;
     let action = "POST /account/deactivate".to_owned();
     let session = password_stage(&server, &auth, action, json!({}), body.auth).await?;
     accounts::deactivate(&server, auth.user_id.clone()).await?;
     server.uia.finish(&session, None);
-    Ok(Json(json!({"id_server_unbind_result": "no-support"})))
+    Ok(Json(NO_IDENTITY_SERVER))
 }
 
 /// # `GET /_matrix/client/v3/account/3pid`
 /// Closed deployments have no email or phone lookups: always empty.
-pub async fn threepids(_auth: Auth) -> Json<Value> {
-    Json(json!({"threepids": []}))
+pub async fn threepids(_auth: Auth) -> Json<ThreePids> {
+    Json(ThreePids {
+        threepids: Vec::new(),
+    })
 }
 
 /// # `POST /_matrix/client/v3/{register,account/password,account/3pid}/{email,msisdn}/requestToken`
@@ -484,6 +508,6 @@ pub async fn threepid_add(_auth: Auth) -> Error {
 
 /// # `POST /_matrix/client/v3/account/3pid/delete` and `/account/3pid/unbind`
 /// There is never anything to remove; the spec's answer when no identity server was involved.
-pub async fn threepid_delete(_auth: Auth) -> Json<Value> {
-    Json(json!({"id_server_unbind_result": "no-support"}))
+pub async fn threepid_delete(_auth: Auth) -> Json<IdServerUnbind> {
+    Json(NO_IDENTITY_SERVER)
 }

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::sync::check_self as check_own_user;
+use crate::api::client::wire::{Empty, Tags};
 use crate::api::extract::{Auth, JsonBody, PathParams, event_id, room_id};
 use crate::error::{Error, Result};
 use crate::service::{Server, account_data};
@@ -37,10 +38,10 @@ async fn put(
     room: String,
     kind: String,
     content: Map<String, Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let json = Value::Object(content).to_string();
     crate::service::account_data::put(server, user, room, kind, json).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/account_data/{type}`
@@ -49,7 +50,7 @@ pub async fn put_global(
     auth: Auth,
     PathParams((user, kind)): PathParams<(String, String)>,
     JsonBody(content): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     check_own_user(&auth, &user)?;
     check_writable(&kind)?;
     put(
@@ -78,7 +79,7 @@ pub async fn put_room(
     auth: Auth,
     PathParams((user, room, kind)): PathParams<(String, String, String)>,
     JsonBody(content): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     check_own_user(&auth, &user)?;
     check_writable(&kind)?;
     let room = room_id(&room)?;
@@ -114,7 +115,7 @@ pub async fn receipt(
     auth: Auth,
     PathParams((room, kind, event)): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<ReceiptBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let room = room_id(&room)?;
     let event = event_id(&event)?;
     if !matches!(kind.as_str(), "m.read" | "m.read.private" | "m.fully_read") {
@@ -132,7 +133,7 @@ pub async fn receipt(
         thread,
     )
     .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -151,7 +152,7 @@ pub async fn read_markers(
     auth: Auth,
     PathParams(room): PathParams<String>,
     JsonBody(body): JsonBody<ReadMarkersBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let room = room_id(&room)?;
     for (kind, event) in [
         ("m.fully_read", body.fully_read),
@@ -171,7 +172,7 @@ pub async fn read_markers(
             .await?;
         }
     }
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags`
@@ -179,11 +180,11 @@ pub async fn get_tags(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((user, room)): PathParams<(String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Tags>> {
     check_own_user(&auth, &user)?;
     let (user, room) = (auth.user_id.to_string(), room_id(&room)?.to_string());
     let tags = account_data::tags(&server, user, room).await?;
-    Ok(Json(json!({"tags": tags})))
+    Ok(Json(Tags { tags }))
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
@@ -192,7 +193,7 @@ pub async fn put_tag(
     auth: Auth,
     PathParams((user, room, tag)): PathParams<(String, String, String)>,
     JsonBody(info): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     check_own_user(&auth, &user)?;
     if info.get("order").is_some_and(|o| !o.is_number()) {
         return Err(Error::bad_json("order must be a number"));
@@ -206,7 +207,7 @@ pub async fn put_tag(
         Some(Value::Object(info)),
     )
     .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `DELETE /_matrix/client/v3/user/{userId}/rooms/{roomId}/tags/{tag}`
@@ -214,9 +215,9 @@ pub async fn delete_tag(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((user, room, tag)): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     check_own_user(&auth, &user)?;
     let room = room_id(&room)?.to_string();
     account_data::edit_tag(&server, auth.user_id.to_string(), room, tag, None).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

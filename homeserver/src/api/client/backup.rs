@@ -19,6 +19,7 @@ use ruma::UInt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::api::client::wire::{BackupVersion, Empty};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
@@ -158,35 +159,24 @@ fn sessions_json(sessions: &BTreeMap<String, SessionKey>) -> Value {
     json!({ "sessions": map })
 }
 
-fn counts_json(counts: Counts) -> Json<Value> {
-    Json(json!({"etag": counts.etag, "count": counts.count}))
-}
-
 /// # `POST /_matrix/client/v3/room_keys/version`
 pub async fn create_version(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<CreateBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<BackupVersion>> {
     let user = auth.user_id.to_string();
     let version = backup::create_version(&server, user, body.algorithm, body.auth_data).await?;
-    Ok(Json(json!({ "version": version })))
-}
-
-fn version_json(info: backup::VersionInfo) -> Json<Value> {
-    Json(json!({
-        "algorithm": info.algorithm,
-        "auth_data": info.auth_data,
-        "count": info.count,
-        "etag": info.etag,
-        "version": info.version,
-    }))
+    Ok(Json(BackupVersion { version }))
 }
 
 /// # `GET /_matrix/client/v3/room_keys/version`
-pub async fn current_version(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+pub async fn current_version(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+) -> Result<Json<backup::VersionInfo>> {
     let info = backup::get_version(&server, auth.user_id.to_string(), None).await?;
-    Ok(version_json(info))
+    Ok(Json(info))
 }
 
 /// # `GET /_matrix/client/v3/room_keys/version/{version}`
@@ -194,9 +184,9 @@ pub async fn get_version(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(version): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<backup::VersionInfo>> {
     let info = backup::get_version(&server, auth.user_id.to_string(), Some(version)).await?;
-    Ok(version_json(info))
+    Ok(Json(info))
 }
 
 /// # `PUT /_matrix/client/v3/room_keys/version/{version}`
@@ -205,7 +195,7 @@ pub async fn update_version(
     auth: Auth,
     PathParams(version): PathParams<String>,
     JsonBody(body): JsonBody<UpdateBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     if body.version.as_ref().is_some_and(|v| *v != version) {
         return Err(Error::invalid_param(
             "The version in the body does not match the version in the path",
@@ -213,7 +203,7 @@ pub async fn update_version(
     }
     let user = auth.user_id.to_string();
     backup::update_version(&server, user, version, body.algorithm, body.auth_data).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `DELETE /_matrix/client/v3/room_keys/version/{version}`
@@ -221,9 +211,9 @@ pub async fn delete_version(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(version): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     backup::delete_version(&server, auth.user_id.to_string(), version).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `PUT /_matrix/client/v3/room_keys/keys`
@@ -232,14 +222,14 @@ pub async fn put_all_keys(
     auth: Auth,
     QueryParams(query): QueryParams<VersionQuery>,
     JsonBody(body): JsonBody<AllBody>,
-) -> Result<Json<Value>, BackupError> {
+) -> Result<Json<Counts>, BackupError> {
     let version = required_version(query)?;
     let mut keys = KeysByRoom::new();
     for (room, sessions) in body.rooms {
         keys.insert(checked_room(&room)?, sessions_of(sessions));
     }
     let counts = backup::put_keys(&server, auth.user_id.to_string(), version, keys).await?;
-    Ok(counts_json(counts))
+    Ok(Json(counts))
 }
 
 /// # `PUT /_matrix/client/v3/room_keys/keys/{roomId}`
@@ -249,11 +239,11 @@ pub async fn put_room_keys(
     PathParams(room): PathParams<String>,
     QueryParams(query): QueryParams<VersionQuery>,
     JsonBody(body): JsonBody<RoomBody>,
-) -> Result<Json<Value>, BackupError> {
+) -> Result<Json<Counts>, BackupError> {
     let version = required_version(query)?;
     let keys = KeysByRoom::from([(checked_room(&room)?, sessions_of(body))]);
     let counts = backup::put_keys(&server, auth.user_id.to_string(), version, keys).await?;
-    Ok(counts_json(counts))
+    Ok(Json(counts))
 }
 
 /// # `PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
@@ -263,12 +253,12 @@ pub async fn put_session_key(
     PathParams((room, session)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<VersionQuery>,
     JsonBody(body): JsonBody<KeyBody>,
-) -> Result<Json<Value>, BackupError> {
+) -> Result<Json<Counts>, BackupError> {
     let version = required_version(query)?;
     let sessions = BTreeMap::from([(session, session_key(body))]);
     let keys = KeysByRoom::from([(checked_room(&room)?, sessions)]);
     let counts = backup::put_keys(&server, auth.user_id.to_string(), version, keys).await?;
-    Ok(counts_json(counts))
+    Ok(Json(counts))
 }
 
 /// # `GET /_matrix/client/v3/room_keys/keys`
@@ -331,11 +321,11 @@ pub async fn delete_all_keys(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(query): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Counts>> {
     let version = required_version(query)?;
     let user = auth.user_id.to_string();
     let counts = backup::delete_keys(&server, user, version, Selector::default()).await?;
-    Ok(counts_json(counts))
+    Ok(Json(counts))
 }
 
 /// # `DELETE /_matrix/client/v3/room_keys/keys/{roomId}`
@@ -344,14 +334,14 @@ pub async fn delete_room_keys(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(query): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Counts>> {
     let version = required_version(query)?;
     let selector = Selector {
         room_id: Some(checked_room(&room)?),
         session_id: None,
     };
     let counts = backup::delete_keys(&server, auth.user_id.to_string(), version, selector).await?;
-    Ok(counts_json(counts))
+    Ok(Json(counts))
 }
 
 /// # `DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
@@ -360,12 +350,12 @@ pub async fn delete_session_key(
     auth: Auth,
     PathParams((room, session)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Counts>> {
     let version = required_version(query)?;
     let selector = Selector {
         room_id: Some(checked_room(&room)?),
         session_id: Some(session),
     };
     let counts = backup::delete_keys(&server, auth.user_id.to_string(), version, selector).await?;
-    Ok(counts_json(counts))
+    Ok(Json(counts))
 }

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::api::extract::{Auth, JsonBody, PathParams, room_id};
+use crate::api::client::wire::{DelayedEvents, Empty, SendResponse};
+use crate::api::extract::{Auth, JsonBody, PathParams, RawQuery, room_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
 use crate::service::delayed_events::{self, Action, Schedule};
@@ -30,7 +31,7 @@ pub async fn schedule(
     auth: Auth,
     PathParams((room, kind, txn_id)): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<ScheduleBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendResponse>> {
     let delay_ms = match &body.delay_ms {
         Value::Number(n) => n
             .as_u64()
@@ -55,10 +56,10 @@ pub async fn answer_scheduled(
     auth: Auth,
     txn_id: Option<String>,
     request: Schedule,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendResponse>> {
     let delay_id =
         delayed_events::schedule(server, auth.user_id, auth.device_id, txn_id, request).await?;
-    Ok(Json(json!({"delay_id": delay_id})))
+    Ok(Json(SendResponse::Scheduled { delay_id }))
 }
 
 /// # `POST …/delayed_events/{delayId}/{action}`
@@ -66,10 +67,10 @@ pub async fn manage(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((delay_id, action)): PathParams<(String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let action = Action::parse(&action)?;
     delayed_events::manage(&server, auth.user_id.as_str(), &delay_id, action).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -84,10 +85,10 @@ pub async fn manage_in_body(
     auth: Auth,
     PathParams(delay_id): PathParams<String>,
     JsonBody(body): JsonBody<ActionBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let action = Action::parse(&body.action)?;
     delayed_events::manage(&server, auth.user_id.as_str(), &delay_id, action).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `GET …/delayed_events/{delayId}`
@@ -101,20 +102,19 @@ pub async fn get_one(
 }
 
 /// # `GET …/delayed_events`: the caller's scheduled events, soonest due first.
-pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<DelayedEvents>> {
     let events = delayed_events::list(&server, auth.user_id.as_str()).await?;
-    let events: Vec<Value> = events.iter().map(delayed_events::to_client).collect();
-    Ok(Json(json!({"delayed_events": events})))
+    let delayed_events = events.iter().map(delayed_events::to_client).collect();
+    Ok(Json(DelayedEvents { delayed_events }))
 }
 
 /// The delay of a `/send` or `/state` request (`?org.matrix.msc4140.delay=`), if it asks for
 /// one. Any other MSC4140 parameter (`parent_delay_id`, from an older draft) is refused rather
 /// than ignored, so a client never believes it got a behaviour it did not.
-pub fn delay_param(query: Option<&str>) -> Result<Option<u64>> {
+pub fn delay_param(query: &RawQuery) -> Result<Option<u64>> {
     let mut delay = None;
-    for pair in query.unwrap_or_default().split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
+    for (key, value) in query.pairs() {
+        match key.as_str() {
             "org.matrix.msc4140.delay" => {
                 delay = Some(delayed_events::parse_delay(value)?);
             }

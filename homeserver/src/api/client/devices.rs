@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::account::{AuthData, password_stage};
+use crate::api::client::wire::Empty;
 use crate::api::extract::{Auth, JsonBody, PathParams, parse_json};
 use crate::error::{Error, Result};
 use crate::service::Server;
@@ -97,14 +98,14 @@ pub async fn rename(
     auth: Auth,
     PathParams(device_id): PathParams<String>,
     JsonBody(body): JsonBody<RenameBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     if body.display_name.as_ref().is_some_and(|n| n.len() > 512) {
         return Err(Error::invalid_param(
             "display_name is longer than 512 bytes",
         ));
     }
     accounts::rename_device(&server, &auth.user_id, device_id, body.display_name).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -118,7 +119,7 @@ pub async fn delete(
     auth: Auth,
     PathParams(device_id): PathParams<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     // The first attempt of a UIA flow may come without a body at all.
     let body: Option<DeleteBody> = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -138,7 +139,7 @@ pub async fn delete(
     let session = password_stage(&server, &auth, action, json!({}), data).await?;
     accounts::delete_devices(&server, &user, vec![device_id]).await?;
     server.uia.finish(&session, None);
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -152,11 +153,11 @@ pub async fn delete_many(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<DeleteManyBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let action = "POST /delete_devices".to_owned();
     let bound = json!({"devices": body.devices});
     let session = password_stage(&server, &auth, action, bound, body.auth).await?;
     accounts::delete_devices(&server, auth.user_id.as_str(), body.devices).await?;
     server.uia.finish(&session, None);
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

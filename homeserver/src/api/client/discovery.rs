@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
+use crate::api::client::wire::{BaseUrl, Empty, TurnServer, Versions, WellKnown};
 use crate::api::extract::Auth;
 use crate::error::{Error, Result};
 use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
@@ -13,34 +14,43 @@ use crate::service::Server;
 
 /// # `GET /_matrix/client/versions`
 /// The spec versions we implement; the first call every client makes.
-pub async fn versions() -> Json<Value> {
-    Json(json!({
-        "versions": ["v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9",
-                     "v1.10", "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18",
-                     "v1.19"],
+pub async fn versions() -> Json<Versions> {
+    Json(Versions {
+        versions: &[
+            "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+            "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
+        ],
         // Only what is implemented. `e2e_cross_signing` is what browser clients of the v1.11
         // generation look for before they bootstrap cross-signing after registration.
-        "unstable_features": {
-            "org.matrix.e2e_cross_signing": true,
-            "org.matrix.msc3814": true,
-            "org.matrix.msc4140": true,
-            "org.matrix.simplified_msc3575": true,
-        },
-    }))
+        unstable_features: [
+            "org.matrix.e2e_cross_signing",
+            "org.matrix.msc3814",
+            "org.matrix.msc4140",
+            "org.matrix.simplified_msc3575",
+        ]
+        .into_iter()
+        .map(|feature| (feature, true))
+        .collect(),
+    })
 }
 
 /// # `GET /_matrix/client/v3/thirdparty/protocols`
 /// No application service bridges a third-party network here yet, so there are no protocols;
 /// browser clients poll this and must get the empty object, not an error.
-pub async fn thirdparty_protocols(_auth: Auth) -> Json<Value> {
-    Json(json!({}))
+pub async fn thirdparty_protocols(_auth: Auth) -> Json<Empty> {
+    Json(Empty {})
 }
 
 /// # `GET /_matrix/client/v3/voip/turnServer`
 /// No TURN server is configured on this unit: the answer carries no URIs, which clients read as
 /// "no TURN" (calls then use direct candidates on the local network).
-pub async fn turn_server(_auth: Auth) -> Json<Value> {
-    Json(json!({"username": "", "password": "", "uris": [], "ttl": 86400}))
+pub async fn turn_server(_auth: Auth) -> Json<TurnServer> {
+    Json(TurnServer {
+        username: String::new(),
+        password: String::new(),
+        uris: Vec::new(),
+        ttl: 86400,
+    })
 }
 
 /// # `GET /.well-known/matrix/client`
@@ -48,11 +58,15 @@ pub async fn turn_server(_auth: Auth) -> Json<Value> {
 /// setup`), never at the bind address: `http://0.0.0.0:8008` is no address a client can use.
 /// Without one (a wildcard listener and no URL configured) there is nothing true to say, so
 /// the answer is the spec's 404 and clients use the URL they were given.
-pub async fn well_known(State(server): State<Arc<Server>>) -> Result<Json<Value>> {
+pub async fn well_known(State(server): State<Arc<Server>>) -> Result<Json<WellKnown>> {
     let base = server.config.public_base_url.as_ref().ok_or_else(|| {
         Error::not_found("This unit has no public base URL configured (listen.public_base_url)")
     })?;
-    Ok(Json(json!({"m.homeserver": {"base_url": base}})))
+    Ok(Json(WellKnown {
+        homeserver: BaseUrl {
+            base_url: base.clone(),
+        },
+    }))
 }
 
 /// # `GET /_matrix/client/v3/capabilities`

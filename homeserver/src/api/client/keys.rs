@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::account::{AuthData, password_stage};
+use crate::api::client::wire::{DehydratedDevice, DeviceIdResponse, Empty, KeyChanges};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
 use crate::service::tokens::stream_position;
@@ -138,14 +139,14 @@ pub async fn changes(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(q): QueryParams<ChangesQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<KeyChanges>> {
     let (from, to) = (stream_position(&q.from)?, stream_position(&q.to)?);
     let user = auth.user_id.to_string();
     let (changed, left) = server
         .store
         .read(move |conn| e2ee::device_list_delta(conn, &user, from, to.max(from)))
         .await?;
-    Ok(Json(json!({"changed": changed, "left": left})))
+    Ok(Json(KeyChanges { changed, left }))
 }
 
 /// # `POST /_matrix/client/v3/keys/device_signing/upload`
@@ -156,7 +157,7 @@ pub async fn device_signing_upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let user = auth.user_id.to_string();
     let needs_auth = e2ee::upload_signing_keys(&server, &user, &body, false).await?;
     if needs_auth {
@@ -171,7 +172,7 @@ pub async fn device_signing_upload(
         e2ee::upload_signing_keys(&server, &user, &body, true).await?;
         server.uia.finish(&session, None);
     }
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `POST /_matrix/client/v3/keys/signatures/upload`
@@ -196,7 +197,7 @@ pub async fn send_to_device(
     auth: Auth,
     PathParams((event_type, txn_id)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<ToDeviceBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     if body.messages.values().any(|v| !v.is_object()) {
         return Err(Error::bad_json(
             "messages must map user IDs to device IDs to contents",
@@ -214,7 +215,7 @@ pub async fn send_to_device(
         body.messages,
     )
     .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `PUT /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
@@ -222,24 +223,31 @@ pub async fn put_dehydrated(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DeviceIdResponse>> {
     let device_id = e2ee::put_dehydrated_device(&server, auth.user_id.as_str(), body).await?;
-    Ok(Json(json!({"device_id": device_id})))
+    Ok(Json(DeviceIdResponse { device_id }))
 }
 
 /// # `GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
-pub async fn get_dehydrated(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
-    let (device_id, data) = e2ee::get_dehydrated_device(&server, auth.user_id.as_str()).await?;
-    Ok(Json(json!({"device_id": device_id, "device_data": data})))
+pub async fn get_dehydrated(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+) -> Result<Json<DehydratedDevice>> {
+    let (device_id, device_data) =
+        e2ee::get_dehydrated_device(&server, auth.user_id.as_str()).await?;
+    Ok(Json(DehydratedDevice {
+        device_id,
+        device_data,
+    }))
 }
 
 /// # `DELETE /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
 pub async fn delete_dehydrated(
     State(server): State<Arc<Server>>,
     auth: Auth,
-) -> Result<Json<Value>> {
+) -> Result<Json<DeviceIdResponse>> {
     let device_id = e2ee::delete_dehydrated_device(&server, auth.user_id.as_str()).await?;
-    Ok(Json(json!({"device_id": device_id})))
+    Ok(Json(DeviceIdResponse { device_id }))
 }
 
 #[derive(Deserialize, Default)]

@@ -28,8 +28,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
+use crate::api::client::wire::{ContentUri, CreatedMedia, Empty, MediaConfig};
 use crate::api::extract::{Auth, PathParams, QueryParams};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
@@ -115,18 +115,19 @@ async fn upload(
     headers: HeaderMap,
     QueryParams(query): QueryParams<UploadQuery>,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<ContentUri>> {
     let meta = upload_meta(&headers, query)?;
-    let uri = media::upload(&server, &auth.user_id, meta, body).await?;
-    Ok(Json(json!({ "content_uri": uri })))
+    let content_uri = media::upload(&server, &auth.user_id, meta, body).await?;
+    Ok(Json(ContentUri { content_uri }))
 }
 
 /// # `POST /_matrix/media/v1/create`
-async fn create(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
-    let (uri, expires) = media::create(&server, &auth.user_id).await?;
-    Ok(Json(
-        json!({ "content_uri": uri, "unused_expires_at": expires }),
-    ))
+async fn create(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<CreatedMedia>> {
+    let (content_uri, unused_expires_at) = media::create(&server, &auth.user_id).await?;
+    Ok(Json(CreatedMedia {
+        content_uri,
+        unused_expires_at,
+    }))
 }
 
 /// # `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`
@@ -137,16 +138,18 @@ async fn upload_to(
     headers: HeaderMap,
     QueryParams(query): QueryParams<UploadQuery>,
     body: Body,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let meta = upload_meta(&headers, query)?;
     media::upload_pending(&server, &auth.user_id, &server_name, &media_id, meta, body).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `GET /_matrix/client/v1/media/config`
 /// (also the deprecated `GET /_matrix/media/v3/config`)
-async fn config(State(server): State<Arc<Server>>, _auth: Auth) -> Json<Value> {
-    Json(json!({ "m.upload.size": server.config.media.max_upload_bytes }))
+async fn config(State(server): State<Arc<Server>>, _auth: Auth) -> Json<MediaConfig> {
+    Json(MediaConfig {
+        upload_size: server.config.media.max_upload_bytes,
+    })
 }
 
 /// The parameters every read takes: whether another unit may be asked, and how long to wait.

@@ -60,7 +60,7 @@ pub async fn timestamp_to_event(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<TimestampQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<timeline::TimestampMatch>> {
     let room = room_id(&room)?;
     let forward = q.forward()?;
     timestamp_answer(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
+use crate::api::client::wire::OpenIdToken;
 use crate::api::extract::{Auth, PathParams};
 use crate::error::{Error, Result};
 use crate::service::{Server, openid};
@@ -16,17 +16,17 @@ pub async fn request_token(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(user): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<OpenIdToken>> {
     if user != auth.user_id.as_str() {
         return Err(Error::forbidden(
             "You may only request OpenID tokens for yourself",
         ));
     }
     let token = server.openid.issue(auth.user_id.as_str());
-    Ok(Json(json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "matrix_server_name": server.server_name(),
-        "expires_in": openid::LIFETIME.as_secs(),
-    })))
+    Ok(Json(OpenIdToken {
+        access_token: token,
+        token_type: "Bearer",
+        matrix_server_name: server.server_name().to_string(),
+        expires_in: openid::LIFETIME.as_secs(),
+    }))
 }

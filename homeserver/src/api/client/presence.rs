@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::client::wire::Empty;
 use crate::api::extract::{Auth, JsonBody, PathParams, user_id};
 use crate::error::{Error, Result};
 use crate::service::{Server, presence};
@@ -32,7 +33,7 @@ pub async fn set_status(
     auth: Auth,
     PathParams(user): PathParams<String>,
     JsonBody(body): JsonBody<StatusBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     if user_id(&user)? != auth.user_id {
         return Err(Error::forbidden("You may only set your own presence"));
     }
@@ -46,7 +47,7 @@ pub async fn set_status(
         Some(body.status_msg),
     )
     .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `GET /_matrix/client/v3/presence/{userId}/status`

@@ -6,8 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Map, Value, json};
 
+use crate::api::client::wire::Empty;
 use crate::api::extract::{Auth, JsonBody, PathParams, user_id};
 use crate::error::{Error, Result};
+use crate::matrix::wire::ProfileResponse;
 use crate::service::Server;
 use crate::service::federation::route;
 use crate::service::profile::{self, Field};
@@ -16,16 +18,12 @@ use crate::service::profile::{self, Field};
 pub async fn get_profile(
     State(server): State<Arc<Server>>,
     PathParams(user): PathParams<String>,
-) -> Result<Json<Value>> {
-    let (name, avatar) = route::profile(&server, &user_id(&user)?).await?;
-    let mut body = Map::new();
-    if let Some(name) = name {
-        body.insert("displayname".to_owned(), json!(name));
-    }
-    if let Some(avatar) = avatar {
-        body.insert("avatar_url".to_owned(), json!(avatar));
-    }
-    Ok(Json(Value::Object(body)))
+) -> Result<Json<ProfileResponse>> {
+    let (displayname, avatar_url) = route::profile(&server, &user_id(&user)?).await?;
+    Ok(Json(ProfileResponse {
+        displayname,
+        avatar_url,
+    }))
 }
 
 /// # `GET /_matrix/client/v3/profile/{userId}/{keyName}`
@@ -49,7 +47,7 @@ pub async fn set_field(
     auth: Auth,
     PathParams((user, field)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     if user_id(&user)? != auth.user_id {
         return Err(Error::forbidden("You may only change your own profile"));
     }
@@ -64,5 +62,5 @@ pub async fn set_field(
         Some(_) => return Err(Error::bad_json(format!("{field} must be a string"))),
     };
     profile::set_field(&server, &auth.user_id, which, value).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

@@ -9,6 +9,7 @@ use ruma::push::RuleKind;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::api::client::wire::{Empty, RuleActions, RuleEnabled};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
 use crate::service::{Server, notifications, push};
@@ -118,7 +119,7 @@ async fn put_rule(
     PathParams(path): PathParams<(String, String, String)>,
     QueryParams(place): QueryParams<Placement>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let (kind, rule_id) = rule_path(path)?;
     let body = push::parse_rule_body(body)?;
     push::put_rule(
@@ -131,7 +132,7 @@ async fn put_rule(
         place.after,
     )
     .await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `DELETE /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}`
@@ -139,10 +140,10 @@ async fn delete_rule(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let (kind, rule_id) = rule_path(path)?;
     push::delete_rule(&server, auth.user_id, kind, rule_id).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/enabled`
@@ -150,10 +151,12 @@ async fn get_enabled(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RuleEnabled>> {
     let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
-    Ok(Json(json!({"enabled": rule["enabled"]})))
+    Ok(Json(RuleEnabled {
+        enabled: rule["enabled"].clone(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -167,10 +170,10 @@ async fn put_enabled(
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<EnabledBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let (kind, rule_id) = rule_path(path)?;
     push::set_enabled(&server, auth.user_id, kind, rule_id, body.enabled).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions`
@@ -178,10 +181,12 @@ async fn get_actions(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RuleActions>> {
     let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
-    Ok(Json(json!({"actions": rule["actions"]})))
+    Ok(Json(RuleActions {
+        actions: rule["actions"].clone(),
+    }))
 }
 
 /// # `PUT /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}/actions`
@@ -190,11 +195,11 @@ async fn put_actions(
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let (kind, rule_id) = rule_path(path)?;
     let actions = push::parse_actions(&body)?;
     push::set_actions(&server, auth.user_id, kind, rule_id, actions).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 #[derive(Deserialize)]
@@ -241,7 +246,7 @@ async fn set_pusher(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     push::pushers::set(&server, auth.user_id, auth.device_id, body).await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }

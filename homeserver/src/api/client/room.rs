@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use ruma::events::TimelineEventType;
 use ruma::{OwnedUserId, RoomVersionId};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::api::client::delayed_events;
-use crate::api::extract::{Auth, JsonBody, PathParams, event_id, room_id, user_id};
+use crate::api::client::wire::{EventIdResponse, RoomIdResponse, SendResponse, UpgradeResponse};
+use crate::api::extract::{Auth, JsonBody, PathParams, RawQuery, event_id, room_id, user_id};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::build::NewEvent;
 use crate::matrix::rules_for;
@@ -52,7 +53,7 @@ pub async fn create_room(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<CreateRoomBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RoomIdResponse>> {
     let version = match &body.room_version {
         Some(v) => {
             let id = RoomVersionId::try_from(v.as_str()).map_err(|_| {
@@ -133,7 +134,7 @@ pub async fn create_room(
     };
     let room_id =
         crate::service::federation::invites::create_room(&server, auth.user_id, request).await?;
-    Ok(Json(json!({"room_id": room_id})))
+    Ok(Json(RoomIdResponse { room_id }))
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state`
@@ -185,12 +186,12 @@ async fn put_state_inner(
     kind: String,
     key: String,
     content: Map<String, Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendResponse>> {
     let room = room_id(raw_room)?;
     let request = state_request::check(server, &room, kind, key, content).await?;
     let id =
         crate::service::federation::invites::carry_out(server, room, auth.user_id, request).await?;
-    Ok(Json(json!({"event_id": id})))
+    Ok(Json(SendResponse::Sent(EventIdResponse { event_id: id })))
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -198,10 +199,10 @@ pub async fn put_state(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind, key)): PathParams<(String, String, String)>,
-    RawQuery(query): RawQuery,
+    query: RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
-    if let Some(delay_ms) = delayed_events::delay_param(query.as_deref())? {
+) -> Result<Json<SendResponse>> {
+    if let Some(delay_ms) = delayed_events::delay_param(&query)? {
         return schedule_state(&server, auth, &room, kind, key, content, delay_ms).await;
     }
     put_state_inner(&server, auth, &room, kind, key, content).await
@@ -212,10 +213,10 @@ pub async fn put_state_empty_key(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind)): PathParams<(String, String)>,
-    RawQuery(query): RawQuery,
+    query: RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
-    if let Some(delay_ms) = delayed_events::delay_param(query.as_deref())? {
+) -> Result<Json<SendResponse>> {
+    if let Some(delay_ms) = delayed_events::delay_param(&query)? {
         return schedule_state(&server, auth, &room, kind, String::new(), content, delay_ms).await;
     }
     put_state_inner(&server, auth, &room, kind, String::new(), content).await
@@ -230,7 +231,7 @@ async fn schedule_state(
     key: String,
     content: Map<String, Value>,
     delay_ms: u64,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendResponse>> {
     let request = Schedule {
         room_id: room_id(raw_room)?,
         event_type: kind,
@@ -246,16 +247,16 @@ pub async fn send(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind, txn_id)): PathParams<(String, String, String)>,
-    RawQuery(query): RawQuery,
+    query: RawQuery,
     JsonBody(content): JsonBody<Map<String, Value>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendResponse>> {
     let room = room_id(&room)?;
     if matches!(kind.as_str(), "m.room.redaction") {
         return Err(Error::forbidden(
             "Use the /redact endpoint to redact events",
         ));
     }
-    if let Some(delay_ms) = delayed_events::delay_param(query.as_deref())? {
+    if let Some(delay_ms) = delayed_events::delay_param(&query)? {
         let request = Schedule {
             room_id: room,
             event_type: kind,
@@ -274,7 +275,7 @@ pub async fn send(
         Some((auth.device_id, txn_id)),
     )
     .await?;
-    Ok(Json(json!({"event_id": id})))
+    Ok(Json(SendResponse::Sent(EventIdResponse { event_id: id })))
 }
 
 #[derive(Deserialize)]
@@ -288,7 +289,7 @@ pub async fn redact(
     auth: Auth,
     PathParams((room, target, txn_id)): PathParams<(String, String, String)>,
     JsonBody(body): JsonBody<RedactBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<EventIdResponse>> {
     let room = room_id(&room)?;
     let target = event_id(&target)?;
     let mut content = json!({});
@@ -309,7 +310,7 @@ pub async fn redact(
         Some((auth.device_id, format!("redact:{txn_id}"))),
     )
     .await?;
-    Ok(Json(json!({"event_id": id})))
+    Ok(Json(EventIdResponse { event_id: id }))
 }
 
 #[derive(Deserialize)]
@@ -323,7 +324,7 @@ pub async fn upgrade(
     auth: Auth,
     PathParams(room): PathParams<String>,
     JsonBody(body): JsonBody<UpgradeBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UpgradeResponse>> {
     let room = room_id(&room)?;
     let version = ruma::RoomVersionId::try_from(body.new_version.as_str()).map_err(|_| {
         Error::new(
@@ -333,5 +334,7 @@ pub async fn upgrade(
     })?;
     let new_room =
         crate::service::upgrade::upgrade_room(&server, auth.user_id, room, version).await?;
-    Ok(Json(json!({"replacement_room": new_room})))
+    Ok(Json(UpgradeResponse {
+        replacement_room: new_room,
+    }))
 }

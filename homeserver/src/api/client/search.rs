@@ -14,6 +14,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::api::client::wire::{UserDirectory, UserDirectoryEntry};
 use crate::api::extract::{Auth, JsonBody, QueryParams};
 use crate::error::{Error, Result};
 use crate::matrix::filter::RoomEventFilter;
@@ -257,7 +258,7 @@ pub async fn search_users(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<DirectoryBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserDirectory>> {
     let found = search::search_users(
         &server,
         auth.user_id.to_string(),
@@ -265,19 +266,17 @@ pub async fn search_users(
         body.limit,
     )
     .await?;
-    let results: Vec<Value> = found
+    let results = found
         .results
         .into_iter()
-        .map(|user| {
-            let mut entry = json!({"user_id": user.user_id});
-            if let Some(name) = user.displayname {
-                entry["display_name"] = json!(name);
-            }
-            if let Some(avatar) = user.avatar_url {
-                entry["avatar_url"] = json!(avatar);
-            }
-            entry
+        .map(|user| UserDirectoryEntry {
+            user_id: user.user_id,
+            display_name: user.displayname,
+            avatar_url: user.avatar_url,
         })
         .collect();
-    Ok(Json(json!({"results": results, "limited": found.limited})))
+    Ok(Json(UserDirectory {
+        results,
+        limited: found.limited,
+    }))
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::client::wire::FilterId;
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, user_id};
 use crate::error::{Error, Result};
 use crate::matrix::filter::Filter;
@@ -85,10 +86,12 @@ pub async fn create_filter(
     auth: Auth,
     PathParams(user): PathParams<String>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<FilterId>> {
     check_self(&auth, &user)?;
     let id = filters::create(&server, &auth.user_id, body).await?;
-    Ok(Json(json!({"filter_id": id.to_string()})))
+    Ok(Json(FilterId {
+        filter_id: id.to_string(),
+    }))
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/filter/{filterId}`

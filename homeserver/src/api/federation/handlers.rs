@@ -6,33 +6,23 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::Uri;
 use serde_json::{Map, Value, json};
 
 use super::Signed;
 use crate::api::extract::{
-    PathParams, QueryParams, TimestampQuery, event_id, room_id, timestamp_answer, user_id,
+    PathParams, QueryParams, RawQuery, TimestampQuery, event_id, room_id, timestamp_answer, user_id,
 };
 use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::wire::{
+    DirectoryResponse, EventAuthResponse, InviteRequest, KeysClaimRequest, KeysQueryRequest,
+    MissingEventsRequest, MissingEventsResponse, PduTransaction, ProfileResponse, SendJoinResponse,
+    StateIdsResponse, StateResponse, Transaction,
+};
 use crate::service::directory::{self, DirectoryQuery};
 use crate::service::federation as fed;
 use crate::service::federation::resident;
 use crate::service::{Server, e2ee};
 use crate::util::now_ms;
-
-/// All values of a repeated query parameter (`?ver=10&ver=11`), decoded.
-fn query_all(uri: &Uri, name: &str) -> Vec<String> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(uri.query().unwrap_or_default())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k == name)
-        .map(|(_, v)| v)
-        .collect()
-}
-
-fn query_one(uri: &Uri, name: &str) -> Option<String> {
-    query_all(uri, name).into_iter().next()
-}
 
 /// # `GET /_matrix/key/v2/server`
 /// Our signed verify keys. Peers pin keys from cards, but Synapse-style peers may read this.
@@ -95,11 +85,9 @@ pub struct UserinfoQuery {
 pub async fn send_transaction(
     State(server): State<Arc<Server>>,
     PathParams(txn_id): PathParams<String>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Json<Value>> {
-    let body = signed
-        .body
-        .ok_or_else(|| Error::bad_json("missing transaction body"))?;
+    let body: Transaction = signed.body_as("transaction")?;
     Ok(Json(
         fed::receive_transaction(&server, &signed.origin, &txn_id, body).await?,
     ))
@@ -109,10 +97,10 @@ pub async fn send_transaction(
 pub async fn make_join(
     State(server): State<Arc<Server>>,
     PathParams((room, user)): PathParams<(String, String)>,
-    uri: Uri,
+    query: RawQuery,
     signed: Signed,
 ) -> Result<Json<Value>> {
-    let versions = query_all(&uri, "ver");
+    let versions = query.all("ver");
     let versions = if versions.is_empty() {
         vec!["1".to_owned()]
     } else {
@@ -136,7 +124,7 @@ pub async fn send_join(
     State(server): State<Arc<Server>>,
     PathParams((room, _event)): PathParams<(String, String)>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendJoinResponse>> {
     let body = signed
         .body
         .ok_or_else(|| Error::bad_json("missing event"))?;
@@ -181,11 +169,9 @@ pub async fn send_leave(
 pub async fn invite(
     State(server): State<Arc<Server>>,
     PathParams((room, event)): PathParams<(String, String)>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Json<Value>> {
-    let body = signed
-        .body
-        .ok_or_else(|| Error::bad_json("missing invite"))?;
+    let body: InviteRequest = signed.body_as("invite")?;
     Ok(Json(
         fed::receive_invite(&server, &signed.origin, room_id(&room)?, &event, body).await?,
     ))
@@ -196,12 +182,14 @@ pub async fn event(
     State(server): State<Arc<Server>>,
     PathParams(id): PathParams<String>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<PduTransaction>> {
     let id = event_id(&id)?;
     let pdu = resident::event(&server, signed.origin, id).await?;
-    Ok(Json(
-        json!({"origin": server.server_name(), "origin_server_ts": now_ms(), "pdus": [pdu]}),
-    ))
+    Ok(Json(PduTransaction {
+        origin: server.server_name().to_string(),
+        origin_server_ts: now_ms(),
+        pdus: vec![pdu],
+    }))
 }
 
 /// The state before `?event_id=` in a room the origin takes part in, as event IDs, and its
@@ -209,16 +197,11 @@ pub async fn event(
 async fn requested_state(
     server: &Server,
     room: &str,
-    uri: &Uri,
+    query: &RawQuery,
     origin: String,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let room = room_id(room)?;
-    let event = query_one(uri, "event_id").ok_or_else(|| {
-        Error::new(
-            crate::error::ErrorCode::MissingParam,
-            "event_id is required",
-        )
-    })?;
+    let event = query.required("event_id")?;
     resident::state_ids(server, room, event, origin).await
 }
 
@@ -226,81 +209,73 @@ async fn requested_state(
 pub async fn state_ids(
     State(server): State<Arc<Server>>,
     PathParams(room): PathParams<String>,
-    uri: Uri,
+    query: RawQuery,
     signed: Signed,
-) -> Result<Json<Value>> {
-    let (ids, chain) = requested_state(&server, &room, &uri, signed.origin).await?;
-    Ok(Json(json!({"pdu_ids": ids, "auth_chain_ids": chain})))
+) -> Result<Json<StateIdsResponse>> {
+    let (pdu_ids, auth_chain_ids) = requested_state(&server, &room, &query, signed.origin).await?;
+    Ok(Json(StateIdsResponse {
+        pdu_ids,
+        auth_chain_ids,
+    }))
 }
 
 /// # `GET /_matrix/federation/v1/state/{roomId}`
 pub async fn state(
     State(server): State<Arc<Server>>,
     PathParams(room): PathParams<String>,
-    uri: Uri,
+    query: RawQuery,
     signed: Signed,
-) -> Result<Json<Value>> {
-    let (ids, chain) = requested_state(&server, &room, &uri, signed.origin).await?;
+) -> Result<Json<StateResponse>> {
+    let (ids, chain) = requested_state(&server, &room, &query, signed.origin).await?;
     let (pdus, auth_chain) = resident::state_pdus(&server, ids, chain).await?;
-    Ok(Json(json!({"pdus": pdus, "auth_chain": auth_chain})))
+    Ok(Json(StateResponse { pdus, auth_chain }))
 }
 
 /// # `GET /_matrix/federation/v1/backfill/{roomId}`
 pub async fn backfill(
     State(server): State<Arc<Server>>,
     PathParams(room): PathParams<String>,
-    uri: Uri,
+    query: RawQuery,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<PduTransaction>> {
     let room = room_id(&room)?;
-    let from = query_all(&uri, "v");
-    let limit: usize = query_one(&uri, "limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(50)
-        .clamp(1, 100);
+    let from = query.all("v");
+    let limit: usize = match query.first("limit") {
+        Some(limit) => limit
+            .parse()
+            .map_err(|_| Error::invalid_param("limit must be a number"))?,
+        None => 50,
+    };
+    let limit = limit.clamp(1, 100);
     let pdus = resident::backfill(&server, signed.origin, room, from, limit).await?;
-    Ok(Json(
-        json!({"origin": server.server_name(), "origin_server_ts": now_ms(), "pdus": pdus}),
-    ))
+    Ok(Json(PduTransaction {
+        origin: server.server_name().to_string(),
+        origin_server_ts: now_ms(),
+        pdus,
+    }))
 }
 
 /// # `POST /_matrix/federation/v1/get_missing_events/{roomId}`
 pub async fn get_missing_events(
     State(server): State<Arc<Server>>,
     PathParams(room): PathParams<String>,
-    signed: Signed,
-) -> Result<Json<Value>> {
+    mut signed: Signed,
+) -> Result<Json<MissingEventsResponse>> {
     let room = room_id(&room)?;
-    let body = signed.body.unwrap_or(json!({}));
-    let strings = |key: &str| -> Vec<String> {
-        body.get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let earliest: BTreeSet<String> = strings("earliest_events").into_iter().collect();
-    let latest = strings("latest_events");
-    let limit = body
-        .get("limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(10)
-        .clamp(1, 100) as usize;
-    let min_depth = body.get("min_depth").and_then(Value::as_u64).unwrap_or(0);
+    let body: MissingEventsRequest = signed.body_as("get_missing_events")?;
+    let earliest: BTreeSet<String> = body.earliest_events.into_iter().collect();
+    let limit = body.limit.clamp(1, 100) as usize;
     let events = resident::missing_events(
         &server,
         signed.origin,
         room,
         earliest,
-        latest,
+        body.latest_events,
         limit,
-        min_depth,
+        body.min_depth,
     )
     .await?;
-    Ok(Json(json!({"events": events})))
+    Ok(Json(MissingEventsResponse { events }))
 }
 
 /// # `GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}`
@@ -308,47 +283,55 @@ pub async fn event_auth(
     State(server): State<Arc<Server>>,
     PathParams((room, event)): PathParams<(String, String)>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<EventAuthResponse>> {
     let room = room_id(&room)?;
     let event = event_id(&event)?;
-    let chain = resident::event_auth(&server, signed.origin, room, event).await?;
-    Ok(Json(json!({"auth_chain": chain})))
+    let auth_chain = resident::event_auth(&server, signed.origin, room, event).await?;
+    Ok(Json(EventAuthResponse { auth_chain }))
 }
 
 /// # `GET /_matrix/federation/v1/query/profile`
 pub async fn query_profile(
     State(server): State<Arc<Server>>,
-    uri: Uri,
+    query: RawQuery,
     _signed: Signed,
-) -> Result<Json<Value>> {
-    let user = user_id(&query_one(&uri, "user_id").unwrap_or_default())?;
+) -> Result<Json<ProfileResponse>> {
+    let user = user_id(&query.required("user_id")?)?;
     if user.server_name() != server.server_name() {
         return Err(Error::not_found("Not a user of this unit"));
     }
-    let (name, avatar) = resident::profile(&server, &user).await?;
-    let mut body = json!({});
-    match query_one(&uri, "field").as_deref() {
-        Some("displayname") => body["displayname"] = json!(name),
-        Some("avatar_url") => body["avatar_url"] = json!(avatar),
-        _ => {
-            body["displayname"] = json!(name);
-            body["avatar_url"] = json!(avatar);
-        }
-    }
-    Ok(Json(body))
+    let (displayname, avatar_url) = resident::profile(&server, &user).await?;
+    // An unset field is left out (the schema's fields are strings, never null).
+    Ok(Json(match query.first("field").as_deref() {
+        Some("displayname") => ProfileResponse {
+            displayname,
+            avatar_url: None,
+        },
+        Some("avatar_url") => ProfileResponse {
+            displayname: None,
+            avatar_url,
+        },
+        _ => ProfileResponse {
+            displayname,
+            avatar_url,
+        },
+    }))
 }
 
 /// # `GET /_matrix/federation/v1/query/directory`
 pub async fn query_directory(
     State(server): State<Arc<Server>>,
-    uri: Uri,
+    query: RawQuery,
     _signed: Signed,
-) -> Result<Json<Value>> {
-    let alias = query_one(&uri, "room_alias").unwrap_or_default();
+) -> Result<Json<DirectoryResponse>> {
+    let alias = query.required("room_alias")?;
     let room = resident::alias(&server, alias).await?;
-    Ok(Json(
-        json!({"room_id": room, "servers": [server.server_name()]}),
-    ))
+    let room_id =
+        room_id(&room).map_err(|_| Error::internal("stored alias names a bad room ID"))?;
+    Ok(Json(DirectoryResponse {
+        room_id,
+        servers: vec![server.server_name().to_string()],
+    }))
 }
 
 /// # `GET /_matrix/federation/v1/user/devices/{userId}`
@@ -372,27 +355,27 @@ pub async fn user_devices(
     ))
 }
 
-/// Keeps only this server's users in a `{user: …}` request map.
-fn our_users(server: &Server, map: Option<&Value>) -> Map<String, Value> {
+/// Keeps only this server's users of a `{user: …}` request map, as the JSON map the key
+/// store reads.
+fn our_users<T: serde::Serialize>(
+    server: &Server,
+    users: std::collections::BTreeMap<String, T>,
+) -> Map<String, Value> {
     let own = server.server_name().as_str();
-    map.and_then(Value::as_object)
-        .map(|users| {
-            users
-                .iter()
-                .filter(|(user, _)| user.split_once(':').map(|(_, s)| s) == Some(own))
-                .map(|(user, v)| (user.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default()
+    users
+        .into_iter()
+        .filter(|(user, _)| user.split_once(':').map(|(_, s)| s) == Some(own))
+        .map(|(user, wanted)| (user, json!(wanted)))
+        .collect()
 }
 
 /// # `POST /_matrix/federation/v1/user/keys/query`
 pub async fn user_keys_query(
     State(server): State<Arc<Server>>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Json<Value>> {
-    let body = signed.body.unwrap_or(Value::Null);
-    let users = our_users(&server, body.get("device_keys"));
+    let body: KeysQueryRequest = signed.body_as("keys query")?;
+    let users = our_users(&server, body.device_keys);
     Ok(Json(
         server
             .store
@@ -404,10 +387,10 @@ pub async fn user_keys_query(
 /// # `POST /_matrix/federation/v1/user/keys/claim`
 pub async fn user_keys_claim(
     State(server): State<Arc<Server>>,
-    signed: Signed,
+    mut signed: Signed,
 ) -> Result<Json<Value>> {
-    let body = signed.body.unwrap_or(Value::Null);
-    let users = our_users(&server, body.get("one_time_keys"));
+    let body: KeysClaimRequest = signed.body_as("keys claim")?;
+    let users = our_users(&server, body.one_time_keys);
     Ok(Json(
         server
             .store
@@ -476,7 +459,7 @@ pub async fn timestamp_to_event(
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<TimestampQuery>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<crate::service::timeline::TimestampMatch>> {
     let room = room_id(&room)?.to_string();
     let forward = q.forward()?;
     let found = resident::closest_to_timestamp(&server, signed.origin, room, q.ts, forward).await?;

@@ -5,13 +5,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::Uri;
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde_json::Value;
 
 use super::Signed;
-use crate::api::extract::{PathParams, room_id, user_id};
+use crate::api::extract::{PathParams, RawQuery, room_id, user_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
 use crate::service::federation::knock;
@@ -29,24 +28,14 @@ pub fn routes() -> Router<Arc<Server>> {
         )
 }
 
-/// The room versions a request names with repeated `ver` parameters.
-fn versions(uri: &Uri) -> Vec<String> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(uri.query().unwrap_or_default())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k == "ver")
-        .map(|(_, v)| v)
-        .collect()
-}
-
 /// # `GET /_matrix/federation/v1/make_knock/{roomId}/{userId}`
 async fn make_knock(
     State(server): State<Arc<Server>>,
     PathParams((room, user)): PathParams<(String, String)>,
-    uri: Uri,
+    query: RawQuery,
     signed: Signed,
 ) -> Result<Json<Value>> {
-    let versions = versions(&uri);
+    let versions = query.all("ver");
     if versions.is_empty() {
         return Err(Error::new(
             crate::error::ErrorCode::MissingParam,

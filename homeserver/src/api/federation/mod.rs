@@ -30,6 +30,19 @@ pub struct Signed {
     pub body: Option<Value>,
 }
 
+impl Signed {
+    /// The body read as its wire type (`matrix::wire`): an absent body, or one without a
+    /// field the spec requires, is 400 `M_BAD_JSON`, never an empty default.
+    pub fn body_as<T: serde::de::DeserializeOwned>(&mut self, what: &str) -> Result<T, Error> {
+        let body = self
+            .body
+            .take()
+            .ok_or_else(|| Error::bad_json(format!("missing {what} body")))?;
+        serde_json::from_value(body)
+            .map_err(|err| Error::bad_json(format!("malformed {what} body: {err}")))
+    }
+}
+
 fn unauthorized(why: impl Into<String>) -> Error {
     Error::new(ErrorCode::Unauthorized, why)
 }

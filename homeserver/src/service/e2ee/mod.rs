@@ -249,6 +249,8 @@ pub fn local_keys(
     let mut self_signing_keys = Map::new();
     let mut user_signing_keys = Map::new();
     for (user, wanted) in users {
+        // Both edges check the shape (a list of device IDs) first; an empty list asks for
+        // every device, as the spec says.
         let wanted: BTreeSet<&str> = wanted
             .as_array()
             .map(|ids| ids.iter().filter_map(Value::as_str).collect())

@@ -2,6 +2,7 @@
 //! from before this unit's first event in a room, fetched from a peer in the room.
 
 use super::*;
+use crate::matrix::wire::PduTransaction;
 
 /// Fetches history from before this unit's first event in a room from a peer in the room, so
 /// back-pagination reaches the room's beginning. Returns how many events were added.
@@ -40,9 +41,9 @@ pub async fn backfill(server: &Server, room_id: &RoomId, limit: usize) -> Result
         query.join("&")
     );
     for peer in servers {
-        let response = match server
+        let response: PduTransaction = match server
             .federation
-            .request(&peer, Method::GET, &path, None)
+            .request_as(&peer, Method::GET, &path, None)
             .await
         {
             Ok(response) => response,
@@ -52,12 +53,7 @@ pub async fn backfill(server: &Server, room_id: &RoomId, limit: usize) -> Result
             }
         };
         let mut pdus = Vec::new();
-        for value in response
-            .get("pdus")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
+        for value in response.pdus {
             match verify(server, &version, &value) {
                 Ok(pdu) if pdu.room_id == room_id => pdus.push(pdu),
                 Ok(_) => {}

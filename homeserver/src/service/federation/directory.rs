@@ -2,6 +2,7 @@
 //! "Public Room Directory"): remote aliases, profiles and public room lists.
 
 use super::*;
+use crate::matrix::wire::{DirectoryResponse, ProfileResponse, PublicRoomsResponse};
 
 /// Resolves an alias of another unit through `query/directory` on that unit.
 pub async fn resolve_remote_alias(
@@ -13,27 +14,16 @@ pub async fn resolve_remote_alias(
         "/_matrix/federation/v1/query/directory?room_alias={}",
         urlencode(alias.as_str())
     );
-    let response = server
+    let DirectoryResponse {
+        room_id,
+        mut servers,
+    } = server
         .federation
-        .request(&owner, Method::GET, &path, None)
+        .request_as(&owner, Method::GET, &path, None)
         .await
         .map_err(fed_error)?;
-    let room = response
-        .get("room_id")
-        .and_then(Value::as_str)
-        .and_then(|r| OwnedRoomId::try_from(r).ok())
-        .ok_or_else(|| Error::bad_json("directory answer without room_id"))?;
-    let mut servers: Vec<String> = response
-        .get("servers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
     servers.insert(0, owner);
-    Ok((room, servers))
+    Ok((room_id, servers))
 }
 
 /// A user's profile from their own unit (`query/profile`).
@@ -47,13 +37,12 @@ pub async fn remote_profile(
         "/_matrix/federation/v1/query/profile?user_id={}",
         urlencode(user_id.as_str())
     );
-    let response = server
+    let response: ProfileResponse = server
         .federation
-        .request(&owner, Method::GET, &path, None)
+        .request_as(&owner, Method::GET, &path, None)
         .await
         .map_err(fed_error)?;
-    let field = |key: &str| response.get(key).and_then(Value::as_str).map(str::to_owned);
-    Ok((field("displayname"), field("avatar_url")))
+    Ok((response.displayname, response.avatar_url))
 }
 
 /// A peer's public room directory (`publicRooms` on that unit).
@@ -79,14 +68,15 @@ pub async fn remote_public_rooms(
     if let Some(term) = term {
         body["filter"] = json!({"generic_search_term": term});
     }
-    server
+    let answer: PublicRoomsResponse = server
         .federation
-        .request(
+        .request_as(
             peer,
             Method::POST,
             "/_matrix/federation/v1/publicRooms",
             Some(body),
         )
         .await
-        .map_err(fed_error)
+        .map_err(fed_error)?;
+    serde_json::to_value(answer).map_err(|e| Error::internal(e.to_string()))
 }

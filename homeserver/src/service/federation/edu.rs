@@ -7,12 +7,13 @@ use super::*;
 /// Handles an EDU: receipts and typing notices for rooms the origin's users are joined to,
 /// presence, to-device messages, device-list and cross-signing updates; other types are
 /// ignored.
-pub(super) async fn receive_edu(server: &Server, origin: &str, edu: &Value) -> Result<()> {
-    let kind = edu
-        .get("edu_type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let content = edu.get("content").unwrap_or(&Value::Null);
+pub(super) async fn receive_edu(
+    server: &Server,
+    origin: &str,
+    edu: &crate::matrix::wire::Edu,
+) -> Result<()> {
+    let kind = edu.edu_type.as_str();
+    let content = &edu.content;
     match kind {
         "m.typing" => return receive_typing(server, origin, content).await,
         "m.direct_to_device" => {
@@ -28,7 +29,7 @@ pub(super) async fn receive_edu(server: &Server, origin: &str, edu: &Value) -> R
         "m.receipt" => {}
         _ => return Ok(()),
     }
-    let Some(rooms) = edu.get("content").and_then(Value::as_object) else {
+    let Some(rooms) = content.as_object() else {
         return Ok(());
     };
     for (room_id, by_type) in rooms {

@@ -24,6 +24,7 @@ use super::urlencode;
 use crate::error::{Error, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::join_rules::restricted_allowed_rooms;
+use crate::matrix::wire::HierarchyResponse;
 use crate::service::Server;
 use crate::service::directory::{room_summary, state_content};
 use crate::service::hierarchy_cache::Answer;
@@ -321,8 +322,12 @@ fn known_fields(summary: Value) -> Value {
 
 /// Checks the shape of a peer's answer for `room`: `room` must be the room asked about;
 /// children without a room ID are dropped; summaries keep only the spec's fields.
-fn check_answer(peer: &str, room: &str, mut body: Value) -> std::result::Result<Answer, String> {
-    let mut summary = known_fields(body.get_mut("room").map(Value::take).unwrap_or_default());
+fn check_answer(
+    peer: &str,
+    room: &str,
+    body: HierarchyResponse,
+) -> std::result::Result<Answer, String> {
+    let mut summary = known_fields(body.room);
     if !summary.is_object() || summary["room_id"] != room {
         return Err("the answer does not describe the room asked for".to_owned());
     }
@@ -330,24 +335,15 @@ fn check_answer(peer: &str, room: &str, mut body: Value) -> std::result::Result<
         summary["children_state"] = json!([]);
     }
     let children = body
-        .get_mut("children")
-        .map(Value::take)
-        .and_then(|c| match c {
-            Value::Array(children) => Some(children),
-            _ => None,
-        })
-        .unwrap_or_default()
+        .children
         .into_iter()
         .map(known_fields)
         .filter(|child| child["room_id"].is_string())
         .take(MAX_CHILDREN_PER_ANSWER)
         .collect();
-    let inaccessible = body["inaccessible_children"]
-        .as_array()
+    let inaccessible = body
+        .inaccessible_children
         .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
         .take(MAX_CHILDREN_PER_ANSWER)
         .collect();
     Ok(Answer {
@@ -484,7 +480,7 @@ impl Walk<'_> {
             match self
                 .server
                 .federation
-                .request(peer, Method::GET, &path, None)
+                .request_as(peer, Method::GET, &path, None)
                 .await
             {
                 Ok(body) => match check_answer(peer, room, body) {
@@ -625,19 +621,26 @@ mod tests {
 
     #[test]
     fn peer_answers_are_checked_and_trimmed() {
+        let parse = |body: Value| serde_json::from_value::<HierarchyResponse>(body);
         let body = json!({
             "room": { "room_id": "!s:b.test", "name": "S", "evil": true },
             "children": [{ "room_id": "!c:b.test", "x": 1 }, { "name": "no id" }, 7],
-            "inaccessible_children": ["!i:b.test", 3],
+            "inaccessible_children": ["!i:b.test"],
         });
-        let answer = check_answer("b.test", "!s:b.test", body.clone()).expect("a good answer");
+        let answer = check_answer("b.test", "!s:b.test", parse(body.clone()).expect("typed"))
+            .expect("a good answer");
         assert_eq!(
             answer.room,
             json!({ "room_id": "!s:b.test", "name": "S", "children_state": [] })
         );
         assert_eq!(answer.children, vec![json!({ "room_id": "!c:b.test" })]);
         assert_eq!(answer.inaccessible, vec!["!i:b.test".to_owned()]);
-        assert!(check_answer("b.test", "!other:b.test", body).is_err());
-        assert!(check_answer("b.test", "!s:b.test", json!([])).is_err());
+        assert!(check_answer("b.test", "!other:b.test", parse(body).expect("typed")).is_err());
+        // Malformed answers are refused whole, not read as empty lists.
+        assert!(parse(json!([])).is_err());
+        assert!(parse(json!({ "room": {}, "inaccessible_children": [] })).is_err());
+        assert!(
+            parse(json!({ "room": {}, "children": [], "inaccessible_children": [3] })).is_err()
+        );
     }
 }

@@ -76,6 +76,7 @@ pub fn verify_pdu(
         .map_err(|e| Error::bad_json(e.to_string()))?;
     let own = signer.server_name.as_str();
     let allowed = |server: &str| server == own || peers.contains(server);
+    // No sender names no allow-listed server: refused just below.
     let sender = object
         .get("sender")
         .and_then(|v| v.as_str())

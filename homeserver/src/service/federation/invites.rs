@@ -11,6 +11,7 @@ use crate::service::rooms::{self, CreateRoom};
 use crate::service::state_request::StateRequest;
 
 use super::*;
+use crate::matrix::wire::{InviteRequest, InviteResponse};
 
 /// Creates a room ([`rooms::create_room`]) and then invites the users of other units in
 /// `req.invite` through their unit, which countersigns the invite. A failed remote invite is
@@ -108,7 +109,7 @@ pub async fn invite_remote_checked(
             let pdu = rooms::build_checked_in_tx(tx, &signer, &room, &inviter, event)?;
             let version = state::get_room(tx, room.as_str())?
                 .map(|r| r.room_version)
-                .unwrap_or_default();
+                .ok_or_else(|| Error::not_found("Unknown room"))?;
             let mut stripped = Vec::new();
             for kind in crate::matrix::client_format::STRIPPED_STATE_TYPES {
                 if let Some(id) = state::current_state_id(tx, room.as_str(), kind, "")?
@@ -131,16 +132,12 @@ pub async fn invite_remote_checked(
         "room_version": version,
         "invite_room_state": stripped,
     });
-    let response = server
+    let response: InviteResponse = server
         .federation
-        .request(&target_server, Method::PUT, &path, Some(body))
+        .request_as(&target_server, Method::PUT, &path, Some(body))
         .await
         .map_err(fed_error)?;
-    let signed = response
-        .get("event")
-        .cloned()
-        .ok_or_else(|| Error::bad_json("invite response without event"))?;
-    let countersigned = verify(server, &version, &signed)?;
+    let countersigned = verify(server, &version, &response.event)?;
     if countersigned.event_id != pdu.event_id {
         return Err(Error::forbidden(format!(
             "{target_server} returned a different invite event"
@@ -172,18 +169,14 @@ pub async fn receive_invite(
     origin: &str,
     room_id: OwnedRoomId,
     event_id: &str,
-    body: Value,
+    body: InviteRequest,
 ) -> Result<Value> {
-    let version = body
-        .get("room_version")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::bad_json("missing room_version"))?
-        .to_owned();
+    let InviteRequest {
+        room_version: version,
+        event: value,
+        invite_room_state,
+    } = body;
     let (_, rules) = room_rules(&version)?;
-    let value = body
-        .get("event")
-        .cloned()
-        .ok_or_else(|| Error::bad_json("missing event"))?;
     let pdu = verify_pdu(&server.peers, &server.signer, &rules, object_of(&value)?)?;
     if pdu.event_id.as_str() != event_id || pdu.room_id != room_id {
         return Err(Error::bad_json("event does not match the request path"));
@@ -225,11 +218,7 @@ pub async fn receive_invite(
     let signed_json = serde_json::to_string(&object).map_err(|e| Error::internal(e.to_string()))?;
     let signed = Pdu::parse(pdu.event_id.clone(), signed_json.clone(), false)
         .map_err(|e| Error::internal(e.to_string()))?;
-    let stripped = body
-        .get("invite_room_state")
-        .cloned()
-        .unwrap_or(json!([]))
-        .to_string();
+    let stripped = Value::from(invite_room_state.unwrap_or_default()).to_string();
     let creator = pdu.sender.to_string();
     server
         .store
@@ -278,7 +267,8 @@ pub async fn reject_remote_invite(
     let version = version_of(server, room_id.as_str())
         .await?
         .ok_or_else(|| Error::internal("invited room missing"))?;
-    let (leave, _, _) = membership_handshake(
+    // The `send_leave` answer is `{}`; nothing in it is used.
+    let (leave, _, _): (Pdu, String, serde::de::IgnoredAny) = membership_handshake(
         server,
         &inviter,
         &room_id,

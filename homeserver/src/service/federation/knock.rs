@@ -21,6 +21,7 @@ use super::{Server, accept_membership, ask_to_enter, membership_handshake, room_
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::pdu::Pdu;
+use crate::matrix::wire::SendKnockResponse;
 use crate::service::rooms;
 use crate::store::{dag, events, state};
 use crate::util::now_ms;
@@ -138,15 +139,10 @@ fn stripped_knock_state(
     server: &Server,
     room_id: &RoomId,
     version: &str,
-    response: &Value,
+    response: &SendKnockResponse,
 ) -> Vec<Value> {
     let mut stripped = Vec::new();
-    for entry in response
-        .get("knock_room_state")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for entry in &response.knock_room_state {
         if entry.get("signatures").is_some() {
             match verify(server, version, entry) {
                 Ok(pdu) if pdu.room_id == room_id && pdu.state_key.is_some() => {
@@ -198,7 +194,7 @@ async fn try_knock(
     reason: Option<&str>,
     resident: &str,
 ) -> Result<()> {
-    let (knock, version, response) =
+    let (knock, version, response): (_, _, SendKnockResponse) =
         ask_to_enter(server, resident, room_id, user_id, "knock", reason).await?;
     let mut stripped = stripped_knock_state(server, room_id, &version, &response);
     stripped.push(to_stripped_state(&knock));
@@ -271,7 +267,8 @@ pub async fn rescind_remote_knock(
     let Some((_, stripped_json)) = stored else {
         return Err(Error::forbidden("You have not knocked on this room"));
     };
-    let stripped: Vec<Value> = serde_json::from_str(&stripped_json).unwrap_or_default();
+    let stripped: Vec<Value> = serde_json::from_str(&stripped_json)
+        .map_err(|e| Error::internal(format!("stored knock state: {e}")))?;
     let own = server.server_name().to_string();
     let mut seen = BTreeSet::new();
     let candidates: Vec<String> = stripped
@@ -292,7 +289,7 @@ pub async fn rescind_remote_knock(
         "rescinding a knock",
         "no allow-listed unit of the room to rescind the knock through",
         |resident| async move {
-            membership_handshake(
+            membership_handshake::<serde::de::IgnoredAny>(
                 server,
                 &resident,
                 room,

@@ -3,7 +3,10 @@
 //! joins co-signed for another unit) and the joining side (`make_*` → sign → `send_*` through
 //! each resident server in turn).
 
+use serde::de::DeserializeOwned;
+
 use super::*;
+use crate::matrix::wire::{EventRef, MakeMembershipResponse, SendJoinResponse};
 
 /// `make_join`/`make_leave` (resident side): an unsigned event template for a remote user.
 pub async fn make_membership_template(
@@ -98,7 +101,7 @@ pub async fn receive_membership(
     room_id: OwnedRoomId,
     value: Value,
     membership: &'static str,
-) -> Result<Value> {
+) -> Result<SendJoinResponse> {
     let pdu = accept_membership(server, origin, &room_id, value, membership, None).await?;
     let signer = Arc::clone(&server.signer);
     let event = pdu.clone();
@@ -127,15 +130,13 @@ pub async fn receive_membership(
             let mut state_json = Vec::new();
             for id in map.values() {
                 if let Some(e) = events::get_event(tx, id)? {
-                    state_json
-                        .push(serde_json::from_str::<Value>(&e.pdu.json).unwrap_or(Value::Null));
+                    state_json.push(stored_json(&e.pdu)?);
                 }
             }
             let mut chain_json = Vec::new();
             for id in &chain {
                 if let Some(e) = events::get_event(tx, id)? {
-                    chain_json
-                        .push(serde_json::from_str::<Value>(&e.pdu.json).unwrap_or(Value::Null));
+                    chain_json.push(stored_json(&e.pdu)?);
                 }
             }
             let servers: BTreeSet<String> =
@@ -146,14 +147,20 @@ pub async fn receive_membership(
             Ok((state_json, chain_json, servers))
         })
         .await?;
-    Ok(json!({
-        "origin": server.server_name(),
-        "state": state_events,
-        "auth_chain": auth_chain,
-        "event": serde_json::from_str::<Value>(&pdu.json).unwrap_or(Value::Null),
-        "members_omitted": false,
-        "servers_in_room": servers,
-    }))
+    Ok(SendJoinResponse {
+        origin: Some(server.server_name().to_string()),
+        state: state_events,
+        auth_chain,
+        event: Some(stored_json(&pdu)?),
+        members_omitted: false,
+        servers_in_room: Some(servers.into_iter().collect()),
+    })
+}
+
+/// A stored PDU as JSON. Stored events were parsed when they arrived, so a failure here is
+/// a damaged database, an internal error (it was `null` in the answer before).
+fn stored_json(pdu: &Pdu) -> Result<Value> {
+    serde_json::from_str(&pdu.json).map_err(|e| Error::internal(format!("stored PDU: {e}")))
 }
 
 /// Under a restricted join rule, the local member to name in `join_authorised_via_users_server`
@@ -387,14 +394,14 @@ pub(super) async fn try_join(
     user_id: &UserId,
     resident: &str,
 ) -> Result<()> {
-    let (join, version, response) =
+    let (join, version, response): (Pdu, String, SendJoinResponse) =
         ask_to_enter(server, resident, room_id, user_id, "join", None).await?;
 
     // Closed federation: every event of the room must come from allow-listed servers, and no
     // member may be on a server outside the allow-list.
     // The resident returns the event it stored; for a restricted join it carries the
     // resident's signature, which every server checking the join needs.
-    let join = match response.get("event").filter(|e| e.is_object()) {
+    let join = match response.event.as_ref().filter(|e| e.is_object()) {
         Some(value) => {
             let signed = verify(server, &version, value)?;
             if signed.event_id != join.event_id {
@@ -407,27 +414,18 @@ pub(super) async fn try_join(
         None => join,
     };
     let mut state_pdus = Vec::new();
-    for value in response
-        .get("state")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
-        state_pdus.push(verify(server, &version, &value)?);
+    for value in &response.state {
+        state_pdus.push(verify(server, &version, value)?);
     }
     let mut chain = Vec::new();
-    for value in response
-        .get("auth_chain")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
-        chain.push(verify(server, &version, &value)?);
+    for value in &response.auth_chain {
+        chain.push(verify(server, &version, value)?);
     }
     for member in state_pdus
         .iter()
         .filter(|p| p.kind == TimelineEventType::RoomMember)
     {
+        // A state key that is not a user ID names no allow-listed server: refused below.
         let server_name = member
             .state_key
             .as_deref()
@@ -494,14 +492,14 @@ pub(super) async fn try_join(
 
 /// Our user's `join` or `knock` through `resident`: the handshake offering every room version
 /// this unit supports, with the user's profile (and `reason`) in the event's content.
-pub(super) async fn ask_to_enter(
+pub(super) async fn ask_to_enter<T: DeserializeOwned>(
     server: &Server,
     resident: &str,
     room_id: &RoomId,
     user_id: &UserId,
     membership: &'static str,
     reason: Option<&str>,
-) -> Result<(Pdu, String, Value)> {
+) -> Result<(Pdu, String, T)> {
     let versions: Vec<String> = crate::matrix::SUPPORTED_ROOM_VERSIONS
         .iter()
         .map(|v| format!("ver={v}"))
@@ -532,9 +530,10 @@ pub(super) async fn ask_to_enter(
 
 /// The two-step membership handshake with a resident unit (`make_join`/`make_leave`, then
 /// `send_join`/`send_leave` v2): fetches the template, builds and signs our event from it with
-/// `content`, sends it, and returns the event, the room version and the resident's answer.
+/// `content`, sends it, and returns the event, the room version and the resident's answer,
+/// read as `T` (a malformed answer is the resident's failure).
 #[allow(clippy::too_many_arguments)]
-pub(super) async fn membership_handshake(
+pub(super) async fn membership_handshake<T: DeserializeOwned>(
     server: &Server,
     resident: &str,
     room_id: &RoomId,
@@ -543,39 +542,30 @@ pub(super) async fn membership_handshake(
     query: &str,
     content: Value,
     known_version: Option<&str>,
-) -> Result<(Pdu, String, Value)> {
+) -> Result<(Pdu, String, T)> {
     let path = format!(
         "/_matrix/federation/v1/make_{membership}/{}/{}{query}",
         urlencode(room_id.as_str()),
         urlencode(user_id.as_str())
     );
-    let template = server
+    let template: MakeMembershipResponse = server
         .federation
-        .request(resident, Method::GET, &path, None)
+        .request_as(resident, Method::GET, &path, None)
         .await
         .map_err(fed_error)?;
     let version = template
-        .get("room_version")
-        .and_then(Value::as_str)
+        .room_version
+        .as_deref()
         .or(known_version)
         .unwrap_or("1")
         .to_owned();
     let (_, rules) = room_rules(&version)?;
-    let event = template
-        .get("event")
-        .cloned()
-        .ok_or_else(|| Error::bad_json(format!("make_{membership} without event")))?;
+    let event = template.event;
     let mut content = content;
     // A restricted join names the resident's member who authorises it (room versions 8+).
     if membership == "join"
-        && let Some(authoriser) = event
-            .get("content")
-            .and_then(|c| c.get("join_authorised_via_users_server"))
-            .and_then(Value::as_str)
+        && let Some(authoriser) = event.content.join_authorised_via_users_server
     {
-        let authoriser = UserId::parse(authoriser).map_err(|_| {
-            Error::bad_json("make_join names an invalid join_authorised_via_users_server")
-        })?;
         if authoriser.server_name().as_str() != resident {
             return Err(Error::bad_json(
                 "make_join names an authorising user of another server",
@@ -586,27 +576,19 @@ pub(super) async fn membership_handshake(
     // Room versions 1 and 2 list `[event_id, {"sha256": hash}]` pairs; later ones bare IDs.
     // The hashes object is copied as the resident gave it (some servers send `{}`).
     let mut reference_hashes = std::collections::HashMap::new();
-    let mut ids = |key: &str| -> Vec<OwnedEventId> {
-        event
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| match v {
-                        Value::Array(pair) => {
-                            let id = OwnedEventId::try_from(pair.first()?.as_str()?).ok()?;
-                            let hashes = pair.get(1).filter(|h| h.is_object())?;
-                            reference_hashes.insert(id.clone(), hashes.clone());
-                            Some(id)
-                        }
-                        _ => v.as_str().and_then(|s| OwnedEventId::try_from(s).ok()),
-                    })
-                    .collect()
+    let mut ids = |refs: Vec<EventRef>| -> Vec<OwnedEventId> {
+        refs.into_iter()
+            .map(|r| match r {
+                EventRef::Id(id) => id,
+                EventRef::WithHashes(id, hashes) => {
+                    reference_hashes.insert(id.clone(), Value::Object(hashes));
+                    id
+                }
             })
-            .unwrap_or_default()
+            .collect()
     };
-    let prev_events = ids("prev_events");
-    let auth_events = ids("auth_events");
+    let prev_events = ids(event.prev_events);
+    let auth_events = ids(event.auth_events);
     let pdu = build_event(
         NewEvent::state(TimelineEventType::RoomMember, user_id.as_str(), content),
         Placement {
@@ -614,7 +596,7 @@ pub(super) async fn membership_handshake(
             room_id: Some(room_id),
             sender: user_id,
             prev_events,
-            depth: event.get("depth").and_then(Value::as_u64).unwrap_or(1),
+            depth: event.depth,
             auth_events,
             reference_hashes,
             origin_server_ts: ruma::MilliSecondsSinceUnixEpoch::now(),
@@ -632,9 +614,9 @@ pub(super) async fn membership_handshake(
     );
     let body: Value =
         serde_json::from_str(&pdu.json).map_err(|e| Error::internal(e.to_string()))?;
-    let response = server
+    let response: T = server
         .federation
-        .request(resident, Method::PUT, &path, Some(body))
+        .request_as(resident, Method::PUT, &path, Some(body))
         .await
         .map_err(fed_error)?;
     Ok((pdu, version, response))

@@ -3,6 +3,9 @@
 //! the origin (at most [`MAX_FETCH_ROUNDS`] rounds), and EDUs are handed to `edu`.
 
 use super::*;
+use crate::matrix::wire::{
+    EventAuthResponse, MissingEventsRequest, MissingEventsResponse, StateResponse, Transaction,
+};
 
 /// Most rounds of fetching missing events for one incoming PDU.
 pub(super) const MAX_FETCH_ROUNDS: usize = 4;
@@ -13,7 +16,7 @@ pub async fn receive_transaction(
     server: &Server,
     origin: &str,
     txn_id: &str,
-    body: Value,
+    body: Transaction,
 ) -> Result<Value> {
     let (o, t) = (origin.to_owned(), txn_id.to_owned());
     if let Some(previous) = server
@@ -23,23 +26,12 @@ pub async fn receive_transaction(
     {
         return serde_json::from_str(&previous).map_err(|e| Error::internal(e.to_string()));
     }
-    if let Some(claimed) = body.get("origin").and_then(Value::as_str)
-        && claimed != origin
-    {
+    if body.origin != origin {
         return Err(Error::forbidden(
             "transaction origin does not match the signed request",
         ));
     }
-    let pdus = body
-        .get("pdus")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let edus = body
-        .get("edus")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let Transaction { pdus, edus, .. } = body;
     if pdus.len() > 50 || edus.len() > 100 {
         return Err(Error::new(
             ErrorCode::TooLarge,
@@ -48,6 +40,8 @@ pub async fn receive_transaction(
     }
     let mut results = Map::new();
     for value in pdus {
+        // A PDU without a room ID names no room known here: it is reported as refused below,
+        // against its own entry, like any other bad PDU of the transaction.
         let room_id = value
             .get("room_id")
             .and_then(Value::as_str)
@@ -126,17 +120,12 @@ pub(super) async fn fetch_auth_chain(server: &Server, origin: &str, pdu: &Pdu) -
         "/_matrix/federation/v1/event_auth/{}/{}",
         pdu.room_id, pdu.event_id
     );
-    let response = server
+    let response: EventAuthResponse = server
         .federation
-        .request(origin, Method::GET, &path, None)
+        .request_as(origin, Method::GET, &path, None)
         .await
         .map_err(fed_error)?;
-    let chain = response
-        .get("auth_chain")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    store_outliers(server, &pdu.room_id, chain).await
+    store_outliers(server, &pdu.room_id, response.auth_chain).await
 }
 
 /// Verifies `values` and stores them as outliers, oldest first.
@@ -181,22 +170,23 @@ pub(super) async fn fetch_missing_events(server: &Server, origin: &str, pdu: &Pd
         })
         .await?;
     let path = format!("/_matrix/federation/v1/get_missing_events/{}", pdu.room_id);
-    let body = json!({"earliest_events": earliest, "latest_events": [pdu.event_id], "limit": 50, "min_depth": 0});
-    let response = server
+    let body = MissingEventsRequest {
+        earliest_events: earliest,
+        latest_events: vec![pdu.event_id.to_string()],
+        limit: 50,
+        min_depth: 0,
+    };
+    let body = serde_json::to_value(body).map_err(|e| Error::internal(e.to_string()))?;
+    let response: MissingEventsResponse = server
         .federation
-        .request(origin, Method::POST, &path, Some(body))
+        .request_as(origin, Method::POST, &path, Some(body))
         .await
         .map_err(fed_error)?;
     let mut missing = Vec::new();
     let version = version_of(server, pdu.room_id.as_str())
         .await?
         .ok_or_else(|| Error::not_found("unknown room"))?;
-    for value in response
-        .get("events")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-    {
+    for value in response.events {
         missing.push(verify(server, &version, &value)?);
     }
     if missing.is_empty() {
@@ -238,21 +228,14 @@ pub(super) async fn fetch_state_before(
         pdu.room_id,
         urlencode(pdu.event_id.as_str())
     );
-    let response = server
+    let StateResponse {
+        pdus,
+        auth_chain: mut all,
+    } = server
         .federation
-        .request(origin, Method::GET, &path, None)
+        .request_as(origin, Method::GET, &path, None)
         .await
         .map_err(fed_error)?;
-    let mut all = response
-        .get("auth_chain")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let pdus = response
-        .get("pdus")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     all.extend(pdus.iter().cloned());
     store_outliers(server, &pdu.room_id, all).await?;
     let version = version_of(server, pdu.room_id.as_str())

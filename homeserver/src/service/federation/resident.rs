@@ -265,7 +265,7 @@ pub async fn closest_to_timestamp(
     room: String,
     ts: i64,
     forward: bool,
-) -> Result<Option<(String, i64, i64)>> {
+) -> Result<Option<events::TimestampMatch>> {
     server
         .store
         .read(move |conn| {

@@ -495,6 +495,8 @@ async fn post(gateway: &str, data: &str, body: &Value) -> Result<Vec<String>, Po
         }
     };
     if status.is_success() {
+        // A gateway's 200 without a readable `rejected` list rejects nothing: the pusher is
+        // kept rather than deleted on a gateway's malformed answer.
         let rejected = serde_json::from_slice::<Value>(&bytes)
             .ok()
             .and_then(|v| v.get("rejected").cloned())
