@@ -10,6 +10,7 @@
 //! it. See ARCHITECTURE.md.
 
 pub mod client;
+pub mod client_cert;
 pub mod media;
 pub mod peers;
 pub mod pool;
