@@ -178,8 +178,8 @@ fn handshake_cost(env: &TestEnv) {
         secure.push(start.elapsed());
     }
     for (label, mut samples) in [
-        ("new connection + /versions, plain HTTP", clear),
-        ("new connection + /versions, TLS 1.3 handshake", secure),
+        ("new conn + 1st answer, HTTP", clear),
+        ("new conn + 1st answer, TLS 1.3", secure),
     ] {
         samples.sort();
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
