@@ -432,3 +432,34 @@ fn dev_tls_serves_https_with_a_dev_ca_it_names() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn an_idle_tls_connection_cannot_hold_a_slot() {
+    let env = TestEnv::tls("[connections]\nheader_timeout_secs = 1\n");
+    // No handshake at all: the handshake counts against the header timeout.
+    let mut silent = std::net::TcpStream::connect(env.addr()).expect("connects");
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    assert!(
+        tests::closed_within(&mut silent, Duration::from_secs(10)),
+        "a connection that never starts a handshake is closed"
+    );
+    // A handshake but no request, over HTTP/2 and HTTP/1.1.
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let mut idle = tls_connect(
+            env.addr(),
+            "localhost",
+            client_config(&env.ca_pem(), &[alpn]),
+        )
+        .expect("handshake");
+        idle.sock
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        assert!(
+            tests::closed_within(&mut idle, Duration::from_secs(10)),
+            "an idle {} connection is closed",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+}
