@@ -47,6 +47,19 @@ struct ListenSection {
     /// The URL users' clients reach the client API at (`https://chat.unit-a.example`).
     #[serde(default)]
     public_base_url: Option<String>,
+    /// DNS names and IP addresses users type to reach the client API; the client certificate
+    /// must cover every one.
+    #[serde(default)]
+    public_names: Vec<String>,
+    /// Where the client listener's certificate comes from, or `off` for plain HTTP.
+    #[serde(default)]
+    tls: ClientTlsMode,
+    /// Allows a plain-HTTP client listener on a non-loopback address.
+    #[serde(default)]
+    insecure_plain_http: bool,
+    /// A plain-HTTP listener that serves only the unit CA and redirects the rest to HTTPS.
+    #[serde(default)]
+    ca_http: Option<SocketAddr>,
 }
 
 impl Default for ListenSection {
@@ -54,8 +67,54 @@ impl Default for ListenSection {
         Self {
             client: default_client_listen(),
             public_base_url: None,
+            public_names: Vec::new(),
+            tls: ClientTlsMode::Off,
+            insecure_plain_http: false,
+            ca_http: None,
         }
     }
+}
+
+/// Where the client listener's TLS certificate comes from (`listen.tls`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientTlsMode {
+    /// Plain HTTP: only on a loopback address, unless `insecure_plain_http` says otherwise.
+    #[default]
+    Off,
+    /// A leaf issued by the unit's own CA for `public_names`, renewed by the server itself.
+    UnitCa,
+    /// A certificate from the organisation's PKI, written by `appliance tls client import`.
+    Imported,
+}
+
+impl ClientTlsMode {
+    /// The value as written in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTlsMode::Off => "off",
+            ClientTlsMode::UnitCa => "unit-ca",
+            ClientTlsMode::Imported => "imported",
+        }
+    }
+}
+
+/// Checks one `listen.public_names` entry (an IP address, or a DNS name, a leading `*.`
+/// wildcard allowed) with the one parser the appliance uses too. Returns it normalised
+/// (lower-cased), or why it is refused.
+pub fn check_public_name(raw: &str) -> Result<String, String> {
+    crate::transport::client_cert::parse_public_name(raw).map(|name| name.to_string())
+}
+
+/// The host of a checked public base URL (`https://[fd00::5]:8448` → `fd00::5`).
+fn url_host(url: &str) -> &str {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
 }
 
 /// Checks a public base URL (`listen.public_base_url`; `appliance setup` checks with it too):
@@ -370,6 +429,13 @@ pub struct Config {
     /// when that address is a specific one. `None` when neither says it (a wildcard listener
     /// and no configured URL): the bind address is never a URL anyone can use.
     pub public_base_url: Option<String>,
+    /// TLS on the client listener (`listen.tls`).
+    pub client_tls: ClientTlsMode,
+    /// The names the client certificate must cover: `listen.public_names`, or the host of the
+    /// public base URL. Empty only with TLS off.
+    pub public_names: Vec<String>,
+    /// The plain-HTTP listener serving the unit CA (`listen.ca_http`), only with TLS on.
+    pub ca_http: Option<SocketAddr>,
     /// Registration policy.
     pub registration: RegistrationConfig,
     /// Rate limits.
@@ -532,18 +598,35 @@ impl Config {
         Self::resolve(file, false)
     }
 
-    /// The embedded default used by `homeserver dev`: open registration, local data dir.
+    /// The embedded default used by `homeserver dev`: open registration, local data dir. With
+    /// `tls`, HTTPS with a certificate from the unit CA (a dev CA, made in the data dir) for
+    /// `localhost` and the listen address.
     pub fn dev(
         data_dir: Option<PathBuf>,
         listen: Option<SocketAddr>,
         server_name: Option<String>,
+        tls: bool,
     ) -> Result<Self, ConfigError> {
+        let client = listen.unwrap_or_else(default_client_listen);
+        let (tls, public_names, public_base_url) = if tls {
+            (
+                ClientTlsMode::UnitCa,
+                vec!["localhost".to_owned(), client.ip().to_string()],
+                Some(format!("https://{client}")),
+            )
+        } else {
+            (ClientTlsMode::Off, Vec::new(), None)
+        };
         let file = FileConfig {
             server_name: server_name.unwrap_or_else(|| "localhost:8008".to_owned()),
             data_dir: data_dir.unwrap_or_else(|| PathBuf::from("outpost-dev")),
             listen: ListenSection {
-                client: listen.unwrap_or_else(default_client_listen),
-                public_base_url: None,
+                client,
+                public_base_url,
+                public_names,
+                tls,
+                insecure_plain_http: false,
+                ca_http: None,
             },
             registration: RegistrationConfig {
                 enabled: true,
@@ -638,19 +721,15 @@ impl Config {
                 "media.max_upload_bytes must be > 0".to_owned(),
             ));
         }
-        let public_base_url =
-            match &file.listen.public_base_url {
-                Some(raw) => Some(check_public_base_url(raw).map_err(|why| {
-                    ConfigError::Invalid(format!("listen.public_base_url: {why}"))
-                })?),
-                None if file.listen.client.ip().is_unspecified() => None,
-                None => Some(format!("http://{}", file.listen.client)),
-            };
+        let (public_base_url, public_names) = resolve_listen(&file.listen)?;
         Ok(Self {
             server_name,
             data_dir: file.data_dir,
             client_listen: file.listen.client,
             public_base_url,
+            client_tls: file.listen.tls,
+            public_names,
+            ca_http: file.listen.ca_http,
             registration: file.registration,
             rate_limit: file.rate_limit,
             limits: file.limits,
@@ -665,9 +744,174 @@ impl Config {
     }
 }
 
+/// Checks the `[listen]` section's TLS keys against each other and resolves the public base
+/// URL and names: TLS on needs an `https://` URL and names to issue or check the certificate
+/// for; plain HTTP off loopback is refused unless `insecure_plain_http` says so, since every
+/// password and access token would cross the network in clear.
+fn resolve_listen(listen: &ListenSection) -> Result<(Option<String>, Vec<String>), ConfigError> {
+    let invalid = |why: String| ConfigError::Invalid(why);
+    let configured = match &listen.public_base_url {
+        Some(raw) => Some(
+            check_public_base_url(raw)
+                .map_err(|why| invalid(format!("listen.public_base_url: {why}")))?,
+        ),
+        None => None,
+    };
+    let mut names = Vec::new();
+    for raw in &listen.public_names {
+        let name =
+            check_public_name(raw).map_err(|why| invalid(format!("listen.public_names: {why}")))?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if listen.tls == ClientTlsMode::Off {
+        let ip = listen.client.ip();
+        if !ip.is_loopback() && !listen.insecure_plain_http {
+            return Err(invalid(format!(
+                "listen.client {} is not a loopback address and listen.tls is \"off\": plain HTTP \
+                 would carry passwords and access tokens in clear; set listen.tls = \"unit-ca\" \
+                 or \"imported\" (or insecure_plain_http = true to accept that)",
+                listen.client
+            )));
+        }
+        if listen.ca_http.is_some() {
+            return Err(invalid(
+                "listen.ca_http serves the unit CA for HTTPS clients; it needs listen.tls on"
+                    .to_owned(),
+            ));
+        }
+        let base = match configured {
+            Some(url) => Some(url),
+            None if ip.is_unspecified() => None,
+            None => Some(format!("http://{}", listen.client)),
+        };
+        return Ok((base, names));
+    }
+    let base = match configured {
+        Some(url) if !url.starts_with("https://") => {
+            return Err(invalid(format!(
+                "listen.public_base_url {url:?} must start with https:// when listen.tls is {:?}",
+                listen.tls.as_str()
+            )));
+        }
+        Some(url) => url,
+        None => {
+            let Some(first) = names.first() else {
+                return Err(invalid(format!(
+                    "listen.tls is {:?} but neither listen.public_base_url nor \
+                     listen.public_names says which names the certificate is for",
+                    listen.tls.as_str()
+                )));
+            };
+            if first.starts_with("*.") {
+                return Err(invalid(
+                    "listen.public_base_url is needed when the first public name is a wildcard"
+                        .to_owned(),
+                ));
+            }
+            let host = if first.contains(':') {
+                format!("[{first}]")
+            } else {
+                first.clone()
+            };
+            match listen.client.port() {
+                443 => format!("https://{host}"),
+                port => format!("https://{host}:{port}"),
+            }
+        }
+    };
+    if names.is_empty() {
+        names.push(url_host(&base).to_ascii_lowercase());
+    }
+    Ok((Some(base), names))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_public_base_url;
+    use super::*;
+
+    fn listen(toml_text: &str) -> Result<(Option<String>, Vec<String>), String> {
+        let section: ListenSection = toml::from_str(toml_text).map_err(|err| err.to_string())?;
+        resolve_listen(&section).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_unless_allowed() {
+        assert!(listen("client = \"127.0.0.5:8008\"").is_ok());
+        assert!(listen("client = \"[::1]:8008\"").is_ok());
+        let refused = listen("client = \"0.0.0.0:8008\"").expect_err("refused");
+        assert!(refused.contains("insecure_plain_http"), "{refused}");
+        assert!(!refused.contains('\n'), "one line: {refused}");
+        assert!(listen("client = \"10.20.0.5:8008\"").is_err());
+        assert_eq!(
+            listen("client = \"0.0.0.0:8008\"\ninsecure_plain_http = true"),
+            Ok((None, vec![]))
+        );
+        assert!(
+            listen("client = \"127.0.0.1:8008\"\nca_http = \"127.0.0.1:8080\"").is_err(),
+            "ca_http needs TLS"
+        );
+    }
+
+    #[test]
+    fn tls_needs_https_and_names() {
+        assert!(listen("client = \"0.0.0.0:443\"\ntls = \"unit-ca\"").is_err());
+        assert!(
+            listen(
+                "client = \"0.0.0.0:443\"\ntls = \"unit-ca\"\n\
+                 public_base_url = \"http://chat.unit-a.example\""
+            )
+            .is_err()
+        );
+        assert!(listen("client = \"0.0.0.0:443\"\ntls = \"acme\"").is_err());
+        assert_eq!(
+            listen(
+                "client = \"0.0.0.0:443\"\ntls = \"imported\"\n\
+                 public_base_url = \"https://Chat.Unit-A.example/\""
+            ),
+            Ok((
+                Some("https://Chat.Unit-A.example".to_owned()),
+                vec!["chat.unit-a.example".to_owned()]
+            ))
+        );
+        assert_eq!(
+            listen(
+                "client = \"0.0.0.0:8443\"\ntls = \"unit-ca\"\n\
+                 public_names = [\"10.20.0.5\", \"chat.unit-a.example\", \"10.20.0.5\"]"
+            ),
+            Ok((
+                Some("https://10.20.0.5:8443".to_owned()),
+                vec!["10.20.0.5".to_owned(), "chat.unit-a.example".to_owned()]
+            ))
+        );
+        assert_eq!(
+            listen("client = \"[::]:443\"\ntls = \"unit-ca\"\npublic_names = [\"fd00::5\"]")
+                .map(|(base, _)| base),
+            Ok(Some("https://[fd00::5]".to_owned()))
+        );
+    }
+
+    #[test]
+    fn public_names_are_dns_names_or_addresses() {
+        assert_eq!(check_public_name("10.20.0.5").as_deref(), Ok("10.20.0.5"));
+        assert_eq!(check_public_name("fd00::5").as_deref(), Ok("fd00::5"));
+        assert_eq!(
+            check_public_name("Chat.Unit-A.example").as_deref(),
+            Ok("chat.unit-a.example")
+        );
+        assert!(check_public_name("*.unit-a.example").is_ok());
+        for bad in [
+            "",
+            "chat..example",
+            "-chat.example",
+            "chat example",
+            "https://x",
+            "a.*.b",
+        ] {
+            assert!(check_public_name(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn a_public_base_url_is_scheme_host_and_port_only() {

@@ -58,6 +58,12 @@ pub enum StartError {
         /// What failed.
         reason: String,
     },
+    /// The client listener's certificate cannot be issued, read or used.
+    #[error("client TLS certificate: {reason}")]
+    ClientTls {
+        /// What failed, naming the file.
+        reason: String,
+    },
     /// The listen address is taken or not ours.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -119,6 +125,7 @@ pub struct Prepared {
     connections: Arc<api::conn::Connections>,
     listener: TcpListener,
     federation_listener: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    ca_http_listener: Option<(TcpListener, Arc<api::ca_http::CaPage>)>,
     shutdown_tx: watch::Sender<bool>,
 }
 
@@ -161,6 +168,10 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
                     .to_string(),
                 reason: err.to_string(),
             })?;
+    let client_tls =
+        transport::client_tls::ClientTls::start(&config).map_err(|err| StartError::ClientTls {
+            reason: err.to_string(),
+        })?;
     let peers = Arc::new(
         transport::peers::Allowlist::load(
             config.data_dir.join(transport::peers::PEERS_DIR),
@@ -189,6 +200,26 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
             addr: config.client_listen,
             source,
         })?;
+    let ca_http_listener = match (config.ca_http, &config.public_base_url) {
+        (Some(addr), Some(base_url)) => {
+            let fingerprint =
+                transport::client_cert::ca_fingerprint(&tls.ca_pem).map_err(|err| {
+                    StartError::ClientTls {
+                        reason: format!("the unit CA: {err}"),
+                    }
+                })?;
+            let page = api::ca_http::CaPage {
+                ca_pem: tls.ca_pem.clone(),
+                fingerprint,
+                base_url: base_url.clone(),
+            };
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            Some((listener, Arc::new(page)))
+        }
+        _ => None,
+    };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let signer = Arc::new(Signer {
         server_name: config.server_name.clone(),
@@ -204,6 +235,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         peers,
         federation: client,
         tls_ca_pem: tls.ca_pem.clone(),
+        client_tls,
         config,
         store,
         signer,
@@ -223,6 +255,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         connections,
         listener,
         federation_listener,
+        ca_http_listener,
         shutdown_tx,
     })
 }
@@ -238,6 +271,7 @@ pub async fn serve(
         connections,
         listener,
         federation_listener,
+        ca_http_listener,
         shutdown_tx,
     } = prepared;
     let store = server.store.clone();
@@ -266,8 +300,13 @@ pub async fn serve(
     ));
     let reloader = tokio::spawn(reload_on_sighup(
         Arc::clone(&server.peers),
+        server.client_tls.clone(),
         shutdown_tx.subscribe(),
     ));
+    let renewer = server
+        .client_tls
+        .clone()
+        .map(|client_tls| tokio::spawn(client_tls.run(shutdown_tx.subscribe())));
     let reaper = tokio::spawn(Arc::clone(&connections).reap(shutdown_tx.subscribe()));
     let federation_server = federation_listener.map(|(listener, tls)| {
         tokio::spawn(api::conn::serve(
@@ -275,6 +314,17 @@ pub async fn serve(
             Some(tls),
             api::federation::router(Arc::clone(&server)),
             api::conn::Listener::Federation,
+            Arc::clone(&connections),
+            shutdown_tx.subscribe(),
+        ))
+    });
+    // The trust-distribution listener counts against the client listener's caps.
+    let ca_http_server = ca_http_listener.map(|(listener, page)| {
+        tokio::spawn(api::conn::serve(
+            listener,
+            None,
+            api::ca_http::router(page),
+            api::conn::Listener::Client,
             Arc::clone(&connections),
             shutdown_tx.subscribe(),
         ))
@@ -291,7 +341,7 @@ pub async fn serve(
     });
     let serving = api::conn::serve(
         listener,
-        None,
+        server.client_tls.as_ref().map(|tls| tls.server_config()),
         app,
         api::conn::Listener::Client,
         Arc::clone(&connections),
@@ -312,9 +362,15 @@ pub async fn serve(
     let _ = pusher.await;
     let _ = delayed.await;
     reloader.abort();
+    if let Some(renewer) = renewer {
+        renewer.abort();
+    }
     typing_expiry.abort();
     if let Some(federation_server) = federation_server {
         let _ = federation_server.await;
+    }
+    if let Some(ca_http_server) = ca_http_server {
+        let _ = ca_http_server.await;
     }
     let _ = admin.await;
     watchdog.abort();
@@ -449,20 +505,34 @@ async fn watchdog_loop(mut shutdown: watch::Receiver<bool>) {
 
 pub use util::stopped;
 
-/// Reloads the allow-list on SIGHUP, as admins expect of a daemon.
+/// Reloads the allow-list and the client TLS certificate on SIGHUP, as admins expect of a
+/// daemon. A certificate that fails to load is logged and the old one stays in service.
 async fn reload_on_sighup(
     peers: Arc<transport::peers::Allowlist>,
+    client_tls: Option<Arc<transport::client_tls::ClientTls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP; reload peers through the admin socket");
+        tracing::warn!("cannot watch SIGHUP; reload through the admin socket");
         return;
     };
     loop {
         tokio::select! {
-            _ = hangup.recv() => { peers.reload(); }
+            _ = hangup.recv() => {}
             _ = stopped(&mut shutdown) => break,
+        }
+        peers.reload();
+        if let Some(client_tls) = &client_tls {
+            let client_tls = Arc::clone(client_tls);
+            match tokio::task::spawn_blocking(move || client_tls.reload()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::error!(
+                    error = %err,
+                    "client TLS reload failed; the previous certificate stays in service"
+                ),
+                Err(err) => tracing::error!(error = %err, "client TLS reload task failed"),
+            }
         }
     }
 }

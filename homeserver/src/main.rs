@@ -43,6 +43,10 @@ enum Command {
         /// The server name users' IDs end in.
         #[arg(long, value_name = "NAME", default_value = "localhost:8008")]
         server_name: String,
+        /// Serve HTTPS with a certificate from a dev CA made in the data dir (its path is
+        /// printed), so the TLS path can be tried locally.
+        #[arg(long)]
+        tls: bool,
     },
 }
 
@@ -89,11 +93,13 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
                 data_dir,
                 listen,
                 server_name,
+                tls,
             }),
         ) => Config::dev(
             Some(data_dir.clone()),
             Some(*listen),
             Some(server_name.clone()),
+            *tls,
         ),
         (Some(path), Some(Command::PeerCard { .. })) => Config::from_file(path),
         (None, Some(Command::PeerCard { .. })) => Err(ConfigError::Invalid(
@@ -169,6 +175,12 @@ fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
     runtime.block_on(async move {
         let dev = config.dev_mode;
         let server_name = config.server_name.clone();
+        let dev_ca = (config.client_tls != homeserver::config::ClientTlsMode::Off).then(|| {
+            config
+                .data_dir
+                .join(homeserver::transport::tls::TLS_DIR)
+                .join(homeserver::transport::tls::CA_CERT)
+        });
         let prepared = prepare(config).await.map_err(|err| {
             let code = match err {
                 StartError::Listen { .. } => Exit::Listen,
@@ -181,10 +193,21 @@ fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
             .map_err(|err| (Exit::Listen, err.to_string()))?;
         tracing::info!(%addr, server_name = %server_name, "listening");
         if dev {
+            let url = match &dev_ca {
+                Some(_) => format!("https://{addr}"),
+                None => format!("http://{addr}"),
+            };
             eprintln!(
                 "Outpost homeserver ({server_name}) is up. Point a Matrix client (e.g. Element) at \
-                 http://{addr} and register an account; registration is open in dev mode."
+                 {url} and register an account; registration is open in dev mode."
             );
+            if let Some(ca) = &dev_ca {
+                eprintln!(
+                    "HTTPS uses a certificate from the dev CA {}: make your client trust that \
+                     file (e.g. curl --cacert).",
+                    ca.display()
+                );
+            }
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
         serve(prepared, shutdown_signal())

@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -122,10 +122,7 @@ impl Unit {
             .new_agent();
         Unit {
             dir: TempDir::new(),
-            http: Arc::new(Http {
-                agent,
-                base: RwLock::new(String::new()),
-            }),
+            http: Arc::new(Http::new(agent, String::new())),
             server: None,
             starts: 0,
             history: Mutex::new(Vec::new()),

@@ -34,14 +34,29 @@ impl Reply {
     }
 }
 
-/// The shared HTTP agent plus the server's current base URL (which changes on restart).
+/// The shared HTTP agent plus the server's current base URL (which changes on restart). The
+/// agent is replaced once a TLS server's CA is known.
 #[derive(Debug)]
 pub(crate) struct Http {
-    pub(crate) agent: ureq::Agent,
+    pub(crate) agent: RwLock<ureq::Agent>,
     pub(crate) base: RwLock<String>,
 }
 
 impl Http {
+    pub(crate) fn new(agent: ureq::Agent, base: String) -> Http {
+        Http {
+            agent: RwLock::new(agent),
+            base: RwLock::new(base),
+        }
+    }
+
+    pub(crate) fn agent(&self) -> ureq::Agent {
+        self.agent
+            .read()
+            .expect("agent lock is never poisoned")
+            .clone()
+    }
+
     pub(crate) fn base(&self) -> String {
         self.base
             .read()
@@ -123,11 +138,11 @@ impl Client {
                     builder = builder.header("Content-Type", "application/json");
                 }
                 let request = builder.body(bytes).map_err(ureq::Error::Http)?;
-                self.http.agent.run(request)?
+                self.http.agent().run(request)?
             }
             None => {
                 let request = builder.body(()).map_err(ureq::Error::Http)?;
-                self.http.agent.run(request)?
+                self.http.agent().run(request)?
             }
         };
         let status = response.status().as_u16();

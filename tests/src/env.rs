@@ -9,8 +9,8 @@ use std::fs::{self, File};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -139,6 +139,8 @@ pub struct TestEnv {
     starts: u32,
     startup_time: Duration,
     idle_rss_kib: Option<u64>,
+    /// For a server whose client listener speaks TLS: the CA file its clients trust.
+    tls_ca: Option<PathBuf>,
     // Declared last: dropped after the server is killed.
     dir: TempDir,
 }
@@ -179,6 +181,39 @@ impl TestEnv {
         (env, made)
     }
 
+    /// A config-mode server whose client listener serves HTTPS with a certificate it issues
+    /// from its unit CA for [`TLS_NAMES`]; its clients trust only that CA. `extra_toml` as in
+    /// [`TestEnv::with_config`].
+    pub fn tls(extra_toml: &str) -> TestEnv {
+        let listen = format!("tls = \"unit-ca\"\npublic_names = {TLS_NAMES}\n");
+        TestEnv::with_tls(&listen, extra_toml, None, |_| ()).0
+    }
+
+    /// A config-mode server with TLS on the client listener: `listen_toml` holds `[listen]`
+    /// keys besides `client` (`tls`, `public_names`, ...), `extra_toml` the other sections.
+    /// Clients trust only the CA in the file `trust` (default: the unit CA,
+    /// `<data_dir>/tls/ca.pem`). `setup` runs on the data dir path before the first start,
+    /// e.g. to write an imported certificate; returns what it made.
+    pub fn with_tls<T>(
+        listen_toml: &str,
+        extra_toml: &str,
+        trust: Option<PathBuf>,
+        setup: impl FnOnce(&Path) -> T,
+    ) -> (TestEnv, T) {
+        let mut env =
+            TestEnv::unstarted(Mode::Config(format!("{listen_toml}\n{extra_toml}")), None);
+        env.tls_ca = Some(trust.unwrap_or_else(|| env.data_dir().join("tls").join("ca.pem")));
+        let made = setup(&env.data_dir());
+        env.start();
+        (env, made)
+    }
+
+    /// The CA (PEM) clients of this TLS server trust.
+    pub fn ca_pem(&self) -> String {
+        let path = self.tls_ca.as_ref().expect("a TLS test server");
+        fs::read_to_string(path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+    }
+
     fn start_new(mode: Mode) -> TestEnv {
         let mut env = TestEnv::unstarted(mode, None);
         env.start();
@@ -197,15 +232,13 @@ impl TestEnv {
         TestEnv {
             mode,
             binary,
-            http: Arc::new(Http {
-                agent,
-                base: RwLock::new(String::new()),
-            }),
+            http: Arc::new(Http::new(agent, String::new())),
             server: None,
             nofile,
             starts: 0,
             startup_time: Duration::ZERO,
             idle_rss_kib: None,
+            tls_ca: None,
             dir: TempDir::new(),
         }
     }
@@ -408,11 +441,32 @@ impl TestEnv {
         for attempt in 1..=3 {
             let addr = crate::free_addr();
             let (mut child, command_line, spawned) = self.spawn(addr);
+            let scheme = if self.tls_ca.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             *self
                 .http
                 .base
                 .write()
-                .expect("base URL lock is never poisoned") = format!("http://{addr}");
+                .expect("base URL lock is never poisoned") = format!("{scheme}://{addr}");
+            if let Some(ca) = &self.tls_ca {
+                // The unit CA appears before the listener does (or the server fails first).
+                let pem = poll_until("the CA file", READY_DEADLINE, || {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        return Some(None);
+                    }
+                    fs::read_to_string(ca).ok().map(Some)
+                });
+                if let Some(pem) = pem {
+                    *self
+                        .http
+                        .agent
+                        .write()
+                        .expect("agent lock is never poisoned") = tls_agent(&pem);
+                }
+            }
             let ready = wait_ready(
                 &self.anon(),
                 &mut child,
@@ -502,6 +556,30 @@ impl TestEnv {
             .unwrap_or_else(|err| panic!("spawning {command_line}: {err}"));
         (child, command_line, spawned)
     }
+}
+
+/// The `[listen] public_names` of [`TestEnv::tls`] servers, as TOML.
+pub const TLS_NAMES: &str = "[\"localhost\", \"127.0.0.1\"]";
+
+/// A `ureq` agent like the harness's, trusting only the CA in `ca_pem`.
+pub(crate) fn tls_agent(ca_pem: &str) -> ureq::Agent {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let roots: Vec<Certificate<'static>> = vec![
+        Certificate::from_pem(ca_pem.as_bytes()).expect("the CA file holds a PEM certificate"),
+    ];
+    let tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::Specific(Arc::new(roots)))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .build();
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .max_idle_connections(256)
+        .max_idle_connections_per_host(256)
+        .tls_config(tls)
+        .build()
+        .new_agent()
 }
 
 /// Polls `/versions` until 200, the child exiting, or [`READY_DEADLINE`]; returns the time from

@@ -33,8 +33,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -178,10 +178,7 @@ impl Unit {
             ip,
             client_addr,
             fed_addr,
-            http: Arc::new(Http {
-                agent,
-                base: RwLock::new(format!("http://{client_addr}")),
-            }),
+            http: Arc::new(Http::new(agent, format!("http://{client_addr}"))),
             process: None,
             starts: 0,
             card,
@@ -502,10 +499,7 @@ pub fn client_for(base_url: &str) -> Client {
         .build()
         .new_agent();
     Client {
-        http: Arc::new(Http {
-            agent,
-            base: RwLock::new(base_url.to_owned()),
-        }),
+        http: Arc::new(Http::new(agent, base_url.to_owned())),
         user_id: String::new(),
         device_id: String::new(),
         access_token: None,

@@ -10,7 +10,8 @@
 //! running test executable; build it first with `cargo build --release -p homeserver`.
 //!
 //! Modules: `env` (processes, temp dirs), `client` (Matrix requests over the `ureq` agent and
-//! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `e2ee` (a
+//! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `tls`
+//! (TLS clients of the client listener and test certificates), `e2ee` (a
 //! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
@@ -23,6 +24,7 @@ mod env;
 pub mod federation;
 pub mod png;
 mod raw;
+pub mod tls;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
@@ -35,10 +37,10 @@ pub use client::{
     timeline,
 };
 pub use env::{
-    EXIT_DEADLINE, READY_DEADLINE, TempDir, TestEnv, established_connections, homeserver_binary,
-    proc_status_kib, run_homeserver,
+    EXIT_DEADLINE, READY_DEADLINE, TLS_NAMES, TempDir, TestEnv, established_connections,
+    homeserver_binary, proc_status_kib, run_homeserver,
 };
-pub use raw::{admin_get, closed_within, connect_from, raw_http, raw_http_from};
+pub use raw::{admin_get, admin_post, closed_within, connect_from, raw_http, raw_http_from};
 pub use serde_json::{Value, json};
 
 /// The server name every test environment uses; user IDs are `@name:outpost.test`.

@@ -183,14 +183,27 @@ pub fn closed_within(stream: &mut impl Read, wait: Duration) -> bool {
 
 /// `GET path` on the admin socket in `data_dir`: the reply's head and body.
 pub fn admin_get(data_dir: &Path, path: &str) -> (String, String) {
+    admin_request(data_dir, "GET", path, "")
+}
+
+/// `POST path` with a JSON `body` on the admin socket in `data_dir`: the reply's head and body.
+pub fn admin_post(data_dir: &Path, path: &str, body: &str) -> (String, String) {
+    admin_request(data_dir, "POST", path, body)
+}
+
+fn admin_request(data_dir: &Path, method: &str, path: &str, body: &str) -> (String, String) {
     let mut stream = UnixStream::connect(data_dir.join("admin.sock")).expect("admin socket");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
     stream
         .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!(
+                "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
         )
         .expect("writing to the admin socket");
     let mut reply = String::new();

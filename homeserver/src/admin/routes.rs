@@ -11,7 +11,7 @@ use axum::{Json, Router};
 
 use super::wire::{
     BackupOutcome, BackupRequest, CreateUser, NoticesSent, PeerList, PeersReloaded, ReportList,
-    ResetPassword, SendNotice, ServerStatus, SetAdmin, UserList, UserSummary,
+    ResetPassword, SendNotice, ServerStatus, SetAdmin, TlsReloaded, UserList, UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -32,11 +32,17 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
         .route("/v1/backup", post(backup))
         .route("/v1/peers", get(list_peers))
         .route("/v1/peers/reload", post(reload_peers))
+        .route("/v1/tls/reload", post(reload_client_tls))
         .route("/v1/reports", get(list_reports))
         .route("/v1/notices", post(send_notices))
         .fallback(unknown)
         .layer(Extension(Started(started)))
         .with_state(server)
+}
+
+/// # `POST /v1/tls/reload`
+async fn reload_client_tls(State(server): State<Arc<Server>>) -> Result<Json<TlsReloaded>> {
+    admin::reload_client_tls(&server).await.map(Json)
 }
 
 /// # `GET /v1/reports`

@@ -15,6 +15,7 @@
 //! | `POST /v1/backup`                     | [`BackupRequest`] | [`BackupOutcome`]           |
 //! | `GET /v1/peers`                       |                   | [`PeerList`]                |
 //! | `POST /v1/peers/reload`               | `{}`              | [`PeersReloaded`]           |
+//! | `POST /v1/tls/reload`                 | `{}`              | [`TlsReloaded`]             |
 //! | `GET /v1/reports`                     |                   | [`ReportList`]              |
 //! | `POST /v1/notices`                    | [`SendNotice`]    | [`NoticesSent`]             |
 
@@ -81,6 +82,10 @@ pub struct PeersReloaded {
     /// How many peers are allowed after the reload.
     pub peers: usize,
 }
+
+/// `POST /v1/tls/reload`: re-read the client listener's certificate files and serve them to
+/// new connections (`{"names": [...], "issuer": "...", "not_after_ms": N}`).
+pub type TlsReloaded = crate::transport::client_tls::CertSummary;
 
 /// `GET /v1/reports`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

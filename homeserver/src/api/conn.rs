@@ -1,6 +1,7 @@
-//! Connection admission and lifetime on the client and federation listeners: the accept loop,
-//! the header-read and idle timeouts, the caps per listener and per source address, and the
-//! file-descriptor budget they share.
+//! Connection admission and lifetime on the client and federation listeners: the accept loop
+//! (with the TLS handshake, and HTTP/1.1 or HTTP/2 as ALPN chose), the header-read and idle
+//! timeouts, the caps per listener and per source address, and the file-descriptor budget they
+//! share.
 //!
 //! Every accepted TCP connection is registered in one [`Connections`] table. A connection is
 //! *idle* while no request is in flight on it (including a fresh one that has not finished its
@@ -30,6 +31,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -830,15 +832,26 @@ pub async fn serve(
         connections.spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(header_timeout, acceptor.accept(stream)).await;
-                    let Ok(Ok(tls_stream)) = handshake else {
-                        tracing::debug!(%peer, "TLS handshake failed or timed out");
+                    // The handshake counts against the header timeout, and an eviction cuts it
+                    // short, so a connection that never finishes one cannot hold a slot.
+                    let conn = Arc::clone(&registered.conn);
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(header_timeout, acceptor.accept(stream)) => done.ok(),
+                        _ = conn.close.notified() => None,
+                    };
+                    let Some(Ok(tls_stream)) = handshake else {
+                        tracing::debug!(%peer, "TLS handshake failed, timed out or was evicted");
                         return;
                     };
-                    serve_connection(tls_stream, peer, app, registered, stop).await;
+                    let protocol = match tls_stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Protocol::Http2,
+                        _ => Protocol::Http1,
+                    };
+                    serve_connection(tls_stream, peer, app, registered, stop, protocol).await;
                 }
-                None => serve_connection(stream, peer, app, registered, stop).await,
+                None => {
+                    serve_connection(stream, peer, app, registered, stop, Protocol::Http1).await;
+                }
             }
         });
         while connections.try_join_next().is_some() {}
@@ -846,13 +859,90 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves HTTP/1.1 on one connection until it closes, times out, is evicted or shutdown asks.
+/// The HTTP version a connection speaks: HTTP/2 only when TLS negotiated it through ALPN
+/// (no cleartext h2c), HTTP/1.1 otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Most concurrent requests (streams) one HTTP/2 connection may have open; more are refused
+/// by the protocol (`REFUSED_STREAM`) rather than queued.
+const HTTP2_MAX_STREAMS: u32 = 100;
+
+/// A hyper connection of either version that can be asked to finish gracefully.
+trait Graceful: Future + Unpin {
+    fn start_graceful_shutdown(&mut self);
+}
+
+impl<I, S, B> Graceful for Pin<Box<hyper::server::conn::http1::Connection<I, S>>>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn start_graceful_shutdown(&mut self) {
+        self.as_mut().graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful
+    for Pin<Box<hyper::server::conn::http2::Connection<I, S, hyper_util::rt::TokioExecutor>>>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    hyper_util::rt::TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn start_graceful_shutdown(&mut self) {
+        self.as_mut().graceful_shutdown();
+    }
+}
+
+/// Runs one connection until it ends by itself, is asked to close (timeout or eviction) or
+/// shutdown asks; then closes an idle connection at once and gives one with a request in
+/// flight [`CLOSE_GRACE`] to finish.
+async fn drive(
+    mut connection: impl Graceful,
+    conn: &Conn,
+    peer: SocketAddr,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let closing = tokio::select! {
+        _ = &mut connection => false,
+        _ = conn.close.notified() => {
+            tracing::debug!(%peer, reason = ?conn.reason(), "closing a connection");
+            true
+        }
+        _ = crate::util::stopped(stop) => true,
+    };
+    // The connection is not being polled here, so no request can start between this check
+    // and the drop: an idle connection is closed at once (hyper's graceful shutdown would wait
+    // for a first request on a fresh one), a request that raced in still finishes.
+    if closing && !conn.is_idle() {
+        connection.start_graceful_shutdown();
+        let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+    }
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection until it closes, times out, is evicted or
+/// shutdown asks.
+///
+/// With HTTP/2 a connection carries many requests at once: it is idle (and so subject to the
+/// header and idle timeouts and to eviction) only while none is in flight, and frames arriving
+/// while idle (a PING, SETTINGS) start the header timeout as a request head's first bytes do.
 async fn serve_connection<T>(
     io: T,
     peer: SocketAddr,
     app: Router,
     registered: Registered,
     mut stop: watch::Receiver<bool>,
+    protocol: Protocol,
 ) where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -918,22 +1008,20 @@ async fn serve_connection<T>(
         inner: io,
         conn: Arc::clone(&conn),
     });
-    let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service);
-    tokio::pin!(connection);
-    let closing = tokio::select! {
-        _ = connection.as_mut() => false,
-        _ = conn.close.notified() => {
-            tracing::debug!(%peer, reason = ?conn.reason(), "closing a connection");
-            true
+    match protocol {
+        Protocol::Http1 => {
+            let connection =
+                Box::pin(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
+            drive(connection, &conn, peer, &mut stop).await;
         }
-        _ = crate::util::stopped(&mut stop) => true,
-    };
-    // The connection is not being polled here, so no request can start between this check
-    // and the drop: an idle connection is closed at once (hyper's graceful shutdown would wait
-    // for a first request on a fresh one), a request that raced in still finishes.
-    if closing && !conn.is_idle() {
-        connection.as_mut().graceful_shutdown();
-        let _ = tokio::time::timeout(CLOSE_GRACE, connection).await;
+        Protocol::Http2 => {
+            let connection = Box::pin(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .max_concurrent_streams(HTTP2_MAX_STREAMS)
+                    .serve_connection(io, service),
+            );
+            drive(connection, &conn, peer, &mut stop).await;
+        }
     }
     drop(registered);
 }

@@ -3,6 +3,7 @@
 //! Wire formats stay here: handlers in [`client`] parse requests into service calls and shape
 //! service results into spec responses. Every error leaves through [`crate::error::Error`].
 
+pub mod ca_http;
 pub mod client;
 pub mod conn;
 pub mod extract;

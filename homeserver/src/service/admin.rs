@@ -458,6 +458,29 @@ pub async fn reload_peers(server: &Server) -> Result<usize> {
         .map_err(|err| Error::internal(format!("reload task failed: {err}")))
 }
 
+/// Re-reads the client listener's certificate files (reissuing from the unit CA when due) and
+/// serves them to new handshakes; open connections are kept. Refused when the client listener
+/// serves plain HTTP, or when the files are unusable (then the old certificate stays).
+pub async fn reload_client_tls(
+    server: &Server,
+) -> Result<crate::transport::client_tls::CertSummary> {
+    let Some(client_tls) = server.client_tls.clone() else {
+        return Err(Error::new(
+            ErrorCode::UnknownRequest,
+            "the client listener serves plain HTTP (listen.tls = \"off\"): nothing to reload",
+        ));
+    };
+    tokio::task::spawn_blocking(move || client_tls.reload())
+        .await
+        .map_err(|err| Error::internal(format!("reload task failed: {err}")))?
+        .map_err(|err| {
+            Error::new(
+                ErrorCode::UnknownRequest,
+                format!("{err}; the previous certificate stays in service"),
+            )
+        })
+}
+
 /// Sends a server notice to one local user (`alice` or `@alice:server`) or, with `None`, to
 /// every active local account. Returns who got it.
 pub async fn send_notices(

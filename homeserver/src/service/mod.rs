@@ -75,6 +75,8 @@ pub struct Server {
     pub federation: crate::transport::client::FederationClient,
     /// Our CA certificate (PEM), for our peer card.
     pub tls_ca_pem: String,
+    /// The client listener's TLS certificate and its reload; `None` with `listen.tls = "off"`.
+    pub client_tls: Option<Arc<crate::transport::client_tls::ClientTls>>,
     /// Peers' recent space-hierarchy answers, so paging a hierarchy does not ask each time.
     pub hierarchy_cache: hierarchy_cache::Cache,
     /// What each sliding sync connection has been sent, per `pos` (in memory, bounded).

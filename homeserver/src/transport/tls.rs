@@ -47,7 +47,7 @@ pub struct TlsIdentity {
     key: PrivateKeyDer<'static>,
 }
 
-fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| TlsError::Io {
@@ -92,7 +92,7 @@ const CA_VALIDITY_DAYS: i64 = 20 * 365;
 /// How long the leaf certificate is valid.
 const LEAF_VALIDITY_DAYS: i64 = 5 * 365;
 
-fn write_public(path: &Path, contents: &str) -> Result<(), TlsError> {
+pub(crate) fn write_public(path: &Path, contents: &str) -> Result<(), TlsError> {
     write_private(path, contents)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|source| {
@@ -104,8 +104,8 @@ fn write_public(path: &Path, contents: &str) -> Result<(), TlsError> {
 }
 
 /// The unit CA's parameters. Its subject (and, from the key, its key identifier) is also what
-/// [`renew`] rebuilds to sign a new leaf with the existing CA key, so the two must not drift.
-fn ca_params(server_name: &str) -> CertificateParams {
+/// [`renew`] (and the client listener's issuance in [`super::client_tls`]) rebuilds to sign a new leaf with the existing CA key, so the two must not drift.
+pub(crate) fn ca_params(server_name: &str) -> CertificateParams {
     use rcgen::DistinguishedName;
     let mut ca = CertificateParams::default();
     ca.distinguished_name = DistinguishedName::new();

@@ -5,6 +5,8 @@
 //! client library it uses.
 //!
 //! - [`Server::start`]: one `homeserver dev` on a free 127.0.0.1 port, named `localhost:PORT`.
+//! - [`Server::start_tls`]: the same with `--tls`: HTTPS with a certificate from the unit's
+//!   dev CA, whose PEM [`Server::ca_pem`] gives the client to trust (and nothing else).
 //! - [`Server::start_federation`]: units named e.g. `unit-a.test`, `unit-b.test` on 127.0.0.2,
 //!   127.0.0.3, …, each with a config file, its own keys and TLS identity and signed peer card
 //!   (made by the binary's `peer-card` command), and every other unit's card on its allow-list
@@ -41,6 +43,8 @@ pub struct Server {
     addr: SocketAddr,
     /// The TLS federation listener of a federating unit; `None` for `dev`.
     federation_addr: Option<SocketAddr>,
+    /// With TLS on the client listener: the CA file clients must trust.
+    ca_path: Option<PathBuf>,
     server_name: String,
     log_path: PathBuf,
     // Kept for its Drop: removes the data directory and the log.
@@ -67,6 +71,16 @@ impl PreparedUnit {
 impl Server {
     /// Starts `homeserver dev` on a free 127.0.0.1 port and waits until it is ready.
     pub fn start() -> Result<Self, String> {
+        Server::start_dev(false)
+    }
+
+    /// Starts `homeserver dev --tls` (HTTPS with a certificate from the unit's dev CA) on a
+    /// free 127.0.0.1 port and waits until it is ready.
+    pub fn start_tls() -> Result<Self, String> {
+        Server::start_dev(true)
+    }
+
+    fn start_dev(tls: bool) -> Result<Self, String> {
         let binary = existing_binary()?;
         let dir = temp_dir()?;
         let addr = free_port(Ipv4Addr::LOCALHOST)?;
@@ -80,7 +94,12 @@ impl Server {
             .arg(addr.to_string())
             .arg("--server-name")
             .arg(&server_name);
+        if tls {
+            command.arg("--tls");
+        }
+        let ca_path = tls.then(|| dir.path().join("data/tls/ca.pem"));
         let mut server = Server::spawn(command, dir, addr, None, server_name)?;
+        server.ca_path = ca_path;
         server.wait_ready()?;
         Ok(server)
     }
@@ -161,15 +180,24 @@ impl Server {
             child: Some(child),
             addr,
             federation_addr,
+            ca_path: None,
             server_name,
             log_path,
             _dir: dir,
         })
     }
 
-    /// `http://IP:PORT`, the client-server API base URL.
+    /// `http://IP:PORT` (`https://` with TLS), the client-server API base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.ca_path {
+            Some(_) => format!("https://{}", self.addr),
+            None => format!("http://{}", self.addr),
+        }
+    }
+
+    /// The CA (PEM) a client of a TLS server must trust; `None` without TLS.
+    pub fn ca_pem(&self) -> Option<Vec<u8>> {
+        self.ca_path.as_ref().and_then(|path| fs::read(path).ok())
     }
 
     /// The server name the users are registered under (`localhost:PORT` for `dev`, the
@@ -224,7 +252,15 @@ impl Server {
             {
                 return Err(format!("homeserver exited during startup with {status}"));
             }
-            match http_get_status(self.addr, "/_matrix/client/versions") {
+            let answered = match self.ca_path {
+                // Std has no TLS: the listener accepting connections is enough, since it is
+                // bound only once the certificate is loaded.
+                Some(_) => TcpStream::connect_timeout(&self.addr, POLL)
+                    .map(|_| 200)
+                    .map_err(|e| e.to_string()),
+                None => http_get_status(self.addr, "/_matrix/client/versions"),
+            };
+            match answered {
                 Ok(200) => match self.federation_addr {
                     None => return Ok(()),
                     Some(addr) => match TcpStream::connect_timeout(&addr, POLL) {

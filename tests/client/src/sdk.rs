@@ -15,11 +15,20 @@ use matrix_sdk::{Client, ClientBuilder};
 use crate::Server;
 
 /// A client builder with the in-memory store, pointed at `server`, with bounded retries (a
-/// request gives up after 20 s).
+/// request gives up after 20 s). For a TLS server it trusts the unit's CA and nothing else.
 pub fn client_builder(server: &Server) -> ClientBuilder {
-    Client::builder()
+    let builder = Client::builder()
         .homeserver_url(server.url())
-        .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)))
+        .request_config(RequestConfig::short_retry().timeout(Duration::from_secs(20)));
+    match server.ca_pem() {
+        Some(pem) => builder
+            .add_root_certificates(vec![
+                matrix_sdk::reqwest::Certificate::from_pem(&pem)
+                    .expect("the unit CA file holds a PEM certificate"),
+            ])
+            .disable_built_in_root_certificates(),
+        None => builder,
+    }
 }
 
 /// Runs `scenario` against `server` for at most `deadline`, so a hung server fails the test

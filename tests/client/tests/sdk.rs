@@ -3,6 +3,7 @@
 //! invite over /sync and joins, alice sends 50 messages that bob receives in order over
 //! /sync and again by back-paginating /messages, alice sets the room name and topic and
 //! redacts one message, bob sees both, bob leaves and the room shows as left on both sides.
+//! It runs over HTTPS (`homeserver dev --tls`), the client trusting only the unit's CA.
 //! On failure it prints the step that failed, the SDK's error and the server's log.
 
 use std::collections::HashSet;
@@ -38,7 +39,9 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_users_chat_through_the_sdk() {
-    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    // Over HTTPS, trusting only the unit's CA, as a real client on the unit's network would.
+    let server = Server::start_tls().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    assert!(server.url().starts_with("https://"), "{}", server.url());
     eprintln!(
         "homeserver up at {} (server name {})",
         server.url(),

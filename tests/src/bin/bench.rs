@@ -12,8 +12,12 @@
 //! off), and, after a `kill -9` that keeps the log, which tables and indexes those frames
 //! rewrote (SQLite's `dbstat`).
 //!
+//! With `--tls` the client API is served over HTTPS (a certificate from the unit CA) and every
+//! client trusts only that CA; it first prints the time to a first answer on a new connection
+//! with and without the TLS handshake.
+//!
 //! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
-//! [--users N] [--rate R] [--wal] [--config TOML]`. It asserts nothing about speed.
+//! [--users N] [--rate R] [--wal] [--tls] [--config TOML]`. It asserts nothing about speed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +40,7 @@ OPTIONS:
     --users N       users registered and joined; at least K + 1 (default K + 1)
     --rate R        offer R messages/s in total instead of sending as fast as possible
     --wal           sample the WAL: peak size, frames per message, pages rewritten per table
+    --tls           serve the client API over HTTPS (unit CA) and measure the TLS handshake
                     (ends the server with kill -9 so the log can be read afterwards)
     --config TOML   extra TOML appended to the server's config (e.g. \"[storage]\\n...\")
     -h, --help      print this help";
@@ -48,6 +53,7 @@ struct Args {
     users: usize,
     rate: Option<f64>,
     wal: bool,
+    tls: bool,
     config: String,
 }
 
@@ -58,6 +64,7 @@ impl Args {
         let mut users = None;
         let mut rate = None;
         let mut wal = false;
+        let mut tls = false;
         let mut config = String::new();
         while let Some(flag) = raw.next() {
             let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
@@ -67,6 +74,7 @@ impl Args {
                 "--messages" => messages = parse_number(&value("--messages")?)?,
                 "--users" => users = Some(parse_number(&value("--users")?)?),
                 "--wal" => wal = true,
+                "--tls" => tls = true,
                 "--config" => config = value("--config")?.replace("\\n", "\n"),
                 "--rate" => {
                     let text = value("--rate")?;
@@ -91,6 +99,7 @@ impl Args {
             users,
             rate,
             wal,
+            tls,
             config,
         }))
     }
@@ -132,6 +141,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// Connections measured for the handshake cost.
+const HANDSHAKES: u32 = 200;
+
+/// Prints the median and p99 time to a first answer on a new connection: TCP connect plus
+/// `GET /_matrix/client/versions` in clear on a plain listener started for the comparison, and
+/// with a full TLS handshake (TLS 1.3, ECDSA P-256) first on `env`.
+fn handshake_cost(env: &TestEnv) {
+    let plain = TestEnv::with_config("");
+    let mut clear = Vec::new();
+    for _ in 0..HANDSHAKES {
+        let start = Instant::now();
+        let reply = tests::raw_http(
+            plain.addr(),
+            "GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost",
+            b"",
+        )
+        .expect("plain request");
+        assert_eq!(reply.status, 200);
+        clear.push(start.elapsed());
+    }
+    let config = tests::tls::client_config(&env.ca_pem(), &[b"http/1.1"]);
+    let mut secure = Vec::new();
+    for _ in 0..HANDSHAKES {
+        let start = Instant::now();
+        let mut stream =
+            tests::tls::tls_connect(env.addr(), "localhost", config.clone()).expect("TLS");
+        tests::tls::send_request(
+            &mut stream,
+            "GET /_matrix/client/versions HTTP/1.1\r\nHost: localhost\r\nConnection: close",
+            b"",
+        )
+        .expect("sends");
+        let reply = tests::tls::read_reply(&mut stream).expect("answers");
+        assert_eq!(reply.status, 200);
+        secure.push(start.elapsed());
+    }
+    for (label, mut samples) in [
+        ("new conn + 1st answer, HTTP", clear),
+        ("new conn + 1st answer, TLS 1.3", secure),
+    ] {
+        samples.sort();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+        row(label, format!("p50 {} / p99 {}", ms(at(0.5)), ms(at(0.99))));
+    }
+}
+
 fn run(args: Args) {
     let rate_text = args.rate.map_or_else(
         || "closed loop".to_owned(),
@@ -147,10 +202,18 @@ fn run(args: Args) {
     } else {
         ""
     };
-    let mut env = TestEnv::with_config(&format!(
+    let extra = format!(
         "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n{log}\n{}\n",
         args.config
-    ));
+    );
+    let mut env = if args.tls {
+        TestEnv::tls(&extra)
+    } else {
+        TestEnv::with_config(&extra)
+    };
+    if args.tls {
+        handshake_cost(&env);
+    }
     row("cold start to listening", ms(env.startup_time()));
     row(
         "idle RSS (VmRSS)",
