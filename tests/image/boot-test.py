@@ -484,7 +484,8 @@ def main():
 
     # --- first boot, provisioned from the PROVISION disk -------------------------------------
     log("boot 1 (PROVISION disk attached)")
-    guest = qemu.Guest(disk, unit, provision=provision,
+    # With the appliance, the console is a socket the test types `tls client ca` into.
+    guest = qemu.Guest(disk, unit, provision=provision, interactive=bool(args.appliance),
                        ca_port=qemu.free_port() if args.appliance else None).start()
     ready_1 = wait_versions(guest, BOOT_DEADLINE)
     results.check("boot 1: /_matrix/client/versions answers through 127.0.0.1 forward",
