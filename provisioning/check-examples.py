@@ -48,6 +48,8 @@ FORMATS = [
 SEMANTIC = {
     "invalid/ports-collide.json": "client_listen and federation_listen are the same "
     "address; appliance setup refuses it",
+    "invalid/plain-http-off-loopback.json": "plain HTTP on a wildcard address without "
+    "insecure_plain_http; appliance setup refuses it (loopback is allowed)",
     "invalid/peer-card/endpoint-changed-after-signing.json": "the self-signature no longer "
     "verifies; appliance peer import refuses it",
     "invalid/backup-manifest/duplicate-path.json": "a path is listed twice; appliance "

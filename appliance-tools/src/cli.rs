@@ -43,7 +43,7 @@ pub enum Command {
     /// Asks for whatever the flags do not give (on a terminal), shows a summary and writes
     /// nothing until you confirm. `--from FILE` applies a provisioning file instead; it is
     /// checked completely before anything is written.
-    Setup(SetupArgs),
+    Setup(Box<SetupArgs>),
     /// Create, list and manage user accounts.
     #[command(subcommand)]
     User(UserCommand),
@@ -57,7 +57,7 @@ pub enum Command {
     /// The unit's signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// The unit's TLS certificate for federation.
+    /// The unit's TLS certificates: the federation one, and the one Matrix clients see.
     #[command(subcommand)]
     Tls(TlsCommand),
     /// Show the unit's health; exits with 5 when something needs attention.
@@ -99,7 +99,7 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct SetupArgs {
     /// Apply this provisioning file (see provisioning.schema.json) instead of asking.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["server_name", "client_listen", "federation_listen", "federation_endpoint", "public_base_url", "admin_user"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["server_name", "client_listen", "federation_listen", "federation_endpoint", "public_base_url", "public_name", "client_tls", "client_cert", "ca_http_listen", "insecure_plain_http", "admin_user"])]
     pub from: Option<PathBuf>,
     /// Only check the provisioning file given with --from; write nothing.
     #[arg(long, requires = "from")]
@@ -107,9 +107,35 @@ pub struct SetupArgs {
     /// The unit's Matrix server name; user IDs end in it (@alice:NAME). Cannot change later.
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
-    /// Address the homeserver listens on for Matrix clients [default: 0.0.0.0:8008].
+    /// Address the homeserver listens on for Matrix clients [default: 0.0.0.0:443].
     #[arg(long, value_name = "IP:PORT")]
     pub client_listen: Option<String>,
+    /// TLS on the client port: `unit-ca` (a certificate from the unit CA, renewed by the
+    /// homeserver), `imported` (your organisation's, with --client-cert and --client-key) or
+    /// `off` (plain HTTP: loopback only, unless --insecure-plain-http) [default: unit-ca].
+    #[arg(long, value_name = "MODE")]
+    pub client_tls: Option<String>,
+    /// A DNS name or IP address users type to reach this unit; repeat for several. The client
+    /// certificate covers each [default: the host of --public-base-url, else the server name].
+    #[arg(long, value_name = "NAME")]
+    pub public_name: Vec<String>,
+    /// With `--client-tls imported`: the certificate (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// With --client-cert: its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// With --client-cert: more of the chain (PEM), optionally ending with the root.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_chain: Option<PathBuf>,
+    /// Also listen with plain HTTP here (e.g. 0.0.0.0:80), serving only the unit CA and a
+    /// page with its fingerprint, and redirecting everything else to HTTPS.
+    #[arg(long, value_name = "IP:PORT")]
+    pub ca_http_listen: Option<String>,
+    /// With `--client-tls off` on an address other than loopback: accept that passwords and
+    /// messages cross the network in clear.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
     /// Address it listens on for peer units [default: 0.0.0.0:8448].
     #[arg(long, value_name = "IP:PORT")]
     pub federation_listen: Option<String>,
@@ -118,7 +144,8 @@ pub struct SetupArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub federation_endpoint: Vec<String>,
     /// The URL users' Matrix clients reach this unit at, served in /.well-known/matrix/client
-    /// [default: http:// + the client address, or the server name on the client port].
+    /// [default: https:// + the first public name; with TLS off http:// + the client
+    /// address].
     #[arg(long, value_name = "URL")]
     pub public_base_url: Option<String>,
     /// Name of the first admin account [default: admin].
@@ -277,6 +304,48 @@ pub enum TlsCommand {
     ///
     /// Peers trust the unit CA, which does not change, so they keep their cards.
     Renew,
+    /// The certificate of the client port (HTTPS), which users' Matrix clients check.
+    ///
+    /// By default the homeserver issues it from the unit CA for the names users type
+    /// (`listen.public_names`) and renews it itself; users' devices must then trust the unit
+    /// CA (`appliance tls client ca`). Or it is a certificate from the organisation's PKI,
+    /// imported with `appliance tls client import`.
+    #[command(subcommand)]
+    Client(TlsClientCommand),
+}
+
+/// `appliance tls client …`.
+#[derive(Debug, Subcommand)]
+pub enum TlsClientCommand {
+    /// Serve a certificate from the organisation's PKI on the client port.
+    ///
+    /// Everything is checked before anything is written: the key belongs to the certificate,
+    /// the certificate covers every name users type (`listen.public_names`), it is valid
+    /// today, and the chain leads from it through the intermediates (to the root, if given).
+    /// Then the files are written to <DATA_DIR>/tls/client-imported/, the config is switched
+    /// to `listen.tls = "imported"`, and a running homeserver is asked to load them.
+    Import(TlsImportArgs),
+    /// Print the unit CA certificate (PEM) and its SHA-256 fingerprint.
+    ///
+    /// Users' devices must trust this CA to reach the unit over HTTPS when the client
+    /// certificate comes from the unit CA. The PEM goes to stdout (or to --out FILE); the
+    /// fingerprint, which users compare with what their phone or browser shows, to stderr.
+    Ca {
+        /// Write the PEM to this file (for example on a mounted USB stick) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// `appliance tls client import`.
+#[derive(Debug, Args)]
+pub struct TlsImportArgs {
+    /// The certificate (PEM): the unit's certificate first, then any intermediates.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1, unencrypted).
+    pub key: PathBuf,
+    /// More of the chain (PEM): intermediates, optionally ending with the root.
+    pub chain: Option<PathBuf>,
 }
 
 /// `appliance status`.

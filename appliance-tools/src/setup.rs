@@ -18,7 +18,10 @@ use crate::base::exit::{Exit, Failure};
 use crate::base::interrupt::{self, Undo};
 use crate::base::password::check_strength;
 use crate::cli::SetupArgs;
-use crate::unit::provisioning::{self, Admin, Network, Plan, Provisioning};
+use crate::unit::client_cert::{self, CertPaths};
+use crate::unit::provisioning::{
+    self, Admin, CertificateFiles, ClientTls, Network, Plan, Provisioning,
+};
 use crate::unit::{self, START_HINT, Unit};
 
 /// The staging directory inside the data dir.
@@ -44,6 +47,7 @@ pub fn run(unit: &Unit, args: &SetupArgs) -> Result<Exit, Failure> {
         if let Some(path) = &password_file {
             admin_password(&console, Some(path), &plan)?;
         }
+        check_certificate(&plan, args.from.as_deref())?;
         println!(
             "The provisioning file is valid: unit {}, first admin {}.",
             plan.server_name, plan.admin
@@ -68,12 +72,20 @@ pub fn run(unit: &Unit, args: &SetupArgs) -> Result<Exit, Failure> {
         Some(file) => validate(&file)?,
         None => ask(&console, args)?,
     };
+    let certificate = check_certificate(&plan, args.from.as_deref())?;
     let password = admin_password(&console, password_file.as_deref(), &plan)?;
-    print_summary(unit, &plan);
+    print_summary(unit, &plan, certificate.as_ref());
     if !args.yes && !console.confirm("Write this configuration?", false, "--yes")? {
         return Err(Failure::state("setup cancelled; nothing was written"));
     }
-    let data_dir = apply(unit, &plan, password, args.force)?;
+    let data_dir = apply(unit, &plan, certificate.as_ref(), password, args.force)?;
+    // The CA download port through the firewall (closed again when a replaced unit had one).
+    for note in crate::unit::firewall::admit_ca_http(
+        &Unit::new(data_dir.clone()),
+        plan.ca_http_listen.map(|addr| addr.port()),
+    )? {
+        eprintln!("{note}");
+    }
     println!(
         "\nUnit {} is set up in {}.\nStart the homeserver with `{START_HINT}`, then log in \
          as {} from a Matrix client at {}.",
@@ -83,6 +95,36 @@ pub fn run(unit: &Unit, args: &SetupArgs) -> Result<Exit, Failure> {
         plan.public_base_url
     );
     Ok(Exit::Success)
+}
+
+/// Reads and checks the certificate to import (`client_tls: imported`), whose paths are
+/// relative to the provisioning file `from` (or as given on the command line).
+fn check_certificate(
+    plan: &Plan,
+    from: Option<&Path>,
+) -> Result<Option<client_cert::Validated>, Failure> {
+    let Some(files) = &plan.client_certificate else {
+        return Ok(None);
+    };
+    let base = from
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let paths = CertPaths {
+        cert: base.join(&files.certificate),
+        key: base.join(&files.key),
+        chain: files.chain.as_ref().map(|chain| base.join(chain)),
+    };
+    client_cert::check(&paths, &plan.public_names)
+        .map(Some)
+        .map_err(|failure| {
+            Failure::new(
+                failure.code,
+                failure
+                    .message
+                    .replace("nothing was changed", "nothing was written"),
+            )
+        })
 }
 
 fn read_file(path: &Path) -> Result<Provisioning, Failure> {
@@ -144,6 +186,12 @@ fn ask(console: &Console, args: &SetupArgs) -> Result<Plan, Failure> {
         &|raw| provisioning::listen_addr(raw).map(drop),
     )?;
     let client_addr = provisioning::listen_addr(&client).map_err(Failure::rejected)?;
+    let client_tls = match args.client_tls.as_deref() {
+        Some(raw) => ClientTls::parse(raw)
+            .map_err(|reason| Failure::rejected(format!("--client-tls: {reason}")))?,
+        None if args.client_cert.is_some() => ClientTls::Imported,
+        None => ClientTls::UnitCa,
+    };
     let federation = value(
         args.federation_listen.as_deref(),
         "Address for peer units",
@@ -186,7 +234,41 @@ fn ask(console: &Console, args: &SetupArgs) -> Result<Plan, Failure> {
     } else {
         args.federation_endpoint.clone()
     };
-    let default_url = provisioning::default_public_base_url(&server_name, client_addr);
+    let names_from_url = args
+        .public_base_url
+        .as_deref()
+        .and_then(|url| provisioning::public_base_url(url).ok())
+        .map(|url| provisioning::url_host(&url).to_owned());
+    let public_names = if client_tls == ClientTls::Off || !args.public_name.is_empty() {
+        args.public_name.clone()
+    } else {
+        let default_names = names_from_url.unwrap_or_else(|| server_name.host().to_owned());
+        split(&value(
+            None,
+            "Names users type to reach this unit, which its certificate covers (DNS names or \
+             IP addresses, separated by commas)",
+            Some(&default_names),
+            "--public-name",
+            &|raw| {
+                let names = split(raw);
+                if names.is_empty() {
+                    return Err("give at least one name or address".to_owned());
+                }
+                names
+                    .iter()
+                    .try_for_each(|name| provisioning::public_name(name).map(drop))
+            },
+        )?)
+    };
+    let default_url = match (client_tls, public_names.first()) {
+        (ClientTls::Off, _) | (_, None) => {
+            provisioning::default_public_base_url(&server_name, client_addr)
+        }
+        (_, Some(first)) => provisioning::default_https_url(
+            &provisioning::public_name(first).map_err(Failure::rejected)?,
+            client_addr.port(),
+        ),
+    };
     let public_base_url = value(
         args.public_base_url.as_deref(),
         "URL users' Matrix clients reach this unit at",
@@ -210,6 +292,22 @@ fn ask(console: &Console, args: &SetupArgs) -> Result<Plan, Failure> {
             federation_listen: federation,
             federation_endpoints: endpoints,
             public_base_url: Some(public_base_url),
+            public_names,
+            client_tls,
+            client_certificate: args.client_cert.as_ref().map(|cert| CertificateFiles {
+                certificate: cert.to_string_lossy().into_owned(),
+                key: args
+                    .client_key
+                    .as_ref()
+                    .map(|key| key.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                chain: args
+                    .client_chain
+                    .as_ref()
+                    .map(|chain| chain.to_string_lossy().into_owned()),
+            }),
+            ca_http_listen: args.ca_http_listen.clone(),
+            insecure_plain_http: args.insecure_plain_http,
         },
         admin: Admin {
             user: admin,
@@ -248,12 +346,30 @@ fn admin_password(
     }
 }
 
-fn print_summary(unit: &Unit, plan: &Plan) {
+fn print_summary(unit: &Unit, plan: &Plan, certificate: Option<&client_cert::Validated>) {
+    let tls = match (plan.client_tls, certificate) {
+        (ClientTls::UnitCa, _) => format!(
+            "HTTPS, a certificate from the unit CA for {}",
+            plan.public_names.join(", ")
+        ),
+        (ClientTls::Imported, Some(checked)) => format!(
+            "HTTPS, the imported certificate for {} from {}",
+            checked.info.names().join(", "),
+            checked.info.issuer
+        ),
+        (ClientTls::Imported, None) => "HTTPS, an imported certificate".to_owned(),
+        (ClientTls::Off, _) => "plain HTTP (no TLS)".to_owned(),
+    };
+    let ca_http = plan
+        .ca_http_listen
+        .map(|addr| format!("\n  CA download (HTTP)   {addr}"))
+        .unwrap_or_default();
     eprintln!(
         "\nThis unit will be set up as follows:\n  \
          Server name          {}\n  \
          Data directory       {}\n  \
          Matrix clients       {} (listening on {})\n  \
+         Client TLS           {tls}{ca_http}\n  \
          Peer units listen    {}\n  \
          Peers reach it at    {}\n  \
          First admin          {}\n  \
@@ -275,7 +391,13 @@ fn print_summary(unit: &Unit, plan: &Plan) {
 /// step that writes into it, and the move into place, is an uninterruptible section, so the
 /// removal never races a write and an interrupted setup leaves either the old state or the
 /// finished unit.
-fn apply(unit: &Unit, plan: &Plan, password: String, replace: bool) -> Result<PathBuf, Failure> {
+fn apply(
+    unit: &Unit,
+    plan: &Plan,
+    certificate: Option<&client_cert::Validated>,
+    password: String,
+    replace: bool,
+) -> Result<PathBuf, Failure> {
     let data_dir = unit::ensure_dir(unit.dir())?;
     unit::restrict_dir(&data_dir)?;
     let unit = Unit::new(data_dir.clone());
@@ -298,7 +420,7 @@ fn apply(unit: &Unit, plan: &Plan, password: String, replace: bool) -> Result<Pa
             },
         ))
     })?;
-    let built = build(&staging, &data_dir, plan, password);
+    let built = build(&staging, &data_dir, plan, certificate, password);
     if let Err(err) = built {
         interrupt::uninterruptible(|| {
             let _ = std::fs::remove_dir_all(&staging);
@@ -346,7 +468,13 @@ fn move_into_place(
 /// Writes every file of the new unit into `staging`; `data_dir` is where they will live. Each
 /// step is an uninterruptible section (see [`apply`]); the slowest, hashing the admin's
 /// password, delays Ctrl-C by about a second.
-fn build(staging: &Path, data_dir: &Path, plan: &Plan, password: String) -> Result<(), Failure> {
+fn build(
+    staging: &Path,
+    data_dir: &Path,
+    plan: &Plan,
+    certificate: Option<&client_cert::Validated>,
+    password: String,
+) -> Result<(), Failure> {
     eprintln!("Generating the signing key …");
     interrupt::uninterruptible(|| {
         let key = SigningKey::generate();
@@ -364,6 +492,12 @@ fn build(staging: &Path, data_dir: &Path, plan: &Plan, password: String) -> Resu
             &plan.federation_endpoints,
         )
     })?;
+    if let Some(checked) = certificate {
+        eprintln!("Writing the imported client certificate …");
+        interrupt::uninterruptible(|| {
+            client_cert::write_imported(&staging.join(unit::TLS_DIR), checked).map(drop)
+        })?;
+    }
     eprintln!("Creating the database and the first admin {} …", plan.admin);
     let server_name = plan.server_name.clone();
     let admin = plan.admin.to_string();

@@ -42,6 +42,8 @@ struct Report {
     federation_endpoints: Vec<String>,
     /// When the TLS certificates expire.
     certificates: Vec<CertificateExpiry>,
+    /// The client port: plain HTTP or HTTPS, and the certificate users' clients see.
+    client_tls: Option<ClientTlsReport>,
     /// The allow-listed peers and the link to each.
     peers: Vec<PeerInfo>,
     /// What needs attention, each with what to do.
@@ -55,6 +57,29 @@ struct CertificateExpiry {
     file: String,
     /// Its `notAfter`, in ms since the epoch.
     not_after_ts: i64,
+}
+
+/// The client port's TLS, from the config and the certificate file it serves.
+#[derive(Debug, Serialize)]
+struct ClientTlsReport {
+    /// `listen.tls`: `unit-ca`, `imported` or `off`.
+    mode: String,
+    /// The client listen address.
+    listen: String,
+    /// The URL users' clients are told (`listen.public_base_url`).
+    public_base_url: Option<String>,
+    /// The names users type (`listen.public_names`, resolved).
+    public_names: Vec<String>,
+    /// The certificate's DNS names and IP addresses (none with TLS off or no file yet).
+    names: Vec<String>,
+    /// Who issued the certificate.
+    issuer: Option<String>,
+    /// Its `notAfter`, in ms since the epoch.
+    not_after_ts: Option<i64>,
+    /// Whole days until it expires.
+    days_left: Option<i64>,
+    /// Plain HTTP off loopback, accepted by `insecure_plain_http = true`.
+    insecure_plain_http: bool,
 }
 
 /// Warn this long before the federation certificate expires (`appliance tls renew`).
@@ -94,6 +119,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
         federation_listen: None,
         federation_endpoints: Vec::new(),
         certificates: Vec::new(),
+        client_tls: None,
         peers: Vec::new(),
         problems: Vec::new(),
     };
@@ -105,6 +131,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
         return Ok(report);
     }
     let problems = &mut report.problems;
+    let mut config_loaded = None;
     match unit.config() {
         Ok(config) => {
             report.server_name = Some(config.server_name.to_string());
@@ -115,6 +142,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
                     config.data_dir.display()
                 ));
             }
+            config_loaded = Some(config);
         }
         Err(err) => problems.push(format!("the homeserver config is not usable: {err}")),
     }
@@ -143,6 +171,10 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
         }
     }
     report.certificates = certificate_expiry(unit, problems);
+    let running = matches!(unit.server_state()?, ServerState::Running);
+    let client = config_loaded
+        .as_ref()
+        .map(|config| client_tls(unit, config, running, problems));
     match unit.server_state()? {
         ServerState::Running => {
             report.running = true;
@@ -194,6 +226,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
             ));
         }
     }
+    report.client_tls = client;
     let problems = &mut report.problems;
     for peer in &report.peers {
         let link = &peer.link;
@@ -320,6 +353,9 @@ fn print_text(report: &Report) {
             ),
         );
     }
+    if let Some(tls) = &report.client_tls {
+        row("Clients", client_tls_line(tls));
+    }
     for cert in &report.certificates {
         let label = if cert.file == crate::unit::CA_CERT {
             "Unit CA"
@@ -410,6 +446,144 @@ fn certificate_expiry(unit: &Unit, problems: &mut Vec<String>) -> Vec<Certificat
         }
     }
     found
+}
+
+/// The client port's TLS state, noting what needs attention: plain HTTP off loopback, a
+/// certificate that is missing, does not cover the public names, or expires within
+/// [`CERT_WARNING_DAYS`].
+fn client_tls(
+    unit: &Unit,
+    config: &homeserver::config::Config,
+    running: bool,
+    problems: &mut Vec<String>,
+) -> ClientTlsReport {
+    use homeserver::config::ClientTlsMode;
+    use homeserver::transport::client_cert;
+    let mut report = ClientTlsReport {
+        mode: config.client_tls.as_str().to_owned(),
+        listen: config.client_listen.to_string(),
+        public_base_url: config.public_base_url.clone(),
+        public_names: config.public_names.clone(),
+        names: Vec::new(),
+        issuer: None,
+        not_after_ts: None,
+        days_left: None,
+        insecure_plain_http: false,
+    };
+    let Some(dir) = homeserver::transport::client_tls::cert_dir(unit.dir(), config.client_tls)
+    else {
+        if !config.client_listen.ip().is_loopback() {
+            report.insecure_plain_http = true;
+            problems.push(format!(
+                "the client port {} serves plain HTTP (insecure_plain_http = true): passwords, \
+                 access tokens and messages cross the network in clear; set listen.tls = \
+                 \"unit-ca\" and listen.public_names in the config (or run `appliance setup`)",
+                config.client_listen
+            ));
+        }
+        return report;
+    };
+    let path = dir.join(homeserver::transport::client_tls::CERT);
+    let imported = config.client_tls == ClientTlsMode::Imported;
+    let remedy = if imported {
+        "import a new one with `appliance tls client import CERT KEY [CHAIN]`"
+    } else {
+        "the homeserver issues it from the unit CA at start and renews it daily; restart it \
+         and check its log (journalctl -u homeserver)"
+    };
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            // A stopped unit-CA unit gets its certificate at the next start.
+            if imported || running {
+                problems.push(format!(
+                    "the client certificate {} is missing: {remedy}",
+                    path.display()
+                ));
+            }
+            return report;
+        }
+        Err(err) => {
+            problems.push(format!("cannot read {}: {err}", path.display()));
+            return report;
+        }
+    };
+    let info = match client_cert::cert_info(&pem) {
+        Ok(info) => info,
+        Err(err) => {
+            problems.push(format!("{}: {err}; {remedy}", path.display()));
+            return report;
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let days = info.days_left(now);
+    let at = format_time_ms(info.not_after.unix_timestamp().saturating_mul(1000));
+    if info.not_after <= now {
+        problems.push(format!(
+            "the client certificate expired on {at}: users' clients refuse to connect; {remedy}"
+        ));
+    } else if days < CERT_WARNING_DAYS {
+        problems.push(format!(
+            "the client certificate expires on {at} (in {days} day{}); {remedy}",
+            if days == 1 { "" } else { "s" }
+        ));
+    }
+    let wanted: Vec<client_cert::PublicName> = config
+        .public_names
+        .iter()
+        .filter_map(|name| client_cert::parse_public_name(name).ok())
+        .collect();
+    let missing: Vec<String> = info
+        .uncovered(&wanted)
+        .into_iter()
+        .map(ToString::to_string)
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "the client certificate does not cover {} (listen.public_names): users typing it \
+             get a certificate warning; {remedy}",
+            missing.join(", ")
+        ));
+    }
+    report.names = info.names();
+    report.issuer = Some(info.issuer.clone());
+    report.not_after_ts = Some(info.not_after.unix_timestamp().saturating_mul(1000));
+    report.days_left = Some(days);
+    report
+}
+
+/// One line for the client port: how it is served and what its certificate says.
+fn client_tls_line(tls: &ClientTlsReport) -> String {
+    let url = tls.public_base_url.as_deref().unwrap_or("no public URL");
+    if tls.mode == "off" {
+        return format!(
+            "{url}, plain HTTP on {}{}",
+            tls.listen,
+            if tls.insecure_plain_http {
+                " - INSECURE: not encrypted"
+            } else {
+                ""
+            }
+        );
+    }
+    let source = if tls.mode == "imported" {
+        "imported certificate"
+    } else {
+        "unit CA certificate"
+    };
+    match (&tls.issuer, tls.not_after_ts, tls.days_left) {
+        (Some(issuer), Some(not_after), Some(days)) => format!(
+            "{url}, HTTPS on {} with the {source} for {}, issued by {issuer}, valid until {} \
+             ({days} days)",
+            tls.listen,
+            tls.names.join(", "),
+            format_time_ms(not_after)
+        ),
+        _ => format!(
+            "{url}, HTTPS on {} with the {source} (not issued yet)",
+            tls.listen
+        ),
+    }
 }
 
 /// `3725` → `1h 2m`.

@@ -1,19 +1,37 @@
-//! The unit's TLS identity, generated on the box at setup and renewed by `appliance tls
-//! renew`: thin wrappers over the homeserver's one implementation
-//! (`homeserver::transport::tls`), so `appliance` and the homeserver make exactly the same
-//! files.
+//! The unit's TLS certificates: `appliance tls renew` for the federation leaf, and `appliance
+//! tls client …` for the certificate users' Matrix clients see on the client port.
 //!
-//! Peers pin the unit CA (it goes on the peer card), so the leaf can be renewed without
-//! re-exchanging cards. Nothing here is ever taken from the image or the repository.
+//! The federation identity is generated on the box at setup and renewed with thin wrappers
+//! over the homeserver's one implementation (`homeserver::transport::tls`), so `appliance` and
+//! the homeserver make exactly the same files. Peers pin the unit CA (it goes on the peer
+//! card), so the leaf can be renewed without re-exchanging cards. Nothing here is ever taken
+//! from the image or the repository.
+//!
+//! The client certificate is checked with the homeserver's own checks
+//! (`homeserver::transport::client_cert`): an import is validated completely before anything
+//! is written, then the two files are swapped in as one directory, so the server never sees a
+//! new key beside an old certificate.
 
+use std::path::Path;
+
+use homeserver::admin::wire::TlsReloaded;
+use homeserver::config::ClientTlsMode;
+use homeserver::transport::client_cert::ca_fingerprint;
+
+use crate::base::admin_client::AdminClient;
+use crate::base::console::format_time_ms;
 use crate::base::exit::{Exit, Failure};
-use crate::cli::TlsCommand;
-use crate::unit::{CERT, KEY, Unit};
+use crate::base::interrupt;
+use crate::cli::{TlsClientCommand, TlsCommand, TlsImportArgs};
+use crate::unit::client_cert;
+use crate::unit::{CERT, KEY, ServerState, Unit};
 
 /// Runs `appliance tls …`.
 pub fn run(unit: &Unit, command: &TlsCommand) -> Result<Exit, Failure> {
     match command {
         TlsCommand::Renew => renew(unit),
+        TlsCommand::Client(TlsClientCommand::Import(args)) => import(unit, args),
+        TlsCommand::Client(TlsClientCommand::Ca { out }) => ca(unit, out.as_deref()),
     }
 }
 
@@ -34,12 +52,126 @@ fn renew(unit: &Unit) -> Result<Exit, Failure> {
     }
     println!(
         "Issued a new federation certificate from the unit CA, valid until {}.",
-        crate::base::console::format_time_ms(expires.unix_timestamp().saturating_mul(1000))
+        format_time_ms(expires.unix_timestamp().saturating_mul(1000))
     );
     println!(
         "The unit CA is unchanged, so peers keep their cards. Start the homeserver to use it \
          (`{}`).",
         crate::unit::START_HINT
     );
+    Ok(Exit::Success)
+}
+
+/// `appliance tls client ca`: the unit CA's PEM and fingerprint.
+fn ca(unit: &Unit, out: Option<&Path>) -> Result<Exit, Failure> {
+    unit.require_set_up()?;
+    let path = unit.tls_dir().join(crate::unit::CA_CERT);
+    let pem =
+        std::fs::read_to_string(&path).map_err(|err| Failure::io("cannot read", &path, err))?;
+    let fingerprint =
+        ca_fingerprint(&pem).map_err(|err| Failure::broke(format!("{}: {err}", path.display())))?;
+    match out {
+        Some(file) => {
+            crate::unit::write_file(file, pem.as_bytes(), 0o644)?;
+            eprintln!("Wrote the unit CA certificate to {}.", file.display());
+        }
+        None => print!("{pem}"),
+    }
+    eprintln!("SHA-256 fingerprint of the unit CA:\n  {fingerprint}");
+    eprintln!(
+        "Install it on users' devices as a trusted CA, and check that the device shows this \
+         fingerprint."
+    );
+    Ok(Exit::Success)
+}
+
+/// `appliance tls client import CERT KEY [CHAIN]`.
+fn import(unit: &Unit, args: &TlsImportArgs) -> Result<Exit, Failure> {
+    let config = unit.config()?;
+    if config.client_tls == ClientTlsMode::Off {
+        return Err(Failure::state(
+            "the client port serves plain HTTP (listen.tls = \"off\"); set listen.tls, \
+             listen.public_names and an https:// listen.public_base_url in the config first \
+             (or run `appliance setup` again); nothing was changed",
+        ));
+    }
+    let checked = client_cert::check(
+        &client_cert::CertPaths {
+            cert: args.cert.clone(),
+            key: args.key.clone(),
+            chain: args.chain.clone(),
+        },
+        &config.public_names,
+    )?;
+
+    let info = &checked.info;
+    println!("Certificate for  {}", info.names().join(", "));
+    println!("Issued by        {}", info.issuer);
+    println!(
+        "Valid until      {} ({} days)",
+        format_time_ms(info.not_after.unix_timestamp().saturating_mul(1000)),
+        info.days_left(time::OffsetDateTime::now_utc())
+    );
+    match &checked.verified_to {
+        Some(anchor) => println!("Chain            verified up to {anchor}"),
+        None => println!(
+            "Chain            not checked: only the certificate was given, so users' devices \
+             must trust its issuer directly"
+        ),
+    }
+
+    // The config edit is worked out before anything is written.
+    let switched = config.client_tls != ClientTlsMode::Imported;
+    let path = unit.config_path();
+    let edited = if switched {
+        let text =
+            std::fs::read_to_string(&path).map_err(|err| Failure::io("cannot read", &path, err))?;
+        let edited = crate::unit::provisioning::set_listen_key(
+            &text,
+            "tls",
+            ClientTlsMode::Imported.as_str(),
+        )
+        .map_err(|err| Failure::broke(format!("{}: {err}", path.display())))?;
+        Some(edited)
+    } else {
+        None
+    };
+
+    let dir =
+        interrupt::uninterruptible(|| client_cert::write_imported(&unit.tls_dir(), &checked))?;
+    println!("Wrote {}.", dir.display());
+    if let Some(edited) = edited {
+        interrupt::uninterruptible(|| crate::unit::replace_file(&path, edited.as_bytes(), 0o640))?;
+        println!("Set listen.tls = \"imported\" in {}.", path.display());
+    }
+
+    match unit.server_state()? {
+        ServerState::Stopped => println!(
+            "The homeserver is stopped; it serves this certificate from its next start (`{}`).",
+            crate::unit::START_HINT
+        ),
+        ServerState::Running if switched => println!(
+            "The homeserver still serves the unit CA's certificate; restart it to switch \
+             (`systemctl restart homeserver`)."
+        ),
+        ServerState::Running => {
+            let served: TlsReloaded = AdminClient::new(unit.socket_path())
+                .post("/v1/tls/reload", &serde_json::json!({}))
+                .map_err(|failure| {
+                    Failure::new(
+                        failure.code,
+                        format!(
+                            "the files are written, but the running homeserver did not load \
+                             them: {failure}; restart it (`systemctl restart homeserver`)"
+                        ),
+                    )
+                })?;
+            println!(
+                "The homeserver now serves it to new connections (names {}, valid until {}).",
+                served.names.join(", "),
+                format_time_ms(served.not_after_ms)
+            );
+        }
+    }
     Ok(Exit::Success)
 }

@@ -44,7 +44,9 @@ OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 # The same firmware built with Secure Boot and SMM (the variable store is then writable only
 # from SMM, so the guest's OS cannot change the enrolled keys).
 OVMF_CODE_SECBOOT = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
-GUEST_CLIENT_PORT = 8008
+GUEST_CLIENT_PORT = 443
+# The plain-HTTP listener serving the unit CA (listen.ca_http), when a test forwards it.
+GUEST_CA_HTTP_PORT = 80
 GUEST_FEDERATION_PORT = 8448
 
 _live = set()
@@ -84,7 +86,7 @@ class Guest:
 
     def __init__(self, disk, workdir, provision=None, port=None, memory_mb=1024, smp=2,
                  lifetime=900, fed_port=None, guest_forwards=(), interactive=False,
-                 extra_disks=(), reboot=False, secure_boot_vars=None):
+                 extra_disks=(), reboot=False, secure_boot_vars=None, ca_port=None):
         self.disk = pathlib.Path(disk).resolve()
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,8 @@ class Guest:
         self.lifetime = lifetime
         # Host port forwarded to the guest's federation port (None: not forwarded).
         self.fed_port = fed_port
+        # Host port forwarded to the guest's plain-HTTP CA download port (None: not forwarded).
+        self.ca_port = ca_port
         # (guest address, guest port, host port on 127.0.0.1) for connections the guest opens.
         self.guest_forwards = list(guest_forwards)
         self.interactive = interactive
@@ -174,6 +178,8 @@ class Guest:
                  f"hostfwd=tcp:127.0.0.1:{self.port}-:{GUEST_CLIENT_PORT}"]
         if self.fed_port:
             parts.append(f"hostfwd=tcp:127.0.0.1:{self.fed_port}-:{GUEST_FEDERATION_PORT}")
+        if self.ca_port:
+            parts.append(f"hostfwd=tcp:127.0.0.1:{self.ca_port}-:{GUEST_CA_HTTP_PORT}")
         for address, guest_port, host_port in self.guest_forwards:
             # One socat per connection the guest opens (no commas allowed in the command).
             log = self.workdir / "guestfwd.log"

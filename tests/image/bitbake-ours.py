@@ -90,7 +90,7 @@ def main():
         sed = " ".join((base.getVar("OUTPOST_SUBST_SED") or "").split())
         data_uuid = layout.part(wks, "data")["uuid"]
         results.check("outpost-base: substitutions use the wks data partition and the ports",
-                      f"s/@DATA_PARTUUID@/{data_uuid}/g" in sed and "s/@CLIENT_PORT@/8008/g" in sed,
+                      f"s/@DATA_PARTUUID@/{data_uuid}/g" in sed and "s/@CLIENT_PORT@/443/g" in sed,
                       sed)
 
         image = tinfoil.parse_recipe("outpost-image")

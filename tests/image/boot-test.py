@@ -7,8 +7,11 @@
    built from the same inputs (its input-key matches).
 2. Checks the disk's GPT against the layout in the Yocto layer's wks file.
 3. First boot, with a PROVISION disk: the unit provisions itself, the homeserver answers
-   /_matrix/client/versions through a host forward on 127.0.0.1; a user creates a room and
-   sends a message. With --appliance the image carries the appliance CLI and the disk holds
+   /_matrix/client/versions over HTTPS on port 443 through a host forward on 127.0.0.1,
+   trusting only the unit CA (taken from the guest's data dir through the unit's report; with
+   --appliance also compared with `appliance tls client ca` at the console and with /ca.crt of
+   the plain-HTTP CA listener on port 80); a client trusting other CAs is refused; a user
+   creates a room and sends a message. With --appliance the image carries the appliance CLI and the disk holds
    provisioning.json + admin-password (`appliance setup --from`), and the user is that first
    admin; without it the disk holds a homeserver.toml with open registration and the user
    registers. The unit's own report (second serial port) must show the service
@@ -28,11 +31,13 @@ The last line is "N passed, N failed".
 """
 
 import argparse
+import base64
 import json
 import os
 import pathlib
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -54,9 +59,12 @@ PROVISIONING_JSON = b"""\
   "version": 1,
   "server_name": "unit-a.test",
   "network": {
-    "client_listen": "0.0.0.0:8008",
+    "client_listen": "0.0.0.0:443",
     "federation_listen": "0.0.0.0:8448",
-    "federation_endpoints": ["10.0.2.15:8448"]
+    "federation_endpoints": ["10.0.2.15:8448"],
+    "public_names": ["127.0.0.1"],
+    "client_tls": "unit-ca",
+    "ca_http_listen": "0.0.0.0:80"
   },
   "admin": {"user": "admin"}
 }
@@ -69,7 +77,10 @@ server_name = "unit-a.test"
 data_dir = "/data/outpost"
 
 [listen]
-client = "0.0.0.0:8008"
+client = "0.0.0.0:443"
+tls = "unit-ca"
+public_names = ["127.0.0.1"]
+public_base_url = "https://127.0.0.1"
 
 [registration]
 enabled = true
@@ -103,16 +114,30 @@ def ensure_host_packages():
         sys.exit("boot-test: host tools missing (see above)")
 
 
-def http(port, method, path, body=None, token=None, timeout=10):
-    """One request to the guest's client API through the 127.0.0.1 forward. Returns
-    (status, json body); (None, error text) when the connection itself failed."""
+# The TLS context of each forwarded client port: trusting only that guest's unit CA, checking
+# the certificate for 127.0.0.1. A port with none trusts nothing, so nothing answers on it.
+CONTEXTS = {}
+
+
+def unit_ca_context(ca_pem):
+    """A client context that trusts only `ca_pem`, as a user's device given the unit CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(cadata=ca_pem)
+    return ctx
+
+
+def http(port, method, path, body=None, token=None, timeout=10, context=None):
+    """One HTTPS request to the guest's client API through the 127.0.0.1 forward. Returns
+    (status, json body); (None, error text) when the connection itself failed (a refused
+    certificate included)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    req = urllib.request.Request(f"https://127.0.0.1:{port}{path}", data=data, method=method)
     req.add_header("Content-Type", "application/json")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
+    ctx = context or CONTEXTS.get(port) or ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as err:
         try:
@@ -123,11 +148,27 @@ def http(port, method, path, body=None, token=None, timeout=10):
         return None, str(err)
 
 
+def guest_ca(guest, timeout):
+    """The unit CA PEM from the guest's report (its data dir's tls/ca.pem), or None."""
+    report = guest.read_report(timeout)
+    encoded = (report or {}).get("tls.ca", "")
+    try:
+        return base64.b64decode(encoded).decode() if encoded else None
+    except ValueError:
+        return None
+
+
 def wait_versions(guest, deadline_s):
-    """Poll /versions until it answers, qemu exits, or the deadline passes. Returns the
-    seconds since power-on, or None."""
+    """Poll /versions over HTTPS until it answers, qemu exits, or the deadline passes, trusting
+    only the unit CA the guest reports once its homeserver started. Returns the seconds since
+    power-on, or None."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end and guest.running():
+        if guest.port not in CONTEXTS:
+            ca = guest_ca(guest, 2)
+            if ca is None:
+                continue
+            CONTEXTS[guest.port] = unit_ca_context(ca)
         status, body = http(guest.port, "GET", "/_matrix/client/versions", timeout=5)
         if status == 200 and "versions" in body:
             return guest.elapsed()
@@ -226,9 +267,10 @@ def unit_provisioning(name):
         "version": 1,
         "server_name": name,
         "network": {
-            "client_listen": "0.0.0.0:8008",
+            "client_listen": "0.0.0.0:443",
             "federation_listen": "0.0.0.0:8448",
             "federation_endpoints": ["10.0.2.100:8448", "10.0.2.2:8448"],
+            "public_names": ["127.0.0.1"],
         },
         "admin": {"user": "admin"},
     }, indent=2).encode()
@@ -442,7 +484,9 @@ def main():
 
     # --- first boot, provisioned from the PROVISION disk -------------------------------------
     log("boot 1 (PROVISION disk attached)")
-    guest = qemu.Guest(disk, unit, provision=provision).start()
+    # With the appliance, the console is a socket the test types `tls client ca` into.
+    guest = qemu.Guest(disk, unit, provision=provision, interactive=bool(args.appliance),
+                       ca_port=qemu.free_port() if args.appliance else None).start()
     ready_1 = wait_versions(guest, BOOT_DEADLINE)
     results.check("boot 1: /_matrix/client/versions answers through 127.0.0.1 forward",
                   ready_1 is not None, f"no answer within {BOOT_DEADLINE} s; see {guest.console}")
@@ -452,6 +496,28 @@ def main():
     results.check("boot 1: the serial console logs in by itself, into the appliance shell",
                   guest.wait_console(prompt, 60)
                   and "login: root (automatic login)" in guest.console_text())
+    if ready_1:
+        status, reply = http(guest.port, "GET", "/_matrix/client/versions",
+                             context=ssl.create_default_context())
+        results.check("boot 1: a client that does not trust the unit CA is refused",
+                      status is None and "CERTIFICATE_VERIFY_FAILED" in str(reply),
+                      f"{status} {reply}")
+    unit_ca = guest_ca(guest, 5)
+    if ready_1 and args.appliance:
+        shown = (console_command(guest, "tls client ca") or "").replace("\r", "")
+        pem = shown[shown.find("-----BEGIN"):shown.find("-----END CERTIFICATE-----") + 25]
+        results.check("boot 1: `appliance tls client ca` shows the unit CA and its fingerprint",
+                      unit_ca is not None and pem.strip() == unit_ca.strip()
+                      and re.search(r"(?:[0-9A-F]{2}:){31}[0-9A-F]{2}", shown) is not None,
+                      shown[-1500:])
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{guest.ca_port}/ca.crt",
+                                        timeout=10) as resp:
+                served = resp.read().decode()
+        except (OSError, ValueError) as err:
+            served = str(err)
+        results.check("boot 1: port 80 serves the unit CA at /ca.crt, through the firewall",
+                      unit_ca is not None and served.strip() == unit_ca.strip(), served[:300])
 
     room_id = event_id = None
     if ready_1:

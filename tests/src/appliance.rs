@@ -81,7 +81,8 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// A provisioning file for a unit called `server_name` whose clients connect to `client`.
+/// A provisioning file for a unit called `server_name` whose clients connect to `client` over
+/// plain HTTP (on loopback, where it is allowed), which the harness's HTTP client speaks.
 pub fn provisioning(server_name: &str, client: SocketAddr) -> Value {
     let federation = free_addr();
     json!({
@@ -91,6 +92,7 @@ pub fn provisioning(server_name: &str, client: SocketAddr) -> Value {
             "client_listen": client.to_string(),
             "federation_listen": federation.to_string(),
             "federation_endpoints": [federation.to_string()],
+            "client_tls": "off",
         },
         "admin": { "user": "admin" },
     })
@@ -226,6 +228,16 @@ impl Unit {
             .expect("client listen address parses")
     }
 
+    /// Whether the unit's config serves TLS on the client port (`listen.tls` other than "off").
+    pub fn client_tls(&self) -> bool {
+        let config =
+            fs::read_to_string(self.data_dir().join("homeserver.toml")).expect("config exists");
+        config.lines().any(|line| {
+            let (key, value) = line.split_once('=').unwrap_or_default();
+            key.trim() == "tls" && value.trim() != "\"off\""
+        })
+    }
+
     /// The unit's client API as a URL (`http://IP:PORT`), as `appliance selftest
     /// --peer-client-url` takes it.
     pub fn client_url(&self) -> String {
@@ -267,7 +279,10 @@ impl Unit {
             .spawn()
             .expect("spawning the homeserver");
         let addr = self.client_addr();
-        *self.http.base.write().expect("base lock is never poisoned") = format!("http://{addr}");
+        let tls = self.client_tls();
+        let scheme = if tls { "https" } else { "http" };
+        *self.http.base.write().expect("base lock is never poisoned") =
+            format!("{scheme}://{addr}");
         self.server = Some(child);
         let client = self.client();
         let socket = self.data_dir().join("admin.sock");
@@ -280,9 +295,15 @@ impl Unit {
                     self.server_log()
                 );
             }
-            let answering = client
-                .try_request("GET", "/_matrix/client/versions", &[], None)
-                .is_ok_and(|reply| reply.status == 200);
+            // Over TLS the harness's HTTP client cannot ask; the port accepting is enough, and
+            // the TLS tests make their own handshakes.
+            let answering = if tls {
+                std::net::TcpStream::connect(addr).is_ok()
+            } else {
+                client
+                    .try_request("GET", "/_matrix/client/versions", &[], None)
+                    .is_ok_and(|reply| reply.status == 200)
+            };
             if answering && socket.exists() {
                 return;
             }
@@ -433,6 +454,71 @@ pub fn import_card(from: &Unit, into: &Unit) {
         fingerprint.stdout.trim(),
     ])
     .ok("peer import");
+}
+
+/// What one HTTPS request saw: the answer and the certificate chain the server sent.
+#[derive(Debug)]
+pub struct HttpsReply {
+    /// The status line, headers and body as text.
+    pub response: String,
+    /// The certificates the server presented (DER), leaf first.
+    pub chain: Vec<Vec<u8>>,
+}
+
+/// `GET path` over a fresh TLS connection to `addr`, sending `name` as SNI and checking the
+/// server's certificate for it against only the certificates in `roots_pem`, as a client
+/// that was given the unit CA (or the organisation's root) does. `Err` carries the handshake
+/// or I/O error.
+pub fn https_get(
+    addr: SocketAddr,
+    name: &str,
+    roots_pem: &str,
+    path: &str,
+) -> Result<HttpsReply, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use std::io::Read as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+        let cert = cert.map_err(|err| format!("roots PEM: {err}"))?;
+        roots.add(cert).map_err(|err| format!("root: {err}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| err.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server = ServerName::try_from(name.to_owned()).map_err(|err| err.to_string())?;
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), server).map_err(|err| err.to_string())?;
+    let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|err| format!("connect {addr}: {err}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|err| err.to_string())?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .map_err(|err| format!("TLS: {err}"))?;
+    let mut response = Vec::new();
+    match stream.read_to_end(&mut response) {
+        Ok(_) => {}
+        // A server that closes without close_notify after a complete answer.
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(err) => return Err(format!("TLS: {err}")),
+    }
+    let chain = stream
+        .conn
+        .peer_certificates()
+        .map(|certs| certs.iter().map(|cert| cert.to_vec()).collect())
+        .unwrap_or_default();
+    Ok(HttpsReply {
+        response: String::from_utf8_lossy(&response).into_owned(),
+        chain,
+    })
 }
 
 /// SHA-256-free fingerprint of a file for "unchanged" checks: its bytes.

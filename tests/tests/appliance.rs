@@ -210,6 +210,9 @@ fn setup_from_flags_needs_no_file() {
             "root-admin",
             "--public-base-url",
             "https://chat.flags.test/",
+            // Plain HTTP on loopback, which this harness talks; TLS is appliance_tls.rs's.
+            "--client-tls",
+            "off",
             "--admin-password-file",
             "-",
             "--yes",

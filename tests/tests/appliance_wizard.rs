@@ -248,7 +248,7 @@ fn type_good_password(console: &mut Console) {
 #[test]
 fn the_wizard_takes_typed_answers_re_asks_bad_passwords_and_never_echoes_them() {
     let mut unit = Unit::new();
-    let mut console = Console::start(&unit, &["setup"]);
+    let mut console = Console::start(&unit, &["setup", "--client-tls", "off"]);
     answer_up_to_the_password(&mut console);
 
     let password_prompt = format!("Password for @{ADMIN}:{SERVER_NAME}: ");
@@ -317,7 +317,7 @@ fn the_wizard_takes_typed_answers_re_asks_bad_passwords_and_never_echoes_them() 
 #[test]
 fn ctrl_c_at_the_password_prompt_restores_echo_and_writes_nothing() {
     let unit = Unit::new();
-    let mut console = Console::start(&unit, &["setup"]);
+    let mut console = Console::start(&unit, &["setup", "--client-tls", "off"]);
     answer_up_to_the_password(&mut console);
     console.expect(&format!("Password for @{ADMIN}:{SERVER_NAME}: "));
     assert!(!console.echoes(), "echo is on at the password prompt");
@@ -344,7 +344,7 @@ fn ctrl_c_at_the_password_prompt_restores_echo_and_writes_nothing() {
 #[test]
 fn ctrl_c_at_the_final_confirmation_writes_nothing() {
     let unit = Unit::new();
-    let mut console = Console::start(&unit, &["setup"]);
+    let mut console = Console::start(&unit, &["setup", "--client-tls", "off"]);
     answer_up_to_the_password(&mut console);
     type_good_password(&mut console);
     console.expect("Write this configuration? [y/N]");
@@ -365,7 +365,7 @@ fn ctrl_c_at_the_final_confirmation_writes_nothing() {
 #[test]
 fn ctrl_c_while_the_unit_is_built_leaves_no_half_written_unit() {
     let unit = Unit::new();
-    let mut console = Console::start(&unit, &["setup"]);
+    let mut console = Console::start(&unit, &["setup", "--client-tls", "off"]);
     answer_up_to_the_password(&mut console);
     type_good_password(&mut console);
     console.answer("Write this configuration? [y/N]", "y");

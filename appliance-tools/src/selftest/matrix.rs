@@ -75,6 +75,28 @@ impl Api {
         Self { agent, base }
     }
 
+    /// This unit's own HTTPS client listener at `base` (`https://` and its listen address).
+    /// The certificate is not verified: the connection never leaves the box, and the
+    /// certificate is for the names users type, which the unit itself need not resolve
+    /// (`appliance status` checks the certificate instead).
+    pub fn own_https(base: String) -> Self {
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .disable_verification(true)
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .tls_config(tls)
+            .build()
+            .new_agent();
+        Self { agent, base }
+    }
+
     /// The base URL, for messages.
     pub fn base(&self) -> &str {
         &self.base

@@ -188,7 +188,11 @@ fn plan(unit: &Unit, args: &SelftestArgs) -> Result<Plan, Failure> {
     }
     Ok(Plan {
         server_name,
-        local: Api::new(local_base(config.client_listen)),
+        local: if config.client_tls == homeserver::config::ClientTlsMode::Off {
+            Api::new(local_base("http", config.client_listen))
+        } else {
+            Api::own_https(local_base("https", config.client_listen))
+        },
         socket,
         peer,
     })
@@ -256,13 +260,13 @@ fn client_url(text: &str) -> Result<String, Failure> {
 }
 
 /// The URL of this unit's client listener; a wildcard address is reached on loopback.
-fn local_base(listen: SocketAddr) -> String {
+fn local_base(scheme: &str, listen: SocketAddr) -> String {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, listen.port()))
+    format!("{scheme}://{}", SocketAddr::new(ip, listen.port()))
 }
 
 /// The text verdict and what happened to the temporary accounts.

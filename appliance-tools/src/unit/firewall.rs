@@ -8,6 +8,10 @@
 //! Only IP-literal endpoints can be admitted: the unit resolves no names. A card endpoint that
 //! is a host name is reported, and the peer stays unreachable through the firewall until its
 //! card names an address.
+//!
+//! One more file, `_ca-http.nft` (no server name starts with `_`), admits the port of the
+//! plain-HTTP CA download listener (`listen.ca_http`) when the config has one; setup writes
+//! it, and a rebuild rewrites it from the config.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -82,6 +86,45 @@ pub fn rules_for(card: &PeerCard) -> (String, Vec<String>) {
     (text, skipped)
 }
 
+/// The file admitting the CA download port.
+const CA_HTTP_FILE: &str = "_ca-http.nft";
+
+/// The nftables line admitting the CA download listener's port.
+fn ca_http_rules(port: u16) -> String {
+    format!(
+        "# Written by `appliance setup` for listen.ca_http: the unit CA download page.\n\
+         add element inet outpost ca_http_ports {{ {port} }}\n"
+    )
+}
+
+/// Writes (or, with `None`, removes) the CA download port's file, without reloading.
+fn write_ca_http(unit: &Unit, port: Option<u16>) -> Result<(), Failure> {
+    let dir = rules_dir(unit);
+    let path = dir.join(CA_HTTP_FILE);
+    match port {
+        Some(port) => {
+            ensure_rules_dir(unit, &dir)?;
+            crate::unit::replace_file(&path, ca_http_rules(port).as_bytes(), 0o644)?;
+        }
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(Failure::io("cannot remove", &path, err)),
+        },
+    }
+    crate::unit::sync_dir(&dir)
+}
+
+/// Admits the CA download listener's port (or closes it, with `None`) and reloads; returns
+/// notes for the admin.
+pub fn admit_ca_http(unit: &Unit, port: Option<u16>) -> Result<Vec<String>, Failure> {
+    if port.is_none() && !rules_dir(unit).join(CA_HTTP_FILE).exists() {
+        return Ok(Vec::new());
+    }
+    write_ca_http(unit, port)?;
+    Ok(reload().into_iter().collect())
+}
+
 /// Writes a peer's rule file and reloads; returns notes for the admin (endpoints left out,
 /// reload outcome).
 pub fn admit(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
@@ -109,21 +152,32 @@ pub fn rebuild(unit: &Unit, cards: &[PeerCard]) -> Result<Vec<String>, Failure> 
     for card in cards {
         notes.extend(write_rules(unit, card)?);
     }
+    if let Ok(config) = unit.config()
+        && config.client_tls != homeserver::config::ClientTlsMode::Off
+    {
+        write_ca_http(unit, config.ca_http.map(|addr| addr.port()))?;
+    }
     notes.extend(reload());
     Ok(notes)
+}
+
+/// Creates the rules folder if needed.
+fn ensure_rules_dir(unit: &Unit, dir: &Path) -> Result<(), Failure> {
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(|err| Failure::io("cannot create", dir, err))?;
+        // Inside the data directory (a development machine) the homeserver's user may own it;
+        // the appliance's folder outside it stays root's.
+        if dir.starts_with(unit.dir()) {
+            crate::unit::match_owner(dir, unit.dir())?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a peer's rule file (no reload); returns notes on endpoints left out.
 fn write_rules(unit: &Unit, card: &PeerCard) -> Result<Vec<String>, Failure> {
     let dir = rules_dir(unit);
-    if !dir.is_dir() {
-        std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
-        // Inside the data directory (a development machine) the homeserver's user may own it;
-        // the appliance's folder outside it stays root's.
-        if dir.starts_with(unit.dir()) {
-            crate::unit::match_owner(&dir, unit.dir())?;
-        }
-    }
+    ensure_rules_dir(unit, &dir)?;
     let (text, skipped) = rules_for(card);
     crate::unit::replace_file(&rules_path(unit, &card.server_name), text.as_bytes(), 0o644)?;
     crate::unit::sync_dir(&dir)?;
@@ -190,6 +244,11 @@ mod tests {
         assert!(text.contains("add element inet outpost peer_sources_v6 { fd00::2 }"));
         assert!(text.contains("add element inet outpost peer_endpoints_v6 { fd00::2 . 8449 }"));
         assert_eq!(skipped, ["unit-b.example:8448"]);
+    }
+
+    #[test]
+    fn the_ca_download_port_is_one_set_element() {
+        assert!(ca_http_rules(80).ends_with("add element inet outpost ca_http_ports { 80 }\n"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use self::provisioning::Provisioning;
 use crate::base::exit::Failure;
 
 pub mod allowlist;
+pub mod client_cert;
 pub mod firewall;
 pub mod offline;
 pub mod provisioning;
@@ -312,6 +313,65 @@ pub fn match_owner(path: &Path, like: &Path) -> Result<(), Failure> {
     }
     std::os::unix::fs::chown(path, Some(want.uid()), Some(want.gid()))
         .map_err(|err| Failure::io("cannot set the owner of", path, err))
+}
+
+/// Replaces the directory `dir` with one holding exactly `files` (name, bytes, mode), as one
+/// step: the new directory is built and fsynced beside it (`.NAME.new`), then swapped with the
+/// old one by `renameat2(RENAME_EXCHANGE)` (or renamed into place when there is none), and the
+/// old one removed. A reader sees either every old file or every new one, never a new key
+/// beside an old certificate; a crash leaves one of the two directories in place. Files and
+/// directory get the owner of `owner_like` (the homeserver must read them).
+pub fn replace_dir(
+    dir: &Path,
+    files: &[(&str, &[u8], u32)],
+    owner_like: &Path,
+) -> Result<(), Failure> {
+    use std::os::unix::fs::DirBuilderExt;
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let name = dir
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = parent.join(format!(".{name}.new"));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging)
+            .map_err(|err| Failure::io("cannot remove the old", &staging, err))?;
+    }
+    let built = (|| {
+        std::fs::DirBuilder::new()
+            .mode(0o750)
+            .create(&staging)
+            .map_err(|err| Failure::io("cannot create", &staging, err))?;
+        for (file, bytes, mode) in files {
+            let path = staging.join(file);
+            write_file(&path, bytes, *mode)?;
+            match_owner(&path, owner_like)?;
+        }
+        match_owner(&staging, owner_like)?;
+        sync_dir(&staging)?;
+        if dir.exists() {
+            nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &staging,
+                nix::fcntl::AT_FDCWD,
+                dir,
+                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+            )
+            .map_err(|err| Failure::io("cannot swap in", dir, err.into()))?;
+        } else {
+            std::fs::rename(&staging, dir)
+                .map_err(|err| Failure::io("cannot move into place", dir, err))?;
+        }
+        sync_dir(parent)
+    })();
+    // After a swap the staging name holds the old directory; after a failure, the new one.
+    if staging.exists() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    built
 }
 
 /// Fsyncs a directory, so a rename or removal in it survives a power cut.

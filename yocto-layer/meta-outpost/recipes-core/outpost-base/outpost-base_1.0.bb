@@ -48,6 +48,6 @@ do_install() {
 }
 
 FILES:${PN} += "/data ${nonarch_libdir}/systemd ${nonarch_libdir}/sysusers.d \
-    ${nonarch_libdir}/tmpfiles.d ${datadir}/outpost ${libexecdir}/outpost"
+    ${nonarch_libdir}/tmpfiles.d ${nonarch_libdir}/sysctl.d ${datadir}/outpost ${libexecdir}/outpost"
 RDEPENDS:${PN} = "homeserver nftables systemd util-linux-mount util-linux-agetty"
 RRECOMMENDS:${PN} = "appliance-tools"
