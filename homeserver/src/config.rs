@@ -4,7 +4,7 @@
 //! into a [`Config`] whose every field is checked, so the rest of the server never sees an
 //! invalid value. Every key is documented in `provisioning/homeserver.example.toml`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ruma::OwnedServerName;
@@ -103,7 +103,67 @@ impl ClientTlsMode {
 /// wildcard allowed) with the one parser the appliance uses too. Returns it normalised
 /// (lower-cased), or why it is refused.
 pub fn check_public_name(raw: &str) -> Result<String, String> {
-    crate::transport::client_cert::parse_public_name(raw).map(|name| name.to_string())
+    parse_public_name(raw).map(|name| name.to_string())
+}
+
+/// A name users type to reach the unit (`listen.public_names`): a DNS name or an IP address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublicName {
+    /// A DNS name, lowercased, without a trailing dot.
+    Dns(String),
+    /// An IP address.
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for PublicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PublicName::Dns(name) => f.write_str(name),
+            PublicName::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Checks one public name: an IP address (IPv6 with or without brackets) or a DNS name of
+/// letters, digits and `-` in dot-separated labels. A leading `*.` label is accepted (the
+/// config allows a wildcard name, meaning "a certificate for the whole domain"); only the same
+/// wildcard in a certificate covers it.
+pub fn parse_public_name(raw: &str) -> Result<PublicName, String> {
+    let trimmed = raw.trim();
+    let unbracketed = trimmed
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(trimmed);
+    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
+        if ip.is_unspecified() {
+            return Err(format!(
+                "{raw:?} is the wildcard address; give the address users type"
+            ));
+        }
+        return Ok(PublicName::Ip(ip));
+    }
+    let name = trimmed
+        .strip_suffix('.')
+        .unwrap_or(trimmed)
+        .to_ascii_lowercase();
+    let labels = name.strip_prefix("*.").unwrap_or(&name);
+    let valid = !labels.is_empty()
+        && name.len() <= 253
+        && labels.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        return Err(format!(
+            "{raw:?} is neither a DNS name (such as chat.unit-a.example) nor an IP address"
+        ));
+    }
+    Ok(PublicName::Dns(name))
 }
 
 /// The host of a checked public base URL (`https://[fd00::5]:8448` → `fd00::5`).

@@ -619,7 +619,7 @@ pub fn public_base_url(raw: &str) -> Result<String, String> {
 /// Checks one name users type (`network.public_names`, `--public-name`): a DNS name or an IP
 /// address, the homeserver's own rule.
 pub fn public_name(raw: &str) -> Result<String, String> {
-    homeserver::transport::client_cert::parse_public_name(raw).map(|name| name.to_string())
+    homeserver::config::check_public_name(raw)
 }
 
 /// The host of a checked URL (`https://[fd00::5]:8448` → `fd00::5`).

@@ -23,6 +23,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use time::OffsetDateTime;
 
+/// The names users type live in the configuration (it checks them); the certificate checks
+/// here match them.
+pub use crate::config::{PublicName, parse_public_name};
+
 /// Which of the inputs of [`validate`] a problem is in, so the CLI can name the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -125,66 +129,6 @@ impl fmt::Display for San {
             San::Ip(ip) => write!(f, "{ip}"),
         }
     }
-}
-
-/// A name users type to reach the unit (`listen.public_names`): a DNS name or an IP address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PublicName {
-    /// A DNS name, lowercased, without a trailing dot.
-    Dns(String),
-    /// An IP address.
-    Ip(IpAddr),
-}
-
-impl fmt::Display for PublicName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PublicName::Dns(name) => f.write_str(name),
-            PublicName::Ip(ip) => write!(f, "{ip}"),
-        }
-    }
-}
-
-/// Checks one public name: an IP address (IPv6 with or without brackets) or a DNS name of
-/// letters, digits and `-` in dot-separated labels. A leading `*.` label is accepted (the
-/// config allows a wildcard name, meaning "a certificate for the whole domain"); only the same
-/// wildcard in a certificate covers it.
-pub fn parse_public_name(raw: &str) -> Result<PublicName, String> {
-    let trimmed = raw.trim();
-    let unbracketed = trimmed
-        .strip_prefix('[')
-        .and_then(|rest| rest.strip_suffix(']'))
-        .unwrap_or(trimmed);
-    if let Ok(ip) = unbracketed.parse::<IpAddr>() {
-        if ip.is_unspecified() {
-            return Err(format!(
-                "{raw:?} is the wildcard address; give the address users type"
-            ));
-        }
-        return Ok(PublicName::Ip(ip));
-    }
-    let name = trimmed
-        .strip_suffix('.')
-        .unwrap_or(trimmed)
-        .to_ascii_lowercase();
-    let labels = name.strip_prefix("*.").unwrap_or(&name);
-    let valid = !labels.is_empty()
-        && name.len() <= 253
-        && labels.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if !valid {
-        return Err(format!(
-            "{raw:?} is neither a DNS name (such as chat.unit-a.example) nor an IP address"
-        ));
-    }
-    Ok(PublicName::Dns(name))
 }
 
 /// What a certificate says about itself, for `appliance status`, the admin reload answer and
