@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use homeserver::admin::wire::TlsReloaded;
+use homeserver::admin::wire::{TlsReload, TlsReloaded};
 use homeserver::config::ClientTlsMode;
 use homeserver::transport::client_cert::ca_fingerprint;
 
@@ -150,13 +150,16 @@ fn import(unit: &Unit, args: &TlsImportArgs) -> Result<Exit, Failure> {
             "The homeserver is stopped; it serves this certificate from its next start (`{}`).",
             crate::unit::START_HINT
         ),
-        ServerState::Running if switched => println!(
-            "The homeserver still serves the unit CA's certificate; restart it to switch \
-             (`systemctl restart homeserver`)."
-        ),
         ServerState::Running => {
+            // The running server switches to the imported files too (it still runs in the
+            // unit-CA mode it started in when this import is the first).
             let served: TlsReloaded = AdminClient::new(unit.socket_path())
-                .post("/v1/tls/reload", &serde_json::json!({}))
+                .post(
+                    "/v1/tls/reload",
+                    &TlsReload {
+                        mode: Some(ClientTlsMode::Imported),
+                    },
+                )
                 .map_err(|failure| {
                     Failure::new(
                         failure.code,

@@ -76,7 +76,7 @@ impl Default for ListenSection {
 }
 
 /// Where the client listener's TLS certificate comes from (`listen.tls`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClientTlsMode {
     /// Plain HTTP: only on a loopback address, unless `insecure_plain_http` says otherwise.

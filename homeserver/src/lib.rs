@@ -525,7 +525,7 @@ async fn reload_on_sighup(
         peers.reload();
         if let Some(client_tls) = &client_tls {
             let client_tls = Arc::clone(client_tls);
-            match tokio::task::spawn_blocking(move || client_tls.reload()).await {
+            match tokio::task::spawn_blocking(move || client_tls.reload(None)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(err)) => tracing::error!(
                     error = %err,

@@ -335,8 +335,8 @@ fn the_unit_serves_https_and_an_import_replaces_the_certificate() {
     // The selftest reaches its own unit over HTTPS.
     unit.appliance(&["selftest"]).ok("selftest over HTTPS");
 
-    // Import the organisation's certificate while the server runs: it serves the unit CA's
-    // until restarted, then only the organisation's.
+    // Import the organisation's certificate while the server runs: it serves it at once (the
+    // reload switches the running listener to the imported files), and after a restart too.
     let org = pki("Org");
     let roots = org.root.pem();
     let (cert, key) = leaf(&[PUBLIC_NAME, "127.0.0.1"], &org.intermediate, -1, 90);
@@ -350,17 +350,21 @@ fn the_unit_serves_https_and_an_import_replaces_the_certificate() {
         &arg(&chain),
     ]);
     run.ok("import while running");
-    assert!(run.stdout.contains("restart"), "{run}");
-    unit.stop();
-    unit.start();
-    let served = https_get(addr, PUBLIC_NAME, &roots, "/_matrix/client/versions")
-        .expect("the organisation's certificate is served");
-    assert_eq!(served.chain.first(), Some(&der_of(&cert)));
-    assert_eq!(served.chain.len(), 2, "leaf and intermediate");
-    assert!(
-        https_get(addr, PUBLIC_NAME, &unit_ca, "/_matrix/client/versions").is_err(),
-        "the unit CA's certificate is no longer served"
-    );
+    assert!(run.stdout.contains("now serves it"), "{run}");
+    for when in ["after the import", "after a restart"] {
+        let served = https_get(addr, PUBLIC_NAME, &roots, "/_matrix/client/versions")
+            .unwrap_or_else(|err| panic!("the organisation's certificate is served {when}: {err}"));
+        assert_eq!(served.chain.first(), Some(&der_of(&cert)), "{when}");
+        assert_eq!(served.chain.len(), 2, "leaf and intermediate {when}");
+        assert!(
+            https_get(addr, PUBLIC_NAME, &unit_ca, "/_matrix/client/versions").is_err(),
+            "the unit CA's certificate is no longer served {when}"
+        );
+        if when == "after the import" {
+            unit.stop();
+            unit.start();
+        }
+    }
 
     // A renewed certificate imported into the running server is served at once (reload).
     let (renewed, renewed_key) = leaf(&[PUBLIC_NAME, "127.0.0.1"], &org.intermediate, -1, 120);

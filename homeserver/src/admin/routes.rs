@@ -11,7 +11,8 @@ use axum::{Json, Router};
 
 use super::wire::{
     BackupOutcome, BackupRequest, CreateUser, NoticesSent, PeerList, PeersReloaded, ReportList,
-    ResetPassword, SendNotice, ServerStatus, SetAdmin, TlsReloaded, UserList, UserSummary,
+    ResetPassword, SendNotice, ServerStatus, SetAdmin, TlsReload, TlsReloaded, UserList,
+    UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -41,8 +42,11 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
 }
 
 /// # `POST /v1/tls/reload`
-async fn reload_client_tls(State(server): State<Arc<Server>>) -> Result<Json<TlsReloaded>> {
-    admin::reload_client_tls(&server).await.map(Json)
+async fn reload_client_tls(
+    State(server): State<Arc<Server>>,
+    JsonBody(body): JsonBody<TlsReload>,
+) -> Result<Json<TlsReloaded>> {
+    admin::reload_client_tls(&server, body.mode).await.map(Json)
 }
 
 /// # `GET /v1/reports`

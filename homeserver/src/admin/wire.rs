@@ -15,7 +15,7 @@
 //! | `POST /v1/backup`                     | [`BackupRequest`] | [`BackupOutcome`]           |
 //! | `GET /v1/peers`                       |                   | [`PeerList`]                |
 //! | `POST /v1/peers/reload`               | `{}`              | [`PeersReloaded`]           |
-//! | `POST /v1/tls/reload`                 | `{}`              | [`TlsReloaded`]             |
+//! | `POST /v1/tls/reload`                 | [`TlsReload`]     | [`TlsReloaded`]             |
 //! | `GET /v1/reports`                     |                   | [`ReportList`]              |
 //! | `POST /v1/notices`                    | [`SendNotice`]    | [`NoticesSent`]             |
 
@@ -81,6 +81,17 @@ pub struct PeerList {
 pub struct PeersReloaded {
     /// How many peers are allowed after the reload.
     pub peers: usize,
+}
+
+/// `POST /v1/tls/reload` asks: `{}` re-reads the certificate files of the mode the server
+/// runs in; `{"mode": "imported"}` (or `"unit-ca"`) switches the running listener to that
+/// mode's files, as `appliance tls client import` does after setting `listen.tls`, so an
+/// import needs no restart. Plain HTTP cannot be switched to or from without a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TlsReload {
+    /// The mode to serve from now on; `None` keeps the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<crate::config::ClientTlsMode>,
 }
 
 /// `POST /v1/tls/reload`: re-read the client listener's certificate files and serve them to

@@ -459,10 +459,12 @@ pub async fn reload_peers(server: &Server) -> Result<usize> {
 }
 
 /// Re-reads the client listener's certificate files (reissuing from the unit CA when due) and
-/// serves them to new handshakes; open connections are kept. Refused when the client listener
-/// serves plain HTTP, or when the files are unusable (then the old certificate stays).
+/// serves them to new handshakes; open connections are kept. `mode` switches between the
+/// unit-CA and the imported files. Refused when the client listener serves plain HTTP, when
+/// `mode` is plain HTTP, or when the files are unusable (then the old certificate stays).
 pub async fn reload_client_tls(
     server: &Server,
+    mode: Option<crate::config::ClientTlsMode>,
 ) -> Result<crate::transport::client_tls::CertSummary> {
     let Some(client_tls) = server.client_tls.clone() else {
         return Err(Error::new(
@@ -470,7 +472,7 @@ pub async fn reload_client_tls(
             "the client listener serves plain HTTP (listen.tls = \"off\"): nothing to reload",
         ));
     };
-    tokio::task::spawn_blocking(move || client_tls.reload())
+    tokio::task::spawn_blocking(move || client_tls.reload(mode))
         .await
         .map_err(|err| Error::internal(format!("reload task failed: {err}")))?
         .map_err(|err| {

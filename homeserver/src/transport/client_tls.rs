@@ -93,7 +93,8 @@ impl ResolvesServerCert for Resolver {
 
 /// The client listener's TLS state: the configuration to serve with and what reloads it.
 pub struct ClientTls {
-    source: Source,
+    /// Changed only by a reload that switches mode, under `reloading`.
+    source: RwLock<Source>,
     resolver: Arc<Resolver>,
     server_config: Arc<rustls::ServerConfig>,
     current: RwLock<CertSummary>,
@@ -122,7 +123,7 @@ impl ClientTls {
             .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Some(Arc::new(Self {
-            source,
+            source: RwLock::new(source),
             resolver,
             server_config: Arc::new(server_config),
             current: RwLock::new(summary),
@@ -144,13 +145,33 @@ impl ClientTls {
     }
 
     /// Re-reads the certificate files (reissuing from the unit CA first when due) and serves
-    /// them to new handshakes. On failure the old certificate stays in service.
-    pub fn reload(&self) -> Result<CertSummary, TlsError> {
+    /// them to new handshakes; with `mode`, those of that mode from now on (unit CA or
+    /// imported: the listener speaks TLS either way, so no restart is needed). On failure the
+    /// old certificate and mode stay in service.
+    pub fn reload(&self, mode: Option<ClientTlsMode>) -> Result<CertSummary, TlsError> {
         let _one_at_a_time = self
             .reloading
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (key, summary) = self.source.prepare()?;
+        if mode == Some(ClientTlsMode::Off) {
+            return Err(TlsError::Pem(
+                "the client listener cannot switch to plain HTTP while it runs; restart it"
+                    .to_owned(),
+            ));
+        }
+        let mut source = self
+            .source
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        if let Some(mode) = mode {
+            source.mode = mode;
+        }
+        let (key, summary) = source.prepare()?;
+        *self
+            .source
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = source;
         *self
             .resolver
             .0
@@ -192,7 +213,7 @@ impl ClientTls {
 
     fn daily_check(&self) -> Result<(), TlsError> {
         let before = self.current();
-        let after = self.reload()?;
+        let after = self.reload(None)?;
         let left_ms = after.not_after_ms - crate::util::now_ms();
         if left_ms < (RENEW_BEFORE_DAYS * 24 * 60 * 60 * 1000) as i64 {
             tracing::warn!(
@@ -208,6 +229,7 @@ impl ClientTls {
 }
 
 /// Where the certificate comes from and what it must cover.
+#[derive(Clone)]
 struct Source {
     mode: ClientTlsMode,
     data_dir: PathBuf,
