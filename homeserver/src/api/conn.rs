@@ -125,8 +125,10 @@ struct Conn {
     idle_since: AtomicU64,
     /// When the first byte of a request head arrived while idle; 0 when none is pending.
     head_since: AtomicU64,
-    /// Whether a request on this connection is counted as a long poll.
-    long_poll: AtomicBool,
+    /// How many requests on this connection wait as long polls. The connection counts as a
+    /// long poll while any does: HTTP/2 carries several requests at once, and the connection
+    /// must stay out of the ordinary caps until the last of them is answered.
+    long_polls: AtomicU32,
     close_reason: AtomicU8,
     close: Notify,
 }
@@ -196,7 +198,7 @@ impl Table {
         let Some(conn) = self.conns.remove(&id) else {
             return;
         };
-        let long_poll = conn.long_poll.swap(false, Ordering::AcqRel);
+        let long_poll = conn.long_polls.swap(0, Ordering::AcqRel) > 0;
         let key = (conn.listener, conn.addr);
         let listener = &mut self.per_listener[conn.listener.index()];
         listener.open -= 1;
@@ -382,7 +384,7 @@ impl Connections {
             idle_since: AtomicU64::new(now),
             // A fresh connection owes its first request head within the header timeout.
             head_since: AtomicU64::new(now),
-            long_poll: AtomicBool::new(false),
+            long_polls: AtomicU32::new(0),
             close_reason: AtomicU8::new(CloseReason::Open as u8),
             close: Notify::new(),
         });
@@ -463,23 +465,26 @@ impl ConnHandle {
         let listener = self.conn.listener;
         let cap = self.table.caps[listener.index()].max_long_polls;
         let mut table = self.table.lock();
-        if !table.conns.contains_key(&self.conn.id) || self.conn.long_poll.load(Ordering::Acquire) {
-            // Already forgotten (evicted) or already counted: nothing to move.
+        if !table.conns.contains_key(&self.conn.id) {
+            // Already forgotten (evicted): nothing to move.
             return Ok(LongPoll { handle: None });
         }
-        if table.per_listener[listener.index()].long_polls >= cap {
-            table.note_cap_hit(listener, self.conn.addr, "long polls", true);
-            return Err(Error::RateLimited {
-                retry_after_ms: 1000,
-            });
+        // The table lock orders every change of the connection's count.
+        if self.conn.long_polls.load(Ordering::Acquire) == 0 {
+            if table.per_listener[listener.index()].long_polls >= cap {
+                table.note_cap_hit(listener, self.conn.addr, "long polls", true);
+                return Err(Error::RateLimited {
+                    retry_after_ms: 1000,
+                });
+            }
+            table.per_listener[listener.index()].long_polls += 1;
+            table
+                .per_address
+                .entry((listener, self.conn.addr))
+                .or_default()
+                .long_polls += 1;
         }
-        self.conn.long_poll.store(true, Ordering::Release);
-        table.per_listener[listener.index()].long_polls += 1;
-        table
-            .per_address
-            .entry((listener, self.conn.addr))
-            .or_default()
-            .long_polls += 1;
+        self.conn.long_polls.fetch_add(1, Ordering::AcqRel);
         Ok(LongPoll {
             handle: Some(self.clone()),
         })
@@ -497,8 +502,10 @@ impl Drop for LongPoll {
             return;
         };
         let mut table = handle.table.lock();
+        // A forgotten connection was uncounted (and its count zeroed) when it was removed;
+        // otherwise the connection stays a long poll until its last one ends.
         if !table.conns.contains_key(&handle.conn.id)
-            || !handle.conn.long_poll.swap(false, Ordering::AcqRel)
+            || handle.conn.long_polls.fetch_sub(1, Ordering::AcqRel) != 1
         {
             return;
         }
