@@ -7,6 +7,8 @@
 //! of bob's one-time keys, shares the megolm room key over /sendToDevice and sends
 //! `m.room.encrypted`), bob receives it over /sync and decrypts it, both servers hold only the
 //! ciphertext, and the same again for bob's reply.
+//! The one-server case runs over HTTPS (`homeserver dev --tls`, the clients trusting only the
+//! unit's CA); the federation case over the units' plain loopback client ports.
 //! On failure it prints the step that failed, the SDK's error and the servers' logs. The SDK's
 //! own warnings and errors are printed with them (set `OUTPOST_SDK_LOG`, e.g.
 //! `matrix_sdk_crypto=debug`, for more), because the SDK only logs the errors of the key
@@ -49,7 +51,7 @@ const BOB_SAYS: &str = "Hello alice, decrypted and answered";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_room_on_one_server() {
     init_sdk_logging();
-    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    let server = Server::start_tls().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
     eprintln!(
         "homeserver up at {} (server name {})",
         server.url(),

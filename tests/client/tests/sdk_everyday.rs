@@ -10,6 +10,7 @@
 //! 5. tags: bob marks the room as a favourite and his client lists the tag;
 //! 6. notification counts: three messages from alice count 3 for bob, a message mentioning him
 //!    highlights, and his read receipt on the newest event brings the counts back to 0.
+//! It runs over HTTPS (`homeserver dev --tls`), the clients trusting only the unit's CA.
 //!
 //! The steps share only the setup, so every step runs even if an earlier one failed. On failure
 //! it prints each failed step with the SDK's error, then the server's log.
@@ -62,7 +63,7 @@ const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn everyday_features_through_the_sdk() {
-    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    let server = Server::start_tls().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
     eprintln!(
         "homeserver up at {} (server name {})",
         server.url(),

@@ -6,6 +6,7 @@
 //! after uploading its keys around sliding sync requests (alice uses `/v3/sync`). Everything
 //! goes through the SDK's own parsing of our answers. On failure it prints the step and the
 //! server's log.
+//! It runs over HTTPS (`homeserver dev --tls`), the clients trusting only the unit's CA.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,7 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn element_x_style_sliding_sync_through_the_sdk() {
-    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    let server = Server::start_tls().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
     sdk::run_scenario(server, SCENARIO_DEADLINE, scenario).await;
 }
 
