@@ -124,6 +124,23 @@ impl std::fmt::Display for PublicName {
     }
 }
 
+/// Whether `name` is a DNS host name: at most 253 characters of dot-separated labels, each 1 to
+/// 63 letters, digits and `-`, not starting or ending with `-`. One rule for every name the
+/// configuration and `appliance` take (public names, federation endpoints).
+pub fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// Checks one public name: an IP address (IPv6 with or without brackets) or a DNS name of
 /// letters, digits and `-` in dot-separated labels. A leading `*.` label is accepted (the
 /// config allows a wildcard name, meaning "a certificate for the whole domain"); only the same
@@ -147,18 +164,7 @@ pub fn parse_public_name(raw: &str) -> Result<PublicName, String> {
         .unwrap_or(trimmed)
         .to_ascii_lowercase();
     let labels = name.strip_prefix("*.").unwrap_or(&name);
-    let valid = !labels.is_empty()
-        && name.len() <= 253
-        && labels.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if !valid {
+    if name.len() > 253 || !is_dns_name(labels) {
         return Err(format!(
             "{raw:?} is neither a DNS name (such as chat.unit-a.example) nor an IP address"
         ));

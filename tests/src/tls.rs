@@ -91,6 +91,24 @@ pub fn read_reply(stream: &mut TlsStream) -> std::io::Result<Reply> {
     })
 }
 
+/// An async TLS connection to `addr` for `localhost` under `config` (inside a tokio runtime),
+/// and whether the server chose HTTP/2 through ALPN.
+pub async fn async_tls_connect(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, bool) {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    let name = ServerName::try_from("localhost").expect("a name");
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    (tls, h2)
+}
+
 /// One `GET path` through hyper over a new TLS connection offering `alpn`, with an optional
 /// access token: the HTTP version spoken, the status and the body.
 pub fn hyper_get(
@@ -107,15 +125,7 @@ pub fn hyper_get(
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        let name = ServerName::try_from("localhost").expect("a name");
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake");
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let (tls, h2) = async_tls_connect(addr, config).await;
         let io = hyper_util::rt::TokioIo::new(tls);
         let mut request = hyper::Request::get(format!("https://localhost:{}{path}", addr.port()));
         if let Some(token) = token {

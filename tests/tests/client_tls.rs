@@ -10,7 +10,8 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tests::tls::{
-    TestCa, client_config, hyper_get, read_reply, send_request, served_leaf, tls_connect,
+    TestCa, async_tls_connect, client_config, hyper_get, read_reply, send_request, served_leaf,
+    tls_connect,
 };
 use tests::{
     READY_DEADLINE, TLS_NAMES, TempDir, TestEnv, admin_post, free_addr, json, poll_until,
@@ -484,15 +485,8 @@ fn an_http2_connection_stays_a_long_poll_until_its_last_long_poll_ends() {
         .build()
         .expect("a tokio runtime");
     runtime.block_on(async move {
-        let tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
-        let tls = tokio_rustls::TlsConnector::from(client_config(&ca, &[b"h2"]))
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake");
-        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (tls, h2) = async_tls_connect(addr, client_config(&ca, &[b"h2"])).await;
+        assert!(h2, "the server speaks HTTP/2 when offered only h2");
         let (sender, conn) = hyper::client::conn::http2::handshake(
             hyper_util::rt::TokioExecutor::new(),
             hyper_util::rt::TokioIo::new(tls),

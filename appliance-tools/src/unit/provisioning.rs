@@ -575,18 +575,7 @@ pub fn endpoint(raw: &str) -> Result<String, String> {
     }
     let (host, port) = raw.rsplit_once(':').ok_or_else(bad)?;
     let port: u16 = port.parse().map_err(|_| bad())?;
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host.parse::<IpAddr>().is_err()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+    let host_ok = host.parse::<IpAddr>().is_err() && homeserver::config::is_dns_name(host);
     if !host_ok || port == 0 {
         return Err(bad());
     }
