@@ -174,8 +174,8 @@ pub async fn act(
     reason: Option<String>,
     action: Action,
 ) -> Result<()> {
-    require_allowed_user(server, &target)?;
     if action == Action::Invite && target.server_name() != server.server_name() {
+        require_allowed_user(server, &target)?;
         let (room_c, sender_c, target_c) = (room.to_string(), sender.to_string(), target.clone());
         invite_remote_checked(server, room, sender, target, false, move |tx| {
             membership::check_in_tx(tx, &room_c, &sender_c, &target_c, action, false)
