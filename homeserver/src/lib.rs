@@ -182,6 +182,16 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
             reason: err.to_string(),
         })?,
     );
+    let appservices = Arc::new(
+        service::appservice::Registry::load(
+            config.data_dir.join(service::appservice::APPSERVICES_DIR),
+            config.server_name.as_str(),
+        )
+        .map_err(|err| StartError::DataDir {
+            path: config.data_dir.display().to_string(),
+            reason: err.to_string(),
+        })?,
+    );
     let federation_listener = match config.federation.listen {
         Some(addr) => Some((
             TcpListener::bind(addr)
@@ -232,6 +242,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
     );
     let clock = clock::system();
     let server = Arc::new(Server {
+        appservices,
         peers,
         federation: client,
         tls_ca_pem: tls.ca_pem.clone(),
@@ -300,6 +311,7 @@ pub async fn serve(
     ));
     let reloader = tokio::spawn(reload_on_sighup(
         Arc::clone(&server.peers),
+        Arc::clone(&server.appservices),
         server.client_tls.clone(),
         shutdown_tx.subscribe(),
     ));
@@ -505,10 +517,11 @@ async fn watchdog_loop(mut shutdown: watch::Receiver<bool>) {
 
 pub use util::stopped;
 
-/// Reloads the allow-list and the client TLS certificate on SIGHUP, as admins expect of a
+/// Reloads the allow-list, the appservice registrations and the client TLS certificate on SIGHUP, as admins expect of a
 /// daemon. A certificate that fails to load is logged and the old one stays in service.
 async fn reload_on_sighup(
     peers: Arc<transport::peers::Allowlist>,
+    appservices: Arc<service::appservice::Registry>,
     client_tls: Option<Arc<transport::client_tls::ClientTls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -523,6 +536,7 @@ async fn reload_on_sighup(
             _ = stopped(&mut shutdown) => break,
         }
         peers.reload();
+        appservices.reload();
         if let Some(client_tls) = &client_tls {
             let client_tls = Arc::clone(client_tls);
             match tokio::task::spawn_blocking(move || client_tls.reload(None)).await {

@@ -4,6 +4,7 @@
 //! Everything here is handed what it needs (state, keys, clocks' readings) by the services; it
 //! opens no file or socket and reads no clock, so every rule can be tested byte-for-byte.
 
+pub mod appservice;
 pub mod build;
 pub mod client_format;
 pub mod filter;

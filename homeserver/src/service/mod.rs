@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod admin;
 pub mod aggregations;
 pub mod aliases;
+pub mod appservice;
 pub mod backup;
 pub mod delayed_events;
 pub mod directory;
@@ -69,6 +70,8 @@ pub struct Server {
     pub tokens: accounts::TokenCache,
     /// Failed-password back-off per account.
     pub login_throttle: login_throttle::LoginThrottle,
+    /// The registered application services (bridges and bots).
+    pub appservices: Arc<appservice::Registry>,
     /// The allow-listed peers (from peer cards).
     pub peers: Arc<crate::transport::peers::Allowlist>,
     /// Signed requests to peers.
