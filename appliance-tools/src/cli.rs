@@ -325,6 +325,12 @@ pub enum TlsClientCommand {
     /// Then the files are written to <DATA_DIR>/tls/client-imported/, the config is switched
     /// to `listen.tls = "imported"`, and a running homeserver is asked to load them.
     Import(TlsImportArgs),
+    /// Serve a certificate from the unit CA again, instead of an imported one.
+    ///
+    /// Sets `listen.tls = "unit-ca"`; the homeserver issues a certificate for the names users
+    /// type (`listen.public_names`) and renews it itself. A running homeserver switches at once.
+    /// Users' devices must then trust the unit CA (`appliance tls client ca`).
+    UnitCa,
     /// Print the unit CA certificate (PEM) and its SHA-256 fingerprint.
     ///
     /// Users' devices must trust this CA to reach the unit over HTTPS when the client
@@ -385,9 +391,15 @@ pub struct SelftestArgs {
     /// stdin).
     #[arg(long, value_name = "FILE", requires = "peer")]
     pub peer_password_file: Option<PathBuf>,
-    /// With --peer: the peer's client API, for example http://10.0.0.2:8008 (plain HTTP).
+    /// With --peer: the peer's client API, for example https://10.0.0.2 or
+    /// http://10.0.0.2:8008. Over HTTPS the peer's certificate must chain to the unit CA on
+    /// its card (or to --peer-ca) and name the URL's host.
     #[arg(long, value_name = "URL", requires = "peer")]
     pub peer_client_url: Option<String>,
+    /// With an https:// --peer-client-url whose certificate comes from the organisation's
+    /// PKI rather than the peer's unit CA: that CA (PEM).
+    #[arg(long, value_name = "FILE", requires = "peer_client_url")]
+    pub peer_ca: Option<PathBuf>,
 }
 
 /// `appliance notice`.

@@ -32,6 +32,7 @@ pub fn run(unit: &Unit, command: &TlsCommand) -> Result<Exit, Failure> {
         TlsCommand::Renew => renew(unit),
         TlsCommand::Client(TlsClientCommand::Import(args)) => import(unit, args),
         TlsCommand::Client(TlsClientCommand::Ca { out }) => ca(unit, out.as_deref()),
+        TlsCommand::Client(TlsClientCommand::UnitCa) => use_unit_ca(unit),
     }
 }
 
@@ -121,60 +122,94 @@ fn import(unit: &Unit, args: &TlsImportArgs) -> Result<Exit, Failure> {
     }
 
     // The config edit is worked out before anything is written.
-    let switched = config.client_tls != ClientTlsMode::Imported;
-    let path = unit.config_path();
-    let edited = if switched {
-        let text =
-            std::fs::read_to_string(&path).map_err(|err| Failure::io("cannot read", &path, err))?;
-        let edited = crate::unit::provisioning::set_listen_key(
-            &text,
-            "tls",
-            ClientTlsMode::Imported.as_str(),
-        )
-        .map_err(|err| Failure::broke(format!("{}: {err}", path.display())))?;
-        Some(edited)
-    } else {
-        None
-    };
-
+    let edited = config_edit(unit, &config, ClientTlsMode::Imported)?;
     let dir =
         interrupt::uninterruptible(|| client_cert::write_imported(&unit.tls_dir(), &checked))?;
     println!("Wrote {}.", dir.display());
-    if let Some(edited) = edited {
-        interrupt::uninterruptible(|| crate::unit::replace_file(&path, edited.as_bytes(), 0o640))?;
-        println!("Set listen.tls = \"imported\" in {}.", path.display());
-    }
+    apply(unit, edited, ClientTlsMode::Imported)?;
+    Ok(Exit::Success)
+}
 
+/// `appliance tls client unit-ca`: back from an imported certificate to one the homeserver
+/// issues from the unit CA (when the organisation's certificate is withdrawn, say). The
+/// imported files stay where they are, unused, until the next import replaces them.
+fn use_unit_ca(unit: &Unit) -> Result<Exit, Failure> {
+    let config = unit.config()?;
+    if config.client_tls == ClientTlsMode::Off {
+        return Err(Failure::state(
+            "the client port serves plain HTTP (listen.tls = \"off\"); set listen.tls, \
+             listen.public_names and an https:// listen.public_base_url in the config first \
+             (or run `appliance setup` again); nothing was changed",
+        ));
+    }
+    if config.client_tls == ClientTlsMode::UnitCa {
+        println!("The client port already serves a certificate from the unit CA; nothing to do.");
+        return Ok(Exit::Success);
+    }
+    let edited = config_edit(unit, &config, ClientTlsMode::UnitCa)?;
+    apply(unit, edited, ClientTlsMode::UnitCa)?;
+    println!(
+        "Users' devices must trust the unit CA (`appliance tls client ca` prints it and its \
+         fingerprint)."
+    );
+    Ok(Exit::Success)
+}
+
+/// The config text with `listen.tls = mode`, or `None` when it already says so. Worked out
+/// before anything is written, so a config that cannot be edited changes nothing.
+fn config_edit(
+    unit: &Unit,
+    config: &homeserver::config::Config,
+    mode: ClientTlsMode,
+) -> Result<Option<String>, Failure> {
+    if config.client_tls == mode {
+        return Ok(None);
+    }
+    let path = unit.config_path();
+    let text =
+        std::fs::read_to_string(&path).map_err(|err| Failure::io("cannot read", &path, err))?;
+    crate::unit::provisioning::set_listen_key(&text, "tls", mode.as_str())
+        .map(Some)
+        .map_err(|err| Failure::broke(format!("{}: {err}", path.display())))
+}
+
+/// Writes the config edit (if any) and has a running homeserver serve `mode` now.
+fn apply(unit: &Unit, edited: Option<String>, mode: ClientTlsMode) -> Result<(), Failure> {
+    if let Some(edited) = edited {
+        let path = unit.config_path();
+        interrupt::uninterruptible(|| crate::unit::replace_file(&path, edited.as_bytes(), 0o640))?;
+        println!(
+            "Set listen.tls = \"{}\" in {}.",
+            mode.as_str(),
+            path.display()
+        );
+    }
     match unit.server_state()? {
         ServerState::Stopped => println!(
             "The homeserver is stopped; it serves this certificate from its next start (`{}`).",
             crate::unit::START_HINT
         ),
         ServerState::Running => {
-            // The running server switches to the imported files too (it still runs in the
-            // unit-CA mode it started in when this import is the first).
+            // The running server switches too: it keeps the mode it started in until told.
             let served: TlsReloaded = AdminClient::new(unit.socket_path())
-                .post(
-                    "/v1/tls/reload",
-                    &TlsReload {
-                        mode: Some(ClientTlsMode::Imported),
-                    },
-                )
+                .post("/v1/tls/reload", &TlsReload { mode: Some(mode) })
                 .map_err(|failure| {
                     Failure::new(
                         failure.code,
                         format!(
-                            "the files are written, but the running homeserver did not load \
-                             them: {failure}; restart it (`systemctl restart homeserver`)"
+                            "the change is written, but the running homeserver did not switch to it: \
+                             {failure}; restart it (`systemctl restart homeserver`)"
                         ),
                     )
                 })?;
             println!(
-                "The homeserver now serves it to new connections (names {}, valid until {}).",
+                "The homeserver now serves it to new connections (names {}, issued by {}, valid \
+                 until {}).",
                 served.names.join(", "),
+                served.issuer,
                 format_time_ms(served.not_after_ms)
             );
         }
     }
-    Ok(Exit::Success)
+    Ok(())
 }

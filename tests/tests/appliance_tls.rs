@@ -391,6 +391,32 @@ fn the_unit_serves_https_and_an_import_replaces_the_certificate() {
     assert_eq!(tls["issuer"], "CN=Org Intermediate");
     let days = tls["days_left"].as_i64().expect("days_left");
     assert!((118..=120).contains(&days), "{days}");
+
+    // Back to the unit CA (the organisation's certificate withdrawn): the running server
+    // switches at once, and the config says so for the next start.
+    let run = unit.appliance(&["tls", "client", "unit-ca"]);
+    run.ok("tls client unit-ca");
+    assert!(run.stdout.contains("now serves it"), "{run}");
+    assert!(
+        config(&unit).contains("tls = \"unit-ca\""),
+        "{}",
+        config(&unit)
+    );
+    for when in ["after the switch", "after a restart"] {
+        https_get(addr, PUBLIC_NAME, &unit_ca, "/_matrix/client/versions")
+            .unwrap_or_else(|err| panic!("the unit CA's certificate is served {when}: {err}"));
+        assert!(
+            https_get(addr, PUBLIC_NAME, &roots, "/_matrix/client/versions").is_err(),
+            "the imported certificate is no longer served {when}"
+        );
+        if when == "after the switch" {
+            unit.stop();
+            unit.start();
+        }
+    }
+    let again = unit.appliance(&["tls", "client", "unit-ca"]);
+    again.ok("tls client unit-ca a second time");
+    assert!(again.stdout.contains("nothing to do"), "{again}");
     unit.stop();
 }
 

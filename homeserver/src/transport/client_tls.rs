@@ -109,12 +109,16 @@ impl ClientTls {
         if config.client_tls == ClientTlsMode::Off {
             return Ok(None);
         }
-        let source = Source {
+        Self::from_source(Source {
             mode: config.client_tls,
             data_dir: config.data_dir.clone(),
             server_name: config.server_name.to_string(),
             names: config.public_names.clone(),
-        };
+        })
+        .map(Some)
+    }
+
+    fn from_source(source: Source) -> Result<Arc<Self>, TlsError> {
         let (key, summary) = source.prepare()?;
         let resolver = Arc::new(Resolver(RwLock::new(Arc::new(key))));
         let mut server_config = rustls::ServerConfig::builder_with_provider(tls::provider())
@@ -122,13 +126,13 @@ impl ClientTls {
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
         server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Ok(Some(Arc::new(Self {
+        Ok(Arc::new(Self {
             source: RwLock::new(source),
             resolver,
             server_config: Arc::new(server_config),
             current: RwLock::new(summary),
             reloading: std::sync::Mutex::new(()),
-        })))
+        }))
     }
 
     /// The rustls configuration of the client listener.
@@ -324,6 +328,16 @@ fn verify_against(
 /// to the CA for every name before anything is written. It expires after
 /// [`LEAF_VALIDITY_DAYS`] or with the CA, whichever is first.
 pub fn issue(data_dir: &Path, server_name: &str, names: &[String]) -> Result<(), TlsError> {
+    issue_valid_for(data_dir, server_name, names, LEAF_VALIDITY_DAYS)
+}
+
+/// [`issue`] with a validity of `days` (capped by the CA's), which tests shorten.
+fn issue_valid_for(
+    data_dir: &Path,
+    server_name: &str,
+    names: &[String],
+    days: i64,
+) -> Result<(), TlsError> {
     use time::{Duration as Days, OffsetDateTime};
     let tls_dir = data_dir.join(tls::TLS_DIR);
     let ca_pem = read(&tls_dir.join(tls::CA_CERT))?;
@@ -359,7 +373,7 @@ pub fn issue(data_dir: &Path, server_name: &str, names: &[String]) -> Result<(),
     params.use_authority_key_identifier_extension = true;
     // A day of slack for a client whose clock is slightly behind.
     params.not_before = now - Days::days(1);
-    params.not_after = (now + Days::days(LEAF_VALIDITY_DAYS)).min(ca_not_after);
+    params.not_after = (now + Days::days(days)).min(ca_not_after);
     let issuer = rcgen::Issuer::new(tls::ca_params(server_name), ca_key);
     let leaf_key = KeyPair::generate()?;
     let cert = params.signed_by(&leaf_key, &issuer)?;
@@ -484,5 +498,47 @@ mod tests {
         assert!(issue_reason(&dir, &ca_pem, &names).is_some());
         let _ = std::fs::remove_dir_all(data_dir);
         let _ = std::fs::remove_dir_all(other);
+    }
+
+    #[test]
+    fn the_daily_check_renews_a_certificate_that_expires_within_30_days() {
+        let data_dir = temp_dir();
+        tls::TlsIdentity::load_or_create(&data_dir, "unit-a.example").expect("unit CA");
+        let names = vec!["chat.unit-a.example".to_owned()];
+        let tls = ClientTls::from_source(Source {
+            mode: ClientTlsMode::UnitCa,
+            data_dir: data_dir.clone(),
+            server_name: "unit-a.example".to_owned(),
+            names: names.clone(),
+        })
+        .expect("starts");
+        let days_left =
+            |summary: &CertSummary| (summary.not_after_ms - crate::util::now_ms()) / 86_400_000;
+        assert!(days_left(&tls.current()) >= 395);
+        let served = |tls: &ClientTls| {
+            tls.resolver.0.read().expect("resolver").cert[0]
+                .as_ref()
+                .to_vec()
+        };
+        let first = served(&tls);
+
+        // A day's check with nothing due changes nothing.
+        tls.daily_check().expect("check");
+        assert_eq!(served(&tls), first, "not reissued while valid for long");
+
+        // 377 days on, the certificate in service has 20 days left: the next daily check
+        // reissues it and serves the new one.
+        issue_valid_for(&data_dir, "unit-a.example", &names, 20).expect("short leaf");
+        *tls.resolver.0.write().expect("resolver") = Arc::new(
+            load(&data_dir.join(tls::TLS_DIR).join(ISSUED_DIR), &names)
+                .expect("short leaf loads")
+                .0,
+        );
+        let short = served(&tls);
+        tls.daily_check().expect("check");
+        let renewed = served(&tls);
+        assert_ne!(renewed, short, "the daily check served a new certificate");
+        assert!(days_left(&tls.current()) >= 395, "{:?}", tls.current());
+        let _ = std::fs::remove_dir_all(data_dir);
     }
 }
