@@ -214,6 +214,27 @@ impl Unit {
         .ok("appliance setup --from");
     }
 
+    /// [`Unit::setup`] with HTTPS on the client port: a certificate from the unit CA for
+    /// 127.0.0.1, the address tests reach it on.
+    pub fn setup_https(&self, server_name: &str) {
+        let mut provisioning = provisioning(server_name, free_addr());
+        provisioning["network"]["client_tls"] = "unit-ca".into();
+        provisioning["network"]["public_names"] = serde_json::json!(["127.0.0.1"]);
+        let file = self.write_json("provisioning.json", &provisioning);
+        self.appliance_with_stdin(
+            &[
+                "setup",
+                "--from",
+                &file.to_string_lossy(),
+                "--admin-password-file",
+                "-",
+                "--yes",
+            ],
+            Some(&format!("{STRONG_PASSWORD}\n")),
+        )
+        .ok("appliance setup --from, with HTTPS");
+    }
+
     /// The client listen address from the unit's config.
     pub fn client_addr(&self) -> SocketAddr {
         let config =
@@ -241,7 +262,8 @@ impl Unit {
     /// The unit's client API as a URL (`http://IP:PORT`), as `appliance selftest
     /// --peer-client-url` takes it.
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr())
+        let scheme = if self.client_tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client_addr())
     }
 
     /// Creates `name` with [`STRONG_PASSWORD`] through `appliance user create`; asserts success.

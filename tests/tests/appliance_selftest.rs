@@ -176,9 +176,23 @@ fn peer_flags_come_together_and_the_peer_must_be_allow_listed() {
         run.stderr.contains("not an account on unit-b.test"),
         "{run}"
     );
+    let run = run_with(full("@bob:unit-b.test", "ftp://127.0.0.1:1"));
+    run.expect(USAGE, "an ftp URL");
+    assert!(run.stderr.contains("only http:// and https://"), "{run}");
+    let mut with_ca = full("@bob:unit-b.test", "http://127.0.0.1:1");
+    with_ca.extend(["--peer-ca".to_owned(), password.clone()]);
+    let run = run_with(with_ca);
+    run.expect(USAGE, "--peer-ca with plain http");
+    assert!(run.stderr.contains("--peer-ca is for an https://"), "{run}");
     let run = run_with(full("@bob:unit-b.test", "https://127.0.0.1:1"));
-    run.expect(USAGE, "an https URL");
-    assert!(run.stderr.contains("only http://"), "{run}");
+    run.expect(
+        REJECTED,
+        "an https peer that is not allow-listed (no card, no CA)",
+    );
+    assert!(
+        run.stderr.contains("not on this unit's allow-list"),
+        "{run}"
+    );
     let run = run_with(full("@bob:unit-b.test", "http://127.0.0.1:1"));
     run.expect(REJECTED, "a peer that is not allow-listed");
     assert!(
@@ -191,9 +205,18 @@ fn peer_flags_come_together_and_the_peer_must_be_allow_listed() {
 /// Two units that federate (cards exchanged both ways, both running), with the test account
 /// `bob` on B.
 fn two_federating_units() -> (Unit, Unit) {
+    two_federating_units_with(false)
+}
+
+/// [`two_federating_units`], B serving its client API over HTTPS when `b_https`.
+fn two_federating_units_with(b_https: bool) -> (Unit, Unit) {
     let (mut a, mut b) = (Unit::new(), Unit::new());
     a.setup("unit-a.test");
-    b.setup("unit-b.test");
+    if b_https {
+        b.setup_https("unit-b.test");
+    } else {
+        b.setup("unit-b.test");
+    }
     import_card(&a, &b);
     import_card(&b, &a);
     b.create_user("bob");
@@ -292,6 +315,36 @@ fn a_selftest_through_a_peer_crosses_federation_and_cleans_up_on_both_units() {
     );
     assert!(run.stdout.contains("  ok    remove test accounts"), "{run}");
     assert_eq!(all_removed(&a), 2);
+}
+
+/// A peer that serves its client API over HTTPS with a certificate from its unit CA: the
+/// selftest trusts the CA on the peer's card, and nothing else.
+#[test]
+fn a_selftest_through_an_https_peer_trusts_the_unit_ca_on_its_card() {
+    let (a, b) = two_federating_units_with(true);
+    let password = password_file(&a, "bob-password", STRONG_PASSWORD);
+    let args = peer_selftest(&b, &password);
+    assert!(
+        args.iter().any(|arg| arg.starts_with("https://")),
+        "{args:?}"
+    );
+    let run = run_args(&a, &args);
+    run.ok("selftest through the HTTPS peer");
+    assert_peer_round_trip(&a, &b, &run, 1);
+
+    // Another CA (A's own) does not vouch for B's certificate: the login step fails on TLS.
+    let mut wrong_ca = args.clone();
+    wrong_ca.extend([
+        "--peer-ca".to_owned(),
+        a.data_dir()
+            .join("tls/ca.pem")
+            .to_string_lossy()
+            .into_owned(),
+    ]);
+    let run = run_args(&a, &wrong_ca);
+    run.expect(ATTENTION, "selftest trusting the wrong CA for the peer");
+    assert!(run.stdout.contains("FAILED"), "{run}");
+    assert!(run.stdout.contains("  ok    remove test accounts"), "{run}");
 }
 
 /// A second selftest through the same peer. Between the runs bob shares no room with anyone

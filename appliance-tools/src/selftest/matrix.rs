@@ -97,6 +97,38 @@ impl Api {
         Self { agent, base }
     }
 
+    /// A peer's HTTPS client API at `base`, trusting only the CA `ca_pem` (its unit CA, or
+    /// the organisation's CA of an imported certificate); the certificate must name the host
+    /// of `base`, as it must for the peer's users.
+    pub fn https_trusting(base: String, ca_pem: &str) -> Result<Self, String> {
+        let roots = ureq::tls::parse_pem(ca_pem.as_bytes())
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| format!("the peer's CA is not PEM: {err}"))?;
+        if roots.is_empty() {
+            return Err("the peer's CA file holds no certificate".to_owned());
+        }
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .tls_config(tls)
+            .build()
+            .new_agent();
+        Ok(Self { agent, base })
+    }
+
     /// The base URL, for messages.
     pub fn base(&self) -> &str {
         &self.base

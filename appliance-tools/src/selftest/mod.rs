@@ -29,7 +29,7 @@ mod report;
 mod steps;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -163,7 +163,7 @@ fn plan(unit: &Unit, args: &SelftestArgs) -> Result<Plan, Failure> {
     let server_name = config.server_name.to_string();
     let peer = match &args.peer {
         None => None,
-        Some(name) => Some(peer_plan(name, args, &server_name)?),
+        Some(name) => Some(peer_plan(unit, name, args, &server_name)?),
     };
     if let ServerState::Stopped = unit.server_state()? {
         return Err(Failure::state(format!(
@@ -199,7 +199,7 @@ fn plan(unit: &Unit, args: &SelftestArgs) -> Result<Plan, Failure> {
 }
 
 /// Validates `--peer NAME` and the flags that come with it.
-fn peer_plan(name: &str, args: &SelftestArgs, own: &str) -> Result<Peer, Failure> {
+fn peer_plan(unit: &Unit, name: &str, args: &SelftestArgs, own: &str) -> Result<Peer, Failure> {
     let (Some(user), Some(password_file), Some(url)) = (
         args.peer_user.as_deref(),
         args.peer_password_file.as_deref(),
@@ -231,32 +231,65 @@ fn peer_plan(name: &str, args: &SelftestArgs, own: &str) -> Result<Peer, Failure
             password_file.display()
         )));
     }
+    let base = client_url(url)?;
+    let api = if base.starts_with("https://") {
+        Api::https_trusting(base, &peer_ca(unit, name, args.peer_ca.as_deref())?)
+            .map_err(Failure::usage)?
+    } else {
+        if args.peer_ca.is_some() {
+            return Err(Failure::usage(
+                "--peer-ca is for an https:// --peer-client-url; this one is plain http://",
+            ));
+        }
+        Api::new(base)
+    };
     Ok(Peer {
         name: name.to_owned(),
         user_id: user_id.to_string(),
         password,
-        api: Api::new(client_url(url)?),
+        api,
     })
 }
 
-/// `http://host:port` from `--peer-client-url`: plain HTTP, the server's root.
+/// The CA (PEM) the peer's HTTPS client certificate must chain to: `--peer-ca`, else the unit
+/// CA on the peer's card (which issues the client certificate of a unit in unit-CA mode).
+fn peer_ca(unit: &Unit, name: &str, file: Option<&Path>) -> Result<String, Failure> {
+    if let Some(file) = file {
+        return std::fs::read_to_string(file).map_err(|err| Failure::io("cannot read", file, err));
+    }
+    let card = crate::unit::allowlist::current_card(unit, name).ok_or_else(|| {
+        Failure::rejected(format!(
+            "{name} is not on this unit's allow-list; `appliance peer list` shows the peers, \
+             `appliance peer import` adds one"
+        ))
+    })?;
+    card.tls.ca_pem.ok_or_else(|| {
+        Failure::usage(format!(
+            "the card of {name} pins a certificate key, not a CA, so it cannot vouch for the \
+             peer's HTTPS certificate; give the CA that issued it with --peer-ca FILE"
+        ))
+    })
+}
+
+/// `http(s)://host:port` from `--peer-client-url`: the server's root.
 fn client_url(text: &str) -> Result<String, Failure> {
     let bad = |why: &str| {
         Failure::usage(format!(
             "--peer-client-url {text:?}: {why}; give the peer's client API like \
-             http://10.0.0.2:8008"
+             https://10.0.0.2 or http://10.0.0.2:8008"
         ))
     };
     let uri: ureq::http::Uri = text.parse().map_err(|_| bad("not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(bad("only http:// is supported"));
-    }
+    let scheme = match uri.scheme_str() {
+        Some(scheme @ ("http" | "https")) => scheme,
+        _ => return Err(bad("only http:// and https:// are supported")),
+    };
     let authority = uri.authority().ok_or_else(|| bad("no host"))?;
     if authority.as_str().contains('@') || uri.query().is_some() || !matches!(uri.path(), "" | "/")
     {
         return Err(bad("only a host and port are expected"));
     }
-    Ok(format!("http://{authority}"))
+    Ok(format!("{scheme}://{authority}"))
 }
 
 /// The URL of this unit's client listener; a wildcard address is reached on loopback.
