@@ -40,8 +40,8 @@ step "unit and black-box tests"
 export OUTPOST_HOMESERVER="$PWD/target/release/homeserver"
 cargo test --workspace --release
 
-step "interop: a stock Synapse (from PyPI, pinned) and Outpost share rooms both ways"
-cargo test --release -p tests --test federation_synapse -- --ignored
+step "interop: a stock Synapse shares rooms both ways; matrix-nio over HTTPS (both from PyPI, pinned)"
+cargo test --release -p tests --test federation_synapse --test client_nio -- --ignored
 
 if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"

@@ -25,6 +25,7 @@ pub mod federation;
 pub mod png;
 mod raw;
 pub mod tls;
+pub mod venv;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};

@@ -38,41 +38,14 @@ const DELIVERY: Duration = Duration::from_secs(60);
 /// red overnight; raise it deliberately).
 const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.2";
 
-/// The venv with Synapse, created on first use.
+/// The venv with Synapse (`target/synapse-venv`, or `$OUTPOST_SYNAPSE_VENV`), made on first use.
 fn synapse_python() -> PathBuf {
-    let venv = std::env::var_os("OUTPOST_SYNAPSE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            // target/<profile>/homeserver → target/synapse-venv
-            let binary = homeserver_binary();
-            let target = binary
-                .parent()
-                .and_then(Path::parent)
-                .expect("the homeserver binary lives in target/<profile>/");
-            target.join("synapse-venv")
-        });
-    let python = venv.join("bin").join("python");
-    let ready = Command::new(&python)
-        .args(["-c", "import synapse"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        eprintln!("installing matrix-synapse into {}", venv.display());
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("running python3 -m venv");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", SYNAPSE_REQUIREMENT])
-            .status()
-            .expect("running pip");
-        assert!(status.success(), "pip install matrix-synapse failed");
-    }
-    python
+    tests::venv::python_with(
+        "synapse-venv",
+        "OUTPOST_SYNAPSE_VENV",
+        &[SYNAPSE_REQUIREMENT],
+        "synapse",
+    )
 }
 
 /// A Synapse process; killed on drop (its log is printed if the test is panicking).

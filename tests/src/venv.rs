@@ -1,0 +1,64 @@
+//! Python venvs of third-party test clients and servers (Synapse, matrix-nio), each pinned to
+//! one PyPI release and made under `target/` on first use, so a fresh machine needs only
+//! `python3-venv` (tests/host-tools.sh) and access to PyPI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::homeserver_binary;
+
+/// `target/<name>` (beside `target/<profile>/homeserver`), or `$override_var` when set.
+fn venv_dir(name: &str, override_var: &str) -> PathBuf {
+    std::env::var_os(override_var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let binary = homeserver_binary();
+            let target = binary
+                .parent()
+                .and_then(Path::parent)
+                .expect("the homeserver binary lives in target/<profile>/");
+            target.join(name)
+        })
+}
+
+/// The python of the venv `target/<name>` (or `$override_var`), after making the venv and
+/// installing `requirements` (pinned `dist==version` strings) if `import` does not run in it
+/// yet. Panics, naming the step, when python3 -m venv or pip fails.
+pub fn python_with(name: &str, override_var: &str, requirements: &[&str], import: &str) -> PathBuf {
+    let venv = venv_dir(name, override_var);
+    let python = venv.join("bin").join("python");
+    let ready = Command::new(&python)
+        .args(["-c", &format!("import {import}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        eprintln!(
+            "installing {} into {}",
+            requirements.join(" "),
+            venv.display()
+        );
+        let status = Command::new("python3")
+            .arg("-m")
+            .arg("venv")
+            .arg(&venv)
+            .status()
+            .expect("running python3 -m venv");
+        assert!(
+            status.success(),
+            "python3 -m venv {} failed",
+            venv.display()
+        );
+        let status = Command::new(venv.join("bin").join("pip"))
+            .args(["install", "--quiet"])
+            .args(requirements)
+            .status()
+            .expect("running pip");
+        assert!(
+            status.success(),
+            "pip install {} failed",
+            requirements.join(" ")
+        );
+    }
+    python
+}
