@@ -23,7 +23,7 @@ use tests::federation::{
     Checks, Puppet, Unit, UnitOptions, client_for, free_port_on, register_on, timeline_bodies,
     unit_ip, within,
 };
-use tests::{Client, TempDir, enc, homeserver_binary, json, str_field};
+use tests::{Client, TempDir, enc, json, str_field};
 
 /// Synapse's loopback address.
 const SYNAPSE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
