@@ -12,12 +12,14 @@
 //! Modules: `env` (processes, temp dirs), `client` (Matrix requests over the `ureq` agent and
 //! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `tls`
 //! (TLS clients of the client listener and test certificates), `e2ee` (a
-//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI).
+//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI), `appservice` (a test application
+//! service).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
 
 pub mod appliance;
+pub mod appservice;
 mod client;
 pub mod e2ee;
 mod env;
