@@ -80,6 +80,13 @@ pub enum ErrorCode {
     UnableToGrantJoin,
     /// A sliding sync `pos` the server does not know (any more): the client starts afresh.
     UnknownPos,
+    /// A user ID or alias in an application service's exclusive namespace, or an appservice
+    /// acting outside its own namespaces (400).
+    Exclusive,
+    /// A masqueraded `device_id` that is not one of the user's devices (400).
+    UnknownDevice,
+    /// An application service asked for a login its registration rules out (400).
+    AppserviceLoginUnsupported,
 }
 
 impl ErrorCode {
@@ -117,6 +124,9 @@ impl ErrorCode {
             Self::UnableToAuthoriseJoin => "M_UNABLE_TO_AUTHORISE_JOIN",
             Self::UnableToGrantJoin => "M_UNABLE_TO_GRANT_JOIN",
             Self::UnknownPos => "M_UNKNOWN_POS",
+            Self::Exclusive => "M_EXCLUSIVE",
+            Self::UnknownDevice => "M_UNKNOWN_DEVICE",
+            Self::AppserviceLoginUnsupported => "M_APPSERVICE_LOGIN_UNSUPPORTED",
         }
     }
 

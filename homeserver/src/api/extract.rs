@@ -1,6 +1,11 @@
 //! Request extractors: the access token ([`Auth`]) and JSON bodies ([`JsonBody`]) with the
 //! spec's error codes (`M_MISSING_TOKEN`, `M_UNKNOWN_TOKEN`, `M_NOT_JSON`, `M_BAD_JSON`,
 //! `M_TOO_LARGE`) instead of axum's plain-text rejections.
+//!
+//! [`Auth`] is also where an application service's `as_token` is recognised (spec:
+//! "Identity assertion"): the request then acts as the appservice's sender, or as the user
+//! named by `?user_id=` inside its namespaces, on the device named by `?device_id=` (or
+//! MSC3202's `org.matrix.msc3202.device_id`), or on no device at all.
 
 use std::sync::Arc;
 
@@ -11,16 +16,52 @@ use ruma::OwnedUserId;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode};
+use crate::matrix::appservice::Registration;
 use crate::service::timeline::TimestampMatch;
 use crate::service::{Server, accounts};
 
 /// The authenticated caller.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auth {
-    /// The user.
+    /// The user (for an appservice: its sender, or the user it masquerades as).
     pub user_id: OwnedUserId,
-    /// The device the token belongs to.
+    /// The device the token belongs to. Empty for an appservice request that names no
+    /// `device_id`: such a request has no device, and endpoints that need one ask for it
+    /// through [`Auth::device`].
     pub device_id: String,
+    /// The application service whose `as_token` authenticated the request, if any.
+    pub appservice: Option<Arc<Registration>>,
+}
+
+impl std::fmt::Debug for Auth {
+    // By hand: a registration holds both of its tokens, which must never reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("user_id", &self.user_id)
+            .field("device_id", &self.device_id)
+            .field("appservice", &self.appservice.as_ref().map(|r| &r.id))
+            .finish()
+    }
+}
+
+impl Auth {
+    /// The request's device, for endpoints that act on one (key upload, to-device sending,
+    /// logout). An appservice request without `device_id` has none: 400 `M_MISSING_PARAM`
+    /// naming the parameter (the spec says such requests "fail", without naming a code).
+    pub fn device(&self) -> Result<&str, Error> {
+        if self.device_id.is_empty() {
+            return Err(Error::new(
+                ErrorCode::MissingParam,
+                "This request needs a device: an application service passes device_id",
+            ));
+        }
+        Ok(&self.device_id)
+    }
+
+    /// Whether the request was made with an application service's `as_token`.
+    pub fn is_appservice(&self) -> bool {
+        self.appservice.is_some()
+    }
 }
 
 /// The raw access token of a request, from the header or the deprecated query parameter.
@@ -47,16 +88,97 @@ impl FromRequestParts<Arc<Server>> for Auth {
         }
         let token = access_token(parts)
             .ok_or_else(|| Error::new(ErrorCode::MissingToken, "Missing access token"))?;
-        let owner = accounts::authenticate(server, &token).await?;
-        let user_id = OwnedUserId::try_from(owner.user_id)
-            .map_err(|err| Error::internal(format!("stored user id: {err}")))?;
-        let auth = Auth {
-            user_id,
-            device_id: owner.device_id,
+        let auth = match server.appservices.by_as_token(&token) {
+            Some(registration) => appservice_auth(parts, server, registration).await?,
+            None => {
+                let owner = accounts::authenticate(server, &token).await?;
+                let user_id = OwnedUserId::try_from(owner.user_id)
+                    .map_err(|err| Error::internal(format!("stored user id: {err}")))?;
+                Auth {
+                    user_id,
+                    device_id: owner.device_id,
+                    appservice: None,
+                }
+            }
         };
         parts.extensions.insert(auth.clone());
         Ok(auth)
     }
+}
+
+/// Identity assertion for an `as_token`: `?user_id=` (default: the appservice's sender) must
+/// be a registered, active local user the appservice may act as (403 `M_FORBIDDEN`
+/// otherwise, as `GET /account/whoami` documents); `?device_id=` (or the MSC3202 name) must
+/// be one of that user's devices (400 `M_UNKNOWN_DEVICE`, as the spec says since v1.17).
+async fn appservice_auth(
+    parts: &Parts,
+    server: &Arc<Server>,
+    registration: Arc<Registration>,
+) -> Result<Auth, Error> {
+    let query = RawQuery::from_uri(&parts.uri)?;
+    let own = server.server_name().to_string();
+    let sender = registration.sender(&own);
+    let user = query.first("user_id").unwrap_or_else(|| sender.clone());
+    let user_id = OwnedUserId::try_from(user.as_str())
+        .map_err(|_| Error::invalid_param(format!("{user:?} is not a valid user ID")))?;
+    if user_id.server_name() != server.server_name()
+        || !registration.may_masquerade_as(user_id.as_str(), &own)
+    {
+        return Err(Error::forbidden(
+            "Application service cannot masquerade as this user",
+        ));
+    }
+    accounts::require_appservice_user(server, &user_id, user == sender).await?;
+    let device = query
+        .first("device_id")
+        .or_else(|| query.first("org.matrix.msc3202.device_id"));
+    let device_id = match device {
+        Some(device) => {
+            if !accounts::has_device(server, &user_id, &device).await? {
+                return Err(Error::new(
+                    ErrorCode::UnknownDevice,
+                    "The user has no device with this ID",
+                ));
+            }
+            device
+        }
+        None => String::new(),
+    };
+    Ok(Auth {
+        user_id,
+        device_id,
+        appservice: Some(registration),
+    })
+}
+
+/// The raw access token of a request, unchecked (`None` without one): for `/register` and
+/// `/login`, which look at it only for `m.login.application_service`.
+pub struct RawToken(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RawToken {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        Ok(Self(access_token(parts)))
+    }
+}
+
+/// The appservice whose `as_token` is `token`: 401 `M_MISSING_TOKEN` without a token and
+/// 401 `M_UNKNOWN_TOKEN` for any other token, a user's included (spec: `/register` and
+/// `/login` with `m.login.application_service` "without a valid `as_token`").
+pub fn appservice_of(server: &Server, token: Option<&str>) -> Result<Arc<Registration>, Error> {
+    let token = token.ok_or_else(|| {
+        Error::new(
+            ErrorCode::MissingToken,
+            "m.login.application_service needs the appservice's as_token",
+        )
+    })?;
+    server.appservices.by_as_token(token).ok_or_else(|| {
+        Error::new(
+            ErrorCode::UnknownToken,
+            "The access token is not an application service's as_token",
+        )
+    })
 }
 
 /// An optional [`Auth`]: `None` without a token, an error for a bad one.

@@ -26,10 +26,11 @@ use ratelimit::{Key, RateLimiter};
 /// Builds the client-facing router.
 pub fn router(server: Arc<Server>) -> Router {
     let limiter = Arc::new(RateLimiter::new(server.config.rate_limit.clone()));
+    let limited = (limiter, Arc::clone(&server));
     client::routes()
         .fallback(unknown_endpoint)
         .method_not_allowed_fallback(wrong_method)
-        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .layer(middleware::from_fn_with_state(limited, rate_limit))
         .layer(middleware::from_fn(long_poll))
         .layer(middleware::from_fn(cors))
         .with_state(server)
@@ -88,8 +89,12 @@ async fn long_poll(request: Request, next: Next) -> Response {
     }
 }
 
+/// Takes one request from its bucket: the access token's, or the client address's without
+/// one. An application service's requests count per user it acts as (its `as_token` with the
+/// `user_id` parameter), as an ordinary user's do, and not at all when its registration says
+/// `rate_limited: false`.
 async fn rate_limit(
-    State(limiter): State<Arc<RateLimiter>>,
+    State((limiter, server)): State<(Arc<RateLimiter>, Arc<Server>)>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -102,7 +107,20 @@ async fn rate_limit(
     }
     let (parts, body) = request.into_parts();
     let key = match extract::access_token(&parts) {
-        Some(token) => Key::Token(crate::service::accounts::token_hash(&token)),
+        Some(token) => match server.appservices.by_as_token(&token) {
+            Some(registration) if !registration.rate_limited => {
+                return next.run(Request::from_parts(parts, body)).await;
+            }
+            Some(_) => {
+                let user = extract::RawQuery::from_uri(&parts.uri)
+                    .ok()
+                    .and_then(|q| q.first("user_id"))
+                    .unwrap_or_default();
+                let scoped = format!("{token}\n{user}");
+                Key::Token(crate::service::accounts::token_hash(&scoped))
+            }
+            None => Key::Token(crate::service::accounts::token_hash(&token)),
+        },
         None => Key::Ip(peer.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())),
     };
     if let Err(err) = limiter.check(key) {

@@ -363,6 +363,105 @@ pub async fn login(
     Ok(tokens.into_session(user_id))
 }
 
+/// Checks that an application service may act as `user_id` (already inside its namespace):
+/// the user must be registered and active, except the appservice's own sender, which is
+/// created (without a password) the first time the appservice acts as it, as every
+/// homeserver provides it. 403 `M_FORBIDDEN` otherwise.
+pub async fn require_appservice_user(
+    server: &Server,
+    user_id: &UserId,
+    is_sender: bool,
+) -> Result<()> {
+    let user = user_id.to_string();
+    let row = server
+        .store
+        .read(move |conn| accounts::get_user(conn, &user))
+        .await?;
+    match row {
+        Some(row) if row.deactivated => Err(Error::forbidden(
+            "This appservice user has been deactivated",
+        )),
+        Some(_) => Ok(()),
+        None if is_sender => {
+            let user = user_id.to_string();
+            server
+                .store
+                .write(move |tx| accounts::create_user(tx, &user, None, now_ms()).map(drop))
+                .await?;
+            tracing::info!(user = %user_id, "created application service sender");
+            Ok(())
+        }
+        None => Err(Error::forbidden(
+            "Application service has not registered this user",
+        )),
+    }
+}
+
+/// Whether `device_id` is one of the user's devices.
+pub async fn has_device(server: &Server, user_id: &UserId, device_id: &str) -> Result<bool> {
+    Ok(devices(server, user_id)
+        .await?
+        .iter()
+        .any(|d| d.device_id == device_id))
+}
+
+/// Opens a session for a registered user without a password (`m.login.application_service`,
+/// whose `as_token` and namespace the caller checked): 403 `M_FORBIDDEN` for a user that
+/// does not exist (the spec's answer), `M_USER_DEACTIVATED` for a deactivated one.
+pub async fn login_for_appservice(
+    server: &Server,
+    user_id: OwnedUserId,
+    device: DeviceRequest,
+) -> Result<Session> {
+    let tokens = new_tokens(&device);
+    let session = tokens.clone();
+    let user = user_id.to_string();
+    let own = server.server_name().to_string();
+    server
+        .store
+        .write(move |tx| {
+            match accounts::get_user(tx, &user)? {
+                None => {
+                    return Err(Error::forbidden(
+                        "Application service has not registered this user",
+                    ));
+                }
+                Some(row) if row.deactivated => {
+                    return Err(Error::new(
+                        ErrorCode::UserDeactivated,
+                        "This account has been deactivated",
+                    ));
+                }
+                Some(_) => {}
+            }
+            store_session(tx, &own, &user, &session, now_ms())
+        })
+        .await?;
+    server.tokens.invalidate();
+    Ok(tokens.into_session(user_id))
+}
+
+/// Creates a device without a session (spec v1.17 "Device management", MSC4190: an
+/// application service makes the devices of its users itself), or renames it when it exists.
+/// A new device is a device-list change, as one made by a login is.
+pub async fn create_or_rename_device(
+    server: &Server,
+    user_id: &UserId,
+    device_id: String,
+    display_name: Option<String>,
+) -> Result<()> {
+    let user = user_id.to_string();
+    let own = server.server_name().to_string();
+    server
+        .store
+        .write(move |tx| {
+            // New or renamed, the user's room-mates' device lists learn of it.
+            accounts::upsert_device(tx, &user, &device_id, display_name.as_deref(), now_ms())?;
+            super::e2ee::device_changed_in_tx(tx, &own, &user, &device_id, false)
+        })
+        .await
+}
+
 /// Resolves an access token.
 pub async fn authenticate(server: &Server, token: &str) -> Result<TokenOwner> {
     let hash = token_hash(token);

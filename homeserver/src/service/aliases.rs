@@ -2,13 +2,20 @@
 //! unit's aliases, and who may create or delete one. Each authorisation runs in the
 //! transaction that writes. Another unit's alias is resolved through that unit
 //! (`service::federation::route::resolve_alias`).
+//!
+//! Application services' alias namespaces: an alias in an appservice's exclusive namespace
+//! is that appservice's alone to create or delete (400 `M_EXCLUSIVE` for anyone else), and an
+//! appservice manages only aliases in its namespaces, those without needing to be in the room
+//! or to hold power in it (spec: "Server admin style permissions").
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, UserId};
 
 use super::Server;
 use super::membership::{self, Membership};
 use super::rooms;
+use crate::error::ErrorCode;
 use crate::error::{Error, Result};
+use crate::matrix::appservice::{NamespaceKind, Registration};
 use crate::store::misc;
 
 /// An alias's room and the servers that can be joined through.
@@ -54,15 +61,53 @@ fn require_local(server: &Server, alias: &OwnedRoomAliasId) -> Result<()> {
     Ok(())
 }
 
-/// Creates a local alias for `room`; the user must be joined to it (409 `M_UNKNOWN` when the
-/// alias exists).
+/// Who may create or delete `alias` as far as appservice namespaces go: `Ok(true)` when
+/// `appservice` (the request's, if it came with an `as_token`) manages it, `Ok(false)` for an
+/// ordinary user and an alias no appservice claims exclusively, and 400 `M_EXCLUSIVE` for an
+/// alias outside the requesting appservice's namespaces or claimed by another appservice.
+pub fn appservice_may_manage(
+    server: &Server,
+    appservice: Option<&Registration>,
+    alias: &str,
+) -> Result<bool> {
+    let owner = server
+        .appservices
+        .exclusive_owner(NamespaceKind::Aliases, alias);
+    match appservice {
+        Some(reg)
+            if reg.is_interested(NamespaceKind::Aliases, alias)
+                && owner.as_ref().is_none_or(|o| o.id == reg.id) =>
+        {
+            Ok(true)
+        }
+        Some(_) => Err(Error::new(
+            ErrorCode::Exclusive,
+            format!("{alias} is not in the application service's alias namespace"),
+        )),
+        None => match owner {
+            Some(owner) => Err(Error::new(
+                ErrorCode::Exclusive,
+                format!(
+                    "{alias} is reserved by the application service {:?}",
+                    owner.id
+                ),
+            )),
+            None => Ok(false),
+        },
+    }
+}
+
+/// Creates a local alias for `room`; the user must be joined to it unless `appservice`
+/// manages the alias (409 `M_UNKNOWN` when the alias exists).
 pub async fn create(
     server: &Server,
     user: &UserId,
+    appservice: Option<&Registration>,
     alias: OwnedRoomAliasId,
     room: OwnedRoomId,
 ) -> Result<()> {
     require_local(server, &alias)?;
+    let managed = appservice_may_manage(server, appservice, alias.as_str())?;
     let user = user.to_string();
     server
         .store
@@ -70,7 +115,8 @@ pub async fn create(
             if crate::store::state::get_room(tx, room.as_str())?.is_none() {
                 return Err(Error::not_found("Room not found"));
             }
-            if membership::current(tx, room.as_str(), &user)? != Some(Membership::Join) {
+            if !managed && membership::current(tx, room.as_str(), &user)? != Some(Membership::Join)
+            {
                 return Err(Error::forbidden(
                     "You must be in the room to give it an alias",
                 ));
@@ -84,9 +130,15 @@ pub async fn create(
 }
 
 /// Deletes a local alias: its creator may, and so may whoever may set the room's
-/// `m.room.canonical_alias`.
-pub async fn delete(server: &Server, user: &UserId, alias: OwnedRoomAliasId) -> Result<()> {
+/// `m.room.canonical_alias`, and the appservice that manages it.
+pub async fn delete(
+    server: &Server,
+    user: &UserId,
+    appservice: Option<&Registration>,
+    alias: OwnedRoomAliasId,
+) -> Result<()> {
     require_local(server, &alias)?;
+    let managed = appservice_may_manage(server, appservice, alias.as_str())?;
     let user = user.to_string();
     server
         .store
@@ -94,7 +146,7 @@ pub async fn delete(server: &Server, user: &UserId, alias: OwnedRoomAliasId) -> 
             let Some((room, creator)) = misc::get_alias(tx, alias.as_str())? else {
                 return Err(Error::not_found("Room alias not found"));
             };
-            if creator != user {
+            if creator != user && !managed {
                 let power = crate::store::state::power_levels(tx, &room)?;
                 if power.user_level(&user) < power.state_level("m.room.canonical_alias") {
                     return Err(Error::forbidden("You may not remove this alias"));

@@ -4,6 +4,12 @@
 //! Pages are offsets into the directory in a stable order, handed out as opaque tokens
 //! (`d<offset>`), so a client cannot mistake one for a number it may do arithmetic on; a
 //! `since` that is not such a token is 400 `M_INVALID_PARAM`.
+//!
+//! Application services keep lists of their own, one per third-party network
+//! (`appservice_room_list`); a client reads them with `third_party_instance_id` (one
+//! network) or `include_all_networks` (the unit's directory and every list). A network's
+//! instance ID is `<appservice id>|<network id>` (what `/thirdparty/protocols` answers and
+//! what Synapse uses); a bare network ID selects that network of every appservice.
 
 use ruma::{OwnedRoomId, UserId};
 use serde_json::{Value, json};
@@ -42,8 +48,50 @@ fn parse_since(raw: &str) -> Result<usize> {
         .ok_or_else(|| Error::invalid_param(format!("Invalid since token {raw:?}")))
 }
 
+/// Which published directories a `/publicRooms` page lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Networks {
+    /// The unit's own directory (the default).
+    #[default]
+    Main,
+    /// The unit's own directory and every appservice list (`include_all_networks`).
+    All,
+    /// One third-party network's lists (`third_party_instance_id`).
+    Instance(String),
+}
+
+impl Networks {
+    /// Whether the list of `appservice` for `network` is one of these.
+    fn includes(&self, appservice: &str, network: &str) -> bool {
+        match self {
+            Self::Main => false,
+            Self::All => true,
+            Self::Instance(id) => match id.split_once('|') {
+                Some((a, n)) => a == appservice && n == network,
+                None => id == network,
+            },
+        }
+    }
+}
+
 /// One page of this unit's public rooms (spec: `PublicRoomsResponse`).
 pub async fn local_public_rooms(server: &Server, query: DirectoryQuery) -> Result<Value> {
+    local_public_rooms_in(server, query, Networks::Main).await
+}
+
+/// One page of the rooms published in `networks`: the unit's own directory and the lists of
+/// registered appservices (rooms in several lists are listed once).
+pub async fn local_public_rooms_in(
+    server: &Server,
+    query: DirectoryQuery,
+    networks: Networks,
+) -> Result<Value> {
+    let registered: Vec<String> = server
+        .appservices
+        .all()
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
     let offset = query
         .since
         .as_deref()
@@ -55,8 +103,21 @@ pub async fn local_public_rooms(server: &Server, query: DirectoryQuery) -> Resul
     let all = server
         .store
         .read(move |conn| {
+            let mut rooms = match networks {
+                Networks::Instance(_) => Vec::new(),
+                Networks::Main | Networks::All => state::public_rooms(conn)?,
+            };
+            let mut seen: std::collections::HashSet<String> = rooms.iter().cloned().collect();
+            for (appservice, network, room) in state::appservice_room_lists(conn)? {
+                if registered.contains(&appservice)
+                    && networks.includes(&appservice, &network)
+                    && seen.insert(room.clone())
+                {
+                    rooms.push(room);
+                }
+            }
             let mut out = Vec::new();
-            for room in state::public_rooms(conn)? {
+            for room in rooms {
                 let summary = room_summary(conn, &room)?;
                 let matches = term.as_ref().is_none_or(|t| {
                     ["name", "topic", "canonical_alias"].iter().any(|k| {
@@ -132,6 +193,33 @@ pub async fn is_public(server: &Server, room: OwnedRoomId) -> Result<bool> {
     Ok(row
         .ok_or_else(|| Error::not_found("Room not found"))?
         .is_public)
+}
+
+/// Lists or unlists a room in an application service's list for `network_id` (the
+/// appservice's token is the whole authorisation, as the spec says); `M_NOT_FOUND` for a
+/// room this unit does not have.
+pub async fn set_appservice_listed(
+    server: &Server,
+    appservice_id: String,
+    network_id: String,
+    room: OwnedRoomId,
+    listed: bool,
+) -> Result<()> {
+    server
+        .store
+        .write(move |tx| {
+            if state::get_room(tx, room.as_str())?.is_none() {
+                return Err(Error::not_found("Room not found"));
+            }
+            state::set_appservice_room_listed(
+                tx,
+                &appservice_id,
+                &network_id,
+                room.as_str(),
+                listed,
+            )
+        })
+        .await
 }
 
 /// Lists or unlists a room; whoever may set its `m.room.canonical_alias` may.

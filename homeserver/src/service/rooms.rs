@@ -157,7 +157,22 @@ pub fn append_in_tx(
     event: NewEvent,
     txn: Option<(&str, &str)>,
 ) -> Result<Pdu> {
-    let pdu = build_checked_in_tx(tx, signer, room_id, sender, event)?;
+    let now = MilliSecondsSinceUnixEpoch::now();
+    append_at_in_tx(tx, signer, room_id, sender, event, txn, now)
+}
+
+/// [`append_in_tx`] with a given `origin_server_ts` (an application service's `ts`
+/// parameter); the event still goes at the tip of the room, as the spec says.
+pub fn append_at_in_tx(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    room_id: &RoomId,
+    sender: &UserId,
+    event: NewEvent,
+    txn: Option<(&str, &str)>,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+) -> Result<Pdu> {
+    let pdu = build_checked_at_in_tx(tx, signer, room_id, sender, event, origin_server_ts)?;
     let room =
         state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
     let (_, rules) = rules_of(&room.room_version)?;
@@ -174,6 +189,19 @@ pub fn build_checked_in_tx(
     room_id: &RoomId,
     sender: &UserId,
     event: NewEvent,
+) -> Result<Pdu> {
+    let now = MilliSecondsSinceUnixEpoch::now();
+    build_checked_at_in_tx(tx, signer, room_id, sender, event, now)
+}
+
+/// [`build_checked_in_tx`] with a given `origin_server_ts`.
+pub fn build_checked_at_in_tx(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    room_id: &RoomId,
+    sender: &UserId,
+    event: NewEvent,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
 ) -> Result<Pdu> {
     let Position {
         rules,
@@ -194,7 +222,7 @@ pub fn build_checked_in_tx(
             depth,
             auth_events,
             reference_hashes,
-            origin_server_ts: MilliSecondsSinceUnixEpoch::now(),
+            origin_server_ts,
             server_name: &signer.server_name,
             key: &signer.key,
         },
@@ -563,6 +591,19 @@ pub async fn send(
     send_with(server, room_id, sender, event, txn, |_, _| Ok(())).await
 }
 
+/// [`send`] with the event's `origin_server_ts` set to `ts` when given (an application
+/// service's timestamp massaging); ordering in the room is unchanged.
+pub async fn send_at(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event: NewEvent,
+    txn: Option<(String, String)>,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
+) -> Result<OwnedEventId> {
+    send_inner(server, room_id, sender, event, txn, ts, |_, _| Ok(())).await
+}
+
 /// [`send`], with `also` run in the same write transaction once the event is appended: its
 /// error rolls the event back. Delayed events use it to record "sent" atomically with the
 /// send, so a restart or a racing cancel can never send one twice.
@@ -572,6 +613,18 @@ pub async fn send_with(
     sender: OwnedUserId,
     event: NewEvent,
     txn: Option<(String, String)>,
+    also: impl FnOnce(&rusqlite::Connection, &ruma::EventId) -> Result<()> + Send + 'static,
+) -> Result<OwnedEventId> {
+    send_inner(server, room_id, sender, event, txn, None, also).await
+}
+
+async fn send_inner(
+    server: &Server,
+    room_id: OwnedRoomId,
+    sender: OwnedUserId,
+    event: NewEvent,
+    txn: Option<(String, String)>,
+    ts: Option<MilliSecondsSinceUnixEpoch>,
     also: impl FnOnce(&rusqlite::Connection, &ruma::EventId) -> Result<()> + Send + 'static,
 ) -> Result<OwnedEventId> {
     let signer = Arc::clone(&server.signer);
@@ -594,7 +647,8 @@ pub async fn send_with(
                 check_encryption_stays_on(tx, &room_id, &event)?;
             }
             let txn_ref = txn.as_ref().map(|(d, t)| (d.as_str(), t.as_str()));
-            let event_id = append_in_tx(tx, &signer, &room_id, &sender, event, txn_ref)?
+            let ts = ts.unwrap_or_else(MilliSecondsSinceUnixEpoch::now);
+            let event_id = append_at_in_tx(tx, &signer, &room_id, &sender, event, txn_ref, ts)?
                 .event_id
                 .clone();
             also(tx, &event_id)?;

@@ -113,6 +113,42 @@ pub fn public_rooms(conn: &Connection) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Adds a room to, or removes it from, an application service's list for one network.
+pub fn set_appservice_room_listed(
+    conn: &Connection,
+    appservice_id: &str,
+    network_id: &str,
+    room_id: &str,
+    listed: bool,
+) -> Result<()> {
+    if listed {
+        conn.execute(
+            "INSERT INTO appservice_room_list (appservice_id, network_id, room_id)
+             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            params![appservice_id, network_id, room_id],
+        )?;
+    } else {
+        conn.execute(
+            "DELETE FROM appservice_room_list
+             WHERE appservice_id = ?1 AND network_id = ?2 AND room_id = ?3",
+            params![appservice_id, network_id, room_id],
+        )?;
+    }
+    Ok(())
+}
+
+/// Every `(appservice_id, network_id, room_id)` of the appservices' lists, rooms in the
+/// order of the unit's own directory (creation time).
+pub fn appservice_room_lists(conn: &Connection) -> Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT l.appservice_id, l.network_id, l.room_id
+         FROM appservice_room_list l JOIN rooms r ON r.room_id = l.room_id
+         ORDER BY r.created_ts, l.room_id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Writes a new state group: `prev` plus `delta`. Returns its ID.
 pub fn new_state_group(
     conn: &Connection,

@@ -11,8 +11,9 @@ use crate::api::client::wire::{
     Available, Empty, IdServerUnbind, LoginFlow, LoginFlows, LoginResponse, RefreshResponse,
     ThreePids, TokenValidity, WhoAmI,
 };
-use crate::api::extract::{Auth, JsonBody, MaybeAuth, QueryParams};
+use crate::api::extract::{Auth, JsonBody, MaybeAuth, QueryParams, RawToken, appservice_of};
 use crate::error::{Error, ErrorCode, Result};
+use crate::matrix::appservice::{NamespaceKind, Registration};
 use crate::service::Server;
 use crate::service::accounts::{self, DeviceRequest, Session};
 use crate::service::uia::{self, Step};
@@ -77,15 +78,112 @@ fn auth_of(body: &Value) -> Result<Option<AuthData>> {
         .map_err(|err| Error::bad_json(format!("auth: {err}")))
 }
 
+/// The login and registration type of application services.
+const APPSERVICE_LOGIN: &str = "m.login.application_service";
+
+/// 400 `M_EXCLUSIVE` unless an ordinary registration may take `user_id`: no appservice
+/// claims it exclusively.
+fn require_not_exclusive(server: &Server, user_id: &ruma::UserId) -> Result<()> {
+    if let Some(owner) = server
+        .appservices
+        .exclusive_owner(NamespaceKind::Users, user_id.as_str())
+    {
+        return Err(Error::new(
+            ErrorCode::Exclusive,
+            format!(
+                "{user_id} is reserved by the application service {:?}",
+                owner.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// 400 `M_EXCLUSIVE` unless `registration` may take `user_id`: its sender or a user in its
+/// namespaces that no other appservice claims exclusively.
+fn require_in_namespace(
+    server: &Server,
+    registration: &Registration,
+    user_id: &ruma::UserId,
+) -> Result<()> {
+    let own = server.server_name().to_string();
+    let other_owner = server
+        .appservices
+        .exclusive_owner(NamespaceKind::Users, user_id.as_str())
+        .filter(|owner| owner.id != registration.id);
+    if !registration.may_masquerade_as(user_id.as_str(), &own) || other_owner.is_some() {
+        return Err(Error::new(
+            ErrorCode::Exclusive,
+            format!("{user_id} is not in the application service's user namespace"),
+        ));
+    }
+    Ok(())
+}
+
+/// An MSC4190 appservice makes its users' devices itself and gets no sessions from us: 400
+/// `M_APPSERVICE_LOGIN_UNSUPPORTED` (the spec's code for refusing an appservice login).
+fn refuse_msc4190_login(registration: &Registration) -> Result<()> {
+    if registration.msc4190 {
+        return Err(Error::new(
+            ErrorCode::AppserviceLoginUnsupported,
+            "This application service manages its devices itself (MSC4190): no login",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /register` with `type: m.login.application_service`: no user-interactive auth,
+/// a name inside the appservice's namespace, no password.
+async fn register_for_appservice(
+    server: &Server,
+    token: Option<&str>,
+    raw: Value,
+) -> Result<Json<Value>> {
+    let registration = appservice_of(server, token)?;
+    let params: RegisterParams = parse_params(raw)?;
+    let name = params
+        .username
+        .ok_or_else(|| Error::new(ErrorCode::MissingParam, "username is required"))?;
+    let user_id = accounts::validate_localpart(&name, server)?;
+    require_in_namespace(server, &registration, &user_id)?;
+    if !params.inhibit_login {
+        refuse_msc4190_login(&registration)?;
+    }
+    let device = DeviceRequest {
+        device_id: params.device_id,
+        display_name: params.initial_device_display_name,
+        refresh_token: params.refresh_token,
+    };
+    let login = accounts::register(
+        server,
+        user_id.clone(),
+        None,
+        device,
+        params.inhibit_login,
+        None,
+    )
+    .await?;
+    Ok(Json(match login {
+        Some(login) => session_json(login),
+        None => json!({"user_id": user_id}),
+    }))
+}
+
 /// # `POST /_matrix/client/v3/register`
 /// Open registration with `m.login.dummy`, or token registration with
 /// `m.login.registration_token` when tokens are configured. The session remembers the first
 /// request's parameters, and a completed session replayed answers with the same account.
+/// An application service registers its users with `type: m.login.application_service`
+/// and its `as_token`, whether or not registration is open.
 pub async fn register(
     State(server): State<Arc<Server>>,
     QueryParams(query): QueryParams<RegisterQuery>,
+    RawToken(token): RawToken,
     JsonBody(raw): JsonBody<Value>,
 ) -> Result<Json<Value>> {
+    if raw.get("type").and_then(Value::as_str) == Some(APPSERVICE_LOGIN) {
+        return register_for_appservice(&server, token.as_deref(), raw).await;
+    }
     if query.kind.as_deref() == Some("guest") {
         return Err(Error::new(
             ErrorCode::GuestAccessForbidden,
@@ -111,6 +209,7 @@ pub async fn register(
         let first: RegisterParams = parse_params(raw.clone())?;
         if let Some(name) = &first.username {
             let user_id = accounts::validate_localpart(&name.to_lowercase(), &server)?;
+            require_not_exclusive(&server, &user_id)?;
             if !accounts::is_available(&server, &user_id).await? {
                 return Err(Error::new(ErrorCode::UserInUse, "User ID already taken"));
             }
@@ -172,6 +271,7 @@ pub async fn register(
         None => crate::util::random_string(12).to_lowercase(),
     };
     let user_id = accounts::validate_localpart(&localpart, &server)?;
+    require_not_exclusive(&server, &user_id)?;
     if !accounts::is_available(&server, &user_id).await? {
         return Err(Error::new(ErrorCode::UserInUse, "User ID already taken"));
     }
@@ -212,6 +312,7 @@ pub async fn available(
     QueryParams(q): QueryParams<AvailableQuery>,
 ) -> Result<Json<Available>> {
     let user_id = accounts::validate_localpart(&q.username.to_lowercase(), &server)?;
+    require_not_exclusive(&server, &user_id)?;
     if accounts::is_available(&server, &user_id).await? {
         Ok(Json(Available { available: true }))
     } else {
@@ -241,9 +342,14 @@ const NO_IDENTITY_SERVER: IdServerUnbind = IdServerUnbind {
 /// # `GET /_matrix/client/v3/login`
 pub async fn login_flows() -> Json<LoginFlows> {
     Json(LoginFlows {
-        flows: vec![LoginFlow {
-            kind: "m.login.password",
-        }],
+        flows: vec![
+            LoginFlow {
+                kind: "m.login.password",
+            },
+            LoginFlow {
+                kind: APPSERVICE_LOGIN,
+            },
+        ],
     })
 }
 
@@ -291,26 +397,43 @@ fn login_user(
 }
 
 /// # `POST /_matrix/client/v3/login`
+/// With `m.login.application_service` the request carries the appservice's `as_token` and
+/// names a registered user in its namespace (400 `M_EXCLUSIVE` outside it, 403 `M_FORBIDDEN`
+/// for a user it has not registered).
 pub async fn login(
     State(server): State<Arc<Server>>,
+    RawToken(token): RawToken,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<LoginResponse>> {
-    if body.kind != "m.login.password" {
-        return Err(Error::new(
-            ErrorCode::UnknownRequest,
-            "Unsupported login type",
-        ));
-    }
+    let appservice = match body.kind.as_str() {
+        "m.login.password" => None,
+        APPSERVICE_LOGIN => Some(appservice_of(&server, token.as_deref())?),
+        _ => {
+            return Err(Error::new(
+                ErrorCode::UnknownRequest,
+                "Unsupported login type",
+            ));
+        }
+    };
     let user_id = login_user(&server, body.identifier.as_ref(), body.user.as_deref())?;
-    let password = body
-        .password
-        .ok_or_else(|| Error::new(ErrorCode::MissingParam, "Missing password"))?;
     let device = DeviceRequest {
         device_id: body.device_id,
         display_name: body.initial_device_display_name,
         refresh_token: body.refresh_token,
     };
-    let session = accounts::login(&server, user_id, password, device).await?;
+    let session = match appservice {
+        Some(registration) => {
+            refuse_msc4190_login(&registration)?;
+            require_in_namespace(&server, &registration, &user_id)?;
+            accounts::login_for_appservice(&server, user_id, device).await?
+        }
+        None => {
+            let password = body
+                .password
+                .ok_or_else(|| Error::new(ErrorCode::MissingParam, "Missing password"))?;
+            accounts::login(&server, user_id, password, device).await?
+        }
+    };
     Ok(Json(LoginResponse {
         user_id: session.user_id,
         access_token: session.access_token,
@@ -322,8 +445,10 @@ pub async fn login(
 }
 
 /// # `POST /_matrix/client/v3/logout`
+/// Ends the device's session. An application service's `as_token` is not a session (it lives
+/// in the registration file): without `device_id` there is nothing to log out.
 pub async fn logout(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Empty>> {
-    accounts::logout(&server, auth.user_id.as_str(), &auth.device_id).await?;
+    accounts::logout(&server, auth.user_id.as_str(), auth.device()?).await?;
     Ok(Json(Empty {}))
 }
 
@@ -354,8 +479,8 @@ pub async fn refresh(
 /// # `GET /_matrix/client/v3/account/whoami`
 pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
     Json(WhoAmI {
+        device_id: auth.device().ok().map(str::to_owned),
         user_id: auth.user_id,
-        device_id: auth.device_id,
         is_guest: false,
     })
 }

@@ -2,6 +2,9 @@
 //!
 //! Deleting a device ends its sessions and drops its keys and to-device inbox, so it asks for
 //! the password again (user-interactive auth), as the spec requires.
+//!
+//! Application services (spec v1.17 "Device management", MSC4190) create their users'
+//! devices with `PUT /devices/{deviceId}` and delete them without user-interactive auth.
 
 use std::sync::Arc;
 
@@ -93,6 +96,8 @@ pub struct RenameBody {
 }
 
 /// # `PUT /_matrix/client/v3/devices/{deviceId}`
+/// Renames a device; for an application service it also creates a device that does not
+/// exist yet (a user's device with no session: the appservice authenticates as the user).
 pub async fn rename(
     State(server): State<Arc<Server>>,
     auth: Auth,
@@ -104,7 +109,12 @@ pub async fn rename(
             "display_name is longer than 512 bytes",
         ));
     }
-    accounts::rename_device(&server, &auth.user_id, device_id, body.display_name).await?;
+    if auth.is_appservice() {
+        accounts::create_or_rename_device(&server, &auth.user_id, device_id, body.display_name)
+            .await?;
+    } else {
+        accounts::rename_device(&server, &auth.user_id, device_id, body.display_name).await?;
+    }
     Ok(Json(Empty {}))
 }
 
@@ -134,6 +144,11 @@ pub async fn delete(
     {
         return Err(Error::not_found("No such device"));
     }
+    if auth.is_appservice() {
+        // Spec v1.17: no user-interactive auth for an application service.
+        accounts::delete_devices(&server, &user, vec![device_id]).await?;
+        return Ok(Json(Empty {}));
+    }
     let action = format!("DELETE /devices/{device_id}");
     let data = body.and_then(|b| b.auth);
     let session = password_stage(&server, &auth, action, json!({}), data).await?;
@@ -154,6 +169,11 @@ pub async fn delete_many(
     auth: Auth,
     JsonBody(body): JsonBody<DeleteManyBody>,
 ) -> Result<Json<Empty>> {
+    if auth.is_appservice() {
+        // Spec v1.17: no user-interactive auth for an application service.
+        accounts::delete_devices(&server, auth.user_id.as_str(), body.devices).await?;
+        return Ok(Json(Empty {}));
+    }
     let action = "POST /delete_devices".to_owned();
     let bound = json!({"devices": body.devices});
     let session = password_stage(&server, &auth, action, bound, body.auth).await?;

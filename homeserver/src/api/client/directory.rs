@@ -1,4 +1,4 @@
-//! Room aliases and the local public room directory.
+//! Room aliases, the local public room directory and application services' lists in it.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id};
 use crate::error::{Error, Result};
 use crate::service::Server;
 use crate::service::aliases;
-use crate::service::directory::{self, DirectoryQuery};
+use crate::service::directory::{self, DirectoryQuery, Networks};
 use crate::service::federation::route;
 
 /// Parses a `{roomAlias}` path parameter.
@@ -55,7 +55,8 @@ pub async fn put_alias(
 ) -> Result<Json<Empty>> {
     let alias = alias(&raw)?;
     let room = room_id(&body.room_id)?;
-    aliases::create(&server, &auth.user_id, alias, room).await?;
+    let appservice = auth.appservice.as_deref();
+    aliases::create(&server, &auth.user_id, appservice, alias, room).await?;
     Ok(Json(Empty {}))
 }
 
@@ -65,7 +66,8 @@ pub async fn delete_alias(
     auth: Auth,
     PathParams(raw): PathParams<String>,
 ) -> Result<Json<Empty>> {
-    aliases::delete(&server, &auth.user_id, alias(&raw)?).await?;
+    let appservice = auth.appservice.as_deref();
+    aliases::delete(&server, &auth.user_id, appservice, alias(&raw)?).await?;
     Ok(Json(Empty {}))
 }
 
@@ -128,6 +130,38 @@ pub async fn set_visibility(
     Ok(Json(Empty {}))
 }
 
+/// `{"visibility"}` of the appservice list endpoint: required, unlike the room list's.
+#[derive(Deserialize)]
+pub struct AppserviceVisibilityBody {
+    visibility: String,
+}
+
+/// # `PUT /_matrix/client/v3/directory/list/appservice/{networkId}/{roomId}`
+/// Only an application service may (403 `M_FORBIDDEN` for a user's token); it lists rooms
+/// under its own networks only, so no appservice can change another's list.
+pub async fn set_appservice_visibility(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+    PathParams((network, room)): PathParams<(String, String)>,
+    JsonBody(body): JsonBody<AppserviceVisibilityBody>,
+) -> Result<Json<Empty>> {
+    let appservice = auth.appservice.ok_or_else(|| {
+        Error::forbidden("Only an application service may change its published room list")
+    })?;
+    let room = room_id(&room)?;
+    let listed = match body.visibility.as_str() {
+        "public" => true,
+        "private" => false,
+        other => {
+            return Err(Error::invalid_param(format!(
+                "Unknown visibility {other:?}"
+            )));
+        }
+    };
+    directory::set_appservice_listed(&server, appservice.id.clone(), network, room, listed).await?;
+    Ok(Json(Empty {}))
+}
+
 /// A public-directory entry for a room (shared with both space `hierarchy` endpoints).
 pub use crate::service::directory::room_summary;
 
@@ -162,6 +196,9 @@ pub struct SearchBody {
     limit: Option<usize>,
     since: Option<String>,
     filter: Option<SearchFilter>,
+    #[serde(default)]
+    include_all_networks: bool,
+    third_party_instance_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -181,6 +218,28 @@ pub async fn search_public_rooms(
     QueryParams(q): QueryParams<ServerQuery>,
     JsonBody(body): JsonBody<SearchBody>,
 ) -> Result<Json<Value>> {
+    let networks = match (body.include_all_networks, body.third_party_instance_id) {
+        (true, Some(_)) => {
+            return Err(Error::invalid_param(
+                "third_party_instance_id cannot be used with include_all_networks",
+            ));
+        }
+        (true, None) => Networks::All,
+        (false, Some(id)) => Networks::Instance(id),
+        (false, None) => Networks::Main,
+    };
     let term = body.filter.and_then(|f| f.generic_search_term);
+    let own = q.server.is_none() || q.server.as_deref() == Some(server.server_name().as_str());
+    if networks != Networks::Main && own {
+        // Appservice lists are this unit's alone; another unit's directory is asked as is.
+        let query = DirectoryQuery {
+            limit: body.limit,
+            since: body.since,
+            term,
+        };
+        return Ok(Json(
+            directory::local_public_rooms_in(&server, query, networks).await?,
+        ));
+    }
     list_public(&server, body.limit, body.since, term, q.server).await
 }

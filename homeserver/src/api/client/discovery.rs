@@ -27,6 +27,7 @@ pub async fn versions() -> Json<Versions> {
             "org.matrix.msc3814",
             "org.matrix.msc4140",
             "org.matrix.simplified_msc3575",
+            "io.element.msc4190",
         ]
         .into_iter()
         .map(|feature| (feature, true))

@@ -67,7 +67,7 @@ pub async fn upload(
     if !body.is_object() {
         return Err(Error::bad_json("body must be an object"));
     }
-    let counts = e2ee::upload_keys(&server, auth.user_id.as_str(), &auth.device_id, body).await?;
+    let counts = e2ee::upload_keys(&server, auth.user_id.as_str(), auth.device()?, body).await?;
     Ok(Json(counts))
 }
 
@@ -159,7 +159,8 @@ pub async fn device_signing_upload(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Empty>> {
     let user = auth.user_id.to_string();
-    let needs_auth = e2ee::upload_signing_keys(&server, &user, &body, false).await?;
+    // Spec v1.17: an application service replaces its users' keys without UIA.
+    let needs_auth = e2ee::upload_signing_keys(&server, &user, &body, auth.is_appservice()).await?;
     if needs_auth {
         let data: Option<AuthData> = body
             .get("auth")
@@ -209,7 +210,7 @@ pub async fn send_to_device(
     e2ee::send_to_device(
         &server,
         auth.user_id.as_str(),
-        &auth.device_id,
+        auth.device()?,
         &event_type,
         &txn_id,
         body.messages,

@@ -227,6 +227,10 @@ pub fn routes() -> Router<Arc<Server>> {
             &r("/user/{user_id}/rooms/{room_id}/account_data/{kind}"),
             get(account_data::get_room).put(account_data::put_room),
         )
+        .route(
+            &r("/directory/list/appservice/{network_id}/{room_id}"),
+            put(directory::set_appservice_visibility),
+        )
         .merge(devices::routes())
         .merge(keys::routes())
         .merge(media::routes())

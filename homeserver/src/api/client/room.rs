@@ -17,6 +17,7 @@ use crate::matrix::build::NewEvent;
 use crate::matrix::rules_for;
 use crate::service::delayed_events::Schedule;
 use crate::service::rooms::{self, CreateRoom};
+use crate::service::state_request::StateRequest;
 use crate::service::{Server, room_state, state_request};
 
 #[derive(Deserialize)]
@@ -103,6 +104,11 @@ pub async fn create_room(
                     "Invalid room alias name",
                 ));
             }
+            crate::service::aliases::appservice_may_manage(
+                &server,
+                auth.appservice.as_deref(),
+                &alias,
+            )?;
             Some(alias)
         }
         None => None,
@@ -179,6 +185,28 @@ pub async fn get_state_empty_key(
         .map(Json)
 }
 
+/// An application service's `?ts=` (spec: "Timestamp massaging"): the `origin_server_ts` of
+/// the event it sends, a non-negative integer in canonical JSON's range (400
+/// `M_INVALID_PARAM` otherwise). Other callers' `ts` is ignored, as the spec gives it no
+/// meaning for them.
+fn massaged_ts(auth: &Auth, query: &RawQuery) -> Result<Option<ruma::MilliSecondsSinceUnixEpoch>> {
+    if !auth.is_appservice() {
+        return Ok(None);
+    }
+    let Some(raw) = query.first("ts") else {
+        return Ok(None);
+    };
+    raw.parse::<u64>()
+        .ok()
+        .and_then(ruma::UInt::new)
+        .map(|ms| Some(ruma::MilliSecondsSinceUnixEpoch(ms)))
+        .ok_or_else(|| {
+            Error::invalid_param(format!(
+                "ts must be a timestamp in milliseconds (0 to 2^53-1), not {raw:?}"
+            ))
+        })
+}
+
 async fn put_state_inner(
     server: &Server,
     auth: Auth,
@@ -186,11 +214,19 @@ async fn put_state_inner(
     kind: String,
     key: String,
     content: Map<String, Value>,
+    ts: Option<ruma::MilliSecondsSinceUnixEpoch>,
 ) -> Result<Json<SendResponse>> {
     let room = room_id(raw_room)?;
     let request = state_request::check(server, &room, kind, key, content).await?;
-    let id =
-        crate::service::federation::invites::carry_out(server, room, auth.user_id, request).await?;
+    let id = match (request, ts) {
+        (StateRequest::Local(event), Some(ts)) => {
+            rooms::send_at(server, room, auth.user_id, event, None, Some(ts)).await?
+        }
+        (request, _) => {
+            crate::service::federation::invites::carry_out(server, room, auth.user_id, request)
+                .await?
+        }
+    };
     Ok(Json(SendResponse::Sent(EventIdResponse { event_id: id })))
 }
 
@@ -205,7 +241,8 @@ pub async fn put_state(
     if let Some(delay_ms) = delayed_events::delay_param(&query)? {
         return schedule_state(&server, auth, &room, kind, key, content, delay_ms).await;
     }
-    put_state_inner(&server, auth, &room, kind, key, content).await
+    let ts = massaged_ts(&auth, &query)?;
+    put_state_inner(&server, auth, &room, kind, key, content, ts).await
 }
 
 /// # `PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}` (empty state key)
@@ -219,7 +256,8 @@ pub async fn put_state_empty_key(
     if let Some(delay_ms) = delayed_events::delay_param(&query)? {
         return schedule_state(&server, auth, &room, kind, String::new(), content, delay_ms).await;
     }
-    put_state_inner(&server, auth, &room, kind, String::new(), content).await
+    let ts = massaged_ts(&auth, &query)?;
+    put_state_inner(&server, auth, &room, kind, String::new(), content, ts).await
 }
 
 /// A state event with `?org.matrix.msc4140.delay=`: scheduled, answered with its delay ID.
@@ -266,13 +304,15 @@ pub async fn send(
         };
         return delayed_events::answer_scheduled(&server, auth, Some(txn_id), request).await;
     }
+    let ts = massaged_ts(&auth, &query)?;
     let event = NewEvent::message(TimelineEventType::from(kind), Value::Object(content));
-    let id = rooms::send(
+    let id = rooms::send_at(
         &server,
         room,
         auth.user_id,
         event,
         Some((auth.device_id, txn_id)),
+        ts,
     )
     .await?;
     Ok(Json(SendResponse::Sent(EventIdResponse { event_id: id })))

@@ -80,8 +80,9 @@ pub struct RefreshResponse {
 pub struct WhoAmI {
     /// The token's user.
     pub user_id: ruma::OwnedUserId,
-    /// The token's device.
-    pub device_id: String,
+    /// The token's device; absent for an application service request without a device.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
     /// Always false: a unit has no guest accounts.
     pub is_guest: bool,
 }
