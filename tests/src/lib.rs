@@ -12,7 +12,8 @@
 //! Modules: `env` (processes, temp dirs), `client` (Matrix requests over the `ureq` agent and
 //! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `tls`
 //! (TLS clients of the client listener and test certificates), `e2ee` (a
-//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI).
+//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
+//! `bridge` (real appservice software, and a stock Synapse to prove its scenarios on).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
@@ -25,6 +26,8 @@ pub mod federation;
 pub mod png;
 mod raw;
 pub mod tls;
+// Real appservice software (mautrix-python, heisenbridge) and the servers it runs against.
+pub mod bridge;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
