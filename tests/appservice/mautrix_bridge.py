@@ -25,7 +25,7 @@ from mautrix.appservice.state_store import ASStateStore
 from mautrix.client import ClientAPI
 from mautrix.client.state_store.memory import MemoryStateStore
 from mautrix.errors import MatrixRequestError
-from mautrix.types import EventType, MessageType, RoomCreatePreset, TextMessageEventContent
+from mautrix.types import EventType, LoginType, MessageType, RoomCreatePreset, TextMessageEventContent
 
 # How long one step may wait for the homeserver (a request, or an event to arrive).
 STEP_DEADLINE = 30.0
@@ -43,6 +43,8 @@ STEPS = [
     "human cannot register in the exclusive namespace: M_EXCLUSIVE",
     "human cannot create an alias in the exclusive namespace: M_EXCLUSIVE",
     "appservice ping",
+    "encrypted bridge: log the bot in with m.login.application_service",
+    "encrypted bridge (MSC4190): create a bot device with the as_token",
     "bot creates a portal room with an alias in its namespace",
     "ghost joins the portal",
     "human joins the portal by alias",
@@ -286,6 +288,44 @@ async def run(args, report: Report) -> None:
 
         await step("appservice ping", ping())
 
+        async def appservice_login():
+            flows = await ClientAPI(api=HTTPAPI(base_url=args.homeserver)).get_login_flows()
+            if not flows.supports_type(LoginType.APPSERVICE):
+                return False, f"GET /login flows lack {LoginType.APPSERVICE}: {flows}"
+            # What mautrix's E2EEHandler.start does without MSC4190.
+            bot = ClientAPI(bot_id, api=HTTPAPI(base_url=args.homeserver, token=args.as_token))
+            resp = await bot.login(
+                login_type=LoginType.APPSERVICE,
+                device_name="mautrix test bridge",
+                store_access_token=True,
+                update_hs_url=False,
+            )
+            who = await bot.whoami()
+            ok = resp.user_id == bot_id and who.user_id == bot_id and who.device_id == resp.device_id
+            return ok, f"logged in as {resp.user_id} on {resp.device_id}; whoami {who.user_id} {who.device_id}"
+
+        await step("encrypted bridge: log the bot in with m.login.application_service", appservice_login())
+
+        async def msc4190_device():
+            # What mautrix's E2EEHandler.start does with MSC4190, for the second registration
+            # (`io.element.msc4190: true`; Synapse refuses appservice logins to such a one).
+            e2ee_bot_id = f"@{args.e2ee_bot}:{server}"
+            token = args.e2ee_as_token
+            registered = await HTTPAPI(base_url=args.homeserver, token=token).request(
+                Method.POST,
+                Path.v3.register,
+                {"type": "m.login.application_service", "username": args.e2ee_bot, "inhibit_login": True},
+            )
+            bot = ClientAPI(e2ee_bot_id, api=HTTPAPI(base_url=args.homeserver, token=token))
+            await bot.create_device_msc4190(device_id="MXBRIDGEDEV", initial_display_name="mautrix test bridge")
+            who = await bot.whoami()
+            devices = await bot.api.request(Method.GET, Path.v3.devices)
+            listed = [d.get("device_id") for d in devices.get("devices", [])]
+            ok = who.user_id == e2ee_bot_id and who.device_id == "MXBRIDGEDEV" and "MXBRIDGEDEV" in listed
+            return ok, f"registered {registered.get('user_id')}; whoami {who.user_id} {who.device_id}; devices {listed}"
+
+        await step("encrypted bridge (MSC4190): create a bot device with the as_token", msc4190_device())
+
         portal = None
 
         async def create_portal():
@@ -393,10 +433,13 @@ def main() -> None:
     parser.add_argument("--bot", required=True, help="the registration's sender_localpart")
     parser.add_argument("--prefix", required=True, help="localpart prefix of the exclusive namespaces")
     parser.add_argument("--human", required=True, help="the human user's ID")
+    parser.add_argument("--e2ee-bot", required=True, help="sender_localpart of the MSC4190 registration")
     args = parser.parse_args()
     # Secrets come on stdin, not the command line (visible in ps): as_token, hs_token, human's
-    # access token, one per line.
-    args.as_token, args.hs_token, args.human_token = (sys.stdin.readline().strip() for _ in range(3))
+    # access token, the MSC4190 registration's as_token, one per line.
+    args.as_token, args.hs_token, args.human_token, args.e2ee_as_token = (
+        sys.stdin.readline().strip() for _ in range(4)
+    )
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     report = Report()
     reason = "an earlier step failed"

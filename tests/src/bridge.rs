@@ -69,6 +69,8 @@ pub struct Registration {
     pub prefix: String,
     /// `receive_ephemeral`.
     pub receive_ephemeral: bool,
+    /// `io.element.msc4190`: devices made with `PUT /devices/{id}` and the `as_token`.
+    pub msc4190: bool,
 }
 
 impl Registration {
@@ -84,6 +86,7 @@ impl Registration {
             sender_localpart: sender_localpart.to_owned(),
             prefix: prefix.to_owned(),
             receive_ephemeral: false,
+            msc4190: false,
         }
     }
 
@@ -98,6 +101,7 @@ impl Registration {
              sender_localpart: {sender}\n\
              rate_limited: false\n\
              receive_ephemeral: {ephemeral}\n\
+             io.element.msc4190: {msc4190}\n\
              namespaces:\n  \
                users:\n    \
                  - exclusive: true\n      \
@@ -112,6 +116,7 @@ impl Registration {
             hs_token = self.hs_token,
             sender = self.sender_localpart,
             ephemeral = self.receive_ephemeral,
+            msc4190 = self.msc4190,
             prefix = self.prefix,
         )
     }

@@ -2,8 +2,10 @@
 //! pinned in `tests/host-tools.sh`) doing the flow every mautrix bridge does: register its bot
 //! and ghost users with `m.login.application_service`, masquerade as them (`user_id=`), massage
 //! timestamps (`ts=`), create a portal room with an alias in its namespace, receive the human's
-//! events and typing through transactions, answer alias and user queries, ping itself, and be
-//! refused outside its namespaces (`M_EXCLUSIVE`, 403) while a human is refused inside them.
+//! events and typing through transactions, answer alias and user queries, ping itself, set up
+//! an encrypted bridge's bot device (`m.login.application_service` login, and MSC4190's
+//! `PUT /devices/{id}`), and be refused outside its namespaces (`M_EXCLUSIVE`, 403) while a
+//! human is refused inside them.
 //!
 //! The driver is `tests/appservice/mautrix_bridge.py`; it reports one JSON line per step and
 //! every step is asserted here. The same registration is run against a stock Synapse
@@ -30,7 +32,7 @@ const DRIVER_DEADLINE: Duration = Duration::from_secs(150);
 /// and records every step it reports, plus the human's own view of the portal, in `checks`.
 fn bridge_flow(
     homeserver: &Homeserver,
-    registration: &Registration,
+    (registration, e2ee): (&Registration, &Registration),
     dir: &Path,
     checks: &mut Checks,
 ) {
@@ -48,6 +50,7 @@ fn bridge_flow(
         .args(["--bot", &registration.sender_localpart])
         .args(["--prefix", &registration.prefix])
         .args(["--human", &human.user_id])
+        .args(["--e2ee-bot", &e2ee.sender_localpart])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(stderr);
@@ -56,8 +59,8 @@ fn bridge_flow(
     let token = human.access_token.clone().expect("a registered human");
     writeln!(
         stdin,
-        "{}\n{}\n{token}",
-        registration.as_token, registration.hs_token
+        "{}\n{}\n{token}\n{}",
+        registration.as_token, registration.hs_token, e2ee.as_token
     )
     .expect("passing the tokens to the driver");
     drop(stdin);
@@ -138,21 +141,26 @@ fn bridge_flow(
     }
 }
 
-/// The registration every run uses: exclusive `@mx_.*` and `#mx_.*`, ephemeral events on.
-fn registration() -> Registration {
+/// The registrations every run uses: the bridge (exclusive `@mx_.*` and `#mx_.*`, ephemeral
+/// events on), and a second one with MSC4190 devices on (`@mxe_.*`) for the encrypted-bridge
+/// device step: Synapse refuses `m.login.application_service` to an MSC4190 appservice, and
+/// the first registration's step logs in that way.
+fn registrations() -> (Registration, Registration) {
     let mut registration = Registration::new("mautrix", "mxbot", "mx_");
     registration.receive_ephemeral = true;
-    registration
+    let mut e2ee = Registration::new("mautrix-e2ee", "mxebot", "mxe_");
+    e2ee.msc4190 = true;
+    (registration, e2ee)
 }
 
 #[test]
 #[ignore = "needs the mautrix venv of `tests/host-tools.sh ensure suite` (PyPI)"]
 fn mautrix_bridge_flow_on_outpost() {
-    let registration = registration();
-    let homeserver = Homeserver::outpost(&[&registration]);
+    let (registration, e2ee) = registrations();
+    let homeserver = Homeserver::outpost(&[&registration, &e2ee]);
     let dir = TempDir::new();
     let mut checks = Checks::new();
-    bridge_flow(&homeserver, &registration, dir.path(), &mut checks);
+    bridge_flow(&homeserver, (&registration, &e2ee), dir.path(), &mut checks);
     if checks.failed() > 0 {
         let driver = std::fs::read_to_string(dir.path().join("mautrix-driver.log"));
         eprintln!("=== driver log:\n{}", driver.unwrap_or_default());
@@ -164,11 +172,11 @@ fn mautrix_bridge_flow_on_outpost() {
 #[test]
 #[ignore = "needs the mautrix venv of `tests/host-tools.sh ensure suite` and Synapse (PyPI)"]
 fn mautrix_bridge_flow_on_synapse() {
-    let registration = registration();
-    let homeserver = Homeserver::synapse("synapse.test", &[&registration]);
+    let (registration, e2ee) = registrations();
+    let homeserver = Homeserver::synapse("synapse.test", &[&registration, &e2ee]);
     let dir = TempDir::new();
     let mut checks = Checks::new();
-    bridge_flow(&homeserver, &registration, dir.path(), &mut checks);
+    bridge_flow(&homeserver, (&registration, &e2ee), dir.path(), &mut checks);
     if checks.failed() > 0 {
         let driver = std::fs::read_to_string(dir.path().join("mautrix-driver.log"));
         eprintln!("=== driver log:\n{}", driver.unwrap_or_default());
