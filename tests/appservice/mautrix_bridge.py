@@ -85,6 +85,8 @@ class Report:
 
 
 def error_of(err: Exception) -> str:
+    if isinstance(err, (asyncio.TimeoutError, TimeoutError)):
+        return f"no result within {STEP_DEADLINE + 5}s"
     if isinstance(err, MatrixRequestError):
         if err.errcode is None:
             return f"{err.http_status} {getattr(err, 'text', '')[:300]}"
@@ -174,7 +176,8 @@ async def run(args, report: Report) -> None:
     async def step(name, coro):
         """Runs one step that passes when `coro` returns (ok, detail) with ok true."""
         try:
-            ok, detail = await asyncio.wait_for(coro, STEP_DEADLINE)
+            # Longer than the waits inside a step, which report what they waited for.
+            ok, detail = await asyncio.wait_for(coro, STEP_DEADLINE + 5)
         except Exception as err:  # noqa: BLE001
             ok, detail = False, error_of(err)
         return report.step(name, ok, detail)
@@ -377,18 +380,30 @@ async def run(args, report: Report) -> None:
 
         await step("human reads the ghost's message", human_reads())
 
+        def position(sender, body):
+            """Where a message arrived among the transactions' events, or None."""
+            for index, (kind, event) in enumerate(received):
+                if (
+                    kind == "pdu"
+                    and event.sender == sender
+                    and str(event.type) == "m.room.message"
+                    and getattr(event.content, "body", None) == body
+                ):
+                    return index
+            return None
+
         async def human_message_arrives():
             await human.send_text(portal, "hello ghost")
-            return await wait_for(
-                lambda: any(
-                    kind == "pdu"
-                    and event.sender == args.human
-                    and str(event.type) == "m.room.message"
-                    and getattr(event.content, "body", None) == "hello ghost"
-                    for kind, event in received
-                ),
-                "the appservice's transactions",
+            ok, detail = await wait_for(
+                lambda: position(args.human, "hello ghost") is not None, "the appservice's transactions"
             )
+            if not ok:
+                return ok, detail
+            # Events come in stream order: the ghost's earlier message (in its namespace) first.
+            ghost_at = position(ghost_id, "hello from the bridge")
+            human_at = position(args.human, "hello ghost")
+            ordered = ghost_at is not None and ghost_at < human_at
+            return ordered, f"{detail}; ghost's message at {ghost_at}, human's at {human_at}"
 
         await step("transaction delivers the human's message", human_message_arrives())
 
