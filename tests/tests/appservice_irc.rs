@@ -327,7 +327,8 @@ fn irc_flow(homeserver: &Homeserver, registration: &Registration, dir: &Path, ch
     let online = sent
         && poll_for(STEP, || {
             bob.send(&format!("ISON {MATRIX_NICK}"));
-            std::thread::sleep(Duration::from_millis(400));
+            // Once a second: ngircd delays a client that sends faster (flood penalty).
+            std::thread::sleep(Duration::from_secs(1));
             bob.all()
                 .iter()
                 .any(|l| l.contains(" 303 ") && l.ends_with(&format!(":{MATRIX_NICK}")))
