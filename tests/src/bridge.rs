@@ -10,7 +10,7 @@
 
 use crate::federation::client_for;
 use crate::federation::register_on;
-use crate::{Client, TempDir, TestEnv, free_addr, homeserver_binary, poll_until};
+use crate::{Client, TempDir, TestEnv, free_addr, poll_until};
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -25,13 +25,14 @@ pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.2";
 /// How long Synapse may take to come up (first start creates its SQLite schema).
 const SYNAPSE_READY: Duration = Duration::from_secs(120);
 
-/// The checkout's `target/` directory: the parent of `target/<profile>/homeserver`.
+/// The checkout's `target/` directory, found from the running test executable
+/// (`target/<profile>/deps/<test>`), so it holds even when `$OUTPOST_HOMESERVER` names a binary
+/// elsewhere.
 pub fn target_dir() -> PathBuf {
-    let binary = homeserver_binary();
-    binary
-        .parent()
-        .and_then(Path::parent)
-        .expect("the homeserver binary lives in target/<profile>/")
+    let exe = std::env::current_exe().expect("the test executable knows its own path");
+    exe.ancestors()
+        .nth(3)
+        .expect("test executables live in target/<profile>/deps/")
         .to_path_buf()
 }
 
