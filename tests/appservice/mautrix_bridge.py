@@ -47,6 +47,7 @@ STEPS = [
     "encrypted bridge (MSC4190): create a bot device with the as_token",
     "bot creates a portal room with an alias in its namespace",
     "ghost joins the portal",
+    "bot reads the portal's create event (?format=event)",
     "human joins the portal by alias",
     "ghost sends a message with a massaged timestamp",
     "human reads the ghost's message",
@@ -353,6 +354,16 @@ async def run(args, report: Report) -> None:
             return ghost_id in members, f"members {sorted(members)}"
 
         await step("ghost joins the portal", ghost_joins())
+
+        async def create_event():
+            # What mautrix's power-level check asks when its state store lacks the room's
+            # create event (a bridge restarted, or transactions not yet in): spec v1.16
+            # `GET /rooms/{roomId}/state/{eventType}/{stateKey}?format=event`.
+            event = await az.intent.get_state_event(portal, EventType.ROOM_CREATE, format="event")
+            ok = str(event.type) == "m.room.create" and event.sender == bot_id and bool(event.event_id)
+            return ok, f"{event.type} from {event.sender} ({event.event_id})"
+
+        await step("bot reads the portal's create event (?format=event)", create_event())
 
         async def human_joins():
             room_id = await human.join_room(portal_alias, max_retries=0)
