@@ -5,7 +5,7 @@
 #   tests/host-tools.sh list              print the table, with where each command is now
 #   tests/host-tools.sh check [STAGE…]    exit 1, naming command and package, if any is missing
 #   tests/host-tools.sh ensure [STAGE…]   install what is missing (one apt-get call; pip for the
-#                                         few PyPI rows, into target/host-venv), then check
+#                                         few PyPI rows, into venvs under target/), then check
 #
 # With no STAGE, every stage. Stages: suite (cargo tests), layer (tests/image/check-layer.sh),
 # build (image/build-test-image.sh), boot (tests/image/boot-test.py, tests/image/update-test.py).
@@ -74,21 +74,48 @@ unsquashfs          squashfs-tools     boot         derives the update test's re
 sbsign              sbsigntool         boot         signs systemd-boot and the UKIs for Secure Boot (sign-secure-boot.sh)
 /usr/share/OVMF/OVMF_CODE_4M.secboot.fd  ovmf  boot  UEFI firmware with Secure Boot (update test)
 venv:virt-fw-vars   pypi:virt-firmware==26.10  boot  enrolls the test's Secure Boot keys into OVMF's variables
+/usr/sbin/ngircd    ngircd             suite        the IRC server heisenbridge bridges to (appservice_irc; GPL-2.0+, a test tool)
+venv:mautrix-venv/python  pypi:mautrix==0.21.1  suite  mautrix-python's AppService as a bridge (appservice_mautrix; MPL-2.0)
+venv:heisenbridge-venv/heisenbridge  pypi:heisenbridge==1.15.4  suite  a real IRC bridge (appservice_irc; MIT); own venv: it needs mautrix<0.21
 EOF
 )
 
-# Python tools that Debian bookworm does not package come from PyPI, pinned, into one venv
-# under the checkout's target/ (rows whose command is venv:NAME and whose package is
-# pypi:DIST==VERSION); `ensure` makes the venv and pip-installs them.
-HOST_VENV=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/host-venv
+# Python tools that Debian bookworm does not package come from PyPI, pinned, into venvs under
+# the checkout's target/ (rows whose package is pypi:DIST==VERSION): command venv:NAME is the
+# program NAME of target/host-venv, venv:DIR/NAME the program NAME of its own venv target/DIR
+# (for a tool whose dependencies clash with another's: heisenbridge pins mautrix below the
+# version the mautrix test uses). A row is present when the program exists and the venv holds
+# DIST at VERSION, so raising a pin reinstalls; `ensure` makes each venv and pip-installs them.
+TARGET_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target
+HOST_VENV=$TARGET_DIR/host-venv
+
+# The venv of a venv:NAME or venv:DIR/NAME command.
+venv_of() {
+	case ${1#venv:} in
+	*/*) echo "$TARGET_DIR/${1#venv:}" | sed 's,/[^/]*$,,' ;;
+	*) echo "$HOST_VENV" ;;
+	esac
+}
 
 # Packages that must be installed at the version the first one gets (see the header).
 SAME_VERSION=(qemu-system-x86 qemu-utils)
 
+# Whether the command of a row is there ($2, the row's package, checks a PyPI pin).
 present() {
 	case $1 in
 	python3-venv) python3 -c 'import venv, ensurepip' 2>/dev/null ;;
-	venv:*) [ -x "$HOST_VENV/bin/${1#venv:}" ] ;;
+	venv:*)
+		local venv dist
+		venv=$(venv_of "$1")
+		[ -x "$venv/bin/${1##*[:/]}" ] || return 1
+		case ${2:-} in
+		pypi:*==*)
+			dist=${2#pypi:}
+			"$venv/bin/python" -c 'import importlib.metadata as m, sys
+sys.exit(m.version(sys.argv[1]) != sys.argv[2])' "${dist%%==*}" "${dist#*==}" 2>/dev/null
+			;;
+		esac
+		;;
 	/*) [ -e "$1" ] ;;
 	locale:*) locale -a 2>/dev/null | sed 's/\.utf8$/.UTF-8/' | grep -x "${1#locale:}" >/dev/null ;; # not -q: no SIGPIPE under pipefail
 	*) type -P "$1" >/dev/null 2>&1 ;;
@@ -116,7 +143,7 @@ rows() {
 
 missing_rows() {
 	rows "$@" | while read -r cmd pkg; do
-		present "$cmd" || echo "$cmd $pkg"
+		present "$cmd" "$pkg" || echo "$cmd $pkg"
 	done
 }
 
@@ -126,7 +153,7 @@ check() {
 	[ -z "$missing" ] && return 0
 	while read -r cmd pkg; do
 		case $pkg in
-		pypi:*) echo "host-tools: missing $cmd (PyPI ${pkg#pypi:} in $HOST_VENV)" >&2 ;;
+		pypi:*) echo "host-tools: missing $cmd (PyPI ${pkg#pypi:} in $(venv_of "$cmd"))" >&2 ;;
 		*) echo "host-tools: missing $cmd (Debian package $pkg)" >&2 ;;
 		esac
 	done <<<"$missing"
@@ -137,16 +164,21 @@ ensure() {
 	local missing
 	missing=$(missing_rows "$@")
 	[ -z "$missing" ] && return 0
-	# PyPI rows: pip into the venv, after the Debian packages (python3-venv among them).
-	local pypi
-	pypi=$(awk '$2 ~ /^pypi:/ {sub(/^pypi:/, "", $2); print $2}' <<<"$missing" | sort -u)
+	# PyPI rows: pip into their venvs, after the Debian packages (python3-venv among them).
+	local pypi venv reqs
+	pypi=$(awk '$2 ~ /^pypi:/' <<<"$missing")
 	missing=$(awk '$2 !~ /^pypi:/' <<<"$missing")
 	if [ -n "$missing" ]; then ensure_debian "$missing" || return 1; fi
 	if [ -n "$pypi" ]; then
-		echo "host-tools: installing from PyPI into $HOST_VENV: ${pypi//$'\n'/ }"
-		# shellcheck disable=SC2086 # one word per requirement
-		{ [ -x "$HOST_VENV/bin/pip" ] || python3 -m venv "$HOST_VENV"; } &&
-			"$HOST_VENV/bin/pip" install -q $pypi || return 1
+		for venv in $(while read -r cmd _; do venv_of "$cmd"; done <<<"$pypi" | sort -u); do
+			reqs=$(while read -r cmd pkg; do
+				if [ "$(venv_of "$cmd")" = "$venv" ]; then echo "${pkg#pypi:}"; fi
+			done <<<"$pypi" | sort -u)
+			echo "host-tools: installing from PyPI into $venv: ${reqs//$'\n'/ }"
+			# shellcheck disable=SC2086 # one word per requirement
+			{ [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } &&
+				"$venv/bin/pip" install -q $reqs || return 1
+		done
 	fi
 	check "$@"
 }
@@ -155,7 +187,7 @@ ensure() {
 ensure_debian() {
 	local missing=$1 before pkgs=() args=()
 	before=$(rows | while read -r c p; do
-		if present "$c"; then echo "$c $p"; fi
+		if present "$c" "$p"; then echo "$c $p"; fi
 	done)
 	mapfile -t pkgs < <(awk '{print $2}' <<<"$missing" | sort -u)
 	[ "$(id -u)" = 0 ] || { echo "host-tools: run as root to install them" >&2; return 1; }
@@ -185,7 +217,7 @@ ensure_debian() {
 	local lost=0
 	while read -r c p; do
 		[ -n "$c" ] || continue
-		present "$c" || { echo "host-tools: the install removed $c (Debian package $p)" >&2; lost=1; }
+		present "$c" "$p" || { echo "host-tools: the install removed $c (Debian package $p)" >&2; lost=1; }
 	done <<<"$before"
 	[ "$lost" = 0 ]
 }
@@ -196,7 +228,7 @@ list() {
 		local where
 		case $cmd in
 		python3-venv) present "$cmd" && where=python3 || where=- ;;
-		venv:*) present "$cmd" && where=$HOST_VENV/bin/${cmd#venv:} || where=- ;;
+		venv:*) present "$cmd" "$pkg" && where=$(venv_of "$cmd")/bin/${cmd##*[:/]} || where=- ;;
 		/* | locale:*) present "$cmd" && where=$cmd || where=- ;;
 		*) where=$(type -P "$cmd" || echo -) ;;
 		esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: lint, build once (release), run the unit tests,
-# the black-box tests against the built binary, the Synapse interop test, and the real-client
-# (matrix-sdk) test.
+# the black-box tests against the built binary, the Synapse interop test, the real appservice
+# tests (mautrix-python, heisenbridge) and the real-client (matrix-sdk) test.
 # This is the README's test command; .ci/run calls it. Everything it needs is part of the Rust
 # toolchain, fetched by cargo from crates.io or by pip from PyPI, or installed below from
 # Debian's packages.
@@ -42,6 +42,11 @@ cargo test --workspace --release
 
 step "interop: a stock Synapse shares rooms both ways; matrix-nio over HTTPS (both from PyPI, pinned)"
 cargo test --release -p tests --test federation_synapse --test client_nio -- --ignored
+
+step "real appservices: mautrix-python's AppService, and heisenbridge to ngircd, on Outpost and Synapse"
+# The PyPI venvs and ngircd are rows of tests/host-tools.sh (installed above); each scenario also
+# runs against a stock Synapse, the proof its steps are right.
+cargo test --release -p tests --test appservice_mautrix --test appservice_irc -- --ignored
 
 if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"

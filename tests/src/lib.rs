@@ -12,8 +12,9 @@
 //! Modules: `env` (processes, temp dirs), `client` (Matrix requests over the `ureq` agent and
 //! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `tls`
 //! (TLS clients of the client listener and test certificates), `e2ee` (a
-//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI), `appservice` (a test application
-//! service).
+//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
+//! `appservice` (a test application service), `bridge` (real appservice software, and a stock
+//! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
@@ -27,6 +28,8 @@ pub mod federation;
 pub mod png;
 mod raw;
 pub mod tls;
+// Real appservice software (mautrix-python, heisenbridge) and the servers it runs against.
+pub mod bridge;
 pub mod venv;
 
 use std::fmt::Write as _;
