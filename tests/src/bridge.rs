@@ -16,25 +16,12 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant};
 
-/// The Synapse release the appservice tests are proved against: the interop test's pin
-/// (`tests/tests/federation_synapse.rs`), so both share `target/synapse-venv`.
-pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.2";
+use crate::venv::{synapse_python, target_dir};
+use std::time::{Duration, Instant};
 
 /// How long Synapse may take to come up (first start creates its SQLite schema).
 const SYNAPSE_READY: Duration = Duration::from_secs(120);
-
-/// The checkout's `target/` directory, found from the running test executable
-/// (`target/<profile>/deps/<test>`), so it holds even when `$OUTPOST_HOMESERVER` names a binary
-/// elsewhere.
-pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable knows its own path");
-    exe.ancestors()
-        .nth(3)
-        .expect("test executables live in target/<profile>/deps/")
-        .to_path_buf()
-}
 
 /// `target/<venv>/bin/<program>`, made by `tests/host-tools.sh ensure suite`; panics naming the
 /// command to run when it is missing.
@@ -370,36 +357,6 @@ rc_joins:
             Homeserver::Synapse { process, .. } => process.output(),
         }
     }
-}
-
-/// The Python of `target/synapse-venv` (or `$OUTPOST_SYNAPSE_VENV`), installing
-/// [`SYNAPSE_REQUIREMENT`] there when it is missing, as the interop test does.
-fn synapse_python() -> PathBuf {
-    let venv = std::env::var_os("OUTPOST_SYNAPSE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("synapse-venv"));
-    let python = venv.join("bin").join("python");
-    let ready = Command::new(&python)
-        .args(["-c", "import synapse"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ready {
-        eprintln!("installing {SYNAPSE_REQUIREMENT} into {}", venv.display());
-        let status = Command::new("python3")
-            .arg("-m")
-            .arg("venv")
-            .arg(&venv)
-            .status()
-            .expect("running python3 -m venv");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(venv.join("bin").join("pip"))
-            .args(["install", "--quiet", SYNAPSE_REQUIREMENT])
-            .status()
-            .expect("running pip");
-        assert!(status.success(), "pip install matrix-synapse failed");
-    }
-    python
 }
 
 /// Polls `condition` every 100 ms until it returns `Some`, or `None` after `deadline`.

@@ -2,23 +2,40 @@
 //! one PyPI release and made under `target/` on first use, so a fresh machine needs only
 //! `python3-venv` (tests/host-tools.sh) and access to PyPI.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::homeserver_binary;
+/// The Synapse release the interop and appservice tests are proved against (pinned so a new
+/// release cannot turn CI red overnight; raise it deliberately).
+pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.2";
 
-/// `target/<name>` (beside `target/<profile>/homeserver`), or `$override_var` when set.
+/// The checkout's `target/` directory, found from the running test executable
+/// (`target/<profile>/deps/<test>`), so it holds even when `$OUTPOST_HOMESERVER` names a binary
+/// elsewhere.
+pub fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable knows its own path");
+    exe.ancestors()
+        .nth(3)
+        .expect("test executables live in target/<profile>/deps/")
+        .to_path_buf()
+}
+
+/// `target/<name>`, or `$override_var` when set.
 fn venv_dir(name: &str, override_var: &str) -> PathBuf {
     std::env::var_os(override_var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let binary = homeserver_binary();
-            let target = binary
-                .parent()
-                .and_then(Path::parent)
-                .expect("the homeserver binary lives in target/<profile>/");
-            target.join(name)
-        })
+        .unwrap_or_else(|| target_dir().join(name))
+}
+
+/// The Python of `target/synapse-venv` (or `$OUTPOST_SYNAPSE_VENV`) with
+/// [`SYNAPSE_REQUIREMENT`], made on first use.
+pub fn synapse_python() -> PathBuf {
+    python_with(
+        "synapse-venv",
+        "OUTPOST_SYNAPSE_VENV",
+        &[SYNAPSE_REQUIREMENT],
+        "synapse",
+    )
 }
 
 /// The python of the venv `target/<name>` (or `$override_var`), after making the venv and

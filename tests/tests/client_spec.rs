@@ -238,3 +238,40 @@ fn canonical_aliases_that_do_not_point_here_are_m_bad_alias() {
         "a good alias",
     );
 }
+
+/// `GET /rooms/{roomId}/state/{eventType}/{stateKey}?format=event` (spec v1.16) answers the
+/// whole client-format event, which mautrix reads the create event with; the default and
+/// `format=content` answer the content only; any other format is 400.
+#[test]
+fn a_state_event_can_be_read_whole_with_format_event() {
+    let env = TestEnv::dev();
+    let alice = env.register("alice");
+    let room = alice.create_room(&json!({ "name": "Whole" }));
+    let path = Client::state_path(&room, "m.room.create", "");
+    let content = alice.get_ok(&path);
+    assert!(content.get("event_id").is_none(), "{content:#}");
+    assert_eq!(alice.get_ok(&format!("{path}?format=content")), content);
+    let event = alice.get_ok(&format!("{path}?format=event"));
+    assert_eq!(event["type"], "m.room.create", "{event:#}");
+    assert_eq!(event["sender"], alice.user_id.as_str());
+    assert_eq!(event["room_id"], room.as_str());
+    assert_eq!(event["state_key"], "");
+    assert_eq!(event["content"], content);
+    assert!(
+        event["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with('$')),
+        "{event:#}"
+    );
+    assert!(event["origin_server_ts"].is_u64(), "{event:#}");
+    let name = alice.get_ok(&format!(
+        "{}?format=event",
+        Client::state_path(&room, "m.room.name", "")
+    ));
+    assert_eq!(name["content"]["name"], "Whole");
+    assert_error(
+        &alice.get(&format!("{path}?format=pdu")),
+        400,
+        "M_INVALID_PARAM",
+    );
+}

@@ -34,20 +34,6 @@ const SYNAPSE_READY: Duration = Duration::from_secs(120);
 /// Cross-server delivery deadline; Synapse batches and backs off more than Outpost.
 const DELIVERY: Duration = Duration::from_secs(60);
 
-/// The Synapse release the interop is checked against (pinned so a new release cannot turn CI
-/// red overnight; raise it deliberately).
-const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.2";
-
-/// The venv with Synapse (`target/synapse-venv`, or `$OUTPOST_SYNAPSE_VENV`), made on first use.
-fn synapse_python() -> PathBuf {
-    tests::venv::python_with(
-        "synapse-venv",
-        "OUTPOST_SYNAPSE_VENV",
-        &[SYNAPSE_REQUIREMENT],
-        "synapse",
-    )
-}
-
 /// A Synapse process; killed on drop (its log is printed if the test is panicking).
 struct Synapse {
     child: Child,
@@ -96,7 +82,7 @@ fn start_synapse(
     outpost: &Unit,
     outpost_ca: &Path,
 ) -> Synapse {
-    let python = synapse_python();
+    let python = tests::venv::synapse_python();
     let client_port = free_port_on(SYNAPSE_IP);
     let tls = identity.data_dir().join("tls");
     let chain = format!(

@@ -34,13 +34,25 @@ pub async fn all(server: &Server, user: &UserId, room: OwnedRoomId) -> Result<Ve
         .await
 }
 
-/// The content of one state event the user may see (`M_NOT_FOUND` when none).
+/// What `GET /rooms/{roomId}/state/{eventType}/{stateKey}` answers with (`?format=`, spec
+/// v1.16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateFormat {
+    /// The event's content only (the default).
+    #[default]
+    Content,
+    /// The whole event in the client format (event ID, sender, timestamp, unsigned…).
+    Event,
+}
+
+/// One state event the user may see, as `format` says (`M_NOT_FOUND` when none).
 pub async fn content(
     server: &Server,
     user: &UserId,
     room: OwnedRoomId,
     kind: String,
     key: String,
+    format: StateFormat,
 ) -> Result<Value> {
     let user = user.to_string();
     server
@@ -59,9 +71,11 @@ pub async fn content(
                 Some(id) => events::get_event(conn, &id)?,
                 None => None,
             };
-            event
-                .map(|e| e.pdu.content_value())
-                .ok_or_else(|| Error::not_found("Event not found"))
+            let event = event.ok_or_else(|| Error::not_found("Event not found"))?;
+            match format {
+                StateFormat::Content => Ok(event.pdu.content_value()),
+                StateFormat::Event => rooms::client_event(conn, &event, None),
+            }
         })
         .await
 }

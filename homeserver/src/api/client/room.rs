@@ -159,8 +159,18 @@ async fn state_content(
     raw_room: &str,
     kind: String,
     key: String,
+    query: &RawQuery,
 ) -> Result<Value> {
-    room_state::content(server, &auth.user_id, room_id(raw_room)?, kind, key).await
+    let format = match query.first("format").as_deref() {
+        None | Some("content") => room_state::StateFormat::Content,
+        Some("event") => room_state::StateFormat::Event,
+        Some(other) => {
+            return Err(Error::invalid_param(format!(
+                "format must be \"content\" or \"event\", not {other:?}"
+            )));
+        }
+    };
+    room_state::content(server, &auth.user_id, room_id(raw_room)?, kind, key, format).await
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}`
@@ -168,8 +178,9 @@ pub async fn get_state(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind, key)): PathParams<(String, String, String)>,
+    query: RawQuery,
 ) -> Result<Json<Value>> {
-    state_content(&server, &auth, &room, kind, key)
+    state_content(&server, &auth, &room, kind, key, &query)
         .await
         .map(Json)
 }
@@ -179,8 +190,9 @@ pub async fn get_state_empty_key(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((room, kind)): PathParams<(String, String)>,
+    query: RawQuery,
 ) -> Result<Json<Value>> {
-    state_content(&server, &auth, &room, kind, String::new())
+    state_content(&server, &auth, &room, kind, String::new(), &query)
         .await
         .map(Json)
 }
