@@ -11,13 +11,20 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
-use tests::appliance::Unit;
+use serde_json::{Value, json};
+use tests::appliance::{STRONG_PASSWORD, Unit};
+use tests::appservice::{Behaviour, TestAppservice};
 use tests::{READY_DEADLINE, TempDir, free_addr, poll_until};
 
 const USAGE: i32 = 2;
 const REJECTED: i32 = 3;
 const WRONG_STATE: i32 = 4;
+const ATTENTION: i32 = 5;
+
+/// How long a transaction may take to reach (or fail to reach) the appservice.
+const DELIVERY: Duration = Duration::from_secs(60);
 
 /// A registration file as a bridge writes one, for the unit `unit-a.test`.
 fn registration(id: &str, url: &str, as_token: &str, hs_token: &str, users: &str) -> String {
@@ -290,8 +297,9 @@ fn dev_with(dir: &TempDir, files: &[&Path]) -> (Command, PathBuf) {
     (command, data_dir)
 }
 
-/// Waits for the dev server's admin socket, then stops it.
-fn wait_up_then_stop(mut child: Child, data_dir: &Path) {
+/// Waits for the dev server's admin socket, asks it which appservices it loaded (their ids
+/// and urls), then stops it.
+fn loaded_then_stop(mut child: Child, data_dir: &Path) -> Vec<(String, Value)> {
     let socket = data_dir.join("admin.sock");
     poll_until(
         "homeserver dev to open its admin socket",
@@ -303,8 +311,22 @@ fn wait_up_then_stop(mut child: Child, data_dir: &Path) {
             socket.exists().then_some(())
         },
     );
+    let (head, body) = tests::admin_get(data_dir, "/v1/appservices");
     let _ = child.kill();
     let _ = child.wait();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    let loaded: Value = serde_json::from_str(&body).expect("JSON");
+    loaded["appservices"]
+        .as_array()
+        .expect("an appservices array")
+        .iter()
+        .map(|service| {
+            (
+                service["id"].as_str().unwrap_or_default().to_owned(),
+                service["url"].clone(),
+            )
+        })
+        .collect()
 }
 
 #[test]
@@ -323,7 +345,15 @@ fn homeserver_dev_installs_appservice_files_and_refuses_bad_ones() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawns homeserver dev");
-    wait_up_then_stop(child, &data_dir);
+    let loaded = loaded_then_stop(child, &data_dir);
+    assert_eq!(
+        loaded,
+        [
+            ("irc".to_owned(), json!("http://127.0.0.1:9898")),
+            ("mail".to_owned(), Value::Null)
+        ],
+        "the server loaded both"
+    );
     let installed = data_dir.join("appservices/irc.yaml");
     assert_eq!(fs::read_to_string(&installed).expect("installed"), irc());
     assert_eq!(mode(&installed), 0o600);
@@ -337,7 +367,12 @@ fn homeserver_dev_installs_appservice_files_and_refuses_bad_ones() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawns homeserver dev");
-    wait_up_then_stop(child, &data_dir);
+    let loaded = loaded_then_stop(child, &data_dir);
+    assert_eq!(
+        loaded[0],
+        ("irc".to_owned(), json!("http://127.0.0.1:9899")),
+        "the server loaded the new copy"
+    );
     assert_eq!(fs::read_to_string(&installed).expect("installed"), moved);
 
     // A bad file stops the command before anything is installed or started.
@@ -399,4 +434,132 @@ fn backup_and_restore_keep_the_registrations_private() {
         !unit.data_dir().join("appservices/mail.yaml").exists(),
         "the registrations are the backup's, not a mix"
     );
+}
+
+/// The appservice `id` as `appliance appservice list --json` shows it.
+fn listed(unit: &Unit, id: &str) -> Value {
+    let run = unit.appliance(&["appservice", "list", "--json"]);
+    run.ok("list --json");
+    run.json()["appservices"]
+        .as_array()
+        .and_then(|all| all.iter().find(|service| service["id"] == id).cloned())
+        .unwrap_or_else(|| panic!("{id} is not listed\n{run}"))
+}
+
+#[test]
+fn list_ping_status_and_remove_against_a_running_server() {
+    let mut unit = Unit::new();
+    unit.setup("unit-a.test");
+    unit.start();
+    let bridge = TestAppservice::start("hs-bridge-secret");
+    // Interested in every room, so any message makes a transaction for it.
+    let yaml = bridge.registration(
+        "bridge",
+        "as-bridge-secret",
+        "bridgebot",
+        [&["!@bridge_.*"], &[], &[".*"]],
+        "",
+    );
+    let file = write(&unit, "bridge.yaml", &yaml);
+    let run = unit.appliance(&["appservice", "add", &file.to_string_lossy()]);
+    run.ok("add while the homeserver runs");
+    assert!(
+        run.stdout
+            .contains("The homeserver reloaded its appservices: 1 registered."),
+        "{run}"
+    );
+    let service = listed(&unit, "bridge");
+    assert_eq!(service["link"]["url"], json!(bridge.url()), "{service:#}");
+    assert_eq!(service["link"]["sender"], "@bridgebot:unit-a.test");
+    assert_eq!(service["link"]["queue_depth"], 0);
+
+    // Ping: the homeserver calls the appservice, which answers.
+    let run = unit.appliance(&["appservice", "ping", "bridge"]);
+    run.ok("ping");
+    assert!(
+        run.stdout
+            .contains("The appservice bridge answered the homeserver's ping in"),
+        "{run}"
+    );
+    assert!(
+        bridge
+            .requests()
+            .iter()
+            .any(|request| request.path == "/_matrix/app/v1/ping" && request.authorised),
+        "the appservice saw the ping"
+    );
+    let run = unit.appliance(&["appservice", "ping", "nosuch"]);
+    run.expect(REJECTED, "ping an unknown id");
+    assert!(
+        run.stderr
+            .contains("no appservice \"nosuch\" is registered"),
+        "{run}"
+    );
+    let send_only = write(
+        &unit,
+        "notifier.yaml",
+        &registration("notifier", "null", "as-n", "hs-n", "@notifier_.*"),
+    );
+    unit.appliance(&["appservice", "add", &send_only.to_string_lossy()])
+        .ok("add a send-only appservice");
+    assert_eq!(listed(&unit, "notifier")["link"]["link"], "send-only");
+    let run = unit.appliance(&["appservice", "ping", "notifier"]);
+    run.expect(REJECTED, "ping a send-only appservice");
+    assert!(run.stderr.contains("send-only"), "{run}");
+    bridge.set_behaviour(Behaviour::Error500);
+    let run = unit.appliance(&["appservice", "ping", "bridge"]);
+    run.expect(ATTENTION, "ping an appservice that answers 500");
+    assert!(
+        run.stderr.contains("answered the ping with an error"),
+        "{run}"
+    );
+
+    // Status: one line per appservice; healthy while nothing failed.
+    let run = unit.appliance(&["status"]);
+    run.ok("status with the appservices idle");
+    assert!(
+        run.stdout.contains("Appservice   bridge: ")
+            && run
+                .stdout
+                .contains("Appservice   notifier: send-only, 0 queued"),
+        "{run}"
+    );
+
+    // A transaction the appservice refuses takes its link down: status says so and exits 5.
+    unit.create_user("alice");
+    let alice = unit.login_ok("alice", STRONG_PASSWORD);
+    let room = alice.create_room(&json!({ "name": "bridged" }));
+    alice.send_text(&room, "hello bridge");
+    poll_until("the bridge's link to go down", DELIVERY, || {
+        (listed(&unit, "bridge")["link"]["link"] == "down").then_some(())
+    });
+    let run = unit.appliance(&["status"]);
+    run.expect(ATTENTION, "status with an appservice down");
+    assert!(
+        run.stdout.contains("Appservice   bridge: DOWN")
+            && run.stdout.contains("the appservice bridge is down"),
+        "{run}"
+    );
+    let status = unit.appliance(&["status", "--json"]);
+    let json = status.json();
+    assert_eq!(json["appservices"][0]["id"], "bridge", "{status}");
+    assert_eq!(json["appservices"][0]["link"]["link"], "down", "{status}");
+
+    // Remove: the file goes and the homeserver drops it.
+    let run = unit.appliance(&["appservice", "remove", "bridge", "--yes"]);
+    run.ok("remove while running");
+    assert!(
+        run.stdout
+            .contains("The homeserver reloaded its appservices: 1 registered."),
+        "{run}"
+    );
+    let (_, body) = tests::admin_get(&unit.data_dir(), "/v1/appservices");
+    let loaded: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        loaded["appservices"],
+        json!([listed(&unit, "notifier")["link"]]),
+        "only the send-only appservice is left"
+    );
+    unit.appliance(&["status"])
+        .ok("status once the down appservice is removed");
 }
