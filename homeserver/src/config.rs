@@ -37,6 +37,8 @@ struct FileConfig {
     federation: FederationConfig,
     #[serde(default)]
     media: MediaConfig,
+    #[serde(default)]
+    appservices: AppservicesConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,8 +522,40 @@ pub struct Config {
     pub federation: FederationConfig,
     /// The media repository's limits.
     pub media: MediaConfig,
+    /// How the server calls application services.
+    pub appservices: AppservicesConfig,
     /// True in `homeserver dev`: prints a newcomer's hint at start.
     pub dev_mode: bool,
+}
+
+/// How the server calls application services (`[appservices]`; the registrations themselves
+/// are files in `<data_dir>/appservices`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppservicesConfig {
+    /// Longest wait between retries to an appservice that is down, in seconds (the backoff
+    /// doubles from one second up to it).
+    #[serde(default = "default_as_retry_cap")]
+    pub retry_cap_secs: u64,
+    /// Timeout of one request to an appservice (a transaction, a query, a ping), in seconds.
+    #[serde(default = "default_as_request_timeout")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_as_retry_cap() -> u64 {
+    60
+}
+fn default_as_request_timeout() -> u64 {
+    30
+}
+
+impl Default for AppservicesConfig {
+    fn default() -> Self {
+        Self {
+            retry_cap_secs: default_as_retry_cap(),
+            request_timeout_secs: default_as_request_timeout(),
+        }
+    }
 }
 
 /// Closed federation: where peers reach us, and how we retry them.
@@ -705,6 +739,7 @@ impl Config {
             log: LogConfig::default(),
             admin: AdminConfig::default(),
             federation: FederationConfig::default(),
+            appservices: AppservicesConfig::default(),
             media: MediaConfig::default(),
         };
         Self::resolve(file, true)
@@ -804,6 +839,7 @@ impl Config {
             log: file.log,
             admin: file.admin,
             federation: file.federation,
+            appservices: file.appservices,
             media: file.media,
             dev_mode,
         })

@@ -260,6 +260,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         sliding_sync: Default::default(),
         delayed: Default::default(),
         shutdown: shutdown_rx,
+        appservice_kicker: Default::default(),
     });
     Ok(Prepared {
         server,
@@ -306,6 +307,10 @@ pub async fn serve(
     ));
     let typing_expiry = tokio::spawn(expire_typing(Arc::clone(&server), shutdown_tx.subscribe()));
     let delayed = tokio::spawn(service::delayed_events::run(
+        Arc::clone(&server),
+        shutdown_tx.subscribe(),
+    ));
+    let appservice_sender = tokio::spawn(service::appservice::push::run(
         Arc::clone(&server),
         shutdown_tx.subscribe(),
     ));
@@ -373,6 +378,7 @@ pub async fn serve(
     let _ = sender.await;
     let _ = pusher.await;
     let _ = delayed.await;
+    let _ = appservice_sender.await;
     reloader.abort();
     if let Some(renewer) = renewer {
         renewer.abort();

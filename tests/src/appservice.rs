@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -32,7 +32,8 @@ pub enum Behaviour {
     Error500,
     /// Writes bytes that are not an HTTP response and closes the connection.
     Garbage,
-    /// Reads the request and answers nothing until the behaviour changes, then closes.
+    /// Reads the request (a transaction is recorded) and answers nothing until the behaviour
+    /// changes, then closes.
     Hang,
 }
 
@@ -57,6 +58,8 @@ struct State {
     behaviour: Behaviour,
     requests: Vec<Request>,
     transactions: Vec<(String, Value)>,
+    /// When each entry of `transactions` arrived.
+    arrived: Vec<Instant>,
     bad_auth: usize,
     user_handler: Option<Handler>,
     alias_handler: Option<Handler>,
@@ -82,6 +85,7 @@ impl TestAppservice {
             behaviour: Behaviour::Normal,
             requests: Vec::new(),
             transactions: Vec::new(),
+            arrived: Vec::new(),
             bad_auth: 0,
             user_handler: None,
             alias_handler: None,
@@ -118,7 +122,7 @@ impl TestAppservice {
     }
 
     /// A registration file for this appservice: `id`, `as_token`, `sender_localpart`, the
-    /// (non-exclusive unless the regex starts with `!`) user, alias and room regexes, and
+    /// (non-exclusive unless written `exclusive:<regex>`) user, alias and room regexes, and
     /// `extra` YAML lines appended as written (`receive_ephemeral: true`, `protocols: [irc]`).
     pub fn registration(
         &self,
@@ -134,7 +138,7 @@ impl TestAppservice {
             }
             let mut out = String::from("\n");
             for re in regexes {
-                let (exclusive, re) = match re.strip_prefix('!') {
+                let (exclusive, re) = match re.strip_prefix("exclusive:") {
                     Some(re) => (true, re),
                     None => (false, *re),
                 };
@@ -176,6 +180,34 @@ impl TestAppservice {
     /// Every transaction received, in order, with its txn ID (re-sent ones again).
     pub fn transactions(&self) -> Vec<(String, Value)> {
         self.state().transactions.clone()
+    }
+
+    /// Each event ID of the unique transactions with when its transaction first arrived.
+    pub fn event_arrivals(&self) -> Vec<(String, Instant)> {
+        let st = self.state();
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for ((txn, body), at) in st.transactions.iter().zip(&st.arrived) {
+            if !seen.insert(txn.clone()) {
+                continue;
+            }
+            for event in body
+                .get("events")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(id) = event["event_id"].as_str() {
+                    out.push((id.to_owned(), *at));
+                }
+            }
+        }
+        out
+    }
+
+    /// How many distinct transactions arrived.
+    pub fn transaction_count(&self) -> usize {
+        self.unique_transactions().len()
     }
 
     /// Every request received, in order.
@@ -315,6 +347,16 @@ fn serve(stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool, hs_token: &
             return;
         }
         Behaviour::Hang => {
+            // A transaction is taken in, and only its answer is lost: what a server that dies
+            // or times out mid-request sees, so the re-send must carry the same txnId.
+            if authorised
+                && request.method == "PUT"
+                && let Some(txn) = request.path.strip_prefix("/_matrix/app/v1/transactions/")
+            {
+                let mut st = state.lock().expect("test appservice state");
+                st.transactions.push((decode(txn), request.body.clone()));
+                st.arrived.push(Instant::now());
+            }
             while !stop.load(Ordering::SeqCst)
                 && state.lock().expect("test appservice state").behaviour == Behaviour::Hang
             {
@@ -355,9 +397,9 @@ fn answer(state: &Mutex<State>, request: &Request) -> (u16, Value) {
     if let Some(txn) = path.strip_prefix("/_matrix/app/v1/transactions/")
         && request.method == "PUT"
     {
-        lock()
-            .transactions
-            .push((decode(txn), request.body.clone()));
+        let mut st = lock();
+        st.transactions.push((decode(txn), request.body.clone()));
+        st.arrived.push(Instant::now());
         return (200, json!({}));
     }
     if path == "/_matrix/app/v1/ping" && request.method == "POST" {

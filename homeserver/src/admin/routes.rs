@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Extension, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::wire::{
-    BackupOutcome, BackupRequest, CreateUser, NoticesSent, PeerList, PeersReloaded, ReportList,
-    ResetPassword, SendNotice, ServerStatus, SetAdmin, TlsReload, TlsReloaded, UserList,
-    UserSummary,
+    AppserviceList, AppservicePinged, AppservicesReloaded, BackupOutcome, BackupRequest,
+    CreateUser, NoticesSent, PeerList, PeersReloaded, ReportList, ResetPassword, SendNotice,
+    ServerStatus, SetAdmin, TlsReload, TlsReloaded, UserList, UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
-use crate::service::{Server, admin};
+use crate::service::{Server, admin, appservice};
 
 /// When the admin API started serving, for the uptime in `/v1/status`.
 #[derive(Clone, Copy)]
@@ -36,6 +37,9 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
         .route("/v1/tls/reload", post(reload_client_tls))
         .route("/v1/reports", get(list_reports))
         .route("/v1/notices", post(send_notices))
+        .route("/v1/appservices", get(list_appservices))
+        .route("/v1/appservices/reload", post(reload_appservices))
+        .route("/v1/appservices/{id}/ping", post(ping_appservice))
         .fallback(unknown)
         .layer(Extension(Started(started)))
         .with_state(server)
@@ -147,4 +151,27 @@ async fn list_peers(State(server): State<Arc<Server>>) -> Result<Json<PeerList>>
 async fn reload_peers(State(server): State<Arc<Server>>) -> Result<Json<PeersReloaded>> {
     let peers = admin::reload_peers(&server).await?;
     Ok(Json(PeersReloaded { peers }))
+}
+
+/// # `GET /v1/appservices`
+async fn list_appservices(State(server): State<Arc<Server>>) -> Result<Json<AppserviceList>> {
+    let appservices = appservice::push::links(&server).await?;
+    Ok(Json(AppserviceList { appservices }))
+}
+
+/// # `POST /v1/appservices/reload`
+async fn reload_appservices(State(server): State<Arc<Server>>) -> Json<AppservicesReloaded> {
+    let appservices = appservice::push::reload(&server).await;
+    Json(AppservicesReloaded { appservices })
+}
+
+/// # `POST /v1/appservices/{id}/ping`
+async fn ping_appservice(
+    State(server): State<Arc<Server>>,
+    PathParams(id): PathParams<String>,
+) -> Response {
+    match appservice::ping::ping(&server, &id, None).await {
+        Ok(duration_ms) => Json(AppservicePinged { duration_ms }).into_response(),
+        Err(err) => err.into_response(),
+    }
 }

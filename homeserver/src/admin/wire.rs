@@ -18,6 +18,13 @@
 //! | `POST /v1/tls/reload`                 | [`TlsReload`]     | [`TlsReloaded`]             |
 //! | `GET /v1/reports`                     |                   | [`ReportList`]              |
 //! | `POST /v1/notices`                    | [`SendNotice`]    | [`NoticesSent`]             |
+//! | `GET /v1/appservices`                 |                   | [`AppserviceList`]          |
+//! | `POST /v1/appservices/reload`         | empty             | [`AppservicesReloaded`]     |
+//! | `POST /v1/appservices/{id}/ping`      | empty             | [`AppservicePinged`]        |
+//!
+//! The appservice ping fails with the client ping endpoint's errors: 404 `M_NOT_FOUND` (no
+//! such id), 400 `M_URL_NOT_SET`, 502 `M_BAD_STATUS` (with `status` and `body`), 502
+//! `M_CONNECTION_FAILED`, 504 `M_CONNECTION_TIMEOUT`.
 
 use std::path::PathBuf;
 
@@ -119,4 +126,27 @@ pub struct SendNotice {
 pub struct NoticesSent {
     /// The users the notice went to.
     pub sent: Vec<String>,
+}
+
+pub use crate::service::appservice::push::AppserviceLink;
+
+/// `GET /v1/appservices`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppserviceList {
+    /// Every registered appservice, in registry (file-name) order.
+    pub appservices: Vec<AppserviceLink>,
+}
+
+/// `POST /v1/appservices/reload`: re-read `<data_dir>/appservices/`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppservicesReloaded {
+    /// How many appservices are registered after the reload.
+    pub appservices: usize,
+}
+
+/// `POST /v1/appservices/{id}/ping`: the round trip of the appservice's `/_matrix/app/v1/ping`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppservicePinged {
+    /// Milliseconds from the homeserver's call to the appservice's answer.
+    pub duration_ms: u64,
 }

@@ -75,7 +75,9 @@ pub async fn store_receipt(
     thread_id: String,
 ) -> Result<()> {
     let own = server.server_name().to_string();
-    server
+    let receivers = super::appservice::ephemeral::receivers(&server.appservices.all());
+    let any_receiver = !receivers.is_empty();
+    let stored = server
         .store
         .write(move |tx| {
             if super::membership::current(tx, &room, &user)?
@@ -99,6 +101,23 @@ pub async fn store_receipt(
                 ts: now_ms(),
             };
             misc::set_receipt(tx, &room, &receipt, pos)?;
+            let mut data = json!({"ts": receipt.ts});
+            if !receipt.thread_id.is_empty() {
+                data["thread_id"] = json!(receipt.thread_id);
+            }
+            super::appservice::ephemeral::room_edu_in_tx(
+                tx,
+                &receivers,
+                &own,
+                &room,
+                &super::appservice::ephemeral::receipt_event(
+                    &room,
+                    &receipt.event_id,
+                    &receipt.receipt_type,
+                    &receipt.user_id,
+                    data,
+                ),
+            )?;
             if receipt.receipt_type == "m.read" {
                 outbox::enqueue_edu_for_room(
                     tx,
@@ -110,7 +129,11 @@ pub async fn store_receipt(
             }
             Ok(())
         })
-        .await
+        .await;
+    if any_receiver {
+        server.appservice_kicker.kick();
+    }
+    stored
 }
 
 /// The `m.receipt` EDU that tells a room's other units about a local user's read receipt.

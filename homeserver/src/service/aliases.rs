@@ -20,13 +20,21 @@ pub struct Resolved {
     pub servers: Vec<String>,
 }
 
-/// Resolves one of this unit's aliases from the database (`M_NOT_FOUND` when none).
+/// Resolves one of this unit's aliases from the database (`M_NOT_FOUND` when none). An
+/// unknown alias in an appservice's namespace is first asked of the appservice, which may
+/// create it (spec: Application Service API, "Querying").
 pub async fn resolve(server: &Server, alias: &OwnedRoomAliasId) -> Result<Resolved> {
     let key = alias.to_string();
-    let found = server
-        .store
-        .read(move |conn| misc::get_alias(conn, &key))
-        .await?;
+    let lookup = |key: String| async move {
+        server
+            .store
+            .read(move |conn| misc::get_alias(conn, &key))
+            .await
+    };
+    let mut found = lookup(key.clone()).await?;
+    if found.is_none() && super::appservice::query::alias_exists(server, &key).await {
+        found = lookup(key).await?;
+    }
     let (room, _) =
         found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(Resolved {

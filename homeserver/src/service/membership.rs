@@ -210,6 +210,18 @@ pub async fn act(
     action: Action,
 ) -> Result<()> {
     super::require_allowed_user(server, &target)?;
+    if action == Action::Invite && target.server_name() == server.server_name() {
+        // An unknown local user in an appservice's namespace: the appservice may create it
+        // before the invite is checked (spec: Application Service API, "Querying").
+        let key = target.to_string();
+        let known = server
+            .store
+            .read(move |conn| crate::store::accounts::get_user(conn, &key).map(|u| u.is_some()))
+            .await?;
+        if !known {
+            super::appservice::query::user_exists(server, target.as_str()).await;
+        }
+    }
     let membership = match action {
         Action::Invite => Membership::Invite,
         Action::Ban => Membership::Ban,

@@ -88,6 +88,8 @@ pub struct Server {
     pub delayed: delayed_events::Timer,
     /// Becomes `true` when the server is shutting down, so long polls return at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Wakes the appservice senders (queued ephemeral items, a reload).
+    pub appservice_kicker: appservice::push::Kicker,
 }
 
 impl Server {

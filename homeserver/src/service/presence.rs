@@ -111,7 +111,9 @@ pub async fn set(
     if unchanged {
         return Ok(());
     }
-    server
+    let receivers = super::appservice::ephemeral::receivers(&server.appservices.all());
+    let any_receiver = !receivers.is_empty();
+    let stored = server
         .store
         .write(move |tx| {
             let last_active_ts = match (&current, active) {
@@ -126,9 +128,23 @@ pub async fn set(
                 stream_pos: tx.next_stream_pos(),
             };
             store::set(tx, &row)?;
+            if !receivers.is_empty() {
+                let content = content_at(&own, &row, now);
+                super::appservice::ephemeral::presence_in_tx(
+                    tx,
+                    &receivers,
+                    &own,
+                    &row.user_id,
+                    &content,
+                )?;
+            }
             send_to_peers_in_tx(tx, &own, &row, now)
         })
-        .await
+        .await;
+    if any_receiver {
+        server.appservice_kicker.kick();
+    }
+    stored
 }
 
 /// Queues an `m.presence` EDU for every peer sharing a room with the user.

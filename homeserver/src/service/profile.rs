@@ -33,14 +33,21 @@ impl Field {
     }
 }
 
-/// A local user's `(displayname, avatar_url)`; `M_NOT_FOUND` for one who does not exist.
+/// A local user's `(displayname, avatar_url)`; `M_NOT_FOUND` for one who does not exist. An
+/// unknown user in an appservice's namespace is first asked of the appservice, which may
+/// create it (spec: Application Service API, "Querying").
 pub async fn load(server: &Server, user: &UserId) -> Result<(Option<String>, Option<String>)> {
-    let key = user.to_string();
-    server
-        .store
-        .read(move |conn| accounts::get_profile(conn, &key))
-        .await?
-        .ok_or_else(|| Error::not_found("Profile not found"))
+    let lookup = |key: String| async move {
+        server
+            .store
+            .read(move |conn| accounts::get_profile(conn, &key))
+            .await
+    };
+    let mut found = lookup(user.to_string()).await?;
+    if found.is_none() && super::appservice::query::user_exists(server, user.as_str()).await {
+        found = lookup(user.to_string()).await?;
+    }
+    found.ok_or_else(|| Error::not_found("Profile not found"))
 }
 
 /// Sets (or with `None` clears) one of the user's own profile fields, then sends a new member

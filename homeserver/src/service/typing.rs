@@ -147,7 +147,17 @@ pub async fn set_typing(
         .typing
         .set(room.as_str(), user.as_str(), typing, timeout)
     {
-        // Tell the room's other units (spec: the `m.typing` EDU).
+        // Tell the room's other units (spec: the `m.typing` EDU), and the appservices that
+        // receive ephemeral data (who types there now).
+        let receivers = super::appservice::ephemeral::receivers(&server.appservices.all());
+        let for_appservices = super::appservice::ephemeral::typing_event(
+            room.as_str(),
+            &server
+                .typing
+                .changed_since(room.as_str(), 0)
+                .unwrap_or_default(),
+        );
+        let any_receiver = !receivers.is_empty();
         let own = server.server_name().to_string();
         let (room, edu) = (
             room.to_string(),
@@ -160,6 +170,13 @@ pub async fn set_typing(
         server
             .store
             .write(move |tx| {
+                super::appservice::ephemeral::room_edu_in_tx(
+                    tx,
+                    &receivers,
+                    &own,
+                    &room,
+                    &for_appservices,
+                )?;
                 crate::store::outbox::enqueue_edu_for_room(
                     tx,
                     &own,
@@ -169,6 +186,9 @@ pub async fn set_typing(
                 )
             })
             .await?;
+        if any_receiver {
+            server.appservice_kicker.kick();
+        }
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0014_notification_staging.sql"),
     include_str!("migrations/0015_lazy_members.sql"),
     include_str!("migrations/0016_edges_from_pdus.sql"),
+    include_str!("migrations/0018_appservice_queue.sql"),
 ];
 
 /// Why migrating failed.

@@ -14,6 +14,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod appservice;
 pub mod backup;
 pub mod dag;
 pub mod delayed_events;

@@ -10,6 +10,7 @@
 //! cards and do not expire after `valid_until_ts`; a key stays valid until the admin rotates
 //! it. See ARCHITECTURE.md.
 
+pub mod appservice;
 pub mod client;
 pub mod client_cert;
 pub mod client_tls;

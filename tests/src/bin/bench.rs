@@ -16,8 +16,14 @@
 //! client trusts only that CA; it first prints the time to a first answer on a new connection
 //! with and without the TLS handshake.
 //!
+//! With `--appservice` it measures the homeserver -> appservice path instead: a test
+//! appservice (`tests::appservice`) whose namespace holds a member of the room receives the
+//! K x M messages; it prints events/s and transactions/s delivered, the send -> appservice
+//! receipt delay (p50/p99), and the catch-up time after a 10,000-event outage.
+//!
 //! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
-//! [--users N] [--rate R] [--wal] [--tls] [--config TOML]`. It asserts nothing about speed.
+//! [--users N] [--rate R] [--wal] [--tls] [--appservice] [--config TOML]`. It asserts nothing
+//! about speed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +48,7 @@ OPTIONS:
     --wal           sample the WAL: peak size, frames per message, pages rewritten per table
     --tls           serve the client API over HTTPS (unit CA) and measure the TLS handshake
                     (ends the server with kill -9 so the log can be read afterwards)
+    --appservice    measure delivery to an appservice (throughput, delay, outage catch-up)
     --config TOML   extra TOML appended to the server's config (e.g. \"[storage]\\n...\")
     -h, --help      print this help";
 
@@ -54,6 +61,7 @@ struct Args {
     rate: Option<f64>,
     wal: bool,
     tls: bool,
+    appservice: bool,
     config: String,
 }
 
@@ -65,6 +73,7 @@ impl Args {
         let mut rate = None;
         let mut wal = false;
         let mut tls = false;
+        let mut appservice = false;
         let mut config = String::new();
         while let Some(flag) = raw.next() {
             let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
@@ -75,6 +84,7 @@ impl Args {
                 "--users" => users = Some(parse_number(&value("--users")?)?),
                 "--wal" => wal = true,
                 "--tls" => tls = true,
+                "--appservice" => appservice = true,
                 "--config" => config = value("--config")?.replace("\\n", "\n"),
                 "--rate" => {
                     let text = value("--rate")?;
@@ -100,6 +110,7 @@ impl Args {
             rate,
             wal,
             tls,
+            appservice,
             config,
         }))
     }
@@ -126,6 +137,10 @@ struct SyncStats {
 
 fn main() -> ExitCode {
     match Args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) if args.appservice => {
+            run_appservice(&args);
+            ExitCode::SUCCESS
+        }
         Ok(Some(args)) => {
             run(args);
             ExitCode::SUCCESS
@@ -642,4 +657,144 @@ fn ms(duration: Duration) -> String {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Messages sent while the appservice is down, for the catch-up figure.
+const OUTAGE_EVENTS: usize = 10_000;
+
+/// `--appservice`: delivery to a local appservice (see the module header).
+fn run_appservice(args: &Args) {
+    use tests::appservice::{Behaviour, TestAppservice};
+    println!(
+        "Outpost appservice bench: {} senders x {} messages, then a {OUTAGE_EVENTS}-event outage",
+        args.senders, args.messages
+    );
+    let appservice = TestAppservice::start("hs-bench");
+    let yaml = appservice.registration(
+        "bench",
+        "as-bench",
+        "benchbot",
+        [&["@ghost_.*"], &[], &[]],
+        "",
+    );
+    let extra = format!(
+        "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n\
+         [appservices]\nretry_cap_secs = 1\n\n{}\n",
+        args.config
+    );
+    let (env, ()) = TestEnv::with_config_setup(&extra, |data| {
+        TestAppservice::install(data, "bench", &yaml);
+    });
+    let senders: Vec<Client> = (0..args.senders)
+        .map(|i| env.register(&format!("bench{i}")))
+        .collect();
+    let ghost = env.register("ghost_listener");
+    let room = senders[0].create_room(&json!({ "preset": "public_chat" }));
+    for user in senders[1..].iter().chain([&ghost]) {
+        user.join(&room);
+    }
+    let wait_all = |ids: &[String], deadline: Duration| -> Option<Instant> {
+        let want: std::collections::HashSet<&String> = ids.iter().collect();
+        let start = Instant::now();
+        loop {
+            let arrivals = appservice.event_arrivals();
+            let got: Vec<&Instant> = arrivals
+                .iter()
+                .filter(|(id, _)| want.contains(id))
+                .map(|(_, at)| at)
+                .collect();
+            if got.len() >= want.len() {
+                return got.into_iter().max().copied();
+            }
+            if start.elapsed() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // Live: K senders as fast as answered; each message's delay is from just before its send
+    // to its transaction's arrival.
+    let txns_before = appservice.transaction_count();
+    let started = Instant::now();
+    let sent: Vec<(String, Instant)> = thread::scope(|scope| {
+        let handles: Vec<_> = senders
+            .iter()
+            .map(|client| {
+                let room = room.clone();
+                scope.spawn(move || {
+                    (0..args.messages)
+                        .map(|i| {
+                            let at = Instant::now();
+                            (client.send_text(&room, &format!("as bench {i}")), at)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("sender thread"))
+            .collect()
+    });
+    let ids: Vec<String> = sent.iter().map(|(id, _)| id.clone()).collect();
+    let Some(last) = wait_all(&ids, Duration::from_secs(300)) else {
+        println!("not every event reached the appservice within 5 minutes");
+        return;
+    };
+    let elapsed = last.duration_since(started);
+    let txns = appservice.transaction_count() - txns_before;
+    let arrivals: HashMap<String, Instant> = appservice.event_arrivals().into_iter().collect();
+    let mut delays: Vec<Duration> = sent
+        .iter()
+        .filter_map(|(id, at)| arrivals.get(id).map(|got| got.duration_since(*at)))
+        .collect();
+    row("events delivered", ids.len());
+    row(
+        "events/s delivered",
+        format!("{:.0}", ids.len() as f64 / elapsed.as_secs_f64()),
+    );
+    row(
+        "transactions/s delivered",
+        format!(
+            "{:.0} ({txns} transactions)",
+            txns as f64 / elapsed.as_secs_f64()
+        ),
+    );
+    row("send -> appservice receipt", percentiles(&mut delays));
+
+    // Outage: the appservice answers 500 while OUTAGE_EVENTS messages are sent, then recovers.
+    appservice.set_behaviour(Behaviour::Error500);
+    let per_sender = OUTAGE_EVENTS.div_ceil(senders.len());
+    let queued: Vec<String> = thread::scope(|scope| {
+        let handles: Vec<_> = senders
+            .iter()
+            .map(|client| {
+                let room = room.clone();
+                scope.spawn(move || {
+                    (0..per_sender)
+                        .map(|i| client.send_text(&room, &format!("outage {i}")))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("sender thread"))
+            .collect()
+    });
+    let recovered = Instant::now();
+    appservice.set_behaviour(Behaviour::Normal);
+    let Some(last) = wait_all(&queued, Duration::from_secs(600)) else {
+        println!("the outage's events did not all arrive within 10 minutes");
+        return;
+    };
+    row("events queued during the outage", queued.len());
+    row(
+        "catch-up after the outage",
+        format!(
+            "{} (from recovery to the last event; includes up to the 1 s backoff cap)",
+            ms(last.duration_since(recovered))
+        ),
+    );
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use serde_json::{Value, json};
 
-use crate::api::client::wire::{BaseUrl, Empty, TurnServer, Versions, WellKnown};
+use crate::api::client::wire::{BaseUrl, TurnServer, Versions, WellKnown};
 use crate::api::extract::Auth;
 use crate::error::{Error, Result};
 use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
@@ -32,13 +32,6 @@ pub async fn versions() -> Json<Versions> {
         .map(|feature| (feature, true))
         .collect(),
     })
-}
-
-/// # `GET /_matrix/client/v3/thirdparty/protocols`
-/// No application service bridges a third-party network here yet, so there are no protocols;
-/// browser clients poll this and must get the empty object, not an error.
-pub async fn thirdparty_protocols(_auth: Auth) -> Json<Empty> {
-    Json(Empty {})
 }
 
 /// # `GET /_matrix/client/v3/voip/turnServer`

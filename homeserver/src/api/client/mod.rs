@@ -7,6 +7,7 @@ mod delayed_events;
 mod devices;
 mod directory;
 pub use directory::room_summary;
+mod appservice_ping;
 mod discovery;
 mod keys;
 mod legacy;
@@ -24,6 +25,7 @@ mod search;
 mod sliding_sync;
 mod space;
 mod sync;
+mod thirdparty;
 mod typing;
 pub mod wire;
 
@@ -53,10 +55,6 @@ pub fn routes() -> Router<Arc<Server>> {
         .route("/_matrix/client/versions", get(discovery::versions))
         .route("/.well-known/matrix/client", get(discovery::well_known))
         .route(&r("/capabilities"), get(discovery::capabilities))
-        .route(
-            &r("/thirdparty/protocols"),
-            get(discovery::thirdparty_protocols),
-        )
         .route(&r("/voip/turnServer"), get(discovery::turn_server))
         .route(&r("/register"), post(account::register))
         .route(&r("/register/available"), get(account::available))
@@ -240,4 +238,6 @@ pub fn routes() -> Router<Arc<Server>> {
         .merge(report::routes())
         .merge(space::routes())
         .merge(sliding_sync::routes())
+        .merge(thirdparty::routes())
+        .merge(appservice_ping::routes())
 }

@@ -6,6 +6,12 @@
 //! an `as_token`, which one claims a user ID or alias exclusively, which ones are interested in
 //! an ID. Parsing and checking a file is [`crate::matrix::appservice`]'s.
 
+pub mod ephemeral;
+pub mod ping;
+pub mod push;
+pub mod query;
+pub mod thirdparty;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 

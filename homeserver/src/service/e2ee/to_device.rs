@@ -25,7 +25,9 @@ pub async fn send_to_device(
         .map(|u| server_of(u).to_owned())
         .filter(|s| *s != own && server.peers.get(s).is_some())
         .collect();
-    server
+    let receivers = crate::service::appservice::ephemeral::receivers(&server.appservices.all());
+    let any_receiver = !receivers.is_empty();
+    let delivered = server
         .store
         .write(move |tx| {
             if !e2ee::record_to_device_txn(tx, &sender, &sender_device, &txn_id)? {
@@ -45,7 +47,7 @@ pub async fn send_to_device(
                     }
                     continue;
                 }
-                deliver_local_in_tx(tx, &sender, &event_type, user, devices)?;
+                deliver_local_in_tx(tx, (&receivers, &own), &sender, &event_type, user, devices)?;
             }
             for (peer, messages) in remote {
                 let edu = json!({
@@ -62,13 +64,21 @@ pub async fn send_to_device(
             }
             Ok(())
         })
-        .await
+        .await;
+    if any_receiver {
+        server.appservice_kicker.kick();
+    }
+    delivered
 }
 
 /// Puts one message per addressed device (or every device for `*`) of a local user in the
 /// inbox.
 fn deliver_local_in_tx(
     tx: &mut WriteTx<'_>,
+    appservices: (
+        &[std::sync::Arc<crate::matrix::appservice::Registration>],
+        &str,
+    ),
     sender: &str,
     event_type: &str,
     user: &str,
@@ -81,10 +91,20 @@ fn deliver_local_in_tx(
         } else {
             existing.iter().filter(|d| *d == device).collect()
         };
-        let content = content.to_string();
+        let text = content.to_string();
         for target in targets {
             let pos = tx.next_stream_pos();
-            e2ee::push_to_device(tx, pos, user, target, sender, event_type, &content)?;
+            e2ee::push_to_device(tx, pos, user, target, sender, event_type, &text)?;
+            // Appservices that receive ephemeral data get messages to their users too.
+            let (receivers, own) = appservices;
+            crate::service::appservice::ephemeral::to_device_in_tx(
+                tx,
+                receivers,
+                own,
+                (sender, event_type, content),
+                user,
+                target,
+            )?;
         }
     }
     Ok(())
@@ -109,17 +129,30 @@ pub async fn receive_to_device(server: &Server, origin: &str, content: &Value) -
     let own = server.server_name().to_string();
     let (sender, event_type, messages) =
         (sender.to_owned(), event_type.to_owned(), messages.clone());
-    server
+    let receivers = crate::service::appservice::ephemeral::receivers(&server.appservices.all());
+    let any_receiver = !receivers.is_empty();
+    let delivered = server
         .store
         .write(move |tx| {
             for (user, devices) in &messages {
                 if let (true, Some(devices)) = (server_of(user) == own, devices.as_object()) {
-                    deliver_local_in_tx(tx, &sender, &event_type, user, devices)?;
+                    deliver_local_in_tx(
+                        tx,
+                        (&receivers, &own),
+                        &sender,
+                        &event_type,
+                        user,
+                        devices,
+                    )?;
                 }
             }
             Ok(())
         })
-        .await
+        .await;
+    if any_receiver {
+        server.appservice_kicker.kick();
+    }
+    delivered
 }
 
 /// What `/sync` carries for end-to-end encryption.
