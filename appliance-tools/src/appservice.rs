@@ -15,6 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use homeserver::admin::wire::{AppservicePinged, AppservicesReloaded};
 use homeserver::matrix::appservice::{Namespace, Registration};
 use homeserver::service::appservice::files::{Entry, Refusal, check_new, file_name};
 
@@ -254,7 +255,7 @@ fn link_line(link: &Link) -> String {
             .map(format_time_ms)
             .unwrap_or_else(|| "never".to_owned())
     );
-    if let Some(retry) = link.next_retry_ms.filter(|_| link.is_down()) {
+    if let Some(retry) = link.next_retry_ms.filter(|_| appservices::is_down(link)) {
         line.push_str(&format!(", next attempt {}", format_time_ms(retry)));
     }
     line
@@ -312,12 +313,6 @@ fn remove(unit: &Unit, id: &str, yes: bool) -> Result<Exit, Failure> {
     Ok(Exit::Success)
 }
 
-/// The answer of `POST /v1/appservices/{id}/ping`.
-#[derive(Debug, Deserialize)]
-struct Pinged {
-    duration_ms: u64,
-}
-
 fn ping(unit: &Unit, id: &str) -> Result<Exit, Failure> {
     let config = unit.config()?;
     let id = id.trim();
@@ -326,7 +321,7 @@ fn ping(unit: &Unit, id: &str) -> Result<Exit, Failure> {
             "the homeserver is not running; start it (`{START_HINT}`) to ping an appservice"
         )));
     }
-    let answer = AdminClient::new(unit.socket_path()).post_judged::<_, Pinged>(
+    let answer = AdminClient::new(unit.socket_path()).post_judged::<_, AppservicePinged>(
         &format!("/v1/appservices/{}/ping", encode_segment(id)),
         &serde_json::json!({}),
     )?;
@@ -391,13 +386,9 @@ fn not_registered(id: &str) -> Failure {
 
 /// Makes a running homeserver re-read the registrations; says what happened.
 fn reload(unit: &Unit) -> Result<String, Failure> {
-    #[derive(Deserialize)]
-    struct Reloaded {
-        appservices: usize,
-    }
     match unit.server_state()? {
         ServerState::Running => {
-            let reloaded: Reloaded = AdminClient::new(unit.socket_path())
+            let reloaded: AppservicesReloaded = AdminClient::new(unit.socket_path())
                 .post("/v1/appservices/reload", &serde_json::json!({}))
                 .map_err(|failure| {
                     Failure::new(

@@ -457,7 +457,7 @@ fn appservice_status(unit: &Unit, server_name: &str, report: &mut Report) {
             .iter()
             .find(|link| link.id == registration.id)
             .cloned();
-        if let Some(link) = link.as_ref().filter(|link| link.is_down()) {
+        if let Some(link) = link.as_ref().filter(|link| appservices::is_down(link)) {
             report.problems.push(format!(
                 "the appservice {} is down: {} item{} queued, last delivery {}, last error: {}; \
                  check that the bridge runs (`appliance appservice ping {}`)",
@@ -485,13 +485,17 @@ fn appservice_line(service: &AppserviceStatus, running: bool) -> String {
         Some(link) => format!(
             "{}: {}, {} queued, last delivery {}{}",
             service.id,
-            if link.is_down() { "DOWN" } else { &link.link },
+            if appservices::is_down(link) {
+                "DOWN"
+            } else {
+                &link.link
+            },
             link.queue_depth,
             link.last_delivery_ms
                 .map(format_time_ms)
                 .unwrap_or_else(|| "never".to_owned()),
             link.next_retry_ms
-                .filter(|_| link.is_down())
+                .filter(|_| appservices::is_down(link))
                 .map(|at| format!(", next attempt {}", format_time_ms(at)))
                 .unwrap_or_default()
         ),
