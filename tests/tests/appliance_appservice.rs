@@ -273,6 +273,24 @@ fn commands_need_a_set_up_unit_and_ping_needs_a_running_server() {
     assert_eq!(json["appservices"][0]["id"], "irc");
     assert_eq!(json["appservices"][0]["sender"], "@ircbot:unit-a.test");
     assert_eq!(json["appservices"][0]["link"], serde_json::Value::Null);
+
+    // Man pages and completions come from the same definitions as the other commands'.
+    let pages = unit.root().join("man");
+    unit.appliance(&["man", "--out-dir", &pages.to_string_lossy()])
+        .ok("man --out-dir");
+    for page in ["add", "list", "remove", "ping"] {
+        assert!(
+            pages
+                .join(format!("appliance-appservice-{page}.1"))
+                .is_file()
+        );
+    }
+    let bash = unit.appliance(&["completions", "bash"]);
+    bash.ok("completions");
+    assert!(
+        bash.stdout.contains("appservice") && bash.stdout.contains("--replace"),
+        "{bash}"
+    );
 }
 
 /// `homeserver dev` with `--appservice` flags on `dir`'s data dir: `(command, data dir)`.
@@ -297,7 +315,7 @@ fn dev_with(dir: &TempDir, files: &[&Path]) -> (Command, PathBuf) {
     (command, data_dir)
 }
 
-/// Waits for the dev server's admin socket, asks it which appservices it loaded (their ids
+/// Waits for the dev server's admin socket to accept, asks it which appservices it loaded (their ids
 /// and urls), then stops it.
 fn loaded_then_stop(mut child: Child, data_dir: &Path) -> Vec<(String, Value)> {
     let socket = data_dir.join("admin.sock");
@@ -308,7 +326,10 @@ fn loaded_then_stop(mut child: Child, data_dir: &Path) -> Vec<(String, Value)> {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("homeserver dev exited with {status}");
             }
-            socket.exists().then_some(())
+            // A killed earlier run leaves its socket file behind: wait for one that answers.
+            std::os::unix::net::UnixStream::connect(&socket)
+                .is_ok()
+                .then_some(())
         },
     );
     let (head, body) = tests::admin_get(data_dir, "/v1/appservices");
