@@ -227,6 +227,10 @@ pub fn backup(unit: &Unit, args: &BackupArgs) -> Result<Exit, Failure> {
     files.extend(walk(&unit.path(unit::TLS_DIR), unit::TLS_DIR)?);
     files.extend(walk(&unit.path(unit::MEDIA_DIR), unit::MEDIA_DIR)?);
     files.extend(walk(&unit.path(unit::PEERS_DIR), unit::PEERS_DIR)?);
+    files.extend(walk(
+        &unit.path(unit::APPSERVICES_DIR),
+        unit::APPSERVICES_DIR,
+    )?);
 
     let total: u64 = files
         .iter()
@@ -768,9 +772,11 @@ fn extract<R: Read>(
             std::fs::create_dir_all(parent)
                 .map_err(|err| Failure::io("cannot create", parent, err))?;
         }
+        // Appservice registrations hold their two tokens.
         let secret = name == homeserver::SIGNING_KEY_FILE
             || name.ends_with(".key")
-            || name.ends_with("key.pem");
+            || name.ends_with("key.pem")
+            || name.starts_with(&format!("{}/", unit::APPSERVICES_DIR));
         let out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

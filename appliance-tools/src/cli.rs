@@ -54,6 +54,13 @@ pub enum Command {
     /// admins read aloud to each other to be sure the card is genuine.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Register application services: bridges and bots that act for users of a namespace.
+    ///
+    /// An appservice (an IRC or mail bridge, an alerting bot) is registered with the YAML file
+    /// it generates, kept in <DATA_DIR>/appservices/<id>.yaml. The homeserver sends it the
+    /// events of the rooms it is interested in and lets it act as the users of its namespaces.
+    #[command(subcommand)]
+    Appservice(AppserviceCommand),
     /// The unit's signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -279,6 +286,46 @@ pub enum PeerCommand {
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
+    },
+}
+
+/// `appliance appservice …`.
+#[derive(Debug, Subcommand)]
+pub enum AppserviceCommand {
+    /// Register an appservice from the registration file its bridge generated.
+    ///
+    /// The file is checked completely before anything is written: it parses, the tokens are
+    /// there and differ from each other and from every registered appservice's, the regexes
+    /// compile, no exclusive namespace may claim the IDs of another appservice's, and `url` is
+    /// an IP address or localhost (a unit resolves no names) or null for a send-only
+    /// appservice. Then it is written to <DATA_DIR>/appservices/<id>.yaml (mode 0600: it holds
+    /// both tokens) and a running homeserver loads it at once; a stopped one at its next start.
+    Add {
+        /// The registration file (YAML; `-` for stdin).
+        file: PathBuf,
+        /// Replace the registration with the same id instead of refusing.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List the registered appservices, with their link state when the homeserver runs.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unregister an appservice: its file is removed and the homeserver stops talking to it.
+    Remove {
+        /// The appservice's id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Check that the homeserver reaches an appservice: it calls the appservice's ping
+    /// endpoint and reports the round trip (exit 5 when the appservice does not answer).
+    Ping {
+        /// The appservice's id.
+        id: String,
     },
 }
 

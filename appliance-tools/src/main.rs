@@ -6,10 +6,10 @@
 //! with a documented code ([`base::exit`]).
 //!
 //! Three layers, dependencies pointing down only:
-//! - the commands, one module each (`setup`, `users`, `peer` in [`peers`], `keys`, `tls`,
-//!   `status`, `selftest`, `reports` and `notice`, `backup` and `restore`, `factory-reset`,
-//!   `man` and `completions` in [`docs`], `update`), each importing [`cli`] for its arguments; no command
-//!   imports another;
+//! - the commands, one module each (`setup`, `users`, `peer` in [`peers`], [`appservice`],
+//!   `keys`, `tls`, `status`, `selftest`, `reports` and `notice`, `backup` and `restore`,
+//!   `factory-reset`, `man` and `completions` in [`docs`], `update`), each importing [`cli`]
+//!   for its arguments; no command imports another;
 //! - [`unit`]: the unit's files (config, provisioning, allow-list, firewall sets, TLS names)
 //!   and its database while the server is stopped;
 //! - [`base`]: exit codes, console, progress, the admin-socket client, Ctrl-C handling, the
@@ -21,6 +21,7 @@
 mod base;
 mod unit;
 
+mod appservice;
 mod backup;
 mod cli;
 mod docs;
@@ -63,6 +64,7 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Setup(args) => setup::run(&unit, args),
         Command::User(command) => users::run(&unit, command),
         Command::Peer(command) => peers::run(&unit, command),
+        Command::Appservice(command) => appservice::run(&unit, command),
         Command::Keys(command) => keys::run(&unit, command),
         Command::Tls(command) => tls::run(&unit, command),
         Command::Status(args) => status::run(&unit, args),

@@ -15,6 +15,7 @@ use crate::base::console::format_time_ms;
 use crate::base::exit::{Exit, Failure};
 use crate::base::progress::human_bytes;
 use crate::cli::StatusArgs;
+use crate::unit::appservices::{self, Link};
 use crate::unit::{START_HINT, ServerState, Unit};
 
 /// The whole report, as printed with `--json`.
@@ -46,8 +47,22 @@ struct Report {
     client_tls: Option<ClientTlsReport>,
     /// The allow-listed peers and the link to each.
     peers: Vec<PeerInfo>,
+    /// The registered appservices and the link to each.
+    appservices: Vec<AppserviceStatus>,
     /// What needs attention, each with what to do.
     problems: Vec<String>,
+}
+
+/// One registered appservice: its registration file, and its link when the homeserver runs.
+#[derive(Debug, Serialize)]
+struct AppserviceStatus {
+    /// The appservice's id.
+    id: String,
+    /// Where the homeserver pushes to; `None` for a send-only appservice.
+    url: Option<String>,
+    /// The link as the running homeserver reports it; `None` when it is stopped or has not
+    /// loaded the file.
+    link: Option<Link>,
 }
 
 /// When one of the unit's certificates stops being valid.
@@ -121,6 +136,7 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
         certificates: Vec::new(),
         client_tls: None,
         peers: Vec::new(),
+        appservices: Vec::new(),
         problems: Vec::new(),
     };
     if unit.require_set_up().is_err() {
@@ -225,6 +241,9 @@ fn gather(unit: &Unit) -> Result<Report, Failure> {
                 path.display()
             ));
         }
+    }
+    if let Some(server_name) = report.server_name.clone() {
+        appservice_status(unit, &server_name, &mut report);
     }
     report.client_tls = client;
     let problems = &mut report.problems;
@@ -394,6 +413,9 @@ fn print_text(report: &Report) {
             );
         }
     }
+    for service in &report.appservices {
+        row("Appservice", appservice_line(service, report.running));
+    }
     if report.healthy {
         println!("\nAll good.");
     } else {
@@ -401,6 +423,88 @@ fn print_text(report: &Report) {
         for problem in &report.problems {
             println!("  - {problem}");
         }
+    }
+}
+
+/// The registered appservices with their links, noting as problems a link that is down and a
+/// registration file the homeserver does not load.
+fn appservice_status(unit: &Unit, server_name: &str, report: &mut Report) {
+    let entries = appservices::entries(unit, server_name);
+    if entries.is_empty() {
+        return;
+    }
+    let links = match appservices::links(unit) {
+        Ok(links) => links.unwrap_or_default(),
+        Err(err) => {
+            report
+                .problems
+                .push(format!("cannot read the appservices' links: {err}"));
+            Vec::new()
+        }
+    };
+    for entry in entries {
+        if let Some(reason) = &entry.skipped {
+            report.problems.push(format!(
+                "the appservice file {} is not used: {reason}; fix it and add it again with \
+                 `appliance appservice add FILE --replace`, or remove the file",
+                entry.path.display()
+            ));
+        }
+        let Some(registration) = entry.loaded() else {
+            continue;
+        };
+        let link = links
+            .iter()
+            .find(|link| link.id == registration.id)
+            .cloned();
+        if let Some(link) = link.as_ref().filter(|link| appservices::is_down(link)) {
+            report.problems.push(format!(
+                "the appservice {} is down: {} item{} queued, last delivery {}, last error: {}; \
+                 check that the bridge runs (`appliance appservice ping {}`)",
+                link.id,
+                link.queue_depth,
+                if link.queue_depth == 1 { "" } else { "s" },
+                link.last_delivery_ms
+                    .map(format_time_ms)
+                    .unwrap_or_else(|| "never".to_owned()),
+                link.last_error.as_deref().unwrap_or("none recorded"),
+                link.id
+            ));
+        }
+        report.appservices.push(AppserviceStatus {
+            id: registration.id.clone(),
+            url: registration.url.clone(),
+            link,
+        });
+    }
+}
+
+/// `irc: up, 0 queued, last delivery …`: one appservice in a status line.
+fn appservice_line(service: &AppserviceStatus, running: bool) -> String {
+    match &service.link {
+        Some(link) => format!(
+            "{}: {}, {} queued, last delivery {}{}",
+            service.id,
+            if appservices::is_down(link) {
+                "DOWN"
+            } else {
+                &link.link
+            },
+            link.queue_depth,
+            link.last_delivery_ms
+                .map(format_time_ms)
+                .unwrap_or_else(|| "never".to_owned()),
+            link.next_retry_ms
+                .filter(|_| appservices::is_down(link))
+                .map(|at| format!(", next attempt {}", format_time_ms(at)))
+                .unwrap_or_default()
+        ),
+        None if running => format!("{}: not loaded by the homeserver", service.id),
+        None => format!(
+            "{}: {}, link unknown while the homeserver is stopped",
+            service.id,
+            service.url.as_deref().unwrap_or("send-only")
+        ),
     }
 }
 

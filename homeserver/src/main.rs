@@ -47,6 +47,11 @@ enum Command {
         /// printed), so the TLS path can be tried locally.
         #[arg(long)]
         tls: bool,
+        /// Install this application-service registration (a bridge's YAML file) into the data
+        /// dir's appservices/ before starting, replacing an earlier copy with the same id;
+        /// repeat for several. Checked as `appliance appservice add` checks it.
+        #[arg(long = "appservice", value_name = "FILE")]
+        appservices: Vec<PathBuf>,
     },
 }
 
@@ -94,6 +99,7 @@ fn resolve(cli: &Cli) -> Result<Config, ConfigError> {
                 listen,
                 server_name,
                 tls,
+                ..
             }),
         ) => Config::dev(
             Some(data_dir.clone()),
@@ -143,6 +149,11 @@ fn init_logging(level: &str) {
 fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
     let config = resolve(&cli).map_err(|err| (Exit::Usage, err.to_string()))?;
     init_logging(&config.log.level);
+    if let Some(Command::Dev { appservices, .. }) = &cli.command
+        && !appservices.is_empty()
+    {
+        install_appservices(&config, appservices)?;
+    }
     if let Some(Command::PeerCard { out }) = &cli.command {
         let card =
             homeserver::peer_card(&config).map_err(|err| (Exit::Storage, err.to_string()))?;
@@ -214,6 +225,62 @@ fn try_main(cli: Cli) -> Result<(), (Exit, String)> {
             .await
             .map_err(|err| (Exit::Runtime, err.to_string()))
     })
+}
+
+/// `dev --appservice FILE…`: checks every file (as `appliance appservice add` does, each
+/// replacing an installed registration with its id) before writing any, then writes them into
+/// the dev data dir's appservices/ for the server to load as it starts.
+fn install_appservices(config: &Config, files: &[PathBuf]) -> Result<(), (Exit, String)> {
+    use homeserver::service::appservice::{APPSERVICES_DIR, files as folder};
+    let dir = config.data_dir.join(APPSERVICES_DIR);
+    let server_name = config.server_name.as_str();
+    let existing = folder::scan(&dir, server_name);
+    let mut checked: Vec<(folder::Checked, String)> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|err| {
+            (
+                Exit::Usage,
+                format!("--appservice {}: {err}", file.display()),
+            )
+        })?;
+        let pending: Vec<_> = checked.iter().map(|(c, _)| &c.registration).collect();
+        let new = folder::check_new(&dir, &existing, &pending, &text, server_name, true).map_err(
+            |refusal| {
+                let reason = match refusal {
+                    folder::Refusal::Invalid(err) if err.field == "file" => err.reason,
+                    folder::Refusal::Invalid(err) => err.to_string(),
+                    folder::Refusal::Exists { id, .. } => {
+                        format!("id: {id:?} is already installed")
+                    }
+                };
+                (
+                    Exit::Usage,
+                    format!(
+                        "--appservice {}: {reason}; nothing was installed",
+                        file.display()
+                    ),
+                )
+            },
+        )?;
+        checked.push((new, text));
+    }
+    let storage = |path: &std::path::Path, err: std::io::Error| {
+        (Exit::Storage, format!("{}: {err}", path.display()))
+    };
+    std::fs::create_dir_all(&dir).map_err(|err| storage(&dir, err))?;
+    for (new, text) in &checked {
+        folder::write_private(&new.path, text.as_bytes()).map_err(|err| storage(&new.path, err))?;
+        for old in &new.replaces {
+            std::fs::remove_file(old).map_err(|err| storage(old, err))?;
+        }
+        eprintln!(
+            "Installed the appservice {} ({}) as {}.",
+            new.registration.id,
+            new.registration.url.as_deref().unwrap_or("send-only"),
+            new.path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -46,12 +46,52 @@ impl AdminClient {
         self.request("POST", path, Some(&body))
     }
 
+    /// `POST path` with a JSON body, for routes whose error answers the caller judges itself
+    /// (a failed ping is news about the appservice, not a homeserver failure): a 2xx answer
+    /// decoded, else the [`ErrorAnswer`].
+    pub fn post_judged<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<Result<T, ErrorAnswer>, Failure> {
+        let body = serde_json::to_vec(body)
+            .map_err(|err| Failure::broke(format!("encoding the request: {err}")))?;
+        let (status, reply) = self.exchange("POST", path, Some(&body))?;
+        if (200..300).contains(&status) {
+            return decode("POST", path, &reply).map(Ok);
+        }
+        Ok(Err(ErrorAnswer::new(status, &reply)))
+    }
+
     fn request<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<T, Failure> {
+        let (status, body) = self.exchange(method, path, body)?;
+        if (200..300).contains(&status) {
+            return decode(method, path, &body);
+        }
+        let error = ErrorAnswer::new(status, &body);
+        Err(if status >= 500 {
+            Failure::broke(format!(
+                "the homeserver failed ({status}): {}; its log has the details \
+                 (journalctl -u homeserver)",
+                error.message
+            ))
+        } else {
+            from_errcode(&error.errcode, error.message)
+        })
+    }
+
+    /// Sends one request and reads the whole answer: its status and body.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), Failure> {
         let transport = |err: std::io::Error| {
             Failure::broke(format!(
                 "talking to the homeserver's admin socket {}: {err}",
@@ -79,33 +119,46 @@ impl AdminClient {
         }
         let mut reply = Vec::new();
         stream.read_to_end(&mut reply).map_err(transport)?;
-        let (status, body) = parse_response(&reply).ok_or_else(|| {
+        parse_response(&reply).ok_or_else(|| {
             Failure::broke(format!(
                 "the homeserver's admin socket sent an answer this tool does not understand \
                  ({} bytes)",
                 reply.len()
             ))
-        })?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&body).map_err(|err| {
-                Failure::broke(format!(
-                    "unexpected answer from the homeserver to {method} {path}: {err} \
-                     (is the homeserver the same version as this tool?)"
-                ))
-            });
-        }
-        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let errcode = error["errcode"].as_str().unwrap_or("M_UNKNOWN");
-        let message = error["error"].as_str().unwrap_or("no details").to_owned();
-        Err(if status >= 500 {
-            Failure::broke(format!(
-                "the homeserver failed ({status}): {message}; its log has the details \
-                 (journalctl -u homeserver)"
-            ))
-        } else {
-            from_errcode(errcode, message)
         })
     }
+}
+
+/// An error answer of the admin socket: the HTTP status and the Matrix error in its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// `errcode` (`M_UNKNOWN` when the body has none).
+    pub errcode: String,
+    /// `error` (`no details` when the body has none).
+    pub message: String,
+}
+
+impl ErrorAnswer {
+    fn new(status: u16, body: &[u8]) -> Self {
+        let error: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        Self {
+            status,
+            errcode: error["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
+            message: error["error"].as_str().unwrap_or("no details").to_owned(),
+        }
+    }
+}
+
+/// Decodes a 2xx answer's body.
+fn decode<T: DeserializeOwned>(method: &str, path: &str, body: &[u8]) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|err| {
+        Failure::broke(format!(
+            "unexpected answer from the homeserver to {method} {path}: {err} \
+             (is the homeserver the same version as this tool?)"
+        ))
+    })
 }
 
 /// Splits a complete HTTP/1.1 response into its status and body (`Content-Length` or chunked).

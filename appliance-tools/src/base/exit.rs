@@ -17,12 +17,14 @@ pub enum Exit {
     Usage = 2,
     /// The input was refused: an invalid provisioning file, a weak password, an unknown or
     /// existing user, a backup that fails verification, a peer card that fails verification
-    /// or whose fingerprint is not the one expected, an unknown peer.
+    /// or whose fingerprint is not the one expected, an unknown peer, an invalid or conflicting
+    /// appservice registration, an unknown appservice.
     Rejected = 3,
     /// The unit's state does not allow it: already set up, not set up, the homeserver is running
     /// (or stopped when it must run), a backup of another unit, a confirmation not given.
     WrongState = 4,
-    /// `status`: something needs the admin's attention; `selftest`: a step failed.
+    /// `status`: something needs the admin's attention; `selftest`: a step failed;
+    /// `appservice ping`: the appservice did not answer.
     Attention = 5,
     /// `restore`: the passphrase does not open the encrypted backup. Separate from
     /// [`Exit::Rejected`] so a script can tell "ask again" from "this file is damaged".
@@ -37,10 +39,12 @@ Exit codes:
   2  usage: bad command line, or a value is missing and there is no terminal to ask on
   3  rejected: invalid input (provisioning file, weak password, unknown or existing user,
      a backup that fails verification, a peer card that fails verification or does not
-     have the expected fingerprint, an unknown peer)
+     have the expected fingerprint, an unknown peer, an invalid or conflicting appservice
+     registration, an unknown appservice)
   4  wrong state: the unit is already set up / not set up, the homeserver is running (or
      stopped when it must run), a backup of another unit, a confirmation not given
-  5  status: something needs attention; selftest: a step failed
+  5  status: something needs attention; selftest: a step failed; appservice ping: the
+     appservice did not answer
   6  restore: the passphrase does not open the encrypted backup
 Interrupted (Ctrl-C, SIGTERM, a console hang-up): what was half-done is undone, then the
 command dies of the signal (a shell sees 130, 143 or 129).";

@@ -8,9 +8,9 @@
 //!
 //! The layer between [`crate::base`] and the commands: the unit's files and what is kept in
 //! them — the config, the provisioning file ([`provisioning`]), the allow-list of peer cards
-//! ([`allowlist`]) and the firewall sets that follow it ([`firewall`]), the TLS identity, and
-//! the database opened while the server is stopped ([`offline`]). It imports [`crate::base`]
-//! only, never a command module.
+//! ([`allowlist`]) and the firewall sets that follow it ([`firewall`]), the registered
+//! appservices ([`appservices`]), the TLS identity, and the database opened while the server
+//! is stopped ([`offline`]). It imports [`crate::base`] only, never a command module.
 
 use std::io::ErrorKind;
 use std::os::unix::net::UnixStream;
@@ -22,6 +22,7 @@ use self::provisioning::Provisioning;
 use crate::base::exit::Failure;
 
 pub mod allowlist;
+pub mod appservices;
 pub mod client_cert;
 pub mod firewall;
 pub mod offline;
@@ -40,6 +41,8 @@ pub const TLS_DIR: &str = "tls";
 pub const MEDIA_DIR: &str = "media";
 /// The federation allow-list (imported peer cards) inside the data dir.
 pub const PEERS_DIR: &str = "peers";
+/// The application-service registrations inside the data dir (the homeserver's one name).
+pub use homeserver::service::appservice::APPSERVICES_DIR;
 
 /// Entries whose presence means a unit (or part of one) is set up here.
 const UNIT_MARKERS: &[&str] = &[
@@ -58,6 +61,7 @@ pub const REPLACED_ON_RESTORE: &[&str] = &[
     TLS_DIR,
     MEDIA_DIR,
     PEERS_DIR,
+    APPSERVICES_DIR,
     "homeserver.db",
     "homeserver.db-wal",
     "homeserver.db-shm",

@@ -17,6 +17,9 @@ use std::sync::{Arc, RwLock};
 
 use crate::matrix::appservice::{NamespaceKind, Registration, check_set};
 
+/// The registration folder as files, for the tools that install registrations.
+pub mod files;
+
 /// Folder of registration files inside the data dir.
 pub const APPSERVICES_DIR: &str = "appservices";
 
