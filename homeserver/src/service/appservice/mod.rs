@@ -15,7 +15,7 @@ pub mod thirdparty;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::matrix::appservice::{NamespaceKind, Registration, check_set};
+use crate::matrix::appservice::{NamespaceKind, Registration};
 
 /// The registration folder as files, for the tools that install registrations.
 pub mod files;
@@ -114,31 +114,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The registrations the folder's files give, through [`files::scan`] (the one loader, which
+/// `appliance appservice` also reads), logging each file it skips.
 fn read_dir(dir: &Path, server_name: &str) -> Vec<Arc<Registration>> {
-    let mut loaded: Vec<Arc<Registration>> = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return loaded;
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths
+    files::scan(dir, server_name)
         .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-    {
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|text| Registration::parse(&text, server_name).map_err(|e| e.to_string()))
-            .and_then(|reg| {
-                check_set(loaded.iter().map(Arc::as_ref).chain([&reg]))
-                    .map(|()| reg)
-                    .map_err(|e| format!("conflicts with a file loaded before it: {e}"))
-            });
-        match parsed {
-            Ok(reg) => loaded.push(Arc::new(reg)),
-            Err(err) => {
-                tracing::error!(file = %path.display(), error = %err, "skipping appservice registration");
+        .filter_map(|entry| match entry.skipped {
+            None => entry.registration.map(Arc::new),
+            Some(reason) => {
+                tracing::error!(file = %entry.path.display(), error = %reason, "skipping appservice registration");
+                None
             }
-        }
-    }
-    loaded
+        })
+        .collect()
 }
