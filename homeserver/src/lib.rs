@@ -310,14 +310,17 @@ pub async fn serve(
         Arc::clone(&server),
         shutdown_tx.subscribe(),
     ));
+    if let Err(err) =
+        service::appservice::push::start_streams(&server, &server.appservices.all()).await
+    {
+        tracing::warn!(error = %err, "could not store new appservices' stream positions");
+    }
     let appservice_sender = tokio::spawn(service::appservice::push::run(
         Arc::clone(&server),
         shutdown_tx.subscribe(),
     ));
     let reloader = tokio::spawn(reload_on_sighup(
-        Arc::clone(&server.peers),
-        Arc::clone(&server.appservices),
-        server.client_tls.clone(),
+        Arc::clone(&server),
         shutdown_tx.subscribe(),
     ));
     let renewer = server
@@ -525,12 +528,7 @@ pub use util::stopped;
 
 /// Reloads the allow-list, the appservice registrations and the client TLS certificate on SIGHUP, as admins expect of a
 /// daemon. A certificate that fails to load is logged and the old one stays in service.
-async fn reload_on_sighup(
-    peers: Arc<transport::peers::Allowlist>,
-    appservices: Arc<service::appservice::Registry>,
-    client_tls: Option<Arc<transport::client_tls::ClientTls>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn reload_on_sighup(server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot watch SIGHUP; reload through the admin socket");
@@ -541,9 +539,9 @@ async fn reload_on_sighup(
             _ = hangup.recv() => {}
             _ = stopped(&mut shutdown) => break,
         }
-        peers.reload();
-        appservices.reload();
-        if let Some(client_tls) = &client_tls {
+        server.peers.reload();
+        service::appservice::push::reload(&server).await;
+        if let Some(client_tls) = &server.client_tls {
             let client_tls = Arc::clone(client_tls);
             match tokio::task::spawn_blocking(move || client_tls.reload(None)).await {
                 Ok(Ok(_)) => {}

@@ -49,11 +49,21 @@ impl Registry {
         }
     }
 
-    /// Re-reads the folder; returns how many appservices are registered now. A file that does
-    /// not parse, or that conflicts with one loaded before it (files in name order), is
-    /// skipped with an error in the log; the rest load.
+    /// Re-reads the folder and installs what it finds; returns how many appservices are
+    /// registered now. A file that does not parse, or that conflicts with one loaded before it
+    /// (files in name order), is skipped with an error in the log; the rest load. The server
+    /// reloads through [`push::reload`], which starts new appservices' streams first.
     pub fn reload(&self) -> usize {
-        let loaded = read_dir(&self.dir, &self.server_name);
+        self.install(self.read())
+    }
+
+    /// The registrations the folder holds now, without installing them.
+    pub fn read(&self) -> Vec<Arc<Registration>> {
+        read_dir(&self.dir, &self.server_name)
+    }
+
+    /// Makes `loaded` the registered set; returns how many.
+    pub fn install(&self, loaded: Vec<Arc<Registration>>) -> usize {
         let count = loaded.len();
         if let Ok(mut current) = self.current.write() {
             *current = Arc::new(loaded);

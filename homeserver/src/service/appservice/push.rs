@@ -449,12 +449,39 @@ pub async fn links(server: &Server) -> Result<Vec<AppserviceLink>> {
         .await
 }
 
-/// Re-reads the registrations and wakes the senders; how many are registered now.
+/// Re-reads the registrations and wakes the senders; how many are registered now. A new
+/// appservice's stream starts where it is registered: its cursor is stored before it is
+/// installed, so every event sent once a client can act through it reaches it.
 pub async fn reload(server: &Server) -> usize {
     let registry = Arc::clone(&server.appservices);
-    let count = tokio::task::spawn_blocking(move || registry.reload())
+    let loaded = tokio::task::spawn_blocking(move || registry.read())
         .await
-        .unwrap_or(0);
+        .unwrap_or_default();
+    if let Err(err) = start_streams(server, &loaded).await {
+        tracing::warn!(error = %err, "could not store new appservices' stream positions");
+    }
+    let count = server.appservices.install(loaded);
     server.appservice_kicker.kick();
     count
+}
+
+/// Stores, for each of `registrations` that has none yet, a cursor at the current stream
+/// position: events from here on are its to receive. Called at start (before any listener
+/// serves) and by [`reload`] (before the registrations are installed); the sender would
+/// otherwise start the cursor when it first runs, missing what was sent in between.
+pub async fn start_streams(server: &Server, registrations: &[Arc<Registration>]) -> Result<()> {
+    let ids: Vec<String> = registrations.iter().map(|r| r.id.clone()).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let start = server.store.current_pos();
+    server
+        .store
+        .write_bookkeeping(move |tx| {
+            for id in &ids {
+                store::ensure_state(tx, id, start)?;
+            }
+            Ok(())
+        })
+        .await
 }
