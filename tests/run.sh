@@ -65,4 +65,6 @@ python3 tests/image/boot-test.py --appliance target/release/appliance
 # the full run of 2026-12-06 the guest hung in the firmware after the reboot into the broken
 # release (no output after systemd-boot started, the vCPU looping in OVMF's memory) and the
 # test would have waited out its 20-minute deadline; an earlier run saw a guest-kernel soft
-# lockup in virtio-net. Until that is understood the test is run by hand (image/README.md).
+# lockup in virtio-net. A single vCPU (-smp 1) does not avoid the hang (tried 2026-12-07: the
+# first reboot, into release 101, works; the second, after installing 102, hangs at the
+# warm reset). Until that is understood the test is run by hand (image/README.md).
