@@ -322,7 +322,7 @@ fn ping(unit: &Unit, id: &str) -> Result<Exit, Failure> {
         )));
     }
     let answer = AdminClient::new(unit.socket_path()).post_judged::<_, AppservicePinged>(
-        &format!("/v1/appservices/{}/ping", encode_segment(id)),
+        &format!("/v1/appservices/{}/ping", homeserver::util::urlencode(id)),
         &serde_json::json!({}),
     )?;
     match answer {
@@ -448,28 +448,9 @@ fn read_input(path: &Path) -> Result<String, Failure> {
     Ok(text)
 }
 
-/// Percent-encodes one URL path segment (everything but RFC 3986's unreserved characters).
-fn encode_segment(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_encoded_as_one_path_segment() {
-        assert_eq!(encode_segment("irc-2.x_y~"), "irc-2.x_y~");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
-    }
 
     #[test]
     fn a_failed_ping_is_attention_unless_the_id_is_wrong() {

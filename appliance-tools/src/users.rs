@@ -92,7 +92,10 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             )?;
             if online {
                 client.post::<_, UserSummary>(
-                    &format!("/v1/users/{}/password", encode(user_id.as_str())),
+                    &format!(
+                        "/v1/users/{}/password",
+                        homeserver::util::urlencode(user_id.as_str())
+                    ),
                     &ResetPassword { password },
                 )?;
             } else {
@@ -125,7 +128,10 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
                 return Err(Failure::state("not deactivated"));
             }
             client.post::<_, UserSummary>(
-                &format!("/v1/users/{}/deactivate", encode(user_id.as_str())),
+                &format!(
+                    "/v1/users/{}/deactivate",
+                    homeserver::util::urlencode(user_id.as_str())
+                ),
                 &serde_json::json!({}),
             )?;
             println!("Deactivated {user_id}.");
@@ -136,7 +142,10 @@ pub fn run(unit: &Unit, command: &UserCommand) -> Result<Exit, Failure> {
             let admin = !revoke;
             if online {
                 client.post::<_, UserSummary>(
-                    &format!("/v1/users/{}/admin", encode(user_id.as_str())),
+                    &format!(
+                        "/v1/users/{}/admin",
+                        homeserver::util::urlencode(user_id.as_str())
+                    ),
                     &SetAdmin { admin },
                 )?;
             } else {
@@ -205,17 +214,4 @@ fn print_table(users: &[UserSummary]) {
             crate::base::console::format_time_ms(user.created_ts)
         );
     }
-}
-
-/// Percent-encodes a user ID for a URL path segment.
-fn encode(raw: &str) -> String {
-    let mut out = String::new();
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }

@@ -297,18 +297,8 @@ impl Session {
     }
 }
 
-/// Percent-encodes `raw` for a URL path segment or query value.
-pub fn encode(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes `raw` for a URL path segment or query value (the homeserver's one encoder).
+pub use homeserver::util::urlencode as encode;
 
 #[cfg(test)]
 mod tests {

@@ -121,7 +121,10 @@ async fn deliver_loop(server: Arc<Server>, id: String) {
             continue;
         };
         let body: Value = serde_json::from_str(&txn.body).unwrap_or_else(|_| json!({}));
-        let path = format!("/_matrix/app/v1/transactions/{}", enc(&txn.txn_id));
+        let path = format!(
+            "/_matrix/app/v1/transactions/{}",
+            crate::util::urlencode(&txn.txn_id)
+        );
         let timeout = Duration::from_secs(server.config.appservices.request_timeout_secs);
         let sent = call(
             &url,
@@ -370,19 +373,6 @@ pub fn room_is_interesting(
     Ok(aliases
         .iter()
         .any(|a| reg.is_interested(NamespaceKind::Aliases, a)))
-}
-
-/// Percent-encodes one path segment.
-pub fn enc(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for byte in raw.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// One appservice's link as the admin socket (`GET /v1/appservices`) shows it.

@@ -14,7 +14,7 @@ use crate::matrix::appservice::NamespaceKind;
 use crate::service::Server;
 use crate::transport::appservice::call;
 
-use super::push::enc;
+use crate::util::urlencode as enc;
 
 /// Asks the appservices interested in `id` (a user ID or a room alias) whether it exists;
 /// `true` when one answered 200 (it has created it).

@@ -19,7 +19,7 @@ use crate::matrix::appservice::{NamespaceKind, Registration};
 use crate::service::Server;
 use crate::transport::appservice::call;
 
-use super::push::enc;
+use crate::util::urlencode as enc;
 
 /// What a lookup asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
