@@ -386,28 +386,20 @@ fn not_registered(id: &str) -> Failure {
 
 /// Makes a running homeserver re-read the registrations; says what happened.
 fn reload(unit: &Unit) -> Result<String, Failure> {
-    match unit.server_state()? {
-        ServerState::Running => {
-            let reloaded: AppservicesReloaded = AdminClient::new(unit.socket_path())
-                .post("/v1/appservices/reload", &serde_json::json!({}))
-                .map_err(|failure| {
-                    Failure::new(
-                        failure.code,
-                        format!(
-                            "the registrations were written, but the homeserver did not reload \
-                             them ({failure}); restart it to load them"
-                        ),
-                    )
-                })?;
-            Ok(format!(
+    Ok(
+        match unit.reload_running::<AppservicesReloaded>(
+            "/v1/appservices/reload",
+            "the registrations were",
+        )? {
+            Some(reloaded) => format!(
                 "The homeserver reloaded its appservices: {} registered.",
                 reloaded.appservices
-            ))
-        }
-        ServerState::Stopped => {
-            Ok("The homeserver is stopped; it loads the appservices when it starts.".to_owned())
-        }
-    }
+            ),
+            None => {
+                "The homeserver is stopped; it loads the appservices when it starts.".to_owned()
+            }
+        },
+    )
 }
 
 /// The message for a file that is not installed, naming the file and the field.

@@ -20,14 +20,13 @@ use homeserver::matrix::peer_card::{
 };
 use homeserver::transport::tls::client_config_for;
 
-use crate::base::admin_client::AdminClient;
 use crate::base::console::{Console, format_time_ms};
 use crate::base::exit::{Exit, Failure};
 use crate::cli::PeerCommand;
+use crate::unit::Unit;
 use crate::unit::allowlist::{
     card_files, card_json, current_card, own_card, peer_infos, unusable_files, write_card,
 };
-use crate::unit::{ServerState, Unit};
 
 /// The largest card or CA file read; real ones are a few kilobytes.
 const MAX_INPUT: u64 = 1024 * 1024;
@@ -268,29 +267,16 @@ fn remove(unit: &Unit, name: &str, yes: bool) -> Result<Exit, Failure> {
 
 /// Makes a running homeserver re-read the allow-list; says what happened.
 fn reload(unit: &Unit) -> Result<String, Failure> {
-    match unit.server_state()? {
-        ServerState::Running => {
-            let reloaded: PeersReloaded = AdminClient::new(unit.socket_path())
-                .post("/v1/peers/reload", &serde_json::json!({}))
-                .map_err(|failure| {
-                    Failure::new(
-                        failure.code,
-                        format!(
-                            "the allow-list was written, but the homeserver did not reload it \
-                             ({failure}); restart it to load it"
-                        ),
-                    )
-                })?;
-            Ok(format!(
+    Ok(
+        match unit.reload_running::<PeersReloaded>("/v1/peers/reload", "the allow-list was")? {
+            Some(reloaded) => format!(
                 "The homeserver reloaded its allow-list: {} peer{}.",
                 reloaded.peers,
                 if reloaded.peers == 1 { "" } else { "s" }
-            ))
-        }
-        ServerState::Stopped => {
-            Ok("The homeserver is stopped; it loads the allow-list when it starts.".to_owned())
-        }
-    }
+            ),
+            None => "The homeserver is stopped; it loads the allow-list when it starts.".to_owned(),
+        },
+    )
 }
 
 /// Reads a small input file (`-` for stdin).

@@ -199,19 +199,10 @@ impl Unit {
     /// Provisions the unit as `server_name` with `appliance setup --from … --yes`, the admin
     /// `admin` with [`STRONG_PASSWORD`]; asserts success.
     pub fn setup(&self, server_name: &str) {
-        let file = self.write_json("provisioning.json", &provisioning(server_name, free_addr()));
-        self.appliance_with_stdin(
-            &[
-                "setup",
-                "--from",
-                &file.to_string_lossy(),
-                "--admin-password-file",
-                "-",
-                "--yes",
-            ],
-            Some(&format!("{STRONG_PASSWORD}\n")),
-        )
-        .ok("appliance setup --from");
+        self.setup_from(
+            &provisioning(server_name, free_addr()),
+            "appliance setup --from",
+        );
     }
 
     /// [`Unit::setup`] with HTTPS on the client port: a certificate from the unit CA for
@@ -220,7 +211,11 @@ impl Unit {
         let mut provisioning = provisioning(server_name, free_addr());
         provisioning["network"]["client_tls"] = "unit-ca".into();
         provisioning["network"]["public_names"] = serde_json::json!(["127.0.0.1"]);
-        let file = self.write_json("provisioning.json", &provisioning);
+        self.setup_from(&provisioning, "appliance setup --from, with HTTPS");
+    }
+
+    fn setup_from(&self, provisioning: &Value, what: &str) {
+        let file = self.write_json("provisioning.json", provisioning);
         self.appliance_with_stdin(
             &[
                 "setup",
@@ -232,7 +227,7 @@ impl Unit {
             ],
             Some(&format!("{STRONG_PASSWORD}\n")),
         )
-        .ok("appliance setup --from, with HTTPS");
+        .ok(what);
     }
 
     /// The client listen address from the unit's config.

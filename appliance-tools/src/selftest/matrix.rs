@@ -63,16 +63,9 @@ pub struct Api {
 }
 
 impl Api {
-    /// The client API at `base` (no trailing slash). Requests never go through a proxy: the
-    /// selftest checks this unit and its peers, not the network's middleboxes.
+    /// The client API at `base` (no trailing slash), plain HTTP.
     pub fn new(base: String) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .max_redirects(0)
-            .build()
-            .new_agent();
-        Self { agent, base }
+        Self::with_tls(base, None)
     }
 
     /// This unit's own HTTPS client listener at `base` (`https://` and its listen address).
@@ -80,21 +73,7 @@ impl Api {
     /// certificate is for the names users type, which the unit itself need not resolve
     /// (`appliance status` checks the certificate instead).
     pub fn own_https(base: String) -> Self {
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .disable_verification(true)
-            .build();
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .proxy(None)
-            .max_redirects(0)
-            .tls_config(tls)
-            .build()
-            .new_agent();
-        Self { agent, base }
+        Self::with_tls(base, Some(rustls_tls().disable_verification(true).build()))
     }
 
     /// A peer's HTTPS client API at `base`, trusting only the CA `ca_pem` (its unit CA, or
@@ -112,21 +91,27 @@ impl Api {
         if roots.is_empty() {
             return Err("the peer's CA file holds no certificate".to_owned());
         }
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
+        let tls = rustls_tls()
             .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
             .build();
-        let agent = ureq::Agent::config_builder()
+        Ok(Self::with_tls(base, Some(tls)))
+    }
+
+    /// The one agent set-up. Requests never go through a proxy (the selftest checks this unit
+    /// and its peers, not the network's middleboxes), follow no redirect, and hand every
+    /// status back to the caller.
+    fn with_tls(base: String, tls: Option<ureq::tls::TlsConfig>) -> Self {
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
-            .max_redirects(0)
-            .tls_config(tls)
-            .build()
-            .new_agent();
-        Ok(Self { agent, base })
+            .max_redirects(0);
+        if let Some(tls) = tls {
+            config = config.tls_config(tls);
+        }
+        Self {
+            agent: config.build().new_agent(),
+            base,
+        }
     }
 
     /// The base URL, for messages.
@@ -295,6 +280,15 @@ impl Session {
         self.post("/_matrix/client/v3/logout", &json!({}), deadline)
             .map(drop)
     }
+}
+
+/// TLS through rustls with ring, the stack the rest of the unit uses.
+fn rustls_tls() -> ureq::tls::TlsConfigBuilder {
+    ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
 }
 
 /// Percent-encodes `raw` for a URL path segment or query value (the homeserver's one encoder).

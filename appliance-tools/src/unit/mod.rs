@@ -142,6 +142,31 @@ impl Unit {
         UNIT_MARKERS.iter().any(|name| self.path(name).exists())
     }
 
+    /// Asks a running homeserver to re-read what a command just wrote (`POST path` on the
+    /// admin socket) and returns its answer; `None` when it is stopped, as it reads the files
+    /// when it starts. `written` names what was written ("the allow-list was") for the error.
+    pub fn reload_running<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        written: &str,
+    ) -> Result<Option<T>, Failure> {
+        match self.server_state()? {
+            ServerState::Stopped => Ok(None),
+            ServerState::Running => crate::base::admin_client::AdminClient::new(self.socket_path())
+                .post(path, &serde_json::json!({}))
+                .map(Some)
+                .map_err(|failure| {
+                    Failure::new(
+                        failure.code,
+                        format!(
+                            "{written} written, but the homeserver did not reload ({failure}); \
+                             restart it to load the change"
+                        ),
+                    )
+                }),
+        }
+    }
+
     /// Whether the homeserver is running, by connecting to its admin socket.
     pub fn server_state(&self) -> Result<ServerState, Failure> {
         let socket = self.socket_path();
