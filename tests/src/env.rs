@@ -293,6 +293,12 @@ impl TestEnv {
         proc_status_kib(self.pid(), field)
     }
 
+    /// CPU time (user + system, all threads, exited ones included) the current server process
+    /// has used so far: benchmarks subtract two readings to get the server's CPU per operation.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        process_cpu_time(self.pid())
+    }
+
     /// The command line of the last server process, for messages.
     pub fn command_line(&self) -> String {
         self.server().command_line.clone()
@@ -629,6 +635,35 @@ pub fn established_connections(port: u16) -> usize {
             local_port == Some(port) && state == "01"
         })
         .count()
+}
+
+/// User + system CPU time of a process from `/proc/<pid>/stat` (fields 14 and 15, in clock
+/// ticks; `getconf CLK_TCK` says how long one is, 100 per second on Linux everywhere we run).
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it start past its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (user + system) as f64 / clock_ticks_per_second() as f64,
+    ))
+}
+
+/// `getconf CLK_TCK`, asked once; 100 if `getconf` cannot say.
+fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .filter(|&ticks| ticks > 0)
+            .unwrap_or(100)
+    })
 }
 
 /// A `kB` field of `/proc/<pid>/status`.

@@ -16,14 +16,18 @@
 //! client trusts only that CA; it first prints the time to a first answer on a new connection
 //! with and without the TLS handshake.
 //!
+//! With `--rooms N` it measures one account in N rooms instead (see `rooms.rs`).
+//!
 //! With `--appservice` it measures the homeserver -> appservice path instead: a test
 //! appservice (`tests::appservice`) whose namespace holds a member of the room receives the
 //! K x M messages; it prints events/s and transactions/s delivered, the send -> appservice
 //! receipt delay (p50/p99), and the catch-up time after a 10,000-event outage.
 //!
 //! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
-//! [--users N] [--rate R] [--wal] [--tls] [--appservice] [--config TOML]`. It asserts nothing
+//! [--users N] [--rate R] [--wal] [--tls] [--appservice] [--rooms N] [--config TOML]`. It asserts nothing
 //! about speed.
+
+mod rooms;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +53,7 @@ OPTIONS:
     --tls           serve the client API over HTTPS (unit CA) and measure the TLS handshake
                     (ends the server with kill -9 so the log can be read afterwards)
     --appservice    measure delivery to an appservice (throughput, delay, outage catch-up)
+    --rooms N       one account in N rooms: initial, lazy and incremental /sync, sliding sync
     --config TOML   extra TOML appended to the server's config (e.g. \"[storage]\\n...\")
     -h, --help      print this help";
 
@@ -62,6 +67,7 @@ struct Args {
     wal: bool,
     tls: bool,
     appservice: bool,
+    rooms: Option<usize>,
     config: String,
 }
 
@@ -74,6 +80,7 @@ impl Args {
         let mut wal = false;
         let mut tls = false;
         let mut appservice = false;
+        let mut rooms = None;
         let mut config = String::new();
         while let Some(flag) = raw.next() {
             let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
@@ -85,6 +92,7 @@ impl Args {
                 "--wal" => wal = true,
                 "--tls" => tls = true,
                 "--appservice" => appservice = true,
+                "--rooms" => rooms = Some(parse_number(&value("--rooms")?)?),
                 "--config" => config = value("--config")?.replace("\\n", "\n"),
                 "--rate" => {
                     let text = value("--rate")?;
@@ -111,6 +119,7 @@ impl Args {
             wal,
             tls,
             appservice,
+            rooms,
             config,
         }))
     }
@@ -137,6 +146,10 @@ struct SyncStats {
 
 fn main() -> ExitCode {
     match Args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) if args.rooms.is_some() => {
+            rooms::run(args.rooms.unwrap_or_default(), &args.config);
+            ExitCode::SUCCESS
+        }
         Ok(Some(args)) if args.appservice => {
             run_appservice(&args);
             ExitCode::SUCCESS
@@ -273,6 +286,7 @@ fn run(args: Args) {
         thread::spawn(move || sample_wal(&path, &peak, &done))
     });
 
+    let cpu_start = env.cpu_time();
     let start = Instant::now();
     let threads: Vec<_> = (0..args.senders)
         .map(|s| {
@@ -294,6 +308,10 @@ fn run(args: Args) {
         sampler.join().expect("WAL sampler panicked");
     }
     listener.join().expect("sync thread panicked");
+    let cpu_used = env
+        .cpu_time()
+        .zip(cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
     let peak = env.proc_status_kib("VmHWM").unwrap_or_default();
 
     let ok_count = sent.latencies.len();
@@ -331,6 +349,16 @@ fn run(args: Args) {
             sync.limited_responses
         ),
     );
+    if let Some(cpu) = cpu_used {
+        row(
+            "server CPU, sends + /sync",
+            format!(
+                "{:.2} s -> {:.0} us per message",
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / ok_count.max(1) as f64
+            ),
+        );
+    }
     row("peak RSS (VmHWM)", mib(peak));
     if let (Some(before), Some(after)) = (wal_start, wal_end) {
         report_wal(
