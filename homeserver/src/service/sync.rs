@@ -200,6 +200,22 @@ fn compute(
         None => Default::default(),
     };
     let joined_at_since = |room: &str| at_since.get(room).is_some_and(|m| m == "join");
+    // An incremental section of a room the user stayed in has news only from events, receipts
+    // or typing in the gap (see `joined_room`'s early return); asking the stream once which
+    // rooms have any keeps a sync with a quiet gap from visiting every room.
+    let active: Option<BTreeSet<String>> = match since {
+        Some(since) if !req.full_state => {
+            let mut active: BTreeSet<String> =
+                events::rooms_with_events_between(conn, since, upto)?
+                    .into_iter()
+                    .collect();
+            active.extend(misc::rooms_with_receipts_between(conn, since, upto)?);
+            active.extend(typing.keys().cloned());
+            Some(active)
+        }
+        _ => None,
+    };
+    let quiet = |room: &str| active.as_ref().is_some_and(|active| !active.contains(room));
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut leave = Map::new();
@@ -239,15 +255,19 @@ fn compute(
                 let fresh = since.is_none()
                     || (member_pos > after
                         && (!joined_at_since(&room_id) || interrupted.contains(&room_id)));
-                let section = joined_room(
-                    conn,
-                    req,
-                    &room_id,
-                    if fresh { None } else { Some(after) },
-                    upto,
-                    typing.get(&room_id),
-                    &mut lazy_sent,
-                )?;
+                let section = if !fresh && quiet(&room_id) {
+                    None
+                } else {
+                    joined_room(
+                        conn,
+                        req,
+                        &room_id,
+                        if fresh { None } else { Some(after) },
+                        upto,
+                        typing.get(&room_id),
+                        &mut lazy_sent,
+                    )?
+                };
                 let data = room_account_data.remove(&room_id).unwrap_or_default();
                 if let Some(mut section) = section.or_else(|| (!data.is_empty()).then(empty_room)) {
                     section["account_data"] = json!({"events": data});

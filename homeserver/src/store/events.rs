@@ -305,7 +305,7 @@ pub fn topo_key_after_stream(conn: &Connection, room_id: &str, stream_pos: i64) 
     })
 }
 
-/// Rooms (among `rooms`) with events in `(after, upto]`.
+/// Rooms with events in `(after, upto]`.
 pub fn rooms_with_events_between(conn: &Connection, after: i64, upto: i64) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT room_id FROM events WHERE stream_pos > ?1 AND stream_pos <= ?2",

@@ -155,6 +155,20 @@ pub fn receipts_since(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Rooms with receipts recorded in `(after, upto]`: with the rooms that have events there, the
+/// only rooms an incremental `/sync` needs to look into (`service::sync`).
+pub fn rooms_with_receipts_between(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT room_id FROM receipts WHERE stream_pos > ?1 AND stream_pos <= ?2",
+    )?;
+    let rows = stmt.query_map(params![after, upto], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Stores a filter; returns its ID.
 pub fn create_filter(conn: &Connection, user_id: &str, json: &str) -> Result<i64> {
     let id: i64 = conn.query_row(
