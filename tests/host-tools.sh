@@ -8,7 +8,8 @@
 #                                         few PyPI rows, into venvs under target/), then check
 #
 # With no STAGE, every stage. Stages: suite (cargo tests), layer (tests/image/check-layer.sh),
-# build (image/build-test-image.sh), boot (tests/image/boot-test.py, tests/image/update-test.py).
+# build (image/build-test-image.sh, image/derive-update.sh), boot (tests/image/boot-test.py,
+# tests/image/update-test.py, which also ensures the build stage: it derives its releases).
 #
 # Why one apt-get call, with versions chosen here: a fresh machine has qemu-utils from
 # bookworm-backports (newer than bookworm's qemu-system-x86), and that qemu-utils Breaks
@@ -63,7 +64,7 @@ depmod              kmod               build        kernel module lists
 modprobe            kmod               build        kernel module lists
 /usr/lib/systemd/boot/efi/linuxx64.efi.stub  systemd-boot-efi  build  the UKI stub
 qemu-system-x86_64  qemu-system-x86    boot         boots the image (software emulation)
-qemu-img            qemu-utils         boot         qcow2 overlays over the image
+qemu-img            qemu-utils         boot         qcow2 overlays over the image; the update test reads the ESP back (qemu-img dd)
 qemu-io             qemu-utils         boot         writes into an overlay (tamper test)
 socat               socat              boot         guest-to-guest forwards
 /usr/share/OVMF/OVMF_CODE_4M.fd  ovmf  boot         UEFI firmware
@@ -74,6 +75,7 @@ unsquashfs          squashfs-tools     boot         derives the update test's re
 sbsign              sbsigntool         boot         signs systemd-boot and the UKIs for Secure Boot (sign-secure-boot.sh)
 /usr/share/OVMF/OVMF_CODE_4M.secboot.fd  ovmf  boot  UEFI firmware with Secure Boot (update test)
 venv:virt-fw-vars   pypi:virt-firmware==26.10  boot  enrolls the test's Secure Boot keys into OVMF's variables
+mdir                mtools             boot         lists the boot counters in the ESP's kernel image names (update test)
 /usr/sbin/ngircd    ngircd             suite        the IRC server heisenbridge bridges to (appservice_irc; GPL-2.0+, a test tool)
 venv:mautrix-venv/python  pypi:mautrix==0.21.1  suite  mautrix-python's AppService as a bridge (appservice_mautrix; MPL-2.0)
 venv:heisenbridge-venv/heisenbridge  pypi:heisenbridge==1.15.4  suite  a real IRC bridge (appservice_irc; MIT); own venv: it needs mautrix<0.21

@@ -19,6 +19,11 @@ leaves it running until the timeout, printing where the serial logs are. Tests i
   host forward on 127.0.0.1. The host only ever talks to 127.0.0.1.
 - With `interactive=True` the console is also a Unix socket, so a test can type at it as an
   admin at the serial console would (`Guest.type`); its output is still logged to the file.
+- Reboots are cold: qemu runs with `-no-reboot`, so a guest that reboots makes qemu exit, and a
+  test that wants the next boot calls `Guest.power_cycle`, which starts a new qemu on the same
+  overlay and the same firmware variables (what a unit's reset or the installer's power switch
+  does). A warm reset under TCG was seen to hang OVMF's Secure Boot build (SMM): on the second
+  reset in one qemu, no output after "BdsDxe: starting Boot0001", the vCPU looping in OVMF.
 - Every guest is killed when its `Guest` is closed, on timeout, and at interpreter exit; and
   each qemu runs under coreutils `timeout` (`lifetime`, default 15 minutes), so even a runner
   that is itself killed cannot leave a guest behind.
@@ -86,7 +91,7 @@ class Guest:
 
     def __init__(self, disk, workdir, provision=None, port=None, memory_mb=1024, smp=2,
                  lifetime=900, fed_port=None, guest_forwards=(), interactive=False,
-                 extra_disks=(), reboot=False, secure_boot_vars=None, ca_port=None):
+                 extra_disks=(), secure_boot_vars=None, ca_port=None):
         self.disk = pathlib.Path(disk).resolve()
         self.workdir = pathlib.Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -104,11 +109,9 @@ class Guest:
         self.interactive = interactive
         # More read-only raw disks (a USB stick with update bundles, say).
         self.extra_disks = [pathlib.Path(d).resolve() for d in extra_disks]
-        # True: a reboot in the guest restarts it in the same qemu (boot counting, rollback);
-        # False: qemu exits when the guest reboots (-no-reboot).
-        self.reboot = reboot
         self.secure_boot = secure_boot_vars is not None
         self._console = None
+        self._copier = None
         self.proc = None
         self.boot = 0
         self.overlay = self.workdir / "disk.qcow2"
@@ -161,9 +164,9 @@ class Guest:
             "-chardev", f"file,id=ttyS1,path={self.report}",
             "-serial", "chardev:ttyS1",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
+            # A reboot ends this qemu (see the module header: cold restarts only).
+            "-no-reboot",
         ]
-        if not self.reboot:
-            cmd.append("-no-reboot")
         for i, disk in enumerate(self.extra_disks):
             cmd += ["-drive", f"if=none,id=extra{i},format=raw,readonly=on,file={disk}",
                     "-device", f"virtio-blk-pci,drive=extra{i}"]
@@ -225,11 +228,21 @@ class Guest:
                         return
                     log.write(data)
 
-        threading.Thread(target=copy, daemon=True).start()
+        self._copier = threading.Thread(target=copy, daemon=True)
+        self._copier.start()
+
+    def _drain_console(self):
+        """After qemu exited: let the copy thread write the console's last bytes (it ends at
+        the socket's end of file)."""
+        if self._copier is not None:
+            self._copier.join(timeout=10)
 
     def start(self):
         assert self.proc is None or self.proc.poll() is not None, "guest already running"
         self.boot += 1
+        if self._console is not None:
+            self._console.close()
+            self._console = None
         self.qmp_path.unlink(missing_ok=True)
         self.console_socket.unlink(missing_ok=True)
         self.started = time.monotonic()
@@ -240,6 +253,26 @@ class Guest:
         if self.interactive:
             self._attach_console()
         return self
+
+    def wait_exit(self, timeout):
+        """Wait until qemu exits (the guest rebooted or powered off). True if it did."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        self._drain_console()
+        return True
+
+    def rebooted(self):
+        """Whether the boot that ended asked for a restart (the kernel's last words), as opposed
+        to a power-off or a crash."""
+        return not self.running() and "reboot: Restarting system" in self.console_text()
+
+    def power_cycle(self):
+        """Start the next boot after qemu has exited: a new qemu on the same overlay and firmware
+        variables, its console and report in new files (console-N.log, report-N.log)."""
+        self.kill()
+        return self.start()
 
     def elapsed(self):
         return time.monotonic() - self.started
@@ -348,6 +381,8 @@ class Guest:
                 except ProcessLookupError:
                     pass
                 self.proc.wait(timeout=30)
+        if self.proc is not None:
+            self._drain_console()
         if self._console is not None:
             self._console.close()
             self._console = None
