@@ -78,6 +78,9 @@ fn bundle_at(
     let ignored = super::account_data::ignored_users(conn, user)?;
     let mut relations: HashMap<String, Map<String, Value>> = HashMap::new();
     for (room, parents) in &by_room {
+        if !index::any_relations(conn, parents)? {
+            continue;
+        }
         let visible = rooms::user_visibility(conn, room, user)?;
         let filter = ChildFilter {
             room_id: room,

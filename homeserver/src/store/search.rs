@@ -464,6 +464,17 @@ const REFERENCES: &str = "
       AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
     ORDER BY e.depth, e.stream_pos";
 
+/// Whether any event relates to one of `parents` (of any kind, visible or not): most batches
+/// of events have no relations at all, and this one index probe spares them the three
+/// bundling queries and the visibility reads they need.
+pub fn any_relations(conn: &Connection, parents: &[String]) -> Result<bool> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM event_relations INDEXED BY event_relations_parent
+                        WHERE relates_to IN (SELECT value FROM json_each(?1)))",
+    )?;
+    Ok(stmt.query_row([json!(parents).to_string()], |r| r.get(0))?)
+}
+
 /// The thread summaries of those of the filter's parents that have visible thread events,
 /// with `user`'s participation.
 pub fn thread_summaries(
