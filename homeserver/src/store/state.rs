@@ -188,30 +188,37 @@ pub fn new_state_group(
     Ok(group)
 }
 
+/// Prefixes a query with the delta chain of group `?1` as `chain(g, n)`: the group itself at
+/// `n = 0`, then each `prev_group` with `n` one more, up to the snapshot. One recursive query
+/// instead of a query per hop: formatting each state event for a client looks up its previous
+/// state here, and a chain may be [`MAX_DELTA_DEPTH`] long.
+macro_rules! with_chain {
+    ($select:literal) => {
+        concat!(
+            "WITH RECURSIVE chain(g, n) AS (
+                VALUES (?1, 0)
+                UNION ALL
+                SELECT s.prev_group, chain.n + 1 FROM chain
+                CROSS JOIN state_groups s ON s.state_group = chain.g
+                WHERE s.prev_group IS NOT NULL) ",
+            $select
+        )
+    };
+}
+
 /// The full state of a group (walking its delta chain).
 pub fn state_at_group(conn: &Connection, group: i64) -> Result<StateMap> {
-    let mut chain = Vec::new();
-    let mut next = Some(group);
-    let mut parent =
-        conn.prepare_cached("SELECT prev_group FROM state_groups WHERE state_group = ?1")?;
-    while let Some(group) = next {
-        chain.push(group);
-        next = parent
-            .query_row(params![group], |r| r.get(0))
-            .optional()?
-            .flatten();
-    }
+    // Farthest group first, so a nearer delta's entry overwrites an older one.
+    let mut entries = conn.prepare_cached(with_chain!(
+        "SELECT e.event_type, e.state_key, e.event_id
+         FROM chain CROSS JOIN state_group_entries e ON e.state_group = chain.g
+         ORDER BY chain.n DESC"
+    ))?;
     let mut state = StateMap::new();
-    let mut entries = conn.prepare_cached(
-        "SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = ?1",
-    )?;
-    for group in chain.iter().rev() {
-        let rows =
-            entries.query_map(params![group], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
-        for row in rows {
-            let (key, event_id) = row?;
-            state.insert(key, event_id);
-        }
+    let rows = entries.query_map(params![group], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?;
+    for row in rows {
+        let (key, event_id) = row?;
+        state.insert(key, event_id);
     }
     Ok(state)
 }
@@ -440,25 +447,15 @@ pub fn state_entry_at_group(
     kind: &str,
     state_key: &str,
 ) -> Result<Option<String>> {
-    let mut entry = conn.prepare_cached(
-        "SELECT event_id FROM state_group_entries WHERE state_group = ?1 AND event_type = ?2 AND state_key = ?3",
-    )?;
-    let mut parent =
-        conn.prepare_cached("SELECT prev_group FROM state_groups WHERE state_group = ?1")?;
-    let mut next = Some(group);
-    while let Some(group) = next {
-        if let Some(id) = entry
-            .query_row(params![group, kind, state_key], |r| r.get(0))
-            .optional()?
-        {
-            return Ok(Some(id));
-        }
-        next = parent
-            .query_row(params![group], |r| r.get(0))
-            .optional()?
-            .flatten();
-    }
-    Ok(None)
+    let mut entry = conn.prepare_cached(with_chain!(
+        "SELECT e.event_id
+         FROM chain CROSS JOIN state_group_entries e
+              ON e.state_group = chain.g AND e.event_type = ?2 AND e.state_key = ?3
+         ORDER BY chain.n LIMIT 1"
+    ))?;
+    Ok(entry
+        .query_row(params![group, kind, state_key], |r| r.get(0))
+        .optional()?)
 }
 
 /// A room's `m.room.history_visibility` events in stream order: `(stream_pos, value)`. Feeds
