@@ -606,7 +606,7 @@ async fn expire_typing(server: Arc<Server>, mut shutdown: watch::Receiver<bool>)
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = ticker.tick() => server.typing.expire(),
+            _ = ticker.tick() => service::typing::expire(&server).await,
             _ = stopped(&mut shutdown) => break,
         }
     }

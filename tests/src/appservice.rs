@@ -5,9 +5,9 @@
 //! the order received (a re-sent txn ID is recorded again, and [`TestAppservice::events`]
 //! dedupes by txn ID as the spec tells an appservice to), answers `/ping`, user and alias
 //! queries (through handlers a test sets) and third-party lookups (from tables a test fills),
-//! and can be told to answer 500, garbage (bytes that are not HTTP) or to hang until told
-//! otherwise. Every request must carry `Authorization: Bearer <hs_token>`; one that does not
-//! is answered 403 and counted in [`TestAppservice::bad_auth`].
+//! and can be told to answer 500, garbage (bytes that are not HTTP), to hang until told
+//! otherwise, or to refuse only transactions. Every request must carry `Authorization: Bearer
+//! <hs_token>`; one that does not is answered 403 and counted in [`TestAppservice::bad_auth`].
 //!
 //! Each connection is answered once and closed (`Connection: close`), which keeps the server
 //! a few dozen lines and lets a test count connections as requests.
@@ -35,6 +35,9 @@ pub enum Behaviour {
     /// Reads the request (a transaction is recorded) and answers nothing until the behaviour
     /// changes, then closes.
     Hang,
+    /// Answers transactions `500` (not recorded) and everything else normally: an appservice
+    /// that is up (it answers pings) and cannot take transactions yet.
+    RejectTransactions,
 }
 
 /// One request the appservice received.
@@ -372,7 +375,18 @@ fn serve(stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool, hs_token: &
             );
             return;
         }
-        Behaviour::Normal => {}
+        Behaviour::RejectTransactions
+            if request.method == "PUT"
+                && request.path.starts_with("/_matrix/app/v1/transactions/") =>
+        {
+            respond(
+                &mut stream,
+                500,
+                &json!({"errcode": "M_UNKNOWN", "error": "not taking transactions"}),
+            );
+            return;
+        }
+        Behaviour::Normal | Behaviour::RejectTransactions => {}
     }
     if !authorised {
         respond(

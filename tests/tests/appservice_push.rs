@@ -1,7 +1,9 @@
 //! Homeserver -> appservice (issue 17): transactions of the events an appservice is interested
 //! in, in stream order and exactly once (deduplicated by txnId, as the spec tells appservices
 //! to) across a `kill -9`; an appservice that answers 500, garbage or hangs and then recovers;
-//! a long outage caught up with a short backoff cap; the appservice ping (client and admin
+//! a long outage caught up with a short backoff cap, and a day-long one with the real cap
+//! (compressed by pings, each of which ends the backoff); the exact queue depth; typing that
+//! times out; an appservice removed and added again; the appservice ping (client and admin
 //! socket) with each of its errors; third-party lookups; user and alias queries; and the
 //! admin socket's appservice routes. The appservice is `tests::appservice::TestAppservice`.
 
@@ -24,18 +26,36 @@ const CONFIG: &str = "[registration]\nenabled = true\n\n[rate_limit]\nenabled = 
 /// A server with the test appservice registered as `bridge` (users `@bridge_.*`, aliases
 /// `#bridge_.*`, rooms matching `rooms`), `extra` YAML lines added.
 fn setup(rooms: &[&str], extra: &str) -> (TestEnv, TestAppservice) {
+    setup_with(CONFIG, rooms, extra)
+}
+
+/// [`setup`] with another server config.
+fn setup_with(config: &str, rooms: &[&str], extra: &str) -> (TestEnv, TestAppservice) {
     let appservice = TestAppservice::start(HS_TOKEN);
-    let yaml = appservice.registration(
+    let yaml = bridge_yaml(&appservice, rooms, extra);
+    let (env, ()) = TestEnv::with_config_setup(config, |data| {
+        TestAppservice::install(data, "bridge", &yaml);
+    });
+    (env, appservice)
+}
+
+/// The registration [`setup`] installs.
+fn bridge_yaml(appservice: &TestAppservice, rooms: &[&str], extra: &str) -> String {
+    appservice.registration(
         "bridge",
         AS_TOKEN,
         "bridgebot",
         [&["@bridge_.*"], &["#bridge_.*"], rooms],
         extra,
-    );
-    let (env, ()) = TestEnv::with_config_setup(CONFIG, |data| {
-        TestAppservice::install(data, "bridge", &yaml);
-    });
-    (env, appservice)
+    )
+}
+
+/// Reloads the registrations through the admin socket; how many are registered.
+fn reload(env: &TestEnv) -> u64 {
+    let (head, body) = admin_post(&env.data_dir(), "/v1/appservices/reload", "");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    let body: Value = serde_json::from_str(&body).expect("JSON");
+    body["appservices"].as_u64().expect("a count")
 }
 
 /// The admin socket's view of appservice `id`.
@@ -738,4 +758,205 @@ fn appservices_that_do_not_ask_get_no_ephemeral_data() {
         assert!(body.get("ephemeral").is_none(), "{body:#}");
         assert!(body.get("de.sorunome.msc2409.ephemeral").is_none());
     }
+}
+
+#[test]
+fn typing_that_times_out_is_pushed_without_the_user() {
+    let (env, appservice) = setup(&[], "receive_ephemeral: true\n");
+    let alice = env.register("alice");
+    let ghost = env.register("bridge_ida");
+    let room = alice.create_room(&json!({}));
+    alice.invite(&room, &ghost.user_id);
+    ghost.join(&room);
+    ok(
+        alice.put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room),
+                enc(&alice.user_id)
+            ),
+            &json!({"typing": true, "timeout": 1000}),
+        ),
+        "typing for a second",
+    );
+    // Alice never says she stopped: the notice expires, and the appservice hears of it.
+    let typing = || -> Vec<Value> {
+        appservice
+            .section("ephemeral")
+            .into_iter()
+            .filter(|e| e["type"] == "m.typing" && e["room_id"] == room.as_str())
+            .map(|e| e["content"]["user_ids"].clone())
+            .collect()
+    };
+    let seen = poll_until(
+        "the typing notice expiring at the appservice",
+        DEADLINE,
+        || {
+            let seen = typing();
+            (seen.last() == Some(&json!([]))).then_some(seen)
+        },
+    );
+    assert_eq!(seen, vec![json!([alice.user_id]), json!([])]);
+    assert_exactly_once(&appservice);
+}
+
+#[test]
+fn a_re_added_appservice_starts_where_it_is_added() {
+    let (env, appservice) = setup(&[], "");
+    let alice = env.register("alice");
+    let ghost = env.register("bridge_jo");
+    let room = alice.create_room(&json!({}));
+    alice.invite(&room, &ghost.user_id);
+    ghost.join(&room);
+    let first = alice.send_text(&room, "while registered");
+    wait_for(&appservice, std::slice::from_ref(&first));
+
+    // A transaction is in flight (refused) when the appservice is removed.
+    appservice.set_behaviour(Behaviour::Error500);
+    let before = appservice.requests().len();
+    let refused = alice.send_text(&room, "refused, then removed");
+    poll_until("a refused transaction", DEADLINE, || {
+        (appservice.requests().len() > before).then_some(())
+    });
+    let refused_txn: u64 = appservice.requests()[before]
+        .path
+        .rsplit('/')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .expect("a numeric txnId");
+    let file = env.data_dir().join("appservices").join("bridge.yaml");
+    std::fs::remove_file(&file).expect("removing the registration");
+    assert_eq!(reload(&env), 0);
+    appservice.set_behaviour(Behaviour::Normal);
+    let gap: Vec<String> = (0..5)
+        .map(|i| alice.send_text(&room, &format!("while removed {i}")))
+        .collect();
+
+    // Added again with the same id: it gets what happens from now on.
+    TestAppservice::install(
+        &env.data_dir(),
+        "bridge",
+        &bridge_yaml(&appservice, &[], ""),
+    );
+    assert_eq!(reload(&env), 1);
+    let after = alice.send_text(&room, "after re-adding");
+    wait_for(&appservice, std::slice::from_ref(&after));
+    let got = appservice.event_ids();
+    for id in gap.iter().chain([&refused]) {
+        assert!(
+            !got.contains(id),
+            "{id} was sent while not registered: {got:?}"
+        );
+    }
+    // Its transaction IDs went on counting: none repeats one it may have processed.
+    let txns: Vec<u64> = appservice
+        .transactions()
+        .iter()
+        .filter_map(|(txn, _)| txn.parse().ok())
+        .collect();
+    let last = *txns.last().expect("a transaction after re-adding");
+    assert!(last > refused_txn, "txnIds {txns:?} restarted");
+    assert_exactly_once(&appservice);
+    poll_until("an empty queue", DEADLINE, || {
+        (link(&env, "bridge")["queue_depth"] == 0).then_some(())
+    });
+}
+
+#[test]
+fn a_day_long_outage_backs_off_to_the_cap_and_is_caught_up_in_order() {
+    const CAP_MS: i64 = 3_600_000;
+    let config = "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n\
+                  [appservices]\nretry_cap_secs = 3600\nrequest_timeout_secs = 2\n";
+    let (env, appservice) = setup_with(config, &[], "");
+    let alice = env.register("alice");
+    let ghost = env.register("bridge_kim");
+    let room = alice.create_room(&json!({}));
+    alice.invite(&room, &ghost.user_id);
+    ghost.join(&room);
+    let private = alice.create_room(&json!({}));
+    let first = alice.send_text(&room, "before the outage");
+    wait_for(&appservice, std::slice::from_ref(&first));
+
+    // The appservice is up (it answers pings) but refuses every transaction.
+    appservice.set_behaviour(Behaviour::RejectTransactions);
+    let mut sent = vec![alice.send_text(&room, "hour 0")];
+    poll_until("the first failure", DEADLINE, || {
+        (link(&env, "bridge")["failures"].as_i64() >= Some(1)).then_some(())
+    });
+    // A successful ping ends the wait, so each ping stands for a backoff period running out:
+    // the doubling reaches the one-hour cap without an hour of real waiting.
+    let ping = || {
+        let (head, body) = admin_post(&env.data_dir(), "/v1/appservices/bridge/ping", "");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}\n{body}");
+    };
+    let retry = || -> Value {
+        let before = link(&env, "bridge")["failures"].as_i64().expect("failures");
+        ping();
+        poll_until("a retry after the ping", DEADLINE, || {
+            let shown = link(&env, "bridge");
+            (shown["failures"].as_i64().expect("failures") > before).then_some(shown)
+        })
+    };
+    let mut backoffs = Vec::new();
+    while backoffs.last() != Some(&CAP_MS) {
+        assert!(
+            backoffs.len() < 30,
+            "the backoff never reached the cap: {backoffs:?}"
+        );
+        let shown = retry();
+        let failures = shown["failures"].as_i64().expect("failures");
+        let backoff = shown["backoff_ms"]
+            .as_i64()
+            .expect("a backoff while failing");
+        let doubling = 1000i64 << (failures - 1).min(30);
+        assert_eq!(backoff, doubling.min(CAP_MS), "{shown:#}");
+        assert_eq!(shown["link"], "down");
+        backoffs.push(backoff);
+    }
+    assert!(
+        backoffs.windows(2).all(|w| w[0] <= w[1]),
+        "the backoff only grows: {backoffs:?}"
+    );
+
+    // A day at the cap: every hour ten messages, and a retry that fails.
+    let mut passed_over = Vec::new();
+    for hour in 1..=24 {
+        for i in 0..10 {
+            sent.push(alice.send_text(&room, &format!("hour {hour} message {i}")));
+        }
+        passed_over.push(alice.send_text(&private, &format!("not the bridge's, hour {hour}")));
+        let shown = retry();
+        assert_eq!(shown["backoff_ms"], CAP_MS, "{shown:#}");
+    }
+    // The queue depth counts exactly what waits for it, not the other room's messages.
+    assert_eq!(
+        link(&env, "bridge")["queue_depth"],
+        sent.len(),
+        "every message of the day waits"
+    );
+    let early = appservice.event_ids();
+    assert!(
+        sent.iter().all(|id| !early.contains(id)),
+        "nothing delivered during the outage"
+    );
+
+    // It takes transactions again; the next ping sends everything now, not an hour later.
+    appservice.set_behaviour(Behaviour::Normal);
+    ping();
+    wait_for(&appservice, &sent);
+    let got: Vec<String> = room_events(&appservice, &room)
+        .into_iter()
+        .filter(|id| sent.contains(id))
+        .collect();
+    assert_eq!(got, sent, "in the order sent");
+    assert_exactly_once(&appservice);
+    for id in &passed_over {
+        assert!(!appservice.event_ids().contains(id));
+    }
+    let shown = poll_until("the link up and the queue empty", DEADLINE, || {
+        let shown = link(&env, "bridge");
+        (shown["link"] == "up" && shown["queue_depth"] == 0).then_some(shown)
+    });
+    assert_eq!(shown["failures"], 0);
+    assert_eq!(shown["backoff_ms"], Value::Null);
 }

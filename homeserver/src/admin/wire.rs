@@ -24,7 +24,8 @@
 //!
 //! The appservice ping fails with the client ping endpoint's errors: 404 `M_NOT_FOUND` (no
 //! such id), 400 `M_URL_NOT_SET`, 502 `M_BAD_STATUS` (with `status` and `body`), 502
-//! `M_CONNECTION_FAILED`, 504 `M_CONNECTION_TIMEOUT`.
+//! `M_CONNECTION_FAILED`, 504 `M_CONNECTION_TIMEOUT`. A successful one also ends the
+//! appservice's backoff: its queue is retried at once.
 
 use std::path::PathBuf;
 

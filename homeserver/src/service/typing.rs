@@ -73,26 +73,30 @@ impl Typing {
         changed
     }
 
-    /// Drops expired notices (called every second by a worker).
-    pub fn expire(&self) {
+    /// Drops expired notices (called every second by a worker); returns the rooms that
+    /// changed, each with who is still typing there.
+    pub fn expire(&self) -> Vec<(String, Vec<String>)> {
         let now = Instant::now();
         let Ok(mut rooms) = self.rooms.lock() else {
-            return;
+            return Vec::new();
         };
         let mut changed = Vec::new();
         for (id, room) in rooms.iter_mut() {
             let before = room.users.len();
             room.users.retain(|_, until| *until > now);
             if room.users.len() != before {
-                changed.push(id.clone());
+                let mut users: Vec<String> = room.users.keys().cloned().collect();
+                users.sort();
+                changed.push((id.clone(), users));
             }
         }
-        for id in changed {
-            if let Some(room) = rooms.get_mut(&id) {
+        for (id, _) in &changed {
+            if let Some(room) = rooms.get_mut(id) {
                 self.bump(room);
             }
         }
         rooms.retain(|_, room| !room.users.is_empty() || room.changed + 10_000 > self.serial());
+        changed
     }
 
     /// Every room whose typing changed after `since`, with who is typing there now.
@@ -120,6 +124,15 @@ impl Typing {
             users.sort();
             users
         })
+    }
+}
+
+/// Expires typing notices (the worker calls it every second) and tells the appservices that
+/// receive ephemeral data who still types in each room that changed.
+pub async fn expire(server: &super::Server) {
+    let changed = server.typing.expire();
+    if !changed.is_empty() {
+        super::appservice::ephemeral::typing_changed(server, changed).await;
     }
 }
 

@@ -1,12 +1,16 @@
 //! What the server pushes to application services: per appservice, how far through the event
 //! stream the sender has looked (its cursor), the one transaction formed and not yet
 //! acknowledged (ID and body fixed when formed), the ephemeral items waiting for it, and its
-//! link state (migration 0018).
+//! link state (migrations 0018 and 0020).
 //!
 //! The queue of room events is the event stream itself: an event is durable in the write
 //! transaction that stores it, and the cursor and the formed transaction move in one write, so
 //! a crash between any two steps neither loses nor reorders an event, and a transaction is
 //! re-sent with its own ID and body.
+//!
+//! An appservice that is no longer registered keeps its row, marked removed (its transaction
+//! in flight and queued items dropped); registered again, it starts at the stream position of
+//! that moment with its transaction IDs still counting up ([`start_stream`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -29,14 +33,16 @@ pub struct AsState {
     pub failures: i64,
     /// When the sender tries again (ms), while failing.
     pub next_retry_ts: Option<i64>,
+    /// When it was found no longer registered; `None` while it is.
+    pub removed_ts: Option<i64>,
 }
 
 /// The state row of `id`, if the sender has ever started for it.
 pub fn state(conn: &Connection, id: &str) -> Result<Option<AsState>> {
     Ok(conn
         .prepare_cached(
-            "SELECT cursor, next_txn, last_success_ts, last_error_ts, last_error, failures, next_retry_ts
-             FROM appservice_state WHERE appservice_id = ?1",
+            "SELECT cursor, next_txn, last_success_ts, last_error_ts, last_error, failures, next_retry_ts,
+             removed_ts FROM appservice_state WHERE appservice_id = ?1",
         )?
         .query_row(params![id], |r| {
             Ok(AsState {
@@ -47,13 +53,15 @@ pub fn state(conn: &Connection, id: &str) -> Result<Option<AsState>> {
                 last_error: r.get(4)?,
                 failures: r.get(5)?,
                 next_retry_ts: r.get(6)?,
+                removed_ts: r.get(7)?,
             })
         })
         .optional()?)
 }
 
 /// Creates the state row of `id` with its cursor at `cursor` (a newly registered appservice
-/// gets what happens from now on, not the history); keeps an existing row.
+/// gets what happens from now on, not the history); keeps an existing row, a removed one
+/// included (only [`start_stream`] starts a removed appservice again).
 pub fn ensure_state(conn: &Connection, id: &str, cursor: i64) -> Result<AsState> {
     conn.prepare_cached(
         "INSERT INTO appservice_state (appservice_id, cursor) VALUES (?1, ?2)
@@ -61,6 +69,60 @@ pub fn ensure_state(conn: &Connection, id: &str, cursor: i64) -> Result<AsState>
     )?
     .execute(params![id, cursor])?;
     Ok(state(conn, id)?.unwrap_or_default())
+}
+
+/// Starts the stream of registered appservice `id` at `cursor`: a new row, or, for an
+/// appservice that was removed, its row restarted there (link state cleared, anything left
+/// for it dropped) with its transaction counter kept, so its txnIds never repeat. A row of
+/// an appservice that stayed registered is kept as it is.
+pub fn start_stream(conn: &Connection, id: &str, cursor: i64) -> Result<()> {
+    match state(conn, id)? {
+        None => {
+            ensure_state(conn, id, cursor)?;
+        }
+        Some(st) if st.removed_ts.is_some() => {
+            drop_queued(conn, id)?;
+            conn.prepare_cached(
+                "UPDATE appservice_state SET cursor = ?2, removed_ts = NULL, last_success_ts = NULL,
+                 last_error_ts = NULL, last_error = NULL, failures = 0, next_retry_ts = NULL
+                 WHERE appservice_id = ?1",
+            )?
+            .execute(params![id, cursor])?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// Marks every appservice with a row that is not in `registered` as removed at `now`,
+/// dropping its transaction in flight and its queued items; returns their IDs.
+pub fn mark_removed(conn: &Connection, registered: &[String], now: i64) -> Result<Vec<String>> {
+    let active: Vec<String> = conn
+        .prepare_cached("SELECT appservice_id FROM appservice_state WHERE removed_ts IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let gone: Vec<String> = active
+        .into_iter()
+        .filter(|id| !registered.contains(id))
+        .collect();
+    for id in &gone {
+        drop_queued(conn, id)?;
+        conn.prepare_cached(
+            "UPDATE appservice_state SET removed_ts = ?2, failures = 0, next_retry_ts = NULL
+             WHERE appservice_id = ?1",
+        )?
+        .execute(params![id, now])?;
+    }
+    Ok(gone)
+}
+
+/// Drops the transaction in flight and the queued ephemeral items of `id`.
+fn drop_queued(conn: &Connection, id: &str) -> Result<()> {
+    conn.prepare_cached("DELETE FROM appservice_txns WHERE appservice_id = ?1")?
+        .execute(params![id])?;
+    conn.prepare_cached("DELETE FROM appservice_ephemeral WHERE appservice_id = ?1")?
+        .execute(params![id])?;
+    Ok(())
 }
 
 /// A transaction formed and not yet acknowledged.
@@ -119,7 +181,8 @@ pub fn set_cursor(conn: &Connection, id: &str, cursor: i64) -> Result<()> {
 }
 
 /// Stores a formed transaction, moves the cursor past its events and removes the ephemeral
-/// items it carries (up to `ephemeral_up_to`), in one write. Returns its ID.
+/// items it carries (up to `ephemeral_up_to`), in one write. Returns its ID; `None` (nothing
+/// stored) when the appservice was removed meanwhile.
 pub fn form(
     conn: &Connection,
     id: &str,
@@ -128,12 +191,16 @@ pub fn form(
     cursor: i64,
     ephemeral_up_to: Option<i64>,
     now: i64,
-) -> Result<String> {
-    let next: i64 = conn.query_row(
-        "SELECT next_txn FROM appservice_state WHERE appservice_id = ?1",
-        params![id],
-        |r| r.get(0),
-    )?;
+) -> Result<Option<String>> {
+    let Some(next) = conn
+        .prepare_cached(
+            "SELECT next_txn FROM appservice_state WHERE appservice_id = ?1 AND removed_ts IS NULL",
+        )?
+        .query_row(params![id], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
     let txn_id = next.to_string();
     conn.prepare_cached(
         "INSERT INTO appservice_txns (appservice_id, txn_id, body, items, created_ts) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -149,7 +216,15 @@ pub fn form(
         )?
         .execute(params![id, up_to])?;
     }
-    Ok(txn_id)
+    Ok(Some(txn_id))
+}
+
+/// Removes the queued ephemeral items of `id` up to `up_to` without sending them (device key
+/// changes queued for an appservice that no longer asks for MSC3202 data).
+pub fn drop_ephemeral(conn: &Connection, id: &str, up_to: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM appservice_ephemeral WHERE appservice_id = ?1 AND id <= ?2")?
+        .execute(params![id, up_to])?;
+    Ok(())
 }
 
 /// Records that the transaction in flight was acknowledged.
@@ -164,14 +239,23 @@ pub fn delivered(conn: &Connection, id: &str, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// Records a failed attempt and when the next one is due.
-pub fn failed(conn: &Connection, id: &str, error: &str, now: i64, next_retry: i64) -> Result<()> {
+/// Records a failed attempt and when the next one is due (`next_retry` is given the number
+/// of failures since the last success, this one included); returns that number.
+pub fn failed(
+    conn: &Connection,
+    id: &str,
+    error: &str,
+    now: i64,
+    next_retry: impl FnOnce(i64) -> i64,
+) -> Result<i64> {
+    let failures = state(conn, id)?.map_or(0, |st| st.failures) + 1;
+    let next_retry = next_retry(failures);
     conn.prepare_cached(
         "UPDATE appservice_state SET last_error_ts = ?2, last_error = ?3, failures = failures + 1,
          next_retry_ts = ?4 WHERE appservice_id = ?1",
     )?
     .execute(params![id, now, error, next_retry])?;
-    Ok(())
+    Ok(failures)
 }
 
 /// Queues an ephemeral item (`section` is the transaction key it goes under) for `id`.
@@ -204,27 +288,74 @@ pub fn ephemeral_batch(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// What waits for `id`: the items of the transaction in flight, the events after its cursor
-/// not yet examined (an upper bound: the sender may find some uninteresting), and the queued
-/// ephemeral items.
-pub fn queue_depth(conn: &Connection, id: &str) -> Result<i64> {
+/// What waits for `id` besides the events after its cursor: the items of the transaction in
+/// flight and the queued ephemeral items (a device whose key counts changed counts once).
+pub fn queued_items(conn: &Connection, id: &str) -> Result<i64> {
     let in_flight: i64 = conn.query_row(
         "SELECT coalesce(sum(items), 0) FROM appservice_txns WHERE appservice_id = ?1",
         params![id],
         |r| r.get(0),
     )?;
-    let unexamined: i64 = match state(conn, id)? {
-        Some(st) => conn.query_row(
-            "SELECT count(*) FROM events WHERE stream_pos > ?1 AND outlier = 0 AND rejected = 0 AND soft_failed = 0",
-            params![st.cursor],
-            |r| r.get(0),
-        )?,
-        None => 0,
-    };
     let ephemeral: i64 = conn.query_row(
-        "SELECT count(*) FROM appservice_ephemeral WHERE appservice_id = ?1",
-        params![id],
+        "SELECT count(DISTINCT CASE WHEN section = ?2 THEN section || payload ELSE id END)
+         FROM appservice_ephemeral WHERE appservice_id = ?1",
+        params![id, KEYS_SECTION],
         |r| r.get(0),
     )?;
-    Ok(in_flight + unexamined + ephemeral)
+    Ok(in_flight + ephemeral)
+}
+
+/// The section of the ephemeral queue that names a device whose one-time key counts or
+/// unused fallback key types changed (MSC3202): the payload is `{"user_id", "device_id"}`, and
+/// the transaction carries the counts read when it is formed.
+pub const KEYS_SECTION: &str = "msc3202.device_keys";
+
+/// What decides whether an event interests an appservice, without its JSON: room, sender,
+/// type and state key.
+pub struct EventHead {
+    /// The room.
+    pub room_id: String,
+    /// Who sent it.
+    pub sender: String,
+    /// Its type.
+    pub event_type: String,
+    /// Its state key, for a state event.
+    pub state_key: Option<String>,
+}
+
+/// The heads of the accepted, non-outlier events after `after`, oldest first.
+pub fn event_heads_after(conn: &Connection, after: i64) -> Result<Vec<EventHead>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, sender, event_type, state_key FROM events
+         WHERE stream_pos > ?1 AND outlier = 0 AND rejected = 0 AND soft_failed = 0
+         ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![after], |r| {
+        Ok(EventHead {
+            room_id: r.get(0)?,
+            sender: r.get(1)?,
+            event_type: r.get(2)?,
+            state_key: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Membership changes in `(after, upto]`, oldest first: `(room_id, user, membership)`.
+pub fn member_changes(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(String, String, String)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, state_key, coalesce(json_extract(json, '$.content.membership'), '')
+         FROM events
+         WHERE stream_pos > ?1 AND stream_pos <= ?2 AND event_type = 'm.room.member'
+         AND state_key IS NOT NULL AND outlier = 0 AND rejected = 0 AND soft_failed = 0
+         ORDER BY stream_pos",
+    )?;
+    let rows = stmt.query_map(params![after, upto], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

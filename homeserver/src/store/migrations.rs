@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0017_appservice_room_lists.sql"),
     include_str!("migrations/0018_appservice_queue.sql"),
     include_str!("migrations/0019_receipts_stream.sql"),
+    include_str!("migrations/0020_appservice_readd.sql"),
 ];
 
 /// Why migrating failed.

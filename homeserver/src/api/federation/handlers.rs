@@ -391,12 +391,7 @@ pub async fn user_keys_claim(
 ) -> Result<Json<Value>> {
     let body: KeysClaimRequest = signed.body_as("keys claim")?;
     let users = our_users(&server, body.one_time_keys);
-    Ok(Json(
-        server
-            .store
-            .write(move |tx| e2ee::local_claim(tx, &users))
-            .await?,
-    ))
+    Ok(Json(e2ee::claim_local(&server, users).await?))
 }
 
 /// Query parameters of `GET /publicRooms` (the third-party network ones are accepted and

@@ -6,8 +6,15 @@
 //! change is durable; the sender puts it in its next transaction under both the stable key
 //! and the MSC2409 one.
 //!
-//! Not done: typing that stops by expiry (only explicit changes are queued), and MSC3202
-//! device-list changes and one-time-key counts.
+//! Typing is queued on every change of a room's typing set: a user starting or stopping
+//! (locally or on a peer) and a notice expiring ([`typing_changed`]).
+//!
+//! For appservices that set `org.matrix.msc3202` (encrypted bridges), a change of the one-time
+//! key counts or unused fallback key types of a device of a user in its namespace (an upload,
+//! a claim) queues that device ([`keys_changed_in_tx`]); the transaction then carries the
+//! counts as they are when it is formed. Device-list changes need no queue: they are on the
+//! event stream, and the sender reads them for the stream range a transaction covers
+//! ([`super::push`]).
 
 use std::sync::Arc;
 
@@ -15,6 +22,7 @@ use serde_json::{Value, json};
 
 use crate::error::Result;
 use crate::matrix::appservice::Registration;
+use crate::service::Server;
 use crate::store::{WriteTx, appservice as store, state};
 use crate::util::now_ms;
 
@@ -26,6 +34,64 @@ pub fn receivers(all: &[Arc<Registration>]) -> Vec<Arc<Registration>> {
         .filter(|r| r.receive_ephemeral && r.url.is_some())
         .cloned()
         .collect()
+}
+
+/// The registrations that receive MSC3202's device lists and key counts (and have somewhere
+/// to send them).
+pub fn msc3202_receivers(all: &[Arc<Registration>]) -> Vec<Arc<Registration>> {
+    all.iter()
+        .filter(|r| r.msc3202 && r.url.is_some())
+        .cloned()
+        .collect()
+}
+
+/// Queues `user_id`'s device `device_id`, whose one-time key counts or unused fallback key
+/// types changed, for each MSC3202 receiver whose user namespace holds the user; whether any
+/// was queued (the caller then kicks the senders).
+pub fn keys_changed_in_tx(
+    tx: &WriteTx<'_>,
+    receivers: &[Arc<Registration>],
+    server_name: &str,
+    user_id: &str,
+    device_id: &str,
+) -> Result<bool> {
+    let mut queued = false;
+    let payload = json!({"user_id": user_id, "device_id": device_id}).to_string();
+    for reg in receivers {
+        if reg.may_masquerade_as(user_id, server_name) {
+            store::enqueue_ephemeral(tx, &reg.id, store::KEYS_SECTION, &payload, now_ms())?;
+            queued = true;
+        }
+    }
+    Ok(queued)
+}
+
+/// Queues, for the appservices that receive ephemeral data, the `m.typing` event of each of
+/// `rooms` with who types there now: called when typing changed other than through
+/// [`crate::service::typing::set_typing`] (a notice expiring, a peer's typing EDU). A failure
+/// is logged: typing is ephemeral and the next change is sent anyway.
+pub async fn typing_changed(server: &Server, rooms: Vec<(String, Vec<String>)>) {
+    let receivers = receivers(&server.appservices.all());
+    if receivers.is_empty() || rooms.is_empty() {
+        return;
+    }
+    let own = server.server_name().to_string();
+    let queued = server
+        .store
+        .write(move |tx| {
+            let mut queued = false;
+            for (room_id, users) in &rooms {
+                let event = typing_event(room_id, users);
+                queued |= room_edu_in_tx(tx, &receivers, &own, room_id, &event)?;
+            }
+            Ok(queued)
+        })
+        .await;
+    match queued {
+        Ok(true) => server.appservice_kicker.kick(),
+        Ok(false) => {}
+        Err(err) => tracing::warn!(error = %err, "could not queue typing for appservices"),
+    }
 }
 
 /// Queues an `m.typing` or `m.receipt` event of `room_id` for each receiver interested in the

@@ -2,6 +2,11 @@
 //! and the admin socket's `POST /v1/appservices/{id}/ping`): the homeserver calls the
 //! appservice's `POST /_matrix/app/v1/ping` and reports how long it took, or why it failed
 //! with the spec's error codes.
+//!
+//! A successful ping also ends the backoff of the appservice's transaction sender: the
+//! appservice is up, so its queue is retried at once rather than when the backoff (up to
+//! `[appservices] retry_cap_secs`) runs out. Bridges ping the homeserver when they start;
+//! an operator pings after fixing one.
 
 use std::time::{Duration, Instant};
 
@@ -94,7 +99,10 @@ pub async fn ping(
     )
     .await
     {
-        Ok(_) => Ok(started.elapsed().as_millis() as u64),
+        Ok(_) => {
+            server.appservice_kicker.retry_now(id);
+            Ok(started.elapsed().as_millis() as u64)
+        }
         Err(CallError::Status { status, body }) => Err(PingError::BadStatus { status, body }),
         Err(CallError::Connection(why)) => Err(PingError::ConnectionFailed(why)),
         Err(CallError::Timeout) => Err(PingError::Timeout),

@@ -12,8 +12,25 @@
 //! room in its user namespaces; a local alias or the canonical alias (and alt aliases) of the
 //! room in its alias namespaces. Membership and aliases are read when the event is examined
 //! (normally at once; after an outage, as they are then), as Synapse does.
+//!
+//! MSC3202 (registrations with `org.matrix.msc3202: true`): a transaction covering the stream
+//! range `(cursor, new cursor]` carries `org.matrix.msc3202.device_lists` for that range,
+//! computed like `/sync`'s: `changed` holds users whose devices changed and who are the
+//! appservice's or share a room with it now (a room one of its users is joined to, or in its
+//! room namespace), and users who came to share one; `left` holds users who left a room it
+//! was in and share none with it now. Queued key changes of its users' devices become
+//! `org.matrix.msc3202.device_one_time_keys_count` (also under Synapse's older
+//! `device_one_time_key_counts`) and `org.matrix.msc3202.device_unused_fallback_key_types`,
+//! user then device, with the counts as they are when the transaction is formed. Both ride in
+//! the stored transaction, so they survive a crash like its events.
+//!
+//! Backoff: after a failed attempt the next one is due `min(2^(failures-1) s, retry_cap_secs)`
+//! later (`next_retry_ts`, stored with the failure count, so a restart continues the
+//! doubling). A successful ping of the appservice (its own `POST /appservice/{id}/ping` when
+//! it starts, or `appliance appservice ping`) ends the wait: the bridge is back, so its queue
+//! goes out now rather than up to `retry_cap_secs` later ([`Kicker::retry_now`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,9 +43,8 @@ use crate::matrix::appservice::{NamespaceKind, Registration};
 use crate::matrix::client_format::{Unsigned, to_client_event};
 use crate::matrix::pdu::Pdu;
 use crate::service::Server;
-use crate::store::{appservice as store, misc, state};
+use crate::store::{appservice as store, e2ee, misc, state};
 use crate::transport::appservice::call;
-use crate::util::now_ms;
 
 /// Most events in one transaction.
 pub const MAX_EVENTS: usize = 100;
@@ -38,13 +54,33 @@ const MAX_EPHEMERAL: usize = 100;
 /// in bounded writes).
 const SCAN: usize = 1000;
 
-/// Wakes the appservice senders (new ephemeral items, a reload).
+/// Wakes the appservice senders (new ephemeral items, a reload) and ends the backoff of one
+/// whose appservice answered a ping.
 #[derive(Default)]
 pub struct Kicker {
     kick: std::sync::Mutex<Option<watch::Sender<u64>>>,
+    retry: std::sync::Mutex<HashSet<String>>,
 }
 
 impl Kicker {
+    /// Asks the sender of appservice `id` to retry now if it is waiting out a backoff (the
+    /// appservice answered a ping, so it is up again).
+    pub fn retry_now(&self, id: &str) {
+        self.retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned());
+        self.kick();
+    }
+
+    /// Whether a retry of `id` was asked for since the last call (and forgets it).
+    fn take_retry(&self, id: &str) -> bool {
+        self.retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
     fn subscribe(&self) -> watch::Receiver<u64> {
         let mut slot = self.kick.lock().unwrap_or_else(|p| p.into_inner());
         slot.get_or_insert_with(|| watch::channel(0).0).subscribe()
@@ -92,11 +128,17 @@ pub async fn run(server: Arc<Server>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// How long to wait after the `failures`-th failure in a row: doubling from one second, at
+/// most `cap_secs`.
+pub fn backoff(failures: i64, cap_secs: u64) -> Duration {
+    let doublings = failures.saturating_sub(1).clamp(0, 30) as u32;
+    Duration::from_secs((1u64 << doublings).min(cap_secs.max(1)))
+}
+
 /// Delivers one appservice's queue for as long as it is registered.
 async fn deliver_loop(server: Arc<Server>, id: String) {
     let mut positions = server.store.subscribe();
     let mut kicks = server.appservice_kicker.subscribe();
-    let mut failures: u32 = 0;
     loop {
         let Some(reg) = server.appservices.by_id(&id) else {
             return;
@@ -136,12 +178,14 @@ async fn deliver_loop(server: Arc<Server>, id: String) {
         )
         .await;
         let store_id = id.clone();
+        let now = server.clock.now_ms();
         match sent {
             Ok(_) => {
-                failures = 0;
+                // A ping that asked for a retry is answered by this delivery.
+                server.appservice_kicker.take_retry(&id);
                 let done = server
                     .store
-                    .write_bookkeeping(move |tx| store::delivered(tx, &store_id, now_ms()))
+                    .write_bookkeeping(move |tx| store::delivered(tx, &store_id, now))
                     .await;
                 if let Err(err) = done {
                     tracing::warn!(appservice = %id, error = %err, "could not record a delivery");
@@ -149,33 +193,78 @@ async fn deliver_loop(server: Arc<Server>, id: String) {
                 }
             }
             Err(err) => {
-                failures = failures.saturating_add(1);
-                let cap = Duration::from_secs(server.config.appservices.retry_cap_secs.max(1));
-                let delay = Duration::from_secs(1u64 << (failures - 1).min(20)).min(cap);
-                tracing::warn!(appservice = %id, txn = %txn.txn_id, error = %err, retry_in = ?delay, "appservice transaction failed");
+                let cap = server.config.appservices.retry_cap_secs;
                 let reason = err.to_string();
-                let next = now_ms() + delay.as_millis() as i64;
-                let _ = server
+                let recorded = server
                     .store
                     .write_bookkeeping(move |tx| {
-                        store::failed(tx, &store_id, &reason, now_ms(), next)
+                        store::failed(tx, &store_id, &reason, now, |failures| {
+                            now.saturating_add(backoff(failures, cap).as_millis() as i64)
+                        })
                     })
                     .await;
-                tokio::time::sleep(delay).await;
+                match recorded {
+                    Ok(failures) => {
+                        let retry_in = backoff(failures, cap);
+                        tracing::warn!(appservice = %id, txn = %txn.txn_id, error = %err, ?retry_in, "appservice transaction failed");
+                        wait_for_retry(&server, &id, &mut kicks).await;
+                    }
+                    Err(record_err) => {
+                        tracing::warn!(appservice = %id, txn = %txn.txn_id, error = %err, record_error = %record_err, "appservice transaction failed");
+                        tokio::time::sleep(backoff(1, cap)).await;
+                    }
+                }
             }
         }
     }
 }
 
+/// Waits until the next attempt of `id` is due (the stored `next_retry_ts`), a retry is asked
+/// for ([`Kicker::retry_now`]), or it is no longer failing. Kicks wake it to look again.
+async fn wait_for_retry(server: &Server, id: &str, kicks: &mut watch::Receiver<u64>) {
+    let cap_ms = server.config.appservices.retry_cap_secs.max(1) as i64 * 1000;
+    loop {
+        if server.appservice_kicker.take_retry(id) {
+            return;
+        }
+        let key = id.to_owned();
+        let due = match server
+            .store
+            .read(move |conn| store::state(conn, &key))
+            .await
+        {
+            Ok(Some(st)) if st.failures > 0 && st.removed_ts.is_none() => {
+                st.next_retry_ts.unwrap_or(0)
+            }
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(appservice = %id, error = %err, "could not read an appservice's retry time");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+        };
+        let remaining = due.saturating_sub(server.clock.now_ms());
+        if remaining <= 0 {
+            return;
+        }
+        // The wall clock may be stepped: never wait longer than the cap.
+        let wait = Duration::from_millis(remaining.min(cap_ms) as u64);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => return,
+            _ = kicks.changed() => {}
+        }
+    }
+}
+
 /// The transaction in flight, or a new one formed from the stream and the ephemeral queue;
-/// `None` when there is nothing to send.
+/// `None` when there is nothing to send (or the appservice was removed meanwhile).
 async fn next_transaction(
     server: &Arc<Server>,
     reg: &Arc<Registration>,
 ) -> Result<Option<store::FormedTxn>> {
     let id = reg.id.clone();
     let start = server.store.current_pos();
-    let current = {
+    let (st, in_flight) = {
         let id = id.clone();
         server
             .store
@@ -185,10 +274,13 @@ async fn next_transaction(
             })
             .await?
     };
-    if let (_, Some(txn)) = current {
+    if st.removed_ts.is_some() {
+        return Ok(None);
+    }
+    if let Some(txn) = in_flight {
         return Ok(Some(txn));
     }
-    let mut cursor = current.0.cursor;
+    let mut cursor = st.cursor;
     loop {
         let upto = server.store.current_pos();
         let (reg2, server_name) = (Arc::clone(reg), server.server_name().to_string());
@@ -197,12 +289,24 @@ async fn next_transaction(
             .store
             .read(move |conn| examine(conn, &reg2, &server_name, &id2, cursor, upto))
             .await?;
-        if step.events.is_empty() && step.ephemeral.is_empty() {
+        if step.is_empty() {
             if step.new_cursor > cursor {
                 let (id, new_cursor) = (id.clone(), step.new_cursor);
                 server
                     .store
-                    .write_bookkeeping(move |tx| store::set_cursor(tx, &id, new_cursor))
+                    .write_bookkeeping(move |tx| {
+                        // Keys-section items of an appservice that no longer asks for them.
+                        if let Some(up_to) = step.ephemeral_up_to {
+                            store::drop_ephemeral(tx, &id, up_to)?;
+                        }
+                        store::set_cursor(tx, &id, new_cursor)
+                    })
+                    .await?;
+            } else if let Some(up_to) = step.ephemeral_up_to {
+                let id = id.clone();
+                server
+                    .store
+                    .write_bookkeeping(move |tx| store::drop_ephemeral(tx, &id, up_to))
                     .await?;
             }
             if step.new_cursor < upto {
@@ -211,13 +315,15 @@ async fn next_transaction(
             }
             return Ok(None);
         }
+        let items = step.items();
         let Step {
             events,
             ephemeral,
             ephemeral_up_to,
+            msc3202,
             new_cursor,
+            ..
         } = step;
-        let items = (events.len() + ephemeral.values().map(Vec::len).sum::<usize>()) as i64;
         let mut body = Map::new();
         body.insert("events".to_owned(), Value::Array(events));
         for (section, list) in ephemeral {
@@ -225,21 +331,22 @@ async fn next_transaction(
                 body.insert(key.to_owned(), Value::Array(list.clone()));
             }
         }
+        body.extend(msc3202);
         let body = Value::Object(body).to_string();
         let id = id.clone();
+        let now = server.clock.now_ms();
         let formed = server
             .store
             .write_bookkeeping(move |tx| {
-                let txn_id =
-                    store::form(tx, &id, &body, items, new_cursor, ephemeral_up_to, now_ms())?;
-                Ok(store::FormedTxn {
+                let txn_id = store::form(tx, &id, &body, items, new_cursor, ephemeral_up_to, now)?;
+                Ok(txn_id.map(|txn_id| store::FormedTxn {
                     txn_id,
                     body,
                     items,
-                })
+                }))
             })
             .await?;
-        return Ok(Some(formed));
+        return Ok(formed);
     }
 }
 
@@ -256,9 +363,27 @@ fn section_keys(section: &str) -> Vec<&str> {
 /// What one examination of the stream found.
 struct Step {
     events: Vec<Value>,
-    ephemeral: std::collections::BTreeMap<String, Vec<Value>>,
+    ephemeral: BTreeMap<String, Vec<Value>>,
+    /// Devices whose key counts are in `msc3202`.
+    key_devices: usize,
+    /// The MSC3202 keys of the body (device lists, key counts), empty when none.
+    msc3202: Map<String, Value>,
     ephemeral_up_to: Option<i64>,
     new_cursor: i64,
+}
+
+impl Step {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.ephemeral.is_empty() && self.msc3202.is_empty()
+    }
+
+    /// Events, ephemeral items and devices with key counts it carries (the queue depth's
+    /// units; device-list entries are read from the stream, not queued, and not counted).
+    fn items(&self) -> i64 {
+        (self.events.len()
+            + self.ephemeral.values().map(Vec::len).sum::<usize>()
+            + self.key_devices) as i64
+    }
 }
 
 /// Examines events after `cursor` (up to `upto`) and the queued ephemeral items.
@@ -285,7 +410,13 @@ fn examine(
         let Ok(pdu) = Pdu::parse(event_id, json, false) else {
             continue;
         };
-        if is_interesting(conn, reg, server_name, &pdu, &mut rooms)? {
+        let head = store::EventHead {
+            room_id: pdu.room_id.to_string(),
+            sender: pdu.sender.to_string(),
+            event_type: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone(),
+        };
+        if is_interesting(conn, reg, server_name, &head, &mut rooms)? {
             events.push(to_client_event(&pdu, Unsigned::default()));
             if events.len() == MAX_EVENTS {
                 new_cursor = pos;
@@ -293,51 +424,217 @@ fn examine(
             }
         }
     }
-    let mut ephemeral: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+    let mut ephemeral: BTreeMap<String, Vec<Value>> = Default::default();
+    let mut key_changes: BTreeSet<(String, String)> = BTreeSet::new();
     let mut ephemeral_up_to = None;
     for (row, section, payload) in store::ephemeral_batch(conn, id, MAX_EPHEMERAL)? {
         if let Ok(value) = serde_json::from_str::<Value>(&payload) {
-            ephemeral.entry(section).or_default().push(value);
+            if section == store::KEYS_SECTION {
+                if let (Some(user), Some(device)) =
+                    (value["user_id"].as_str(), value["device_id"].as_str())
+                {
+                    key_changes.insert((user.to_owned(), device.to_owned()));
+                }
+            } else {
+                ephemeral.entry(section).or_default().push(value);
+            }
         }
         ephemeral_up_to = Some(row);
+    }
+    let mut msc3202 = Map::new();
+    let mut key_devices = 0;
+    if reg.msc3202 {
+        let (changed, left) = device_lists(conn, reg, server_name, cursor, new_cursor)?;
+        if !changed.is_empty() || !left.is_empty() {
+            msc3202.insert(
+                "org.matrix.msc3202.device_lists".to_owned(),
+                json!({"changed": changed, "left": left}),
+            );
+        }
+        key_devices = key_counts(conn, &key_changes, &mut msc3202)?;
     }
     Ok(Step {
         events,
         ephemeral,
+        key_devices,
+        msc3202,
         ephemeral_up_to,
         new_cursor,
     })
 }
 
-/// Whether `reg` is interested in `pdu` (see the module header); `rooms` caches the per-room
-/// part of the answer for one examination.
+/// MSC3202's `device_lists` for the stream range `(after, upto]` (see the module header).
+fn device_lists(
+    conn: &rusqlite::Connection,
+    reg: &Registration,
+    server_name: &str,
+    after: i64,
+    upto: i64,
+) -> Result<(BTreeSet<String>, BTreeSet<String>)> {
+    let ours = |user: &str| reg.may_masquerade_as(user, server_name);
+    let mut changed = BTreeSet::new();
+    let mut left = BTreeSet::new();
+    let device_changes = e2ee::device_list_changes(conn, after, upto)?;
+    let member_changes = store::member_changes(conn, after, upto)?;
+    if device_changes.is_empty() && member_changes.is_empty() {
+        return Ok((changed, left));
+    }
+    // Per room: whether one of its users is joined (or the room is in its namespace) now;
+    // whether one ever had a membership there. Per user: whether they share such a room now.
+    let mut joined_rooms: HashMap<String, bool> = HashMap::new();
+    let mut sharing: HashMap<String, bool> = HashMap::new();
+    let mut shares = |user: &str| -> Result<bool> {
+        if ours(user) {
+            return Ok(true);
+        }
+        if let Some(&known) = sharing.get(user) {
+            return Ok(known);
+        }
+        let mut found = false;
+        for room in state::rooms_with_membership(conn, user, "join")? {
+            let hit = match joined_rooms.get(&room) {
+                Some(&hit) => hit,
+                None => {
+                    let hit = reg.is_interested(NamespaceKind::Rooms, &room)
+                        || state::members_with(conn, &room, "join")?
+                            .iter()
+                            .any(|m| ours(m));
+                    joined_rooms.insert(room, hit);
+                    hit
+                }
+            };
+            if hit {
+                found = true;
+                break;
+            }
+        }
+        sharing.insert(user.to_owned(), found);
+        Ok(found)
+    };
+    for user in device_changes {
+        if shares(&user)? {
+            changed.insert(user);
+        }
+    }
+    let mut ever_ours: HashMap<String, bool> = HashMap::new();
+    for (room, member, membership) in member_changes {
+        let joined = membership == "join";
+        let others = if ours(&member) {
+            // One of its users joined or left: every member is new to it, or may be gone.
+            state::members_with(conn, &room, "join")?
+        } else {
+            let was_ours = match ever_ours.get(&room) {
+                Some(&known) => known,
+                None => {
+                    let mut known = reg.is_interested(NamespaceKind::Rooms, &room);
+                    for kind in ["join", "leave", "ban", "invite", "knock"] {
+                        if known {
+                            break;
+                        }
+                        known = state::members_with(conn, &room, kind)?
+                            .iter()
+                            .any(|m| ours(m));
+                    }
+                    ever_ours.insert(room.clone(), known);
+                    known
+                }
+            };
+            if !was_ours {
+                continue;
+            }
+            vec![member]
+        };
+        for user in others.into_iter().filter(|u| !ours(u)) {
+            if shares(&user)? {
+                if joined {
+                    changed.insert(user);
+                }
+            } else {
+                left.insert(user);
+            }
+        }
+    }
+    Ok((changed, left))
+}
+
+/// Puts the one-time key counts and unused fallback key types of `devices` (those of them
+/// that still exist) into `body` under MSC3202's keys; returns how many devices.
+fn key_counts(
+    conn: &rusqlite::Connection,
+    devices: &BTreeSet<(String, String)>,
+    body: &mut Map<String, Value>,
+) -> Result<usize> {
+    let mut counts: Map<String, Value> = Map::new();
+    let mut fallback: Map<String, Value> = Map::new();
+    let mut known: HashMap<String, Vec<String>> = HashMap::new();
+    let mut found = 0;
+    for (user, device) in devices {
+        if !known.contains_key(user) {
+            known.insert(user.clone(), e2ee::local_device_ids(conn, user)?);
+        }
+        if !known.get(user).is_some_and(|ids| ids.contains(device)) {
+            continue;
+        }
+        let mut per_device: Map<String, Value> = e2ee::one_time_key_counts(conn, user, device)?
+            .into_iter()
+            .map(|(algorithm, n)| (algorithm, json!(n)))
+            .collect();
+        // As in `/sync`: 0 says "upload more", a missing count says nothing.
+        per_device
+            .entry("signed_curve25519".to_owned())
+            .or_insert(json!(0));
+        let entry = counts.entry(user.clone()).or_insert_with(|| json!({}));
+        entry[device.as_str()] = Value::Object(per_device);
+        let entry = fallback.entry(user.clone()).or_insert_with(|| json!({}));
+        entry[device.as_str()] = json!(e2ee::unused_fallback_types(conn, user, device)?);
+        found += 1;
+    }
+    if found > 0 {
+        let counts = Value::Object(counts);
+        body.insert(
+            "org.matrix.msc3202.device_one_time_keys_count".to_owned(),
+            counts.clone(),
+        );
+        // Synapse before 1.73 sent this name, and bridges of that time read it.
+        body.insert(
+            "org.matrix.msc3202.device_one_time_key_counts".to_owned(),
+            counts,
+        );
+        body.insert(
+            "org.matrix.msc3202.device_unused_fallback_key_types".to_owned(),
+            Value::Object(fallback),
+        );
+    }
+    Ok(found)
+}
+
+/// Whether `reg` is interested in the event `head` (see the module header); `rooms` caches
+/// the per-room part of the answer for one examination.
 fn is_interesting(
     conn: &rusqlite::Connection,
     reg: &Registration,
     server_name: &str,
-    pdu: &Pdu,
+    head: &store::EventHead,
     rooms: &mut HashMap<String, bool>,
 ) -> Result<bool> {
     let user = |id: &str| reg.may_masquerade_as(id, server_name);
-    if user(pdu.sender.as_str()) {
+    if user(&head.sender) {
         return Ok(true);
     }
-    if pdu.kind.to_string() == "m.room.member"
-        && let Some(key) = &pdu.state_key
+    if head.event_type == "m.room.member"
+        && let Some(key) = &head.state_key
         && user(key)
     {
         return Ok(true);
     }
-    let room_id = pdu.room_id.as_str();
-    if let Some(&known) = rooms.get(room_id) {
+    if let Some(&known) = rooms.get(&head.room_id) {
         return Ok(known);
     }
-    let interested = room_is_interesting(conn, reg, server_name, room_id)?;
-    rooms.insert(room_id.to_owned(), interested);
+    let interested = room_is_interesting(conn, reg, server_name, &head.room_id)?;
+    rooms.insert(head.room_id.clone(), interested);
     Ok(interested)
 }
 
-/// Whether the room as it is now interests `reg`: room ID, a joined member, or an alias.
 pub fn room_is_interesting(
     conn: &rusqlite::Connection,
     reg: &Registration,
@@ -387,7 +684,9 @@ pub struct AppserviceLink {
     /// `up` (last attempt succeeded), `down` (last attempt failed; retrying), `send-only`
     /// (no `url`), `idle` (nothing ever sent).
     pub link: String,
-    /// Events and ephemeral items waiting (see [`store::queue_depth`]).
+    /// Events and ephemeral items waiting: those of the transaction in flight, the events
+    /// after its cursor that interest it (judged as the sender would judge them now) and its
+    /// queued ephemeral items (a device with changed key counts once).
     pub queue_depth: i64,
     /// When a transaction was last acknowledged (unix ms).
     pub last_delivery_ms: Option<i64>,
@@ -395,6 +694,13 @@ pub struct AppserviceLink {
     pub last_error: Option<String>,
     /// When the next attempt is due (unix ms), while failing.
     pub next_retry_ms: Option<i64>,
+    /// Failed attempts since the last success.
+    #[serde(default)]
+    pub failures: i64,
+    /// The wait after the last failed attempt (ms), while failing: doubling from one second
+    /// to `[appservices] retry_cap_secs`.
+    #[serde(default)]
+    pub backoff_ms: Option<i64>,
 }
 
 /// The link of every registered appservice, in registry order.
@@ -406,13 +712,12 @@ pub async fn links(server: &Server) -> Result<Vec<AppserviceLink>> {
         .read(move |conn| {
             let mut out = Vec::new();
             for reg in regs.iter() {
-                let st = store::state(conn, &reg.id)?;
+                let st = store::state(conn, &reg.id)?.unwrap_or_default();
                 let depth = if reg.url.is_some() {
-                    store::queue_depth(conn, &reg.id)?
+                    queue_depth(conn, reg, &server_name, &st)?
                 } else {
                     0
                 };
-                let st = st.unwrap_or_default();
                 let failing = st.failures > 0;
                 let link = if reg.url.is_none() {
                     "send-only"
@@ -423,6 +728,10 @@ pub async fn links(server: &Server) -> Result<Vec<AppserviceLink>> {
                 } else {
                     "idle"
                 };
+                let backoff_ms = match (st.last_error_ts, st.next_retry_ts) {
+                    (Some(failed), Some(next)) if failing => Some(next - failed),
+                    _ => None,
+                };
                 out.push(AppserviceLink {
                     id: reg.id.clone(),
                     url: reg.url.clone(),
@@ -432,11 +741,34 @@ pub async fn links(server: &Server) -> Result<Vec<AppserviceLink>> {
                     last_delivery_ms: st.last_success_ts,
                     last_error: if failing { st.last_error } else { None },
                     next_retry_ms: if failing { st.next_retry_ts } else { None },
+                    failures: st.failures,
+                    backoff_ms,
                 });
             }
             Ok(out)
         })
         .await
+}
+
+/// The exact queue depth of `reg` (see [`AppserviceLink::queue_depth`]): the events after its
+/// cursor are judged by their room, sender and state key, without reading their JSON.
+fn queue_depth(
+    conn: &rusqlite::Connection,
+    reg: &Registration,
+    server_name: &str,
+    st: &store::AsState,
+) -> Result<i64> {
+    let mut depth = store::queued_items(conn, &reg.id)?;
+    if st.removed_ts.is_some() {
+        return Ok(depth);
+    }
+    let mut rooms = HashMap::new();
+    for head in store::event_heads_after(conn, st.cursor)? {
+        if is_interesting(conn, reg, server_name, &head, &mut rooms)? {
+            depth += 1;
+        }
+    }
+    Ok(depth)
 }
 
 /// Re-reads the registrations and wakes the senders; how many are registered now. A new
@@ -455,23 +787,37 @@ pub async fn reload(server: &Server) -> usize {
     count
 }
 
-/// Stores, for each of `registrations` that has none yet, a cursor at the current stream
-/// position: events from here on are its to receive. Called at start (before any listener
-/// serves) and by [`reload`] (before the registrations are installed); the sender would
-/// otherwise start the cursor when it first runs, missing what was sent in between.
-pub async fn start_streams(server: &Server, registrations: &[Arc<Registration>]) -> Result<()> {
-    let ids: Vec<String> = registrations.iter().map(|r| r.id.clone()).collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
+/// Makes the stored streams match `registered`, the whole set about to be installed: each of
+/// them that has no stream, or whose appservice had been removed, starts at the current
+/// stream position (events from here on are its to receive); every other stream is marked
+/// removed, its transaction in flight and queued items dropped. Called at start (before any
+/// listener serves) and by [`reload`] (before the registrations are installed); the sender
+/// would otherwise start the cursor when it first runs, missing what was sent in between.
+///
+/// **Decision** (an appservice removed and added again with the same id): it starts at the
+/// current position, as a new appservice does, not at its old cursor. Its registration was
+/// gone meanwhile (no `as_token`, no namespace), so the events of that time were never its
+/// to receive, and a cursor left behind would hand it the whole gap at once: events it did
+/// not ask for, possibly from before it was last acknowledged. What was formed and not
+/// acknowledged when it was removed is dropped with it; the spec's "each event once" is
+/// kept by its transaction IDs going on counting where they stopped, so an appservice that
+/// remembers the txnIds it processed never takes a new transaction for an old one.
+pub async fn start_streams(server: &Server, registered: &[Arc<Registration>]) -> Result<()> {
+    let ids: Vec<String> = registered.iter().map(|r| r.id.clone()).collect();
     let start = server.store.current_pos();
-    server
+    let now = server.clock.now_ms();
+    let removed = server
         .store
         .write_bookkeeping(move |tx| {
+            let removed = store::mark_removed(tx, &ids, now)?;
             for id in &ids {
-                store::ensure_state(tx, id, start)?;
+                store::start_stream(tx, id, start)?;
             }
-            Ok(())
+            Ok(removed)
         })
-        .await
+        .await?;
+    for id in removed {
+        tracing::info!(appservice = %id, "appservice removed: its queue is dropped");
+    }
+    Ok(())
 }

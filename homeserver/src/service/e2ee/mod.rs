@@ -18,6 +18,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::Server;
+use super::appservice::ephemeral as appservice_keys;
 use crate::error::{Error, Result};
 use crate::store::{WriteTx, e2ee, outbox};
 use crate::util::now_ms;
@@ -197,10 +198,24 @@ pub async fn upload_keys(
     let upload = KeyUpload::parse(&body, user_id, device_id)?;
     let own = server.server_name().to_string();
     let (user, device) = (user_id.to_owned(), device_id.to_owned());
-    server
+    // Encrypted appservices (MSC3202) learn their users' new key counts.
+    let receivers = if upload.one_time.is_empty() && upload.fallback.is_empty() {
+        Vec::new()
+    } else {
+        appservice_keys::msc3202_receivers(&server.appservices.all())
+    };
+    let (counts, queued) = server
         .store
-        .write(move |tx| upload.store_in_tx(tx, &own, &user, &device))
-        .await
+        .write(move |tx| {
+            let counts = upload.store_in_tx(tx, &own, &user, &device)?;
+            let queued = appservice_keys::keys_changed_in_tx(tx, &receivers, &own, &user, &device)?;
+            Ok((counts, queued))
+        })
+        .await?;
+    if queued {
+        server.appservice_kicker.kick();
+    }
+    Ok(counts)
 }
 
 /// Reads and checks the first present map of keys among `names` in an upload body.
@@ -513,10 +528,7 @@ pub async fn claim_keys(
     let (local, remote): (Map<String, Value>, Map<String, Value>) = wanted
         .into_iter()
         .partition(|(user, _)| is_local(server, user));
-    let mut out = server
-        .store
-        .write(move |tx| local_claim(tx, &local))
-        .await?;
+    let mut out = claim_local(server, local).await?;
     let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     for (user, devices) in remote {
         by_server
@@ -563,6 +575,31 @@ pub async fn claim_keys(
     }
     out["failures"] = Value::Object(failures);
     Ok(out)
+}
+
+/// Claims keys of local users for a client or a peer (see [`local_claim`]), telling encrypted
+/// appservices (MSC3202) the new key counts of their users' devices.
+pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<Value> {
+    let receivers = appservice_keys::msc3202_receivers(&server.appservices.all());
+    let own = server.server_name().to_string();
+    let (answer, queued) = server
+        .store
+        .write(move |tx| {
+            let answer = local_claim(tx, &wanted)?;
+            let mut queued = false;
+            for (user, devices) in answer["one_time_keys"].as_object().into_iter().flatten() {
+                for device in devices.as_object().into_iter().flatten().map(|(d, _)| d) {
+                    queued |=
+                        appservice_keys::keys_changed_in_tx(tx, &receivers, &own, user, device)?;
+                }
+            }
+            Ok((answer, queued))
+        })
+        .await?;
+    if queued {
+        server.appservice_kicker.kick();
+    }
+    Ok(answer)
 }
 
 /// Claims keys of local users: `{user: {device: algorithm}}` → `{one_time_keys: …}`.

@@ -103,10 +103,14 @@ pub(super) async fn receive_typing(server: &Server, origin: &str, content: &Valu
         .store
         .read(move |conn| Ok(state::membership(conn, &r, &u)?.as_deref() == Some("join")))
         .await?;
-    if joined {
-        server
+    if joined
+        && server
             .typing
-            .set(room, user, typing, std::time::Duration::from_secs(30));
+            .set(room, user, typing, std::time::Duration::from_secs(30))
+    {
+        let now = server.typing.changed_since(room, 0).unwrap_or_default();
+        crate::service::appservice::ephemeral::typing_changed(server, vec![(room.to_owned(), now)])
+            .await;
     }
     Ok(())
 }
