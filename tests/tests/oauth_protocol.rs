@@ -464,10 +464,20 @@ fn forms_need_the_session_and_its_csrf_token() {
     let mut other = Browser::new(&env);
     let stolen = other.submit(&page, &[("username", "alice"), ("password", &password)]);
     assert_eq!(stolen.status, 400, "{}", text(&stolen));
-    // A wrong password shows the form again with 401.
-    let wrong = browser.submit(&page, &[("username", "alice"), ("password", "nope")]);
-    assert_eq!(wrong.status, 401, "{}", text(&wrong));
-    assert!(text(&wrong).contains("role=\"alert\""));
+    // A wrong password shows the form again with 401; guessing meets `/login`'s back-off
+    // (429, the form again, nobody signed in) once the free failures are spent.
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let wrong = browser.submit(&page, &[("username", "alice"), ("password", "nope")]);
+        assert!(text(&wrong).contains("role=\"alert\""), "{}", text(&wrong));
+        assert!(wrong.header("location").is_none());
+        statuses.push(wrong.status);
+        if wrong.status == 429 {
+            break;
+        }
+    }
+    assert_eq!(&statuses[..3], [401, 401, 401]);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
 }
 
 #[test]
@@ -623,6 +633,16 @@ fn refresh_rotates_and_reuse_revokes_the_session() {
         &refresh(&env, &client_id, "opr_unknown"),
         400,
         "invalid_grant",
+    );
+
+    // The legacy /refresh does not take an OAuth session's token (and leaves it usable).
+    let (status, body) = env
+        .anon()
+        .post("/_matrix/client/v3/refresh", &json!({"refresh_token": r1}));
+    assert_eq!(
+        (status, body["errcode"].clone()),
+        (401, json!("M_UNKNOWN_TOKEN")),
+        "{body:#}"
     );
 
     let (status, second) = refresh(&env, &client_id, &r1);
