@@ -1031,6 +1031,28 @@ fn account_page_lists_and_ends_sessions() {
     assert_eq!(ended.status, 303, "{}", text(&ended));
     assert_eq!(whoami(&env, access).0, 401, "the device is signed out");
 
+    // The profile form sets the display name.
+    let account = browser.get("/_outpost/account?action=org.matrix.profile");
+    let html = text(&account);
+    let start = html
+        .find("action=\"/_outpost/account/profile\"")
+        .expect("profile form");
+    let form_start = html[..start].rfind("<form ").expect("form start");
+    let form = tests::oauth::parse_form(&html[form_start..]).expect("form");
+    let mut fields: Vec<(&str, &str)> = form
+        .hidden
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    fields.push(("displayname", "Alice <A>"));
+    let saved = browser.post(&form.action, &tests::oauth::form(&fields));
+    assert_eq!(saved.status, 303, "{}", text(&saved));
+    let profile = env
+        .login("alice")
+        .get_ok("/_matrix/client/v3/profile/%40alice%3Aoutpost.test");
+    assert_eq!(profile["displayname"], json!("Alice <A>"));
+    assert!(text(&browser.get("/_outpost/account")).contains("value=\"Alice &lt;A&gt;\""));
+
     // A forged post (no CSRF token) changes nothing.
     let forged = browser.post(
         "/_outpost/account/password",

@@ -279,7 +279,7 @@ pub async fn account_page(
         .map(web_response)
 }
 
-/// # `POST /_outpost/account/{device_delete,password,deactivate,logout}`
+/// # `POST /_outpost/account/{profile,device_delete,password,deactivate,logout}`
 pub async fn account_action(
     State(server): State<Arc<Server>>,
     headers: HeaderMap,
@@ -287,6 +287,7 @@ pub async fn account_action(
     FormBody(form): FormBody<account::AccountForm>,
 ) -> Result<Response> {
     let action = match action.as_str() {
+        "profile" => AccountAction::Profile,
         "device_delete" => AccountAction::DeviceDelete,
         "password" => AccountAction::Password,
         "deactivate" => AccountAction::Deactivate,

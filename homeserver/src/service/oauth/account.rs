@@ -1,12 +1,13 @@
 //! The account page (spec "Account management", MSC4191 `account_management_uri`): the
-//! signed-in user's devices with a sign-out form each, password change, deactivation, and
-//! signing the browser out. Signed out, it shows the sign-in form first and comes back.
+//! signed-in user's display name, devices with a sign-out form each, password change,
+//! deactivation, and signing the browser out. Signed out, it shows the sign-in form first and comes back.
 //!
 //! Every change asks for the session's CSRF token; password change and deactivation ask for
 //! the current password again (checked with `/login`'s back-off).
 
 use serde::Deserialize;
 
+use super::super::profile::{self, Field};
 use super::super::{Server, accounts};
 use super::html::{self, DeviceLine};
 use super::web::{
@@ -22,7 +23,8 @@ pub const ACCOUNT_PATH: &str = "/_outpost/account";
 
 /// The actions the page serves (spec names, and MSC4191's earlier `session` names that
 /// clients of the 1.14 generation send).
-pub const ACTIONS: [&str; 7] = [
+pub const ACTIONS: [&str; 8] = [
+    "org.matrix.profile",
     "org.matrix.devices_list",
     "org.matrix.device_view",
     "org.matrix.device_delete",
@@ -75,7 +77,9 @@ pub async fn show(
         let answer = sign_in_page(server, &session, &request, None, "", None, 200);
         return Ok(with_session(answer, new.then_some(session_id)));
     };
-    let devices = accounts::devices(server, &user_of(&user)?).await?;
+    let user_id = user_of(&user)?;
+    let devices = accounts::devices(server, &user_id).await?;
+    let (displayname, _) = profile::load(server, &user_id).await?;
     let highlighted = query.device_id.as_deref();
     let lines: Vec<DeviceLine<'_>> = devices
         .iter()
@@ -97,7 +101,13 @@ pub async fn show(
     Ok(with_session(
         page(
             200,
-            html::account(&session.csrf, &user, &lines, notice.as_deref()),
+            html::account(
+                &session.csrf,
+                &user,
+                displayname.as_deref().unwrap_or_default(),
+                &lines,
+                notice.as_deref(),
+            ),
         ),
         new.then_some(session_id),
     ))
@@ -121,11 +131,16 @@ pub struct AccountForm {
     /// `password`: the new one again.
     #[serde(default)]
     pub password_confirm: String,
+    /// `profile`: the display name (empty clears it).
+    #[serde(default)]
+    pub displayname: String,
 }
 
 /// The account page's actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountAction {
+    /// Set the display name.
+    Profile,
     /// Sign one device out.
     DeviceDelete,
     /// Change the password.
@@ -193,6 +208,12 @@ pub async fn act(
                 200,
                 html::message("Signed out", "This browser is signed out."),
             ))
+        }
+        AccountAction::Profile => {
+            let name = form.displayname.trim();
+            let value = (!name.is_empty()).then(|| name.to_owned());
+            profile::set_field(server, &user_id, Field::DisplayName, value).await?;
+            Ok(redirect(ACCOUNT_PATH.to_owned()))
         }
         AccountAction::DeviceDelete => {
             accounts::delete_devices(server, &user, vec![form.device_id.clone()]).await?;

@@ -239,11 +239,12 @@ pub struct DeviceLine<'a> {
     pub highlighted: bool,
 }
 
-/// The account page: the user's devices (one sign-out form each), password change,
+/// The account page: the display name, the user's devices (one sign-out form each), password change,
 /// deactivation, and signing this browser out. `notice` is a line shown on top.
 pub fn account(
     csrf: &str,
     user_id: &str,
+    displayname: &str,
     devices: &[DeviceLine<'_>],
     notice: Option<&str>,
 ) -> String {
@@ -276,6 +277,12 @@ pub fn account(
         "Your account",
         &format!(
             "<h1>Your account</h1>{notice}<p>Signed in as <strong>{user}</strong>.</p>\
+             <h2 id=\"profile\">Profile</h2>\
+             <form method=\"post\" action=\"/_outpost/account/profile\">{csrf}\
+             <label for=\"displayname\">Display name</label>\
+             <input type=\"text\" id=\"displayname\" name=\"displayname\" value=\"{name}\" \
+             autocomplete=\"nickname\">\
+             <button type=\"submit\">Save</button></form>\
              <h2 id=\"devices\">Devices</h2><ul>{list}</ul>\
              <h2 id=\"password\">Change password</h2>\
              <form method=\"post\" action=\"/_outpost/account/password\">{csrf}\
@@ -300,6 +307,7 @@ pub fn account(
              <form method=\"post\" action=\"/_outpost/account/logout\">{csrf}\
              <button type=\"submit\" class=\"secondary\">Sign out of this page</button></form>",
             user = escape(user_id),
+            name = escape(displayname),
         ),
     )
 }
