@@ -31,6 +31,8 @@ pub mod tls;
 // Real appservice software (mautrix-python, heisenbridge) and the servers it runs against.
 pub mod bridge;
 pub mod venv;
+// OAuth 2.0 request shapes and a scripted user agent for the unit's pages.
+pub mod oauth;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0018_appservice_queue.sql"),
     include_str!("migrations/0019_receipts_stream.sql"),
     include_str!("migrations/0020_appservice_readd.sql"),
+    include_str!("migrations/0021_oauth.sql"),
 ];
 
 /// Why migrating failed.
