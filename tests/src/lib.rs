@@ -14,7 +14,8 @@
 //! (TLS clients of the client listener and test certificates), `e2ee` (a
 //! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
 //! `appservice` (a test application service), `bridge` (real appservice software, and a stock
-//! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`).
+//! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`),
+//! `html` (the forms of a server-rendered page), `oauth` (OAuth 2.0 clients and a scripted browser).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
@@ -31,6 +32,9 @@ pub mod tls;
 // Real appservice software (mautrix-python, heisenbridge) and the servers it runs against.
 pub mod bridge;
 pub mod venv;
+// The unit's OAuth 2.0 authorization server as clients and browsers use it.
+pub mod html;
+pub mod oauth;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};
