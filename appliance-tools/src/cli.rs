@@ -83,6 +83,10 @@ pub enum Command {
     Reports(ReportsArgs),
     /// Send a server notice: a message from the administrator, shown in its own room.
     Notice(NoticeArgs),
+    /// The clients that signed users in through the unit's OAuth 2.0 pages, and ending a
+    /// user's OAuth sessions.
+    #[command(subcommand)]
+    Oauth(OauthCommand),
     /// Write a backup of the whole unit (database, keys, config) to one file.
     Backup(BackupArgs),
     /// Replace this unit's data with a backup (the homeserver must be stopped).
@@ -457,6 +461,24 @@ pub struct NoticeArgs {
     /// Send it to this user (name or full user ID) only; without it, to every active account.
     #[arg(long)]
     pub user: Option<String>,
+}
+
+/// `appliance oauth …`.
+#[derive(Debug, Subcommand)]
+pub enum OauthCommand {
+    /// List the registered OAuth clients with their open sessions (needs the homeserver
+    /// running).
+    Clients {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sign out every device a user signed in through OAuth (their tokens are revoked; needs
+    /// the homeserver running).
+    Revoke {
+        /// `alice` or `@alice:server`.
+        user: String,
+    },
 }
 
 /// `appliance reports`.

@@ -7,7 +7,7 @@
 //!
 //! Three layers, dependencies pointing down only:
 //! - the commands, one module each (`setup`, `users`, `peer` in [`peers`], [`appservice`],
-//!   `keys`, `tls`, `status`, `selftest`, `reports` and `notice`, `backup` and `restore`,
+//!   `keys`, `tls`, `status`, `selftest`, `reports` and `notice`, `oauth`, `backup` and `restore`,
 //!   `factory-reset`, `man` and `completions` in [`docs`], `update`), each importing [`cli`]
 //!   for its arguments; no command imports another;
 //! - [`unit`]: the unit's files (config, provisioning, allow-list, firewall sets, TLS names)
@@ -26,6 +26,7 @@ mod backup;
 mod cli;
 mod docs;
 mod keys;
+mod oauth;
 mod peers;
 mod reports;
 mod reset;
@@ -71,6 +72,7 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Selftest(args) => selftest::run(&unit, args),
         Command::Reports(args) => reports::run(&unit, args),
         Command::Notice(args) => reports::notice(&unit, args),
+        Command::Oauth(command) => oauth::run(&unit, command),
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),
         Command::FactoryReset(args) => reset::run(&unit, args),

@@ -39,6 +39,8 @@ struct FileConfig {
     media: MediaConfig,
     #[serde(default)]
     appservices: AppservicesConfig,
+    #[serde(default)]
+    auth: AuthConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +222,23 @@ pub struct RegistrationConfig {
     /// with one of them (even if `enabled` is false).
     #[serde(default)]
     pub tokens: Vec<String>,
+}
+
+/// How users sign in (`[auth]`): the OAuth 2.0 server is always on; the legacy password API
+/// can be switched off so that every client signs in through the unit's own pages.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Whether `/login` offers and accepts `m.login.password` and `/register` creates
+    /// accounts (application services keep both either way).
+    #[serde(default = "yes")]
+    pub legacy_login: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { legacy_login: true }
+    }
 }
 
 /// Request rate limits, applied per user (or per IP address before login).
@@ -524,6 +543,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// How the server calls application services.
     pub appservices: AppservicesConfig,
+    /// How users sign in (`[auth]`).
+    pub auth: AuthConfig,
     /// True in `homeserver dev`: prints a newcomer's hint at start.
     pub dev_mode: bool,
 }
@@ -741,6 +762,7 @@ impl Config {
             federation: FederationConfig::default(),
             appservices: AppservicesConfig::default(),
             media: MediaConfig::default(),
+            auth: AuthConfig::default(),
         };
         Self::resolve(file, true)
     }
@@ -841,6 +863,7 @@ impl Config {
             federation: file.federation,
             appservices: file.appservices,
             media: file.media,
+            auth: file.auth,
             dev_mode,
         })
     }

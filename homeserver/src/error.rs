@@ -203,6 +203,17 @@ pub enum Error {
     /// A bug or unexpected state; details are logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An OAuth 2.0 endpoint's error (RFC 6749 section 5.2, RFC 7591 section 3.2.2): the body
+    /// is `{"error", "error_description"}`, not a Matrix error.
+    #[error("{error}: {description}")]
+    OAuth {
+        /// HTTP status (400, or 401 for `invalid_client`).
+        status: StatusCode,
+        /// The RFC error code (`invalid_request`, `invalid_grant`, ...).
+        error: &'static str,
+        /// What was wrong, for the developer.
+        description: String,
+    },
 }
 
 /// Shorthand for results in the homeserver.
@@ -231,6 +242,20 @@ impl Error {
     /// `M_INVALID_PARAM` with a reason.
     pub fn invalid_param(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::InvalidParam, message)
+    }
+    /// An OAuth error answered with 400 (401 for `invalid_client`, as RFC 6749 section 5.2
+    /// allows for a client that cannot be identified).
+    pub fn oauth(error: &'static str, description: impl Into<String>) -> Self {
+        let status = if error == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self::OAuth {
+            status,
+            error,
+            description: description.into(),
+        }
     }
     /// An internal error with context for the log.
     pub fn internal(message: impl Into<String>) -> Self {
@@ -269,6 +294,9 @@ impl Error {
                 json!({"errcode": "M_UNRECOGNIZED", "error": "Method not allowed on this path"})
             }
             Error::Uia(_) => json!({"errcode": "M_FORBIDDEN", "error": "Authentication required"}),
+            Error::OAuth {
+                error, description, ..
+            } => json!({"error": error, "error_description": description}),
             Error::Database(_) | Error::DiskFull | Error::WriterGone | Error::Internal(_) => {
                 json!({"errcode": "M_UNKNOWN", "error": "Internal server error"})
             }
@@ -296,6 +324,14 @@ impl IntoResponse for Error {
                 }),
             ),
             Error::Uia(body) => (StatusCode::UNAUTHORIZED, body),
+            Error::OAuth {
+                status,
+                error,
+                description,
+            } => (
+                status,
+                json!({"error": error, "error_description": description}),
+            ),
             Error::Conflict(message) => (
                 StatusCode::CONFLICT,
                 json!({"errcode": "M_UNKNOWN", "error": message}),

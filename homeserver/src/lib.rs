@@ -261,6 +261,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         delayed: Default::default(),
         shutdown: shutdown_rx,
         appservice_kicker: Default::default(),
+        oauth: Default::default(),
     });
     Ok(Prepared {
         server,

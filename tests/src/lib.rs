@@ -15,7 +15,9 @@
 //! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
 //! `appservice` (a test application service), `bridge` (real appservice software, and a stock
 //! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`),
-//! `html` (the forms of a server-rendered page), `oauth` (OAuth 2.0 clients and a scripted browser).
+//! `oauth` (OAuth 2.0 request shapes, a scripted user agent), `html` (the forms of a
+//! server-rendered page), `oauth_client` (a standard OAuth 2.0 client, metadata-driven, and a
+//! scripted browser over `html`).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
@@ -32,9 +34,11 @@ pub mod tls;
 // Real appservice software (mautrix-python, heisenbridge) and the servers it runs against.
 pub mod bridge;
 pub mod venv;
-// The unit's OAuth 2.0 authorization server as clients and browsers use it.
-pub mod html;
+// OAuth 2.0 request shapes and a scripted user agent for the unit's pages.
 pub mod oauth;
+// The OAuth 2.0 server as standard clients and browsers use it (oauth_security, oauth_browser).
+pub mod html;
+pub mod oauth_client;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};

@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tests::oauth::{AuthRequest, AuthServer, callback_params, pair};
+use tests::oauth_client::{AuthRequest, AuthServer, callback_params, pair};
 use tests::{TempDir, TestEnv, Value, json, password_for};
 
 /// The browser under test.

@@ -1,5 +1,5 @@
 //! The unit's OAuth 2.0 authorization server under attack, black-box, through a scripted
-//! browser (tests/src/oauth.rs) and raw requests:
+//! browser (tests/src/oauth_client.rs) and raw requests:
 //! - open redirects: an unregistered redirect URI (other path, host, userinfo, scheme, port on a
 //!   non-loopback URI, extra query, fragment, relative forms) is refused at the authorization
 //!   endpoint with an error page, never redirected to (RFC 6749 §4.1.2.1); registration refuses
@@ -19,7 +19,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use tests::html::{self, Form};
-use tests::oauth::{
+use tests::oauth_client::{
     AuthRequest, AuthServer, Browser, CLIENT_URI, LOOPBACK_REDIRECT, Page, callback_params,
     client_metadata, form_body, pair,
 };
@@ -248,7 +248,7 @@ fn a_code_is_bound_to_its_client_verifier_and_redirect_uri() {
     let request = AuthRequest::new(&client_a, REDIRECT);
     let code = code_for(&server, &request);
     let mut wrong = request.clone();
-    wrong.pkce = tests::oauth::Pkce::new();
+    wrong.pkce = tests::oauth_client::Pkce::new();
     assert_grant_error(
         &server.exchange(&wrong, &code),
         "invalid_grant",

@@ -12,8 +12,9 @@ use axum::{Json, Router};
 
 use super::wire::{
     AppserviceList, AppservicePinged, AppservicesReloaded, BackupOutcome, BackupRequest,
-    CreateUser, NoticesSent, PeerList, PeersReloaded, ReportList, ResetPassword, SendNotice,
-    ServerStatus, SetAdmin, TlsReload, TlsReloaded, UserList, UserSummary,
+    CreateUser, NoticesSent, OAuthClientList, OAuthRevoked, PeerList, PeersReloaded, ReportList,
+    ResetPassword, SendNotice, ServerStatus, SetAdmin, TlsReload, TlsReloaded, UserList,
+    UserSummary,
 };
 use crate::api::extract::{JsonBody, PathParams};
 use crate::error::{Error, ErrorCode, Result};
@@ -40,6 +41,8 @@ pub fn router(server: Arc<Server>, started: Instant) -> Router {
         .route("/v1/appservices", get(list_appservices))
         .route("/v1/appservices/reload", post(reload_appservices))
         .route("/v1/appservices/{id}/ping", post(ping_appservice))
+        .route("/v1/oauth/clients", get(list_oauth_clients))
+        .route("/v1/users/{user}/oauth/revoke", post(revoke_oauth))
         .fallback(unknown)
         .layer(Extension(Started(started)))
         .with_state(server)
@@ -67,6 +70,21 @@ async fn send_notices(
     admin::send_notices(&server, body.user.as_deref(), body.body)
         .await
         .map(|sent| Json(NoticesSent { sent }))
+}
+
+/// # `GET /v1/oauth/clients`
+async fn list_oauth_clients(State(server): State<Arc<Server>>) -> Result<Json<OAuthClientList>> {
+    let clients = crate::service::oauth::clients::list(&server).await?;
+    Ok(Json(OAuthClientList { clients }))
+}
+
+/// # `POST /v1/users/{user}/oauth/revoke`
+async fn revoke_oauth(
+    State(server): State<Arc<Server>>,
+    PathParams(user): PathParams<String>,
+) -> Result<Json<OAuthRevoked>> {
+    let (user_id, devices) = admin::revoke_oauth(&server, &user).await?;
+    Ok(Json(OAuthRevoked { user_id, devices }))
 }
 
 async fn unknown() -> Error {

@@ -21,6 +21,8 @@
 //! | `GET /v1/appservices`                 |                   | [`AppserviceList`]          |
 //! | `POST /v1/appservices/reload`         | empty             | [`AppservicesReloaded`]     |
 //! | `POST /v1/appservices/{id}/ping`      | empty             | [`AppservicePinged`]        |
+//! | `GET /v1/oauth/clients`               |                   | [`OAuthClientList`]         |
+//! | `POST /v1/users/{user}/oauth/revoke`  | empty             | [`OAuthRevoked`]            |
 //!
 //! The appservice ping fails with the client ping endpoint's errors: 404 `M_NOT_FOUND` (no
 //! such id), 400 `M_URL_NOT_SET`, 502 `M_BAD_STATUS` (with `status` and `body`), 502
@@ -34,6 +36,24 @@ pub use crate::service::admin::{
     BackupOutcome, DatabaseHealth, DiskSpace, LinkInfo, PeerInfo, Report, ServerStatus,
     SpaceStatus, UserSummary,
 };
+
+pub use crate::service::oauth::clients::ClientSummary as OAuthClient;
+
+/// `GET /v1/oauth/clients`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthClientList {
+    /// Every client registered through OAuth 2.0 dynamic registration, oldest first.
+    pub clients: Vec<OAuthClient>,
+}
+
+/// `POST /v1/users/{user}/oauth/revoke`: every OAuth session of the user ended.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthRevoked {
+    /// The full user ID.
+    pub user_id: String,
+    /// The devices signed out.
+    pub devices: Vec<String>,
+}
 
 /// `GET /v1/users`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

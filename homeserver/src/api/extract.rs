@@ -218,6 +218,45 @@ impl<T: DeserializeOwned> FromRequest<Arc<Server>> for JsonBody<T> {
     }
 }
 
+/// An `application/x-www-form-urlencoded` body, as the OAuth 2.0 endpoints and the unit's
+/// HTML forms send; a body that does not decode (or repeats a parameter, which RFC 6749
+/// section 3.1 forbids) is the OAuth `invalid_request`.
+pub struct FormBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<Server>> for FormBody<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, server: &Arc<Server>) -> Result<Self, Error> {
+        let limit = server.config.limits.max_body_bytes;
+        let body = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| Error::oauth("invalid_request", format!("Body exceeds {limit} bytes")))?;
+        serde_urlencoded::from_bytes(&body)
+            .map(Self)
+            .map_err(|err| Error::oauth("invalid_request", format!("Bad form body: {err}")))
+    }
+}
+
+/// A raw body (at most `limits.max_body_bytes`), for endpoints that parse it themselves.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<Arc<Server>> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, server: &Arc<Server>) -> Result<Self, Error> {
+        let limit = server.config.limits.max_body_bytes;
+        axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map(Self)
+            .map_err(|_| {
+                Error::new(
+                    ErrorCode::TooLarge,
+                    format!("Request body exceeds {limit} bytes"),
+                )
+            })
+    }
+}
+
 /// Parses a body with the spec's error codes.
 pub fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {

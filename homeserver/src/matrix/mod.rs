@@ -10,6 +10,7 @@ pub mod client_format;
 pub mod filter;
 pub mod join_rules;
 pub mod keys;
+pub mod oauth;
 pub mod pdu;
 pub mod peer_card;
 pub mod power;

@@ -240,6 +240,8 @@ pub async fn register(
 #[derive(Clone)]
 struct NewTokens {
     device_id: String,
+    /// Lifetime of the access token when it comes with a refresh token.
+    access_ttl_ms: i64,
     display_name: Option<String>,
     access: String,
     refresh: Option<String>,
@@ -247,7 +249,7 @@ struct NewTokens {
 
 impl NewTokens {
     fn into_session(self, user_id: OwnedUserId) -> Session {
-        let expires_in_ms = self.refresh.as_ref().map(|_| REFRESHABLE_TOKEN_MS);
+        let expires_in_ms = self.refresh.as_ref().map(|_| self.access_ttl_ms);
         Session {
             user_id,
             device_id: self.device_id,
@@ -264,6 +266,7 @@ fn new_tokens(device: &DeviceRequest) -> NewTokens {
             .device_id
             .clone()
             .unwrap_or_else(|| random_string(10).to_uppercase()),
+        access_ttl_ms: REFRESHABLE_TOKEN_MS,
         display_name: device.display_name.clone(),
         access: format!("opa_{}", random_string(40)),
         refresh: device
@@ -287,7 +290,7 @@ fn store_session(
     }
     let conn: &rusqlite::Connection = tx;
     accounts::delete_device_tokens(conn, user_id, &t.device_id)?;
-    let expires = t.refresh.as_ref().map(|_| now + REFRESHABLE_TOKEN_MS);
+    let expires = t.refresh.as_ref().map(|_| now + t.access_ttl_ms);
     accounts::insert_access_token(
         conn,
         &token_hash(&t.access),
@@ -300,6 +303,54 @@ fn store_session(
         accounts::insert_refresh_token(conn, &token_hash(refresh), user_id, &t.device_id, now)?;
     }
     Ok(())
+}
+
+/// Opens a session with a refresh token on the device `device_id` names (created when new,
+/// a device-list change; its old tokens replaced when it exists), in the caller's write
+/// transaction: the OAuth 2.0 grants' sessions, whose access tokens live `access_ttl_ms`.
+/// Returns `(access_token, refresh_token)`.
+pub fn open_session_in_tx(
+    tx: &mut WriteTx<'_>,
+    own: &str,
+    user_id: &str,
+    device_id: &str,
+    access_ttl_ms: i64,
+    now: i64,
+) -> Result<(String, String)> {
+    let mut tokens = new_tokens(&DeviceRequest {
+        device_id: Some(device_id.to_owned()),
+        display_name: None,
+        refresh_token: true,
+    });
+    tokens.access_ttl_ms = access_ttl_ms;
+    store_session(tx, own, user_id, &tokens, now)?;
+    let refresh = tokens
+        .refresh
+        .ok_or_else(|| Error::internal("a refresh token was asked for"))?;
+    Ok((tokens.access, refresh))
+}
+
+/// A new access and refresh token pair for an existing device, stored (the caller removed
+/// the old ones): a refresh grant's rotation. Returns `(access, refresh)`.
+pub fn issue_tokens_in_tx(
+    conn: &rusqlite::Connection,
+    user_id: &str,
+    device_id: &str,
+    access_ttl_ms: i64,
+    now: i64,
+) -> Result<(String, String)> {
+    let access = format!("opa_{}", random_string(40));
+    let refresh = format!("opr_{}", random_string(40));
+    accounts::insert_access_token(
+        conn,
+        &token_hash(&access),
+        user_id,
+        device_id,
+        Some(now + access_ttl_ms),
+        now,
+    )?;
+    accounts::insert_refresh_token(conn, &token_hash(&refresh), user_id, device_id, now)?;
+    Ok((access, refresh))
 }
 
 /// Checks a user's password; `M_FORBIDDEN` on any mismatch (never says which part was wrong),
@@ -518,20 +569,29 @@ pub async fn delete_devices(server: &Server, user_id: &str, device_ids: Vec<Stri
     let own = server.server_name().to_string();
     server
         .store
-        .write(move |tx| {
-            let existing: Vec<String> = accounts::devices(tx, &user)?
-                .into_iter()
-                .map(|d| d.device_id)
-                .filter(|d| device_ids.contains(d))
-                .collect();
-            for device in &existing {
-                accounts::delete_device(tx, &user, device)?;
-            }
-            super::e2ee::devices_deleted_in_tx(tx, &own, &user, &existing)
-        })
+        .write(move |tx| delete_devices_in_tx(tx, &own, &user, &device_ids))
         .await?;
     server.tokens.invalidate();
     Ok(())
+}
+
+/// [`delete_devices`] in the caller's write transaction; the caller invalidates the token
+/// cache once it committed.
+pub fn delete_devices_in_tx(
+    tx: &mut WriteTx<'_>,
+    own: &str,
+    user: &str,
+    device_ids: &[String],
+) -> Result<()> {
+    let existing: Vec<String> = accounts::devices(tx, user)?
+        .into_iter()
+        .map(|d| d.device_id)
+        .filter(|d| device_ids.contains(d))
+        .collect();
+    for device in &existing {
+        accounts::delete_device(tx, user, device)?;
+    }
+    super::e2ee::devices_deleted_in_tx(tx, own, user, &existing)
 }
 
 /// Deletes every device of a user but `keep`, in a write transaction.
@@ -565,6 +625,14 @@ pub async fn refresh(server: &Server, refresh_token: &str) -> Result<Session> {
             let Some((user, device_id)) = accounts::take_refresh_token(tx, &hash)? else {
                 return Err(Error::new(ErrorCode::UnknownToken, "Unknown refresh token"));
             };
+            // An OAuth session rotates at the token endpoint, which tracks reuse; here its
+            // token would escape that (the error rolls the take back).
+            if crate::store::oauth::session(tx, &user, &device_id)?.is_some() {
+                return Err(Error::new(
+                    ErrorCode::UnknownToken,
+                    "This session refreshes at the OAuth 2.0 token endpoint",
+                ));
+            }
             let now = now_ms();
             accounts::insert_access_token(
                 tx,

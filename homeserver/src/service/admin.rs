@@ -184,6 +184,15 @@ pub async fn reset_password(server: &Server, user: &str, password: String) -> Re
     Ok(summary)
 }
 
+/// Ends every OAuth session of a user (`appliance oauth revoke`); returns the user ID and
+/// the devices signed out.
+pub async fn revoke_oauth(server: &Server, user: &str) -> Result<(String, Vec<String>)> {
+    let user_id = parse_user(server.server_name(), user)?;
+    active_user(&server.store, &user_id).await?;
+    let devices = super::oauth::grants::revoke_user(server, user_id.as_str()).await?;
+    Ok((user_id.to_string(), devices))
+}
+
 /// Deactivates an account on the running server: logins refused, every session ended, every
 /// room left (which signs leave events, so it needs the running server).
 pub async fn deactivate(server: &Server, user: &str) -> Result<UserSummary> {

@@ -23,6 +23,7 @@ pub mod media;
 pub mod membership;
 pub mod notices;
 pub mod notifications;
+pub mod oauth;
 pub mod openid;
 pub mod persist;
 pub mod presence;
@@ -90,6 +91,8 @@ pub struct Server {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Wakes the appservice senders (queued ephemeral items, a reload).
     pub appservice_kicker: appservice::push::Kicker,
+    /// The OAuth 2.0 server's browser sessions, requests in progress and device codes.
+    pub oauth: oauth::State,
 }
 
 impl Server {

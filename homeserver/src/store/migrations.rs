@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0016_edges_from_pdus.sql"),
     include_str!("migrations/0017_appservice_room_lists.sql"),
     include_str!("migrations/0018_appservice_queue.sql"),
+    include_str!("migrations/0019_oauth.sql"),
 ];
 
 /// Why migrating failed.

@@ -23,6 +23,7 @@ pub mod events;
 pub mod media;
 mod migrations;
 pub mod misc;
+pub mod oauth;
 pub mod outbox;
 pub mod presence;
 pub mod push;

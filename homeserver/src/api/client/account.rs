@@ -190,6 +190,12 @@ pub async fn register(
             "Guest access is disabled on this unit",
         ));
     }
+    if !server.config.auth.legacy_login {
+        return Err(Error::forbidden(
+            "Registration through /register is off on this unit: create an account on its \
+             sign-in page (OAuth 2.0 API, prompt=create)",
+        ));
+    }
     let registration = &server.config.registration;
     let with_tokens = !registration.tokens.is_empty();
     if !registration.enabled && !with_tokens {
@@ -340,17 +346,19 @@ const NO_IDENTITY_SERVER: IdServerUnbind = IdServerUnbind {
 };
 
 /// # `GET /_matrix/client/v3/login`
-pub async fn login_flows() -> Json<LoginFlows> {
-    Json(LoginFlows {
-        flows: vec![
-            LoginFlow {
-                kind: "m.login.password",
-            },
-            LoginFlow {
-                kind: APPSERVICE_LOGIN,
-            },
-        ],
-    })
+/// With `[auth] legacy_login = false` no password flow is offered: clients sign in through
+/// the OAuth 2.0 API (`/auth_metadata`); application services keep their login type.
+pub async fn login_flows(State(server): State<Arc<Server>>) -> Json<LoginFlows> {
+    let mut flows = Vec::new();
+    if server.config.auth.legacy_login {
+        flows.push(LoginFlow {
+            kind: "m.login.password",
+        });
+    }
+    flows.push(LoginFlow {
+        kind: APPSERVICE_LOGIN,
+    });
+    Json(LoginFlows { flows })
 }
 
 #[derive(Deserialize)]
@@ -406,6 +414,13 @@ pub async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Json<LoginResponse>> {
     let appservice = match body.kind.as_str() {
+        "m.login.password" if !server.config.auth.legacy_login => {
+            return Err(Error::new(
+                ErrorCode::UnknownRequest,
+                "Password login is off on this unit: sign in through the OAuth 2.0 API \
+                 (GET /_matrix/client/v1/auth_metadata)",
+            ));
+        }
         "m.login.password" => None,
         APPSERVICE_LOGIN => Some(appservice_of(&server, token.as_deref())?),
         _ => {

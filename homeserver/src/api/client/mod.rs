@@ -14,6 +14,7 @@ mod legacy;
 mod media;
 mod membership;
 mod messages;
+mod oauth;
 mod openid;
 mod presence;
 mod profile;
@@ -244,4 +245,5 @@ pub fn routes() -> Router<Arc<Server>> {
         .merge(sliding_sync::routes())
         .merge(thirdparty::routes())
         .merge(appservice_ping::routes())
+        .merge(oauth::routes())
 }
