@@ -291,9 +291,13 @@ impl Browser {
             .map(|v| v.as_str().unwrap_or("").to_owned())
             .collect();
         assert!(!reading.is_empty(), "{what}: nothing to focus");
-        self.eval("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)");
+        // A page may focus its first field on load (autofocus): the keyboard starts there.
         let mut visited = Vec::new();
-        for _ in 0..reading.len() {
+        let start = self.focused();
+        if start != "body" {
+            visited.push(start);
+        }
+        while visited.len() < reading.len() {
             self.tab();
             visited.push(self.focused());
         }

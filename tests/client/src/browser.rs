@@ -157,9 +157,10 @@ impl UserAgent {
             .context("opening the authorization URL")?;
         ensure!(
             sign_in.status == 200,
-            "the authorization URL led to {} at {}:\n{}",
+            "the authorization URL led to {} at {} (Location {:?}):\n{}",
             sign_in.status,
             sign_in.url,
+            sign_in.location,
             sign_in.body
         );
         let form = sign_in.post_form().context("the sign-in page")?;
