@@ -79,6 +79,7 @@ mdir                mtools             boot         lists the boot counters in t
 /usr/sbin/ngircd    ngircd             suite        the IRC server heisenbridge bridges to (appservice_irc; GPL-2.0+, a test tool)
 venv:mautrix-venv/python  pypi:mautrix==0.21.1  suite  mautrix-python's AppService as a bridge (appservice_mautrix; MPL-2.0)
 venv:heisenbridge-venv/heisenbridge  pypi:heisenbridge==1.15.4  suite  a real IRC bridge (appservice_irc; MIT); own venv: it needs mautrix<0.21
+chromium            chromium           suite        the OAuth pages in a real browser (oauth_browser; DevTools over --remote-debugging-pipe, no driver)
 EOF
 )
 

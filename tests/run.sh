@@ -48,6 +48,10 @@ step "real appservices: mautrix-python's AppService, and heisenbridge to ngircd,
 # runs against a stock Synapse, the proof its steps are right.
 cargo test --release -p tests --test appservice_mautrix --test appservice_irc -- --ignored
 
+step "the OAuth sign-in and consent pages in headless Chromium, keyboard only, 360px wide"
+# Debian's chromium is a row of tests/host-tools.sh; screenshots land in target/tmp/oauth-browser/.
+cargo test --release -p tests --test oauth_browser -- --ignored
+
 if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"
   # Debug profile: ~4-5 min to build (with end-to-end encryption) versus far longer optimised,

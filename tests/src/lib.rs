@@ -14,7 +14,10 @@
 //! (TLS clients of the client listener and test certificates), `e2ee` (a
 //! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
 //! `appservice` (a test application service), `bridge` (real appservice software, and a stock
-//! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`).
+//! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`),
+//! `oauth` (OAuth 2.0 request shapes, a scripted user agent), `html` (the forms of a
+//! server-rendered page), `oauth_client` (a standard OAuth 2.0 client, metadata-driven, and a
+//! scripted browser over `html`).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
@@ -33,6 +36,9 @@ pub mod bridge;
 pub mod venv;
 // OAuth 2.0 request shapes and a scripted user agent for the unit's pages.
 pub mod oauth;
+// The OAuth 2.0 server as standard clients and browsers use it (oauth_security, oauth_browser).
+pub mod html;
+pub mod oauth_client;
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener};

@@ -13,7 +13,12 @@
 //!   (`<data_dir>/peers/<name>.json`), as tests/src/federation.rs of the black-box suite does.
 //! - [`sdk`]: the matrix-rust-sdk helpers every scenario shares (registering a client). The
 //!   harness itself stays std only.
+//! - [`browser`]: a scripted user agent for the unit's OAuth sign-in and consent pages, and
+//!   [`html`], the form parser it shares with the black-box suite (`tests/src/html.rs`).
 
+pub mod browser;
+#[path = "../../src/html.rs"]
+pub mod html;
 pub mod sdk;
 
 use std::fs::{self, File};
