@@ -13,6 +13,14 @@ pub const SCOPE_API: &str = "urn:matrix:client:api:*";
 /// The prefix of the scope token that allocates a device.
 pub const SCOPE_DEVICE_PREFIX: &str = "urn:matrix:client:device:";
 
+/// MSC2967's unstable name of [`SCOPE_API`], which clients still send (matrix-rust-sdk 0.18
+/// and Element X hard-code it); accepted as the same scope, as Matrix Authentication Service
+/// does, so those clients can sign in.
+const SCOPE_API_UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:api:*";
+
+/// MSC2967's unstable name of [`SCOPE_DEVICE_PREFIX`].
+const SCOPE_DEVICE_PREFIX_UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:device:";
+
 /// The device authorisation grant's type (RFC 8628).
 pub const GRANT_DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -428,25 +436,42 @@ pub fn pkce_matches(verifier: &str, challenge: &str) -> bool {
 pub struct Scope {
     /// The device the tokens belong to.
     pub device_id: String,
+    /// Whether the client named its device with MSC2967's unstable prefix: the granted scope
+    /// is then written in the unstable names too, so it reads back as what the client asked.
+    pub unstable: bool,
 }
 
 impl Scope {
     /// The scope string granted (normalised order).
     pub fn to_scope_string(&self) -> String {
-        format!("{SCOPE_API} {SCOPE_DEVICE_PREFIX}{}", self.device_id)
+        if self.unstable {
+            format!(
+                "{SCOPE_API_UNSTABLE} {SCOPE_DEVICE_PREFIX_UNSTABLE}{}",
+                self.device_id
+            )
+        } else {
+            format!("{SCOPE_API} {SCOPE_DEVICE_PREFIX}{}", self.device_id)
+        }
     }
 }
 
 /// Parses a requested scope: `urn:matrix:client:api:*` and exactly one
-/// `urn:matrix:client:device:<id>`, whose ID uses RFC 3986's unreserved characters (1 to 255
-/// of them). Any other token is refused (`invalid_scope`), naming why.
+/// `urn:matrix:client:device:<id>` (or their MSC2967 unstable names), whose ID uses RFC 3986's
+/// unreserved characters (1 to 255 of them). Any other token is refused (`invalid_scope`),
+/// naming why.
 pub fn parse_scope(raw: &str) -> Result<Scope, String> {
     let mut api = false;
     let mut device = None;
+    let mut unstable = false;
     for token in raw.split(' ').filter(|t| !t.is_empty()) {
-        if token == SCOPE_API {
+        let device_id = token.strip_prefix(SCOPE_DEVICE_PREFIX).or_else(|| {
+            let id = token.strip_prefix(SCOPE_DEVICE_PREFIX_UNSTABLE);
+            unstable |= id.is_some();
+            id
+        });
+        if token == SCOPE_API || token == SCOPE_API_UNSTABLE {
             api = true;
-        } else if let Some(id) = token.strip_prefix(SCOPE_DEVICE_PREFIX) {
+        } else if let Some(id) = device_id {
             if device.is_some() {
                 return Err("the scope must name exactly one device".to_owned());
             }
@@ -469,7 +494,10 @@ pub fn parse_scope(raw: &str) -> Result<Scope, String> {
         return Err(format!("the scope must include {SCOPE_API}"));
     }
     let device_id = device.ok_or_else(|| "the scope must name a device".to_owned())?;
-    Ok(Scope { device_id })
+    Ok(Scope {
+        device_id,
+        unstable,
+    })
 }
 
 /// Characters of a user code: no vowels (no words) and none that look alike (RFC 8628 6.1).
@@ -726,6 +754,13 @@ mod tests {
             scope.to_scope_string(),
             "urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ"
         );
+        // MSC2967's unstable names (what matrix-rust-sdk 0.18 sends) are the same scope, and
+        // the grant reads back in the client's own names.
+        let unstable = "urn:matrix:org.matrix.msc2967.client:api:* \
+                        urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ";
+        let scope = parse_scope(unstable).expect("unstable scope");
+        assert_eq!(scope.device_id, "ABCDEFGHIJ");
+        assert_eq!(scope.to_scope_string(), unstable);
         for bad in [
             "",
             "urn:matrix:client:api:*",

@@ -70,6 +70,7 @@ pub async fn show(
             client_id: String::new(),
             scope: Scope {
                 device_id: String::new(),
+                unstable: false,
             },
             kind: RequestKind::Account { return_to },
             expires_ms: now_ms() + REQUEST_TTL_MS,
