@@ -8,7 +8,9 @@
 //! Then alice's OAuth device syncs, shares an encrypted room with bob (registered the legacy way)
 //! and sends him a megolm message he decrypts; the SDK refreshes its token (forced) and the new
 //! token works; finally the SDK logs out (RFC 7009 revocation) and the server refuses the
-//! access token and the refresh token.
+//! access token and the refresh token. The unit serves HTTPS from its dev CA, which the SDK
+//! and the agents trust alone: the SDK's revocation (the `oauth2` crate) refuses a non-HTTPS
+//! endpoint, as a client in the field would meet it.
 
 use std::time::Duration;
 
@@ -45,7 +47,7 @@ const SECRET: &str = "Signed in through OAuth, sent as megolm ciphertext";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth_login_encrypted_message_refresh_and_logout() {
-    let server = Server::start().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
+    let server = Server::start_tls().unwrap_or_else(|e| panic!("cannot start the homeserver: {e}"));
     eprintln!("homeserver up at {}", server.url());
     sdk::run_scenario(server, SCENARIO_DEADLINE, scenario).await;
 }
@@ -131,7 +133,7 @@ async fn scenario(server: &Server) -> Result<()> {
             && url.contains("code_challenge_method=S256"),
         "step 3: unexpected authorization URL {url}"
     );
-    let mut agent = UserAgent::new(None)?;
+    let mut agent = UserAgent::new(server.ca_pem().as_deref())?;
     let callback = agent
         .authorize(&url, "alice", "alice-password-1234")
         .await
@@ -249,7 +251,12 @@ async fn scenario(server: &Server) -> Result<()> {
         .logout()
         .await
         .context("step 6: the SDK's logout (revocation)")?;
-    let http = reqwest::Client::new();
+    // Trusting only the unit's CA, as every client here does.
+    let mut http = reqwest::Client::builder();
+    if let Some(pem) = server.ca_pem() {
+        http = http.tls_certs_only(vec![reqwest::Certificate::from_pem(&pem)?]);
+    }
+    let http = http.build()?;
     let refused = http
         .get(format!("{}/_matrix/client/v3/account/whoami", server.url()))
         .bearer_auth(&after.access_token)
