@@ -105,7 +105,7 @@ verify_units() {
 	out=$(cd "$TMP/root/usr/lib/systemd/system" &&
 		systemd-analyze verify --root="$TMP/root" --man=no homeserver.service data.mount \
 			outpost-firewall.service outpost-provision.service getty@tty1.service \
-			serial-getty@ttyS0.service outpost-boot-assess.service outpost-rauc.service outpost-mark-good.service boot-complete.target 2>&1) || { echo "$out"; return 1; }
+			serial-getty@ttyS0.service outpost-boot-assess.service outpost-rauc.service outpost-mark-good.service outpost-update-settle.service boot-complete.target 2>&1) || { echo "$out"; return 1; }
 	[ -z "$out" ] || { echo "$out"; return 1; }
 }
 check "systemd-analyze verify of the units" verify_units
