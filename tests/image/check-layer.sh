@@ -62,7 +62,7 @@ find "$TMP/root" -name '*.in' | while read -r f; do
 		-e "s/@DATA_PARTUUID@/$DATA_PARTUUID/g" "$f" >"${f%.in}"
 	rm "$f"
 done
-for bin in /usr/bin/homeserver /usr/sbin/nft /usr/bin/rauc; do
+for bin in /usr/bin/homeserver /usr/sbin/nft /usr/bin/rauc /usr/bin/appliance; do
 	mkdir -p "$TMP/root$(dirname "$bin")"
 	printf '#!/bin/sh\n' >"$TMP/root$bin"
 	chmod 0755 "$TMP/root$bin"
