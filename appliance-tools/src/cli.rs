@@ -549,6 +549,14 @@ pub enum UpdateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Settle an update after a boot (run by the unit's services, not by hand).
+    ///
+    /// On the first boot of the old slot after the new one failed its tries, restores the
+    /// pre-update backup (the newer release may have migrated the database past what this one
+    /// reads), records the rollback, and forgets the pending update; once the new slot is
+    /// blessed good, forgets the pending update. Does nothing when no update is pending.
+    #[command(hide = true)]
+    Settle,
 }
 
 /// `appliance update apply`.

@@ -76,7 +76,7 @@ fn run(cli: &Cli) -> Result<Exit, Failure> {
         Command::Backup(args) => backup::backup(&unit, args),
         Command::Restore(args) => backup::restore(&unit, args),
         Command::FactoryReset(args) => reset::run(&unit, args),
-        Command::Update(command) => update::run(&unit, command, &backup::backup),
+        Command::Update(command) => update::run(&unit, command, &backup::backup, &backup::restore),
         Command::Man(args) => docs::man(args),
         Command::Completions(args) => docs::completions(args),
     }

@@ -13,20 +13,36 @@
 //!
 //! The database: the new homeserver migrates its schema at its first start, before it reports
 //! READY, so a slot can only be judged good after the migration. An older homeserver refuses a
-//! newer schema, so after a rollback from a slot that got as far as migrating, the pre-update
-//! backup this command takes is what brings the data back (`appliance restore`, named in
-//! `update status`). Nothing here runs RAUC's install steps itself: this module only checks,
-//! backs up, calls `rauc` and reads its state.
+//! newer schema, so after a rollback from a slot that got as far as migrating, the old slot's
+//! homeserver could not start. Hence the pre-update backup is restored on rollback, by itself:
+//! `apply` writes a pending-update record (which slot it ran from, the backup) next to the
+//! backup once RAUC has installed, and `update settle`, run at every boot before the homeserver
+//! (outpost-update-settle.service) and after the booted slot is blessed
+//! (outpost-mark-good.service), decides:
+//! - booted the slot the update was applied from: the new slot failed its tries (or never came
+//!   up). Restore the backup, record the rollback, drop the record. The signal is "the old slot
+//!   booted while an update is pending", not RAUC's `bad` state (which stays until the next
+//!   install, so it cannot say "once") nor the database's `user_version` (a failed release may
+//!   have changed data without a schema bump, and a restore interrupted by a power cut must be
+//!   retried although the schema already looks old again). The record is removed only after
+//!   the restore completed, so a power cut during it repeats it at the next boot; afterwards
+//!   nothing is left to repeat.
+//! - booted the new slot, blessed good: the update is done; drop the record.
+//!
+//! Whatever the unit acknowledged after the backup (in the new slot, or in the old one between
+//! `apply` and the restart) is lost by the restore; `update status` says so.
+//! Nothing here runs RAUC's install steps itself: this module only checks, backs up, calls
+//! `rauc`, reads its state, and restores with the ordinary restore code.
 
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::base::console::Console;
 use crate::base::exit::{Exit, Failure};
-use crate::cli::{BackupArgs, UpdateApplyArgs, UpdateCommand};
+use crate::cli::{BackupArgs, RestoreArgs, UpdateApplyArgs, UpdateCommand};
 use crate::unit::Unit;
 
 /// RAUC's configuration on the unit: the compatible string every bundle must carry.
@@ -41,20 +57,255 @@ const BOOTLOADER_BACKEND: &str = "/usr/libexec/outpost/rauc-bootloader";
 const MEDIA_MOUNT: &str = "/run/outpost-update-media";
 /// File name prefix of the pre-update backups (in the directory next to the data directory).
 const BACKUP_PREFIX: &str = "pre-update-";
+/// The update installed but not yet blessed (in the backup directory): what `settle` needs to
+/// undo it. outpost-update-settle.service runs only when this file exists.
+const PENDING_FILE: &str = "pending-update.json";
+/// The last automatic rollback (in the backup directory), shown by `update status` until the
+/// next `apply`.
+const ROLLBACK_FILE: &str = "last-rollback.json";
+/// SQLite's database header: `user_version` is the big-endian 32-bit number at this offset.
+const SQLITE_USER_VERSION_AT: u64 = 60;
+
+/// An update installed into the other slot and not yet blessed there.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingUpdate {
+    /// The slot `apply` ran in: booting it again means the new slot failed.
+    from_slot: String,
+    /// Its version.
+    from_version: String,
+    /// The slot written.
+    to_slot: String,
+    /// The version installed there.
+    to_version: String,
+    /// The pre-update backup.
+    backup: PathBuf,
+    /// When the backup was taken (ms since the epoch).
+    backup_ms: i64,
+    /// The database's schema version at the backup, when readable.
+    schema_version: Option<i64>,
+}
+
+/// What an automatic rollback did.
+#[derive(Debug, Serialize, Deserialize)]
+struct Rollback {
+    /// The release that failed its boot tries.
+    failed_version: String,
+    /// The release running again.
+    running_version: String,
+    /// The backup restored.
+    backup: PathBuf,
+    /// When that backup was taken (ms since the epoch).
+    backup_ms: i64,
+    /// When it was restored (ms since the epoch).
+    restored_ms: i64,
+    /// The schema version of the backup's database, and of the database the failed release
+    /// left (informational: the restore does not depend on it).
+    schema_at_backup: Option<i64>,
+    schema_found: Option<i64>,
+}
 
 /// Runs `appliance update …`.
 ///
 /// `backup` is the `backup` command's own code, handed in by `main` (a command never imports
 /// another), so the pre-update backup is an ordinary backup.
+/// `restore` likewise is the `restore` command's code: a rollback restores the pre-update
+/// backup exactly as an admin would.
 pub fn run(
     unit: &Unit,
     command: &UpdateCommand,
     backup: &dyn Fn(&Unit, &BackupArgs) -> Result<Exit, Failure>,
+    restore: &dyn Fn(&Unit, &RestoreArgs) -> Result<Exit, Failure>,
 ) -> Result<Exit, Failure> {
     match command {
         UpdateCommand::Apply(args) => apply(unit, args, backup),
         UpdateCommand::Status { json } => status(unit, *json),
+        UpdateCommand::Settle => settle(unit, restore),
     }
+}
+
+/// Milliseconds since the epoch, now.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The root slot booted now (`a` or `b`), from the bootloader backend (the kernel command
+/// line's `outpost.slot=`).
+fn booted_slot() -> Result<String, Failure> {
+    let out = Command::new(BOOTLOADER_BACKEND)
+        .arg("get-current")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Failure::broke(format!("cannot run {BOOTLOADER_BACKEND}: {err}")))?;
+    let slot = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || !matches!(slot.as_str(), "a" | "b") {
+        return Err(Failure::broke(format!(
+            "cannot tell which slot is booted: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(slot)
+}
+
+/// `good`, `pending` or `bad` for a slot (the bootloader backend's `describe`), `unknown` when
+/// it cannot tell.
+fn slot_state(slot: &str) -> String {
+    Command::new(BOOTLOADER_BACKEND)
+        .args(["describe", slot])
+        .stdin(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The database's schema version as its file header says (`PRAGMA user_version` of a
+/// checkpointed database), None when unreadable. Read from the bytes rather than through
+/// SQLite: opening the database as root here could leave root-owned `-wal`/`-shm` files the
+/// homeserver cannot open. Only reported, never acted on.
+fn schema_version(unit: &Unit) -> Option<i64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(unit.dir().join(homeserver::store::DB_FILE)).ok()?;
+    file.seek(SeekFrom::Start(SQLITE_USER_VERSION_AT)).ok()?;
+    let mut bytes = [0u8; 4];
+    file.read_exact(&mut bytes).ok()?;
+    Some(i64::from(i32::from_be_bytes(bytes)))
+}
+
+/// A JSON record of the backup directory, None when there is none.
+fn read_record<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Failure> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| Failure::broke(format!("{} is malformed: {err}", path.display()))),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(Failure::io("cannot read", path, err)),
+    }
+}
+
+/// Writes a JSON record into the backup directory, durably.
+fn write_record<T: Serialize>(path: &Path, record: &T) -> Result<(), Failure> {
+    let bytes = serde_json::to_vec_pretty(record).expect("a record serialises");
+    crate::unit::replace_file(path, &bytes, 0o600)
+}
+
+/// Removes a record, durably (a record that came back after a power cut would repeat a
+/// restore).
+fn remove_record(path: &Path) -> Result<(), Failure> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(Failure::io("cannot remove", path, err)),
+    }
+    match path.parent() {
+        Some(dir) => crate::unit::sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Gives everything under `dir` the owner of `dir`: restore runs as root here, and the
+/// homeserver (its own user) must open the files it put back.
+fn own_tree(dir: &Path) -> Result<(), Failure> {
+    let entries = std::fs::read_dir(dir).map_err(|err| Failure::io("cannot list", dir, err))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|err| Failure::io("cannot list", dir, err))?
+            .path();
+        let kind = std::fs::symlink_metadata(&path)
+            .map_err(|err| Failure::io("cannot inspect", &path, err))?
+            .file_type();
+        if kind.is_symlink() {
+            continue;
+        }
+        crate::unit::match_owner(&path, dir)?;
+        if kind.is_dir() {
+            own_tree(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// `update settle`: after a boot, finish or undo the pending update (see the module header).
+fn settle(
+    unit: &Unit,
+    restore: &dyn Fn(&Unit, &RestoreArgs) -> Result<Exit, Failure>,
+) -> Result<Exit, Failure> {
+    let dir = backup_dir(unit);
+    let pending_path = dir.join(PENDING_FILE);
+    let Some(pending) = read_record::<PendingUpdate>(&pending_path)? else {
+        println!("No update is pending.");
+        return Ok(Exit::Success);
+    };
+    let booted = booted_slot()?;
+    if booted != pending.from_slot {
+        let state = slot_state(&booted);
+        if state == "good" {
+            remove_record(&pending_path)?;
+            println!(
+                "The update to version {} (slot {booted}) is good; it is complete.",
+                pending.to_version
+            );
+        } else {
+            println!(
+                "Version {} runs on trial in slot {booted} ({state}).",
+                pending.to_version
+            );
+        }
+        return Ok(Exit::Success);
+    }
+    let backup_time = crate::base::console::format_time_ms(pending.backup_ms);
+    let schema_found = schema_version(unit);
+    println!(
+        "Version {} (slot {}) did not come up within its boot tries; the unit runs version {} \
+         again. Restoring the data from the pre-update backup of {backup_time} ({}); anything \
+         written after that backup is lost.",
+        pending.to_version,
+        pending.to_slot,
+        pending.from_version,
+        pending.backup.display()
+    );
+    restore(
+        unit,
+        &RestoreArgs {
+            file: pending.backup.clone(),
+            passphrase_file: None,
+            force_other_unit: false,
+            yes: true,
+        },
+    )?;
+    own_tree(unit.dir())?;
+    let record = Rollback {
+        failed_version: pending.to_version,
+        running_version: pending.from_version,
+        backup: pending.backup,
+        backup_ms: pending.backup_ms,
+        restored_ms: now_ms(),
+        schema_at_backup: pending.schema_version,
+        schema_found,
+    };
+    write_record(&dir.join(ROLLBACK_FILE), &record)?;
+    remove_record(&pending_path)?;
+    println!("{}", rollback_line(&record));
+    Ok(Exit::Success)
+}
+
+/// One line about an automatic rollback, for the journal and `update status`.
+fn rollback_line(record: &Rollback) -> String {
+    let schema = |v: Option<i64>| v.map_or_else(|| "unknown".to_owned(), |v| v.to_string());
+    format!(
+        "rolled back from version {} to {} at {}, data restored from the backup of {} \
+         (anything written after that backup is gone; database schema version {} as the \
+         failed release left it, {} restored)",
+        record.failed_version,
+        record.running_version,
+        crate::base::console::format_time_ms(record.restored_ms),
+        crate::base::console::format_time_ms(record.backup_ms),
+        schema(record.schema_found),
+        schema(record.schema_at_backup)
+    )
 }
 
 /// The directory pre-update backups go to: beside the data directory, on the data partition
@@ -235,6 +486,8 @@ fn apply(
     );
 
     // 2. A backup of the data, with the ordinary backup code, before anything is written.
+    let from_slot = booted_slot()?;
+    let mut taken: Option<(PathBuf, i64, Option<i64>)> = None;
     if unit.exists() && unit.config_path().is_file() {
         let dir = backup_dir(unit);
         std::fs::create_dir_all(&dir).map_err(|err| Failure::io("cannot create", &dir, err))?;
@@ -243,6 +496,7 @@ fn apply(
             info.version
         ));
         println!("Backing up the data to {} ...", out.display());
+        let (backup_ms, schema) = (now_ms(), schema_version(unit));
         backup(
             unit,
             &BackupArgs {
@@ -262,6 +516,7 @@ fn apply(
                 }
             }
         }
+        taken = Some((out, backup_ms, schema));
     } else {
         println!("The unit is not set up yet: no data to back up.");
     }
@@ -282,10 +537,29 @@ fn apply(
         ));
     }
     drop(media);
+    // What undoes this update if the new slot fails: written only now that RAUC installed, so
+    // a refused or failed install leaves no pending update behind.
+    if let Some((backup, backup_ms, schema_version)) = taken {
+        let dir = backup_dir(unit);
+        remove_record(&dir.join(ROLLBACK_FILE))?;
+        write_record(
+            &dir.join(PENDING_FILE),
+            &PendingUpdate {
+                to_slot: if from_slot == "a" { "b" } else { "a" }.to_owned(),
+                from_slot,
+                from_version: current.clone(),
+                to_version: info.version.clone(),
+                backup,
+                backup_ms,
+                schema_version,
+            },
+        )?;
+    }
     println!(
         "Version {} is installed and boots at the next restart, on trial: if its homeserver \
          does not come up within its boot tries the unit returns to version {current} by \
-         itself.",
+         itself and restores the data from the backup just taken (anything written after it \
+         is then lost).",
         info.version
     );
     let reboot = args.reboot
@@ -372,13 +646,7 @@ fn status(unit: &Unit, json: bool) -> Result<Exit, Failure> {
         } else {
             installed
         };
-        let state = Command::new(BOOTLOADER_BACKEND)
-            .args(["describe", &name])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned());
+        let state = slot_state(&name);
         slots.push(SlotStatus {
             device: slot
                 .get("device")
@@ -404,8 +672,16 @@ fn status(unit: &Unit, json: bool) -> Result<Exit, Failure> {
                 .collect()
         })
         .unwrap_or_default();
+    let dir = backup_dir(unit);
+    let pending = read_record::<PendingUpdate>(&dir.join(PENDING_FILE))?;
+    let rollback = read_record::<Rollback>(&dir.join(ROLLBACK_FILE))?;
     if json {
-        let doc = serde_json::json!({ "slots": slots, "pre_update_backups": backups });
+        let doc = serde_json::json!({
+            "slots": slots,
+            "pre_update_backups": backups,
+            "pending_update": pending,
+            "last_rollback": rollback,
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("a JSON value serialises")
@@ -434,10 +710,21 @@ fn status(unit: &Unit, json: bool) -> Result<Exit, Failure> {
         );
     }
     for backup in &backups {
+        println!("pre-update backup: {}", backup.display());
+    }
+    if let Some(pending) = &pending {
         println!(
-            "pre-update backup: {} (restore with `appliance restore` after a rollback)",
-            backup.display()
+            "update pending: version {} in slot {}; if it fails its boot tries the unit returns \
+             to version {} and restores the backup of {} by itself (anything written after it \
+             is then lost)",
+            pending.to_version,
+            pending.to_slot,
+            pending.from_version,
+            crate::base::console::format_time_ms(pending.backup_ms)
         );
+    }
+    if let Some(rollback) = &rollback {
+        println!("{}", rollback_line(rollback));
     }
     Ok(Exit::Success)
 }

@@ -62,7 +62,7 @@ find "$TMP/root" -name '*.in' | while read -r f; do
 		-e "s/@DATA_PARTUUID@/$DATA_PARTUUID/g" "$f" >"${f%.in}"
 	rm "$f"
 done
-for bin in /usr/bin/homeserver /usr/sbin/nft /usr/bin/rauc; do
+for bin in /usr/bin/homeserver /usr/sbin/nft /usr/bin/rauc /usr/bin/appliance; do
 	mkdir -p "$TMP/root$(dirname "$bin")"
 	printf '#!/bin/sh\n' >"$TMP/root$bin"
 	chmod 0755 "$TMP/root$bin"
@@ -105,7 +105,7 @@ verify_units() {
 	out=$(cd "$TMP/root/usr/lib/systemd/system" &&
 		systemd-analyze verify --root="$TMP/root" --man=no homeserver.service data.mount \
 			outpost-firewall.service outpost-provision.service getty@tty1.service \
-			serial-getty@ttyS0.service outpost-boot-assess.service outpost-rauc.service outpost-mark-good.service boot-complete.target 2>&1) || { echo "$out"; return 1; }
+			serial-getty@ttyS0.service outpost-boot-assess.service outpost-rauc.service outpost-mark-good.service outpost-update-settle.service boot-complete.target 2>&1) || { echo "$out"; return 1; }
 	[ -z "$out" ] || { echo "$out"; return 1; }
 }
 check "systemd-analyze verify of the units" verify_units

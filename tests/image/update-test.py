@@ -14,8 +14,10 @@ under UEFI Secure Boot.
 2. Releases without a second image build: the boot test's image (DIR, default target/image,
    built here by the boot test's own command when missing or built from other inputs) is the
    base. Release 100 is derived from it with the vendor certificate and 2 boot tries and gets a
-   disk (image/derive-update.sh --disk); releases 101 and 102 (whose homeserver cannot start)
-   are derived from release 100; all three are signed for Secure Boot (all reused while their
+   disk (image/derive-update.sh --disk); releases 101 and 102 are derived from release 100.
+   Release 102's homeserver migrates the database and then cannot start: a script in its place
+   sets the database's schema version (SQLite's user_version) to 9999, as a newer release's
+   migration would, and exits 1 (test image only; nothing of it is in the product); all three are signed for Secure Boot (all reused while their
    inputs and keys are the same). RAUC bundles (verity format, image/build-bundle.sh): 101
    signed by the vendor, 101 signed by the other key, 101 truncated, 101 with a flipped byte in
    its signature, and 102 signed by the vendor, on a FAT "USB stick" labelled UPDATE.
@@ -32,8 +34,13 @@ under UEFI Secure Boot.
      answers with the data intact, and is blessed (good) once the homeserver is READY;
    - release 102 installs into slot a and the unit restarts: slot a boots exactly 2 times, its
      counter going +2, +1-1, +0-2 across the power cycles (its homeserver never reports READY,
-     so outpost-boot-assess reboots), and then the unit boots slot b (release 101) by itself,
-     with the data intact.
+     so outpost-boot-assess reboots), and then the unit boots slot b (release 101) by itself.
+     Release 101's homeserver would refuse the schema 102 left (too new); the rollback restores
+     the backup `update apply` took before installing 102 (outpost-update-settle.service), so
+     it comes up READY with the data intact, and `update status` says "rolled back from version
+     102 ..., data restored from the backup of <time>" with the schema version 102 left (9999);
+   - a message sent after the rollback is still there after one more power cycle: the backup is
+     restored once, not at every boot of slot b.
 4. A copy of release 100's disk whose factory UKI has one byte of its command line changed (the
    root hash: an attempt to boot a root that dm-verity would not check): the firmware refuses
    to load it (systemd-boot: "Access Denied") and no kernel starts.
@@ -129,7 +136,19 @@ def make_releases(base, keys, work):
     Returns the three release directories."""
     releases = [work / r for r in ("r100", "r101", "r102")]
     broken = work / "broken-homeserver"
-    broken_text = "#!/bin/sh\necho 'this homeserver cannot start' >&2\nexit 1\n"
+    # Release 102's homeserver: migrates the schema past anything release 101 knows, then fails
+    # (runs as the homeserver, in its sandbox). The homeserver truncates its log (-wal) when it
+    # stops, so the header's user_version (big-endian, bytes 60-63) is the schema version.
+    broken_text = (
+        "#!/bin/sh\n"
+        "# Test only (tests/image/update-test.py): a release whose homeserver migrates the\n"
+        "# database to schema version 9999 and then cannot start.\n"
+        "db=/data/outpost/homeserver.db\n"
+        "[ ! -s \"$db-wal\" ] || echo \"warning: $db-wal is not empty\" >&2\n"
+        "printf '\\000\\000\\047\\017' | dd of=\"$db\" bs=1 seek=60 count=4 conv=notrunc "
+        "status=none\n"
+        "echo 'this homeserver migrated the database to schema version 9999 and cannot start' >&2\n"
+        "exit 1\n")
     key = hashlib.sha256("\n".join([
         (base / "input-key").read_text().strip(), f"tries={TRIES}", broken_text,
         *(sha256_file(REPO / "image" / f) for f in ("derive-update.sh", "sign-secure-boot.sh")),
@@ -464,7 +483,8 @@ def main():
                   f"slot a's kernel image after each try: {counters}")
     ready = boot_test.wait_versions(guest, BOOT_DEADLINE) if slots[-1] == "b" else None
     rollback_s = time.monotonic() - rollback_start
-    results.check("after the rollback release 101 answers", ready is not None, lockup_hint(guest))
+    results.check("after the rollback release 101 answers (the pre-update backup restored over "
+                  "the schema release 102 migrated)", ready is not None, lockup_hint(guest))
     if ready is not None:
         data_intact("after the rollback")
         guest.wait_console("appliance> ", 120)
@@ -472,8 +492,44 @@ def main():
         results.check("update status after the rollback: slot b booted and good, slot a bad",
                       "version 101, good, booted" in slot_line(rolled, "b")
                       and "bad" in slot_line(rolled, "a"), rolled)
-    guest.kill()
+        results.check("update status names the rollback and the restored backup, and the schema "
+                      "release 102 had migrated to",
+                      re.search(r"^rolled back from version 102 to 101 at .*, data restored from "
+                                r"the backup of \d{4}-\d\d-\d\d \d\d:\d\d UTC .*schema version "
+                                r"9999 as the failed release left it", rolled, re.M) is not None
+                      and "update pending" not in rolled, rolled)
     phases.end(f"rollback ({TRIES} failed tries, then READY on slot b)")
+
+    # --- the backup is restored once: data written after the rollback stays ----------------
+    after_id = None
+    if ready is not None:
+        status, reply = boot_test.login(guest.port, "admin", PASSWORD)
+        tok = reply.get("access_token") if status == 200 else None
+        if tok and room:
+            status, reply = boot_test.http(
+                guest.port, "PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/u2",
+                {"msgtype": "m.text", "body": "after the rollback"}, tok, timeout=60)
+            after_id = reply.get("event_id") if status == 200 else None
+        results.check("a message is sent after the rollback", after_id is not None,
+                      f"{status} {reply}")
+    if after_id:
+        guest.power_cycle()  # a power cut: an acknowledged write survives it
+        slot = booted_slot(guest, BOOT_DEADLINE)
+        again = boot_test.wait_versions(guest, BOOT_DEADLINE) if slot == "b" else None
+        status, reply = (0, {})
+        if again is not None:
+            status, reply = boot_test.login(guest.port, "admin", PASSWORD)
+            tok = reply.get("access_token") if status == 200 else None
+            if tok:
+                status, reply = boot_test.http(
+                    guest.port, "GET", f"/_matrix/client/v3/rooms/{room}/event/{after_id}",
+                    token=tok)
+        results.check("after one more power-on of slot b the message sent after the rollback is "
+                      "still there (the backup was not restored again)",
+                      status == 200 and reply.get("content", {}).get("body")
+                      == "after the rollback", f"booted slot {slot}: {status} {reply}")
+    guest.kill()
+    phases.end("one more power-on: no second restore")
 
     # --- Secure Boot: a modified kernel image is refused by the firmware -------------------
     disk = tampered_disk(r100, work / "tampered")
