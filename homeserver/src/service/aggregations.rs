@@ -122,20 +122,20 @@ fn bundle_at(
                 );
             }
         }
-        for (parent, edit_id) in index::latest_edits(conn, &filter)? {
-            if let Some(edit) = events::get_event(conn, &edit_id)? {
-                relations.entry(parent).or_default().insert(
+        for found in index::latest_edits(conn, &filter)? {
+            if let Some(edit) = events::get_event(conn, &found.child)? {
+                relations.entry(found.parent).or_default().insert(
                     "m.replace".to_owned(),
                     rooms::client_event(conn, &edit, Some(viewer))?,
                 );
             }
         }
         let mut references: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-        for (parent, child) in index::references(conn, &filter)? {
+        for found in index::references(conn, &filter)? {
             references
-                .entry(parent)
+                .entry(found.parent)
                 .or_default()
-                .push(json!({ "event_id": child }));
+                .push(json!({ "event_id": found.child }));
         }
         for (parent, chunk) in references {
             relations

@@ -42,8 +42,9 @@ pub async fn resolve(server: &Server, alias: &OwnedRoomAliasId) -> Result<Resolv
     if found.is_none() && super::appservice::query::alias_exists(server, &key).await {
         found = lookup(key).await?;
     }
-    let (room, _) =
-        found.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+    let room = found
+        .ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?
+        .room_id;
     Ok(Resolved {
         room_id: OwnedRoomId::try_from(room.as_str())
             .map_err(|_| Error::invalid_param(format!("{room:?} is not a valid room ID")))?,
@@ -143,11 +144,11 @@ pub async fn delete(
     server
         .store
         .write(move |tx| {
-            let Some((room, creator)) = misc::get_alias(tx, alias.as_str())? else {
+            let Some(found) = misc::get_alias(tx, alias.as_str())? else {
                 return Err(Error::not_found("Room alias not found"));
             };
-            if creator != user && !managed {
-                let power = crate::store::state::power_levels(tx, &room)?;
+            if found.creator != user && !managed {
+                let power = crate::store::state::power_levels(tx, &found.room_id)?;
                 if power.user_level(&user) < power.state_level("m.room.canonical_alias") {
                     return Err(Error::forbidden("You may not remove this alias"));
                 }

@@ -288,16 +288,16 @@ pub async fn get_keys(
         .read(move |conn| {
             let row = live_version(conn, &user, &version)?;
             let mut out = KeysByRoom::new();
-            for (room_id, session_id, key) in store::keys(
+            for row in store::keys(
                 conn,
                 &user,
                 row.version,
                 selector.room_id.as_deref(),
                 selector.session_id.as_deref(),
             )? {
-                out.entry(room_id)
+                out.entry(row.room_id)
                     .or_default()
-                    .insert(session_id, from_row(key)?);
+                    .insert(row.session_id, from_row(row.key)?);
             }
             Ok(out)
         })

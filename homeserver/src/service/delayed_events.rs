@@ -151,9 +151,11 @@ pub async fn schedule(
             {
                 return Ok(existing);
             }
-            let (count, soonest) = store::count_scheduled(tx, &event.user_id)?;
-            if count >= max_scheduled {
-                let wait = soonest.map_or(1000, |due| (due - now).max(1000));
+            let scheduled = store::count_scheduled(tx, &event.user_id)?;
+            if scheduled.count >= max_scheduled {
+                let wait = scheduled
+                    .soonest_due
+                    .map_or(1000, |due| (due - now).max(1000));
                 return Err(Error::RateLimited {
                     retry_after_ms: u64::try_from(wait).unwrap_or(1000),
                 });

@@ -360,10 +360,12 @@ pub async fn create(server: &Server, uploader: &UserId) -> Result<(String, i64)>
         .write(move |tx| {
             let now = now_ms();
             store::delete_expired_pending(tx, &user, now)?;
-            let (pending, first_expiry) = store::pending_uploads(tx, &user, now)?;
-            if pending >= MAX_PENDING_UPLOADS {
+            let pending = store::pending_uploads(tx, &user, now)?;
+            if pending.count >= MAX_PENDING_UPLOADS {
                 // The spec's answer to too many pending uploads: 429 M_LIMIT_EXCEEDED.
-                let wait = first_expiry.map_or(0, |at| at.saturating_sub(now).max(0));
+                let wait = pending
+                    .first_expiry
+                    .map_or(0, |at| at.saturating_sub(now).max(0));
                 return Err(Error::RateLimited {
                     retry_after_ms: u64::try_from(wait).unwrap_or(0),
                 });

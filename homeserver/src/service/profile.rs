@@ -40,7 +40,10 @@ pub async fn load(server: &Server, user: &UserId) -> Result<(Option<String>, Opt
     let lookup = |key: String| async move {
         server
             .store
-            .read(move |conn| accounts::get_profile(conn, &key))
+            .read(move |conn| {
+                let row = accounts::get_profile(conn, &key)?;
+                Ok(row.map(|p| (p.displayname, p.avatar_url)))
+            })
             .await
     };
     let mut found = lookup(user.to_string()).await?;

@@ -251,9 +251,9 @@ pub async fn threads(
             let more = roots.len() > limit;
             let mut found = Vec::new();
             let mut last = None;
-            for (root_id, latest) in roots.into_iter().take(limit) {
-                last = Some(latest);
-                if let Some(root) = events::get_room_event(conn, &room, &root_id)?
+            for root in roots.into_iter().take(limit) {
+                last = Some(root.latest);
+                if let Some(root) = events::get_room_event(conn, &room, &root.root_id)?
                     .filter(|e| visible.allows(e.stream_pos) && !e.pdu.rejected)
                 {
                     found.push(root);

@@ -575,7 +575,9 @@ pub async fn profile_of(
     server
         .store
         .read(move |conn| {
-            Ok(crate::store::accounts::get_profile(conn, &user)?.unwrap_or((None, None)))
+            // A user without a row has no profile fields (an appservice's ghost, say).
+            let row = crate::store::accounts::get_profile(conn, &user)?.unwrap_or_default();
+            Ok((row.displayname, row.avatar_url))
         })
         .await
 }

@@ -117,7 +117,7 @@ async fn check_canonical_alias(
             .store
             .read(move |conn| crate::store::misc::get_alias(conn, &alias))
             .await?;
-        if target.map(|t| t.0) != Some(room.to_string()) {
+        if target.map(|t| t.room_id) != Some(room.to_string()) {
             return Err(Error::new(
                 ErrorCode::BadAlias,
                 format!("Alias {parsed} does not point to this room"),

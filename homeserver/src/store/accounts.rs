@@ -270,16 +270,27 @@ pub fn set_profile(
     Ok(())
 }
 
+/// A user's profile fields, as stored.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileRow {
+    /// The display name, when set.
+    pub displayname: Option<String>,
+    /// The avatar's `mxc://` URI, when set.
+    pub avatar_url: Option<String>,
+}
+
 /// A user's profile, `None` if the user does not exist.
-pub fn get_profile(
-    conn: &Connection,
-    user_id: &str,
-) -> Result<Option<(Option<String>, Option<String>)>> {
+pub fn get_profile(conn: &Connection, user_id: &str) -> Result<Option<ProfileRow>> {
     Ok(conn
         .query_row(
             "SELECT displayname, avatar_url FROM users WHERE user_id = ?1",
             params![user_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| {
+                Ok(ProfileRow {
+                    displayname: row.get(0)?,
+                    avatar_url: row.get(1)?,
+                })
+            },
         )
         .optional()?)
 }

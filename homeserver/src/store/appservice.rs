@@ -273,17 +273,28 @@ pub fn enqueue_ephemeral(
     Ok(())
 }
 
-/// The oldest queued ephemeral items of `id`: `(id, section, payload)`.
-pub fn ephemeral_batch(
-    conn: &Connection,
-    id: &str,
-    limit: usize,
-) -> Result<Vec<(i64, String, String)>> {
+/// One queued ephemeral item of an appservice.
+#[derive(Debug, Clone)]
+pub struct EphemeralItem {
+    /// Its queue position.
+    pub id: i64,
+    /// The transaction section it goes into (or [`KEYS_SECTION`]).
+    pub section: String,
+    /// The item, JSON text.
+    pub payload: String,
+}
+
+/// The oldest queued ephemeral items of `id`.
+pub fn ephemeral_batch(conn: &Connection, id: &str, limit: usize) -> Result<Vec<EphemeralItem>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, section, payload FROM appservice_ephemeral WHERE appservice_id = ?1 ORDER BY id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![id, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(EphemeralItem {
+            id: r.get(0)?,
+            section: r.get(1)?,
+            payload: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -341,12 +352,19 @@ pub fn event_heads_after(conn: &Connection, after: i64) -> Result<Vec<EventHead>
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Membership changes in `(after, upto]`, oldest first: `(room_id, user, membership)`.
-pub fn member_changes(
-    conn: &Connection,
-    after: i64,
-    upto: i64,
-) -> Result<Vec<(String, String, String)>> {
+/// A membership change.
+#[derive(Debug, Clone)]
+pub struct MemberChange {
+    /// The room.
+    pub room_id: String,
+    /// The member (the event's state key).
+    pub user_id: String,
+    /// The new membership (empty when the event has none).
+    pub membership: String,
+}
+
+/// Membership changes in `(after, upto]`, oldest first.
+pub fn member_changes(conn: &Connection, after: i64, upto: i64) -> Result<Vec<MemberChange>> {
     let mut stmt = conn.prepare_cached(
         "SELECT room_id, state_key, coalesce(json_extract(json, '$.content.membership'), '')
          FROM events
@@ -355,7 +373,11 @@ pub fn member_changes(
          ORDER BY stream_pos",
     )?;
     let rows = stmt.query_map(params![after, upto], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(MemberChange {
+            room_id: r.get(0)?,
+            user_id: r.get(1)?,
+            membership: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -192,15 +192,26 @@ pub fn put_key(
     Ok(())
 }
 
-/// The keys of a version, optionally only one room's or one session's:
-/// `(room_id, session_id, key)` ordered by room and session.
+/// A backed-up key with the session it belongs to.
+#[derive(Debug, Clone)]
+pub struct SessionKeyRow {
+    /// The room of the session.
+    pub room_id: String,
+    /// The Megolm session.
+    pub session_id: String,
+    /// The key.
+    pub key: KeyRow,
+}
+
+/// The keys of a version, optionally only one room's or one session's, ordered by room and
+/// session.
 pub fn keys(
     conn: &Connection,
     user_id: &str,
     version: i64,
     room_id: Option<&str>,
     session_id: Option<&str>,
-) -> Result<Vec<(String, String, KeyRow)>> {
+) -> Result<Vec<SessionKeyRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT room_id, session_id, first_message_index, forwarded_count, is_verified,
              session_data
@@ -210,16 +221,16 @@ pub fn keys(
          ORDER BY room_id, session_id",
     )?;
     let rows = stmt.query_map(params![user_id, version, room_id, session_id], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            KeyRow {
+        Ok(SessionKeyRow {
+            room_id: r.get(0)?,
+            session_id: r.get(1)?,
+            key: KeyRow {
                 first_message_index: r.get(2)?,
                 forwarded_count: r.get(3)?,
                 is_verified: r.get(4)?,
                 session_data: r.get(5)?,
             },
-        ))
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -156,14 +156,28 @@ pub fn scheduled_for_user(conn: &Connection, user_id: &str) -> Result<Vec<Delaye
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// A user's scheduled events, counted.
+#[derive(Debug, Clone, Copy)]
+pub struct ScheduledCount {
+    /// How many are scheduled.
+    pub count: u64,
+    /// When the soonest is due (ms since the epoch); `None` when there are none.
+    pub soonest_due: Option<i64>,
+}
+
 /// How many events a user has scheduled, and when the soonest is due.
-pub fn count_scheduled(conn: &Connection, user_id: &str) -> Result<(u64, Option<i64>)> {
+pub fn count_scheduled(conn: &Connection, user_id: &str) -> Result<ScheduledCount> {
     Ok(conn
         .prepare_cached(
             "SELECT count(*), min(scheduled_at + delay_ms) FROM delayed_events
              WHERE user_id = ?1 AND status = 'scheduled'",
         )?
-        .query_row(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        .query_row(params![user_id], |r| {
+            Ok(ScheduledCount {
+                count: r.get(0)?,
+                soonest_due: r.get(1)?,
+            })
+        })?)
 }
 
 /// When the soonest scheduled event of anyone is due.

@@ -7,6 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::appservice::MemberChange;
 use crate::error::Result;
 
 /// Stores (or replaces) a device's signed keys; `Ok(true)` when they changed.
@@ -39,15 +40,29 @@ pub fn set_device_keys(
     Ok(true)
 }
 
-/// A user's device keys: `(device_id, key_json, cached display name)`.
-pub fn device_keys(
-    conn: &Connection,
-    user_id: &str,
-) -> Result<Vec<(String, String, Option<String>)>> {
+/// The keys of one device.
+#[derive(Debug, Clone)]
+pub struct DeviceKeyRow {
+    /// The device.
+    pub device_id: String,
+    /// Its signed device keys, JSON text.
+    pub key_json: String,
+    /// The display name cached with a remote device's keys.
+    pub display_name: Option<String>,
+}
+
+/// A user's device keys.
+pub fn device_keys(conn: &Connection, user_id: &str) -> Result<Vec<DeviceKeyRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT device_id, key_json, display_name FROM device_keys WHERE user_id = ?1 ORDER BY device_id",
     )?;
-    let rows = stmt.query_map(params![user_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map(params![user_id], |r| {
+        Ok(DeviceKeyRow {
+            device_id: r.get(0)?,
+            key_json: r.get(1)?,
+            display_name: r.get(2)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -91,13 +106,27 @@ pub fn replace_remote_devices(
     Ok(())
 }
 
-/// What we know of a remote user's device list: `(stream_id, stale)`.
-pub fn remote_device_list(conn: &Connection, user_id: &str) -> Result<Option<(i64, bool)>> {
+/// What we know of a remote user's device list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteDeviceList {
+    /// The last `stream_id` of the user's updates applied.
+    pub stream_id: i64,
+    /// Whether the cached list missed an update and must be fetched again.
+    pub stale: bool,
+}
+
+/// What we know of a remote user's device list.
+pub fn remote_device_list(conn: &Connection, user_id: &str) -> Result<Option<RemoteDeviceList>> {
     Ok(conn
         .query_row(
             "SELECT stream_id, stale FROM remote_device_lists WHERE user_id = ?1",
             params![user_id],
-            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0)),
+            |r| {
+                Ok(RemoteDeviceList {
+                    stream_id: r.get(0)?,
+                    stale: r.get::<_, i64>(1)? != 0,
+                })
+            },
         )
         .optional()?)
 }
@@ -147,42 +176,68 @@ pub fn add_one_time_key(
     Ok(existing)
 }
 
+/// How many unclaimed one-time keys of one algorithm a device has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCount {
+    /// The algorithm.
+    pub algorithm: String,
+    /// How many keys.
+    pub count: i64,
+}
+
 /// Unclaimed one-time keys of a device, per algorithm.
 pub fn one_time_key_counts(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
-) -> Result<Vec<(String, i64)>> {
+) -> Result<Vec<KeyCount>> {
     let mut stmt = conn.prepare_cached(
         "SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2
          GROUP BY algorithm ORDER BY algorithm",
     )?;
-    let rows = stmt.query_map(params![user_id, device_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![user_id, device_id], |r| {
+        Ok(KeyCount {
+            algorithm: r.get(0)?,
+            count: r.get(1)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Takes one one-time key of `algorithm` from a device: `(key_id, key_json)`, removed.
+/// A one-time or fallback key handed out.
+#[derive(Debug, Clone)]
+pub struct ClaimedKey {
+    /// `algorithm:id`.
+    pub key_id: String,
+    /// The signed key, JSON text.
+    pub key_json: String,
+}
+
+/// Takes one one-time key of `algorithm` from a device, removed.
 pub fn claim_one_time_key(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
     algorithm: &str,
-) -> Result<Option<(String, String)>> {
-    let key: Option<(String, String)> = conn
+) -> Result<Option<ClaimedKey>> {
+    let key: Option<ClaimedKey> = conn
         .prepare_cached(
             "SELECT key_id, key_json FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2
              AND algorithm = ?3 ORDER BY key_id LIMIT 1",
         )?
         .query_row(params![user_id, device_id, algorithm], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok(ClaimedKey {
+                key_id: r.get(0)?,
+                key_json: r.get(1)?,
+            })
         })
         .optional()?;
-    if let Some((key_id, _)) = &key {
+    if let Some(claimed) = &key {
         conn.prepare_cached(
             "DELETE FROM one_time_keys WHERE user_id = ?1 AND device_id = ?2 AND algorithm = ?3
              AND key_id = ?4",
         )?
-        .execute(params![user_id, device_id, algorithm, key_id])?;
+        .execute(params![user_id, device_id, algorithm, claimed.key_id])?;
     }
     Ok(key)
 }
@@ -213,14 +268,17 @@ pub fn claim_fallback_key(
     user_id: &str,
     device_id: &str,
     algorithm: &str,
-) -> Result<Option<(String, String)>> {
-    let key: Option<(String, String)> = conn
+) -> Result<Option<ClaimedKey>> {
+    let key: Option<ClaimedKey> = conn
         .prepare_cached(
             "SELECT key_id, key_json FROM fallback_keys WHERE user_id = ?1 AND device_id = ?2
              AND algorithm = ?3",
         )?
         .query_row(params![user_id, device_id, algorithm], |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok(ClaimedKey {
+                key_id: r.get(0)?,
+                key_json: r.get(1)?,
+            })
         })
         .optional()?;
     if key.is_some() {
@@ -295,18 +353,33 @@ pub fn add_signature(
     Ok(())
 }
 
-/// Signatures stored over one key: `(signer_user, signer_key_id, signature)`.
+/// A signature stored over a key.
+#[derive(Debug, Clone)]
+pub struct KeySignature {
+    /// Who signed.
+    pub signer_user: String,
+    /// With which of their keys (`ed25519:…`).
+    pub signer_key_id: String,
+    /// The signature.
+    pub signature: String,
+}
+
+/// Signatures stored over one key.
 pub fn signatures(
     conn: &Connection,
     target_user: &str,
     target_key: &str,
-) -> Result<Vec<(String, String, String)>> {
+) -> Result<Vec<KeySignature>> {
     let mut stmt = conn.prepare_cached(
         "SELECT signer_user, signer_key_id, signature FROM key_signatures
          WHERE target_user = ?1 AND target_key = ?2 ORDER BY signer_user, signer_key_id",
     )?;
     let rows = stmt.query_map(params![target_user, target_key], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(KeySignature {
+            signer_user: r.get(0)?,
+            signer_key_id: r.get(1)?,
+            signature: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -428,13 +501,13 @@ pub fn users_sharing_rooms(conn: &Connection, user_id: &str) -> Result<Vec<Strin
 }
 
 /// Member events in `(after, upto]` in rooms where `user_id` is joined now, plus the rooms
-/// the user joined or left in that range: `(room_id, member user, membership)`.
+/// the user joined or left in that range (an event without a membership has an empty one).
 pub fn member_events_in_shared_rooms(
     conn: &Connection,
     user_id: &str,
     after: i64,
     upto: i64,
-) -> Result<Vec<(String, String, String)>> {
+) -> Result<Vec<MemberChange>> {
     let mut stmt = conn.prepare_cached(
         "SELECT e.room_id, e.state_key, json_extract(e.json, '$.content.membership')
          FROM events e
@@ -445,11 +518,11 @@ pub fn member_events_in_shared_rooms(
          ORDER BY e.stream_pos",
     )?;
     let rows = stmt.query_map(params![user_id, after, upto], |r| {
-        Ok((
-            r.get(0)?,
-            r.get(1)?,
-            r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-        ))
+        Ok(MemberChange {
+            room_id: r.get(0)?,
+            user_id: r.get(1)?,
+            membership: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

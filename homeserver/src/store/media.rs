@@ -140,13 +140,27 @@ pub fn delete_expired_pending(conn: &Connection, uploader: &str, now: i64) -> Re
 
 /// A user's pending (created, not yet uploaded, not expired) uploads: how many, and when the
 /// first of them expires.
-pub fn pending_uploads(conn: &Connection, uploader: &str, now: i64) -> Result<(u64, Option<i64>)> {
+pub fn pending_uploads(conn: &Connection, uploader: &str, now: i64) -> Result<PendingUploads> {
     Ok(conn.query_row(
         "SELECT count(*), min(expires_ts) FROM media
          WHERE uploader = ?1 AND sha256 IS NULL AND expires_ts > ?2",
         params![uploader, now],
-        |row| Ok((row.get(0)?, row.get(1)?)),
+        |row| {
+            Ok(PendingUploads {
+                count: row.get(0)?,
+                first_expiry: row.get(1)?,
+            })
+        },
     )?)
+}
+
+/// A user's pending uploads, counted.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingUploads {
+    /// How many there are.
+    pub count: u64,
+    /// When the first of them expires (ms since the epoch); `None` when there are none.
+    pub first_expiry: Option<i64>,
 }
 
 /// Total bytes a user has uploaded (each upload counted, even when its bytes are shared).

@@ -13,13 +13,27 @@ pub fn create_alias(conn: &Connection, alias: &str, room_id: &str, creator: &str
     )? == 1)
 }
 
-/// Resolves an alias: `(room_id, creator)`.
-pub fn get_alias(conn: &Connection, alias: &str) -> Result<Option<(String, String)>> {
+/// A local alias.
+#[derive(Debug, Clone)]
+pub struct AliasRow {
+    /// The room it points at.
+    pub room_id: String,
+    /// The user who created it (who may delete it without power).
+    pub creator: String,
+}
+
+/// Resolves an alias.
+pub fn get_alias(conn: &Connection, alias: &str) -> Result<Option<AliasRow>> {
     Ok(conn
         .query_row(
             "SELECT room_id, creator FROM room_aliases WHERE alias = ?1",
             params![alias],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                Ok(AliasRow {
+                    room_id: r.get(0)?,
+                    creator: r.get(1)?,
+                })
+            },
         )
         .optional()?)
 }

@@ -312,6 +312,24 @@ pub fn child_ids(conn: &Connection, room_id: &str, parents: &[String]) -> Result
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// A thread root with the stream position of its latest visible thread event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadRoot {
+    /// The root event.
+    pub root_id: String,
+    /// The stream position of the thread's latest visible event.
+    pub latest: i64,
+}
+
+/// A child event of a parent: an edit, or a reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildOf {
+    /// The parent event.
+    pub parent: String,
+    /// The child event.
+    pub child: String,
+}
+
 /// Thread roots of a room with the stream position of their latest visible thread event,
 /// latest first: threads whose latest event is before `before` (a page continuation), and
 /// with `participant` only those the user started or posted in.
@@ -322,7 +340,7 @@ pub fn thread_roots(
     before: Option<i64>,
     participant: Option<&str>,
     limit: usize,
-) -> Result<Vec<(String, i64)>> {
+) -> Result<Vec<ThreadRoot>> {
     let mut stmt = conn.prepare_cached(
         "SELECT r.relates_to, max(e.stream_pos) AS latest
          FROM event_relations r JOIN events e ON e.event_id = r.event_id
@@ -351,7 +369,12 @@ pub fn thread_roots(
             participant,
             limit as i64
         ],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| {
+            Ok(ThreadRoot {
+                root_id: r.get(0)?,
+                latest: r.get(1)?,
+            })
+        },
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -495,23 +518,28 @@ pub fn thread_summaries(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// `(parent, latest valid edit)` for those of the filter's parents that were edited.
-pub fn latest_edits(conn: &Connection, filter: &ChildFilter<'_>) -> Result<Vec<(String, String)>> {
+/// The latest valid edit (`child`) of those of the filter's parents that were edited.
+pub fn latest_edits(conn: &Connection, filter: &ChildFilter<'_>) -> Result<Vec<ChildOf>> {
     let (parents, room, visible, not_senders) = filter.params();
     let mut stmt = conn.prepare_cached(LATEST_EDITS)?;
     let rows = stmt.query_map(params![parents, room, visible, not_senders], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+        Ok(ChildOf {
+            parent: r.get(0)?,
+            child: r.get(1)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// `(parent, referencing event)` for every visible reference to the filter's parents,
-/// oldest first.
-pub fn references(conn: &Connection, filter: &ChildFilter<'_>) -> Result<Vec<(String, String)>> {
+/// Every visible reference (`child`) to the filter's parents, oldest first.
+pub fn references(conn: &Connection, filter: &ChildFilter<'_>) -> Result<Vec<ChildOf>> {
     let (parents, room, visible, not_senders) = filter.params();
     let mut stmt = conn.prepare_cached(REFERENCES)?;
     let rows = stmt.query_map(params![parents, room, visible, not_senders], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+        Ok(ChildOf {
+            parent: r.get(0)?,
+            child: r.get(1)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -682,7 +710,10 @@ mod tests {
         );
         assert_eq!(
             thread_roots(&conn, "!r", &[(i64::MIN, i64::MAX)], None, None, 10).expect("roots"),
-            vec![("$e1".to_owned(), 2)]
+            vec![ThreadRoot {
+                root_id: "$e1".to_owned(),
+                latest: 2
+            }]
         );
 
         conn.execute(

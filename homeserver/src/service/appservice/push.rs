@@ -427,19 +427,19 @@ fn examine(
     let mut ephemeral: BTreeMap<String, Vec<Value>> = Default::default();
     let mut key_changes: BTreeSet<(String, String)> = BTreeSet::new();
     let mut ephemeral_up_to = None;
-    for (row, section, payload) in store::ephemeral_batch(conn, id, MAX_EPHEMERAL)? {
-        if let Ok(value) = serde_json::from_str::<Value>(&payload) {
-            if section == store::KEYS_SECTION {
+    for item in store::ephemeral_batch(conn, id, MAX_EPHEMERAL)? {
+        if let Ok(value) = serde_json::from_str::<Value>(&item.payload) {
+            if item.section == store::KEYS_SECTION {
                 if let (Some(user), Some(device)) =
                     (value["user_id"].as_str(), value["device_id"].as_str())
                 {
                     key_changes.insert((user.to_owned(), device.to_owned()));
                 }
             } else {
-                ephemeral.entry(section).or_default().push(value);
+                ephemeral.entry(item.section).or_default().push(value);
             }
         }
-        ephemeral_up_to = Some(row);
+        ephemeral_up_to = Some(item.id);
     }
     let mut msc3202 = Map::new();
     let mut key_devices = 0;
@@ -517,8 +517,9 @@ fn device_lists(
         }
     }
     let mut ever_ours: HashMap<String, bool> = HashMap::new();
-    for (room, member, membership) in member_changes {
-        let joined = membership == "join";
+    for change in member_changes {
+        let (room, member) = (change.room_id, change.user_id);
+        let joined = change.membership == "join";
         let others = if ours(&member) {
             // One of its users joined or left: every member is new to it, or may be gone.
             state::members_with(conn, &room, "join")?
@@ -577,7 +578,7 @@ fn key_counts(
         }
         let mut per_device: Map<String, Value> = e2ee::one_time_key_counts(conn, user, device)?
             .into_iter()
-            .map(|(algorithm, n)| (algorithm, json!(n)))
+            .map(|c| (c.algorithm, json!(c.count)))
             .collect();
         // As in `/sync`: 0 says "upload more", a missing count says nothing.
         per_device

@@ -107,7 +107,7 @@ pub async fn upload_signatures(server: &Server, user_id: &str, body: Value) -> R
                     let known = if target_user == &signer {
                         e2ee::device_keys(tx, target_user)?
                             .iter()
-                            .any(|(d, _, _)| d == key_id)
+                            .any(|row| &row.device_id == key_id)
                             || e2ee::cross_signing_key(tx, target_user, "master")?
                                 .and_then(|k| serde_json::from_str::<Value>(&k).ok())
                                 .and_then(|k| cross_signing_public_key(&k))

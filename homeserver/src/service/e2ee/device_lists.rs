@@ -29,8 +29,8 @@ pub fn device_changed_in_tx(
     });
     if !deleted {
         let devices = e2ee::device_keys(tx, user_id)?;
-        if let Some((_, keys, _)) = devices.iter().find(|(d, _, _)| d == device_id) {
-            content["keys"] = serde_json::from_str(keys).unwrap_or(Value::Null);
+        if let Some(row) = devices.iter().find(|row| row.device_id == device_id) {
+            content["keys"] = serde_json::from_str(&row.key_json).unwrap_or(Value::Null);
         }
         if let Some(name) = device_display_name(tx, user_id, device_id)? {
             content["device_display_name"] = json!(name);
@@ -105,10 +105,11 @@ pub async fn receive_device_list_update(
     server
         .store
         .write(move |tx| {
-            if let Some((held, stale)) = e2ee::remote_device_list(tx, &user)?
-                && !stale
-                && stream_id > held
+            if let Some(list) = e2ee::remote_device_list(tx, &user)?
+                && !list.stale
+                && stream_id > list.stream_id
             {
+                let held = list.stream_id;
                 if prev.contains(&held) {
                     if deleted {
                         e2ee::delete_device_keys(tx, &user, &device)?;
@@ -222,10 +223,9 @@ fn sharing_delta(conn: &Connection, user_id: &str, after: i64, upto: i64) -> Res
         .collect();
     let mut joined = BTreeSet::new();
     let mut left = BTreeSet::new();
-    for (room, member, membership) in
-        e2ee::member_events_in_shared_rooms(conn, user_id, after, upto)?
-    {
-        let is_join = membership == "join";
+    for change in e2ee::member_events_in_shared_rooms(conn, user_id, after, upto)? {
+        let (room, member) = (change.room_id, change.user_id);
+        let is_join = change.membership == "join";
         if member == user_id {
             let members = crate::store::state::members_with(conn, &room, "join")?;
             if is_join {

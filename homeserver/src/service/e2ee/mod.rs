@@ -234,8 +234,11 @@ fn key_map(body: &Value, names: &[&str]) -> Result<Vec<(String, Value)>> {
         .collect()
 }
 
-fn counts_object(counts: Vec<(String, i64)>) -> Value {
-    let mut object: Map<String, Value> = counts.into_iter().map(|(a, n)| (a, json!(n))).collect();
+fn counts_object(counts: Vec<e2ee::KeyCount>) -> Value {
+    let mut object: Map<String, Value> = counts
+        .into_iter()
+        .map(|c| (c.algorithm, json!(c.count)))
+        .collect();
     // Clients treat a missing signed_curve25519 count as "unknown"; 0 says "upload more".
     object
         .entry("signed_curve25519".to_owned())
@@ -275,13 +278,18 @@ pub fn local_keys(
             .map(|d| (d.device_id, d.display_name))
             .collect();
         let mut devices = Map::new();
-        for (device_id, keys, cached_name) in e2ee::device_keys(conn, user)? {
+        for row in e2ee::device_keys(conn, user)? {
+            let device_id = row.device_id;
             if !wanted.is_empty() && !wanted.contains(device_id.as_str()) {
                 continue;
             }
-            let mut keys: Value = serde_json::from_str(&keys).unwrap_or(Value::Null);
+            let mut keys: Value = serde_json::from_str(&row.key_json).unwrap_or(Value::Null);
             merge_signatures(conn, requester, user, &device_id, &mut keys)?;
-            let name = names.get(&device_id).cloned().flatten().or(cached_name);
+            let name = names
+                .get(&device_id)
+                .cloned()
+                .flatten()
+                .or(row.display_name);
             if let Some(name) = name {
                 keys["unsigned"] = json!({"device_display_name": name});
             }
@@ -329,7 +337,8 @@ fn merge_signatures(
     target_key: &str,
     key: &mut Value,
 ) -> Result<()> {
-    for (signer, key_id, signature) in e2ee::signatures(conn, user, target_key)? {
+    for found in e2ee::signatures(conn, user, target_key)? {
+        let (signer, key_id, signature) = (found.signer_user, found.signer_key_id, found.signature);
         if signer != user && requester != Some(signer.as_str()) {
             continue;
         }
@@ -429,7 +438,7 @@ async fn refresh_remote_devices(server: &Server, user_id: &str, wait: Duration) 
                     &own,
                     e2ee::remote_fetched_pos(conn, &user)?,
                 )?;
-            Ok(matches!(tracked, Some((_, false))) && shared)
+            Ok(tracked.is_some_and(|list| !list.stale) && shared)
         })
         .await?;
     if current {
@@ -619,11 +628,9 @@ pub fn local_claim(tx: &WriteTx<'_>, wanted: &Map<String, Value>) -> Result<Valu
                 Some(key) => Some(key),
                 None => e2ee::claim_fallback_key(tx, user, device, algorithm)?,
             };
-            if let Some((key_id, key)) = claimed {
-                per_user.insert(
-                    device.clone(),
-                    json!({ key_id: serde_json::from_str::<Value>(&key).unwrap_or(Value::Null) }),
-                );
+            if let Some(claimed) = claimed {
+                let key = serde_json::from_str::<Value>(&claimed.key_json).unwrap_or(Value::Null);
+                per_user.insert(device.clone(), json!({ claimed.key_id: key }));
             }
         }
         if !per_user.is_empty() {

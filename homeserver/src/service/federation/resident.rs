@@ -243,6 +243,7 @@ pub async fn profile(server: &Server, user: &UserId) -> Result<(Option<String>, 
         .store
         .read(move |conn| crate::store::accounts::get_profile(conn, &key))
         .await?
+        .map(|p| (p.displayname, p.avatar_url))
         .ok_or_else(|| Error::not_found("Profile not found"))
 }
 
@@ -253,8 +254,8 @@ pub async fn alias(server: &Server, alias: String) -> Result<String> {
         .store
         .read(move |conn| misc::get_alias(conn, &alias))
         .await?;
-    let (room, _) = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
-    Ok(room)
+    let found = found.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    Ok(found.room_id)
 }
 
 /// # Timestamp to event
