@@ -6,6 +6,7 @@
 //! resource limit (it must carry an `admin_contact`, and clients show it as a server-wide
 //! banner), while here one user's request is too large for what that user may store.
 
+use ruma::{EventId, RoomId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::error::{Error, ErrorCode, Result};
@@ -14,15 +15,21 @@ use crate::store::misc::{self, Receipt};
 use crate::store::{events, outbox};
 use crate::util::now_ms;
 
-/// Stores `content` (JSON text) as `user`'s account data `kind`, global when `room` is empty,
+/// The key the store files account data under: the room, or empty for global data.
+fn room_key(room: Option<&RoomId>) -> String {
+    room.map(RoomId::to_string).unwrap_or_default()
+}
+
+/// Stores `content` (JSON text) as `user`'s account data `kind`, global when `room` is `None`,
 /// at a new stream position; 413 `M_TOO_LARGE` over the item size or the user's quota.
 pub async fn put(
     server: &Server,
-    user: String,
-    room: String,
+    user: &UserId,
+    room: Option<&RoomId>,
     kind: String,
     content: String,
 ) -> Result<()> {
+    let (user, room) = (user.to_string(), room_key(room));
     let limits = &server.config.limits;
     if content.len() > limits.account_data_max_bytes {
         return Err(Error::new(
@@ -55,8 +62,14 @@ pub async fn put(
         .await
 }
 
-/// One account data item of the user (`room` empty: global); `M_NOT_FOUND` when unset.
-pub async fn get(server: &Server, user: String, room: String, kind: String) -> Result<Value> {
+/// One account data item of the user (`room` `None`: global); `M_NOT_FOUND` when unset.
+pub async fn get(
+    server: &Server,
+    user: &UserId,
+    room: Option<&RoomId>,
+    kind: String,
+) -> Result<Value> {
+    let (user, room) = (user.to_string(), room_key(room));
     let found = server
         .store
         .read(move |conn| misc::get_account_data(conn, &user, &room, &kind))
@@ -68,12 +81,13 @@ pub async fn get(server: &Server, user: String, room: String, kind: String) -> R
 /// Stores a receipt after checking the user is joined and the event is in the room.
 pub async fn store_receipt(
     server: &Server,
-    user: String,
-    room: String,
+    user: &UserId,
+    room: &RoomId,
     receipt_type: String,
-    event: String,
+    event: &EventId,
     thread_id: String,
 ) -> Result<()> {
+    let (user, room, event) = (user.to_string(), room.to_string(), event.to_string());
     let own = server.server_name().to_string();
     let receivers = super::appservice::ephemeral::receivers(&server.appservices.all());
     let any_receiver = !receivers.is_empty();
@@ -174,11 +188,12 @@ fn tags_of(conn: &rusqlite::Connection, user: &str, room: &str) -> Result<Map<St
 /// transaction so concurrent tag edits do not lose each other.
 pub async fn edit_tag(
     server: &Server,
-    user: String,
-    room: String,
+    user: &UserId,
+    room: &RoomId,
     tag: String,
     info: Option<Value>,
 ) -> Result<()> {
+    let (user, room) = (user.to_string(), room.to_string());
     if tag.len() > 255 {
         return Err(Error::invalid_param("tag names are at most 255 bytes"));
     }
@@ -201,7 +216,8 @@ pub async fn edit_tag(
 }
 
 /// The `tags` map of a room's `m.tag` account data (empty when unset).
-pub async fn tags(server: &Server, user: String, room: String) -> Result<Map<String, Value>> {
+pub async fn tags(server: &Server, user: &UserId, room: &RoomId) -> Result<Map<String, Value>> {
+    let (user, room) = (user.to_string(), room.to_string());
     server
         .store
         .read(move |conn| tags_of(conn, &user, &room))

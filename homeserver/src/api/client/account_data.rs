@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use ruma::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -15,10 +16,11 @@ use crate::service::{Server, account_data};
 
 async fn get_json(
     server: &Server,
-    user: String,
-    room: String,
+    user: &UserId,
+    room: Option<&RoomId>,
     kind: String,
 ) -> Result<Json<Value>> {
+    // Account data content is whatever the client stored: arbitrary JSON.
     Ok(Json(account_data::get(server, user, room, kind).await?))
 }
 
@@ -34,13 +36,13 @@ fn check_writable(kind: &str) -> Result<()> {
 
 async fn put(
     server: &Server,
-    user: String,
-    room: String,
+    user: &UserId,
+    room: Option<&RoomId>,
     kind: String,
     content: Map<String, Value>,
 ) -> Result<Json<Empty>> {
     let json = Value::Object(content).to_string();
-    crate::service::account_data::put(server, user, room, kind, json).await?;
+    account_data::put(server, user, room, kind, json).await?;
     Ok(Json(Empty {}))
 }
 
@@ -53,14 +55,7 @@ pub async fn put_global(
 ) -> Result<Json<Empty>> {
     check_own_user(&auth, &user)?;
     check_writable(&kind)?;
-    put(
-        &server,
-        auth.user_id.to_string(),
-        String::new(),
-        kind,
-        content,
-    )
-    .await
+    put(&server, &auth.user_id, None, kind, content).await
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/account_data/{type}`
@@ -70,7 +65,7 @@ pub async fn get_global(
     PathParams((user, kind)): PathParams<(String, String)>,
 ) -> Result<Json<Value>> {
     check_own_user(&auth, &user)?;
-    get_json(&server, auth.user_id.to_string(), String::new(), kind).await
+    get_json(&server, &auth.user_id, None, kind).await
 }
 
 /// # `PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -83,14 +78,7 @@ pub async fn put_room(
     check_own_user(&auth, &user)?;
     check_writable(&kind)?;
     let room = room_id(&room)?;
-    put(
-        &server,
-        auth.user_id.to_string(),
-        room.to_string(),
-        kind,
-        content,
-    )
-    .await
+    put(&server, &auth.user_id, Some(&room), kind, content).await
 }
 
 /// # `GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}`
@@ -101,7 +89,7 @@ pub async fn get_room(
 ) -> Result<Json<Value>> {
     check_own_user(&auth, &user)?;
     let room = room_id(&room)?;
-    get_json(&server, auth.user_id.to_string(), room.to_string(), kind).await
+    get_json(&server, &auth.user_id, Some(&room), kind).await
 }
 
 #[derive(Deserialize, Default)]
@@ -124,15 +112,7 @@ pub async fn receipt(
         )));
     }
     let thread = body.thread_id.filter(|t| t != "main").unwrap_or_default();
-    account_data::store_receipt(
-        &server,
-        auth.user_id.to_string(),
-        room.to_string(),
-        kind,
-        event.to_string(),
-        thread,
-    )
-    .await?;
+    account_data::store_receipt(&server, &auth.user_id, &room, kind, &event, thread).await?;
     Ok(Json(Empty {}))
 }
 
@@ -163,10 +143,10 @@ pub async fn read_markers(
             let event = event_id(&event)?;
             account_data::store_receipt(
                 &server,
-                auth.user_id.to_string(),
-                room.to_string(),
+                &auth.user_id,
+                &room,
                 kind.to_owned(),
-                event.to_string(),
+                &event,
                 String::new(),
             )
             .await?;
@@ -182,8 +162,8 @@ pub async fn get_tags(
     PathParams((user, room)): PathParams<(String, String)>,
 ) -> Result<Json<Tags>> {
     check_own_user(&auth, &user)?;
-    let (user, room) = (auth.user_id.to_string(), room_id(&room)?.to_string());
-    let tags = account_data::tags(&server, user, room).await?;
+    let room = room_id(&room)?;
+    let tags = account_data::tags(&server, &auth.user_id, &room).await?;
     Ok(Json(Tags { tags }))
 }
 
@@ -198,11 +178,11 @@ pub async fn put_tag(
     if info.get("order").is_some_and(|o| !o.is_number()) {
         return Err(Error::bad_json("order must be a number"));
     }
-    let room = room_id(&room)?.to_string();
+    let room = room_id(&room)?;
     account_data::edit_tag(
         &server,
-        auth.user_id.to_string(),
-        room,
+        &auth.user_id,
+        &room,
         tag,
         Some(Value::Object(info)),
     )
@@ -217,7 +197,7 @@ pub async fn delete_tag(
     PathParams((user, room, tag)): PathParams<(String, String, String)>,
 ) -> Result<Json<Empty>> {
     check_own_user(&auth, &user)?;
-    let room = room_id(&room)?.to_string();
-    account_data::edit_tag(&server, auth.user_id.to_string(), room, tag, None).await?;
+    let room = room_id(&room)?;
+    account_data::edit_tag(&server, &auth.user_id, &room, tag, None).await?;
     Ok(Json(Empty {}))
 }
