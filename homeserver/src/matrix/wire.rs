@@ -118,6 +118,16 @@ pub struct MakeMembershipResponse {
     pub event: MembershipTemplate,
 }
 
+/// The answer of `make_join`, `make_leave` and `make_knock` as this unit sends it: the
+/// template is an unsigned PDU skeleton in the room version's format, a value like every PDU.
+#[derive(Debug, Serialize)]
+pub struct MakeMembershipAnswer {
+    /// The room's version.
+    pub room_version: String,
+    /// The unsigned member event to sign and send back.
+    pub event: Value,
+}
+
 /// The part of a membership template we build on. The spec marks `prev_events` and
 /// `auth_events` optional in the template schema, but an event cannot be placed without them,
 /// so a template lacking them is refused like any malformed answer.
@@ -315,7 +325,7 @@ pub struct PublicRoomsChunk {
 /// The answer of `hierarchy` (`space_hierarchy.yaml`: `room`, `children` and
 /// `inaccessible_children` required). The summaries stay values: `service::federation::
 /// hierarchy` keeps only the spec's fields of each.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 pub struct HierarchyResponse {
     /// The room asked about.
     pub room: Value,

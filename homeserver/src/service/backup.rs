@@ -60,8 +60,8 @@ pub struct Counts {
     pub count: i64,
 }
 
-/// One session key as a client sends and receives it.
-#[derive(Debug, Clone, PartialEq)]
+/// One session key as a client sends and receives it (spec: `KeyBackupData`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SessionKey {
     /// Index of the first message the key can decrypt.
     pub first_message_index: u64,
@@ -69,7 +69,7 @@ pub struct SessionKey {
     pub forwarded_count: u64,
     /// Whether the uploading device had verified the key's origin.
     pub is_verified: bool,
-    /// The encrypted data (opaque).
+    /// The encrypted data: arbitrary JSON, opaque to the server.
     pub session_data: serde_json::Map<String, Value>,
 }
 

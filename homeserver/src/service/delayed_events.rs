@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ruma::events::TimelineEventType;
-use ruma::{OwnedRoomId, OwnedUserId};
+use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 
@@ -195,7 +196,7 @@ impl Action {
 
 /// Applies `action` to `user`'s delayed event. Retrying an action that already took effect
 /// succeeds; one that conflicts with how the event ended is 409 (the MSC's rules).
-pub async fn manage(server: &Server, user: &str, delay_id: &str, action: Action) -> Result<()> {
+pub async fn manage(server: &Server, user: &UserId, delay_id: &str, action: Action) -> Result<()> {
     let event = lookup(server, user, delay_id).await?;
     match (event.status, action) {
         (Status::Scheduled, Action::Restart) => {
@@ -249,47 +250,72 @@ pub async fn manage(server: &Server, user: &str, delay_id: &str, action: Action)
 }
 
 /// `user`'s delayed event, or 404 (also for someone else's: a delay ID reveals nothing).
-pub async fn lookup(server: &Server, user: &str, delay_id: &str) -> Result<DelayedEvent> {
+pub async fn lookup(server: &Server, user: &UserId, delay_id: &str) -> Result<DelayedEvent> {
     let id = delay_id.to_owned();
     let event = server.store.read(move |conn| store::get(conn, &id)).await?;
     match event {
-        Some(event) if event.user_id == user => Ok(event),
+        Some(event) if event.user_id == user.as_str() => Ok(event),
         _ => Err(Error::not_found("No such delayed event")),
     }
 }
 
 /// `user`'s scheduled events, soonest due first.
-pub async fn list(server: &Server, user: &str) -> Result<Vec<DelayedEvent>> {
-    let user = user.to_owned();
+pub async fn list(server: &Server, user: &UserId) -> Result<Vec<DelayedEvent>> {
+    let user = user.to_string();
     server
         .store
         .read(move |conn| store::scheduled_for_user(conn, &user))
         .await
 }
 
+/// The client form of a delayed event (MSC4140's lookup response).
+#[derive(Debug, Serialize)]
+pub struct ClientDelayedEvent {
+    /// The opaque ID handed to the client.
+    pub delay_id: String,
+    /// The room it goes into.
+    pub room_id: String,
+    /// Its event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The delay asked for (ms).
+    pub delay_ms: i64,
+    /// When it was scheduled or last restarted (ms since the epoch).
+    pub scheduled_at: i64,
+    /// The event content as the client sent it: arbitrary JSON.
+    pub content: Value,
+    /// Its state key, for a state event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_key: Option<String>,
+    /// The event ID, once sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// The standard error response of a send that failed (stored as the error body was).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<Value>,
+    /// When it was sent, cancelled or failed (ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finalised_ts: Option<i64>,
+}
+
 /// The client form of a delayed event (the MSC's lookup response).
-pub fn to_client(event: &DelayedEvent) -> Value {
-    let mut out = json!({
-        "delay_id": event.delay_id,
-        "room_id": event.room_id,
-        "type": event.event_type,
-        "delay_ms": event.delay_ms,
-        "scheduled_at": event.scheduled_at,
-        "content": serde_json::from_str::<Value>(&event.content).unwrap_or_else(|_| json!({})),
-    });
-    if let Some(key) = &event.state_key {
-        out["state_key"] = json!(key);
+pub fn to_client(event: &DelayedEvent) -> ClientDelayedEvent {
+    ClientDelayedEvent {
+        delay_id: event.delay_id.clone(),
+        room_id: event.room_id.clone(),
+        event_type: event.event_type.clone(),
+        delay_ms: event.delay_ms,
+        scheduled_at: event.scheduled_at,
+        // Written by this server from a client's JSON object; `{}` only if the row was damaged.
+        content: serde_json::from_str::<Value>(&event.content).unwrap_or_else(|_| json!({})),
+        state_key: event.state_key.clone(),
+        event_id: event.event_id.clone(),
+        error: event
+            .error
+            .as_ref()
+            .map(|error| serde_json::from_str(error).unwrap_or_else(|_| json!({}))),
+        finalised_ts: event.finalised_ts,
     }
-    if let Some(id) = &event.event_id {
-        out["event_id"] = json!(id);
-    }
-    if let Some(error) = &event.error {
-        out["error"] = serde_json::from_str(error).unwrap_or_else(|_| json!({}));
-    }
-    if let Some(ts) = event.finalised_ts {
-        out["finalised_ts"] = json!(ts);
-    }
-    out
 }
 
 enum SendError {

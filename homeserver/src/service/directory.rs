@@ -11,13 +11,14 @@
 //! instance ID is `<appservice id>|<network id>` (what `/thirdparty/protocols` answers and
 //! what Synapse uses); a bare network ID selects that network of every appservice.
 
-use ruma::{OwnedRoomId, UserId};
-use serde_json::{Value, json};
+use ruma::{OwnedRoomId, RoomId, UserId};
+use serde_json::Value;
 
 use rusqlite::Connection;
 
 use super::Server;
 use crate::error::{Error, Result};
+use crate::matrix::wire::{PublicRoomsChunk, PublicRoomsResponse};
 use crate::store::{events, state};
 
 /// Entries on a page when the request sets no limit, and the most on one page.
@@ -75,7 +76,10 @@ impl Networks {
 }
 
 /// One page of this unit's public rooms (spec: `PublicRoomsResponse`).
-pub async fn local_public_rooms(server: &Server, query: DirectoryQuery) -> Result<Value> {
+pub async fn local_public_rooms(
+    server: &Server,
+    query: DirectoryQuery,
+) -> Result<PublicRoomsResponse> {
     local_public_rooms_in(server, query, Networks::Main).await
 }
 
@@ -85,7 +89,7 @@ pub async fn local_public_rooms_in(
     server: &Server,
     query: DirectoryQuery,
     networks: Networks,
-) -> Result<Value> {
+) -> Result<PublicRoomsResponse> {
     let registered: Vec<String> = server
         .appservices
         .all()
@@ -120,12 +124,9 @@ pub async fn local_public_rooms_in(
             for room in rooms {
                 let summary = room_summary(conn, &room)?;
                 let matches = term.as_ref().is_none_or(|t| {
-                    ["name", "topic", "canonical_alias"].iter().any(|k| {
-                        summary
-                            .get(k)
-                            .and_then(Value::as_str)
-                            .is_some_and(|v| v.to_lowercase().contains(t))
-                    })
+                    [&summary.name, &summary.topic, &summary.canonical_alias]
+                        .into_iter()
+                        .any(|v| v.as_ref().is_some_and(|v| v.to_lowercase().contains(t)))
                 });
                 if matches {
                     out.push(summary);
@@ -135,15 +136,13 @@ pub async fn local_public_rooms_in(
         })
         .await?;
     let total = all.len();
-    let chunk: Vec<Value> = all.into_iter().skip(offset).take(limit).collect();
-    let mut body = json!({"chunk": chunk, "total_room_count_estimate": total});
-    if offset.saturating_add(limit) < total {
-        body["next_batch"] = json!(token(offset + limit));
-    }
-    if offset > 0 {
-        body["prev_batch"] = json!(token(offset.saturating_sub(limit)));
-    }
-    Ok(body)
+    let chunk = all.into_iter().skip(offset).take(limit).collect();
+    Ok(PublicRoomsResponse {
+        chunk,
+        next_batch: (offset.saturating_add(limit) < total).then(|| token(offset + limit)),
+        prev_batch: (offset > 0).then(|| token(offset.saturating_sub(limit))),
+        total_room_count_estimate: Some(total as u64),
+    })
 }
 
 /// The content of a room's current `kind` state event with an empty state key (`Null` when
@@ -159,29 +158,31 @@ pub fn state_content(conn: &Connection, room: &str, kind: &str) -> Result<Value>
 
 /// A room's public summary (spec: `PublishedRoomsChunk`), as the public room directory lists
 /// it and as both hierarchy endpoints start from, so all three describe a room alike.
-pub fn room_summary(conn: &Connection, room: &str) -> Result<Value> {
-    let join_rule = state_content(conn, room, "m.room.join_rules")?
-        .get("join_rule")
-        .cloned()
-        .unwrap_or(json!("invite"));
-    let history = state_content(conn, room, "m.room.history_visibility")?
-        .get("history_visibility")
-        .cloned();
-    let guest = state_content(conn, room, "m.room.guest_access")?
-        .get("guest_access")
-        .cloned();
-    Ok(json!({
-        "room_id": room,
-        "name": state_content(conn, room, "m.room.name")?.get("name"),
-        "topic": state_content(conn, room, "m.room.topic")?.get("topic"),
-        "avatar_url": state_content(conn, room, "m.room.avatar")?.get("url"),
-        "canonical_alias": state_content(conn, room, "m.room.canonical_alias")?.get("alias"),
-        "num_joined_members": state::members_with(conn, room, "join")?.len(),
-        "world_readable": history == Some(json!("world_readable")),
-        "guest_can_join": guest == Some(json!("can_join")),
-        "join_rule": join_rule,
-        "room_type": state_content(conn, room, "m.room.create")?.get("type"),
-    }))
+pub fn room_summary(conn: &Connection, room: &str) -> Result<PublicRoomsChunk> {
+    // The string field `field` of the room's `kind` state content, when it is a string.
+    let text = |kind: &str, field: &str| -> Result<Option<String>> {
+        Ok(state_content(conn, room, kind)?
+            .get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned))
+    };
+    let history = text("m.room.history_visibility", "history_visibility")?;
+    let guest = text("m.room.guest_access", "guest_access")?;
+    Ok(PublicRoomsChunk {
+        room_id: RoomId::parse(room)
+            .map_err(|e| Error::internal(format!("stored room ID {room:?}: {e}")))?,
+        num_joined_members: state::members_with(conn, room, "join")?.len() as u64,
+        world_readable: history.as_deref() == Some("world_readable"),
+        guest_can_join: guest.as_deref() == Some("can_join"),
+        canonical_alias: text("m.room.canonical_alias", "alias")?,
+        name: text("m.room.name", "name")?,
+        topic: text("m.room.topic", "topic")?,
+        avatar_url: text("m.room.avatar", "url")?,
+        join_rule: Some(
+            text("m.room.join_rules", "join_rule")?.unwrap_or_else(|| "invite".to_owned()),
+        ),
+        room_type: text("m.room.create", "type")?,
+    })
 }
 
 /// Whether a room is listed in this unit's directory (`M_NOT_FOUND` for an unknown room).

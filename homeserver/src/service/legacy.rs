@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rusqlite::Connection;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Server;
 use super::aggregations::format_events;
@@ -39,6 +40,70 @@ pub struct Viewer {
     pub user_id: String,
     /// Their device.
     pub device_id: String,
+}
+
+// The answers. Events are client-format event JSON (arbitrary content), taken from `/sync`'s
+// answer or formatted as `/messages` does.
+
+/// A page of the `/events` stream (spec: `GET /events` 200).
+#[derive(Debug, Serialize)]
+pub struct EventsPage {
+    /// The token the page starts at.
+    pub start: String,
+    /// The token to continue from.
+    pub end: String,
+    /// The events.
+    pub chunk: Vec<Value>,
+}
+
+/// A room's latest messages (spec: `PaginationChunk`).
+#[derive(Debug, Serialize)]
+pub struct PaginationChunk {
+    /// The messages, oldest first.
+    pub chunk: Vec<Value>,
+    /// The token after the last of them.
+    pub end: String,
+    /// The token before the first of them, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+/// One room of `/initialSync`, or `/rooms/{roomId}/initialSync` (spec: `RoomInfo`).
+#[derive(Debug, Serialize)]
+pub struct RoomInfo {
+    /// The room.
+    pub room_id: String,
+    /// The user's membership, when they have one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub membership: Option<String>,
+    /// The latest messages (absent for an invite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<PaginationChunk>,
+    /// The state (absent for an invite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Vec<Value>>,
+    /// `public` or `private` in the room directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<&'static str>,
+    /// The user's room account data events (absent for an invite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_data: Option<Vec<Value>>,
+    /// The invite event, for an invited room.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invite: Option<Value>,
+}
+
+/// The answer of `GET /initialSync`.
+#[derive(Debug, Serialize)]
+pub struct InitialSync {
+    /// The token to go on from with `/events` or `/sync`.
+    pub end: String,
+    /// Every room of the user.
+    pub rooms: Vec<RoomInfo>,
+    /// Presence events.
+    pub presence: Vec<Value>,
+    /// Global account data events.
+    pub account_data: Vec<Value>,
 }
 
 fn sync_request(server: &Server, viewer: &Viewer, filter: Filter) -> SyncRequest {
@@ -67,8 +132,19 @@ fn token_keeping_to_device(next_batch: &str, to_device: i64) -> Result<String> {
     .to_string())
 }
 
-fn events_of(section: &Value, key: &str) -> Value {
-    section[key]["events"].clone()
+/// The `next_batch` of a `/sync` answer (it always has one).
+fn next_batch_of(answer: &Value) -> Result<&str> {
+    answer["next_batch"]
+        .as_str()
+        .ok_or_else(|| Error::internal("a /sync answer without next_batch"))
+}
+
+/// The `events` list of a `/sync` answer's `key` section (none when the section is absent).
+fn events_of(section: &Value, key: &str) -> Vec<Value> {
+    section[key]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// # `GET /initialSync`: every room of the user with its current state and latest
@@ -78,14 +154,14 @@ pub async fn initial_sync(
     viewer: Viewer,
     limit: Option<u64>,
     archived: bool,
-) -> Result<Value> {
+) -> Result<InitialSync> {
     let mut filter = Filter::default();
     filter.room.timeline.limit = Some(limit.unwrap_or(DEFAULT_LIMIT));
     filter.room.include_leave = archived;
     let mut request = sync_request(server, &viewer, filter);
     request.use_state_after = true;
     let answer = sync::sync(server, request).await?;
-    let end = token_keeping_to_device(answer["next_batch"].as_str().unwrap_or_default(), 0)?;
+    let end = token_keeping_to_device(next_batch_of(&answer)?, 0)?;
     let mut rooms = Vec::new();
     for (membership, sections) in [("join", "join"), ("leave", "leave")] {
         let Some(sections) = answer["rooms"][sections].as_object() else {
@@ -94,28 +170,28 @@ pub async fn initial_sync(
         for (room_id, section) in sections {
             let state = events_of(section, "state_after");
             // `leave` covers bans too: the user's own member event in the state says which.
-            let own = state.as_array().and_then(|list| {
-                list.iter().find(|e| {
-                    e["type"] == "m.room.member" && e["state_key"] == viewer.user_id.as_str()
-                })
+            let own = state.iter().find(|e| {
+                e["type"] == "m.room.member" && e["state_key"] == viewer.user_id.as_str()
             });
             let membership = own
                 .and_then(|e| e["content"]["membership"].as_str())
                 .unwrap_or(membership);
-            let mut messages = json!({
-                "chunk": section["timeline"]["events"].clone(),
-                "end": end,
+            let messages = PaginationChunk {
+                chunk: events_of(section, "timeline"),
+                end: end.clone(),
+                start: section["timeline"]["prev_batch"]
+                    .as_str()
+                    .map(str::to_owned),
+            };
+            rooms.push(RoomInfo {
+                room_id: room_id.clone(),
+                membership: Some(membership.to_owned()),
+                messages: Some(messages),
+                account_data: Some(events_of(section, "account_data")),
+                state: Some(state),
+                visibility: None,
+                invite: None,
             });
-            if let Some(start) = section["timeline"]["prev_batch"].as_str() {
-                messages["start"] = json!(start);
-            }
-            rooms.push(json!({
-                "room_id": room_id,
-                "membership": membership,
-                "messages": messages,
-                "state": state,
-                "account_data": events_of(section, "account_data"),
-            }));
         }
     }
     if let Some(invites) = answer["rooms"]["invite"].as_object() {
@@ -129,20 +205,21 @@ pub async fn initial_sync(
                 })
                 .map(|stripped| {
                     let mut event = stripped.clone();
-                    event["room_id"] = json!(room_id);
+                    event["room_id"] = Value::String(room_id.clone());
                     event
                 });
-            let mut room = json!({ "room_id": room_id, "membership": "invite" });
-            if let Some(invite) = invite {
-                room["invite"] = invite;
-            }
-            rooms.push(room);
+            rooms.push(RoomInfo {
+                room_id: room_id.clone(),
+                membership: Some("invite".to_owned()),
+                messages: None,
+                state: None,
+                visibility: None,
+                account_data: None,
+                invite,
+            });
         }
     }
-    let ids: Vec<String> = rooms
-        .iter()
-        .filter_map(|r| r["room_id"].as_str().map(str::to_owned))
-        .collect();
+    let ids: Vec<String> = rooms.iter().map(|r| r.room_id.clone()).collect();
     let public = server
         .store
         .read(move |conn| {
@@ -155,17 +232,15 @@ pub async fn initial_sync(
         })
         .await?;
     for room in &mut rooms {
-        let is_public = room["room_id"]
-            .as_str()
-            .is_some_and(|id| public.get(id).copied().unwrap_or(false));
-        room["visibility"] = json!(if is_public { "public" } else { "private" });
+        let is_public = public.get(&room.room_id).copied().unwrap_or(false);
+        room.visibility = Some(if is_public { "public" } else { "private" });
     }
-    Ok(json!({
-        "end": end,
-        "rooms": rooms,
-        "presence": events_of(&answer, "presence"),
-        "account_data": events_of(&answer, "account_data"),
-    }))
+    Ok(InitialSync {
+        end,
+        rooms,
+        presence: events_of(&answer, "presence"),
+        account_data: events_of(&answer, "account_data"),
+    })
 }
 
 /// # `GET /events`: the user's new room events after `from` (or from now), waiting up to
@@ -177,7 +252,7 @@ pub async fn events(
     from: Option<String>,
     timeout: Duration,
     room: Option<String>,
-) -> Result<Value> {
+) -> Result<EventsPage> {
     let parsed = from.as_deref().map(SyncToken::parse).transpose()?;
     let (since, typing, to_device) = match parsed {
         Some(t) => (t.pos, t.typing, t.to_device.unwrap_or(t.pos)),
@@ -217,9 +292,8 @@ pub async fn events(
             }
         }
     }
-    let end =
-        token_keeping_to_device(answer["next_batch"].as_str().unwrap_or_default(), to_device)?;
-    Ok(json!({ "start": start, "end": end, "chunk": chunk }))
+    let end = token_keeping_to_device(next_batch_of(&answer)?, to_device)?;
+    Ok(EventsPage { start, end, chunk })
 }
 
 /// Where an `/events` stream stands: the parts of its token.
@@ -238,7 +312,7 @@ async fn room_events(
     cursor: Cursor,
     start: String,
     timeout: Duration,
-) -> Result<Value> {
+) -> Result<EventsPage> {
     let Cursor {
         since,
         typing,
@@ -270,17 +344,17 @@ async fn room_events(
                 to_device: Some(to_device),
             }
             .to_string();
-            return Ok(json!({ "start": start, "end": end, "chunk": chunk }));
+            return Ok(EventsPage { start, end, chunk });
         }
         tokio::select! {
             changed = tokio::time::timeout_at(deadline, positions.changed()) => match changed {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) | Err(_) => {
-                    return Ok(json!({ "start": start, "end": start, "chunk": [] }));
+                    return Ok(EventsPage { end: start.clone(), start, chunk: Vec::new() });
                 }
             },
             _ = crate::util::stopped(&mut shutdown) => {
-                return Ok(json!({ "start": start, "end": start, "chunk": [] }));
+                return Ok(EventsPage { end: start.clone(), start, chunk: Vec::new() });
             }
         }
     }
@@ -320,7 +394,7 @@ pub fn room_initial_sync(
     room_id: &str,
     upto: i64,
     limit: Option<u64>,
-) -> Result<Value> {
+) -> Result<RoomInfo> {
     let user = viewer.user_id.as_str();
     let visible = rooms::visibility(conn, room_id, user)?;
     let filter = RoomEventFilter {
@@ -355,32 +429,31 @@ pub fn room_initial_sync(
                 .as_str()
                 .map(str::to_owned)
         });
-    let mut messages = json!({ "chunk": chunk, "end": tokens::stream_token(upto) });
-    if let Some(first) = list.first() {
-        messages["start"] = json!(tokens::token_before(first));
-    }
+    let messages = PaginationChunk {
+        chunk,
+        end: tokens::stream_token(upto),
+        start: list.first().map(tokens::token_before),
+    };
     let account_data: Vec<Value> = misc::account_data_since(conn, user, 0, upto)?
         .into_iter()
         .filter(|(room, _, _)| room == room_id)
         .map(|(_, kind, content)| {
-            json!({
+            serde_json::json!({
                 "type": kind,
                 "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
             })
         })
         .collect();
     let public = state::get_room(conn, room_id)?.is_some_and(|r| r.is_public);
-    let mut body = json!({
-        "room_id": room_id,
-        "messages": messages,
-        "state": state_json,
-        "visibility": if public { "public" } else { "private" },
-        "account_data": account_data,
-    });
-    if let Some(membership) = membership {
-        body["membership"] = json!(membership);
-    }
-    Ok(body)
+    Ok(RoomInfo {
+        room_id: room_id.to_owned(),
+        membership,
+        messages: Some(messages),
+        state: Some(state_json),
+        visibility: Some(if public { "public" } else { "private" }),
+        account_data: Some(account_data),
+        invite: None,
+    })
 }
 
 /// `GET /events/{eventId}` for `viewer` (404 when hidden or unknown).
@@ -397,7 +470,7 @@ pub async fn initial_sync_room(
     viewer: Viewer,
     room_id: String,
     limit: Option<u64>,
-) -> Result<Value> {
+) -> Result<RoomInfo> {
     let upto = server.store.current_pos();
     server
         .store

@@ -5,13 +5,40 @@
 use std::collections::HashMap;
 
 use ruma::OwnedUserId;
-use serde_json::{Value, json};
+use ruma::push::Action;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Server;
 use crate::error::{Error, Result};
 use crate::matrix::visibility::Visible;
 use crate::store::events;
 use crate::store::push as store;
+
+/// One notification (spec: `GET /notifications` 200, `Notification`).
+#[derive(Debug, Serialize)]
+pub struct Notification {
+    /// The actions of the push rule that matched.
+    pub actions: Vec<Action>,
+    /// The event, client-format event JSON (its content is arbitrary).
+    pub event: Value,
+    /// Whether the user has read past it.
+    pub read: bool,
+    /// The room it is in.
+    pub room_id: String,
+    /// When it was sent (ms since the epoch).
+    pub ts: i64,
+}
+
+/// A page of notifications.
+#[derive(Debug, Serialize)]
+pub struct Notifications {
+    /// Newest first.
+    pub notifications: Vec<Notification>,
+    /// Where the next page starts, when there may be one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
 
 /// `GET /notifications`: the user's notifications, newest first, from the `from` token (a
 /// stream position), optionally only the highlighted ones.
@@ -21,7 +48,7 @@ pub async fn list_notifications(
     from: Option<String>,
     limit: Option<u64>,
     only_highlight: bool,
-) -> Result<Value> {
+) -> Result<Notifications> {
     let before = match from.as_deref() {
         Some(token) => token
             .parse::<i64>()
@@ -61,21 +88,22 @@ pub async fn list_notifications(
                         pos
                     }
                 };
-                out.push(json!({
-                    "actions": super::push::parse_stored_actions(&row.actions)?,
-                    "event": super::rooms::client_event(conn, &stored, None)?,
-                    "read": row.stream_pos <= read,
-                    "room_id": row.room_id,
-                    "ts": i64::from(stored.pdu.origin_server_ts.get()),
-                }));
+                out.push(Notification {
+                    actions: super::push::parse_stored_actions(&row.actions)?,
+                    event: super::rooms::client_event(conn, &stored, None)?,
+                    read: row.stream_pos <= read,
+                    room_id: row.room_id.clone(),
+                    ts: i64::from(stored.pdu.origin_server_ts.get()),
+                });
             }
-            let mut body = json!({"notifications": out});
-            if rows.len() == limit
-                && let Some(last) = rows.last()
-            {
-                body["next_token"] = json!(last.stream_pos.to_string());
-            }
-            Ok(body)
+            let next_token = match rows.last() {
+                Some(last) if rows.len() == limit => Some(last.stream_pos.to_string()),
+                _ => None,
+            };
+            Ok(Notifications {
+                notifications: out,
+                next_token,
+            })
         })
         .await
 }

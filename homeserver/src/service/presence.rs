@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use ruma::UserId;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::Server;
@@ -53,26 +55,47 @@ fn effective(row: &PresenceRow, local: bool, now: i64) -> (String, i64, bool) {
     (state, ago, currently_active)
 }
 
-/// The `m.presence` content for a row, as a server named `own` shows it at `now` (ms since
-/// the epoch, from the server's [`Clock`](crate::clock::Clock)).
-pub fn content_at(own: &str, row: &PresenceRow, now: i64) -> Value {
+/// A user's presence as a client reads it: the `m.presence` content in `/sync` and the answer
+/// of `GET /presence/{userId}/status`.
+#[derive(Debug, Serialize)]
+pub struct PresenceContent {
+    /// `online`, `unavailable` or `offline`.
+    pub presence: String,
+    /// How long ago the user was last active (ms); absent when never seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_active_ago: Option<i64>,
+    /// Whether the user is active right now; absent when never seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currently_active: Option<bool>,
+    /// The user's status message, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_msg: Option<String>,
+}
+
+/// The presence of a row, as a server named `own` shows it at `now` (ms since the epoch, from
+/// the server's [`Clock`](crate::clock::Clock)).
+pub fn presence_at(own: &str, row: &PresenceRow, now: i64) -> PresenceContent {
     let local = row.user_id.split_once(':').is_some_and(|(_, s)| s == own);
     let (state, ago, active) = effective(row, local, now);
-    let mut content = json!({
-        "presence": state,
-        "last_active_ago": ago,
-        "currently_active": active,
-    });
-    if let Some(msg) = &row.status_msg {
-        content["status_msg"] = json!(msg);
+    PresenceContent {
+        presence: state,
+        last_active_ago: Some(ago),
+        currently_active: Some(active),
+        status_msg: row.status_msg.clone(),
     }
-    content
+}
+
+/// The `m.presence` content for a row ([`presence_at`]), as the JSON an event carries.
+pub fn content_at(own: &str, row: &PresenceRow, now: i64) -> Value {
+    serde_json::to_value(presence_at(own, row, now)).unwrap_or_else(|_| json!({}))
 }
 
 /// Presence from activity (`/sync`'s `set_presence`): like [`set`], but while the disk is
 /// under the free-space watermark the update is skipped, so syncing keeps working read-only.
 pub async fn mark_active(server: &Server, user_id: &str, state: &str) -> Result<()> {
-    match set(server, user_id, state, None).await {
+    // The caller's authenticated user: an ID the server issued, so parsing cannot fail.
+    let user = <&UserId>::try_from(user_id).map_err(|e| Error::internal(e.to_string()))?;
+    match set(server, user, state, None).await {
         Err(Error::ResourceLimit { .. }) => Ok(()),
         other => other,
     }
@@ -83,13 +106,13 @@ pub async fn mark_active(server: &Server, user_id: &str, state: &str) -> Result<
 /// when something visible changes or the last write is older than a minute.
 pub async fn set(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     state: &str,
     status_msg: Option<Option<String>>,
 ) -> Result<()> {
     let state = parse_state(state)?.to_owned();
     let own = server.server_name().to_string();
-    let user = user_id.to_owned();
+    let user = user_id.to_string();
     let now = server.clock.now_ms();
     let current = {
         let user = user.clone();
@@ -170,8 +193,8 @@ fn send_to_peers_in_tx(tx: &WriteTx<'_>, own: &str, row: &PresenceRow, now: i64)
 }
 
 /// `GET /presence/{userId}/status`: the user's presence, `M_NOT_FOUND` if never seen.
-pub async fn get(server: &Server, user_id: &str) -> Result<Value> {
-    let user = user_id.to_owned();
+pub async fn get(server: &Server, user_id: &UserId) -> Result<PresenceContent> {
+    let user = user_id.to_string();
     let (row, local_user) = server
         .store
         .read(move |conn| {
@@ -181,13 +204,18 @@ pub async fn get(server: &Server, user_id: &str) -> Result<Value> {
         })
         .await?;
     match row {
-        Some(row) => Ok(content_at(
+        Some(row) => Ok(presence_at(
             server.server_name().as_str(),
             &row,
             server.clock.now_ms(),
         )),
         // A local account that has not been active yet is simply offline, not unknown.
-        None if local_user => Ok(json!({"presence": "offline"})),
+        None if local_user => Ok(PresenceContent {
+            presence: "offline".to_owned(),
+            last_active_ago: None,
+            currently_active: None,
+            status_msg: None,
+        }),
         None => Err(Error::not_found("No presence known for this user")),
     }
 }

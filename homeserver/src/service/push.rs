@@ -22,15 +22,16 @@ use std::task::{Context, Poll, Waker};
 
 use ruma::power_levels::NotificationPowerLevels;
 use ruma::push::{
-    Action, AnyPushRuleRef, FlattenedJson, InsertPushRuleError, NewConditionalPushRule,
-    NewPatternedPushRule, NewPushRule, NewSimplePushRule, PushCondition,
-    PushConditionPowerLevelsCtx, PushConditionRoomCtx, RemovePushRuleError, RuleKind, Ruleset,
+    Action, AnyPushRuleRef, ConditionalPushRule, FlattenedJson, InsertPushRuleError,
+    NewConditionalPushRule, NewPatternedPushRule, NewPushRule, NewSimplePushRule,
+    PatternedPushRule, PushCondition, PushConditionPowerLevelsCtx, PushConditionRoomCtx,
+    RemovePushRuleError, RuleKind, Ruleset, SimplePushRule,
 };
 use ruma::room_version_rules::{AuthorizationRules, RoomPowerLevelsRules};
 use ruma::serde::Raw;
 use ruma::{Int, OwnedRoomId, OwnedUserId, UInt, UserId};
 use rusqlite::Connection;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::Server;
@@ -99,8 +100,8 @@ fn parse_stored(text: &str) -> Result<Value> {
 }
 
 /// The actions of a stored notification (or rule), parsed.
-pub(crate) fn parse_stored_actions(text: &str) -> Result<Value> {
-    parse_stored(text)
+pub(crate) fn parse_stored_actions(text: &str) -> Result<Vec<Action>> {
+    serde_json::from_str(text).map_err(|err| Error::internal(format!("stored push actions: {err}")))
 }
 
 /// The rows that store a rule set, grouped by kind in evaluation order.
@@ -140,17 +141,103 @@ pub fn ruleset(conn: &Connection, user_id: &UserId) -> Result<Ruleset> {
     }
 }
 
-/// A rule set as the client API shows it: every kind present, empty ones as `[]`.
-pub fn ruleset_json(ruleset: &Ruleset) -> Result<Value> {
-    let mut value =
-        serde_json::to_value(ruleset).map_err(|err| Error::internal(err.to_string()))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| Error::internal("a rule set serialises to an object"))?;
-    for kind in KINDS {
-        object.entry(kind).or_insert_with(|| json!([]));
+/// A rule set as the client API shows it (spec: `Ruleset`): every kind present, empty ones as
+/// `[]`, rules in priority order.
+#[derive(Debug, Serialize)]
+pub struct ClientRuleset {
+    /// The highest-priority rules.
+    #[serde(rename = "override")]
+    pub override_: Vec<ConditionalPushRule>,
+    /// Rules matching message bodies.
+    pub content: Vec<PatternedPushRule>,
+    /// Rules for one room each.
+    pub room: Vec<SimplePushRule<OwnedRoomId>>,
+    /// Rules for one sender each.
+    pub sender: Vec<SimplePushRule<OwnedUserId>>,
+    /// The lowest-priority rules.
+    pub underride: Vec<ConditionalPushRule>,
+}
+
+impl From<&Ruleset> for ClientRuleset {
+    fn from(rules: &Ruleset) -> Self {
+        Self {
+            override_: rules.override_.iter().cloned().collect(),
+            content: rules.content.iter().cloned().collect(),
+            room: rules.room.iter().cloned().collect(),
+            sender: rules.sender.iter().cloned().collect(),
+            underride: rules.underride.iter().cloned().collect(),
+        }
     }
-    Ok(value)
+}
+
+/// The rules of one kind (`GET /pushrules/global/{kind}/`), in priority order.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum RulesOfKind {
+    /// `override` or `underride` rules.
+    Conditional(Vec<ConditionalPushRule>),
+    /// `content` rules.
+    Patterned(Vec<PatternedPushRule>),
+    /// `room` rules.
+    Room(Vec<SimplePushRule<OwnedRoomId>>),
+    /// `sender` rules.
+    Sender(Vec<SimplePushRule<OwnedUserId>>),
+}
+
+impl ClientRuleset {
+    /// The rules of `kind` (one of [`parse_kind`]'s; another kind has none).
+    pub fn of_kind(self, kind: RuleKind) -> RulesOfKind {
+        match kind {
+            RuleKind::Override => RulesOfKind::Conditional(self.override_),
+            RuleKind::Underride => RulesOfKind::Conditional(self.underride),
+            RuleKind::Content => RulesOfKind::Patterned(self.content),
+            RuleKind::Room => RulesOfKind::Room(self.room),
+            RuleKind::Sender => RulesOfKind::Sender(self.sender),
+            _ => RulesOfKind::Conditional(Vec::new()),
+        }
+    }
+}
+
+/// One rule as the client API shows it (spec: `PushRule`).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum ClientRule {
+    /// An `override` or `underride` rule.
+    Conditional(ConditionalPushRule),
+    /// A `content` rule.
+    Patterned(PatternedPushRule),
+    /// A `room` rule.
+    Room(SimplePushRule<OwnedRoomId>),
+    /// A `sender` rule.
+    Sender(SimplePushRule<OwnedUserId>),
+}
+
+impl ClientRule {
+    /// Whether the rule is enabled.
+    pub fn enabled(&self) -> bool {
+        match self {
+            Self::Conditional(r) => r.enabled,
+            Self::Patterned(r) => r.enabled,
+            Self::Room(r) => r.enabled,
+            Self::Sender(r) => r.enabled,
+        }
+    }
+
+    /// The rule's actions.
+    pub fn actions(self) -> Vec<Action> {
+        match self {
+            Self::Conditional(r) => r.actions,
+            Self::Patterned(r) => r.actions,
+            Self::Room(r) => r.actions,
+            Self::Sender(r) => r.actions,
+        }
+    }
+}
+
+/// A rule set as the `m.push_rules` account data content holds it ([`ClientRuleset`]).
+pub fn ruleset_json(ruleset: &Ruleset) -> Result<Value> {
+    serde_json::to_value(ClientRuleset::from(ruleset))
+        .map_err(|err| Error::internal(err.to_string()))
 }
 
 /// The `m.push_rules` account data event for `/sync`: always in an initial sync, and in an
@@ -205,10 +292,10 @@ async fn modify<T: Send + 'static>(
 }
 
 /// The user's whole rule set (`GET /pushrules/global/`).
-pub async fn get_rules(server: &Server, user_id: OwnedUserId) -> Result<Value> {
+pub async fn get_rules(server: &Server, user_id: OwnedUserId) -> Result<ClientRuleset> {
     server
         .store
-        .read(move |conn| ruleset_json(&ruleset(conn, &user_id)?))
+        .read(move |conn| Ok(ClientRuleset::from(&ruleset(conn, &user_id)?)))
         .await
 }
 
@@ -218,26 +305,27 @@ pub async fn get_rule(
     user_id: OwnedUserId,
     kind: RuleKind,
     rule_id: String,
-) -> Result<Value> {
+) -> Result<ClientRule> {
     server
         .store
         .read(move |conn| {
             let rules = ruleset(conn, &user_id)?;
             let rule = rules.get(kind, &rule_id).ok_or_else(not_found)?;
-            rule_json(rule)
+            client_rule(rule)
         })
         .await
 }
 
-fn rule_json(rule: AnyPushRuleRef<'_>) -> Result<Value> {
-    let value = match rule {
-        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => serde_json::to_value(r),
-        AnyPushRuleRef::Content(r) => serde_json::to_value(r),
-        AnyPushRuleRef::Room(r) => serde_json::to_value(r),
-        AnyPushRuleRef::Sender(r) => serde_json::to_value(r),
+fn client_rule(rule: AnyPushRuleRef<'_>) -> Result<ClientRule> {
+    Ok(match rule {
+        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => {
+            ClientRule::Conditional(r.clone())
+        }
+        AnyPushRuleRef::Content(r) => ClientRule::Patterned(r.clone()),
+        AnyPushRuleRef::Room(r) => ClientRule::Room(r.clone()),
+        AnyPushRuleRef::Sender(r) => ClientRule::Sender(r.clone()),
         _ => return Err(not_found()),
-    };
-    value.map_err(|err| Error::internal(err.to_string()))
+    })
 }
 
 /// The body of `PUT /pushrules/global/{kind}/{ruleId}`.

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use rusqlite::Connection;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Server;
 use super::aggregations;
@@ -64,6 +64,34 @@ pub struct RelationsRequest {
     pub query: RelationsQuery,
 }
 
+/// A `/relations` page (spec: `GET /rooms/{roomId}/relations/{eventId}` 200). The events
+/// are client-format event JSON with their bundled aggregations; their content is arbitrary.
+#[derive(Debug, Serialize)]
+pub struct RelationsPage {
+    /// The child events.
+    pub chunk: Vec<Value>,
+    /// The token of the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+    /// The `from` token the page was asked with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prev_batch: Option<String>,
+    /// How deep the server followed relations, when the client asked with `recurse`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursion_depth: Option<usize>,
+}
+
+/// A `/threads` page (spec: `GET /rooms/{roomId}/threads` 200): thread roots as client-format
+/// event JSON (arbitrary content).
+#[derive(Debug, Serialize)]
+pub struct ThreadsPage {
+    /// The thread roots, latest activity first.
+    pub chunk: Vec<Value>,
+    /// The token of the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+}
+
 /// What the user may see of the room, with `M_FORBIDDEN` mapped to `not_found` where the spec
 /// wants a 404 rather than a hint that the room exists.
 fn visible_to(conn: &Connection, room: &str, user: &str, hide: bool) -> Result<Visible> {
@@ -81,7 +109,7 @@ fn relations_page(
     conn: &Connection,
     viewer: (&str, &str),
     request: &RelationsRequest,
-) -> Result<Value> {
+) -> Result<RelationsPage> {
     let (user, _) = viewer;
     let room = request.room.as_str();
     let parent = request.parent.to_string();
@@ -165,28 +193,27 @@ fn relations_page(
         }
         chunk.push(event);
     }
-    let mut body = json!({
-        "chunk": aggregations::format_events(conn, &chunk, Some(viewer))?,
-    });
-    if let (true, Some(last)) = (more, chunk.last()) {
-        let key = key_of(last);
-        let next = if backwards {
-            key
-        } else {
-            TopoKey {
-                depth: key.depth,
-                stream_pos: key.stream_pos + 1,
-            }
-        };
-        body["next_batch"] = json!(topo_token(next));
-    }
-    if let Some(from) = &q.from {
-        body["prev_batch"] = json!(from);
-    }
-    if q.recurse.is_some() {
-        body["recursion_depth"] = json!(depth);
-    }
-    Ok(body)
+    let next_batch = match (more, chunk.last()) {
+        (true, Some(last)) => {
+            let key = key_of(last);
+            let next = if backwards {
+                key
+            } else {
+                TopoKey {
+                    depth: key.depth,
+                    stream_pos: key.stream_pos + 1,
+                }
+            };
+            Some(topo_token(next))
+        }
+        _ => None,
+    };
+    Ok(RelationsPage {
+        chunk: aggregations::format_events(conn, &chunk, Some(viewer))?,
+        next_batch,
+        prev_batch: q.from.clone(),
+        recursion_depth: q.recurse.is_some().then_some(depth),
+    })
 }
 
 /// A `/relations` page: the children of an event the user may see, with their bundled
@@ -196,7 +223,7 @@ pub async fn relations(
     user: &UserId,
     device: &str,
     request: RelationsRequest,
-) -> Result<Value> {
+) -> Result<RelationsPage> {
     let user = user.to_string();
     let device = device.to_owned();
     server
@@ -212,7 +239,7 @@ pub async fn threads(
     device: &str,
     room: OwnedRoomId,
     query: ThreadsQuery,
-) -> Result<Value> {
+) -> Result<ThreadsPage> {
     let room = room.to_string();
     let participated = match query.include.as_deref() {
         None | Some("all") => false,
@@ -260,11 +287,11 @@ pub async fn threads(
                 }
             }
             let chunk = aggregations::format_events(conn, &found, Some(viewer))?;
-            let mut body = json!({ "chunk": chunk });
-            if let (true, Some(last)) = (more, last) {
-                body["next_batch"] = json!(last.to_string());
-            }
-            Ok(body)
+            let next_batch = match (more, last) {
+                (true, Some(last)) => Some(last.to_string()),
+                _ => None,
+            };
+            Ok(ThreadsPage { chunk, next_batch })
         })
         .await
 }

@@ -5,8 +5,8 @@
 
 use ruma::{OwnedEventId, OwnedRoomId, UserId};
 use rusqlite::Connection;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Server;
 use super::aggregations;
@@ -20,6 +20,40 @@ use crate::store::state;
 
 /// What `timestamp_to_event` finds (the store's row, which serialises as the answer).
 pub use crate::store::events::TimestampMatch;
+
+/// A `/messages` page (spec: `GET /rooms/{roomId}/messages` 200). Events are client-format
+/// event JSON (`aggregations::format_events`), whose content is arbitrary.
+#[derive(Debug, Serialize)]
+pub struct MessagesPage {
+    /// The token the page starts at.
+    pub start: String,
+    /// The events, in the page's direction.
+    pub chunk: Vec<Value>,
+    /// The token to continue from; absent when the page reached the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    /// Lazy-loaded member events for the senders of `chunk`, when the filter asks for them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub state: Vec<Value>,
+}
+
+/// A `/context` answer (spec: `GET /rooms/{roomId}/context/{eventId}` 200). Events are
+/// client-format event JSON, whose content is arbitrary.
+#[derive(Debug, Serialize)]
+pub struct ContextPage {
+    /// The event asked for.
+    pub event: Value,
+    /// Events before it, newest first.
+    pub events_before: Vec<Value>,
+    /// Events after it, oldest first.
+    pub events_after: Vec<Value>,
+    /// A token to paginate backwards from.
+    pub start: String,
+    /// A token to paginate forwards from.
+    pub end: String,
+    /// The room state at the event.
+    pub state: Vec<Value>,
+}
 
 /// Most events one page returns.
 const MAX_LIMIT: usize = 1000;
@@ -137,7 +171,7 @@ pub async fn messages(
     room: OwnedRoomId,
     q: &MessagesQuery,
     current: i64,
-) -> Result<Value> {
+) -> Result<MessagesPage> {
     let backwards = match q.dir.as_str() {
         "b" => true,
         "f" => false,
@@ -192,14 +226,12 @@ pub async fn messages(
             } else {
                 Vec::new()
             };
-            let mut body = json!({"start": topo_token(start), "chunk": formatted});
-            if let Some(next) = next {
-                body["end"] = json!(topo_token(next));
-            }
-            if !state.is_empty() {
-                body["state"] = json!(state);
-            }
-            Ok(body)
+            Ok(MessagesPage {
+                start: topo_token(start),
+                chunk: formatted,
+                end: next.map(topo_token),
+                state,
+            })
         })
         .await
 }
@@ -252,7 +284,7 @@ pub async fn context(
     room: OwnedRoomId,
     event: OwnedEventId,
     q: ContextQuery,
-) -> Result<Value> {
+) -> Result<ContextPage> {
     let limit = q.limit.unwrap_or(10).min(MAX_LIMIT);
     let filter = parse_filter(q.filter.as_deref())?;
     let user = user.to_string();
@@ -335,14 +367,14 @@ pub async fn context(
                 depth: e.pdu.depth as i64,
                 stream_pos: e.stream_pos + 1,
             });
-            Ok(json!({
-                "event": event,
-                "events_before": events_before,
-                "events_after": events_after,
-                "start": topo_token(start.unwrap_or(before.last().map(key_of).unwrap_or(key))),
-                "end": topo_token(end.or(last_after).unwrap_or(after_key)),
-                "state": state,
-            }))
+            Ok(ContextPage {
+                event,
+                events_before,
+                events_after,
+                start: topo_token(start.unwrap_or(before.last().map(key_of).unwrap_or(key))),
+                end: topo_token(end.or(last_after).unwrap_or(after_key)),
+                state,
+            })
         })
         .await
 }

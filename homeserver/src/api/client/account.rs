@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
+use ruma::OwnedUserId;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::api::client::wire::{
@@ -37,17 +38,45 @@ struct Identifier {
     user: Option<String>,
 }
 
-fn session_json(session: Session) -> Value {
-    let mut body = json!({
-        "user_id": session.user_id,
-        "access_token": session.access_token,
-        "device_id": session.device_id,
-    });
-    if let Some(refresh) = session.refresh_token {
-        body["refresh_token"] = json!(refresh);
-        body["expires_in_ms"] = json!(session.expires_in_ms);
+/// The answer of `POST /register` (spec: 200): the session, unless `inhibit_login`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The new account.
+    pub user_id: OwnedUserId,
+    /// Its first access token (absent with `inhibit_login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    /// Its first device (absent with `inhibit_login`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
+    /// A refresh token, when the client asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// The access token's lifetime, when it is refreshable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_ms: Option<i64>,
+}
+
+impl RegisterResponse {
+    /// The answer for `user_id`, with the session a login made (`None` with `inhibit_login`).
+    fn new(user_id: OwnedUserId, session: Option<Session>) -> Self {
+        match session {
+            Some(session) => Self {
+                user_id: session.user_id,
+                access_token: Some(session.access_token),
+                device_id: Some(session.device_id),
+                expires_in_ms: session.refresh_token.as_ref().and(session.expires_in_ms),
+                refresh_token: session.refresh_token,
+            },
+            None => Self {
+                user_id,
+                access_token: None,
+                device_id: None,
+                refresh_token: None,
+                expires_in_ms: None,
+            },
+        }
     }
-    body
 }
 
 #[derive(Deserialize)]
@@ -138,7 +167,7 @@ async fn register_for_appservice(
     server: &Server,
     token: Option<&str>,
     raw: Value,
-) -> Result<Json<Value>> {
+) -> Result<Json<RegisterResponse>> {
     let registration = appservice_of(server, token)?;
     let params: RegisterParams = parse_params(raw)?;
     let name = params
@@ -163,10 +192,7 @@ async fn register_for_appservice(
         None,
     )
     .await?;
-    Ok(Json(match login {
-        Some(login) => session_json(login),
-        None => json!({"user_id": user_id}),
-    }))
+    Ok(Json(RegisterResponse::new(user_id, login)))
 }
 
 /// # `POST /_matrix/client/v3/register`
@@ -180,7 +206,7 @@ pub async fn register(
     QueryParams(query): QueryParams<RegisterQuery>,
     RawToken(token): RawToken,
     JsonBody(raw): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RegisterResponse>> {
     if raw.get("type").and_then(Value::as_str) == Some(APPSERVICE_LOGIN) {
         return register_for_appservice(&server, token.as_deref(), raw).await;
     }
@@ -226,7 +252,12 @@ pub async fn register(
         .uia
         .step(&op, flows, auth.session.as_deref(), auth.kind.as_deref())?;
     let (session, params, token) = match step {
-        Step::Replay(answer) => return Ok(Json(answer)),
+        Step::Replay(answer) => {
+            // The answer this handler stored when the session completed.
+            let answer = serde_json::from_value(answer)
+                .map_err(|err| Error::internal(format!("stored register answer: {err}")))?;
+            return Ok(Json(answer));
+        }
         Step::Authorised {
             session,
             params,
@@ -295,11 +326,9 @@ pub async fn register(
         token,
     )
     .await?;
-    let answer = match login {
-        Some(login) => session_json(login),
-        None => json!({"user_id": user_id}),
-    };
-    server.uia.finish(&session, Some(answer.clone()));
+    let answer = RegisterResponse::new(user_id, login);
+    let stored = serde_json::to_value(&answer).map_err(|err| Error::internal(err.to_string()))?;
+    server.uia.finish(&session, Some(stored));
     Ok(Json(answer))
 }
 

@@ -16,7 +16,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ruma::UInt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::api::client::wire::{BackupVersion, Empty};
@@ -142,21 +142,18 @@ fn sessions_of(body: RoomBody) -> BTreeMap<String, SessionKey> {
         .collect()
 }
 
-fn key_json(key: &SessionKey) -> Value {
-    json!({
-        "first_message_index": key.first_message_index,
-        "forwarded_count": key.forwarded_count,
-        "is_verified": key.is_verified,
-        "session_data": key.session_data,
-    })
+/// One room's keys in a backup (spec: `RoomKeyBackup`).
+#[derive(Debug, Serialize)]
+pub struct RoomKeyBackup {
+    /// Keys by session ID.
+    pub sessions: BTreeMap<String, SessionKey>,
 }
 
-fn sessions_json(sessions: &BTreeMap<String, SessionKey>) -> Value {
-    let map: Map<String, Value> = sessions
-        .iter()
-        .map(|(session, key)| (session.clone(), key_json(key)))
-        .collect();
-    json!({ "sessions": map })
+/// All keys of a backup (`GET /room_keys/keys`).
+#[derive(Debug, Serialize)]
+pub struct KeyBackup {
+    /// Keys by room ID.
+    pub rooms: BTreeMap<String, RoomKeyBackup>,
 }
 
 /// # `POST /_matrix/client/v3/room_keys/version`
@@ -266,15 +263,15 @@ pub async fn get_all_keys(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(query): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<KeyBackup>> {
     let version = required_version(query)?;
     let user = auth.user_id.to_string();
     let keys = backup::get_keys(&server, user, version, Selector::default()).await?;
-    let rooms: Map<String, Value> = keys
-        .iter()
-        .map(|(room, sessions)| (room.clone(), sessions_json(sessions)))
+    let rooms = keys
+        .into_iter()
+        .map(|(room, sessions)| (room, RoomKeyBackup { sessions }))
         .collect();
-    Ok(Json(json!({ "rooms": rooms })))
+    Ok(Json(KeyBackup { rooms }))
 }
 
 /// # `GET /_matrix/client/v3/room_keys/keys/{roomId}`
@@ -283,7 +280,7 @@ pub async fn get_room_keys(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(query): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RoomKeyBackup>> {
     let version = required_version(query)?;
     let room = checked_room(&room)?;
     let selector = Selector {
@@ -291,8 +288,9 @@ pub async fn get_room_keys(
         session_id: None,
     };
     let keys = backup::get_keys(&server, auth.user_id.to_string(), version, selector).await?;
+    // A room without keys in the backup has an empty `sessions` (spec: 200, not 404).
     let sessions = keys.get(&room).cloned().unwrap_or_default();
-    Ok(Json(sessions_json(&sessions)))
+    Ok(Json(RoomKeyBackup { sessions }))
 }
 
 /// # `GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}`
@@ -301,7 +299,7 @@ pub async fn get_session_key(
     auth: Auth,
     PathParams((room, session)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<VersionQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SessionKey>> {
     let version = required_version(query)?;
     let room = checked_room(&room)?;
     let selector = Selector {
@@ -313,7 +311,7 @@ pub async fn get_session_key(
         .get(&room)
         .and_then(|sessions| sessions.get(&session))
         .ok_or_else(|| Error::not_found("No key for this session in the backup"))?;
-    Ok(Json(key_json(key)))
+    Ok(Json(key.clone()))
 }
 
 /// # `DELETE /_matrix/client/v3/room_keys/keys`

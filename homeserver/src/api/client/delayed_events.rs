@@ -69,7 +69,7 @@ pub async fn manage(
     PathParams((delay_id, action)): PathParams<(String, String)>,
 ) -> Result<Json<Empty>> {
     let action = Action::parse(&action)?;
-    delayed_events::manage(&server, auth.user_id.as_str(), &delay_id, action).await?;
+    delayed_events::manage(&server, &auth.user_id, &delay_id, action).await?;
     Ok(Json(Empty {}))
 }
 
@@ -87,7 +87,7 @@ pub async fn manage_in_body(
     JsonBody(body): JsonBody<ActionBody>,
 ) -> Result<Json<Empty>> {
     let action = Action::parse(&body.action)?;
-    delayed_events::manage(&server, auth.user_id.as_str(), &delay_id, action).await?;
+    delayed_events::manage(&server, &auth.user_id, &delay_id, action).await?;
     Ok(Json(Empty {}))
 }
 
@@ -96,14 +96,14 @@ pub async fn get_one(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(delay_id): PathParams<String>,
-) -> Result<Json<Value>> {
-    let event = delayed_events::lookup(&server, auth.user_id.as_str(), &delay_id).await?;
+) -> Result<Json<delayed_events::ClientDelayedEvent>> {
+    let event = delayed_events::lookup(&server, &auth.user_id, &delay_id).await?;
     Ok(Json(delayed_events::to_client(&event)))
 }
 
 /// # `GET …/delayed_events`: the caller's scheduled events, soonest due first.
 pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<DelayedEvents>> {
-    let events = delayed_events::list(&server, auth.user_id.as_str()).await?;
+    let events = delayed_events::list(&server, &auth.user_id).await?;
     let delayed_events = events.iter().map(delayed_events::to_client).collect();
     Ok(Json(DelayedEvents { delayed_events }))
 }

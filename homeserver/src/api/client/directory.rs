@@ -6,11 +6,11 @@ use axum::Json;
 use axum::extract::State;
 use ruma::OwnedRoomAliasId;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::api::client::wire::Empty;
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, room_id};
 use crate::error::{Error, Result};
+use crate::matrix::wire::PublicRoomsResponse;
 use crate::service::Server;
 use crate::service::aliases;
 use crate::service::directory::{self, DirectoryQuery, Networks};
@@ -178,7 +178,7 @@ async fn list_public(
     since: Option<String>,
     term: Option<String>,
     remote: Option<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<PublicRoomsResponse>> {
     let query = DirectoryQuery { limit, since, term };
     Ok(Json(route::public_rooms(server, query, remote).await?))
 }
@@ -187,7 +187,7 @@ async fn list_public(
 pub async fn public_rooms(
     State(server): State<Arc<Server>>,
     QueryParams(q): QueryParams<PublicRoomsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<PublicRoomsResponse>> {
     list_public(&server, q.limit, q.since, None, q.server).await
 }
 
@@ -217,7 +217,7 @@ pub async fn search_public_rooms(
     _auth: Auth,
     QueryParams(q): QueryParams<ServerQuery>,
     JsonBody(body): JsonBody<SearchBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<PublicRoomsResponse>> {
     let networks = match (body.include_all_networks, body.third_party_instance_id) {
         (true, Some(_)) => {
             return Err(Error::invalid_param(

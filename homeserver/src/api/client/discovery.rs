@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Value, json};
 
-use crate::api::client::wire::{BaseUrl, TurnServer, Versions, WellKnown};
+use crate::api::client::wire::{
+    BaseUrl, Capabilities, CapabilityList, DelayedEventLimits, Enabled, RoomVersions, TurnServer,
+    Versions, WellKnown,
+};
 use crate::api::extract::Auth;
 use crate::error::{Error, Result};
 use crate::matrix::{DEFAULT_ROOM_VERSION, SUPPORTED_ROOM_VERSIONS};
@@ -64,23 +66,27 @@ pub async fn well_known(State(server): State<Arc<Server>>) -> Result<Json<WellKn
 }
 
 /// # `GET /_matrix/client/v3/capabilities`
-pub async fn capabilities(State(server): State<Arc<Server>>, _auth: Auth) -> Json<Value> {
-    let available: serde_json::Map<String, Value> = SUPPORTED_ROOM_VERSIONS
+pub async fn capabilities(State(server): State<Arc<Server>>, _auth: Auth) -> Json<Capabilities> {
+    let available = SUPPORTED_ROOM_VERSIONS
         .iter()
-        .map(|v| (v.to_string(), json!("stable")))
+        .map(|v| (v.to_string(), "stable"))
         .collect();
-    Json(json!({
-        "capabilities": {
-            "m.room_versions": {"default": DEFAULT_ROOM_VERSION.as_str(), "available": available},
-            "m.change_password": {"enabled": true},
-            "m.set_displayname": {"enabled": true},
-            "m.set_avatar_url": {"enabled": true},
-            "m.3pid_changes": {"enabled": false},
-            "m.get_login_token": {"enabled": false},
-            "org.matrix.msc4140.delayed_events": {
-                "max_delay_ms": server.config.limits.delayed_event_max_delay_ms,
-                "max_scheduled": server.config.limits.delayed_events_per_user,
+    let on = |enabled| Enabled { enabled };
+    Json(Capabilities {
+        capabilities: CapabilityList {
+            room_versions: RoomVersions {
+                default: DEFAULT_ROOM_VERSION.to_string(),
+                available,
             },
-        }
-    }))
+            change_password: on(true),
+            set_displayname: on(true),
+            set_avatar_url: on(true),
+            threepid_changes: on(false),
+            get_login_token: on(false),
+            delayed_events: DelayedEventLimits {
+                max_delay_ms: server.config.limits.delayed_event_max_delay_ms,
+                max_scheduled: server.config.limits.delayed_events_per_user,
+            },
+        },
+    })
 }

@@ -35,7 +35,7 @@ pub async fn initial_sync(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(q): QueryParams<InitialSyncQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<legacy::InitialSync>> {
     Ok(Json(
         legacy::initial_sync(&server, viewer(auth), q.limit, q.archived).await?,
     ))
@@ -54,7 +54,7 @@ pub async fn events(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(q): QueryParams<EventsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<legacy::EventsPage>> {
     let room = q
         .room_id
         .as_deref()
@@ -72,6 +72,7 @@ pub async fn event(
     auth: Auth,
     PathParams(event): PathParams<String>,
 ) -> Result<Json<Value>> {
+    // One client-format event: its content is arbitrary JSON.
     let event = event_id(&event)?.to_string();
     Ok(Json(legacy::get_event(&server, viewer(auth), event).await?))
 }
@@ -82,7 +83,7 @@ pub async fn room_initial_sync(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<InitialSyncQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<legacy::RoomInfo>> {
     let room = room_id(&room)?.to_string();
     Ok(Json(
         legacy::initial_sync_room(&server, viewer(auth), room, q.limit).await?,

@@ -13,7 +13,7 @@ use crate::api::extract::{
 use crate::error::Result;
 use crate::service::Server;
 use crate::service::federation::route;
-use crate::service::timeline::{self, ContextQuery, MessagesQuery};
+use crate::service::timeline::{self, ContextPage, ContextQuery, MessagesPage, MessagesQuery};
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/messages`
 pub async fn messages(
@@ -21,7 +21,7 @@ pub async fn messages(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<MessagesQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<MessagesPage>> {
     let room = room_id(&room)?;
     Ok(Json(
         route::messages(&server, &auth.user_id, &auth.device_id, room, q).await?,
@@ -34,6 +34,7 @@ pub async fn get_event(
     auth: Auth,
     PathParams((room, event)): PathParams<(String, String)>,
 ) -> Result<Json<Value>> {
+    // One client-format event: its content is arbitrary JSON.
     let (room, event) = (room_id(&room)?, event_id(&event)?);
     Ok(Json(
         timeline::get_event(&server, &auth.user_id, &auth.device_id, room, event).await?,
@@ -46,7 +47,7 @@ pub async fn context(
     auth: Auth,
     PathParams((room, event)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<ContextQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<ContextPage>> {
     let (room, event) = (room_id(&room)?, event_id(&event)?);
     Ok(Json(
         timeline::context(&server, &auth.user_id, &auth.device_id, room, event, q).await?,

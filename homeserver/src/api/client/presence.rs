@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::api::client::wire::Empty;
 use crate::api::extract::{Auth, JsonBody, PathParams, user_id};
@@ -42,7 +41,7 @@ pub async fn set_status(
     }
     presence::set(
         &server,
-        auth.user_id.as_str(),
+        &auth.user_id,
         &body.presence,
         Some(body.status_msg),
     )
@@ -55,7 +54,7 @@ pub async fn get_status(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     PathParams(user): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<presence::PresenceContent>> {
     let user = user_id(&user)?;
-    Ok(Json(presence::get(&server, user.as_str()).await?))
+    Ok(Json(presence::get(&server, &user).await?))
 }

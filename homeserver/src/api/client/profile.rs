@@ -1,10 +1,11 @@
 //! Profiles: displayname and avatar, propagated into the member events of joined rooms.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::api::client::wire::Empty;
 use crate::api::extract::{Auth, JsonBody, PathParams, user_id};
@@ -30,7 +31,7 @@ pub async fn get_profile(
 pub async fn get_field(
     State(server): State<Arc<Server>>,
     PathParams((user, field)): PathParams<(String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<BTreeMap<String, String>>> {
     let (name, avatar) = route::profile(&server, &user_id(&user)?).await?;
     let value = match field.as_str() {
         "displayname" => name,
@@ -38,7 +39,8 @@ pub async fn get_field(
         _ => None,
     };
     let value = value.ok_or_else(|| Error::not_found("Profile field not set"))?;
-    Ok(Json(json!({ field: value })))
+    // `{keyName: value}`: the key is the field asked for.
+    Ok(Json(BTreeMap::from([(field, value)])))
 }
 
 /// # `PUT /_matrix/client/v3/profile/{userId}/{keyName}`

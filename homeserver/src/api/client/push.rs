@@ -7,9 +7,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ruma::push::RuleKind;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use crate::api::client::wire::{Empty, RuleActions, RuleEnabled};
+use crate::api::client::wire::{Empty, PushRules, RuleActions, RuleEnabled};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
 use crate::service::{Server, notifications, push};
@@ -42,13 +42,16 @@ pub fn routes() -> Router<Arc<Server>> {
 }
 
 /// # `GET /_matrix/client/v3/pushrules/`
-async fn get_all(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+async fn get_all(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<PushRules>> {
     let global = push::get_rules(&server, auth.user_id).await?;
-    Ok(Json(json!({"global": global})))
+    Ok(Json(PushRules { global }))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/global/`
-async fn get_global(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+async fn get_global(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+) -> Result<Json<push::ClientRuleset>> {
     Ok(Json(push::get_rules(&server, auth.user_id).await?))
 }
 
@@ -87,11 +90,11 @@ async fn get_kind(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams((scope, kind)): PathParams<(String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<push::RulesOfKind>> {
     check_scope(&scope)?;
     let kind = push::parse_kind(&kind)?;
     let rules = push::get_rules(&server, auth.user_id).await?;
-    Ok(Json(rules[kind.as_str()].clone()))
+    Ok(Json(rules.of_kind(kind)))
 }
 
 /// # `GET /_matrix/client/v3/pushrules/{scope}/{kind}/{ruleId}`
@@ -99,7 +102,7 @@ async fn get_rule(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(path): PathParams<(String, String, String)>,
-) -> Result<Json<Value>> {
+) -> Result<Json<push::ClientRule>> {
     let (kind, rule_id) = rule_path(path)?;
     Ok(Json(
         push::get_rule(&server, auth.user_id, kind, rule_id).await?,
@@ -155,7 +158,7 @@ async fn get_enabled(
     let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
     Ok(Json(RuleEnabled {
-        enabled: rule["enabled"].clone(),
+        enabled: rule.enabled(),
     }))
 }
 
@@ -185,7 +188,7 @@ async fn get_actions(
     let (kind, rule_id) = rule_path(path)?;
     let rule = push::get_rule(&server, auth.user_id, kind, rule_id).await?;
     Ok(Json(RuleActions {
-        actions: rule["actions"].clone(),
+        actions: rule.actions(),
     }))
 }
 
@@ -214,7 +217,7 @@ async fn notifications(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(query): QueryParams<NotificationsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<notifications::Notifications>> {
     let only_highlight = match query.only.as_deref() {
         None => false,
         Some("highlight") => true,
@@ -237,7 +240,10 @@ async fn notifications(
 }
 
 /// # `GET /_matrix/client/v3/pushers`
-async fn get_pushers(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Value>> {
+async fn get_pushers(
+    State(server): State<Arc<Server>>,
+    auth: Auth,
+) -> Result<Json<push::pushers::PusherList>> {
     Ok(Json(push::pushers::list(&server, auth.user_id).await?))
 }
 

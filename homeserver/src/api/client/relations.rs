@@ -7,12 +7,13 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use serde_json::Value;
 
 use crate::api::extract::{Auth, PathParams, QueryParams, event_id, room_id};
 use crate::error::Result;
 use crate::service::Server;
-use crate::service::relations::{self, RelationsQuery, RelationsRequest, ThreadsQuery};
+use crate::service::relations::{
+    self, RelationsPage, RelationsQuery, RelationsRequest, ThreadsPage, ThreadsQuery,
+};
 
 /// The routes of this area.
 pub fn routes() -> Router<Arc<Server>> {
@@ -53,7 +54,7 @@ pub async fn relations_all(
     auth: Auth,
     PathParams((room, parent)): PathParams<(String, String)>,
     QueryParams(query): QueryParams<RelationsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RelationsPage>> {
     let request = request(&room, &parent, None, None, query)?;
     Ok(Json(
         relations::relations(&server, &auth.user_id, &auth.device_id, request).await?,
@@ -66,7 +67,7 @@ pub async fn relations_of_type(
     auth: Auth,
     PathParams((room, parent, rel_type)): PathParams<(String, String, String)>,
     QueryParams(query): QueryParams<RelationsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RelationsPage>> {
     let request = request(&room, &parent, Some(rel_type), None, query)?;
     Ok(Json(
         relations::relations(&server, &auth.user_id, &auth.device_id, request).await?,
@@ -79,7 +80,7 @@ pub async fn relations_of_type_and_event_type(
     auth: Auth,
     PathParams((room, parent, rel_type, event_type)): PathParams<(String, String, String, String)>,
     QueryParams(query): QueryParams<RelationsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<RelationsPage>> {
     let request = request(&room, &parent, Some(rel_type), Some(event_type), query)?;
     Ok(Json(
         relations::relations(&server, &auth.user_id, &auth.device_id, request).await?,
@@ -92,7 +93,7 @@ pub async fn threads(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(query): QueryParams<ThreadsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<ThreadsPage>> {
     let room = room_id(&room)?;
     Ok(Json(
         relations::threads(&server, &auth.user_id, &auth.device_id, room, query).await?,

@@ -148,9 +148,10 @@ pub async fn full_state(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(raw_room): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<Value>>> {
+    // Client-format state events: their content is arbitrary JSON.
     let events = room_state::all(&server, &auth.user_id, room_id(&raw_room)?).await?;
-    Ok(Json(Value::Array(events)))
+    Ok(Json(events))
 }
 
 async fn state_content(
@@ -180,6 +181,7 @@ pub async fn get_state(
     PathParams((room, kind, key)): PathParams<(String, String, String)>,
     query: RawQuery,
 ) -> Result<Json<Value>> {
+    // A state event's content (or with `format=event` the event): arbitrary JSON.
     state_content(&server, &auth, &room, kind, key, &query)
         .await
         .map(Json)
@@ -192,6 +194,7 @@ pub async fn get_state_empty_key(
     PathParams((room, kind)): PathParams<(String, String)>,
     query: RawQuery,
 ) -> Result<Json<Value>> {
+    // As `get_state`: arbitrary JSON.
     state_content(&server, &auth, &room, kind, String::new(), &query)
         .await
         .map(Json)

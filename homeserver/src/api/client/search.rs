@@ -4,20 +4,21 @@
 //! [`crate::service::search`], which holds the rules (what is searchable, by whom, and how
 //! client text becomes a safe FTS5 query).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::client::wire::{UserDirectory, UserDirectoryEntry};
 use crate::api::extract::{Auth, JsonBody, QueryParams};
 use crate::error::{Error, Result};
 use crate::matrix::filter::RoomEventFilter;
+use crate::matrix::wire::ProfileResponse;
 use crate::service::Server;
 use crate::service::search::{
     self, ContextRequest, GroupKey, Order, ResultContext, SearchKey, SearchRequest, SearchResults,
@@ -153,76 +154,138 @@ fn group_name(key: GroupKey) -> &'static str {
     }
 }
 
-fn context_json(context: ResultContext) -> Value {
-    let mut out = json!({
-        "start": context.start,
-        "end": context.end,
-        "events_before": context.before,
-        "events_after": context.after,
-    });
-    if let Some(profiles) = context.profiles {
-        let info: Map<String, Value> = profiles
-            .into_iter()
-            .map(|(user, (name, avatar))| {
-                let mut profile = Map::new();
-                if let Some(name) = name {
-                    profile.insert("displayname".to_owned(), json!(name));
-                }
-                if let Some(avatar) = avatar {
-                    profile.insert("avatar_url".to_owned(), json!(avatar));
-                }
-                (user, Value::Object(profile))
-            })
-            .collect();
-        out["profile_info"] = Value::Object(info);
-    }
-    out
+/// The answer of `POST /search`: only the `room_events` category exists.
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    /// The results by category.
+    pub search_categories: SearchCategories,
 }
 
-fn results_json(found: SearchResults) -> Value {
-    let results: Vec<Value> = found
+/// The categories searched.
+#[derive(Debug, Serialize)]
+pub struct SearchCategories {
+    /// Results of the `room_events` category, when it was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room_events: Option<RoomEventResults>,
+}
+
+/// The `room_events` results (spec: `ResultRoomEvents`).
+#[derive(Debug, Serialize)]
+pub struct RoomEventResults {
+    /// How many events match.
+    pub count: i64,
+    /// Words to highlight.
+    pub highlights: Vec<String>,
+    /// The results in order.
+    pub results: Vec<ResultItem>,
+    /// Room → current state events (client-format event JSON), when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<BTreeMap<String, Vec<Value>>>,
+    /// Group key (`room_id`, `sender`) → group value → group, when asked for.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<&'static str, BTreeMap<String, GroupJson>>,
+    /// Continues the search.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+}
+
+/// One result.
+#[derive(Debug, Serialize)]
+pub struct ResultItem {
+    /// Higher is more relevant.
+    pub rank: f64,
+    /// The event, client-format event JSON (arbitrary content).
+    pub result: Value,
+    /// Events around it, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<ContextJson>,
+}
+
+/// The context of a result (spec: `EventContext`).
+#[derive(Debug, Serialize)]
+pub struct ContextJson {
+    /// `/messages` token of the start of `events_before`.
+    pub start: String,
+    /// `/messages` token of the end of `events_after`.
+    pub end: String,
+    /// Events before the result, newest first (client-format event JSON).
+    pub events_before: Vec<Value>,
+    /// Events after the result, oldest first (client-format event JSON).
+    pub events_after: Vec<Value>,
+    /// The senders' profiles as of the result, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_info: Option<BTreeMap<String, ProfileResponse>>,
+}
+
+/// One group of results.
+#[derive(Debug, Serialize)]
+pub struct GroupJson {
+    /// 1-based position of the group's first result on this page.
+    pub order: usize,
+    /// The event IDs of the group's results on this page.
+    pub results: Vec<String>,
+    /// Continues the search within this group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+}
+
+fn context_json(context: ResultContext) -> ContextJson {
+    ContextJson {
+        start: context.start,
+        end: context.end,
+        events_before: context.before,
+        events_after: context.after,
+        profile_info: context.profiles.map(|profiles| {
+            profiles
+                .into_iter()
+                .map(|(user, (displayname, avatar_url))| {
+                    let profile = ProfileResponse {
+                        displayname,
+                        avatar_url,
+                    };
+                    (user, profile)
+                })
+                .collect()
+        }),
+    }
+}
+
+fn results_json(found: SearchResults) -> RoomEventResults {
+    let results = found
         .results
         .into_iter()
-        .map(|r| {
-            let mut item = json!({"rank": r.rank, "result": r.event});
-            if let Some(context) = r.context {
-                item["context"] = context_json(context);
-            }
-            item
+        .map(|r| ResultItem {
+            rank: r.rank,
+            result: r.event,
+            context: r.context.map(context_json),
         })
         .collect();
-    let mut out = json!({
-        "count": found.count,
-        "highlights": found.highlights,
-        "results": results,
-    });
-    if let Some(state) = found.state {
-        out["state"] = json!(state);
+    let groups = found
+        .groups
+        .into_iter()
+        .map(|(key, values)| {
+            let values = values
+                .into_iter()
+                .map(|(value, group)| {
+                    let entry = GroupJson {
+                        order: group.order,
+                        results: group.results,
+                        next_batch: group.next_batch,
+                    };
+                    (value, entry)
+                })
+                .collect();
+            (group_name(key), values)
+        })
+        .collect();
+    RoomEventResults {
+        count: found.count,
+        highlights: found.highlights,
+        results,
+        state: found.state,
+        groups,
+        next_batch: found.next_batch,
     }
-    if !found.groups.is_empty() {
-        let groups: Map<String, Value> = found
-            .groups
-            .into_iter()
-            .map(|(key, values)| {
-                let values: Map<String, Value> = values
-                    .into_iter()
-                    .map(|(value, group)| {
-                        let mut entry = json!({"order": group.order, "results": group.results});
-                        if let Some(next) = group.next_batch {
-                            entry["next_batch"] = json!(next);
-                        }
-                        (value, entry)
-                    })
-                    .collect();
-                (group_name(key).to_owned(), Value::Object(values))
-            })
-            .collect();
-        out["groups"] = Value::Object(groups);
-    }
-    if let Some(next) = found.next_batch {
-        out["next_batch"] = json!(next);
-    }
-    out
 }
 
 /// # `POST /_matrix/client/v3/search`
@@ -231,9 +294,11 @@ pub async fn search_events(
     auth: Auth,
     QueryParams(query): QueryParams<SearchQuery>,
     JsonBody(body): JsonBody<SearchBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SearchResponse>> {
     let Some(criteria) = body.search_categories.room_events else {
-        return Ok(Json(json!({"search_categories": {}})));
+        return Ok(Json(SearchResponse {
+            search_categories: SearchCategories { room_events: None },
+        }));
     };
     let request = request_of(criteria, query.next_batch)?;
     let viewer = Viewer {
@@ -241,9 +306,11 @@ pub async fn search_events(
         device_id: auth.device_id,
     };
     let found = search::search_events(&server, viewer, request).await?;
-    Ok(Json(
-        json!({"search_categories": {"room_events": results_json(found)}}),
-    ))
+    Ok(Json(SearchResponse {
+        search_categories: SearchCategories {
+            room_events: Some(results_json(found)),
+        },
+    }))
 }
 
 /// The `/user_directory/search` request body.

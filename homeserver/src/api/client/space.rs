@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::api::extract::{Auth, PathParams, QueryParams, room_id};
 use crate::error::{Error, Result};
@@ -58,13 +58,25 @@ fn skip_of(from: &str, max_depth: usize, suggested_only: bool) -> Result<usize> 
     Ok(skip)
 }
 
+/// A page of `GET /hierarchy` (spec: 200).
+#[derive(Debug, Serialize)]
+pub struct HierarchyPage {
+    /// Room summaries (`SpaceHierarchyRoomsChunk`). They stay values: a peer's summaries are
+    /// passed on with only the spec's fields kept (`service::federation::hierarchy`), and
+    /// `children_state` holds stripped events with arbitrary content.
+    pub rooms: Vec<Value>,
+    /// The token of the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_batch: Option<String>,
+}
+
 /// # `GET /_matrix/client/v1/rooms/{roomId}/hierarchy`
 pub async fn space_hierarchy(
     State(server): State<Arc<Server>>,
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<HierarchyQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<HierarchyPage>> {
     let root = room_id(&room)?.to_string();
     let max_depth = q.max_depth.unwrap_or(MAX_DEPTH).min(MAX_DEPTH);
     let skip = match q.from.as_deref() {
@@ -82,9 +94,10 @@ pub async fn space_hierarchy(
         suggested_only: q.suggested_only,
     };
     let page = hierarchy::client_hierarchy(&server, auth.user_id.to_string(), root, params).await?;
-    let mut body = json!({ "rooms": page.rooms });
-    if page.more {
-        body["next_batch"] = json!(next_batch(skip + limit, max_depth, q.suggested_only));
-    }
-    Ok(Json(body))
+    Ok(Json(HierarchyPage {
+        rooms: page.rooms,
+        next_batch: page
+            .more
+            .then(|| next_batch(skip + limit, max_depth, q.suggested_only)),
+    }))
 }

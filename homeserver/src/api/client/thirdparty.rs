@@ -3,6 +3,7 @@
 //! `/thirdparty/user`, answered by the appservices that bridge the networks
 //! ([`crate::service::appservice::thirdparty`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -33,7 +34,8 @@ pub fn routes() -> Router<Arc<Server>> {
 async fn protocols(
     State(server): State<Arc<Server>>,
     _auth: Auth,
-) -> Result<Json<Map<String, Value>>> {
+) -> Result<Json<BTreeMap<String, Map<String, Value>>>> {
+    // Each protocol is the bridge's own object (see `thirdparty::protocol`).
     thirdparty::protocols(&server).await.map(Json)
 }
 
@@ -42,7 +44,7 @@ async fn protocol(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     PathParams(protocol): PathParams<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<Map<String, Value>>> {
     thirdparty::protocol(&server, &protocol)
         .await?
         .map(Json)
@@ -65,7 +67,7 @@ async fn location(
     _auth: Auth,
     PathParams(protocol): PathParams<String>,
     uri: Uri,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<Value>>> {
     thirdparty::lookup(&server, Lookup::Location, &protocol, &fields(&uri))
         .await
         .map(Json)
@@ -77,7 +79,7 @@ async fn user(
     _auth: Auth,
     PathParams(protocol): PathParams<String>,
     uri: Uri,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<Value>>> {
     thirdparty::lookup(&server, Lookup::User, &protocol, &fields(&uri))
         .await
         .map(Json)
@@ -88,7 +90,7 @@ async fn location_by_alias(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     query: RawQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<Value>>> {
     let alias = query.required("alias")?;
     thirdparty::reverse(&server, Lookup::Location, &alias)
         .await
@@ -100,7 +102,7 @@ async fn user_by_id(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     query: RawQuery,
-) -> Result<Json<Value>> {
+) -> Result<Json<Vec<Value>>> {
     let user = query.required("userid")?;
     thirdparty::reverse(&server, Lookup::User, &user)
         .await

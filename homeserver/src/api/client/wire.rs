@@ -283,19 +283,84 @@ pub struct ThreePids {
 #[derive(Debug, Serialize)]
 pub struct DelayedEvents {
     /// The caller's scheduled events, soonest due first.
-    pub delayed_events: Vec<serde_json::Value>,
+    pub delayed_events: Vec<crate::service::delayed_events::ClientDelayedEvent>,
 }
 
 /// `GET /pushrules/{scope}/{kind}/{ruleId}/enabled`.
 #[derive(Debug, Serialize)]
 pub struct RuleEnabled {
     /// Whether the rule is enabled, as the rule set holds it.
-    pub enabled: serde_json::Value,
+    pub enabled: bool,
 }
 
 /// `GET /pushrules/{scope}/{kind}/{ruleId}/actions`.
 #[derive(Debug, Serialize)]
 pub struct RuleActions {
     /// The rule's actions, as the rule set holds them.
-    pub actions: serde_json::Value,
+    pub actions: Vec<ruma::push::Action>,
+}
+
+/// `GET /pushrules/`: the one scope there is.
+#[derive(Debug, Serialize)]
+pub struct PushRules {
+    /// The user's rules.
+    pub global: crate::service::push::ClientRuleset,
+}
+
+/// `GET /capabilities`.
+#[derive(Debug, Serialize)]
+pub struct Capabilities {
+    /// What this server lets clients do.
+    pub capabilities: CapabilityList,
+}
+
+/// The capabilities this unit announces.
+#[derive(Debug, Serialize)]
+pub struct CapabilityList {
+    /// The room versions it can create and join.
+    #[serde(rename = "m.room_versions")]
+    pub room_versions: RoomVersions,
+    /// Whether users may change their password.
+    #[serde(rename = "m.change_password")]
+    pub change_password: Enabled,
+    /// Whether users may change their display name.
+    #[serde(rename = "m.set_displayname")]
+    pub set_displayname: Enabled,
+    /// Whether users may change their avatar.
+    #[serde(rename = "m.set_avatar_url")]
+    pub set_avatar_url: Enabled,
+    /// Third-party identifiers: a unit binds none.
+    #[serde(rename = "m.3pid_changes")]
+    pub threepid_changes: Enabled,
+    /// `POST /login/get_token`: not offered.
+    #[serde(rename = "m.get_login_token")]
+    pub get_login_token: Enabled,
+    /// MSC4140's limits.
+    #[serde(rename = "org.matrix.msc4140.delayed_events")]
+    pub delayed_events: DelayedEventLimits,
+}
+
+/// `m.room_versions`.
+#[derive(Debug, Serialize)]
+pub struct RoomVersions {
+    /// The version `/createRoom` uses by default.
+    pub default: String,
+    /// Every version, with its stability.
+    pub available: std::collections::BTreeMap<String, &'static str>,
+}
+
+/// A capability that is only on or off.
+#[derive(Debug, Serialize)]
+pub struct Enabled {
+    /// Whether it is on.
+    pub enabled: bool,
+}
+
+/// The limits on delayed events (MSC4140).
+#[derive(Debug, Serialize)]
+pub struct DelayedEventLimits {
+    /// The longest delay a client may ask for (ms).
+    pub max_delay_ms: u64,
+    /// How many events one user may have scheduled.
+    pub max_scheduled: u64,
 }

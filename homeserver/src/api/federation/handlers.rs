@@ -14,9 +14,10 @@ use crate::api::extract::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::wire::{
-    DirectoryResponse, EventAuthResponse, InviteRequest, KeysClaimRequest, KeysQueryRequest,
-    MissingEventsRequest, MissingEventsResponse, PduTransaction, ProfileResponse, SendJoinResponse,
-    StateIdsResponse, StateResponse, Transaction,
+    DirectoryResponse, EventAuthResponse, InviteRequest, InviteResponse, KeysClaimRequest,
+    KeysQueryRequest, MakeMembershipAnswer, MissingEventsRequest, MissingEventsResponse,
+    PduTransaction, ProfileResponse, PublicRoomsResponse, SendJoinResponse, StateIdsResponse,
+    StateResponse, Transaction, TransactionResult,
 };
 use crate::service::directory::{self, DirectoryQuery};
 use crate::service::federation as fed;
@@ -26,7 +27,9 @@ use crate::util::now_ms;
 
 /// # `GET /_matrix/key/v2/server`
 /// Our signed verify keys. Peers pin keys from cards, but Synapse-style peers may read this.
-pub async fn server_keys(State(server): State<Arc<Server>>) -> Result<Json<Value>> {
+pub async fn server_keys(
+    State(server): State<Arc<Server>>,
+) -> Result<Json<ruma::CanonicalJsonObject>> {
     let key = &server.signer.key;
     let old_verify_keys: serde_json::Map<String, Value> = key
         .old_verify_keys()
@@ -49,15 +52,44 @@ pub async fn server_keys(State(server): State<Arc<Server>>) -> Result<Json<Value
     };
     ruma::signatures::sign_json(server.server_name().as_str(), key.pair(), &mut object)
         .map_err(|e| Error::internal(e.to_string()))?;
-    Ok(Json(
-        serde_json::to_value(&object).map_err(|e| Error::internal(e.to_string()))?,
-    ))
+    // A signed document is served as the canonical JSON that was signed.
+    Ok(Json(object))
 }
 
 /// # `GET /_matrix/federation/v1/version`
-pub async fn version() -> Json<Value> {
-    Json(json!({"server": {"name": "Outpost", "version": env!("CARGO_PKG_VERSION")}}))
+pub async fn version() -> Json<FederationVersion> {
+    Json(FederationVersion {
+        server: ServerVersion {
+            name: "Outpost",
+            version: env!("CARGO_PKG_VERSION"),
+        },
+    })
 }
+
+/// The answer of `GET /version`.
+#[derive(serde::Serialize)]
+pub struct FederationVersion {
+    /// The implementation.
+    server: ServerVersion,
+}
+
+/// The implementation's name and version.
+#[derive(serde::Serialize)]
+pub struct ServerVersion {
+    name: &'static str,
+    version: &'static str,
+}
+
+/// The answer of `GET /openid/userinfo`.
+#[derive(serde::Serialize)]
+pub struct UserInfo {
+    /// The user the token belongs to.
+    sub: String,
+}
+
+/// `{}`: the answer of `send_leave` v2.
+#[derive(serde::Serialize)]
+pub struct Empty {}
 
 /// # `GET /_matrix/federation/v1/openid/userinfo`
 /// Not X-Matrix authenticated: the caller is a widget or call service, not a peer, and the
@@ -65,14 +97,14 @@ pub async fn version() -> Json<Value> {
 pub async fn openid_userinfo(
     State(server): State<Arc<Server>>,
     QueryParams(query): QueryParams<UserinfoQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<UserInfo>> {
     let user = server.openid.user_of(&query.access_token).ok_or_else(|| {
         Error::new(
             ErrorCode::UnknownToken,
             "The OpenID token is not known or has expired",
         )
     })?;
-    Ok(Json(json!({"sub": user})))
+    Ok(Json(UserInfo { sub: user }))
 }
 
 /// The query of `openid/userinfo`.
@@ -86,7 +118,7 @@ pub async fn send_transaction(
     State(server): State<Arc<Server>>,
     PathParams(txn_id): PathParams<String>,
     mut signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<TransactionResult>> {
     let body: Transaction = signed.body_as("transaction")?;
     Ok(Json(
         fed::receive_transaction(&server, &signed.origin, &txn_id, body).await?,
@@ -99,7 +131,7 @@ pub async fn make_join(
     PathParams((room, user)): PathParams<(String, String)>,
     query: RawQuery,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<MakeMembershipAnswer>> {
     let versions = query.all("ver");
     let versions = if versions.is_empty() {
         vec!["1".to_owned()]
@@ -138,7 +170,7 @@ pub async fn make_leave(
     State(server): State<Arc<Server>>,
     PathParams((room, user)): PathParams<(String, String)>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<MakeMembershipAnswer>> {
     Ok(Json(
         fed::make_membership_template(
             &server,
@@ -157,12 +189,12 @@ pub async fn send_leave(
     State(server): State<Arc<Server>>,
     PathParams((room, _event)): PathParams<(String, String)>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<Empty>> {
     let body = signed
         .body
         .ok_or_else(|| Error::bad_json("missing event"))?;
     fed::receive_membership(&server, &signed.origin, room_id(&room)?, body, "leave").await?;
-    Ok(Json(json!({})))
+    Ok(Json(Empty {}))
 }
 
 /// # `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`
@@ -170,7 +202,7 @@ pub async fn invite(
     State(server): State<Arc<Server>>,
     PathParams((room, event)): PathParams<(String, String)>,
     mut signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<InviteResponse>> {
     let body: InviteRequest = signed.body_as("invite")?;
     Ok(Json(
         fed::receive_invite(&server, &signed.origin, room_id(&room)?, &event, body).await?,
@@ -407,7 +439,7 @@ pub async fn public_rooms(
     State(server): State<Arc<Server>>,
     QueryParams(q): QueryParams<PublicRoomsQuery>,
     _signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<PublicRoomsResponse>> {
     let query = DirectoryQuery {
         limit: q.limit,
         since: q.since,
@@ -433,7 +465,7 @@ struct PublicRoomsFilter {
 pub async fn public_rooms_post(
     State(server): State<Arc<Server>>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<PublicRoomsResponse>> {
     let body: PublicRoomsBody = match signed.body {
         Some(body) => serde_json::from_value(body)
             .map_err(|err| Error::bad_json(format!("Invalid publicRooms body: {err}")))?,

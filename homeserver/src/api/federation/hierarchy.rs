@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use crate::matrix::wire::HierarchyResponse;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::Signed;
 use crate::api::extract::{PathParams, QueryParams, room_id};
@@ -40,7 +40,7 @@ pub async fn space_hierarchy(
     PathParams(room): PathParams<String>,
     QueryParams(query): QueryParams<HierarchyQuery>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<HierarchyResponse>> {
     let room = room_id(&room)?.to_string();
     hierarchy::answer_peer(&server, signed.origin, room, query.suggested_only)
         .await

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::matrix::wire::{MakeMembershipAnswer, SendKnockResponse};
 use axum::extract::State;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde_json::Value;
 
 use super::Signed;
 use crate::api::extract::{PathParams, RawQuery, room_id, user_id};
@@ -34,7 +34,7 @@ async fn make_knock(
     PathParams((room, user)): PathParams<(String, String)>,
     query: RawQuery,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<MakeMembershipAnswer>> {
     let versions = query.all("ver");
     if versions.is_empty() {
         return Err(Error::new(
@@ -59,7 +59,7 @@ async fn send_knock(
     State(server): State<Arc<Server>>,
     PathParams((room, event)): PathParams<(String, String)>,
     signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<SendKnockResponse>> {
     let body = signed
         .body
         .ok_or_else(|| Error::bad_json("missing knock event"))?;

@@ -8,6 +8,7 @@
 //! alias or user) and their lists are joined; an appservice that fails is left out (logged),
 //! as one bridge being down must not hide the others' answers.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +70,9 @@ fn with_protocol(server: &Server, protocol: &str) -> Vec<Arc<Registration>> {
 
 /// The metadata of `protocol` merged from its appservices; `None` when no appservice
 /// registers it or none answered.
-pub async fn protocol(server: &Server, protocol: &str) -> Result<Option<Value>> {
+/// The answer is the first appservice's protocol object (spec: `Protocol`, whose field types
+/// and instance `fields` are the bridge's own JSON) with every appservice's instances.
+pub async fn protocol(server: &Server, protocol: &str) -> Result<Option<Map<String, Value>>> {
     let mut merged: Option<Map<String, Value>> = None;
     let mut instances = Vec::new();
     let path = format!("/_matrix/app/v1/thirdparty/protocol/{}", enc(protocol));
@@ -101,13 +104,13 @@ pub async fn protocol(server: &Server, protocol: &str) -> Result<Option<Value>> 
     }
     Ok(merged.map(|mut m| {
         m.insert("instances".to_owned(), Value::Array(instances));
-        Value::Object(m)
+        m
     }))
 }
 
 /// Every registered protocol with its merged metadata (protocols no appservice answered for
 /// are left out).
-pub async fn protocols(server: &Server) -> Result<Map<String, Value>> {
+pub async fn protocols(server: &Server) -> Result<BTreeMap<String, Map<String, Value>>> {
     let mut names: Vec<String> = server
         .appservices
         .all()
@@ -116,7 +119,7 @@ pub async fn protocols(server: &Server) -> Result<Map<String, Value>> {
         .collect();
     names.sort();
     names.dedup();
-    let mut out = Map::new();
+    let mut out = BTreeMap::new();
     for name in names {
         if let Some(meta) = protocol(server, &name).await? {
             out.insert(name, meta);
@@ -127,7 +130,12 @@ pub async fn protocols(server: &Server) -> Result<Map<String, Value>> {
 
 /// `GET /thirdparty/{location,user}/{protocol}?<fields>`: the joined answers of the
 /// protocol's appservices; 404 when the protocol is unknown or nothing was found.
-pub async fn lookup(server: &Server, kind: Lookup, protocol: &str, query: &str) -> Result<Value> {
+pub async fn lookup(
+    server: &Server,
+    kind: Lookup,
+    protocol: &str,
+    query: &str,
+) -> Result<Vec<Value>> {
     let regs = with_protocol(server, protocol);
     if regs.is_empty() {
         return Err(Error::not_found(format!("unknown protocol {protocol:?}")));
@@ -146,7 +154,7 @@ pub async fn lookup(server: &Server, kind: Lookup, protocol: &str, query: &str) 
 
 /// `GET /thirdparty/location?alias=` and `GET /thirdparty/user?userid=`: asked of the
 /// appservices interested in the alias or user.
-pub async fn reverse(server: &Server, kind: Lookup, id: &str) -> Result<Value> {
+pub async fn reverse(server: &Server, kind: Lookup, id: &str) -> Result<Vec<Value>> {
     let (ns, param) = match kind {
         Lookup::Location => (NamespaceKind::Aliases, "alias"),
         Lookup::User => (NamespaceKind::Users, "userid"),
@@ -160,7 +168,9 @@ pub async fn reverse(server: &Server, kind: Lookup, id: &str) -> Result<Value> {
     joined(server, &regs, &path).await
 }
 
-async fn joined(server: &Server, regs: &[Arc<Registration>], path: &str) -> Result<Value> {
+/// The appservices' `Location` or `User` objects, passed on as they answered them (their
+/// `fields` are the bridge's arbitrary JSON).
+async fn joined(server: &Server, regs: &[Arc<Registration>], path: &str) -> Result<Vec<Value>> {
     let mut all = Vec::new();
     for reg in regs {
         if let Some(Value::Array(list)) = get(server, reg, path).await {
@@ -170,5 +180,5 @@ async fn joined(server: &Server, regs: &[Arc<Registration>], path: &str) -> Resu
     if all.is_empty() {
         return Err(Error::not_found("no third-party results"));
     }
-    Ok(Value::Array(all))
+    Ok(all)
 }

@@ -52,7 +52,7 @@ pub async fn remote_public_rooms(
     limit: Option<usize>,
     since: Option<String>,
     term: Option<String>,
-) -> Result<Value> {
+) -> Result<PublicRoomsResponse> {
     if !server.peers.contains(peer) {
         return Err(Error::forbidden(format!(
             "{peer} is not an allow-listed peer of this unit"
@@ -78,5 +78,5 @@ pub async fn remote_public_rooms(
         )
         .await
         .map_err(fed_error)?;
-    serde_json::to_value(answer).map_err(|e| Error::internal(e.to_string()))
+    Ok(answer)
 }

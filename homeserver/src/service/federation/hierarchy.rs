@@ -105,7 +105,8 @@ fn children_state(conn: &Connection, room: &str, suggested_only: bool) -> Result
 /// The summary of a room this unit holds as both hierarchy endpoints give it: the directory
 /// summary plus `room_version`, `encryption`, `allowed_room_ids` and `children_state`.
 fn space_summary(conn: &Connection, room: &str, suggested_only: bool) -> Result<Value> {
-    let mut summary = room_summary(conn, room)?;
+    let mut summary = serde_json::to_value(room_summary(conn, room)?)
+        .map_err(|e| Error::internal(e.to_string()))?;
     if let Some(row) = state::get_room(conn, room)? {
         summary["room_version"] = json!(row.room_version);
     }
@@ -214,7 +215,7 @@ pub async fn answer_peer(
     origin: String,
     room: String,
     suggested_only: bool,
-) -> Result<Value> {
+) -> Result<HierarchyResponse> {
     let own = server.server_name().to_string();
     server
         .store
@@ -243,11 +244,11 @@ pub async fn answer_peer(
                     inaccessible.push(link.room_id);
                 }
             }
-            Ok(json!({
-                "room": summary,
-                "children": children,
-                "inaccessible_children": inaccessible,
-            }))
+            Ok(HierarchyResponse {
+                room: summary,
+                children,
+                inaccessible_children: inaccessible,
+            })
         })
         .await
 }

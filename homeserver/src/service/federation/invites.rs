@@ -170,7 +170,7 @@ pub async fn receive_invite(
     room_id: OwnedRoomId,
     event_id: &str,
     body: InviteRequest,
-) -> Result<Value> {
+) -> Result<InviteResponse> {
     let InviteRequest {
         room_version: version,
         event: value,
@@ -239,7 +239,10 @@ pub async fn receive_invite(
             dag::store_remote_invite(tx, room, &target, signed.event_id.as_str(), &stripped)
         })
         .await?;
-    Ok(json!({"event": serde_json::from_str::<Value>(&signed_json).unwrap_or(Value::Null)}))
+    // The PDU we just signed, returned as the value every PDU is.
+    let event = serde_json::from_str::<Value>(&signed_json)
+        .map_err(|e| Error::internal(format!("countersigned invite: {e}")))?;
+    Ok(InviteResponse { event })
 }
 
 /// Rejects an invite from another unit: `make_leave` → sign → `send_leave` through the

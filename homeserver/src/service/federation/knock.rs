@@ -21,7 +21,7 @@ use super::{Server, accept_membership, ask_to_enter, membership_handshake, room_
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::pdu::Pdu;
-use crate::matrix::wire::SendKnockResponse;
+use crate::matrix::wire::{MakeMembershipAnswer, SendKnockResponse};
 use crate::service::rooms;
 use crate::store::{dag, events, state};
 use crate::util::now_ms;
@@ -66,7 +66,7 @@ pub async fn make_knock(
     room_id: OwnedRoomId,
     user_id: OwnedUserId,
     versions: Vec<String>,
-) -> Result<Value> {
+) -> Result<MakeMembershipAnswer> {
     let (rule, version) = join_rule_and_version(server, &room_id).await?;
     let (_, rules) = room_rules(&version)?;
     if !rules.authorization.knocking {
@@ -100,7 +100,7 @@ pub async fn receive_knock(
     room_id: OwnedRoomId,
     event_id: &str,
     value: Value,
-) -> Result<Value> {
+) -> Result<SendKnockResponse> {
     let (rule, _) = join_rule_and_version(server, &room_id).await?;
     if !matches!(rule.as_str(), "knock" | "knock_restricted") {
         return Err(Error::forbidden(format!(
@@ -129,7 +129,7 @@ pub async fn receive_knock(
             Ok(out)
         })
         .await?;
-    Ok(json!({"knock_room_state": knock_room_state}))
+    Ok(SendKnockResponse { knock_room_state })
 }
 
 /// Turns the resident's `knock_room_state` into stripped state for the knocker's `/sync`.

@@ -6,7 +6,9 @@
 use serde::de::DeserializeOwned;
 
 use super::*;
-use crate::matrix::wire::{EventRef, MakeMembershipResponse, SendJoinResponse};
+use crate::matrix::wire::{
+    EventRef, MakeMembershipAnswer, MakeMembershipResponse, SendJoinResponse,
+};
 
 /// `make_join`/`make_leave` (resident side): an unsigned event template for a remote user.
 pub async fn make_membership_template(
@@ -16,7 +18,7 @@ pub async fn make_membership_template(
     user_id: OwnedUserId,
     membership: &'static str,
     versions: Vec<String>,
-) -> Result<Value> {
+) -> Result<MakeMembershipAnswer> {
     if user_id.server_name().as_str() != origin {
         return Err(Error::forbidden(
             "the user must belong to the requesting server",
@@ -69,7 +71,10 @@ pub async fn make_membership_template(
                 "depth": position.depth,
             });
             let template = with_references(template, &position);
-            Ok(json!({"room_version": room.room_version, "event": template}))
+            Ok(MakeMembershipAnswer {
+                room_version: room.room_version,
+                event: template,
+            })
         })
         .await
 }

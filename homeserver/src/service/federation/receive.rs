@@ -5,6 +5,7 @@
 use super::*;
 use crate::matrix::wire::{
     EventAuthResponse, MissingEventsRequest, MissingEventsResponse, StateResponse, Transaction,
+    TransactionResult,
 };
 
 /// Most rounds of fetching missing events for one incoming PDU.
@@ -17,7 +18,7 @@ pub async fn receive_transaction(
     origin: &str,
     txn_id: &str,
     body: Transaction,
-) -> Result<Value> {
+) -> Result<TransactionResult> {
     let (o, t) = (origin.to_owned(), txn_id.to_owned());
     if let Some(previous) = server
         .store
@@ -79,8 +80,9 @@ pub async fn receive_transaction(
             tracing::debug!(origin, error = %err, "ignored EDU");
         }
     }
-    let response = json!({"pdus": results});
-    let (o, t, r) = (origin.to_owned(), txn_id.to_owned(), response.to_string());
+    let response = TransactionResult { pdus: results };
+    let stored = serde_json::to_string(&response).map_err(|e| Error::internal(e.to_string()))?;
+    let (o, t, r) = (origin.to_owned(), txn_id.to_owned(), stored);
     server
         .store
         .write(move |tx| outbox::record_transaction(tx, &o, &t, &r, now_ms()))

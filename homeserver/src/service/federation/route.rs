@@ -5,17 +5,17 @@
 //! and state requests with a remote invite are routed the same way in [`super::invites`].
 
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, UserId};
-use serde_json::Value;
 
 use super::{
     backfill, invite_remote_checked, join_candidates, join_remote, reject_remote_invite,
     remote_profile, remote_public_rooms, resolve_remote_alias,
 };
 use crate::error::{Error, Result};
+use crate::matrix::wire::PublicRoomsResponse;
 use crate::service::aliases::{self, Resolved};
 use crate::service::directory::{self, DirectoryQuery};
 use crate::service::membership::{self, Action};
-use crate::service::timeline::{self, MessagesQuery};
+use crate::service::timeline::{self, MessagesPage, MessagesQuery};
 use crate::service::{Server, profile, require_allowed_user};
 
 /// Resolves an alias: this unit's from the database (`M_NOT_FOUND` when none), another unit's
@@ -43,7 +43,7 @@ pub async fn public_rooms(
     server: &Server,
     query: DirectoryQuery,
     remote: Option<String>,
-) -> Result<Value> {
+) -> Result<PublicRoomsResponse> {
     if let Some(remote) = remote
         && remote != server.server_name().as_str()
     {
@@ -61,12 +61,10 @@ pub async fn messages(
     device: &str,
     room: OwnedRoomId,
     q: MessagesQuery,
-) -> Result<Value> {
+) -> Result<MessagesPage> {
     let current = server.store.current_pos();
     let body = timeline::messages(server, user, device, room.clone(), &q, current).await?;
-    if q.backwards()
-        && body.get("end").is_none()
-        && backfill(server, &room, q.limit().max(20)).await? > 0
+    if q.backwards() && body.end.is_none() && backfill(server, &room, q.limit().max(20)).await? > 0
     {
         return timeline::messages(server, user, device, room, &q, current).await;
     }

@@ -22,6 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use ruma::OwnedUserId;
 use rusqlite::Connection;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -49,30 +50,58 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest gateway response we read.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// A pusher as `GET /pushers` shows it.
-fn pusher_json(p: &Pusher) -> Value {
-    let mut out = json!({
-        "pushkey": p.pushkey,
-        "kind": p.kind,
-        "app_id": p.app_id,
-        "app_display_name": p.app_display_name,
-        "device_display_name": p.device_display_name,
-        "lang": p.lang,
-        "data": serde_json::from_str::<Value>(&p.data).unwrap_or_else(|_| json!({})),
-    });
-    if let Some(tag) = &p.profile_tag {
-        out["profile_tag"] = json!(tag);
+/// A pusher as `GET /pushers` shows it (spec: `Pusher`).
+#[derive(Debug, Serialize)]
+pub struct ClientPusher {
+    /// Routing key at the gateway.
+    pub pushkey: String,
+    /// `http`.
+    pub kind: String,
+    /// The application.
+    pub app_id: String,
+    /// Shown to the user.
+    pub app_display_name: String,
+    /// Shown to the user.
+    pub device_display_name: String,
+    /// The device-specific rule set tag, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile_tag: Option<String>,
+    /// Preferred language.
+    pub lang: String,
+    /// `url`, `format` and the client's own keys: arbitrary JSON beyond those two.
+    pub data: Value,
+}
+
+/// `GET /pushers` (spec: `{"pushers": […]}`).
+#[derive(Debug, Serialize)]
+pub struct PusherList {
+    /// The user's pushers.
+    pub pushers: Vec<ClientPusher>,
+}
+
+fn client_pusher(p: &Pusher) -> ClientPusher {
+    ClientPusher {
+        pushkey: p.pushkey.clone(),
+        kind: p.kind.clone(),
+        app_id: p.app_id.clone(),
+        app_display_name: p.app_display_name.clone(),
+        device_display_name: p.device_display_name.clone(),
+        profile_tag: p.profile_tag.clone(),
+        lang: p.lang.clone(),
+        // Written by `set` from a checked object; `{}` only if the row was damaged.
+        data: serde_json::from_str::<Value>(&p.data).unwrap_or_else(|_| json!({})),
     }
-    out
 }
 
 /// `GET /pushers`.
-pub async fn list(server: &Server, user_id: OwnedUserId) -> Result<Value> {
+pub async fn list(server: &Server, user_id: OwnedUserId) -> Result<PusherList> {
     server
         .store
         .read(move |conn| {
             let pushers = store::pushers(conn, user_id.as_str())?;
-            Ok(json!({"pushers": pushers.iter().map(pusher_json).collect::<Vec<_>>()}))
+            Ok(PusherList {
+                pushers: pushers.iter().map(client_pusher).collect(),
+            })
         })
         .await
 }
