@@ -233,11 +233,22 @@ pub struct AuthConfig {
     /// accounts (application services keep both either way).
     #[serde(default = "yes")]
     pub legacy_login: bool,
+    /// How long an approval given on the account page (the `m.oauth` UIA stage, e.g. a
+    /// cross-signing reset) waits for the client to retry: ten minutes, as other servers allow.
+    #[serde(default = "default_approval_secs")]
+    pub approval_secs: u64,
+}
+
+fn default_approval_secs() -> u64 {
+    600
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { legacy_login: true }
+        Self {
+            legacy_login: true,
+            approval_secs: default_approval_secs(),
+        }
     }
 }
 

@@ -15,9 +15,9 @@
 //! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
 //! `appservice` (a test application service), `bridge` (real appservice software, and a stock
 //! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`),
-//! `oauth` (OAuth 2.0 request shapes, a scripted user agent), `html` (the forms of a
-//! server-rendered page), `oauth_client` (a standard OAuth 2.0 client, metadata-driven, and a
-//! scripted browser over `html`).
+//! `oauth` (`oauth_protocol.rs`'s OAuth 2.0 request shapes, by path), `html` (the forms of a
+//! server-rendered page), `oauth_client` (a standard OAuth 2.0 client, metadata-driven, and the
+//! suite's one scripted browser over `html`).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.

@@ -1,26 +1,11 @@
-//! OAuth 2.0 request shapes for the tests: a scripted user agent ([`Browser`]) that keeps the
-//! `outpost_session` cookie, reads a page's form and posts it as a browser would, PKCE pairs,
-//! and form-encoded requests to the token endpoints. No behaviour is asserted here.
+//! OAuth 2.0 request shapes of `oauth_protocol.rs`, by path on one test server: deterministic
+//! PKCE pairs, client registration, form-encoded requests to the token endpoints, authorisation
+//! URLs, and signing in on the pages with the one scripted browser
+//! ([`oauth_client::Browser`](crate::oauth_client::Browser)). No behaviour is asserted here.
 
-use crate::{Client, Reply, TestEnv, Value, enc, json, password_for};
+use crate::oauth_client::{Browser, Page, base64url};
+use crate::{Client, Reply, TestEnv, Value, json, password_for};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
-
-/// Base64url without padding (RFC 4648 section 5), for PKCE challenges.
-pub fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-        }
-    }
-    out
-}
 
 /// A PKCE `(verifier, S256 challenge)` pair; `seed` makes the verifier unique.
 pub fn pkce(seed: &str) -> (String, String) {
@@ -31,206 +16,12 @@ pub fn pkce(seed: &str) -> (String, String) {
 
 /// Form-encodes `pairs`.
 pub fn form(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    crate::html::form_body(pairs)
 }
 
 /// The value of `name` in a `a=b&c=d` string (percent- and `+`-decoded).
 pub fn param(encoded: &str, name: &str) -> Option<String> {
-    encoded.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(&v.replace('+', " ")))
-    })
-}
-
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&raw[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Undoes the five HTML escapes the server uses.
-pub fn html_unescape(raw: &str) -> String {
-    raw.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// A page's first form: its `action` and hidden inputs.
-#[derive(Debug, Clone)]
-pub struct Form {
-    /// Where it posts.
-    pub action: String,
-    /// Hidden `(name, value)` pairs, in order.
-    pub hidden: Vec<(String, String)>,
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let start = tag.find(&format!("{name}=\""))? + name.len() + 2;
-    let end = tag[start..].find('"')? + start;
-    Some(html_unescape(&tag[start..end]))
-}
-
-/// Reads the first `<form>` of a page.
-pub fn parse_form(html: &str) -> Option<Form> {
-    let start = html.find("<form ")?;
-    let end = html[start..].find("</form>")? + start;
-    let body = &html[start..end];
-    let open_end = body.find('>')?;
-    let action = attr(&body[..open_end], "action")?;
-    let hidden = body
-        .split("<input ")
-        .skip(1)
-        .filter_map(|rest| {
-            let tag = &rest[..rest.find('>')?];
-            (attr(tag, "type").as_deref() == Some("hidden"))
-                .then(|| Some((attr(tag, "name")?, attr(tag, "value").unwrap_or_default())))
-                .flatten()
-        })
-        .collect();
-    Some(Form { action, hidden })
-}
-
-/// A scripted user agent: follows no redirects by itself, keeps the session cookie.
-pub struct Browser {
-    agent: ureq::Agent,
-    base: String,
-    /// The `outpost_session` cookie value, once set.
-    pub cookie: Option<String>,
-    /// Every `Set-Cookie` header received, in order.
-    pub set_cookies: Vec<String>,
-}
-
-impl Browser {
-    /// A fresh browser against `env`'s client listener (plain HTTP).
-    pub fn new(env: &TestEnv) -> Browser {
-        Browser::at(&env.base_url())
-    }
-
-    /// A fresh browser against a plain-HTTP base URL.
-    pub fn at(base: &str) -> Browser {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .max_redirects(0)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build()
-            .new_agent();
-        Browser {
-            agent,
-            base: base.to_owned(),
-            cookie: None,
-            set_cookies: Vec::new(),
-        }
-    }
-
-    fn url(&self, path_or_url: &str) -> String {
-        if path_or_url.starts_with("http") {
-            path_or_url.to_owned()
-        } else {
-            format!("{}{path_or_url}", self.base)
-        }
-    }
-
-    fn finish(&mut self, response: ureq::http::Response<ureq::Body>) -> Reply {
-        let status = response.status().as_u16();
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        for (name, value) in &headers {
-            if name == "set-cookie" {
-                self.set_cookies.push(value.clone());
-                if let Some(rest) = value.strip_prefix("outpost_session=") {
-                    self.cookie = Some(rest.split(';').next().unwrap_or_default().to_owned());
-                }
-            }
-        }
-        let body = response
-            .into_body()
-            .read_to_vec()
-            .expect("reading a response body");
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// `GET` a path or absolute URL.
-    pub fn get(&mut self, path_or_url: &str) -> Reply {
-        let mut builder = ureq::http::Request::builder()
-            .method("GET")
-            .uri(self.url(path_or_url));
-        if let Some(cookie) = &self.cookie {
-            builder = builder.header("Cookie", format!("outpost_session={cookie}"));
-        }
-        let request = builder.body(()).expect("a GET request");
-        let response = self.agent.run(request).expect("GET transport");
-        self.finish(response)
-    }
-
-    /// `POST` a form body.
-    pub fn post(&mut self, path: &str, body: &str) -> Reply {
-        let mut builder = ureq::http::Request::builder()
-            .method("POST")
-            .uri(self.url(path))
-            .header("Content-Type", "application/x-www-form-urlencoded");
-        if let Some(cookie) = &self.cookie {
-            builder = builder.header("Cookie", format!("outpost_session={cookie}"));
-        }
-        let request = builder.body(body.as_bytes()).expect("a POST request");
-        let response = self.agent.run(request).expect("POST transport");
-        self.finish(response)
-    }
-
-    /// Submits `page`'s form with its hidden inputs plus `fields`.
-    pub fn submit(&mut self, page: &Reply, fields: &[(&str, &str)]) -> Reply {
-        let html = String::from_utf8_lossy(&page.body).into_owned();
-        let parsed = parse_form(&html).unwrap_or_else(|| panic!("no form in page:\n{html}"));
-        let mut pairs: Vec<(&str, &str)> = parsed
-            .hidden
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        pairs.extend_from_slice(fields);
-        self.post(&parsed.action, &form(&pairs))
-    }
-
-    /// Follows a 303 to a page on the server.
-    pub fn follow(&mut self, reply: &Reply) -> Reply {
-        assert_eq!(
-            reply.status,
-            303,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
-        let location = reply.header("location").expect("Location").to_owned();
-        self.get(&location)
-    }
+    crate::html::pair(&crate::html::parse_pairs(encoded), name).map(str::to_owned)
 }
 
 /// The page text of a reply.
@@ -306,27 +97,27 @@ pub fn authorize_path(
     format!("/_outpost/oauth/authorize?{}", form(&pairs))
 }
 
-/// Signs `localpart` in on the page a reply shows and allows access; returns the final 303
-/// (to the client's redirect URI).
-pub fn sign_in_and_allow(browser: &mut Browser, sign_in_page: &Reply, localpart: &str) -> Reply {
+/// Signs `localpart` in on the page shown and allows access; returns the final 303 (to the
+/// client's redirect URI).
+pub fn sign_in_and_allow(browser: &mut Browser, sign_in_page: &Page, localpart: &str) -> Page {
     sign_in_with(browser, sign_in_page, localpart, &password_for(localpart))
 }
 
 /// [`sign_in_and_allow`] with an explicit password.
 pub fn sign_in_with(
     browser: &mut Browser,
-    sign_in_page: &Reply,
+    sign_in_page: &Page,
     localpart: &str,
     password: &str,
-) -> Reply {
+) -> Page {
     assert_eq!(sign_in_page.status, 200, "{}", text(sign_in_page));
-    let after = browser.submit(
+    let after = browser.fill(
         sign_in_page,
         &[("username", localpart), ("password", password)],
     );
-    let consent = browser.follow(&after);
+    let consent = browser.follow_once(&after);
     assert_eq!(consent.status, 200, "{}", text(&consent));
-    browser.submit(&consent, &[("action", "allow")])
+    browser.fill(&consent, &[("action", "allow")])
 }
 
 /// The query (or fragment) parameters of a redirect's `Location`.

@@ -6,8 +6,12 @@
 //! at, and only the unit's own origin is followed), and the one POST form of each page submitted
 //! with all its hidden inputs (the CSRF token among them) plus what a user would type.
 //!
-//! Request shapes only; what the server must answer is asserted in `tests/tests/oauth_security.rs`
-//! and `oauth_browser.rs`. (`oauth.rs` holds the request shapes of `oauth_protocol.rs`.)
+//! The [`Browser`] is the suite's one scripted user agent: `oauth_protocol.rs` (through
+//! `oauth.rs`, its request shapes by path), `oauth_security.rs`, `oauth_uia.rs` and
+//! `oauth_browser.rs` use it; `tests/client/` drives the same pages through the SDK's reqwest
+//! with this module's form parser (`html.rs`).
+//!
+//! Request shapes only; what the server must answer is asserted in `tests/tests/oauth_*.rs`.
 
 use crate::client::Reply;
 use crate::html::{self, Form};
@@ -331,10 +335,21 @@ impl Page {
     }
 }
 
+/// A page reads as its reply (`page.status`, `page.header(..)`, `page.body`).
+impl std::ops::Deref for Page {
+    type Target = Reply;
+
+    fn deref(&self) -> &Reply {
+        &self.reply
+    }
+}
+
 /// A scripted browser: one cookie jar (the unit is its only origin), no automatic redirects.
+/// URLs are absolute, or paths on the base URL of [`Browser::on`].
 #[derive(Debug)]
 pub struct Browser {
     agent: ureq::Agent,
+    base: Option<String>,
     /// The cookies the jar holds, `(name, value)`.
     pub cookies: Vec<(String, String)>,
     /// Every `Set-Cookie` header received, verbatim, in order.
@@ -352,8 +367,17 @@ impl Browser {
     pub fn new() -> Browser {
         Browser {
             agent: no_redirect_agent(),
+            base: None,
             cookies: Vec::new(),
             set_cookie_headers: Vec::new(),
+        }
+    }
+
+    /// An empty jar that also takes paths, resolved on `base` (a server's base URL).
+    pub fn on(base: &str) -> Browser {
+        Browser {
+            base: Some(base.to_owned()),
+            ..Browser::new()
         }
     }
 
@@ -365,6 +389,11 @@ impl Browser {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Page {
+        let url = match &self.base {
+            Some(base) if url.starts_with('/') => html::resolve(base, url),
+            _ => url.to_owned(),
+        };
+        let url = url.as_str();
         let cookie = self.cookie_header();
         let mut all: Vec<(&str, &str)> = headers.to_vec();
         if !cookie.is_empty() {
@@ -434,6 +463,28 @@ impl Browser {
             &[("Content-Type", "application/x-www-form-urlencoded")],
             Some(form_body(fields).as_bytes()),
         )
+    }
+
+    /// Submits the page's one POST form with its hidden inputs plus `fill`.
+    pub fn fill(&mut self, page: &Page, fill: &[(&str, &str)]) -> Page {
+        self.submit(page, &page.post_form(), fill)
+    }
+
+    /// Posts `body` (already form-encoded) to a URL or path, as a hand-made form would.
+    pub fn post_body(&mut self, url: &str, body: &str) -> Page {
+        self.request(
+            "POST",
+            url,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(body.as_bytes()),
+        )
+    }
+
+    /// Follows one 303 See Other (panics on anything else), wherever it points.
+    pub fn follow_once(&mut self, page: &Page) -> Page {
+        assert_eq!(page.reply.status, 303, "{}", page.text());
+        let next = page.location().expect("a 303 carries a Location");
+        self.get(&next)
     }
 
     /// Follows redirects from `page` while they stay on `page`'s origin (the unit's pages); a

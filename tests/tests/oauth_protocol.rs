@@ -6,9 +6,10 @@
 //! code reuse and expiry, refresh rotation with reuse detection, and revocation.
 
 use tests::oauth::{
-    Browser, authorize_path, location_params, param, pkce, post_form, register_client,
-    sign_in_and_allow, text, web_client,
+    authorize_path, location_params, param, pkce, post_form, register_client, sign_in_and_allow,
+    text, web_client,
 };
+use tests::oauth_client::Browser;
 use tests::{TestEnv, Value, json};
 
 const REDIRECT: &str = "https://app.example/callback";
@@ -32,7 +33,7 @@ fn oauth_error((status, body): &(u16, Value), want_status: u16, want_error: &str
 /// Runs the code flow for `alice` on `device`; returns `(code, verifier)`.
 fn code_for(env: &TestEnv, client_id: &str, device: &str) -> (String, String) {
     let (verifier, challenge) = pkce(device);
-    let mut browser = Browser::new(env);
+    let mut browser = Browser::on(&env.base_url());
     let page = browser.get(&authorize_path(
         client_id,
         REDIRECT,
@@ -252,7 +253,7 @@ fn code_flow_signs_in_a_device_that_works_everywhere() {
     let env = env();
     let client_id = web_client(&env, REDIRECT);
     let (verifier, challenge) = pkce("one");
-    let mut browser = Browser::new(&env);
+    let mut browser = Browser::on(&env.base_url());
     let page = browser.get(&authorize_path(
         &client_id,
         REDIRECT,
@@ -271,7 +272,7 @@ fn code_flow_signs_in_a_device_that_works_everywhere() {
     assert!(html.contains("name=\"csrf\""));
     assert!(html.contains("<label for=\"username\">") && html.contains("<label for=\"password\">"));
     let cookie = browser
-        .set_cookies
+        .set_cookie_headers
         .first()
         .expect("a session cookie")
         .clone();
@@ -325,7 +326,7 @@ fn code_flow_signs_in_a_device_that_works_everywhere() {
         &[("response_mode", "fragment")],
     ));
     assert!(text(&page).contains("value=\"allow\""), "{}", text(&page));
-    let done = browser.submit(&page, &[("action", "allow")]);
+    let done = browser.fill(&page, &[("action", "allow")]);
     let location = done.header("location").expect("Location");
     assert!(location.starts_with(&format!("{REDIRECT}#")), "{location}");
     assert!(location.contains("state=s2") && location.contains("code="));
@@ -336,7 +337,7 @@ fn authorization_endpoint_refuses_without_open_redirects() {
     let env = env();
     let client_id = web_client(&env, REDIRECT);
     let (_, challenge) = pkce("x");
-    let mut browser = Browser::new(&env);
+    let mut browser = Browser::on(&env.base_url());
     // Unknown client and unregistered redirect URIs: an error page, never a redirect.
     for path in [
         authorize_path("nope", REDIRECT, "D1", "s", &challenge, &[]),
@@ -410,15 +411,15 @@ fn authorization_endpoint_refuses_without_open_redirects() {
         &challenge,
         &[],
     ));
-    let after = browser.submit(
+    let after = browser.fill(
         &page,
         &[
             ("username", "alice"),
             ("password", &tests::password_for("alice")),
         ],
     );
-    let consent = browser.follow(&after);
-    let denied = browser.submit(&consent, &[("action", "deny")]);
+    let consent = browser.follow_once(&after);
+    let denied = browser.fill(&consent, &[("action", "deny")]);
     let params = location_params(&denied);
     assert_eq!(param(&params, "error").as_deref(), Some("access_denied"));
     assert_eq!(param(&params, "state").as_deref(), Some("s"));
@@ -429,7 +430,7 @@ fn forms_need_the_session_and_its_csrf_token() {
     let env = env();
     let client_id = web_client(&env, REDIRECT);
     let (_, challenge) = pkce("c");
-    let mut browser = Browser::new(&env);
+    let mut browser = Browser::on(&env.base_url());
     let page = browser.get(&authorize_path(
         &client_id,
         REDIRECT,
@@ -438,18 +439,15 @@ fn forms_need_the_session_and_its_csrf_token() {
         &challenge,
         &[],
     ));
-    let html = text(&page);
-    let form = tests::oauth::parse_form(&html).expect("form");
-    let request = form
-        .hidden
-        .iter()
-        .find(|(k, _)| k == "request")
+    let request = page
+        .post_form()
+        .input("request")
         .expect("request")
-        .1
+        .value
         .clone();
     let password = tests::password_for("alice");
     // A forged form (wrong CSRF token) signs nobody in.
-    let forged = browser.post(
+    let forged = browser.post_body(
         "/_outpost/oauth/login",
         &tests::oauth::form(&[
             ("csrf", "forged"),
@@ -461,14 +459,14 @@ fn forms_need_the_session_and_its_csrf_token() {
     assert_eq!(forged.status, 400, "{}", text(&forged));
     assert!(forged.header("location").is_none());
     // Another browser (no cookie) cannot use this one's request either.
-    let mut other = Browser::new(&env);
-    let stolen = other.submit(&page, &[("username", "alice"), ("password", &password)]);
+    let mut other = Browser::on(&env.base_url());
+    let stolen = other.fill(&page, &[("username", "alice"), ("password", &password)]);
     assert_eq!(stolen.status, 400, "{}", text(&stolen));
     // A wrong password shows the form again with 401; guessing meets `/login`'s back-off
     // (429, the form again, nobody signed in) once the free failures are spent.
     let mut statuses = Vec::new();
     for _ in 0..10 {
-        let wrong = browser.submit(&page, &[("username", "alice"), ("password", "nope")]);
+        let wrong = browser.fill(&page, &[("username", "alice"), ("password", "nope")]);
         assert!(text(&wrong).contains("role=\"alert\""), "{}", text(&wrong));
         assert!(wrong.header("location").is_none());
         statuses.push(wrong.status);
@@ -745,7 +743,7 @@ fn prompt_create_makes_an_account_and_signs_it_in() {
     let env = env();
     let client_id = web_client(&env, REDIRECT);
     let (verifier, challenge) = pkce("create");
-    let mut browser = Browser::new(&env);
+    let mut browser = Browser::on(&env.base_url());
     let page = browser.get(&authorize_path(
         &client_id,
         REDIRECT,
@@ -762,7 +760,7 @@ fn prompt_create_makes_an_account_and_signs_it_in() {
             "{field}: {html}"
         );
     }
-    let mismatch = browser.submit(
+    let mismatch = browser.fill(
         &page,
         &[
             ("username", "bob"),
@@ -771,7 +769,7 @@ fn prompt_create_makes_an_account_and_signs_it_in() {
         ],
     );
     assert_eq!(mismatch.status, 400, "{}", text(&mismatch));
-    let taken = browser.submit(
+    let taken = browser.fill(
         &page,
         &[
             ("username", "alice"),
@@ -780,7 +778,7 @@ fn prompt_create_makes_an_account_and_signs_it_in() {
         ],
     );
     assert_eq!(taken.status, 409, "{}", text(&taken));
-    let created = browser.submit(
+    let created = browser.fill(
         &page,
         &[
             ("username", "bob"),
@@ -788,13 +786,13 @@ fn prompt_create_makes_an_account_and_signs_it_in() {
             ("password_confirm", "pw-One-1"),
         ],
     );
-    let consent = browser.follow(&created);
+    let consent = browser.follow_once(&created);
     assert!(
         text(&consent).contains("@bob:outpost.test"),
         "{}",
         text(&consent)
     );
-    let done = browser.submit(&consent, &[("action", "allow")]);
+    let done = browser.fill(&consent, &[("action", "allow")]);
     let code = param(&location_params(&done), "code").expect("code");
     let tokens = exchange(&env, &client_id, &code, &verifier).1;
     let (status, me) = whoami(&env, tokens["access_token"].as_str().expect("access"));
@@ -931,13 +929,13 @@ fn device_grant_signs_in_through_the_verification_page() {
         "invalid_scope",
     );
 
-    let mut browser = Browser::new(&env);
+    let mut browser = Browser::on(&env.base_url());
     let page = browser.get(verification);
     assert!(text(&page).contains("<label for=\"user_code\">"));
-    let wrong = browser.submit(&page, &[("user_code", "BBBB-CCCC")]);
+    let wrong = browser.fill(&page, &[("user_code", "BBBB-CCCC")]);
     assert_eq!(wrong.status, 400, "{}", text(&wrong));
-    let typed = browser.submit(&page, &[("user_code", &user_code.to_lowercase())]);
-    let sign_in = browser.follow(&typed);
+    let typed = browser.fill(&page, &[("user_code", &user_code.to_lowercase())]);
+    let sign_in = browser.follow_once(&typed);
     let done = sign_in_and_allow(&mut browser, &sign_in, "alice");
     assert_eq!(done.status, 200, "{}", text(&done));
 
@@ -963,9 +961,9 @@ fn device_grant_signs_in_through_the_verification_page() {
         text(&page).contains(shown),
         "the complete URI fills the code in"
     );
-    let typed = browser.submit(&page, &[("user_code", shown)]);
-    let consent = browser.follow(&typed);
-    let refused = browser.submit(&consent, &[("action", "deny")]);
+    let typed = browser.fill(&page, &[("user_code", shown)]);
+    let consent = browser.follow_once(&typed);
+    let refused = browser.fill(&consent, &[("action", "deny")]);
     assert_eq!(refused.status, 200);
     oauth_error(
         &device_outcome(&env, &client_id, device_code, interval),
@@ -998,20 +996,20 @@ fn account_page_lists_and_ends_sessions() {
     let access = tokens["access_token"].as_str().expect("access");
 
     // Signed out, the page signs in first and comes back.
-    let mut browser = Browser::new(&env);
+    let mut browser = Browser::on(&env.base_url());
     let page = browser.get(&format!(
         "{account_uri}?action=org.matrix.device_delete&device_id=PAGEDEV"
     ));
-    let after = browser.submit(
+    let after = browser.fill(
         &page,
         &[
             ("username", "alice"),
             ("password", &tests::password_for("alice")),
         ],
     );
-    let back = browser.follow(&after);
+    let back = browser.follow_once(&after);
     assert_eq!(back.status, 303, "{}", text(&back));
-    let account = browser.follow(&back);
+    let account = browser.follow_once(&back);
     let html = text(&account);
     assert_eq!(account.status, 200, "{html}");
     assert!(
@@ -1021,13 +1019,8 @@ fn account_page_lists_and_ends_sessions() {
     // The form of the device PAGEDEV: find it and post it.
     let start = html.find("value=\"PAGEDEV\"").expect("the device's form");
     let form_start = html[..start].rfind("<form ").expect("form start");
-    let form = tests::oauth::parse_form(&html[form_start..]).expect("form");
-    let fields: Vec<(&str, &str)> = form
-        .hidden
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let ended = browser.post(&form.action, &tests::oauth::form(&fields));
+    let form = tests::html::forms(&html[form_start..]).remove(0);
+    let ended = browser.submit(&account, &form, &[]);
     assert_eq!(ended.status, 303, "{}", text(&ended));
     assert_eq!(whoami(&env, access).0, 401, "the device is signed out");
 
@@ -1038,14 +1031,8 @@ fn account_page_lists_and_ends_sessions() {
         .find("action=\"/_outpost/account/profile\"")
         .expect("profile form");
     let form_start = html[..start].rfind("<form ").expect("form start");
-    let form = tests::oauth::parse_form(&html[form_start..]).expect("form");
-    let mut fields: Vec<(&str, &str)> = form
-        .hidden
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    fields.push(("displayname", "Alice <A>"));
-    let saved = browser.post(&form.action, &tests::oauth::form(&fields));
+    let form = tests::html::forms(&html[form_start..]).remove(0);
+    let saved = browser.submit(&account, &form, &[("displayname", "Alice <A>")]);
     assert_eq!(saved.status, 303, "{}", text(&saved));
     let profile = env
         .login("alice")
@@ -1054,7 +1041,7 @@ fn account_page_lists_and_ends_sessions() {
     assert!(text(&browser.get("/_outpost/account")).contains("value=\"Alice &lt;A&gt;\""));
 
     // A forged post (no CSRF token) changes nothing.
-    let forged = browser.post(
+    let forged = browser.post_body(
         "/_outpost/account/password",
         "current_password=x&password=y&password_confirm=y",
     );
@@ -1104,7 +1091,7 @@ fn appliance_lists_clients_and_revokes_sessions() {
     let anon = unit.client();
     let client_id = tests::oauth::web_client_of(&anon, REDIRECT);
     let (verifier, challenge) = pkce("cli");
-    let mut browser = Browser::at(&unit.client_url());
+    let mut browser = Browser::on(&unit.client_url());
     let page = browser.get(&authorize_path(
         &client_id,
         REDIRECT,

@@ -12,6 +12,13 @@
 //!
 //! Sessions live in memory for ten minutes and are forgotten on restart: a request naming an
 //! unknown session gets a fresh challenge, and clients start again.
+//!
+//! The `m.oauth` stage (spec v1.17 "OAuth authentication", MSC4312) is completed out of band:
+//! an operation started with an approval URL advertises it in `params`, with this session's ID
+//! in the URL, and the unit's account page calls [`Sessions::approve`] once the session's own
+//! user confirmed there. The approval is bound to the session and its user and lasts a limited
+//! time; the client's next request naming the session (with or without a `type`) then
+//! completes the stage. Until then every retry gets the same 401 challenge.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +34,13 @@ use crate::util::random_string;
 /// How long a session lives after the last request that named it.
 const SESSION_LIFETIME: Duration = Duration::from_secs(600);
 
+/// The `m.oauth` stage, under its stable name and MSC4312's unstable one, which the MSC asks
+/// servers to keep offering as a second flow for clients that implemented it first.
+pub const OAUTH_STAGES: [&str; 2] = ["m.oauth", "org.matrix.cross_signing_reset"];
+
+/// The flows of an operation approved on the account page: `m.oauth`, or its unstable name.
+pub const OAUTH_FLOWS: Flows<'static> = &[&[OAUTH_STAGES[0]], &[OAUTH_STAGES[1]]];
+
 /// What a session authorises: who asks, for what, with which request.
 pub struct Operation {
     /// The authenticated user, or `None` for registration.
@@ -38,6 +52,27 @@ pub struct Operation {
     /// Whether the first request's parameters are remembered and merged into later ones
     /// (registration) rather than the body being bound by hash (everything else).
     pub remember_params: bool,
+    /// For the `m.oauth` stage: the account page URL where the user approves (the session's
+    /// ID is appended as `session=`), and the device that asked, shown on that page.
+    pub approval: Option<ApprovalPage>,
+}
+
+/// Where and for whom an operation is approved out of band (the `m.oauth` stage).
+#[derive(Debug, Clone)]
+pub struct ApprovalPage {
+    /// The account page URL with its query (`?action=…`), without the session.
+    pub url: String,
+    /// The device whose request started the session.
+    pub device_id: String,
+}
+
+/// What the account page shows about a session waiting for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingApproval {
+    /// Method and path of the operation.
+    pub action: String,
+    /// The device that asked.
+    pub device_id: String,
 }
 
 impl Operation {
@@ -49,7 +84,14 @@ impl Operation {
             action: action.into(),
             body,
             remember_params: false,
+            approval: None,
         }
+    }
+
+    /// The same operation, approved out of band with the `m.oauth` stage on `approval`'s page.
+    pub fn approved_on(mut self, approval: ApprovalPage) -> Self {
+        self.approval = Some(approval);
+        self
     }
 
     /// Registration: no user yet, parameters remembered across the session.
@@ -60,6 +102,7 @@ impl Operation {
             action: "POST /register".to_owned(),
             body,
             remember_params: true,
+            approval: None,
         }
     }
 
@@ -132,6 +175,13 @@ pub enum Step {
 
 struct Session {
     binding: [u8; 32],
+    /// The user the operation is for (`None`: registration).
+    user: Option<String>,
+    /// Method and path, for the account page to say what it approves.
+    action: String,
+    approval: Option<ApprovalPage>,
+    /// Until when an approval given on the account page counts.
+    approved_until: Option<Instant>,
     params: Value,
     proof: Option<String>,
     completed: Vec<String>,
@@ -181,6 +231,10 @@ impl Sessions {
                 id.clone(),
                 Session {
                     binding,
+                    user: op.user.clone(),
+                    action: op.action.clone(),
+                    approval: op.approval.clone(),
+                    approved_until: None,
                     params: op.body.clone(),
                     proof: None,
                     completed: Vec::new(),
@@ -190,6 +244,10 @@ impl Sessions {
             );
             let session = &live[&id];
             return match stage {
+                // `m.oauth` cannot pass before the page approved it, which needs this session.
+                Some(stage) if session.approval.is_some() && OAUTH_STAGES.contains(&stage) => {
+                    Err(challenge(flows, &id, session, None))
+                }
                 // A first request may already attempt a stage (a password straight away).
                 Some(stage) => Ok(Step::Attempt {
                     session: id.clone(),
@@ -217,6 +275,21 @@ impl Sessions {
         } else {
             entry.params = op.body.clone();
         }
+        if let Some(until) = entry.approved_until.take()
+            && now < until
+        {
+            // Approved on the account page: whichever name of `m.oauth` a flow offers next.
+            let done = entry.completed.len();
+            let next = flows.iter().find_map(|flow| {
+                (flow.len() > done
+                    && flow[..done] == entry.completed[..]
+                    && OAUTH_STAGES.contains(&flow[done]))
+                .then_some(flow[done])
+            });
+            if let Some(next) = next {
+                entry.completed.push(next.to_owned());
+            }
+        }
         if flow_complete(flows, &entry.completed) {
             return Ok(Step::Authorised {
                 session: id,
@@ -226,6 +299,10 @@ impl Sessions {
         }
         match stage {
             Some(stage) if entry.completed.iter().any(|done| done == stage) => {
+                Err(challenge(flows, &id, entry, None))
+            }
+            // Not approved (or no longer): the same challenge, for the client to poll.
+            Some(stage) if entry.approval.is_some() && OAUTH_STAGES.contains(&stage) => {
                 Err(challenge(flows, &id, entry, None))
             }
             Some(stage) => Ok(Step::Attempt {
@@ -288,6 +365,36 @@ impl Sessions {
         }
     }
 
+    /// The operation a live session of `user` waits to have approved on the account page;
+    /// `None` for an unknown or expired session, another user's, or one without `m.oauth`.
+    pub fn pending_approval(&self, session: &str, user: &str) -> Option<PendingApproval> {
+        let live = self.lock();
+        let entry = live.get(session)?;
+        let approval = entry.approval.as_ref()?;
+        let alive = self.clock.now().duration_since(entry.touched) < SESSION_LIFETIME;
+        (alive && entry.user.as_deref() == Some(user)).then(|| PendingApproval {
+            action: entry.action.clone(),
+            device_id: approval.device_id.clone(),
+        })
+    }
+
+    /// Records that `user` approved `session` on the account page, for `valid_for`: the
+    /// client's next request naming the session within that time completes `m.oauth`. Refused
+    /// (`false`, nothing recorded) for what [`Sessions::pending_approval`] would not show.
+    pub fn approve(&self, session: &str, user: &str, valid_for: Duration) -> bool {
+        if self.pending_approval(session, user).is_none() {
+            return false;
+        }
+        let mut live = self.lock();
+        match live.get_mut(session) {
+            Some(entry) => {
+                entry.approved_until = Some(self.clock.now() + valid_for);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Ends a session once its operation completed. With `result`, the session stays (for its
     /// lifetime) to answer a replay with the same result; without, it is gone.
     pub fn finish(&self, session: &str, result: Option<Value>) {
@@ -327,9 +434,17 @@ fn merge(stored: &mut Value, later: &Value) {
 
 fn challenge(flows: Flows<'_>, id: &str, session: &Session, error: Option<(&str, &str)>) -> Error {
     let flows: Vec<Value> = flows.iter().map(|f| json!({"stages": f})).collect();
+    let mut params = Map::new();
+    if let Some(approval) = &session.approval {
+        // The session ID is not a secret on its own: the page approves it only for its user.
+        let url = json!({"url": format!("{}&session={id}", approval.url)});
+        for stage in OAUTH_STAGES {
+            params.insert(stage.to_owned(), url.clone());
+        }
+    }
     let mut body = json!({
         "flows": flows,
-        "params": {},
+        "params": params,
         "session": id,
         "completed": session.completed,
     });
@@ -444,5 +559,75 @@ mod tests {
             Some("m.login.dummy"),
         );
         assert!(matches!(replay, Ok(Step::Replay(v)) if v["user_id"] == "@a:x"));
+    }
+    fn reset(user: &str) -> Operation {
+        Operation::of_user(user, "POST /keys/device_signing/upload", json!({"k": 1})).approved_on(
+            ApprovalPage {
+                url: "https://unit/_outpost/account?action=org.matrix.cross_signing_reset"
+                    .to_owned(),
+                device_id: "DEV".to_owned(),
+            },
+        )
+    }
+
+    fn is_challenge(step: Result<Step>) -> bool {
+        matches!(step, Err(Error::Uia(body)) if body["errcode"].is_null())
+    }
+
+    #[test]
+    fn oauth_stage_completes_only_after_its_user_approved_in_time() {
+        let clock = FakeClock::at(0);
+        let uia = Sessions::new(clock.clone());
+        let Err(Error::Uia(body)) = uia.step(&reset("@a:x"), OAUTH_FLOWS, None, None) else {
+            panic!("no challenge")
+        };
+        let id = body["session"].as_str().expect("session").to_owned();
+        assert_eq!(
+            body["params"]["m.oauth"]["url"],
+            format!(
+                "https://unit/_outpost/account?action=org.matrix.cross_signing_reset&session={id}"
+            )
+        );
+        assert_eq!(
+            body["params"]["m.oauth"],
+            body["params"]["org.matrix.cross_signing_reset"]
+        );
+        // Not approved: polling, with or without the type, gets the challenge again.
+        assert!(is_challenge(uia.step(
+            &reset("@a:x"),
+            OAUTH_FLOWS,
+            Some(&id),
+            None
+        )));
+        assert!(is_challenge(uia.step(
+            &reset("@a:x"),
+            OAUTH_FLOWS,
+            Some(&id),
+            Some("m.oauth")
+        )));
+        // Another user cannot see or approve it.
+        assert_eq!(uia.pending_approval(&id, "@b:x"), None);
+        assert!(!uia.approve(&id, "@b:x", Duration::from_secs(60)));
+        assert!(is_challenge(uia.step(
+            &reset("@a:x"),
+            OAUTH_FLOWS,
+            Some(&id),
+            None
+        )));
+        // Its user's approval, once expired, does not count.
+        assert!(uia.pending_approval(&id, "@a:x").is_some());
+        assert!(uia.approve(&id, "@a:x", Duration::from_secs(60)));
+        clock.advance(Duration::from_secs(60));
+        assert!(is_challenge(uia.step(
+            &reset("@a:x"),
+            OAUTH_FLOWS,
+            Some(&id),
+            None
+        )));
+        // In time, it does.
+        assert!(uia.approve(&id, "@a:x", Duration::from_secs(60)));
+        clock.advance(Duration::from_secs(59));
+        let step = uia.step(&reset("@a:x"), OAUTH_FLOWS, Some(&id), None);
+        assert!(matches!(step, Ok(Step::Authorised { .. })), "{step:?}");
     }
 }

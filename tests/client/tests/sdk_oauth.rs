@@ -7,7 +7,8 @@
 //! session cookie; the SDK finishes the login with the URL of the 303 (code exchange, /whoami).
 //! Then alice's OAuth device syncs, shares an encrypted room with bob (registered the legacy way)
 //! and sends him a megolm message he decrypts; the SDK refreshes its token (forced) and the new
-//! token works; finally the SDK logs out (RFC 7009 revocation) and the server refuses the
+//! token works; the SDK resets alice's cross-signing identity through the `m.oauth` UIA stage
+//! (the agent approves on the account page at the URL the SDK was given); finally the SDK logs out (RFC 7009 revocation) and the server refuses the
 //! access token and the refresh token. The unit serves HTTPS from its dev CA, which the SDK
 //! and the agents trust alone: the SDK's revocation (the `oauth2` crate) refuses a non-HTTPS
 //! endpoint, as a client in the field would meet it.
@@ -19,10 +20,12 @@ use matrix_sdk::authentication::oauth::registration::{
     ApplicationType, ClientMetadata, Localized, OAuthGrantType,
 };
 use matrix_sdk::config::SyncSettings;
+use matrix_sdk::encryption::CrossSigningResetAuthType;
 use matrix_sdk::reqwest::{self, Url};
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
+use matrix_sdk::ruma::api::client::uiaa;
 use matrix_sdk::ruma::events::InitialStateEvent;
 use matrix_sdk::ruma::events::room::encryption::RoomEncryptionEventContent;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
@@ -244,6 +247,62 @@ async fn scenario(server: &Server) -> Result<()> {
     .await
     .context("step 5: a message after the refresh")?;
     eprintln!("step 5 ok: tokens rotated, the device kept working");
+
+    // Step 5b: a first cross-signing identity needs no UIA; replacing it asks for `m.oauth`.
+    // The agent, still signed in on the unit's pages, approves at the URL the SDK was given;
+    // then the SDK's handle retries with the session and the reset goes through.
+    let encryption = alice.client.encryption();
+    encryption
+        .bootstrap_cross_signing(None)
+        .await
+        .context("step 5b: the first cross-signing identity")?;
+    let handle = encryption
+        .reset_cross_signing()
+        .await
+        .context("step 5b: reset_cross_signing")?
+        .context("step 5b: replacing the identity asked for no authentication")?;
+    let info = match handle.auth_type() {
+        CrossSigningResetAuthType::OAuth(info) => info.clone(),
+        CrossSigningResetAuthType::Uiaa(uiaa) => {
+            bail!("step 5b: offered UIA {:?} instead of m.oauth", uiaa.flows)
+        }
+    };
+    let page = agent
+        .open(info.approval_url.as_str())
+        .await
+        .context("step 5b: opening the approval URL")?;
+    ensure!(
+        page.status == 200 && page.body.contains("cross-signing"),
+        "step 5b: the approval URL {} answered {}:\n{}",
+        info.approval_url,
+        page.status,
+        page.body
+    );
+    let approved = agent
+        .submit(&page, &[])
+        .await
+        .context("step 5b: approving")?;
+    ensure!(
+        approved.status == 200 && approved.body.contains("Reset approved"),
+        "step 5b: approving answered {}:\n{}",
+        approved.status,
+        approved.body
+    );
+    let mut auth = uiaa::OAuth::new();
+    auth.session = info.session.clone();
+    handle
+        .auth(Some(uiaa::AuthData::OAuth(auth)))
+        .await
+        .context("step 5b: the SDK finishes the reset")?;
+    let status = encryption
+        .cross_signing_status()
+        .await
+        .context("step 5b: cross-signing status")?;
+    ensure!(
+        status.is_complete(),
+        "step 5b: after the reset the identity is incomplete: {status:?}"
+    );
+    eprintln!("step 5b ok: cross-signing reset through the m.oauth stage");
 
     // Step 6: logout revokes; the server refuses both tokens.
     alice

@@ -15,9 +15,9 @@ use crate::api::client::wire::{
 use crate::api::extract::{Auth, JsonBody, MaybeAuth, QueryParams, RawToken, appservice_of};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::appservice::{NamespaceKind, Registration};
-use crate::service::Server;
 use crate::service::accounts::{self, DeviceRequest, Session};
 use crate::service::uia::{self, Step};
+use crate::service::{Server, oauth};
 
 /// The `auth` object of a UIA request.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -581,6 +581,45 @@ pub(super) async fn password_stage(
     match server.uia.passed(FLOWS, &session, STAGE, None)? {
         Step::Authorised { session, .. } => Ok(session),
         other => Err(Error::Internal(format!("one-stage flow left {other:?}"))),
+    }
+}
+
+/// The UIA stage of a sensitive operation of `auth`'s device: `m.oauth` (approved on the
+/// account page, see `service::oauth::account`) when the device was signed in through OAuth,
+/// else [`password_stage`]. Never both: an OAuth client must not ask for the password (it
+/// goes to the unit's pages only), and matrix-rust-sdk takes the `m.oauth` route whenever it
+/// is offered, so a password client would be sent to a page it did not expect. Returns the
+/// session to finish once the operation succeeded.
+pub(super) async fn oauth_or_password_stage(
+    server: &Server,
+    auth: &Auth,
+    action: String,
+    body: Value,
+    data: Option<AuthData>,
+) -> Result<String> {
+    let approval = oauth::account::approval_page(server, auth.user_id.as_str(), &auth.device_id);
+    let Some(approval) = approval.await? else {
+        return password_stage(server, auth, action, body, data).await;
+    };
+    let op = uia::Operation::of_user(auth.user_id.as_str(), action, body).approved_on(approval);
+    let data = data.unwrap_or_default();
+    let step = server.uia.step(
+        &op,
+        uia::OAUTH_FLOWS,
+        data.session.as_deref(),
+        data.kind.as_deref(),
+    )?;
+    match step {
+        Step::Authorised { session, .. } => Ok(session),
+        Step::Replay(_) => Err(Error::forbidden(
+            "This UI authentication session already completed its operation",
+        )),
+        Step::Attempt { session, .. } => {
+            let why = "Unsupported authentication stage: approve on the account page (m.oauth)";
+            Err(server
+                .uia
+                .failed(uia::OAUTH_FLOWS, &session, "M_UNKNOWN", why))
+        }
     }
 }
 

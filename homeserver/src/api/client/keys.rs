@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::account::{AuthData, password_stage};
+use super::account::{AuthData, oauth_or_password_stage};
 use crate::api::client::wire::{DehydratedDevice, DeviceIdResponse, Empty, KeyChanges};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
@@ -152,7 +152,8 @@ pub async fn changes(
 /// # `POST /_matrix/client/v3/keys/device_signing/upload`
 ///
 /// The first upload needs no password (there is nothing to protect yet, and clients bootstrap
-/// cross-signing right after login); replacing existing keys does.
+/// cross-signing right after login); replacing existing keys does: the password, or for a
+/// device signed in through OAuth the `m.oauth` stage (spec v1.17, MSC4312).
 pub async fn device_signing_upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
@@ -169,7 +170,7 @@ pub async fn device_signing_upload(
             .transpose()
             .map_err(|err| Error::bad_json(format!("auth: {err}")))?;
         let action = "POST /keys/device_signing/upload".to_owned();
-        let session = password_stage(&server, &auth, action, body.clone(), data).await?;
+        let session = oauth_or_password_stage(&server, &auth, action, body.clone(), data).await?;
         e2ee::upload_signing_keys(&server, &user, &body, true).await?;
         server.uia.finish(&session, None);
     }

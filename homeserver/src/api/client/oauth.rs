@@ -292,6 +292,7 @@ pub async fn account_action(
         "password" => AccountAction::Password,
         "deactivate" => AccountAction::Deactivate,
         "logout" => AccountAction::Logout,
+        "cross_signing_reset" => AccountAction::CrossSigningReset,
         _ => {
             return Err(crate::error::Error::new(
                 crate::error::ErrorCode::Unrecognized,

@@ -2,12 +2,21 @@
 //! signed-in user's display name, devices with a sign-out form each, password change,
 //! deactivation, and signing the browser out. Signed out, it shows the sign-in form first and comes back.
 //!
+//! It is also where the `m.oauth` UIA stage is approved (spec v1.17 "OAuth authentication",
+//! MSC4312): a device signed in through OAuth that replaces its user's cross-signing keys is
+//! sent to `?action=org.matrix.cross_signing_reset&session=<UIA session>`; the page says what
+//! the reset means and which device asked, and its form approves that one UIA session, for
+//! that user, for `[auth] approval_secs` (`service::uia` keeps the approval).
+//!
 //! Every change asks for the session's CSRF token; password change and deactivation ask for
 //! the current password again (checked with `/login`'s back-off).
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::super::profile::{self, Field};
+use super::super::uia::ApprovalPage;
 use super::super::{Server, accounts};
 use super::html::{self, DeviceLine};
 use super::web::{
@@ -16,14 +25,18 @@ use super::web::{
 };
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::oauth::Scope;
+use crate::store::oauth as store;
 use crate::util::now_ms;
 
 /// Where the account page lives.
 pub const ACCOUNT_PATH: &str = "/_outpost/account";
 
+/// The action of the `m.oauth` stage's URL (MSC4312): approve a cross-signing reset.
+pub const CROSS_SIGNING_RESET: &str = "org.matrix.cross_signing_reset";
+
 /// The actions the page serves (spec names, and MSC4191's earlier `session` names that
 /// clients of the 1.14 generation send).
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 9] = [
     "org.matrix.profile",
     "org.matrix.devices_list",
     "org.matrix.device_view",
@@ -32,6 +45,7 @@ pub const ACTIONS: [&str; 8] = [
     "org.matrix.sessions_list",
     "org.matrix.session_view",
     "org.matrix.session_end",
+    CROSS_SIGNING_RESET,
 ];
 
 /// The account page's query (spec "Account management URL parameters").
@@ -41,6 +55,47 @@ pub struct AccountQuery {
     pub action: Option<String>,
     /// The device an action is about.
     pub device_id: Option<String>,
+    /// [`CROSS_SIGNING_RESET`]: the UIA session to approve.
+    pub session: Option<String>,
+}
+
+/// Where the user approves a UIA operation of this device out of band (the `m.oauth` stage),
+/// when the device was signed in through OAuth; `None` for a device of the legacy `/login`
+/// (it keeps `m.login.password`) or a unit without a public base URL (no OAuth at all).
+pub async fn approval_page(
+    server: &Server,
+    user: &str,
+    device: &str,
+) -> Result<Option<ApprovalPage>> {
+    let Ok(issuer) = super::issuer(server) else {
+        return Ok(None);
+    };
+    let (u, d) = (user.to_owned(), device.to_owned());
+    let via_oauth = server
+        .store
+        .read(move |conn| store::session(conn, &u, &d))
+        .await?
+        .is_some();
+    Ok(via_oauth.then(|| ApprovalPage {
+        url: format!(
+            "{}{ACCOUNT_PATH}?action={CROSS_SIGNING_RESET}",
+            issuer.trim_end_matches('/')
+        ),
+        device_id: device.to_owned(),
+    }))
+}
+
+/// The page for a reset link that names no live UIA session of the signed-in user (unknown,
+/// expired, finished, or another user's: the page does not tell which).
+fn no_reset_waiting() -> WebAnswer {
+    page(
+        400,
+        html::message(
+            "No reset is waiting",
+            "This link names no reset request of your account, or it has expired. Start the \
+             reset again in your application.",
+        ),
+    )
 }
 
 fn user_of(user: &str) -> Result<ruma::OwnedUserId> {
@@ -56,11 +111,14 @@ pub async fn show(
     let (session_id, session, new) = server.oauth.web.session(cookie.as_deref())?;
     let Some(user) = session.user_id.clone() else {
         let mut return_to = ACCOUNT_PATH.to_owned();
-        let params: Vec<(&str, &str)> =
-            [("action", &query.action), ("device_id", &query.device_id)]
-                .into_iter()
-                .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-                .collect();
+        let params: Vec<(&str, &str)> = [
+            ("action", &query.action),
+            ("device_id", &query.device_id),
+            ("session", &query.session),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect();
         if !params.is_empty() {
             return_to.push('?');
             return_to.push_str(&serde_urlencoded::to_string(&params).unwrap_or_default());
@@ -78,6 +136,20 @@ pub async fn show(
         let answer = sign_in_page(server, &session, &request, None, "", None, 200);
         return Ok(with_session(answer, new.then_some(session_id)));
     };
+    if query.action.as_deref() == Some(CROSS_SIGNING_RESET) {
+        let pending = query
+            .session
+            .as_deref()
+            .and_then(|id| server.uia.pending_approval(id, &user).map(|p| (id, p)));
+        let answer = match pending {
+            Some((id, pending)) => page(
+                200,
+                html::cross_signing_reset(&session.csrf, &user, &pending.device_id, id),
+            ),
+            None => no_reset_waiting(),
+        };
+        return Ok(with_session(answer, new.then_some(session_id)));
+    }
     let user_id = user_of(&user)?;
     let devices = accounts::devices(server, &user_id).await?;
     let (displayname, _) = profile::load(server, &user_id).await?;
@@ -135,6 +207,9 @@ pub struct AccountForm {
     /// `profile`: the display name (empty clears it).
     #[serde(default)]
     pub displayname: String,
+    /// `cross_signing_reset`: the UIA session approved.
+    #[serde(default)]
+    pub session: String,
 }
 
 /// The account page's actions.
@@ -150,6 +225,8 @@ pub enum AccountAction {
     Deactivate,
     /// Sign this browser out.
     Logout,
+    /// Approve a cross-signing reset (the `m.oauth` stage of one UIA session).
+    CrossSigningReset,
 }
 
 /// Checks the password again for a sensitive change; the answer page when it is wrong.
@@ -191,18 +268,33 @@ pub async fn act(
     action: AccountAction,
     form: AccountForm,
 ) -> Result<WebAnswer> {
-    let Some((session_id, session)) = server
+    let Some((session_id, user)) = server
         .oauth
         .web
-        .checked_session(cookie.as_deref(), &form.csrf)?
+        .signed_in_session(cookie.as_deref(), &form.csrf)?
     else {
-        return Ok(expired_page());
-    };
-    let Some(user) = session.user_id.clone() else {
         return Ok(expired_page());
     };
     let user_id = user_of(&user)?;
     match action {
+        AccountAction::CrossSigningReset => {
+            let valid_for = Duration::from_secs(server.config.auth.approval_secs);
+            if !server.uia.approve(&form.session, &user, valid_for) {
+                return Ok(no_reset_waiting());
+            }
+            tracing::info!(%user, "cross-signing reset approved on the account page");
+            Ok(page(
+                200,
+                html::message(
+                    "Reset approved",
+                    &format!(
+                        "Go back to your application: it can now finish the reset, within {} \
+                         minutes. Until it does, nothing has changed.",
+                        server.config.auth.approval_secs.div_ceil(60).max(1)
+                    ),
+                ),
+            ))
+        }
         AccountAction::Logout => {
             server.oauth.web.sign_out(&session_id)?;
             Ok(page(

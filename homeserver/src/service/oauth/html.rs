@@ -312,6 +312,34 @@ pub fn account(
     )
 }
 
+/// The approval of a cross-signing reset (the `m.oauth` UIA stage): what the reset means,
+/// which device asked, and one form posting `session` to `/_outpost/account/cross_signing_reset`.
+pub fn cross_signing_reset(csrf: &str, user_id: &str, device_id: &str, session: &str) -> String {
+    page(
+        "Reset your encryption identity?",
+        &format!(
+            "<h1>Reset your encryption identity?</h1>\
+             <p>You are signed in as <strong>{user}</strong>. Your device <code>{device}</code> \
+             asks to replace your cross-signing keys: the identity your devices and the people \
+             you talk to use to verify that encrypted messages come from you.</p>\
+             <p>After the reset:</p><ul>\
+             <li>everyone who verified you sees that your identity changed, and must verify you again;</li>\
+             <li>your other devices must be verified again from the new identity;</li>\
+             <li>messages you can read now stay readable only where a device or a key backup keeps their keys.</li></ul>\
+             <p class=\"error\">Approve only if you started the reset yourself, on <code>{device}</code>. \
+             If you did not, someone with access to that device may be taking over your identity: \
+             do not approve, and sign that device out on <a href=\"/_outpost/account\">your account page</a>.</p>\
+             <form method=\"post\" action=\"/_outpost/account/cross_signing_reset\">{csrf}{session}\
+             <button type=\"submit\">Approve the reset</button></form>\
+             <p class=\"small\">Nothing changes until your application finishes the reset.</p>",
+            user = escape(user_id),
+            device = escape(device_id),
+            csrf = hidden("csrf", csrf),
+            session = hidden("session", session),
+        ),
+    )
+}
+
 /// A page that only says something (an error, or a finished device sign-in).
 pub fn message(title: &str, text: &str) -> String {
     page(

@@ -95,7 +95,7 @@ pub struct AuthMetadata {
     /// The account page (MSC4191, spec "Account management").
     pub account_management_uri: String,
     /// The actions it serves.
-    pub account_management_actions_supported: [&'static str; 8],
+    pub account_management_actions_supported: [&'static str; 9],
     /// `["create"]` when open registration is on.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prompt_values_supported: Vec<&'static str>,

@@ -157,6 +157,18 @@ impl WebState {
             .filter(|(_, s)| s.expires_ms > now && constant_time_eq(&s.csrf, csrf)))
     }
 
+    /// The signed-in user of the live session a form post comes from, if its CSRF token is
+    /// that session's: `(session ID, user)`. `None` means the caller shows the expired page.
+    pub(super) fn signed_in_session(
+        &self,
+        cookie: Option<&str>,
+        csrf: &str,
+    ) -> Result<Option<(String, String)>> {
+        Ok(self
+            .checked_session(cookie, csrf)?
+            .and_then(|(id, session)| Some((id, session.user_id?))))
+    }
+
     /// Signs a session in under a new ID (requests move with it); returns the new ID.
     pub(super) fn sign_in(&self, old: &str, user_id: &str) -> Result<String> {
         let now = now_ms();
@@ -749,14 +761,11 @@ pub async fn consent(
     cookie: Option<String>,
     form: ConsentForm,
 ) -> Result<WebAnswer> {
-    let Some((session_id, session)) = server
+    let Some((session_id, user_id)) = server
         .oauth
         .web
-        .checked_session(cookie.as_deref(), &form.csrf)?
+        .signed_in_session(cookie.as_deref(), &form.csrf)?
     else {
-        return Ok(expired_page());
-    };
-    let Some(user_id) = session.user_id.clone() else {
         return Ok(expired_page());
     };
     let allow = match form.action.as_str() {
