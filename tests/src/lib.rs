@@ -9,21 +9,23 @@
 //! The binary is `$OUTPOST_HOMESERVER` if set, else `target/<profile>/homeserver` next to the
 //! running test executable; build it first with `cargo build --release -p homeserver`.
 //!
-//! Modules: `env` (processes, temp dirs), `client` (Matrix requests over the `ureq` agent and
-//! JSON helpers), `raw` (hand-written HTTP/1.1 for requests the agent cannot make), `tls`
-//! (TLS clients of the client listener and test certificates), `e2ee` (a
-//! vodozemac-based encrypting client), `federation` (several units), `appliance` (the CLI),
-//! `appservice` (a test application service), `bridge` (real appservice software, and a stock
-//! Synapse to prove its scenarios on), `venv` (pinned PyPI tools in venvs under `target/`),
-//! `oauth` (`oauth_protocol.rs`'s OAuth 2.0 request shapes, by path), `html` (the forms of a
-//! server-rendered page), `oauth_client` (a standard OAuth 2.0 client, metadata-driven, and the
-//! suite's one scripted browser over `html`).
+//! Modules: `env` (processes, temp dirs), `bench` (the figures the benchmarks print),
+//! `client` (Matrix requests over the `ureq` agent and JSON helpers), `raw` (hand-written
+//! HTTP/1.1 for requests the agent cannot make), `tls` (TLS clients of the client listener and
+//! test certificates), `e2ee` (a vodozemac-based encrypting client), `federation` (several
+//! units), `appliance` (the CLI), `appservice` (a test application service), `bridge` (real
+//! appservice software, and a stock Synapse to prove its scenarios on), `venv` (pinned PyPI
+//! tools in venvs under `target/`), `oauth` (`oauth_protocol.rs`'s OAuth 2.0 request shapes, by
+//! path), `html` (the forms of a server-rendered page), `oauth_client` (a standard OAuth 2.0
+//! client, metadata-driven, and the suite's one scripted browser over `html`).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
 //! lives in `tests/tests/*.rs`.
 
 pub mod appliance;
 pub mod appservice;
+// Figures the benchmark binaries print (percentiles, durations, sizes).
+pub mod bench;
 mod client;
 pub mod e2ee;
 mod env;
@@ -52,7 +54,7 @@ pub use client::{
 };
 pub use env::{
     EXIT_DEADLINE, READY_DEADLINE, TLS_NAMES, TempDir, TestEnv, established_connections,
-    homeserver_binary, proc_status_kib, run_homeserver,
+    homeserver_binary, proc_status_kib, process_cpu_time, run_homeserver,
 };
 pub use raw::{admin_get, admin_post, closed_within, connect_from, raw_http, raw_http_from};
 pub use serde_json::{Value, json};

@@ -741,3 +741,38 @@ fn notifications_reach_the_push_gateway_and_are_retried() {
         "each notification is delivered once"
     );
 }
+
+/// Members on the default rules share one evaluation per event; a member event still notifies
+/// a member whose own rule matches member events, and no member on the defaults
+/// (`.m.rule.member_event`).
+#[test]
+fn member_events_notify_custom_rules_only() {
+    let env = TestEnv::unlimited();
+    let alice = env.register("alice");
+    let bob = env.register("bob");
+    let carol = env.register("carol");
+    let erin = env.register("erin");
+    let dave = env.register("dave");
+    erin.put_ok(
+        &rule_path("override", "members"),
+        &json!({
+            "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"}],
+            "actions": ["notify"],
+        }),
+    );
+    let room = room_with(&alice, &[&bob, &carol, &erin]);
+    alice.invite(&room, &dave.user_id);
+    let invite = |client: &Client| -> bool {
+        client.get_ok("/_matrix/client/v3/notifications")["notifications"]
+            .as_array()
+            .is_some_and(|list| {
+                list.iter().any(|n| {
+                    n["event"]["type"] == "m.room.member"
+                        && n["event"]["state_key"] == dave.user_id.as_str()
+                        && n["event"]["content"]["membership"] == "invite"
+                })
+            })
+    };
+    assert!(invite(&erin), "a custom rule on member events matches");
+    assert!(!invite(&bob) && !invite(&carol), "other members are not");
+}

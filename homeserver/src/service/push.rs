@@ -780,19 +780,28 @@ pub fn notify_in_tx(tx: &WriteTx<'_>, pdu: &Pdu, pos: i64) -> Result<()> {
         .and_then(|value| value.as_bool())
         == Some(true);
     let mut power: Option<PushConditionPowerLevelsCtx> = None;
-    // Users on the server defaults differ only in the rules that name them (invites and
-    // `m.mentions.user_ids`): for any other event one evaluation serves them all.
-    let shareable = pdu.kind != ruma::events::TimelineEventType::RoomMember
-        && event.get("content.m\\.mentions.user_ids").is_none();
+    // Users on the server defaults differ only in the rules that name them: `m.mentions.user_ids`
+    // and, for a member event, `.m.rule.invite_for_me` of its target. So one evaluation serves
+    // every other member on the defaults (a member event is then `.m.rule.member_event` for
+    // all of them); a join into a room of N members evaluates once instead of N times.
+    let shareable = event.get("content.m\\.mentions.user_ids").is_none();
+    let member_target = (pdu.kind == ruma::events::TimelineEventType::RoomMember)
+        .then_some(pdu.state_key.as_deref())
+        .flatten();
     let mut for_defaults: Option<Option<Outcome>> = None;
     let now = now_ms();
     let mut queued = false;
     for member in recipients {
-        let cached = rules_for(tx, &member)?;
-        let share = shareable && cached.pos.is_none();
+        // A member without a stored rule set is on the defaults. Their shared outcome needs no
+        // rules loaded: in a room larger than the rules cache, loading them for every member
+        // of every event would rebuild the default rule set thousands of times per message.
+        let share = shareable
+            && member.rules_pos.is_none()
+            && member_target != Some(member.user_id.as_str());
         let outcome = match &for_defaults {
             Some(outcome) if share => outcome.clone(),
             _ => {
+                let cached = rules_for(tx, &member)?;
                 let ctx = Evaluation {
                     tx,
                     pdu,

@@ -172,11 +172,9 @@ pub fn append_at_in_tx(
     txn: Option<(&str, &str)>,
     origin_server_ts: MilliSecondsSinceUnixEpoch,
 ) -> Result<Pdu> {
-    let pdu = build_checked_at_in_tx(tx, signer, room_id, sender, event, origin_server_ts)?;
-    let room =
-        state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    let (_, rules) = rules_of(&room.room_version)?;
-    persist_in_tx(tx, &rules, &pdu, room.current_state_group, txn)?;
+    let (pdu, rules, current_group) =
+        build_checked_on_top(tx, signer, room_id, sender, event, origin_server_ts)?;
+    persist_in_tx(tx, &rules, &pdu, current_group, txn)?;
     enqueue_for_peers_in_tx(tx, signer, &pdu, None)?;
     Ok(pdu)
 }
@@ -203,6 +201,19 @@ pub fn build_checked_at_in_tx(
     event: NewEvent,
     origin_server_ts: MilliSecondsSinceUnixEpoch,
 ) -> Result<Pdu> {
+    build_checked_on_top(tx, signer, room_id, sender, event, origin_server_ts).map(|(pdu, ..)| pdu)
+}
+
+/// [`build_checked_at_in_tx`], also returning the room's rules and the current state group the
+/// event was built on, so appending it needs no second look at the room.
+fn build_checked_on_top(
+    tx: &mut WriteTx<'_>,
+    signer: &Signer,
+    room_id: &RoomId,
+    sender: &UserId,
+    event: NewEvent,
+    origin_server_ts: MilliSecondsSinceUnixEpoch,
+) -> Result<(Pdu, RoomVersionRules, Option<i64>)> {
     let Position {
         rules,
         prev_events,
@@ -210,6 +221,7 @@ pub fn build_checked_at_in_tx(
         auth_events,
         auth_pdus,
         reference_hashes,
+        current_group,
         ..
     } = position_in_tx(tx, room_id, sender, &event)?;
     let pdu = build_event(
@@ -243,7 +255,7 @@ pub fn build_checked_at_in_tx(
     )
     .map_err(Error::forbidden)?;
 
-    Ok(pdu)
+    Ok((pdu, rules, current_group))
 }
 
 /// Queues `pdu` for every other server with a joined member in its room (and, for a member
@@ -256,9 +268,8 @@ pub fn enqueue_for_peers_in_tx(
 ) -> Result<()> {
     let own = signer.server_name.as_str();
     let mut servers: std::collections::BTreeSet<String> =
-        state::members_with(tx, pdu.room_id.as_str(), "join")?
-            .iter()
-            .filter_map(|user| user.split_once(':').map(|(_, server)| server.to_owned()))
+        state::joined_servers(tx, pdu.room_id.as_str())?
+            .into_iter()
             .collect();
     if pdu.kind == TimelineEventType::RoomMember
         && let Some(target) = pdu.state_key.as_deref().and_then(|k| k.split_once(':'))

@@ -307,6 +307,19 @@ pub fn members_with(conn: &Connection, room_id: &str, membership: &str) -> Resul
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The servers of a room's joined members (the part of each user ID after its first `:`),
+/// each once: where a new event of the room goes. Computed in SQL, so a room of thousands of
+/// members costs one scan and no string per member.
+pub fn joined_servers(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT substr(state_key, instr(state_key, ':') + 1) FROM current_state
+         WHERE room_id = ?1 AND event_type = 'm.room.member' AND membership = 'join'
+         AND instr(state_key, ':') > 0",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Up to `limit` members of a room other than `user_id` whose current membership is `first`
 /// or `second`, in the stream order of their current member events (the room summary's
 /// `m.heroes` order).

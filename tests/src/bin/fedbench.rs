@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+use tests::bench::{ms, percentiles};
 use tests::federation::{Federation, share_room, state_ids};
 use tests::{Client, json, str_field};
 
@@ -230,27 +231,4 @@ fn convergence(partition: usize, one_sender: bool) {
         "catch-up rate: {:.0} messages/s (from C ready to last message)",
         partition as f64 / (messages_done - ready).as_secs_f64().max(1e-9)
     );
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn percentiles(sample: &mut [Duration]) -> String {
-    if sample.is_empty() {
-        return "no samples".to_owned();
-    }
-    sample.sort_unstable();
-    let at = |q: f64| {
-        let index = ((sample.len() as f64 - 1.0) * q).round() as usize;
-        sample[index.min(sample.len() - 1)]
-    };
-    format!(
-        "p50 {}, p90 {}, p99 {}, max {} (n = {})",
-        ms(at(0.50)),
-        ms(at(0.90)),
-        ms(at(0.99)),
-        ms(sample[sample.len() - 1]),
-        sample.len()
-    )
 }

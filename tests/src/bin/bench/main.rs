@@ -18,15 +18,23 @@
 //!
 //! With `--rooms N` it measures one account in N rooms instead (see `rooms.rs`).
 //!
+//! With `--bigroom N` it measures a room with N members and a second unit joining it over
+//! federation (see `bigroom.rs`); with `--federation N`, N messages from K senders on one unit
+//! to a peer and the peer's catch-up after an outage of `--outage` messages (see
+//! `federation.rs`). Both need 127.0.0.2 and .3 on the loopback interface.
+//!
 //! With `--appservice` it measures the homeserver -> appservice path instead: a test
 //! appservice (`tests::appservice`) whose namespace holds a member of the room receives the
 //! K x M messages; it prints events/s and transactions/s delivered, the send -> appservice
 //! receipt delay (p50/p99), and the catch-up time after a 10,000-event outage.
 //!
 //! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
-//! [--users N] [--rate R] [--wal] [--tls] [--appservice] [--rooms N] [--config TOML]`. It asserts nothing
+//! [--users N] [--rate R] [--wal] [--tls] [--appservice] [--rooms N] [--bigroom N]
+//! [--federation N [--outage N]] [--config TOML]`. It asserts nothing
 //! about speed.
 
+mod bigroom;
+mod federation;
 mod rooms;
 
 use std::collections::HashMap;
@@ -36,6 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use tests::bench::{mib, ms, percentiles, row};
 use tests::{Client, TestEnv, Value, enc, json, str_field};
 
 const HELP: &str = "\
@@ -54,6 +63,9 @@ OPTIONS:
                     (ends the server with kill -9 so the log can be read afterwards)
     --appservice    measure delivery to an appservice (throughput, delay, outage catch-up)
     --rooms N       one account in N rooms: initial, lazy and incremental /sync, sliding sync
+    --bigroom N     a room with N members: send, /members, initial /sync, a federated join
+    --federation N  N messages from K senders on unit A to unit B, then an outage
+    --outage N      messages sent while B is down with --federation (default 100000; 0 skips)
     --config TOML   extra TOML appended to the server's config (e.g. \"[storage]\\n...\")
     -h, --help      print this help";
 
@@ -68,6 +80,9 @@ struct Args {
     tls: bool,
     appservice: bool,
     rooms: Option<usize>,
+    bigroom: Option<usize>,
+    federation: Option<usize>,
+    outage: usize,
     config: String,
 }
 
@@ -81,6 +96,9 @@ impl Args {
         let mut tls = false;
         let mut appservice = false;
         let mut rooms = None;
+        let mut bigroom = None;
+        let mut federation = None;
+        let mut outage = 100_000;
         let mut config = String::new();
         while let Some(flag) = raw.next() {
             let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
@@ -93,6 +111,9 @@ impl Args {
                 "--tls" => tls = true,
                 "--appservice" => appservice = true,
                 "--rooms" => rooms = Some(parse_number(&value("--rooms")?)?),
+                "--bigroom" => bigroom = Some(parse_number(&value("--bigroom")?)?),
+                "--federation" => federation = Some(parse_number(&value("--federation")?)?),
+                "--outage" => outage = parse_number(&value("--outage")?)?,
                 "--config" => config = value("--config")?.replace("\\n", "\n"),
                 "--rate" => {
                     let text = value("--rate")?;
@@ -120,6 +141,9 @@ impl Args {
             tls,
             appservice,
             rooms,
+            bigroom,
+            federation,
+            outage,
             config,
         }))
     }
@@ -148,6 +172,24 @@ fn main() -> ExitCode {
     match Args::parse(std::env::args().skip(1)) {
         Ok(Some(args)) if args.rooms.is_some() => {
             rooms::run(args.rooms.unwrap_or_default(), &args.config);
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Args {
+            bigroom: Some(members),
+            config,
+            ..
+        })) => {
+            bigroom::run(members, &config);
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Args {
+            federation: Some(messages),
+            outage,
+            senders,
+            config,
+            ..
+        })) => {
+            federation::run(messages, outage, senders, &config);
             ExitCode::SUCCESS
         }
         Ok(Some(args)) if args.appservice => {
@@ -653,38 +695,6 @@ fn listen(
             quiet_since = None;
         }
     }
-}
-
-/// Prints one aligned `label: value` line of the report.
-fn row(label: &str, value: impl std::fmt::Display) {
-    println!("{:<38}{value}", format!("{label}:"));
-}
-
-/// `p50 … p99 … max …` of a latency sample (sorted in place).
-fn percentiles(sample: &mut [Duration]) -> String {
-    if sample.is_empty() {
-        return "no samples".to_owned();
-    }
-    sample.sort_unstable();
-    let at = |q: f64| {
-        let index = ((sample.len() as f64 - 1.0) * q).round() as usize;
-        sample[index.min(sample.len() - 1)]
-    };
-    format!(
-        "p50 {}, p99 {}, p99.9 {}, max {}",
-        ms(at(0.50)),
-        ms(at(0.99)),
-        ms(at(0.999)),
-        ms(sample[sample.len() - 1])
-    )
-}
-
-fn ms(duration: Duration) -> String {
-    format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 /// Messages sent while the appservice is down, for the catch-up figure.

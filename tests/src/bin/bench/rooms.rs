@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tests::{TestEnv, enc, json, str_field};
 
-use crate::{mib, ms, row};
+use tests::bench::{mib, ms, row};
 
 /// Messages posted into each room while setting up.
 const MESSAGES_PER_ROOM: usize = 5;
