@@ -10,6 +10,7 @@
 //! 5. tags: bob marks the room as a favourite and his client lists the tag;
 //! 6. notification counts: three messages from alice count 3 for bob, a message mentioning him
 //!    highlights, and his read receipt on the newest event brings the counts back to 0.
+//!
 //! It runs over HTTPS (`homeserver dev --tls`), the clients trusting only the unit's CA.
 //!
 //! The steps share only the setup, so every step runs even if an earlier one failed. On failure
