@@ -206,28 +206,6 @@ fn remove_record(path: &Path) -> Result<(), Failure> {
     }
 }
 
-/// Gives everything under `dir` the owner of `dir`: restore runs as root here, and the
-/// homeserver (its own user) must open the files it put back.
-fn own_tree(dir: &Path) -> Result<(), Failure> {
-    let entries = std::fs::read_dir(dir).map_err(|err| Failure::io("cannot list", dir, err))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|err| Failure::io("cannot list", dir, err))?
-            .path();
-        let kind = std::fs::symlink_metadata(&path)
-            .map_err(|err| Failure::io("cannot inspect", &path, err))?
-            .file_type();
-        if kind.is_symlink() {
-            continue;
-        }
-        crate::unit::match_owner(&path, dir)?;
-        if kind.is_dir() {
-            own_tree(&path)?;
-        }
-    }
-    Ok(())
-}
-
 /// `update settle`: after a boot, finish or undo the pending update (see the module header).
 fn settle(
     unit: &Unit,
@@ -276,7 +254,7 @@ fn settle(
             yes: true,
         },
     )?;
-    own_tree(unit.dir())?;
+    // Restore gave the restored files the data directory's owner (the homeserver's user).
     let record = Rollback {
         failed_version: pending.to_version,
         running_version: pending.from_version,
