@@ -12,9 +12,10 @@
 #  - nft -c of the firewall template (in a private network namespace: nothing is loaded)
 #  - systemd-sysusers accepts the accounts file
 #  - shellcheck of every shell script we ship or run
-#  - the real bitbake 2.18 over the real oe-core yocto-6.0.2 + meta-openembedded (snapshots in
-#    ../shared/yocto), offline: `bitbake -p`, none of our recipes skipped, what the layer's
-#    Python computes from the shared files, `bitbake -g outpost-image`
+#  - the real bitbake 2.18 over the real oe-core yocto-6.0.2 + meta-openembedded + meta-rauc
+#    (snapshots in ../shared/yocto), offline: `bitbake -p`, none of our recipes skipped, what the
+#    layer's Python computes from the shared files, `bitbake -g outpost-image` and
+#    `bitbake -g outpost-bundle`
 #    (tests/image/bitbake-check.sh)
 #  - oelint-adv on the recipes and classes, and the kas files against kas's own schema
 #    (both from PyPI, in a virtualenv under target/)
@@ -140,10 +141,10 @@ bitbake_real() {
 }
 if bitbake_real; then
 	passed=$((passed + 1))
-	echo "ok      real bitbake: -p, our recipes none skipped, -g outpost-image (tests/image/bitbake-check.sh)"
+	echo "ok      real bitbake: -p, our recipes none skipped, -g outpost-image and outpost-bundle (tests/image/bitbake-check.sh)"
 else
 	failed=$((failed + 1))
-	echo "FAILED  real bitbake: -p, our recipes none skipped, -g outpost-image (tests/image/bitbake-check.sh)"
+	echo "FAILED  real bitbake: -p, our recipes none skipped, -g outpost-image and outpost-bundle (tests/image/bitbake-check.sh)"
 fi
 
 # Rules left out on purpose: the crates .inc format is oe-core's (space after the quote);
