@@ -613,6 +613,12 @@ pub fn restore(unit: &Unit, args: &RestoreArgs) -> Result<Exit, Failure> {
             return Err(Failure::state("restore cancelled; nothing was changed"));
         }
     }
+    // This tool runs as root at the unit's console, the homeserver as its own user: the
+    // restored files get the data directory's owner before they take the old ones' place.
+    if let Err(err) = own_tree(&staging, &data_dir) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(err);
+    }
     swap(&data_dir, &staging, &pre_restore)?;
     unit::restrict_dir(&data_dir)?;
     // The firewall admits the restored unit's peers, and no others.
@@ -845,6 +851,29 @@ fn check_staged(staging: &Path, data_dir: &Path) -> Result<(), String> {
     std::fs::write(&config_path, config).map_err(|err| err.to_string())?;
     homeserver::config::Config::from_file(&config_path)
         .map_err(|err| format!("its config does not load ({err})"))?;
+    Ok(())
+}
+
+/// Gives everything under `dir` (not `dir` itself, and no symlink) the owner and group of
+/// `like`. Restore and `update settle` (which restores through [`restore`]) run as root on the
+/// unit; without this the homeserver's user could not open the restored database and keys.
+fn own_tree(dir: &Path, like: &Path) -> Result<(), Failure> {
+    let entries = std::fs::read_dir(dir).map_err(|err| Failure::io("cannot list", dir, err))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|err| Failure::io("cannot list", dir, err))?
+            .path();
+        let kind = std::fs::symlink_metadata(&path)
+            .map_err(|err| Failure::io("cannot inspect", &path, err))?
+            .file_type();
+        if kind.is_symlink() {
+            continue;
+        }
+        unit::match_owner(&path, like)?;
+        if kind.is_dir() {
+            own_tree(&path, like)?;
+        }
+    }
     Ok(())
 }
 

@@ -4,8 +4,10 @@
 //! The unit has two root slots (`a` and `b`, each a squashfs with its dm-verity hash partition,
 //! booted through its own unified kernel image). `apply` checks the bundle (RAUC verifies its
 //! signature against the unit's keyring, which holds only the vendor's certificate), its
-//! compatible string and its version (no downgrade unless asked), takes a backup of the data
-//! with the ordinary backup code, and has RAUC write the inactive slot. RAUC's post-install
+//! compatible string and its version (no downgrade unless asked), every block of its payload
+//! against the signed dm-verity root hash (a damaged bundle is refused before anything is
+//! written, not halfway through the install), takes a backup of the data with the ordinary
+//! backup code, and has RAUC write the inactive slot. RAUC's post-install
 //! handler puts that slot's kernel image on the ESP with a boot counter of 3 tries; the new
 //! slot boots on trial at the next restart and is blessed (its counter dropped) once the
 //! homeserver reports READY. A slot that fails its tries falls back to the other by itself
@@ -206,28 +208,6 @@ fn remove_record(path: &Path) -> Result<(), Failure> {
     }
 }
 
-/// Gives everything under `dir` the owner of `dir`: restore runs as root here, and the
-/// homeserver (its own user) must open the files it put back.
-fn own_tree(dir: &Path) -> Result<(), Failure> {
-    let entries = std::fs::read_dir(dir).map_err(|err| Failure::io("cannot list", dir, err))?;
-    for entry in entries {
-        let path = entry
-            .map_err(|err| Failure::io("cannot list", dir, err))?
-            .path();
-        let kind = std::fs::symlink_metadata(&path)
-            .map_err(|err| Failure::io("cannot inspect", &path, err))?
-            .file_type();
-        if kind.is_symlink() {
-            continue;
-        }
-        crate::unit::match_owner(&path, dir)?;
-        if kind.is_dir() {
-            own_tree(&path)?;
-        }
-    }
-    Ok(())
-}
-
 /// `update settle`: after a boot, finish or undo the pending update (see the module header).
 fn settle(
     unit: &Unit,
@@ -276,7 +256,7 @@ fn settle(
             yes: true,
         },
     )?;
-    own_tree(unit.dir())?;
+    // Restore gave the restored files the data directory's owner (the homeserver's user).
     let record = Rollback {
         failed_version: pending.to_version,
         running_version: pending.from_version,
@@ -394,6 +374,110 @@ fn bundle_info(file: &Path) -> Result<BundleInfo, Failure> {
     })
 }
 
+/// Block size of RAUC's verity bundles: payload, hash tree and their dm-verity blocks.
+const VERITY_BLOCK: u64 = 4096;
+
+/// Checks every byte of a verity bundle's payload against the hash tree whose root hash (and
+/// salt and size) the signed manifest names, before anything is written. `rauc info` checks
+/// only the signature over the manifest, and `rauc install` reads the payload through
+/// dm-verity as it copies it: a damaged or tampered block would stop the install halfway,
+/// with the inactive slot partly overwritten. (RAUC 1.15's `perform-pre-check` does the same
+/// check; the test image's Debian RAUC 1.8 has no such option, so the check is here, for
+/// both.) A verity bundle is `payload | hash tree | CMS signature | signature size (u64, big
+/// endian)`; `veritysetup verify` reads the whole payload in user space.
+fn check_payload(file: &Path) -> Result<(), Failure> {
+    let refuse = |why: String| {
+        Failure::rejected(format!(
+            "{} is not a valid update bundle for this unit: its content does not match its \
+             signed manifest ({why}); nothing was changed",
+            file.display()
+        ))
+    };
+    let out = Command::new("rauc")
+        .arg("info")
+        .arg(format!("--keyring={RAUC_KEYRING}"))
+        .arg(file)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Failure::broke(format!("cannot run rauc: {err}")))?;
+    if !out.status.success() {
+        return Err(refuse("rauc info failed on a second read".to_owned()));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let verity = |name: &str| {
+        text.lines().find_map(|line| {
+            line.trim()
+                .strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(|value| value.trim().trim_matches('\'').to_owned())
+        })
+    };
+    let hex = |value: &Option<String>| {
+        value
+            .as_deref()
+            .is_some_and(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let (salt, hash) = (verity("Verity Salt"), verity("Verity Hash"));
+    let tree_size = verity("Verity Size").and_then(|v| v.parse::<u64>().ok());
+    let (Some(salt), Some(hash), Some(tree_size)) = (
+        hex(&salt).then_some(salt).flatten(),
+        hex(&hash).then_some(hash).flatten(),
+        tree_size,
+    ) else {
+        return Err(refuse("it names no dm-verity hash tree".to_owned()));
+    };
+    let mut bundle =
+        std::fs::File::open(file).map_err(|err| Failure::io("cannot open", file, err))?;
+    let size = bundle
+        .metadata()
+        .map_err(|err| Failure::io("cannot inspect", file, err))?
+        .len();
+    let mut tail = [0u8; 8];
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        bundle
+            .seek(SeekFrom::Start(size.saturating_sub(8)))
+            .and_then(|_| bundle.read_exact(&mut tail))
+            .map_err(|err| Failure::io("cannot read", file, err))?;
+    }
+    let payload = size
+        .checked_sub(8)
+        .and_then(|rest| rest.checked_sub(u64::from_be_bytes(tail)))
+        .and_then(|rest| rest.checked_sub(tree_size))
+        .filter(|payload| {
+            *payload > 0 && payload % VERITY_BLOCK == 0 && tree_size % VERITY_BLOCK == 0
+        })
+        .ok_or_else(|| refuse("its payload and hash tree do not fit its size".to_owned()))?;
+    let out = Command::new("veritysetup")
+        .args([
+            "verify",
+            "--no-superblock",
+            "--format=1",
+            "--hash=sha256",
+            "--data-block-size=4096",
+            "--hash-block-size=4096",
+        ])
+        .arg(format!("--data-blocks={}", payload / VERITY_BLOCK))
+        .arg(format!("--hash-offset={payload}"))
+        .arg(format!("--salt={salt}"))
+        .arg(file)
+        .arg(file)
+        .arg(&hash)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| Failure::broke(format!("cannot run veritysetup: {err}")))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let reason = stderr
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("veritysetup refused it")
+            .trim();
+        return Err(refuse(format!("damaged or tampered payload: {reason}")));
+    }
+    Ok(())
+}
+
 /// The value of `key=` in a simple KEY=value file (system.conf's `compatible`, os-release's
 /// `IMAGE_VERSION`), quotes removed.
 fn key_value(path: &str, key: &str) -> Result<Option<String>, Failure> {
@@ -484,6 +568,8 @@ fn apply(
         "Signed update for {compatible}, version {} (running {current}).",
         info.version
     );
+    println!("Checking the bundle's content against its signed manifest ...");
+    check_payload(&file)?;
 
     // 2. A backup of the data, with the ordinary backup code, before anything is written.
     let from_slot = booted_slot()?;

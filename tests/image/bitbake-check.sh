@@ -13,7 +13,11 @@
 #  3. `bitbake -p`: every recipe, class, conf and bbappend of the whole stack
 #  4. tests/image/bitbake-ours.py: every recipe of ours parsed and none skipped, and the values
 #     the layer computes from the shared files
-#  5. `bitbake -g outpost-image`: the image's whole task graph resolves, and it holds our recipes
+#  5. `bitbake -g outpost-image` and `bitbake -g outpost-bundle`: the image's and the update
+#     bundle's whole task graphs resolve, and they hold our recipes, RAUC and the signing tool
+# The signing keys come from the environment (OUTPOST_UPDATE_KEY/CERT, OUTPOST_SB_KEY/CERT,
+# through BB_ENV_PASSTHROUGH_ADDITIONS, as kas passes them): throw-away ones are made under
+# target/yocto/keys for the parse (never committed, never used to sign anything here).
 # Any ERROR, a non-zero exit, or a WARNING that names our layer, distro, machine or recipes
 # fails the check; other warnings are printed.
 #
@@ -60,7 +64,7 @@ while read -r sum tarball; do
 		echo "$sum" >"$stamp"
 	fi
 done <"$SNAPSHOTS/SHA256SUMS"
-for name in bitbake openembedded-core meta-openembedded; do
+for name in bitbake openembedded-core meta-openembedded meta-rauc; do
 	[ -d "$LAYERS/$name" ] || die "no $name among the snapshots"
 done
 
@@ -73,10 +77,21 @@ mkdir -p "$TREE"
 	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
 	tar -cf - --null -T -) | tar -xf - -C "$TREE"
 mkdir -p "$BUILD/conf" "$WORK/home"
+# Throw-away signing keys, standing in for the vendor's (made once per machine).
+KEYS=$WORK/keys
+for name in update sb; do
+	[ -f "$KEYS/$name.cert.pem" ] && continue
+	mkdir -p "$KEYS"
+	openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/O=Outpost check/CN=$name (throw-away)" \
+		-keyout "$KEYS/$name.key.pem" -out "$KEYS/$name.cert.pem" 2>/dev/null || die "openssl failed"
+done
 chown -R "$RUN_UID:$RUN_GID" "$WORK"
 as_user() {
 	env -i HOME="$WORK/home" LANG=en_US.UTF-8 \
 		PATH="$LAYERS/bitbake/bin:/usr/bin:/bin:/usr/sbin:/sbin" PYTHONPATH="$LAYERS/bitbake/lib" \
+		OUTPOST_UPDATE_KEY="$KEYS/update.key.pem" OUTPOST_UPDATE_CERT="$KEYS/update.cert.pem" \
+		OUTPOST_SB_KEY="$KEYS/sb.key.pem" OUTPOST_SB_CERT="$KEYS/sb.cert.pem" \
+		BB_ENV_PASSTHROUGH_ADDITIONS="OUTPOST_UPDATE_KEY OUTPOST_UPDATE_CERT OUTPOST_SB_KEY OUTPOST_SB_CERT" \
 		"${AS_USER[@]}" "$@"
 }
 as_user test -w "$BUILD" -a -r "$TREE/yocto-layer/meta-outpost/conf/layer.conf" ||
@@ -92,6 +107,7 @@ BBLAYERS = " \\
     $LAYERS/meta-openembedded/meta-oe \\
     $LAYERS/meta-openembedded/meta-python \\
     $LAYERS/meta-openembedded/meta-networking \\
+    $LAYERS/meta-rauc \\
     $TREE/yocto-layer/meta-outpost \\
 "
 EOF
@@ -148,19 +164,26 @@ step() {
 step "bitbake -p" parse bitbake -p
 step "our recipes" ours python3 "$TREE/tests/image/bitbake-ours.py" "$TREE/yocto-layer/meta-outpost"
 grep -E '^(FAILED|[0-9]+ passed)' "$WORK/ours.log" | sed 's/^/  /'
-rm -f "$BUILD/pn-buildlist" # a stale one must not pass for this run's
-step "bitbake -g outpost-image" graph bitbake -g outpost-image
-if [ -f "$BUILD/pn-buildlist" ]; then
-	for pn in outpost-image outpost-base outpost-initramfs outpost-initramfs-init homeserver \
-		appliance-tools linux-yocto systemd-boot nftables cryptsetup; do
-		grep -qx "$pn" "$BUILD/pn-buildlist" || { echo "  outpost-image does not pull in $pn"; failed=1; }
-	done
-	echo "  outpost-image: $(wc -l <"$BUILD/pn-buildlist") recipes in its task graph"
-else
-	echo "  no pn-buildlist written"
-	failed=1
-fi
+graph() {
+	local target=$1
+	shift
+	rm -f "$BUILD/pn-buildlist" # a stale one must not pass for this run's
+	step "bitbake -g $target" "graph-$target" bitbake -g "$target"
+	if [ -f "$BUILD/pn-buildlist" ]; then
+		for pn in "$@"; do
+			grep -qx "$pn" "$BUILD/pn-buildlist" || { echo "  $target does not pull in $pn"; failed=1; }
+		done
+		echo "  $target: $(wc -l <"$BUILD/pn-buildlist") recipes in its task graph"
+	else
+		echo "  no pn-buildlist written"
+		failed=1
+	fi
+}
+graph outpost-image outpost-image outpost-base outpost-initramfs outpost-initramfs-init \
+	homeserver appliance-tools linux-yocto systemd-boot nftables cryptsetup rauc rauc-conf \
+	sbsigntool-native
+graph outpost-bundle outpost-bundle outpost-image rauc-native squashfs-tools-native
 (cd "$BUILD" && as_user bitbake -m) >/dev/null 2>&1 || true # stop the server now, not on its timer
 
-[ "$failed" = 0 ] || die "failed (logs: $WORK/{parse,ours,graph}.log)"
-log "bitbake: the layer parses and outpost-image resolves"
+[ "$failed" = 0 ] || die "failed (logs: $WORK/{parse,ours,graph-*}.log)"
+log "bitbake: the layer parses, outpost-image and outpost-bundle resolve"

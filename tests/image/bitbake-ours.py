@@ -8,7 +8,10 @@ runs it in the build directory, as the user bitbake runs as, with bitbake's lib 
  - the distro and machine settings we rely on survived oe-core's own configuration;
  - what the layer's Python computes from the shared files (accounts, ports, partition UUIDs)
    is what image/lib/layout.py and the sysusers file say, and our kernel bbappend reaches
-   oe-core's linux-yocto.
+   oe-core's linux-yocto;
+ - the update flow: the bundle recipe (verity, system.conf's compatible string and slot
+   classes, both UKIs), RAUC's configuration, the signing keys taken from the environment
+   (and an unset one stopping the build), Secure Boot signing of the UKIs and systemd-boot.
 
     bitbake-ours.py LAYERDIR
 
@@ -16,6 +19,7 @@ Prints one line per check and "N passed, N failed" last. Uses the parse cache `b
 just wrote, so it takes seconds.
 """
 
+import os
 import pathlib
 import sys
 
@@ -105,6 +109,79 @@ def main():
                       image.getVar("IMAGE_FSTYPES"))
         results.check("outpost-image: wic waits for the hash tree",
                       image.getVar("IMAGE_TYPEDEP:wic") == "squashfs.verity")
+
+        # Updates: the bundle, RAUC's configuration, the keys from the environment.
+        system_conf = LAYER / "recipes-core/rauc/files/system.conf"
+        compatible = next(line.split("=", 1)[1] for line in system_conf.read_text().splitlines()
+                          if line.startswith("compatible="))
+        bundle = tinfoil.parse_recipe("outpost-bundle")
+        results.check("outpost-bundle: verity format, system.conf's compatible string",
+                      bundle.getVar("RAUC_BUNDLE_FORMAT") == "verity"
+                      and bundle.getVar("RAUC_BUNDLE_COMPATIBLE") == compatible,
+                      (bundle.getVar("RAUC_BUNDLE_FORMAT"), bundle.getVar("RAUC_BUNDLE_COMPATIBLE")))
+        slots = {slot: (bundle.getVar(f"RAUC_SLOT_{slot}"),
+                        bundle.getVarFlag(f"RAUC_SLOT_{slot}", "fstype"),
+                        bundle.getVarFlag(f"RAUC_SLOT_{slot}", "rename"))
+                 for slot in bundle.getVar("RAUC_BUNDLE_SLOTS").split()}
+        results.check("outpost-bundle: the image's squashfs and hash tree for system.conf's slot "
+                      "classes, named as image/build-bundle.sh names them",
+                      slots == {"rootfs": ("outpost-image", "squashfs", "root.squashfs"),
+                                "verity": ("outpost-image", "squashfs.verity", "root-verity.img")}
+                      and {"slot.rootfs.0", "slot.verity.0"} <= set(
+                          line.strip("[]") for line in system_conf.read_text().splitlines()
+                          if line.startswith("[slot.")), slots)
+        results.check("outpost-bundle: both slots' kernel images, after the image is complete",
+                      bundle.getVar("RAUC_BUNDLE_EXTRA_FILES").split() == ["outpost-a.efi", "outpost-b.efi"]
+                      and "outpost-image:do_image_complete" in (bundle.getVarFlag("do_unpack", "depends") or ""),
+                      bundle.getVar("RAUC_BUNDLE_EXTRA_FILES"))
+        results.check("outpost-bundle: signed with the key and certificate of the environment",
+                      bundle.getVar("RAUC_KEY_FILE") == os.environ.get("OUTPOST_UPDATE_KEY")
+                      and bundle.getVar("RAUC_CERT_FILE") == os.environ.get("OUTPOST_UPDATE_CERT")
+                      and "outpost_require_update_keys" in bundle.getVarFlag("do_bundle", "prefuncs"),
+                      (bundle.getVar("RAUC_KEY_FILE"), bundle.getVar("RAUC_CERT_FILE")))
+        # Unset, a key stops the task that needs it (outpost_signing_file: bb.fatal with this
+        # message) with a message naming the variable; set, there is nothing to say.
+        problem = "${@outpost_signing_problem(d, 'OUTPOST_UPDATE_KEY') or 'none'}"
+        fine = bundle.expand(problem)
+        bundle.setVar("OUTPOST_UPDATE_KEY", "")
+        message = bundle.expand(problem)
+        results.check("the environment's key is accepted; unset, the build stops naming it",
+                      fine == "none" and message.startswith("OUTPOST_UPDATE_KEY is not set")
+                      and "BB_ENV_PASSTHROUGH_ADDITIONS" in message, (fine, message))
+        conf = tinfoil.parse_recipe("rauc-conf")
+        results.check("rauc-conf: our system.conf and the environment's certificate in /etc/rauc",
+                      conf.getVar("FILESEXTRAPATHS").split(":")[0] == str(LAYER / "recipes-core/rauc/files")
+                      and "${OUTPOST_UPDATE_CERT}" in conf.getVar("do_install", expand=False)
+                      and "outpost_require_update_cert" in conf.getVarFlag("do_install", "prefuncs")
+                      and conf.getVar("FILES:rauc-conf") == "/etc/rauc",
+                      (conf.getVar("FILESEXTRAPATHS"), conf.getVar("FILES:rauc-conf")))
+        rauc = tinfoil.parse_recipe("rauc")
+        config = rauc.getVar("PACKAGECONFIG").split()
+        results.check("rauc: JSON and the D-Bus service, no network download or streaming",
+                      {"json", "service"} <= set(config) and not {"network", "streaming"} & set(config),
+                      config)
+        results.check("outpost-image: UKIs signed with the environment's Secure Boot key (sbsign)",
+                      image.getVar("UKI_SB_KEY") == os.environ.get("OUTPOST_SB_KEY")
+                      and image.getVar("UKI_SB_CERT") == os.environ.get("OUTPOST_SB_CERT")
+                      and "--signtool=sbsign" in image.getVar("UKIFY_CMD")
+                      and "sbsigntool-native" in image.getVarFlag("do_uki", "depends")
+                      and "outpost_require_sb_keys" in image.getVarFlag("do_uki", "prefuncs")
+                      and "outpost_bundle_ukis" in image.getVarFlag("do_uki", "postfuncs"),
+                      (image.getVar("UKI_SB_KEY"), image.getVar("UKIFY_CMD")))
+        results.check("outpost-image: rauc, its configuration and appliance-tools' veritysetup",
+                      {"rauc", "rauc-conf", "appliance-tools"} <= set(image.getVar("IMAGE_INSTALL").split())
+                      and "cryptsetup" in tinfoil.parse_recipe("appliance-tools").getVar(
+                          "RDEPENDS:appliance-tools").split(), image.getVar("IMAGE_INSTALL"))
+        boot = tinfoil.parse_recipe("systemd-boot")
+        results.check("systemd-boot: deployed signed with the Secure Boot key",
+                      "outpost_sign_loader" in boot.getVar("do_deploy", expand=False)
+                      and "outpost_require_sb_keys" in boot.getVarFlag("do_deploy", "prefuncs")
+                      and "sbsigntool-native" in boot.getVarFlag("do_deploy", "depends"))
+        release = tinfoil.parse_recipe("os-release")
+        results.check("os-release: IMAGE_VERSION is the bundle's version",
+                      "IMAGE_VERSION" in release.getVar("OS_RELEASE_FIELDS").split()
+                      and release.getVar("IMAGE_VERSION") == bundle.getVar("RAUC_BUNDLE_VERSION"),
+                      (release.getVar("IMAGE_VERSION"), bundle.getVar("RAUC_BUNDLE_VERSION")))
 
         kernel = tinfoil.parse_recipe("linux-yocto")
         src_uri = kernel.getVar("SRC_URI").split()

@@ -20,7 +20,9 @@ under UEFI Secure Boot.
    migration would, and exits 1 (test image only; nothing of it is in the product); all three are signed for Secure Boot (all reused while their
    inputs and keys are the same). RAUC bundles (verity format, image/build-bundle.sh): 101
    signed by the vendor, 101 signed by the other key, 101 truncated, 101 with a flipped byte in
-   its signature, and 102 signed by the vendor, on a FAT "USB stick" labelled UPDATE.
+   its signature, 101 with a flipped byte in its payload and 101 with 1 MiB cut out of its
+   payload (both with the vendor's signature intact), and 102 signed by the vendor, on a FAT
+   "USB stick" labelled UPDATE.
 3. One unit, with Secure Boot on (its report reads the firmware's SecureBoot variable),
    provisioned on its first boot; a user's room and message are the data that must survive.
    Every reboot is cold: qemu runs with -no-reboot, so a reboot in the guest ends qemu, and the
@@ -28,8 +30,10 @@ under UEFI Secure Boot.
    TCG hangs OVMF's Secure Boot build now and then, see image/lib/qemu.py). The boot counter
    lives in the kernel images' names on the ESP, which the test reads from the disk between
    boots. At the serial console (as an admin would type):
-   - the other key's bundle, the truncated one and the tampered one are refused (exit code 3)
-     and `update status` is unchanged;
+   - the other key's bundle, the truncated one, the one with a damaged signature and the two
+     damaged inside their payload are refused (exit code 3) before the backup, `update status`
+     is unchanged and the guest never wrote to root-b or root-b-verity (no extent of them in
+     the disk's overlay);
    - release 101 installs into slot b (on trial: `+2` in its kernel image's name), boots,
      answers with the data intact, and is blessed (good) once the homeserver is READY;
    - release 102 installs into slot a and the unit restarts: slot a boots exactly 2 times, its
@@ -51,6 +55,7 @@ Every wait has a deadline; software emulation only (TCG). The last line is "N pa
 
 import argparse
 import hashlib
+import json
 import os
 import pathlib
 import re
@@ -226,6 +231,23 @@ def esp_ukis(guest):
     return sorted(line.rsplit("/", 1)[-1] for line in listing.split() if line.endswith(".efi"))
 
 
+def written_in(guest, *parts):
+    """The extents of the partitions `parts` the guest has written (qemu allocated them in its
+    overlay: the base disk holds nothing there), as (partition, start, length); read with
+    qemu-img's shared (-U) access while the guest runs."""
+    extents = json.loads(subprocess.run(
+        ["qemu-img", "map", "-U", "--output=json", "-f", "qcow2", str(guest.overlay)],
+        check=True, capture_output=True, text=True).stdout)
+    wks, found = layout.load(), []
+    for name in parts:
+        part = layout.part(wks, name)
+        lo, hi = part["start"], part["start"] + part["size"]
+        found += [(name, e["start"], e["length"]) for e in extents
+                  if e.get("depth") == 0 and e.get("present", True)
+                  and e["start"] < hi and e["start"] + e["length"] > lo]
+    return found
+
+
 def uki_of(names, slot):
     """The name of `slot`'s kernel image among `names` ("" if it has none)."""
     found = [n for n in names if re.fullmatch(rf"outpost-\d+-{slot}(\+\d+(-\d+)?)?\.efi", n)]
@@ -337,6 +359,15 @@ def main():
     tampered = bytearray(good)
     tampered[-200] ^= 0xFF  # inside the CMS signature at the end of the bundle
     (bundles / "tampered.raucb").write_bytes(bytes(tampered))
+    # Inside the payload, the signature intact: one byte of the root squashfs changed, and
+    # 1 MiB cut out of the squashfs (hash tree and signature kept, so the file still ends in
+    # a valid signature over the manifest). `rauc info` accepts both; only the dm-verity hash
+    # tree the manifest's root hash names tells.
+    tampered = bytearray(good)
+    tampered[len(good) // 3] ^= 0x01
+    (bundles / "payload-byte.raucb").write_bytes(bytes(tampered))
+    cut = len(good) // 4
+    (bundles / "payload-cut.raucb").write_bytes(good[:cut] + good[cut + 2**20:])
     del good, tampered
     bundle_size = (bundles / "good.raucb").stat().st_size
     stick = work / "update-stick.img"
@@ -395,15 +426,23 @@ def main():
 
     # --- bundles that must be refused ---------------------------------------------------------
     for name, why in (("other-key", "signed with another key"), ("truncated", "truncated"),
-                      ("tampered", "with a damaged signature")):
+                      ("tampered", "with a damaged signature"),
+                      ("payload-byte", "with a byte of its payload changed (signature intact)"),
+                      ("payload-cut", "with 1 MiB cut out of its payload (signature intact)")):
         out = console_command(guest,
                               f"update apply --device /dev/disk/by-label/UPDATE {name}.raucb")
+        payload = name.startswith("payload")
         results.check(f"a bundle {why} is refused (exit code 3)",
-                      "not a valid update bundle" in out and "(exit code 3)" in out, out)
+                      "not a valid update bundle" in out and "(exit code 3)" in out
+                      and (not payload or "does not match its signed manifest" in out)
+                      and "Backing up" not in out, out)
     after = console_command(guest, "update status")
     results.check("the refused bundles wrote nothing (update status unchanged)",
                   after == before, f"before:\n{before}\nafter:\n{after}")
-    phases.end("three bundles refused")
+    written = written_in(guest, "root-b", "root-b-verity")
+    results.check("the refused bundles wrote nothing to the inactive slot (root-b and its hash "
+                  "partition never written)", not written, written[:10])
+    phases.end("five bundles refused")
 
     def install(bundle, slot, label):
         """Types `update apply … --reboot` and follows it to qemu's exit. Returns the seconds

@@ -1,7 +1,7 @@
 //! The `appliance` CLI against real units: setup from a provisioning file (valid, invalid,
 //! refusing to overwrite), the user lifecycle through the admin socket and offline, status exit
-//! codes, backup and restore (into a fresh unit, of a damaged file, of another unit), factory
-//! reset, and the generated man page and completions.
+//! codes, backup and restore (into a fresh unit, of a damaged file, of another unit, as root
+//! into a data dir of another user), factory reset, and the generated man page and completions.
 //!
 //! Exit codes under test: 0 success, 2 usage, 3 rejected input, 4 wrong state, 5 attention.
 
@@ -643,6 +643,77 @@ fn damaged_backups_are_refused_and_the_current_data_kept() {
         serde_json::from_slice(&read_bytes(&other.data_dir().join("provisioning.json")))
             .expect("JSON");
     assert_eq!(name["server_name"], "unit-a.test");
+}
+
+/// Every entry under `dir` (recursively, symlinks not followed) whose owner or group is not
+/// `uid`:`uid`.
+fn owned_otherwise(dir: &Path, uid: u32) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut wrong = Vec::new();
+    for entry in fs::read_dir(dir).expect("list the data dir") {
+        let path = entry.expect("entry").path();
+        let meta = fs::symlink_metadata(&path).expect("inspect");
+        if (meta.uid(), meta.gid()) != (uid, uid) {
+            wrong.push(format!(
+                "{} ({}:{})",
+                path.display(),
+                meta.uid(),
+                meta.gid()
+            ));
+        }
+        if meta.is_dir() {
+            wrong.extend(owned_otherwise(&path, uid));
+        }
+    }
+    wrong
+}
+
+/// On a unit the console runs `appliance` as root while the homeserver runs as its own user
+/// (`outpost`, uid 850): a restore must leave nothing the homeserver cannot open. Needs root
+/// (to hand a directory to another user); elsewhere it has nothing to check.
+#[test]
+fn restore_as_root_gives_the_restored_files_the_data_directorys_owner() {
+    const HOMESERVER_UID: u32 = 850;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("not root: a restore cannot produce files of another user; nothing to check");
+        return;
+    }
+    let source = Unit::new();
+    source.setup("unit-a.test");
+    let archive = source.root().join("unit-a.backup");
+    let archive_arg = archive.to_string_lossy().into_owned();
+    source
+        .appliance(&["backup", "--out", &archive_arg])
+        .ok("offline backup");
+
+    // Restored into a fresh data dir owned by the homeserver's user, and over an existing unit
+    // whose files that user owns.
+    for over_existing in [false, true] {
+        let target = Unit::new();
+        if over_existing {
+            target.setup("unit-a.test");
+        } else {
+            fs::create_dir_all(target.data_dir()).expect("data dir");
+        }
+        let chown = std::process::Command::new("chown")
+            .args(["-R", &format!("{HOMESERVER_UID}:{HOMESERVER_UID}")])
+            .arg(target.data_dir())
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown of the data dir");
+        target
+            .appliance(&["restore", &archive_arg, "--yes"])
+            .ok("restore as root");
+        for name in ["homeserver.db", "signing.key", "homeserver.toml"] {
+            assert!(target.data_dir().join(name).exists(), "{name} not restored");
+        }
+        let wrong = owned_otherwise(&target.data_dir(), HOMESERVER_UID);
+        assert!(
+            wrong.is_empty(),
+            "restored files not owned by the data dir's owner (over an existing unit: \
+             {over_existing}): {wrong:?}"
+        );
+    }
 }
 
 #[test]

@@ -16,10 +16,13 @@
 #   outpost_partition(d, name, field)   uuid | type | size_mib of a wks partition by --part-name
 #   outpost_sysusers(d)                 (groupadd, useradd) parameter strings for useradd.bbclass
 #                                       from the sysusers.d file, with the fixed ids it gives
+#   outpost_rauc_compatible(d)          the `compatible=` of recipes-core/rauc/files/system.conf
+#                                       (the update bundle's compatible string)
 # Every lookup fails the parse, loudly, when a file or key is missing.
 
 OUTPOST_CONSTANTS_FILE = "${OUTPOST_LAYERDIR}/files/outpost-constants.conf"
 OUTPOST_WKS_FILE = "${OUTPOST_LAYERDIR}/files/wic/outpost.wks.in"
+OUTPOST_RAUC_SYSTEM_CONF = "${OUTPOST_LAYERDIR}/recipes-core/rauc/files/system.conf"
 OUTPOST_SYSUSERS_FILE = "${OUTPOST_LAYERDIR}/recipes-core/outpost-base/files/rootfs/usr/lib/sysusers.d/outpost.conf"
 
 def outpost_read(d, var):
@@ -92,3 +95,9 @@ OUTPOST_DATA_PARTUUID = "${@outpost_partition(d, 'data', 'uuid')}"
 OUTPOST_SUBST_SED = "-e s/@CLIENT_PORT@/${OUTPOST_CLIENT_PORT}/g \
                      -e s/@FEDERATION_PORT@/${OUTPOST_FEDERATION_PORT}/g \
                      -e s/@DATA_PARTUUID@/${OUTPOST_DATA_PARTUUID}/g"
+
+def outpost_rauc_compatible(d):
+    for line in outpost_read(d, 'OUTPOST_RAUC_SYSTEM_CONF').splitlines():
+        if line.startswith('compatible='):
+            return line[len('compatible='):].strip()
+    bb.fatal("outpost.bbclass: %s has no compatible=" % d.getVar('OUTPOST_RAUC_SYSTEM_CONF'))

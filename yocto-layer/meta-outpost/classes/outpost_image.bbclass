@@ -11,12 +11,17 @@
 #      refused by the initramfs (recipes-core/outpost-initramfs).
 #   3. checks that the squashfs and the hash tree fit their partitions.
 #   4. root's login shell becomes the appliance console (admin-shell); root has no password.
+#   5. the update bundle's kernel images (recipes-core/bundles/outpost-bundle_1.0.bb):
+#      outpost-a.efi and outpost-b.efi in DEPLOY_DIR_IMAGE, each naming its own slot's
+#      partitions and the same root hash (a bundle's root filesystem goes into whichever slot
+#      is inactive; RAUC's post-install handler rauc-install-uki puts that slot's UKI on the ESP).
+#   6. every UKI signed for Secure Boot (outpost_secureboot.bbclass, keys from the environment).
 #
 # Variables:
-#   OUTPOST_SLOT   the slot this build fills, "a" (factory images) or "b" (update payloads)
+#   OUTPOST_SLOT   the slot the factory disk boots, "a"
 # Everything else comes from outpost.bbclass. Failures stop the build with bb.fatal.
 
-inherit outpost uki extrausers
+inherit outpost uki extrausers outpost_secureboot
 
 OUTPOST_SLOT ?= "a"
 
@@ -82,3 +87,20 @@ python () {
     # tree (uki.bbclass alone orders it right after do_rootfs).
     bb.build.addtask('do_uki', 'do_image_wic', 'do_image_squashfs', d)
 }
+
+python outpost_bundle_ukis() {
+    # Slot a's is the factory UKI under the bundle's name; slot b's is built the same way
+    # (do_uki's body, so signed alike) with slot b's command line.
+    import shutil
+    deploy = d.getVar('DEPLOY_DIR_IMAGE')
+    shutil.copyfile(os.path.join(deploy, d.getVar('UKI_FILENAME')), os.path.join(deploy, 'outpost-a.efi'))
+    localdata = bb.data.createCopy(d)
+    localdata.setVar('OUTPOST_SLOT', 'b')
+    localdata.setVar('UKI_FILENAME', 'outpost-b.efi')
+    bb.build.exec_func('outpost_uki_cmdline', localdata)
+    bb.build.exec_func('do_uki', localdata)
+    for slot in ('a', 'b'):
+        if not os.path.isfile(os.path.join(deploy, 'outpost-%s.efi' % slot)):
+            bb.fatal("outpost_image: outpost-%s.efi was not written" % slot)
+}
+do_uki[postfuncs] += "outpost_bundle_ukis"

@@ -3,7 +3,8 @@ DESCRIPTION = "A read-only, dm-verity protected root with the Outpost homeserver
 appliance console tool, on the disk layout of files/wic/outpost.wks.in."
 LICENSE = "MIT"
 
-IMAGE_INSTALL = "packagegroup-core-boot outpost-base homeserver appliance-tools"
+# rauc-conf by name: the image installs no recommendations, and rauc only recommends it.
+IMAGE_INSTALL = "packagegroup-core-boot outpost-base homeserver appliance-tools rauc rauc-conf"
 IMAGE_FEATURES = "read-only-rootfs"
 IMAGE_LINGUAS = ""
 NO_RECOMMENDATIONS = "1"

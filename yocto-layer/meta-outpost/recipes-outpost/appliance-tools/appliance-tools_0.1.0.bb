@@ -13,4 +13,5 @@ CARGO_SRC_DIR = "appliance-tools"
 # Generated from Cargo.lock: yocto-layer/scripts/outpost-crates.py --write.
 require ${BPN}-crates.inc
 
-RDEPENDS:${PN} = "outpost-base"
+# `update apply` runs rauc and checks a bundle's payload with veritysetup (cryptsetup).
+RDEPENDS:${PN} = "outpost-base rauc cryptsetup"
