@@ -972,6 +972,13 @@ pub fn client_event(
             crate::store::delayed_events::delay_id_of_event(conn, pdu.event_id.as_str())?;
     }
     if let Some(key) = &pdu.state_key
+        && state::other_state_with_key(
+            conn,
+            pdu.room_id.as_str(),
+            &pdu.kind.to_string(),
+            key,
+            pdu.event_id.as_str(),
+        )?
         && let Some(group) =
             state::state_group_before(conn, pdu.room_id.as_str(), event.stream_pos)?
         && let Some(prev_id) = state::state_entry_at_group(conn, group, &pdu.kind.to_string(), key)?

@@ -5,6 +5,9 @@
 //! `(depth, stream_pos)` (what `/messages` follows, so backfilled history sorts before newer
 //! events even though it arrived later).
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use ruma::OwnedEventId;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -54,12 +57,41 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
+/// How many parsed PDUs [`PARSED`] keeps before it starts over (about 3 KiB each).
+const PARSED_CAPACITY: usize = 4096;
+
+/// PDUs parsed from stored rows, by event ID: an initial `/sync` reads the same few thousand
+/// events on every call, and parsing them was its largest cost. An entry is used only when
+/// the row still holds the very JSON it was parsed from (a redaction rewrites it), so it is
+/// never stale and needs no invalidation; it is a cache of parsing, not of answers. Bounded by
+/// [`PARSED_CAPACITY`]: emptied whole when full.
+static PARSED: LazyLock<Mutex<HashMap<String, Pdu>>> = LazyLock::new(Mutex::default);
+
+/// Parses a stored PDU, or takes it from [`PARSED`] when the row's JSON is unchanged.
+fn parse_cached(event_id: String, json: String, rejected: bool) -> Result<Pdu> {
+    if let Ok(cache) = PARSED.lock()
+        && let Some(pdu) = cache.get(&event_id)
+        && pdu.json == json
+        && pdu.rejected == rejected
+    {
+        return Ok(pdu.clone());
+    }
+    let id = OwnedEventId::try_from(event_id.as_str())
+        .map_err(|err| Error::internal(format!("stored event id invalid: {err}")))?;
+    let pdu = Pdu::parse(id, json, rejected)
+        .map_err(|err| Error::internal(format!("stored event invalid: {err}")))?;
+    if let Ok(mut cache) = PARSED.lock() {
+        if cache.len() >= PARSED_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(event_id, pdu.clone());
+    }
+    Ok(pdu)
+}
+
 fn into_stored(raw: RawRow) -> Result<StoredEvent> {
     let (event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id) = raw;
-    let event_id = OwnedEventId::try_from(event_id)
-        .map_err(|err| Error::internal(format!("stored event id invalid: {err}")))?;
-    let pdu = Pdu::parse(event_id, json, rejected)
-        .map_err(|err| Error::internal(format!("stored event invalid: {err}")))?;
+    let pdu = parse_cached(event_id, json, rejected)?;
     Ok(StoredEvent {
         pdu,
         stream_pos,

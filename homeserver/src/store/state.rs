@@ -320,6 +320,61 @@ pub fn joined_servers(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// How many members a room has joined and invited, in one read (the room summary's counts).
+pub fn member_counts(conn: &Connection, room_id: &str) -> Result<(i64, i64)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT coalesce(sum(membership = 'join'), 0), coalesce(sum(membership = 'invite'), 0)
+             FROM current_state WHERE room_id = ?1 AND event_type = 'm.room.member'",
+        )?
+        .query_row(params![room_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+/// Whether the room's current `m.room.name` has a non-empty `name` or its current
+/// `m.room.canonical_alias` a non-empty `alias` (a room the client names from those, not from
+/// heroes). One read of both events, and only the two fields parsed.
+pub fn has_name_or_alias(conn: &Connection, room_id: &str) -> Result<bool> {
+    /// The fields of either event that matter here; serde skips the rest unparsed.
+    #[derive(serde::Deserialize)]
+    struct Named {
+        content: NamedContent,
+    }
+    #[derive(serde::Deserialize)]
+    struct NamedContent {
+        #[serde(default)]
+        name: Option<serde_json::Value>,
+        #[serde(default)]
+        alias: Option<serde_json::Value>,
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT cs.event_type, e.json FROM current_state cs JOIN events e ON e.event_id = cs.event_id
+         WHERE cs.room_id = ?1 AND cs.state_key = ''
+           AND cs.event_type IN ('m.room.name', 'm.room.canonical_alias')",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (kind, json) = row?;
+        let Ok(named) = serde_json::from_str::<Named>(&json) else {
+            continue;
+        };
+        let value = if kind == "m.room.name" {
+            named.content.name
+        } else {
+            named.content.alias
+        };
+        if value
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|value| !value.is_empty())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Up to `limit` members of a room other than `user_id` whose current membership is `first`
 /// or `second`, in the stream order of their current member events (the room summary's
 /// `m.heroes` order).
@@ -451,6 +506,27 @@ pub fn state_group_before(conn: &Connection, room_id: &str, pos: i64) -> Result<
         .query_row(params![room_id, pos], |r| r.get(0))
         .optional()?
         .flatten())
+}
+
+/// Whether the room holds a state event with this type and state key other than
+/// `event_id`. When it holds none, no state of the room can have an entry for the key apart
+/// from that event, so formatting it needs no walk of the delta chain for its
+/// `prev_content` (most state events of a room's timeline are the first of their key).
+pub fn other_state_with_key(
+    conn: &Connection,
+    room_id: &str,
+    kind: &str,
+    state_key: &str,
+    event_id: &str,
+) -> Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM events WHERE room_id = ?1 AND event_type = ?2 AND state_key = ?3
+             AND event_id != ?4 LIMIT 1",
+        )?
+        .query_row(params![room_id, kind, state_key, event_id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 /// One entry of a group's state, walking the delta chain only as far as needed.

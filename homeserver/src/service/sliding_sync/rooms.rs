@@ -597,8 +597,7 @@ fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut Map<String, Value>) 
             .filter(|u| !u.is_empty());
         room.insert("avatar".into(), json!(url));
     }
-    let joined = state::members_with(conn, room_id, "join")?.len();
-    let invited = state::members_with(conn, room_id, "invite")?.len();
+    let (joined, invited) = state::member_counts(conn, room_id)?;
     room.insert("joined_count".into(), json!(joined));
     room.insert("invited_count".into(), json!(invited));
     if ctx.candidate.membership == "join" {
