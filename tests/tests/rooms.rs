@@ -371,6 +371,39 @@ fn member_lists() {
     both.sort();
     assert_eq!(joined_members(&bob, &room), both);
 
+    // `unsigned.prev_content` stays right where a user has more than one member event (bob's
+    // name change replaces his join) and is absent where the event is the user's only one.
+    ok(
+        bob.put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+                enc(&room),
+                enc(&bob.user_id)
+            ),
+            &json!({ "membership": "join", "displayname": "Bobby" }),
+        ),
+        "rename",
+    );
+    let members = ok(alice.get(&room_path(&room, "members")), "members");
+    let entry = |user: &str| {
+        members["chunk"]
+            .as_array()
+            .expect("chunk array")
+            .iter()
+            .find(|event| event["state_key"] == user)
+            .cloned()
+            .expect("member listed")
+    };
+    let renamed = entry(&bob.user_id);
+    assert_eq!(renamed["content"]["displayname"], "Bobby");
+    assert_eq!(renamed["unsigned"]["prev_content"]["membership"], "join");
+    assert!(renamed["unsigned"]["replaces_state"].is_string());
+    assert!(
+        entry(&carol.user_id)["unsigned"]
+            .get("prev_content")
+            .is_none()
+    );
+
     let outsider = env.register("dave");
     assert_error(
         &outsider.get(&room_path(&room, "members")),

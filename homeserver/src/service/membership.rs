@@ -415,6 +415,7 @@ pub async fn members(
                 },
             };
             let members = rooms::load_state_events(conn, &map, |kind, _| kind == "m.room.member")?;
+            let with_history = state::members_with_history(conn, room.as_str())?;
             let mut out = Vec::new();
             for event in members {
                 let content = event.pdu.content_value();
@@ -433,7 +434,12 @@ pub async fn members(
                 {
                     continue;
                 }
-                out.push(rooms::client_event(conn, &event, None)?);
+                let may_replace = event
+                    .pdu
+                    .state_key
+                    .as_deref()
+                    .is_none_or(|key| with_history.contains(key));
+                out.push(rooms::client_event_with(conn, &event, None, may_replace)?);
             }
             Ok(out)
         })

@@ -951,6 +951,19 @@ pub fn client_event(
     event: &events::StoredEvent,
     viewer: Option<(&str, &str)>,
 ) -> Result<Value> {
+    client_event_with(conn, event, viewer, true)
+}
+
+/// [`client_event`], told whether the event may replace an earlier state event: a caller that
+/// knows it cannot (the only stored event of its type and state key in the room, so no state
+/// before it holds that key) passes `false` and skips the per-event walk of the state before it,
+/// which is what made `/members` of a big room cost a delta-chain query per member.
+pub fn client_event_with(
+    conn: &rusqlite::Connection,
+    event: &events::StoredEvent,
+    viewer: Option<(&str, &str)>,
+    may_replace: bool,
+) -> Result<Value> {
     use crate::matrix::client_format::{Unsigned, to_client_event};
     let pdu = &event.pdu;
     let mut unsigned = Unsigned {
@@ -971,7 +984,8 @@ pub fn client_event(
         unsigned.delay_id =
             crate::store::delayed_events::delay_id_of_event(conn, pdu.event_id.as_str())?;
     }
-    if let Some(key) = &pdu.state_key
+    if may_replace
+        && let Some(key) = &pdu.state_key
         && state::other_state_with_key(
             conn,
             pdu.room_id.as_str(),

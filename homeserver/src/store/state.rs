@@ -610,3 +610,19 @@ pub fn member_events_of_server(
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+/// The users of a room with more than one stored member event (of any kind: outliers and
+/// rejected ones count). Every other member event is the only one for its key, so no state
+/// before it can hold a member event for that user: `/members` skips looking for a
+/// `prev_content` there. One pass over the `events_room_state` index.
+pub fn members_with_history(
+    conn: &Connection,
+    room_id: &str,
+) -> Result<std::collections::HashSet<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT state_key FROM events WHERE room_id = ?1 AND event_type = 'm.room.member'
+         GROUP BY state_key HAVING count(*) > 1",
+    )?;
+    let rows = stmt.query_map(params![room_id], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
