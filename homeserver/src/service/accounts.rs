@@ -622,7 +622,11 @@ pub async fn refresh(server: &Server, refresh_token: &str) -> Result<Session> {
     let owner = server
         .store
         .write(move |tx| {
-            let Some((user, device_id)) = accounts::take_refresh_token(tx, &hash)? else {
+            let Some(accounts::DeviceOwner {
+                user_id: user,
+                device_id,
+            }) = accounts::take_refresh_token(tx, &hash)?
+            else {
                 return Err(Error::new(ErrorCode::UnknownToken, "Unknown refresh token"));
             };
             // An OAuth session rotates at the token endpoint, which tracks reuse; here its

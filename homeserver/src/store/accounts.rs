@@ -26,6 +26,15 @@ pub struct TokenOwner {
     pub expires_ts: Option<i64>,
 }
 
+/// The user and device a refresh token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceOwner {
+    /// The user.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+}
+
 /// Creates a user; `Ok(false)` if the ID is taken.
 pub fn create_user(
     conn: &Connection,
@@ -181,18 +190,23 @@ pub fn insert_refresh_token(
 
 /// Consumes a refresh token: returns its owner and deletes it, along with the device's
 /// current access tokens (they are being replaced).
-pub fn take_refresh_token(conn: &Connection, hash: &[u8]) -> Result<Option<(String, String)>> {
-    let owner: Option<(String, String)> = conn
+pub fn take_refresh_token(conn: &Connection, hash: &[u8]) -> Result<Option<DeviceOwner>> {
+    let owner = conn
         .query_row(
             "DELETE FROM refresh_tokens WHERE token_hash = ?1 RETURNING user_id, device_id",
             params![hash],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| {
+                Ok(DeviceOwner {
+                    user_id: row.get(0)?,
+                    device_id: row.get(1)?,
+                })
+            },
         )
         .optional()?;
-    if let Some((user_id, device_id)) = &owner {
+    if let Some(owner) = &owner {
         conn.execute(
             "DELETE FROM access_tokens WHERE user_id = ?1 AND device_id = ?2",
-            params![user_id, device_id],
+            params![owner.user_id, owner.device_id],
         )?;
     }
     Ok(owner)

@@ -555,11 +555,25 @@ pub fn record_to_device_txn(
         == 1)
 }
 
-/// The user's dehydrated device (MSC3814): `(device_id, device_data JSON)`.
-pub fn dehydrated_device(conn: &Connection, user_id: &str) -> Result<Option<(String, String)>> {
+/// A user's dehydrated device (MSC3814) as stored.
+#[derive(Debug, Clone)]
+pub struct DehydratedDeviceRow {
+    /// The device.
+    pub device_id: String,
+    /// The client's opaque `device_data`, as JSON text.
+    pub device_data: String,
+}
+
+/// The user's dehydrated device (MSC3814).
+pub fn dehydrated_device(conn: &Connection, user_id: &str) -> Result<Option<DehydratedDeviceRow>> {
     Ok(conn
         .prepare_cached("SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = ?1")?
-        .query_row(params![user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![user_id], |r| {
+            Ok(DehydratedDeviceRow {
+                device_id: r.get(0)?,
+                device_data: r.get(1)?,
+            })
+        })
         .optional()?)
 }
 

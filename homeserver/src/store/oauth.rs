@@ -6,6 +6,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::{Error, Result};
+use crate::store::accounts::DeviceOwner;
 
 /// A registered client.
 #[derive(Debug, Clone)]
@@ -83,15 +84,29 @@ pub fn get_client(conn: &Connection, client_id: &str) -> Result<Option<ClientRow
         .optional()?)
 }
 
+/// A client with how many sessions it holds open now.
+#[derive(Debug, Clone)]
+pub struct ClientWithSessions {
+    /// The client.
+    pub client: ClientRow,
+    /// Its open sessions.
+    pub sessions: i64,
+}
+
 /// Every client, oldest first, with how many sessions each holds open now.
-pub fn list_clients(conn: &Connection) -> Result<Vec<(ClientRow, i64)>> {
+pub fn list_clients(conn: &Connection) -> Result<Vec<ClientWithSessions>> {
     let mut stmt = conn.prepare(
         "SELECT client_id, client_name, client_uri, application_type, redirect_uris,
              grant_types, metadata, created_ts,
              (SELECT COUNT(*) FROM oauth_sessions s WHERE s.client_id = c.client_id)
          FROM oauth_clients c ORDER BY created_ts, client_id",
     )?;
-    let rows = stmt.query_map([], |row| Ok((client_row(row)?, row.get(8)?)))?;
+    let rows = stmt.query_map([], |row| {
+        Ok(ClientWithSessions {
+            client: client_row(row)?,
+            sessions: row.get(8)?,
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -198,17 +213,27 @@ pub fn upsert_session(
     Ok(())
 }
 
+/// The OAuth session of a device: which client opened it, with what scope.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// The client whose grant opened it.
+    pub client_id: String,
+    /// The scope granted, space-separated.
+    pub scope: String,
+}
+
 /// The client and scope of a device's OAuth session, if an OAuth grant opened it.
-pub fn session(
-    conn: &Connection,
-    user_id: &str,
-    device_id: &str,
-) -> Result<Option<(String, String)>> {
+pub fn session(conn: &Connection, user_id: &str, device_id: &str) -> Result<Option<SessionRow>> {
     Ok(conn
         .query_row(
             "SELECT client_id, scope FROM oauth_sessions WHERE user_id = ?1 AND device_id = ?2",
             params![user_id, device_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| {
+                Ok(SessionRow {
+                    client_id: row.get(0)?,
+                    scope: row.get(1)?,
+                })
+            },
         )
         .optional()?)
 }
@@ -221,13 +246,18 @@ pub fn user_sessions(conn: &Connection, user_id: &str) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The owner `(user, device)` of a current (unused) refresh token.
-pub fn refresh_owner(conn: &Connection, hash: &[u8]) -> Result<Option<(String, String)>> {
+/// The owner of a current (unused) refresh token.
+pub fn refresh_owner(conn: &Connection, hash: &[u8]) -> Result<Option<DeviceOwner>> {
     Ok(conn
         .query_row(
             "SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = ?1",
             params![hash],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| {
+                Ok(DeviceOwner {
+                    user_id: row.get(0)?,
+                    device_id: row.get(1)?,
+                })
+            },
         )
         .optional()?)
 }

@@ -7,12 +7,16 @@ use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::account::{AuthData, oauth_or_password_stage};
-use crate::api::client::wire::{DehydratedDevice, DeviceIdResponse, Empty, KeyChanges};
+use crate::api::client::wire::{DeviceIdResponse, Empty, KeyChanges};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
+use crate::service::e2ee::{
+    DehydratedDevice, DehydratedEvents, KeyCounts, KeysClaimAnswer, KeysQueryAnswer,
+    SignaturesUploadAnswer,
+};
 use crate::service::tokens::stream_position;
 use crate::service::{Server, e2ee};
 
@@ -63,7 +67,7 @@ pub async fn upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<KeyCounts>> {
     if !body.is_object() {
         return Err(Error::bad_json("body must be an object"));
     }
@@ -86,7 +90,7 @@ pub async fn query(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<QueryBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<KeysQueryAnswer>> {
     if body.device_keys.values().any(|v| !v.is_array()) {
         return Err(Error::bad_json(
             "device_keys must map user IDs to lists of device IDs",
@@ -113,7 +117,7 @@ pub async fn claim(
     State(server): State<Arc<Server>>,
     _auth: Auth,
     JsonBody(body): JsonBody<ClaimBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<KeysClaimAnswer>> {
     let well_formed = body.one_time_keys.values().all(|devices| {
         devices
             .as_object()
@@ -182,7 +186,7 @@ pub async fn signatures_upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SignaturesUploadAnswer>> {
     Ok(Json(
         e2ee::upload_signatures(&server, auth.user_id.as_str(), body).await?,
     ))
@@ -235,12 +239,9 @@ pub async fn get_dehydrated(
     State(server): State<Arc<Server>>,
     auth: Auth,
 ) -> Result<Json<DehydratedDevice>> {
-    let (device_id, device_data) =
-        e2ee::get_dehydrated_device(&server, auth.user_id.as_str()).await?;
-    Ok(Json(DehydratedDevice {
-        device_id,
-        device_data,
-    }))
+    Ok(Json(
+        e2ee::get_dehydrated_device(&server, auth.user_id.as_str()).await?,
+    ))
 }
 
 /// # `DELETE /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device`
@@ -267,14 +268,10 @@ async fn dehydrated_events(
     auth: &Auth,
     device_id: &str,
     from: Option<&str>,
-) -> Result<Json<Value>> {
-    let (events, next) =
-        e2ee::dehydrated_events(server, auth.user_id.as_str(), device_id, from).await?;
-    let mut out = json!({"events": events});
-    if let Some(next) = next {
-        out["next_batch"] = json!(next);
-    }
-    Ok(Json(out))
+) -> Result<Json<DehydratedEvents>> {
+    Ok(Json(
+        e2ee::dehydrated_events(server, auth.user_id.as_str(), device_id, from).await?,
+    ))
 }
 
 /// # `GET /_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/{deviceId}/events`
@@ -284,7 +281,7 @@ pub async fn dehydrated_events_get(
     auth: Auth,
     PathParams(device_id): PathParams<String>,
     QueryParams(q): QueryParams<EventsQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DehydratedEvents>> {
     dehydrated_events(&server, &auth, &device_id, q.from.as_deref()).await
 }
 
@@ -296,6 +293,6 @@ pub async fn dehydrated_events_post(
     auth: Auth,
     PathParams(device_id): PathParams<String>,
     JsonBody(body): JsonBody<EventsBody>,
-) -> Result<Json<Value>> {
+) -> Result<Json<DehydratedEvents>> {
     dehydrated_events(&server, &auth, &device_id, body.next_batch.as_deref()).await
 }

@@ -187,15 +187,6 @@ pub struct DeviceIdResponse {
     pub device_id: String,
 }
 
-/// `GET …/dehydrated_device` (MSC3814).
-#[derive(Debug, Serialize)]
-pub struct DehydratedDevice {
-    /// The dehydrated device.
-    pub device_id: String,
-    /// Its opaque data, as the client stored it.
-    pub device_data: serde_json::Value,
-}
-
 /// `POST /room_keys/version`.
 #[derive(Debug, Serialize)]
 pub struct BackupVersion {

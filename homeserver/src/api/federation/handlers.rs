@@ -367,13 +367,12 @@ pub async fn query_directory(
 }
 
 /// # `GET /_matrix/federation/v1/user/devices/{userId}`
-/// Device lists are part of end-to-end encryption support, which is not built yet: every
-/// user has no devices to announce.
+/// A local user's devices with their keys, for a peer's device-list resync.
 pub async fn user_devices(
     State(server): State<Arc<Server>>,
     PathParams(user): PathParams<String>,
     _signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<e2ee::UserDevicesAnswer>> {
     let user = user_id(&user)?;
     if user.server_name() != server.server_name() {
         return Err(Error::invalid_param("user is not on this server"));
@@ -405,7 +404,7 @@ fn our_users<T: serde::Serialize>(
 pub async fn user_keys_query(
     State(server): State<Arc<Server>>,
     mut signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<e2ee::KeysQueryAnswer>> {
     let body: KeysQueryRequest = signed.body_as("keys query")?;
     let users = our_users(&server, body.device_keys);
     Ok(Json(
@@ -420,7 +419,7 @@ pub async fn user_keys_query(
 pub async fn user_keys_claim(
     State(server): State<Arc<Server>>,
     mut signed: Signed,
-) -> Result<Json<Value>> {
+) -> Result<Json<e2ee::KeysClaimAnswer>> {
     let body: KeysClaimRequest = signed.body_as("keys claim")?;
     let users = our_users(&server, body.one_time_keys);
     Ok(Json(e2ee::claim_local(&server, users).await?))

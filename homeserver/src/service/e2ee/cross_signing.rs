@@ -86,7 +86,11 @@ fn signing_keys_changed_in_tx(tx: &mut WriteTx<'_>, own: &str, user_id: &str) ->
 /// `POST /keys/signatures/upload`: stores the uploader's signatures over their own devices
 /// and master key, and over other users' master keys (made with their user-signing key).
 /// Returns the `failures` map.
-pub async fn upload_signatures(server: &Server, user_id: &str, body: Value) -> Result<Value> {
+pub async fn upload_signatures(
+    server: &Server,
+    user_id: &str,
+    body: Value,
+) -> Result<SignaturesUploadAnswer> {
     let body = match body {
         Value::Object(body) => body,
         _ => return Err(Error::bad_json("body must be an object")),
@@ -96,14 +100,17 @@ pub async fn upload_signatures(server: &Server, user_id: &str, body: Value) -> R
     server
         .store
         .write(move |tx| {
-            let mut failures = Map::new();
+            let mut answer = SignaturesUploadAnswer::default();
             let mut changed_users = BTreeSet::new();
             for (target_user, keys) in &body {
                 let Some(keys) = keys.as_object() else {
                     continue;
                 };
                 for (key_id, object) in keys {
-                    let fail = |code: &str, why: &str| json!({"errcode": code, "error": why});
+                    let fail = |errcode: &'static str, why: &str| Failure {
+                        errcode,
+                        error: why.to_owned(),
+                    };
                     let known = if target_user == &signer {
                         e2ee::device_keys(tx, target_user)?
                             .iter()
@@ -147,9 +154,11 @@ pub async fn upload_signatures(server: &Server, user_id: &str, body: Value) -> R
                         }
                     };
                     if let Some(entry) = entry {
-                        failures
+                        answer
+                            .failures
                             .entry(target_user.clone())
-                            .or_insert_with(|| json!({}))[key_id] = entry;
+                            .or_default()
+                            .insert(key_id.clone(), entry);
                     }
                 }
             }
@@ -161,7 +170,7 @@ pub async fn upload_signatures(server: &Server, user_id: &str, body: Value) -> R
                     e2ee::record_device_list_change(tx, &user, pos)?;
                 }
             }
-            Ok(json!({"failures": failures}))
+            Ok(answer)
         })
         .await
 }

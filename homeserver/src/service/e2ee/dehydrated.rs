@@ -31,9 +31,9 @@ pub async fn put_dehydrated_device(server: &Server, user_id: &str, body: Value) 
     server
         .store
         .write(move |tx| {
-            if let Some((old, _)) = e2ee::dehydrated_device(tx, &user)? {
-                crate::store::accounts::delete_device(tx, &user, &old)?;
-                devices_deleted_in_tx(tx, &own, &user, &[old])?;
+            if let Some(old) = e2ee::dehydrated_device(tx, &user)? {
+                crate::store::accounts::delete_device(tx, &user, &old.device_id)?;
+                devices_deleted_in_tx(tx, &own, &user, &[old.device_id])?;
             }
             if crate::store::accounts::devices(tx, &user)?
                 .iter()
@@ -49,15 +49,18 @@ pub async fn put_dehydrated_device(server: &Server, user_id: &str, body: Value) 
     Ok(device_id)
 }
 
-/// `GET /dehydrated_device`: `(device_id, device_data)` of the user's dehydrated device.
-pub async fn get_dehydrated_device(server: &Server, user_id: &str) -> Result<(String, Value)> {
+/// `GET /dehydrated_device`: the user's dehydrated device and its data.
+pub async fn get_dehydrated_device(server: &Server, user_id: &str) -> Result<DehydratedDevice> {
     let user = user_id.to_owned();
-    let (id, data) = server
+    let row = server
         .store
         .read(move |conn| e2ee::dehydrated_device(conn, &user))
         .await?
         .ok_or_else(|| Error::not_found("No dehydrated device"))?;
-    Ok((id, serde_json::from_str(&data).unwrap_or(Value::Null)))
+    Ok(DehydratedDevice {
+        device_id: row.device_id,
+        device_data: serde_json::from_str(&row.device_data).unwrap_or(Value::Null),
+    })
 }
 
 /// `DELETE /dehydrated_device`: removes it (no UIA: it holds no session); returns its ID.
@@ -67,8 +70,9 @@ pub async fn delete_dehydrated_device(server: &Server, user_id: &str) -> Result<
     server
         .store
         .write(move |tx| {
-            let (id, _) = e2ee::dehydrated_device(tx, &user)?
-                .ok_or_else(|| Error::not_found("No dehydrated device"))?;
+            let id = e2ee::dehydrated_device(tx, &user)?
+                .ok_or_else(|| Error::not_found("No dehydrated device"))?
+                .device_id;
             crate::store::accounts::delete_device(tx, &user, &id)?;
             devices_deleted_in_tx(tx, &own, &user, std::slice::from_ref(&id))?;
             Ok(id)
@@ -84,7 +88,7 @@ pub async fn dehydrated_events(
     user_id: &str,
     device_id: &str,
     from: Option<&str>,
-) -> Result<(Vec<Value>, Option<String>)> {
+) -> Result<DehydratedEvents> {
     let after = match from {
         Some(token) => token
             .parse::<i64>()
@@ -95,7 +99,7 @@ pub async fn dehydrated_events(
     server
         .store
         .read(move |conn| {
-            if e2ee::dehydrated_device(conn, &user)?.map(|(id, _)| id) != Some(device.clone()) {
+            if e2ee::dehydrated_device(conn, &user)?.map(|d| d.device_id) != Some(device.clone()) {
                 return Err(Error::forbidden("That is not your dehydrated device"));
             }
             let mut messages = e2ee::to_device_since(
@@ -108,14 +112,14 @@ pub async fn dehydrated_events(
             )?;
             let more = messages.len() > TO_DEVICE_PER_SYNC;
             messages.truncate(TO_DEVICE_PER_SYNC);
-            let next = more
+            let next_batch = more
                 .then(|| messages.last().map(|m| m.0.to_string()))
                 .flatten();
             let events = messages
                 .into_iter()
                 .map(super::to_device::to_device_event)
                 .collect();
-            Ok((events, next))
+            Ok(DehydratedEvents { events, next_batch })
         })
         .await
 }

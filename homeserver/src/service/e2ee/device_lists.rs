@@ -130,8 +130,8 @@ pub async fn receive_device_list_update(
 }
 
 /// The federation `user/devices/{userId}` answer for a local user.
-pub fn user_devices(conn: &Connection, user_id: &str) -> Result<Value> {
-    let keys = local_keys(
+pub fn user_devices(conn: &Connection, user_id: &str) -> Result<UserDevicesAnswer> {
+    let mut keys = local_keys(
         conn,
         None,
         &Map::from_iter([(user_id.to_owned(), json!([]))]),
@@ -141,31 +141,24 @@ pub fn user_devices(conn: &Connection, user_id: &str) -> Result<Value> {
         .map(|d| (d.device_id, d.display_name))
         .collect();
     let mut devices = Vec::new();
-    if let Some(by_device) = keys["device_keys"][user_id].as_object() {
-        for (device_id, device_keys) in by_device {
-            let mut device_keys = device_keys.clone();
-            if let Some(object) = device_keys.as_object_mut() {
-                object.remove("unsigned");
-            }
-            let mut entry = json!({"device_id": device_id, "keys": device_keys});
-            if let Some(Some(name)) = names.get(device_id) {
-                entry["device_display_name"] = json!(name);
-            }
-            devices.push(entry);
+    for (device_id, mut device_keys) in keys.device_keys.remove(user_id).unwrap_or_default() {
+        if let Some(object) = device_keys.as_object_mut() {
+            object.remove("unsigned");
         }
+        let device_display_name = names.get(&device_id).cloned().flatten();
+        devices.push(UserDevice {
+            device_id,
+            keys: device_keys,
+            device_display_name,
+        });
     }
-    let mut out = json!({
-        "user_id": user_id,
-        "stream_id": e2ee::last_device_list_change(conn, user_id)?,
-        "devices": devices,
-    });
-    if let Some(master) = keys["master_keys"].get(user_id) {
-        out["master_key"] = master.clone();
-    }
-    if let Some(ssk) = keys["self_signing_keys"].get(user_id) {
-        out["self_signing_key"] = ssk.clone();
-    }
-    Ok(out)
+    Ok(UserDevicesAnswer {
+        user_id: user_id.to_owned(),
+        stream_id: e2ee::last_device_list_change(conn, user_id)?,
+        devices,
+        master_key: keys.master_keys.remove(user_id),
+        self_signing_key: keys.self_signing_keys.remove(user_id),
+    })
 }
 
 /// Users whose device lists a client must refresh (`changed`) or may forget (`left`) after

@@ -29,11 +29,16 @@ const TO_DEVICE_PER_SYNC: usize = 100;
 /// Longest a key query or claim waits for a peer.
 const MAX_FEDERATION_WAIT: Duration = Duration::from_secs(10);
 
+mod answers;
 mod cross_signing;
 mod dehydrated;
 mod device_lists;
 mod to_device;
 
+pub use answers::{
+    ClaimedKeys, DehydratedDevice, DehydratedEvents, Failure, KeyCounts, KeysByUser,
+    KeysClaimAnswer, KeysQueryAnswer, SignaturesUploadAnswer, UserDevice, UserDevicesAnswer,
+};
 pub use cross_signing::{receive_signing_key_update, upload_signatures, upload_signing_keys};
 pub use dehydrated::{
     dehydrated_events, delete_dehydrated_device, get_dehydrated_device, put_dehydrated_device,
@@ -156,7 +161,7 @@ impl KeyUpload {
         own: &str,
         user: &str,
         device: &str,
-    ) -> Result<Value> {
+    ) -> Result<KeyCounts> {
         if let Some(mut keys) = self.device_keys {
             if let Some(object) = keys.as_object_mut() {
                 // `unsigned` is the server's to fill, never the client's.
@@ -183,7 +188,9 @@ impl KeyUpload {
             e2ee::set_fallback_key(tx, user, device, algorithm, key_id, &key.to_string())?;
         }
         let counts = e2ee::one_time_key_counts(tx, user, device)?;
-        Ok(json!({"one_time_key_counts": counts_object(counts)}))
+        Ok(KeyCounts {
+            one_time_key_counts: counts_map(counts),
+        })
     }
 }
 
@@ -194,7 +201,7 @@ pub async fn upload_keys(
     user_id: &str,
     device_id: &str,
     body: Value,
-) -> Result<Value> {
+) -> Result<KeyCounts> {
     let upload = KeyUpload::parse(&body, user_id, device_id)?;
     let own = server.server_name().to_string();
     let (user, device) = (user_id.to_owned(), device_id.to_owned());
@@ -234,16 +241,12 @@ fn key_map(body: &Value, names: &[&str]) -> Result<Vec<(String, Value)>> {
         .collect()
 }
 
-fn counts_object(counts: Vec<e2ee::KeyCount>) -> Value {
-    let mut object: Map<String, Value> = counts
-        .into_iter()
-        .map(|c| (c.algorithm, json!(c.count)))
-        .collect();
+fn counts_map(counts: Vec<e2ee::KeyCount>) -> BTreeMap<String, i64> {
+    let mut map: BTreeMap<String, i64> =
+        counts.into_iter().map(|c| (c.algorithm, c.count)).collect();
     // Clients treat a missing signed_curve25519 count as "unknown"; 0 says "upload more".
-    object
-        .entry("signed_curve25519".to_owned())
-        .or_insert(json!(0));
-    Value::Object(object)
+    map.entry("signed_curve25519".to_owned()).or_insert(0);
+    map
 }
 
 fn enqueue_all(tx: &WriteTx<'_>, servers: &[String], edu: &str) -> Result<()> {
@@ -261,11 +264,11 @@ pub fn local_keys(
     conn: &Connection,
     requester: Option<&str>,
     users: &Map<String, Value>,
-) -> Result<Value> {
-    let mut device_keys = Map::new();
-    let mut master_keys = Map::new();
-    let mut self_signing_keys = Map::new();
-    let mut user_signing_keys = Map::new();
+) -> Result<KeysQueryAnswer> {
+    let mut device_keys = BTreeMap::new();
+    let mut master_keys = KeysByUser::new();
+    let mut self_signing_keys = KeysByUser::new();
+    let mut user_signing_keys = KeysByUser::new();
     for (user, wanted) in users {
         // Both edges check the shape (a list of device IDs) first; an empty list asks for
         // every device, as the spec says.
@@ -277,7 +280,7 @@ pub fn local_keys(
             .into_iter()
             .map(|d| (d.device_id, d.display_name))
             .collect();
-        let mut devices = Map::new();
+        let mut devices = KeysByUser::new();
         for row in e2ee::device_keys(conn, user)? {
             let device_id = row.device_id;
             if !wanted.is_empty() && !wanted.contains(device_id.as_str()) {
@@ -295,7 +298,7 @@ pub fn local_keys(
             }
             devices.insert(device_id, keys);
         }
-        device_keys.insert(user.clone(), Value::Object(devices));
+        device_keys.insert(user.clone(), devices);
         for (key_type, out) in [
             ("master", &mut master_keys),
             ("self_signing", &mut self_signing_keys),
@@ -317,15 +320,13 @@ pub fn local_keys(
             );
         }
     }
-    let mut out = json!({
-        "device_keys": device_keys,
-        "master_keys": master_keys,
-        "self_signing_keys": self_signing_keys,
-    });
-    if requester.is_some() {
-        out["user_signing_keys"] = Value::Object(user_signing_keys);
-    }
-    Ok(out)
+    Ok(KeysQueryAnswer {
+        device_keys,
+        master_keys,
+        self_signing_keys,
+        user_signing_keys: requester.is_some().then_some(user_signing_keys),
+        failures: None,
+    })
 }
 
 /// Adds stored signatures over `target_key` to a key object. Signatures by another user
@@ -360,7 +361,7 @@ pub async fn query_keys(
     requester: &str,
     users: Map<String, Value>,
     timeout: Duration,
-) -> Result<Value> {
+) -> Result<KeysQueryAnswer> {
     let (local, remote): (Map<String, Value>, Map<String, Value>) = users
         .into_iter()
         .partition(|(user, _)| is_local(server, user));
@@ -369,7 +370,7 @@ pub async fn query_keys(
         .store
         .read(move |conn| local_keys(conn, Some(&requester_owned), &local))
         .await?;
-    let mut failures = Map::new();
+    let mut failures = BTreeMap::new();
     let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for user in remote.keys() {
         by_server
@@ -382,7 +383,10 @@ pub async fn query_keys(
         if server.peers.get(&peer).is_none() {
             failures.insert(
                 peer,
-                json!({"errcode": "M_FORBIDDEN", "error": "not an allow-listed peer"}),
+                Failure {
+                    errcode: "M_FORBIDDEN",
+                    error: "not an allow-listed peer".to_owned(),
+                },
             );
             continue;
         }
@@ -396,7 +400,7 @@ pub async fn query_keys(
         if !reached {
             failures.insert(
                 peer.clone(),
-                json!({"errcode": "M_UNKNOWN", "error": "peer unreachable; cached keys returned"}),
+                Failure::unknown("peer unreachable; cached keys returned"),
             );
         }
         let wanted: Map<String, Value> = users
@@ -408,16 +412,11 @@ pub async fn query_keys(
             .store
             .read(move |conn| local_keys(conn, Some(&requester_owned), &wanted))
             .await?;
-        for section in ["device_keys", "master_keys", "self_signing_keys"] {
-            if let (Some(into), Some(from)) = (
-                out[section].as_object_mut(),
-                cached[section].as_object().cloned(),
-            ) {
-                into.extend(from);
-            }
-        }
+        out.device_keys.extend(cached.device_keys);
+        out.master_keys.extend(cached.master_keys);
+        out.self_signing_keys.extend(cached.self_signing_keys);
     }
-    out["failures"] = Value::Object(failures);
+    out.failures = Some(failures);
     Ok(out)
 }
 
@@ -533,7 +532,7 @@ pub async fn claim_keys(
     server: &Server,
     wanted: Map<String, Value>,
     timeout: Duration,
-) -> Result<Value> {
+) -> Result<KeysClaimAnswer> {
     let (local, remote): (Map<String, Value>, Map<String, Value>) = wanted
         .into_iter()
         .partition(|(user, _)| is_local(server, user));
@@ -545,7 +544,7 @@ pub async fn claim_keys(
             .or_default()
             .insert(user, devices);
     }
-    let mut failures = Map::new();
+    let mut failures = BTreeMap::new();
     let wait = timeout.min(MAX_FEDERATION_WAIT);
     for (peer, users) in by_server {
         let answer = tokio::time::timeout(
@@ -559,36 +558,39 @@ pub async fn claim_keys(
         )
         .await;
         match answer {
-            Ok(Ok(answer)) => {
-                for (user, keys) in answer
-                    .get("one_time_keys")
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                {
-                    if server_of(user) == peer && users.contains_key(user) {
-                        out["one_time_keys"][user] = keys.clone();
+            Ok(Ok(answer)) => match serde_json::from_value::<PeerClaimAnswer>(answer) {
+                Ok(answer) => {
+                    for (user, keys) in answer.one_time_keys {
+                        if server_of(&user) == peer && users.contains_key(&user) {
+                            out.one_time_keys.insert(user, keys);
+                        }
                     }
                 }
-            }
+                Err(err) => {
+                    failures.insert(peer, Failure::unknown(format!("malformed answer: {err}")));
+                }
+            },
             Ok(Err(err)) => {
-                failures.insert(
-                    peer,
-                    json!({"errcode": "M_UNKNOWN", "error": err.to_string()}),
-                );
+                failures.insert(peer, Failure::unknown(err.to_string()));
             }
             Err(_) => {
-                failures.insert(peer, json!({"errcode": "M_UNKNOWN", "error": "timed out"}));
+                failures.insert(peer, Failure::unknown("timed out"));
             }
         }
     }
-    out["failures"] = Value::Object(failures);
+    out.failures = Some(failures);
     Ok(out)
+}
+
+/// A peer's `user/keys/claim` answer (`user_keys.yaml`): `one_time_keys` is required.
+#[derive(serde::Deserialize)]
+struct PeerClaimAnswer {
+    one_time_keys: ClaimedKeys,
 }
 
 /// Claims keys of local users for a client or a peer (see [`local_claim`]), telling encrypted
 /// appservices (MSC3202) the new key counts of their users' devices.
-pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<Value> {
+pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<KeysClaimAnswer> {
     let receivers = appservice_keys::msc3202_receivers(&server.appservices.all());
     let own = server.server_name().to_string();
     let (answer, queued) = server
@@ -596,8 +598,8 @@ pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<
         .write(move |tx| {
             let answer = local_claim(tx, &wanted)?;
             let mut queued = false;
-            for (user, devices) in answer["one_time_keys"].as_object().into_iter().flatten() {
-                for device in devices.as_object().into_iter().flatten().map(|(d, _)| d) {
+            for (user, devices) in &answer.one_time_keys {
+                for device in devices.keys() {
                     queued |=
                         appservice_keys::keys_changed_in_tx(tx, &receivers, &own, user, device)?;
                 }
@@ -613,13 +615,13 @@ pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<
 
 /// Claims keys of local users: `{user: {device: algorithm}}` → `{one_time_keys: …}`.
 /// Unknown users, devices and algorithms are simply absent from the answer.
-pub fn local_claim(tx: &WriteTx<'_>, wanted: &Map<String, Value>) -> Result<Value> {
-    let mut keys = Map::new();
+pub fn local_claim(tx: &WriteTx<'_>, wanted: &Map<String, Value>) -> Result<KeysClaimAnswer> {
+    let mut keys = ClaimedKeys::new();
     for (user, devices) in wanted {
         let Some(devices) = devices.as_object() else {
             continue;
         };
-        let mut per_user = Map::new();
+        let mut per_user = BTreeMap::new();
         for (device, algorithm) in devices {
             let Some(algorithm) = algorithm.as_str() else {
                 continue;
@@ -630,12 +632,15 @@ pub fn local_claim(tx: &WriteTx<'_>, wanted: &Map<String, Value>) -> Result<Valu
             };
             if let Some(claimed) = claimed {
                 let key = serde_json::from_str::<Value>(&claimed.key_json).unwrap_or(Value::Null);
-                per_user.insert(device.clone(), json!({ claimed.key_id: key }));
+                per_user.insert(device.clone(), BTreeMap::from([(claimed.key_id, key)]));
             }
         }
         if !per_user.is_empty() {
-            keys.insert(user.clone(), Value::Object(per_user));
+            keys.insert(user.clone(), per_user);
         }
     }
-    Ok(json!({"one_time_keys": keys}))
+    Ok(KeysClaimAnswer {
+        one_time_keys: keys,
+        failures: None,
+    })
 }

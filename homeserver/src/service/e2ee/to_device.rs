@@ -198,7 +198,9 @@ pub fn sync_keys(
         to_device_upto,
         changed,
         left,
-        one_time_key_counts: counts_object(e2ee::one_time_key_counts(conn, user_id, device_id)?),
+        one_time_key_counts: json!(counts_map(e2ee::one_time_key_counts(
+            conn, user_id, device_id,
+        )?)),
         unused_fallback_types: e2ee::unused_fallback_types(conn, user_id, device_id)?,
     })
 }

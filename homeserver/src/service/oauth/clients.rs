@@ -207,13 +207,15 @@ pub async fn list(server: &Server) -> Result<Vec<ClientSummary>> {
     let rows = server.store.read(store::list_clients).await?;
     Ok(rows
         .into_iter()
-        .map(|(row, sessions)| ClientSummary {
-            client_id: row.client_id,
-            client_name: row.client_name,
-            client_uri: row.client_uri,
-            application_type: row.application_type,
-            created_ts: row.created_ts,
-            sessions,
-        })
+        .map(
+            |store::ClientWithSessions { client, sessions }| ClientSummary {
+                client_id: client.client_id,
+                client_name: client.client_name,
+                client_uri: client.client_uri,
+                application_type: client.application_type,
+                created_ts: client.created_ts,
+                sessions,
+            },
+        )
         .collect())
 }

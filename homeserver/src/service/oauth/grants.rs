@@ -170,7 +170,7 @@ fn revoke_session_in_tx(
     device_id: &str,
     client_id: Option<&str>,
 ) -> Result<()> {
-    let opened_by = store::session(tx, user_id, device_id)?.map(|(client, _)| client);
+    let opened_by = store::session(tx, user_id, device_id)?.map(|s| s.client_id);
     if opened_by.is_some() && (client_id.is_none() || opened_by.as_deref() == client_id) {
         accounts::delete_devices_in_tx(tx, own, user_id, &[device_id.to_owned()])?;
         tracing::warn!(user = %user_id, device = %device_id, "OAuth session revoked on token reuse");
@@ -246,33 +246,36 @@ async fn refresh(server: &Server, client: &Client, request: TokenRequest) -> Res
         .store
         .write(move |tx| {
             let now = now_ms();
-            let (user, device, replaced) =
-                if let Some((user, device)) = store::refresh_owner(tx, &hash)? {
-                    (user, device, None)
-                } else if let Some(rotated) = store::rotated(tx, &hash)? {
-                    if store::refresh_owner(tx, &rotated.successor_hash)?.is_none() {
-                        let client = store::session(tx, &rotated.user_id, &rotated.device_id)?
-                            .map(|(c, _)| c);
-                        if client.as_deref() == Some(client_id.as_str()) {
-                            revoke_session_in_tx(
-                                tx,
-                                &own,
-                                &rotated.user_id,
-                                &rotated.device_id,
-                                Some(&client_id),
-                            )?;
-                            return Ok(Outcome::Reused(
-                                "The refresh token was already used; the session is revoked",
-                            ));
-                        }
-                        return Ok(Outcome::Refused("Unknown refresh token"));
+            let (user, device, replaced) = if let Some(owner) = store::refresh_owner(tx, &hash)? {
+                (owner.user_id, owner.device_id, None)
+            } else if let Some(rotated) = store::rotated(tx, &hash)? {
+                if store::refresh_owner(tx, &rotated.successor_hash)?.is_none() {
+                    let client = store::session(tx, &rotated.user_id, &rotated.device_id)?
+                        .map(|s| s.client_id);
+                    if client.as_deref() == Some(client_id.as_str()) {
+                        revoke_session_in_tx(
+                            tx,
+                            &own,
+                            &rotated.user_id,
+                            &rotated.device_id,
+                            Some(&client_id),
+                        )?;
+                        return Ok(Outcome::Reused(
+                            "The refresh token was already used; the session is revoked",
+                        ));
                     }
-                    let successor = rotated.successor_hash.clone();
-                    (rotated.user_id, rotated.device_id, Some(successor))
-                } else {
                     return Ok(Outcome::Refused("Unknown refresh token"));
-                };
-            let Some((session_client, scope)) = store::session(tx, &user, &device)? else {
+                }
+                let successor = rotated.successor_hash.clone();
+                (rotated.user_id, rotated.device_id, Some(successor))
+            } else {
+                return Ok(Outcome::Refused("Unknown refresh token"));
+            };
+            let Some(store::SessionRow {
+                client_id: session_client,
+                scope,
+            }) = store::session(tx, &user, &device)?
+            else {
                 return Ok(Outcome::Refused(
                     "This refresh token was not issued by an OAuth grant",
                 ));
@@ -560,7 +563,7 @@ pub async fn revoke(server: &Server, request: RevocationRequest) -> Result<()> {
         .write(move |tx| {
             let owner = match account_store::token_owner(tx, &hash)? {
                 Some(owner) => Some((owner.user_id, owner.device_id)),
-                None => store::refresh_owner(tx, &hash)?,
+                None => store::refresh_owner(tx, &hash)?.map(|o| (o.user_id, o.device_id)),
             };
             let Some((user, device)) = owner else {
                 return Ok(None);
