@@ -546,13 +546,13 @@ fn expired_token() -> Error {
 }
 
 /// Logs out one device.
-pub async fn logout(server: &Server, user_id: &str, device_id: &str) -> Result<()> {
+pub async fn logout(server: &Server, user_id: &UserId, device_id: &str) -> Result<()> {
     delete_devices(server, user_id, vec![device_id.to_owned()]).await
 }
 
 /// Logs out every device of the user.
-pub async fn logout_all(server: &Server, user_id: &str) -> Result<()> {
-    let user = user_id.to_owned();
+pub async fn logout_all(server: &Server, user_id: &UserId) -> Result<()> {
+    let user = user_id.to_string();
     let own = server.server_name().to_string();
     server
         .store
@@ -564,8 +564,12 @@ pub async fn logout_all(server: &Server, user_id: &str) -> Result<()> {
 
 /// Deletes devices of a user (and with them their tokens, keys and to-device inboxes), and
 /// tells everyone who tracks the user's devices. Unknown device IDs are skipped.
-pub async fn delete_devices(server: &Server, user_id: &str, device_ids: Vec<String>) -> Result<()> {
-    let user = user_id.to_owned();
+pub async fn delete_devices(
+    server: &Server,
+    user_id: &UserId,
+    device_ids: Vec<String>,
+) -> Result<()> {
+    let user = user_id.to_string();
     let own = server.server_name().to_string();
     server
         .store

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use ruma::OwnedUserId;
 use serde_json::Value;
 
 use rusqlite::Connection;
@@ -162,7 +163,7 @@ fn from_row(row: KeyRow) -> Result<SessionKey> {
 #[tracing::instrument(skip(server, auth_data))]
 pub async fn create_version(
     server: &Server,
-    user: String,
+    user: OwnedUserId,
     algorithm: String,
     auth_data: serde_json::Map<String, Value>,
 ) -> Result<String> {
@@ -172,7 +173,7 @@ pub async fn create_version(
     let auth_data = Value::Object(auth_data).to_string();
     let version = server
         .store
-        .write(move |tx| store::create_version(tx, &user, &algorithm, &auth_data))
+        .write(move |tx| store::create_version(tx, user.as_str(), &algorithm, &auth_data))
         .await?;
     Ok(version.to_string())
 }
@@ -181,18 +182,18 @@ pub async fn create_version(
 #[tracing::instrument(skip(server))]
 pub async fn get_version(
     server: &Server,
-    user: String,
+    user: OwnedUserId,
     version: Option<String>,
 ) -> Result<VersionInfo> {
     server
         .store
         .read(move |conn| {
             let row = match &version {
-                None => store::current_version(conn, &user)?
+                None => store::current_version(conn, user.as_str())?
                     .ok_or_else(|| Error::not_found("No current backup version"))?,
-                Some(raw) => live_version(conn, &user, raw)?,
+                Some(raw) => live_version(conn, user.as_str(), raw)?,
             };
-            info(conn, &user, row)
+            info(conn, user.as_str(), row)
         })
         .await
 }
@@ -201,7 +202,7 @@ pub async fn get_version(
 #[tracing::instrument(skip(server, auth_data))]
 pub async fn update_version(
     server: &Server,
-    user: String,
+    user: OwnedUserId,
     version: String,
     algorithm: String,
     auth_data: serde_json::Map<String, Value>,
@@ -210,13 +211,13 @@ pub async fn update_version(
     server
         .store
         .write(move |tx| {
-            let row = live_version(tx, &user, &version)?;
+            let row = live_version(tx, user.as_str(), &version)?;
             if row.algorithm != algorithm {
                 return Err(Error::invalid_param(
                     "Algorithm does not match the backup's algorithm",
                 ));
             }
-            store::set_auth_data(tx, &user, row.version, &auth_data)
+            store::set_auth_data(tx, user.as_str(), row.version, &auth_data)
         })
         .await
 }
@@ -224,15 +225,17 @@ pub async fn update_version(
 /// Deletes a version and its keys. Deleting an already deleted version succeeds; a version
 /// that never existed is 404.
 #[tracing::instrument(skip(server))]
-pub async fn delete_version(server: &Server, user: String, version: String) -> Result<()> {
+pub async fn delete_version(server: &Server, user: OwnedUserId, version: String) -> Result<()> {
     let version = parse_version(&version)?;
     server
         .store
-        .write(move |tx| match store::get_version(tx, &user, version)? {
-            None => Err(Error::not_found("Unknown backup version")),
-            Some(row) if row.deleted => Ok(()),
-            Some(_) => store::delete_version(tx, &user, version),
-        })
+        .write(
+            move |tx| match store::get_version(tx, user.as_str(), version)? {
+                None => Err(Error::not_found("Unknown backup version")),
+                Some(row) if row.deleted => Ok(()),
+                Some(_) => store::delete_version(tx, user.as_str(), version),
+            },
+        )
         .await
 }
 
@@ -242,15 +245,15 @@ pub async fn delete_version(server: &Server, user: String, version: String) -> R
 #[tracing::instrument(skip(server, keys))]
 pub async fn put_keys(
     server: &Server,
-    user: String,
+    user: OwnedUserId,
     version: String,
     keys: KeysByRoom,
 ) -> Result<Counts, BackupError> {
     let outcome = server
         .store
         .write(move |tx| {
-            let requested = live_version(tx, &user, &version)?;
-            let current = store::current_version(tx, &user)?
+            let requested = live_version(tx, user.as_str(), &version)?;
+            let current = store::current_version(tx, user.as_str())?
                 .ok_or_else(|| Error::internal("a live version exists but none is current"))?;
             if requested.version != current.version {
                 return Ok(Err(current.version.to_string()));
@@ -258,18 +261,26 @@ pub async fn put_keys(
             let mut changed = false;
             for (room_id, sessions) in &keys {
                 for (session_id, key) in sessions {
-                    let stored = store::get_key(tx, &user, current.version, room_id, session_id)?;
+                    let stored =
+                        store::get_key(tx, user.as_str(), current.version, room_id, session_id)?;
                     if stored.is_none_or(|stored| should_replace(&stored, key)) {
                         let row = to_row(key);
-                        store::put_key(tx, &user, current.version, room_id, session_id, &row)?;
+                        store::put_key(
+                            tx,
+                            user.as_str(),
+                            current.version,
+                            room_id,
+                            session_id,
+                            &row,
+                        )?;
                         changed = true;
                     }
                 }
             }
             if changed {
-                store::bump_etag(tx, &user, current.version)?;
+                store::bump_etag(tx, user.as_str(), current.version)?;
             }
-            Ok(Ok(counts(tx, &user, current.version)?))
+            Ok(Ok(counts(tx, user.as_str(), current.version)?))
         })
         .await?;
     outcome.map_err(|current| BackupError::WrongVersion { current })
@@ -279,18 +290,18 @@ pub async fn put_keys(
 #[tracing::instrument(skip(server))]
 pub async fn get_keys(
     server: &Server,
-    user: String,
+    user: OwnedUserId,
     version: String,
     selector: Selector,
 ) -> Result<KeysByRoom> {
     server
         .store
         .read(move |conn| {
-            let row = live_version(conn, &user, &version)?;
+            let row = live_version(conn, user.as_str(), &version)?;
             let mut out = KeysByRoom::new();
             for row in store::keys(
                 conn,
-                &user,
+                user.as_str(),
                 row.version,
                 selector.room_id.as_deref(),
                 selector.session_id.as_deref(),
@@ -308,25 +319,25 @@ pub async fn get_keys(
 #[tracing::instrument(skip(server))]
 pub async fn delete_keys(
     server: &Server,
-    user: String,
+    user: OwnedUserId,
     version: String,
     selector: Selector,
 ) -> Result<Counts> {
     server
         .store
         .write(move |tx| {
-            let row = live_version(tx, &user, &version)?;
+            let row = live_version(tx, user.as_str(), &version)?;
             let removed = store::delete_keys(
                 tx,
-                &user,
+                user.as_str(),
                 row.version,
                 selector.room_id.as_deref(),
                 selector.session_id.as_deref(),
             )?;
             if removed > 0 {
-                store::bump_etag(tx, &user, row.version)?;
+                store::bump_etag(tx, user.as_str(), row.version)?;
             }
-            counts(tx, &user, row.version)
+            counts(tx, user.as_str(), row.version)
         })
         .await
 }

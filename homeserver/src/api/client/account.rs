@@ -492,13 +492,13 @@ pub async fn login(
 /// Ends the device's session. An application service's `as_token` is not a session (it lives
 /// in the registration file): without `device_id` there is nothing to log out.
 pub async fn logout(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Empty>> {
-    accounts::logout(&server, auth.user_id.as_str(), auth.device()?).await?;
+    accounts::logout(&server, &auth.user_id, auth.device()?).await?;
     Ok(Json(Empty {}))
 }
 
 /// # `POST /_matrix/client/v3/logout/all`
 pub async fn logout_all(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<Empty>> {
-    accounts::logout_all(&server, auth.user_id.as_str()).await?;
+    accounts::logout_all(&server, &auth.user_id).await?;
     Ok(Json(Empty {}))
 }
 

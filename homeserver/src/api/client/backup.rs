@@ -162,7 +162,7 @@ pub async fn create_version(
     auth: Auth,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Json<BackupVersion>> {
-    let user = auth.user_id.to_string();
+    let user = auth.user_id.clone();
     let version = backup::create_version(&server, user, body.algorithm, body.auth_data).await?;
     Ok(Json(BackupVersion { version }))
 }
@@ -172,7 +172,7 @@ pub async fn current_version(
     State(server): State<Arc<Server>>,
     auth: Auth,
 ) -> Result<Json<backup::VersionInfo>> {
-    let info = backup::get_version(&server, auth.user_id.to_string(), None).await?;
+    let info = backup::get_version(&server, auth.user_id.clone(), None).await?;
     Ok(Json(info))
 }
 
@@ -182,7 +182,7 @@ pub async fn get_version(
     auth: Auth,
     PathParams(version): PathParams<String>,
 ) -> Result<Json<backup::VersionInfo>> {
-    let info = backup::get_version(&server, auth.user_id.to_string(), Some(version)).await?;
+    let info = backup::get_version(&server, auth.user_id.clone(), Some(version)).await?;
     Ok(Json(info))
 }
 
@@ -198,7 +198,7 @@ pub async fn update_version(
             "The version in the body does not match the version in the path",
         ));
     }
-    let user = auth.user_id.to_string();
+    let user = auth.user_id.clone();
     backup::update_version(&server, user, version, body.algorithm, body.auth_data).await?;
     Ok(Json(Empty {}))
 }
@@ -209,7 +209,7 @@ pub async fn delete_version(
     auth: Auth,
     PathParams(version): PathParams<String>,
 ) -> Result<Json<Empty>> {
-    backup::delete_version(&server, auth.user_id.to_string(), version).await?;
+    backup::delete_version(&server, auth.user_id.clone(), version).await?;
     Ok(Json(Empty {}))
 }
 
@@ -225,7 +225,7 @@ pub async fn put_all_keys(
     for (room, sessions) in body.rooms {
         keys.insert(checked_room(&room)?, sessions_of(sessions));
     }
-    let counts = backup::put_keys(&server, auth.user_id.to_string(), version, keys).await?;
+    let counts = backup::put_keys(&server, auth.user_id.clone(), version, keys).await?;
     Ok(Json(counts))
 }
 
@@ -239,7 +239,7 @@ pub async fn put_room_keys(
 ) -> Result<Json<Counts>, BackupError> {
     let version = required_version(query)?;
     let keys = KeysByRoom::from([(checked_room(&room)?, sessions_of(body))]);
-    let counts = backup::put_keys(&server, auth.user_id.to_string(), version, keys).await?;
+    let counts = backup::put_keys(&server, auth.user_id.clone(), version, keys).await?;
     Ok(Json(counts))
 }
 
@@ -254,7 +254,7 @@ pub async fn put_session_key(
     let version = required_version(query)?;
     let sessions = BTreeMap::from([(session, session_key(body))]);
     let keys = KeysByRoom::from([(checked_room(&room)?, sessions)]);
-    let counts = backup::put_keys(&server, auth.user_id.to_string(), version, keys).await?;
+    let counts = backup::put_keys(&server, auth.user_id.clone(), version, keys).await?;
     Ok(Json(counts))
 }
 
@@ -265,7 +265,7 @@ pub async fn get_all_keys(
     QueryParams(query): QueryParams<VersionQuery>,
 ) -> Result<Json<KeyBackup>> {
     let version = required_version(query)?;
-    let user = auth.user_id.to_string();
+    let user = auth.user_id.clone();
     let keys = backup::get_keys(&server, user, version, Selector::default()).await?;
     let rooms = keys
         .into_iter()
@@ -287,7 +287,7 @@ pub async fn get_room_keys(
         room_id: Some(room.clone()),
         session_id: None,
     };
-    let keys = backup::get_keys(&server, auth.user_id.to_string(), version, selector).await?;
+    let keys = backup::get_keys(&server, auth.user_id.clone(), version, selector).await?;
     // A room without keys in the backup has an empty `sessions` (spec: 200, not 404).
     let sessions = keys.get(&room).cloned().unwrap_or_default();
     Ok(Json(RoomKeyBackup { sessions }))
@@ -306,7 +306,7 @@ pub async fn get_session_key(
         room_id: Some(room.clone()),
         session_id: Some(session.clone()),
     };
-    let keys = backup::get_keys(&server, auth.user_id.to_string(), version, selector).await?;
+    let keys = backup::get_keys(&server, auth.user_id.clone(), version, selector).await?;
     let key = keys
         .get(&room)
         .and_then(|sessions| sessions.get(&session))
@@ -321,7 +321,7 @@ pub async fn delete_all_keys(
     QueryParams(query): QueryParams<VersionQuery>,
 ) -> Result<Json<Counts>> {
     let version = required_version(query)?;
-    let user = auth.user_id.to_string();
+    let user = auth.user_id.clone();
     let counts = backup::delete_keys(&server, user, version, Selector::default()).await?;
     Ok(Json(counts))
 }
@@ -338,7 +338,7 @@ pub async fn delete_room_keys(
         room_id: Some(checked_room(&room)?),
         session_id: None,
     };
-    let counts = backup::delete_keys(&server, auth.user_id.to_string(), version, selector).await?;
+    let counts = backup::delete_keys(&server, auth.user_id.clone(), version, selector).await?;
     Ok(Json(counts))
 }
 
@@ -354,6 +354,6 @@ pub async fn delete_session_key(
         room_id: Some(checked_room(&room)?),
         session_id: Some(session),
     };
-    let counts = backup::delete_keys(&server, auth.user_id.to_string(), version, selector).await?;
+    let counts = backup::delete_keys(&server, auth.user_id.clone(), version, selector).await?;
     Ok(Json(counts))
 }

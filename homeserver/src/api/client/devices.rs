@@ -136,7 +136,6 @@ pub async fn delete(
     } else {
         Some(parse_json(&body)?)
     };
-    let user = auth.user_id.to_string();
     if !accounts::devices(&server, &auth.user_id)
         .await?
         .iter()
@@ -146,13 +145,13 @@ pub async fn delete(
     }
     if auth.is_appservice() {
         // Spec v1.17: no user-interactive auth for an application service.
-        accounts::delete_devices(&server, &user, vec![device_id]).await?;
+        accounts::delete_devices(&server, &auth.user_id, vec![device_id]).await?;
         return Ok(Json(Empty {}));
     }
     let action = format!("DELETE /devices/{device_id}");
     let data = body.and_then(|b| b.auth);
     let session = password_stage(&server, &auth, action, json!({}), data).await?;
-    accounts::delete_devices(&server, &user, vec![device_id]).await?;
+    accounts::delete_devices(&server, &auth.user_id, vec![device_id]).await?;
     server.uia.finish(&session, None);
     Ok(Json(Empty {}))
 }
@@ -171,13 +170,13 @@ pub async fn delete_many(
 ) -> Result<Json<Empty>> {
     if auth.is_appservice() {
         // Spec v1.17: no user-interactive auth for an application service.
-        accounts::delete_devices(&server, auth.user_id.as_str(), body.devices).await?;
+        accounts::delete_devices(&server, &auth.user_id, body.devices).await?;
         return Ok(Json(Empty {}));
     }
     let action = "POST /delete_devices".to_owned();
     let bound = json!({"devices": body.devices});
     let session = password_stage(&server, &auth, action, bound, body.auth).await?;
-    accounts::delete_devices(&server, auth.user_id.as_str(), body.devices).await?;
+    accounts::delete_devices(&server, &auth.user_id, body.devices).await?;
     server.uia.finish(&session, None);
     Ok(Json(Empty {}))
 }

@@ -71,7 +71,7 @@ pub async fn upload(
     if !body.is_object() {
         return Err(Error::bad_json("body must be an object"));
     }
-    let counts = e2ee::upload_keys(&server, auth.user_id.as_str(), auth.device()?, body).await?;
+    let counts = e2ee::upload_keys(&server, &auth.user_id, auth.device()?, body).await?;
     Ok(Json(counts))
 }
 
@@ -98,7 +98,7 @@ pub async fn query(
     }
     let answer = e2ee::query_keys(
         &server,
-        auth.user_id.as_str(),
+        &auth.user_id,
         body.device_keys,
         timeout_of(body.timeout),
     )
@@ -163,9 +163,9 @@ pub async fn device_signing_upload(
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Empty>> {
-    let user = auth.user_id.to_string();
     // Spec v1.17: an application service replaces its users' keys without UIA.
-    let needs_auth = e2ee::upload_signing_keys(&server, &user, &body, auth.is_appservice()).await?;
+    let needs_auth =
+        e2ee::upload_signing_keys(&server, &auth.user_id, &body, auth.is_appservice()).await?;
     if needs_auth {
         let data: Option<AuthData> = body
             .get("auth")
@@ -175,7 +175,7 @@ pub async fn device_signing_upload(
             .map_err(|err| Error::bad_json(format!("auth: {err}")))?;
         let action = "POST /keys/device_signing/upload".to_owned();
         let session = oauth_or_password_stage(&server, &auth, action, body.clone(), data).await?;
-        e2ee::upload_signing_keys(&server, &user, &body, true).await?;
+        e2ee::upload_signing_keys(&server, &auth.user_id, &body, true).await?;
         server.uia.finish(&session, None);
     }
     Ok(Json(Empty {}))
@@ -188,7 +188,7 @@ pub async fn signatures_upload(
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<SignaturesUploadAnswer>> {
     Ok(Json(
-        e2ee::upload_signatures(&server, auth.user_id.as_str(), body).await?,
+        e2ee::upload_signatures(&server, &auth.user_id, body).await?,
     ))
 }
 
@@ -214,7 +214,7 @@ pub async fn send_to_device(
     }
     e2ee::send_to_device(
         &server,
-        auth.user_id.as_str(),
+        &auth.user_id,
         auth.device()?,
         &event_type,
         &txn_id,
@@ -230,7 +230,7 @@ pub async fn put_dehydrated(
     auth: Auth,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<DeviceIdResponse>> {
-    let device_id = e2ee::put_dehydrated_device(&server, auth.user_id.as_str(), body).await?;
+    let device_id = e2ee::put_dehydrated_device(&server, &auth.user_id, body).await?;
     Ok(Json(DeviceIdResponse { device_id }))
 }
 
@@ -240,7 +240,7 @@ pub async fn get_dehydrated(
     auth: Auth,
 ) -> Result<Json<DehydratedDevice>> {
     Ok(Json(
-        e2ee::get_dehydrated_device(&server, auth.user_id.as_str()).await?,
+        e2ee::get_dehydrated_device(&server, &auth.user_id).await?,
     ))
 }
 
@@ -249,7 +249,7 @@ pub async fn delete_dehydrated(
     State(server): State<Arc<Server>>,
     auth: Auth,
 ) -> Result<Json<DeviceIdResponse>> {
-    let device_id = e2ee::delete_dehydrated_device(&server, auth.user_id.as_str()).await?;
+    let device_id = e2ee::delete_dehydrated_device(&server, &auth.user_id).await?;
     Ok(Json(DeviceIdResponse { device_id }))
 }
 
@@ -270,7 +270,7 @@ async fn dehydrated_events(
     from: Option<&str>,
 ) -> Result<Json<DehydratedEvents>> {
     Ok(Json(
-        e2ee::dehydrated_events(server, auth.user_id.as_str(), device_id, from).await?,
+        e2ee::dehydrated_events(server, &auth.user_id, device_id, from).await?,
     ))
 }
 

@@ -8,10 +8,11 @@ use super::*; // the parent's imports and shared helpers
 /// storing anything, when `replace_allowed` is false.
 pub async fn upload_signing_keys(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     body: &Value,
     replace_allowed: bool,
 ) -> Result<bool> {
+    let user_id = user_id.as_str();
     let mut uploads = Vec::new();
     for (field, key_type, usage) in [
         ("master_key", "master", "master"),
@@ -88,9 +89,10 @@ fn signing_keys_changed_in_tx(tx: &mut WriteTx<'_>, own: &str, user_id: &str) ->
 /// Returns the `failures` map.
 pub async fn upload_signatures(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     body: Value,
 ) -> Result<SignaturesUploadAnswer> {
+    let user_id = user_id.as_str();
     let body = match body {
         Value::Object(body) => body,
         _ => return Err(Error::bad_json("body must be an object")),

@@ -5,7 +5,12 @@ use super::*; // the parent's imports and shared helpers
 
 /// `PUT /dehydrated_device` (MSC3814): replaces the user's dehydrated device with a new one,
 /// its keys uploaded in the same transaction so it never exists without them.
-pub async fn put_dehydrated_device(server: &Server, user_id: &str, body: Value) -> Result<String> {
+pub async fn put_dehydrated_device(
+    server: &Server,
+    user_id: &UserId,
+    body: Value,
+) -> Result<String> {
+    let user_id = user_id.as_str();
     let device_id = body
         .get("device_id")
         .and_then(Value::as_str)
@@ -50,7 +55,8 @@ pub async fn put_dehydrated_device(server: &Server, user_id: &str, body: Value) 
 }
 
 /// `GET /dehydrated_device`: the user's dehydrated device and its data.
-pub async fn get_dehydrated_device(server: &Server, user_id: &str) -> Result<DehydratedDevice> {
+pub async fn get_dehydrated_device(server: &Server, user_id: &UserId) -> Result<DehydratedDevice> {
+    let user_id = user_id.as_str();
     let user = user_id.to_owned();
     let row = server
         .store
@@ -64,7 +70,8 @@ pub async fn get_dehydrated_device(server: &Server, user_id: &str) -> Result<Deh
 }
 
 /// `DELETE /dehydrated_device`: removes it (no UIA: it holds no session); returns its ID.
-pub async fn delete_dehydrated_device(server: &Server, user_id: &str) -> Result<String> {
+pub async fn delete_dehydrated_device(server: &Server, user_id: &UserId) -> Result<String> {
+    let user_id = user_id.as_str();
     let own = server.server_name().to_string();
     let user = user_id.to_owned();
     server
@@ -85,10 +92,11 @@ pub async fn delete_dehydrated_device(server: &Server, user_id: &str) -> Result<
 /// start over). Returns the events and the token of the next batch when there is more.
 pub async fn dehydrated_events(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     device_id: &str,
     from: Option<&str>,
 ) -> Result<DehydratedEvents> {
+    let user_id = user_id.as_str();
     let after = match from {
         Some(token) => token
             .parse::<i64>()

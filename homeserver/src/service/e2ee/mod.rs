@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::http::Method;
+use ruma::UserId;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
@@ -198,10 +199,11 @@ impl KeyUpload {
 /// device's one-time key counts.
 pub async fn upload_keys(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     device_id: &str,
     body: Value,
 ) -> Result<KeyCounts> {
+    let user_id = user_id.as_str();
     let upload = KeyUpload::parse(&body, user_id, device_id)?;
     let own = server.server_name().to_string();
     let (user, device) = (user_id.to_owned(), device_id.to_owned());
@@ -358,10 +360,11 @@ fn merge_signatures(
 /// cache when it is current or the unit is unreachable).
 pub async fn query_keys(
     server: &Server,
-    requester: &str,
+    requester: &UserId,
     users: Map<String, Value>,
     timeout: Duration,
 ) -> Result<KeysQueryAnswer> {
+    let requester = requester.as_str();
     let (local, remote): (Map<String, Value>, Map<String, Value>) = users
         .into_iter()
         .partition(|(user, _)| is_local(server, user));

@@ -7,12 +7,13 @@ use super::*; // the parent's imports and shared helpers
 /// peers. `txn` makes a retried request a no-op.
 pub async fn send_to_device(
     server: &Server,
-    sender: &str,
+    sender: &UserId,
     sender_device: &str,
     event_type: &str,
     txn_id: &str,
     messages: Map<String, Value>,
 ) -> Result<()> {
+    let sender = sender.as_str();
     let own = server.server_name().to_string();
     let (sender, sender_device, event_type, txn_id) = (
         sender.to_owned(),

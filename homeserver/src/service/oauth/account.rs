@@ -309,7 +309,7 @@ pub async fn act(
             Ok(redirect(ACCOUNT_PATH.to_owned()))
         }
         AccountAction::DeviceDelete => {
-            accounts::delete_devices(server, &user, vec![form.device_id.clone()]).await?;
+            accounts::delete_devices(server, &user_id, vec![form.device_id.clone()]).await?;
             tracing::info!(%user, device = %form.device_id, "device signed out on the account page");
             Ok(redirect(ACCOUNT_PATH.to_owned()))
         }
