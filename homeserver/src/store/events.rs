@@ -57,63 +57,33 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
     ))
 }
 
-/// How many parsed PDUs one generation of [`PARSED`] holds; the cache keeps at most two
-/// generations (16,384 PDUs, about 3 KiB each: up to ~48 MiB of RSS at the worst, nothing
-/// until events are read). Sized so an initial `/sync` of 1,000 rooms (~12,000 events) fits.
-const PARSED_GENERATION: usize = 8192;
-
-/// Two generations of parsed PDUs by event ID: see [`PARSED`].
-#[derive(Default)]
-struct Parsed {
-    current: HashMap<String, Pdu>,
-    previous: HashMap<String, Pdu>,
-}
-
-impl Parsed {
-    /// The PDU cached for `event_id`; one found in the previous generation moves to the
-    /// current one, so what is still read survives the next turn-over.
-    fn get(&mut self, event_id: &str) -> Option<Pdu> {
-        if let Some(pdu) = self.current.get(event_id) {
-            return Some(pdu.clone());
-        }
-        let (id, pdu) = self.previous.remove_entry(event_id)?;
-        self.insert(id, pdu.clone());
-        Some(pdu)
-    }
-
-    /// Caches a PDU; a full current generation becomes the previous one (the old previous
-    /// one is dropped).
-    fn insert(&mut self, event_id: String, pdu: Pdu) {
-        if self.current.len() >= PARSED_GENERATION {
-            self.previous = std::mem::take(&mut self.current);
-        }
-        self.current.insert(event_id, pdu);
-    }
-}
+/// How many parsed PDUs [`PARSED`] keeps before it starts over (about 3 KiB each).
+const PARSED_CAPACITY: usize = 4096;
 
 /// PDUs parsed from stored rows, by event ID: an initial `/sync` reads the same few thousand
 /// events on every call, and parsing them was its largest cost. An entry is used only when
 /// the row still holds the very JSON it was parsed from (a redaction rewrites it), so it is
-/// never stale and needs no invalidation; it is a cache of parsing, not of answers. Bounded
-/// like a two-generation LRU (see [`Parsed`]): a repeated scan of up to
-/// [`PARSED_GENERATION`] events always hits, and one of up to twice that mostly does (the
-/// former clear-when-full policy at 4,096 missed on every event of a scan larger than that).
-static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(Mutex::default);
+/// never stale and needs no invalidation; it is a cache of parsing, not of answers. Bounded by
+/// [`PARSED_CAPACITY`]: emptied whole when full.
+static PARSED: LazyLock<Mutex<HashMap<String, Pdu>>> = LazyLock::new(Mutex::default);
 
 /// Parses a stored PDU, or takes it from [`PARSED`] when the row's JSON is unchanged.
 fn parse_cached(event_id: String, json: String, rejected: bool) -> Result<Pdu> {
-    if let Ok(mut cache) = PARSED.lock()
+    if let Ok(cache) = PARSED.lock()
         && let Some(pdu) = cache.get(&event_id)
         && pdu.json == json
         && pdu.rejected == rejected
     {
-        return Ok(pdu);
+        return Ok(pdu.clone());
     }
     let id = OwnedEventId::try_from(event_id.as_str())
         .map_err(|err| Error::internal(format!("stored event id invalid: {err}")))?;
     let pdu = Pdu::parse(id, json, rejected)
         .map_err(|err| Error::internal(format!("stored event invalid: {err}")))?;
     if let Ok(mut cache) = PARSED.lock() {
+        if cache.len() >= PARSED_CAPACITY {
+            cache.clear();
+        }
         cache.insert(event_id, pdu.clone());
     }
     Ok(pdu)
