@@ -14,7 +14,7 @@
 //! A thread's `latest_event` and an edit are served in the same form as the event itself,
 //! the latest event with its own edits and references.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
@@ -31,12 +31,33 @@ pub fn format_events(
     list: &[StoredEvent],
     viewer: Option<(&str, &str)>,
 ) -> Result<Vec<Value>> {
+    format_events_known(conn, list, viewer, Known::default())
+}
+
+/// What a caller serving many rooms in one answer (`/sync`, sliding sync) has already read
+/// once, so bundling does not read it again for every room.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Known<'a> {
+    /// The viewer's ignored users (`m.ignored_user_list`); `None`: read them when needed.
+    pub ignored: Option<&'a [String]>,
+    /// Rooms holding any relation at all ([`index::rooms_with_relations`]); a room outside
+    /// it bundles nothing. `None`: probe each room's events.
+    pub related_rooms: Option<&'a HashSet<String>>,
+}
+
+/// [`format_events`] with what the caller already knows (see [`Known`]).
+pub fn format_events_known(
+    conn: &Connection,
+    list: &[StoredEvent],
+    viewer: Option<(&str, &str)>,
+    known: Known<'_>,
+) -> Result<Vec<Value>> {
     let mut out = list
         .iter()
         .map(|e| rooms::client_event(conn, e, viewer))
         .collect::<Result<Vec<_>>>()?;
     if let Some(viewer) = viewer {
-        bundle(conn, viewer, list, &mut out)?;
+        bundle_at(conn, viewer, list, &mut out, true, known)?;
     }
     Ok(out)
 }
@@ -49,7 +70,7 @@ pub fn bundle(
     list: &[StoredEvent],
     formatted: &mut [Value],
 ) -> Result<()> {
-    bundle_at(conn, viewer, list, formatted, true)
+    bundle_at(conn, viewer, list, formatted, true, Known::default())
 }
 
 /// [`bundle`]; `threads` is false for a thread's latest event, which cannot be a thread root
@@ -60,6 +81,7 @@ fn bundle_at(
     list: &[StoredEvent],
     formatted: &mut [Value],
     threads: bool,
+    known: Known<'_>,
 ) -> Result<()> {
     let (user, _) = viewer;
     // Parents by room; state events and rejected events get nothing.
@@ -75,18 +97,32 @@ fn bundle_at(
     if by_room.is_empty() {
         return Ok(());
     }
-    let ignored = super::account_data::ignored_users(conn, user)?;
+    // Read on the first room that has relations, unless the caller knows them already.
+    let mut read_ignored: Option<Vec<String>> = None;
     let mut relations: HashMap<String, Map<String, Value>> = HashMap::new();
     for (room, parents) in &by_room {
-        if !index::any_relations(conn, parents)? {
+        if known
+            .related_rooms
+            .is_some_and(|related| !related.contains(*room))
+            || !index::any_relations(conn, parents)?
+        {
             continue;
         }
+        let ignored: &[String] = match known.ignored {
+            Some(ignored) => ignored,
+            None => {
+                if read_ignored.is_none() {
+                    read_ignored = Some(super::account_data::ignored_users(conn, user)?);
+                }
+                read_ignored.as_deref().unwrap_or_default()
+            }
+        };
         let visible = rooms::user_visibility(conn, room, user)?;
         let filter = ChildFilter {
             room_id: room,
             parents,
             visible: visible.ranges(),
-            not_senders: &ignored,
+            not_senders: ignored,
         };
         if threads {
             let summaries = index::thread_summaries(conn, &filter, user)?;
@@ -98,7 +134,7 @@ fn bundle_at(
                 .iter()
                 .map(|e| rooms::client_event(conn, e, Some(viewer)))
                 .collect::<Result<Vec<_>>>()?;
-            bundle_at(conn, viewer, &latest, &mut latest_formatted, false)?;
+            bundle_at(conn, viewer, &latest, &mut latest_formatted, false, known)?;
             let mut latest_by_id: HashMap<String, Value> = latest
                 .iter()
                 .map(|e| e.pdu.event_id.to_string())

@@ -119,6 +119,7 @@ fn sync_request(server: &Server, viewer: &Viewer, filter: Filter) -> SyncRequest
         use_state_after: false,
         own_server: server.server_name().to_string(),
         ignored: Vec::new(),
+        related_rooms: None,
     }
 }
 

@@ -11,7 +11,7 @@
 //! later sync counts a record as delivered only when its `since` is at or after the response
 //! that carried it (so a retried sync resends). `include_redundant_members` resends them all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -24,7 +24,7 @@ use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::filter::{EventFormat, Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent};
-use crate::store::{misc, state};
+use crate::store::{misc, search, state};
 
 /// Timeline length when the filter sets none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -59,6 +59,9 @@ pub struct SyncRequest {
     pub own_server: String,
     /// Users the syncing user ignores (`m.ignored_user_list`), filled in by [`sync`].
     pub ignored: Vec<String>,
+    /// Rooms holding any relation, read once for a sync that visits every room (initial or
+    /// `full_state`) so bundling skips the rest without a probe per room; `None` otherwise.
+    pub related_rooms: Option<HashSet<String>>,
 }
 
 /// Runs a sync, waiting up to the timeout for something new.
@@ -246,7 +249,24 @@ fn compute(
         global_account_data.push(event);
     }
 
-    for (room_id, membership, member_pos) in state::memberships_as_of(conn, &req.user_id, upto)? {
+    let memberships = state::memberships_as_of(conn, &req.user_id, upto)?;
+    // A sync visiting every room asks once which of them have relations at all.
+    let with_related;
+    let req = if active.is_none() {
+        let joined: Vec<&str> = memberships
+            .iter()
+            .filter(|(room, membership, _)| membership == "join" && room_filter.allows_room(room))
+            .map(|(room, _, _)| room.as_str())
+            .collect();
+        with_related = SyncRequest {
+            related_rooms: Some(search::rooms_with_relations(conn, &joined)?),
+            ..req.clone()
+        };
+        &with_related
+    } else {
+        req
+    };
+    for (room_id, membership, member_pos) in memberships {
         if !room_filter.allows_room(&room_id) {
             continue;
         }
@@ -472,7 +492,11 @@ pub(crate) fn format_all(
     req: &SyncRequest,
 ) -> Result<Vec<Value>> {
     let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
-    let clients = super::aggregations::format_events(conn, events, viewer)?;
+    let known = super::aggregations::Known {
+        ignored: Some(&req.ignored),
+        related_rooms: req.related_rooms.as_ref(),
+    };
+    let clients = super::aggregations::format_events_known(conn, events, viewer, known)?;
     Ok(match req.filter.event_format {
         EventFormat::Client => clients,
         EventFormat::Federation => events

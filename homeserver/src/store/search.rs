@@ -487,6 +487,22 @@ const REFERENCES: &str = "
       AND e.rejected = 0 AND e.soft_failed = 0 AND e.outlier = 0
     ORDER BY e.depth, e.stream_pos";
 
+/// Which of `rooms` hold any relation at all (one index seek per room on
+/// `event_relations_room`): an initial `/sync` asks once for every joined room, so the rooms
+/// without relations (most of them) skip [`any_relations`] and the bundling reads entirely.
+pub fn rooms_with_relations(
+    conn: &Connection,
+    rooms: &[&str],
+) -> Result<std::collections::HashSet<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT value FROM json_each(?1) AS r
+          WHERE EXISTS (SELECT 1 FROM event_relations INDEXED BY event_relations_room
+                         WHERE room_id = r.value)",
+    )?;
+    let rows = stmt.query_map([json!(rooms).to_string()], |r| r.get(0))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Whether any event relates to one of `parents` (of any kind, visible or not): most batches
 /// of events have no relations at all, and this one index probe spares them the three
 /// bundling queries and the visibility reads they need.

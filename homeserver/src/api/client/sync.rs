@@ -66,6 +66,7 @@ pub async fn sync(
         use_state_after: q.use_state_after,
         own_server: server.server_name().to_string(),
         ignored: Vec::new(),
+        related_rooms: None,
     };
     Ok(Json(sync::sync(&server, request).await?))
 }

@@ -71,6 +71,7 @@ pub(super) fn compute(
         use_state_after: false,
         own_server: String::new(),
         ignored: ignored.to_vec(),
+        related_rooms: None,
     };
     let dms = direct_rooms(conn, &req.user_id)?;
     let candidates = room_list(conn, req, &view, base, upto)?;
