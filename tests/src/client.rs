@@ -19,6 +19,27 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a `ureq` response whole: its status, headers with lower-cased names, and body.
+    pub fn read(response: ureq::http::Response<ureq::Body>) -> Result<Reply, ureq::Error> {
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_ascii_lowercase(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let body = response.into_body().read_to_vec()?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
     /// The body parsed as JSON, or `Value::Null` when it is not JSON.
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
@@ -145,23 +166,7 @@ impl Client {
                 self.http.agent().run(request)?
             }
         };
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_ascii_lowercase(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
-        let body = response.into_body().read_to_vec()?;
-        Ok(Reply {
-            status,
-            headers,
-            body,
-        })
+        Reply::read(response)
     }
 
     /// Sends a JSON request (or none) and returns `(status, body as JSON)`.

@@ -621,24 +621,5 @@ fn send(
             .and_then(|request| agent.run(request)),
     };
     let response = result.unwrap_or_else(|err| panic!("{method} {url}: transport error: {err}"));
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = response
-        .into_body()
-        .read_to_vec()
-        .unwrap_or_else(|err| panic!("{method} {url}: reading the body: {err}"));
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply::read(response).unwrap_or_else(|err| panic!("{method} {url}: reading the body: {err}"))
 }
