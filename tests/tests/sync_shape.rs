@@ -291,7 +291,8 @@ fn sync_answers_keep_their_shape() {
     let after = w.alice.sync_raw("timeout=0&use_state_after=true");
     check("state_after /sync", &after, &w.labels, STATE_AFTER);
 
-    // Only room account data new, under `use_state_after`.
+    // Only room account data new, under `use_state_after`: the room's section carries an empty
+    // `state_after`, never `state` (spec: `state` MUST be omitted).
     let since = str_field(&after, "next_batch");
     w.alice.put_ok(
         &format!(
@@ -312,7 +313,8 @@ fn sync_answers_keep_their_shape() {
         DATA_ONLY_STATE_AFTER,
     );
 
-    // A room left, synced with `timeline.limit: 0`: no events.
+    // A room left, synced with `timeline.limit: 0`: no events, so no `prev_batch` (spec: it
+    // "may be omitted"; it is never `null`).
     let since = str_field(&data_only, "next_batch");
     ok(
         w.alice.post(
@@ -381,7 +383,9 @@ fn sliding_sync_answers_keep_their_shape() {
     drop(w.env);
 }
 
-// The shapes, as captured from the server today.
+// The shapes, as captured from the server before `/sync` and sliding sync were typed, with two
+// deliberate changes towards the spec: DATA_ONLY_STATE_AFTER carried `state` instead of
+// `state_after`, and LEFT_NO_TIMELINE carried `"prev_batch": null`.
 
 const INITIAL: &str = r"
 account_data.events[]: event{content,type}
@@ -588,7 +592,7 @@ presence.events: []
 rooms.invite: {}
 rooms.join.!named.account_data.events[]: event{content,type}
 rooms.join.!named.ephemeral.events: []
-rooms.join.!named.state.events: []
+rooms.join.!named.state_after.events: []
 rooms.join.!named.summary: {}
 rooms.join.!named.timeline.events: []
 rooms.join.!named.timeline.limited: false
@@ -611,7 +615,6 @@ rooms.leave.!unnamed.account_data.events: []
 rooms.leave.!unnamed.state.events[]: event{content,event_id,origin_server_ts,room_id,sender,state_key,type,unsigned}
 rooms.leave.!unnamed.timeline.events: []
 rooms.leave.!unnamed.timeline.limited: true
-rooms.leave.!unnamed.timeline.prev_batch: null
 to_device.events: []
 ";
 const SLIDING_INITIAL: &str = r"
