@@ -133,19 +133,9 @@ fn token_keeping_to_device(next_batch: &str, to_device: i64) -> Result<String> {
     .to_string())
 }
 
-/// The `next_batch` of a `/sync` answer (it always has one).
-fn next_batch_of(answer: &Value) -> Result<&str> {
-    answer["next_batch"]
-        .as_str()
-        .ok_or_else(|| Error::internal("a /sync answer without next_batch"))
-}
-
-/// The `events` list of a `/sync` answer's `key` section (none when the section is absent).
-fn events_of(section: &Value, key: &str) -> Vec<Value> {
-    section[key]["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+/// Whether a client-format (or stripped) event is `user`'s own member event.
+fn is_own_member_event(event: &Value, user: &str) -> bool {
+    event["type"] == "m.room.member" && event["state_key"] == user
 }
 
 /// # `GET /initialSync`: every room of the user with its current state and latest
@@ -162,63 +152,80 @@ pub async fn initial_sync(
     let mut request = sync_request(server, &viewer, filter);
     request.use_state_after = true;
     let answer = sync::sync(server, request).await?;
-    let end = token_keeping_to_device(next_batch_of(&answer)?, 0)?;
-    let mut rooms = Vec::new();
-    for (membership, sections) in [("join", "join"), ("leave", "leave")] {
-        let Some(sections) = answer["rooms"][sections].as_object() else {
-            continue;
-        };
-        for (room_id, section) in sections {
-            let state = events_of(section, "state_after");
-            // `leave` covers bans too: the user's own member event in the state says which.
-            let own = state.iter().find(|e| {
-                e["type"] == "m.room.member" && e["state_key"] == viewer.user_id.as_str()
-            });
-            let membership = own
-                .and_then(|e| e["content"]["membership"].as_str())
-                .unwrap_or(membership);
-            let messages = PaginationChunk {
-                chunk: events_of(section, "timeline"),
+    let end = token_keeping_to_device(&answer.next_batch, 0)?;
+    let user = viewer.user_id.as_str();
+    // A joined or left room as `RoomInfo`; `leave` covers bans too: the user's own member
+    // event in the state says which.
+    let room_info = |room_id: String,
+                     membership: &str,
+                     timeline: sync::Timeline,
+                     state: sync::RoomState,
+                     account_data: sync::Events| {
+        let state = state.into_events();
+        let membership = state
+            .iter()
+            .find(|e| is_own_member_event(e, user))
+            .and_then(|e| e["content"]["membership"].as_str())
+            .unwrap_or(membership)
+            .to_owned();
+        RoomInfo {
+            room_id,
+            membership: Some(membership),
+            messages: Some(PaginationChunk {
+                chunk: timeline.events,
                 end: end.clone(),
-                start: section["timeline"]["prev_batch"]
-                    .as_str()
-                    .map(str::to_owned),
-            };
-            rooms.push(RoomInfo {
-                room_id: room_id.clone(),
-                membership: Some(membership.to_owned()),
-                messages: Some(messages),
-                account_data: Some(events_of(section, "account_data")),
-                state: Some(state),
-                visibility: None,
-                invite: None,
-            });
+                start: timeline.prev_batch,
+            }),
+            account_data: Some(account_data.events),
+            state: Some(state),
+            visibility: None,
+            invite: None,
         }
+    };
+    let sync::Rooms {
+        join,
+        invite,
+        leave,
+        knock: _,
+    } = answer.rooms;
+    let mut rooms = Vec::new();
+    for (room_id, section) in join {
+        rooms.push(room_info(
+            room_id,
+            "join",
+            section.timeline,
+            section.state,
+            section.account_data,
+        ));
     }
-    if let Some(invites) = answer["rooms"]["invite"].as_object() {
-        for (room_id, section) in invites {
-            let invite = section["invite_state"]["events"]
-                .as_array()
-                .and_then(|list| {
-                    list.iter().find(|e| {
-                        e["type"] == "m.room.member" && e["state_key"] == viewer.user_id.as_str()
-                    })
-                })
-                .map(|stripped| {
-                    let mut event = stripped.clone();
-                    event["room_id"] = Value::String(room_id.clone());
-                    event
-                });
-            rooms.push(RoomInfo {
-                room_id: room_id.clone(),
-                membership: Some("invite".to_owned()),
-                messages: None,
-                state: None,
-                visibility: None,
-                account_data: None,
-                invite,
+    for (room_id, section) in leave {
+        rooms.push(room_info(
+            room_id,
+            "leave",
+            section.timeline,
+            section.state,
+            section.account_data,
+        ));
+    }
+    for (room_id, section) in invite {
+        let invite = section
+            .invite_state
+            .events
+            .into_iter()
+            .find(|e| is_own_member_event(e, user))
+            .map(|mut event| {
+                event["room_id"] = Value::String(room_id.clone());
+                event
             });
-        }
+        rooms.push(RoomInfo {
+            room_id,
+            membership: Some("invite".to_owned()),
+            messages: None,
+            state: None,
+            visibility: None,
+            account_data: None,
+            invite,
+        });
     }
     let ids: Vec<String> = rooms.iter().map(|r| r.room_id.clone()).collect();
     let public = server
@@ -239,8 +246,8 @@ pub async fn initial_sync(
     Ok(InitialSync {
         end,
         rooms,
-        presence: events_of(&answer, "presence"),
-        account_data: events_of(&answer, "account_data"),
+        presence: answer.presence.events,
+        account_data: answer.account_data.events,
     })
 }
 
@@ -283,17 +290,12 @@ pub async fn events(
     request.to_device_since = Some(to_device);
     request.timeout = timeout;
     let answer = sync::sync(server, request).await?;
-    let mut chunk = Vec::new();
-    for section in ["join", "leave"] {
-        if let Some(rooms) = answer["rooms"][section].as_object() {
-            for room in rooms.values() {
-                if let Some(list) = room["timeline"]["events"].as_array() {
-                    chunk.extend(list.iter().cloned());
-                }
-            }
-        }
-    }
-    let end = token_keeping_to_device(next_batch_of(&answer)?, to_device)?;
+    let end = token_keeping_to_device(&answer.next_batch, to_device)?;
+    let rooms = answer.rooms;
+    let chunk = (rooms.join.into_values().map(|room| room.timeline))
+        .chain(rooms.leave.into_values().map(|room| room.timeline))
+        .flat_map(|timeline| timeline.events)
+        .collect();
     Ok(EventsPage { start, end, chunk })
 }
 
@@ -437,13 +439,8 @@ pub fn room_initial_sync(
     };
     let account_data: Vec<Value> = misc::account_data_since(conn, user, 0, upto)?
         .into_iter()
-        .filter(|(room, _, _)| room == room_id)
-        .map(|(_, kind, content)| {
-            serde_json::json!({
-                "type": kind,
-                "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
-            })
-        })
+        .filter(|row| row.room_id == room_id)
+        .map(|row| sync::account_data_event(row.kind, &row.content))
         .collect();
     let public = state::get_room(conn, room_id)?.is_some_and(|r| r.is_public);
     Ok(RoomInfo {

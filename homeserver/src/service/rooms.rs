@@ -839,9 +839,9 @@ pub fn membership_access(
         Some(_) => {
             let was_joined = state::membership_changes(conn, user_id, 0, i64::MAX)?
                 .iter()
-                .any(|(_, room, m)| room == room_id && m == "join");
+                .any(|m| m.room_id == room_id && m.membership == "join");
             match state::membership_pos_at(conn, user_id, room_id, i64::MAX)? {
-                Some((pos, _)) if was_joined => Ok(Access::UpTo(pos)),
+                Some(latest) if was_joined => Ok(Access::UpTo(latest.stream_pos)),
                 _ => Err(Error::forbidden("You are not allowed to view this room")),
             }
         }

@@ -289,7 +289,9 @@ fn searchable_rooms(
     filter: &RoomEventFilter,
 ) -> Result<Vec<(String, Visible)>> {
     let mut out = Vec::new();
-    for (room, _, _) in state::memberships_as_of(conn, user, i64::MAX)? {
+    for state::MembershipRow { room_id: room, .. } in
+        state::memberships_as_of(conn, user, i64::MAX)?
+    {
         let listed = filter.rooms.as_ref().is_none_or(|r| r.contains(&room));
         if !listed || filter.not_rooms.contains(&room) || state::is_forgotten(conn, user, &room)? {
             continue;

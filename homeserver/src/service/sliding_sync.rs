@@ -10,20 +10,24 @@
 //!
 //! Timelines, stripped state, receipts, account data, device lists, to-device messages and
 //! unread counts come from the same functions `/sync` uses (`service::sync`, `service::e2ee`,
-//! `service::push`), so both sync flavours agree on what a user may see.
+//! `service::push`), so both sync flavours agree on what a user may see. The answer is a typed
+//! [`SlidingSyncResponse`] (`response.rs`), typed down to the event lists.
 
 mod connection;
 mod extensions;
+mod response;
 mod rooms;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
-
 pub use connection::Connections;
 use connection::{ConnKey, ConnState};
+pub use response::{
+    AccountDataResponse, E2eeResponse, ExtensionsResponse, Hero, ListResponse, RoomEvents,
+    RoomResponse, SlidingSyncResponse, ToDeviceResponse,
+};
 
 use super::Server;
 use super::account_data::ignored_users;
@@ -200,7 +204,8 @@ pub struct SlidingSyncRequest {
 
 /// What one computation produced.
 struct Computed {
-    response: Value,
+    /// The answer, with `pos` and `txn_id` still to fill in.
+    response: SlidingSyncResponse,
     state: ConnState,
     /// Nothing the client does not already have (a long poll keeps waiting).
     empty: bool,
@@ -218,7 +223,7 @@ struct TypingView {
 /// Runs a sliding sync request, waiting up to its timeout when it resumes a `pos` and nothing
 /// is new.
 #[tracing::instrument(skip_all, fields(user = %req.user_id, conn = %req.conn_id))]
-pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<Value> {
+pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyncResponse> {
     let key = ConnKey {
         user_id: req.user_id.clone(),
         device_id: req.device_id.clone(),
@@ -270,16 +275,15 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<Value> {
             state,
             empty,
         } = computed;
-        if let Some(txn_id) = &req.txn_id {
-            response["txn_id"] = json!(txn_id);
-        }
+        response.txn_id.clone_from(&req.txn_id);
         let wait = empty && base_id.is_some() && !req.timeout.is_zero();
         if !wait {
-            response["pos"] = json!(server.sliding_sync.record(&key, base_id, state)?);
+            response.pos = server.sliding_sync.record(&key, base_id, state)?;
             return Ok(response);
         }
-        // Nothing new: answering with the same `pos` is correct once the wait is over.
-        response["pos"] = json!(req.pos);
+        // Nothing new: answering with the same `pos` is correct once the wait is over (a
+        // resumed connection always has one).
+        response.pos = req.pos.clone().unwrap_or_default();
         tokio::select! {
             changed = tokio::time::timeout_at(deadline, positions.changed()) => match changed {
                 Ok(Ok(())) => continue,

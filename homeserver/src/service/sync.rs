@@ -10,6 +10,10 @@
 //! the ones the device already has: a sync records what it sent in `lazy_members_sent`, and a
 //! later sync counts a record as delivered only when its `since` is at or after the response
 //! that carried it (so a retried sync resends). `include_redundant_members` resends them all.
+//!
+//! The answer is a typed [`SyncResponse`] (`response.rs`), typed down to the event lists.
+
+mod response;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -25,6 +29,10 @@ use crate::matrix::filter::{EventFormat, Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent};
 use crate::store::{misc, search, state};
+pub use response::{
+    DeviceLists, Events, InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomState, RoomSummary,
+    Rooms, SyncResponse, Timeline, UnreadNotifications,
+};
 
 /// Timeline length when the filter sets none.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -65,7 +73,7 @@ pub struct SyncRequest {
 }
 
 /// Runs a sync, waiting up to the timeout for something new.
-pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
+pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse> {
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     let mut positions = server.store.subscribe();
     let mut typing_changes = server.typing.subscribe();
@@ -118,14 +126,12 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
             .store
             .read(move |conn| compute(conn, &request, upto, &typing, now))
             .await?;
-        response["next_batch"] = json!(
-            super::tokens::SyncToken {
-                pos: upto,
-                typing: typing_now,
-                to_device: to_device_upto,
-            }
-            .to_string()
-        );
+        response.next_batch = super::tokens::SyncToken {
+            pos: upto,
+            typing: typing_now,
+            to_device: to_device_upto,
+        }
+        .to_string();
         let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
         if done {
             if !lazy_sent.is_empty() {
@@ -154,7 +160,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<Value> {
 
 /// One computed response and what goes with it.
 struct Computed {
-    response: Value,
+    response: SyncResponse,
     /// Whether it carries nothing new.
     empty: bool,
     /// Where to-device delivery stopped if it was cut short.
@@ -185,19 +191,18 @@ fn compute(
             let at_since: HashMap<String, String> =
                 state::memberships_as_of(conn, &req.user_id, since)?
                     .into_iter()
-                    .map(|(room, membership, _)| (room, membership))
+                    .map(|row| (row.room_id, row.membership))
                     .collect();
-            let changes = state::membership_changes(conn, &req.user_id, since, upto)?;
-            let interrupted: BTreeSet<String> = changes
-                .iter()
-                .filter(|(_, _, m)| m != "join")
-                .map(|(_, room, _)| room.clone())
-                .collect();
-            let joined: BTreeSet<String> = changes
+            let (joined, interrupted): (Vec<_>, Vec<_>) =
+                state::membership_changes(conn, &req.user_id, since, upto)?
+                    .into_iter()
+                    .partition(|change| change.membership == "join");
+            let interrupted: BTreeSet<String> = interrupted
                 .into_iter()
-                .filter(|(_, _, m)| m == "join")
-                .map(|(_, room, _)| room)
+                .map(|change| change.room_id)
                 .collect();
+            let joined: BTreeSet<String> =
+                joined.into_iter().map(|change| change.room_id).collect();
             (at_since, interrupted, joined)
         }
         None => Default::default(),
@@ -219,10 +224,7 @@ fn compute(
         _ => None,
     };
     let quiet = |room: &str| active.as_ref().is_some_and(|active| !active.contains(room));
-    let mut join = Map::new();
-    let mut invite = Map::new();
-    let mut leave = Map::new();
-    let mut knock = Map::new();
+    let mut rooms = Rooms::default();
 
     let account_data = misc::account_data_since(
         conn,
@@ -232,15 +234,16 @@ fn compute(
     )?;
     let mut room_account_data: HashMap<String, Vec<Value>> = HashMap::new();
     let mut global_account_data = Vec::new();
-    for (room, kind, content) in account_data {
-        let content: Value = serde_json::from_str(&content).unwrap_or(Value::Null);
-        let event = json!({"type": kind, "content": content});
-        if room.is_empty() {
-            if req.filter.account_data.allows_type(&kind) {
-                global_account_data.push(event);
+    for row in account_data {
+        if row.room_id.is_empty() {
+            if req.filter.account_data.allows_type(&row.kind) {
+                global_account_data.push(account_data_event(row.kind, &row.content));
             }
-        } else if room_filter.account_data.allows_type(&kind) {
-            room_account_data.entry(room).or_default().push(event);
+        } else if room_filter.account_data.allows_type(&row.kind) {
+            room_account_data
+                .entry(row.room_id)
+                .or_default()
+                .push(account_data_event(row.kind, &row.content));
         }
     }
     if req.filter.account_data.allows_type("m.push_rules")
@@ -255,8 +258,8 @@ fn compute(
     let req = if active.is_none() {
         let joined: Vec<&str> = memberships
             .iter()
-            .filter(|(room, membership, _)| membership == "join" && room_filter.allows_room(room))
-            .map(|(room, _, _)| room.as_str())
+            .filter(|row| row.membership == "join" && room_filter.allows_room(&row.room_id))
+            .map(|row| row.room_id.as_str())
             .collect();
         with_related = SyncRequest {
             related_rooms: Some(search::rooms_with_relations(conn, &joined)?),
@@ -266,7 +269,12 @@ fn compute(
     } else {
         req
     };
-    for (room_id, membership, member_pos) in memberships {
+    for state::MembershipRow {
+        room_id,
+        membership,
+        stream_pos: member_pos,
+    } in memberships
+    {
         if !room_filter.allows_room(&room_id) {
             continue;
         }
@@ -289,9 +297,12 @@ fn compute(
                     )?
                 };
                 let data = room_account_data.remove(&room_id).unwrap_or_default();
-                if let Some(mut section) = section.or_else(|| (!data.is_empty()).then(empty_room)) {
-                    section["account_data"] = events(data);
-                    join.insert(room_id, section);
+                let section = section.or_else(|| {
+                    (!data.is_empty()).then(|| JoinedRoom::data_only(req.use_state_after))
+                });
+                if let Some(mut section) = section {
+                    section.account_data = Events::of(data);
+                    rooms.join.insert(room_id, section);
                 }
             }
             "invite" if since.is_none() || member_pos > after => {
@@ -302,12 +313,13 @@ fn compute(
                         .flatten()
                         .map(|event| event.pdu.sender.to_string());
                 if !inviter.is_some_and(|inviter| req.ignored.contains(&inviter)) {
-                    invite.insert(room_id.clone(), invited_room(conn, &room_id, &req.user_id)?);
+                    let invite_state = Events::of(stripped_state(conn, &room_id, &req.user_id)?);
+                    rooms.invite.insert(room_id, InvitedRoom { invite_state });
                 }
             }
             "knock" if since.is_none() || member_pos > after => {
-                let stripped = invited_room(conn, &room_id, &req.user_id)?["invite_state"].clone();
-                knock.insert(room_id.clone(), json!({"knock_state": stripped}));
+                let knock_state = Events::of(stripped_state(conn, &room_id, &req.user_id)?);
+                rooms.knock.insert(room_id, KnockedRoom { knock_state });
             }
             "leave" | "ban" => {
                 let show = match since {
@@ -320,11 +332,8 @@ fn compute(
                     // as what changed since.
                     let fresh = !joined_at_since(&room_id) && joined_in_gap.contains(&room_id);
                     let from = since.filter(|_| !req.full_state && !fresh);
-                    if let Some(section) =
-                        left_room(conn, req, &room_id, from, member_pos, &mut lazy_sent)?
-                    {
-                        leave.insert(room_id, section);
-                    }
+                    let section = left_room(conn, req, &room_id, from, member_pos, &mut lazy_sent)?;
+                    rooms.leave.insert(room_id, section);
                 }
             }
             _ => {}
@@ -367,39 +376,20 @@ fn compute(
         req.to_device_since,
         upto,
     )?;
-    let empty = join.is_empty()
-        && invite.is_empty()
-        && knock.is_empty()
-        && leave.is_empty()
-        && global_account_data.is_empty()
-        && presence.is_empty()
-        && keys.to_device.is_empty()
-        && keys.changed.is_empty()
-        && keys.left.is_empty();
-    let response = object([
-        ("next_batch", json!(super::tokens::stream_token(upto))),
-        (
-            "rooms",
-            object([
-                ("join", Value::Object(join)),
-                ("invite", Value::Object(invite)),
-                ("leave", Value::Object(leave)),
-                ("knock", Value::Object(knock)),
-            ]),
-        ),
-        ("account_data", events(global_account_data)),
-        ("presence", events(presence)),
-        ("to_device", events(keys.to_device)),
-        (
-            "device_lists",
-            json!({"changed": keys.changed, "left": keys.left}),
-        ),
-        ("device_one_time_keys_count", keys.one_time_key_counts),
-        (
-            "device_unused_fallback_key_types",
-            json!(keys.unused_fallback_types),
-        ),
-    ]);
+    let response = SyncResponse {
+        next_batch: super::tokens::stream_token(upto),
+        rooms,
+        account_data: Events::of(global_account_data),
+        presence: Events::of(presence),
+        to_device: Events::of(keys.to_device),
+        device_lists: DeviceLists {
+            changed: keys.changed,
+            left: keys.left,
+        },
+        device_one_time_keys_count: keys.one_time_key_counts,
+        device_unused_fallback_key_types: keys.unused_fallback_types,
+    };
+    let empty = response.is_empty();
     Ok(Computed {
         response,
         empty,
@@ -408,36 +398,19 @@ fn compute(
     })
 }
 
-/// A JSON object of `entries`, moving the values in: `json!` serialises a deep copy of each
-/// value it is given, which for a response's rooms and events was 7% of an initial /sync
-/// (and as much again dropping the originals).
-fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
-    Value::Object(
-        entries
-            .into_iter()
-            .map(|(key, value)| (key.to_owned(), value))
-            .collect(),
-    )
-}
-
-/// `{"events": list}`, moving the list in.
-fn events(list: Vec<Value>) -> Value {
-    object([("events", Value::Array(list))])
+/// An account data event (`{"type", "content"}`) from a stored row; content that does not
+/// parse (never written so) shows as `null`. Shared with sliding sync and `/initialSync`.
+pub(crate) fn account_data_event(kind: String, content: &str) -> Value {
+    let content: Value = serde_json::from_str(content).unwrap_or(Value::Null);
+    let mut event = Map::with_capacity(2);
+    event.insert("type".to_owned(), Value::String(kind));
+    event.insert("content".to_owned(), content);
+    Value::Object(event)
 }
 
 /// What the syncing user may see of a room's events.
 fn visible_to(conn: &Connection, room_id: &str, user_id: &str) -> Result<Visible> {
     super::rooms::user_visibility(conn, room_id, user_id)
-}
-
-fn empty_room() -> Value {
-    json!({
-        "timeline": {"events": [], "limited": false},
-        "state": {"events": []},
-        "ephemeral": {"events": []},
-        "account_data": {"events": []},
-        "summary": {},
-    })
 }
 
 /// The newest `limit` events of a room in `(after, upto]` that the user may see (`visible`,
@@ -555,6 +528,7 @@ impl Lazy {
             Some(since) => {
                 misc::lazy_members_sent(conn, &req.user_id, &req.device_id, room_id, since)?
                     .into_iter()
+                    .map(|sent| (sent.member, sent.event_id))
                     .collect()
             }
             None => HashMap::new(),
@@ -668,7 +642,7 @@ fn state_section(
         .collect())
 }
 
-/// The room's `state` or (with `use_state_after`) `state_after` section, as `(key, events)`.
+/// The events of the room's `state` or (with `use_state_after`) `state_after` section.
 #[allow(clippy::too_many_arguments)]
 fn room_state(
     conn: &Connection,
@@ -679,25 +653,23 @@ fn room_state(
     limited: bool,
     end: i64,
     lazy: Option<&Lazy>,
-) -> Result<(&'static str, Vec<StoredEvent>)> {
+) -> Result<Vec<StoredEvent>> {
     let diff_from = since.filter(|_| !req.full_state);
     if req.use_state_after {
         let boundary = timeline.last().map(|e| e.stream_pos + 1).unwrap_or(end + 1);
-        let events = state_section(
+        return state_section(
             conn, req, room_id, boundary, diff_from, timeline, lazy, true,
-        )?;
-        return Ok(("state_after", events));
+        );
     }
     let gap = since.is_none() || limited || req.full_state;
-    let events = if gap || lazy.is_some() {
+    if gap || lazy.is_some() {
         let first_pos = timeline.first().map(|e| e.stream_pos).unwrap_or(end + 1);
         state_section(
             conn, req, room_id, first_pos, diff_from, timeline, lazy, gap,
-        )?
+        )
     } else {
-        Vec::new()
-    };
-    Ok(("state", events))
+        Ok(Vec::new())
+    }
 }
 
 /// The room summary's `m.heroes` for a room without a name or canonical alias (`None` for
@@ -733,7 +705,7 @@ fn joined_room(
     upto: i64,
     typing: Option<&Vec<String>>,
     lazy_sent: &mut Vec<(String, String, String)>,
-) -> Result<Option<Value>> {
+) -> Result<Option<JoinedRoom>> {
     let after = since.unwrap_or(0);
     let visible = visible_to(conn, room_id, &req.user_id)?;
     let (events, limited) = timeline(
@@ -772,7 +744,7 @@ fn joined_room(
         &events,
         heroes.as_deref().unwrap_or_default(),
     )?;
-    let (state_key, state) = room_state(
+    let state = room_state(
         conn,
         req,
         room_id,
@@ -791,30 +763,38 @@ fn joined_room(
     };
     let mut ephemeral = Vec::new();
     if let Some(users) = typing {
-        ephemeral.push(json!({"type": "m.typing", "content": {"user_ids": users}}));
+        ephemeral.push(typing_event(users));
     }
     if let Some(event) = receipt_event(receipts) {
         ephemeral.push(event);
     }
-    let (notifications, highlights) = super::push::unread_counts(conn, room_id, &req.user_id)?;
-    let (joined, invited) = state::member_counts(conn, room_id)?;
-    let mut summary = json!({"m.joined_member_count": joined, "m.invited_member_count": invited});
-    if let Some(heroes) = heroes {
-        summary["m.heroes"] = json!(heroes);
-    }
-    let mut timeline = json!({"limited": limited, "prev_batch": prev_batch});
-    timeline["events"] = Value::Array(format_all(conn, &events, req)?);
-    Ok(Some(object([
-        ("timeline", timeline),
-        (state_key, self::events(format_all(conn, &state, req)?)),
-        ("ephemeral", self::events(ephemeral)),
-        ("account_data", json!({"events": []})),
-        (
-            "unread_notifications",
-            json!({"notification_count": notifications, "highlight_count": highlights}),
-        ),
-        ("summary", summary),
-    ])))
+    let (notification_count, highlight_count) =
+        super::push::unread_counts(conn, room_id, &req.user_id)?;
+    let counts = state::member_counts(conn, room_id)?;
+    Ok(Some(JoinedRoom {
+        timeline: Timeline {
+            events: format_all(conn, &events, req)?,
+            limited,
+            prev_batch: Some(prev_batch),
+        },
+        state: RoomState::new(req.use_state_after, format_all(conn, &state, req)?),
+        ephemeral: Events::of(ephemeral),
+        account_data: Events::default(),
+        unread_notifications: Some(UnreadNotifications {
+            notification_count,
+            highlight_count,
+        }),
+        summary: RoomSummary {
+            heroes,
+            joined_member_count: Some(counts.joined),
+            invited_member_count: Some(counts.invited),
+        },
+    }))
+}
+
+/// The `m.typing` event naming `users`; shared with the sliding sync typing extension.
+pub(crate) fn typing_event(users: &[String]) -> Value {
+    json!({"type": "m.typing", "content": {"user_ids": users}})
 }
 
 /// The `m.receipt` event carrying `receipts` (`None` when there are none); shared with the
@@ -839,9 +819,13 @@ pub(crate) fn receipt_event(receipts: Vec<misc::Receipt>) -> Option<Value> {
     Some(json!({"type": "m.receipt", "content": content}))
 }
 
-/// `{"invite_state": {"events": [...]}}` for a room the user is invited to (or knocked on):
-/// the stripped state a remote inviter sent, or the local room's own.
-pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
+/// The stripped state of a room the user is invited to (or knocked on), with their own member
+/// event: what a remote inviter sent, or the local room's own. Shared with sliding sync.
+pub(crate) fn stripped_state(
+    conn: &Connection,
+    room_id: &str,
+    user_id: &str,
+) -> Result<Vec<Value>> {
     if !crate::store::dag::participating(conn, room_id)?
         && let Some((event_id, invite_state)) =
             crate::store::dag::remote_invite(conn, room_id, user_id)?
@@ -856,7 +840,7 @@ pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> R
         {
             stripped.push(to_stripped_state(&event.pdu));
         }
-        return Ok(json!({"invite_state": {"events": stripped}}));
+        return Ok(stripped);
     }
     let mut stripped = Vec::new();
     for kind in crate::matrix::client_format::STRIPPED_STATE_TYPES {
@@ -871,7 +855,7 @@ pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> R
     {
         stripped.push(to_stripped_state(&event.pdu));
     }
-    Ok(json!({"invite_state": {"events": stripped}}))
+    Ok(stripped)
 }
 
 fn left_room(
@@ -881,7 +865,7 @@ fn left_room(
     since: Option<i64>,
     leave_pos: i64,
     lazy_sent: &mut Vec<(String, String, String)>,
-) -> Result<Option<Value>> {
+) -> Result<LeftRoom> {
     let after = since.unwrap_or(0);
     let visible = visible_to(conn, room_id, &req.user_id)?;
     let (events, limited) = timeline(
@@ -893,7 +877,7 @@ fn left_room(
         leave_pos,
     )?;
     let lazy = Lazy::for_room(conn, req, room_id, &events, &[])?;
-    let (state_key, state) = room_state(
+    let state = room_state(
         conn,
         req,
         room_id,
@@ -907,11 +891,13 @@ fn left_room(
         lazy.newly_sent(room_id, &state, &events, lazy_sent);
     }
     let prev_batch = events.first().map(super::tokens::token_before);
-    let mut timeline = json!({"limited": limited, "prev_batch": prev_batch});
-    timeline["events"] = Value::Array(format_all(conn, &events, req)?);
-    Ok(Some(object([
-        ("timeline", timeline),
-        (state_key, self::events(format_all(conn, &state, req)?)),
-        ("account_data", json!({"events": []})),
-    ])))
+    Ok(LeftRoom {
+        timeline: Timeline {
+            events: format_all(conn, &events, req)?,
+            limited,
+            prev_batch,
+        },
+        state: RoomState::new(req.use_state_after, format_all(conn, &state, req)?),
+        account_data: Events::default(),
+    })
 }

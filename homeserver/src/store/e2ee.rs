@@ -429,6 +429,19 @@ pub fn push_to_device(
     Ok(())
 }
 
+/// A to-device message waiting for a device.
+#[derive(Debug, Clone)]
+pub struct ToDeviceRow {
+    /// Its stream position: where a sync that hands it out has delivered up to.
+    pub stream_pos: i64,
+    /// The user who sent it.
+    pub sender: String,
+    /// Its event type.
+    pub event_type: String,
+    /// Its content, JSON text.
+    pub content: String,
+}
+
 /// A device's to-device messages in `(after, upto]`, oldest first, at most `limit`:
 /// `(stream_pos, sender, type, content)`.
 pub fn to_device_since(
@@ -438,14 +451,21 @@ pub fn to_device_since(
     after: i64,
     upto: i64,
     limit: usize,
-) -> Result<Vec<(i64, String, String, String)>> {
+) -> Result<Vec<ToDeviceRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT stream_pos, sender, event_type, content FROM to_device WHERE user_id = ?1
          AND device_id = ?2 AND stream_pos > ?3 AND stream_pos <= ?4 ORDER BY stream_pos LIMIT ?5",
     )?;
     let rows = stmt.query_map(
         params![user_id, device_id, after, upto, limit as i64],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        |r| {
+            Ok(ToDeviceRow {
+                stream_pos: r.get(0)?,
+                sender: r.get(1)?,
+                event_type: r.get(2)?,
+                content: r.get(3)?,
+            })
+        },
     )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

@@ -102,19 +102,34 @@ pub fn get_account_data(
         .optional()?)
 }
 
-/// Account data changed in `(after, upto]`: `(room_id, type, content)`.
+/// One account data entry of a user.
+#[derive(Debug, Clone)]
+pub struct AccountDataRow {
+    /// The room it belongs to; empty for global account data.
+    pub room_id: String,
+    /// Its event type.
+    pub kind: String,
+    /// Its content, JSON text.
+    pub content: String,
+}
+
+/// Account data changed in `(after, upto]`, in stream order.
 pub fn account_data_since(
     conn: &Connection,
     user_id: &str,
     after: i64,
     upto: i64,
-) -> Result<Vec<(String, String, String)>> {
+) -> Result<Vec<AccountDataRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT room_id, data_type, content FROM account_data WHERE user_id = ?1
          AND stream_pos > ?2 AND stream_pos <= ?3 ORDER BY stream_pos",
     )?;
     let rows = stmt.query_map(params![user_id, after, upto], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(AccountDataRow {
+            room_id: r.get(0)?,
+            kind: r.get(1)?,
+            content: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
@@ -238,21 +253,33 @@ pub fn set_notice_room(conn: &Connection, user_id: &str, room_id: &str) -> Resul
     Ok(())
 }
 
+/// A member event a device was sent under lazy loading.
+#[derive(Debug, Clone)]
+pub struct LazyMemberSent {
+    /// The member (the event's state key).
+    pub member: String,
+    /// The member event sent.
+    pub event_id: String,
+}
+
 /// The member events of a room a device was sent under lazy loading by responses the client
-/// has moved past (`sent_upto <= since`): `(member, event_id)`.
+/// has moved past (`sent_upto <= since`).
 pub fn lazy_members_sent(
     conn: &Connection,
     user_id: &str,
     device_id: &str,
     room_id: &str,
     since: i64,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<LazyMemberSent>> {
     let mut stmt = conn.prepare_cached(
         "SELECT member, event_id FROM lazy_members_sent
          WHERE user_id = ?1 AND device_id = ?2 AND room_id = ?3 AND sent_upto <= ?4",
     )?;
     let rows = stmt.query_map(params![user_id, device_id, room_id, since], |r| {
-        Ok((r.get(0)?, r.get(1)?))
+        Ok(LazyMemberSent {
+            member: r.get(0)?,
+            event_id: r.get(1)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

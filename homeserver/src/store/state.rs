@@ -320,14 +320,28 @@ pub fn joined_servers(conn: &Connection, room_id: &str) -> Result<Vec<String>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// How many members a room has joined and invited, in one read (the room summary's counts).
-pub fn member_counts(conn: &Connection, room_id: &str) -> Result<(i64, i64)> {
+/// How many members a room has joined and invited (the room summary's counts).
+#[derive(Debug, Clone, Copy)]
+pub struct MemberCounts {
+    /// Members whose current membership is `join`.
+    pub joined: i64,
+    /// Members whose current membership is `invite`.
+    pub invited: i64,
+}
+
+/// A room's joined and invited member counts, in one read.
+pub fn member_counts(conn: &Connection, room_id: &str) -> Result<MemberCounts> {
     Ok(conn
         .prepare_cached(
             "SELECT coalesce(sum(membership = 'join'), 0), coalesce(sum(membership = 'invite'), 0)
              FROM current_state WHERE room_id = ?1 AND event_type = 'm.room.member'",
         )?
-        .query_row(params![room_id], |r| Ok((r.get(0)?, r.get(1)?)))?)
+        .query_row(params![room_id], |r| {
+            Ok(MemberCounts {
+                joined: r.get(0)?,
+                invited: r.get(1)?,
+            })
+        })?)
 }
 
 /// Whether the room's current `m.room.name` has a non-empty `name` or its current
@@ -415,36 +429,54 @@ pub fn record_membership_change(
     Ok(())
 }
 
-/// A user's membership changes in `(after, upto]`: `(stream_pos, room_id, membership)`.
+/// One of a user's memberships: a row of `membership_changes`.
+#[derive(Debug, Clone)]
+pub struct MembershipRow {
+    /// The room.
+    pub room_id: String,
+    /// `join`, `invite`, `knock`, `leave` or `ban`.
+    pub membership: String,
+    /// Stream position of the member event.
+    pub stream_pos: i64,
+}
+
+/// The row→type function of `SELECT room_id, membership, stream_pos FROM membership_changes`.
+fn membership_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MembershipRow> {
+    Ok(MembershipRow {
+        room_id: r.get(0)?,
+        membership: r.get(1)?,
+        stream_pos: r.get(2)?,
+    })
+}
+
+/// A user's membership changes in `(after, upto]`, in stream order.
 pub fn membership_changes(
     conn: &Connection,
     user_id: &str,
     after: i64,
     upto: i64,
-) -> Result<Vec<(i64, String, String)>> {
+) -> Result<Vec<MembershipRow>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT stream_pos, room_id, membership FROM membership_changes WHERE user_id = ?1
+        "SELECT room_id, membership, stream_pos FROM membership_changes WHERE user_id = ?1
          AND stream_pos > ?2 AND stream_pos <= ?3 ORDER BY stream_pos",
     )?;
-    let rows = stmt.query_map(params![user_id, after, upto], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
+    let rows = stmt.query_map(params![user_id, after, upto], membership_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The stream position of the user's latest membership event in a room at or before `upto`.
+/// The user's latest membership event in a room at or before `upto`.
 pub fn membership_pos_at(
     conn: &Connection,
     user_id: &str,
     room_id: &str,
     upto: i64,
-) -> Result<Option<(i64, String)>> {
+) -> Result<Option<MembershipRow>> {
     Ok(conn
         .prepare_cached(
-            "SELECT stream_pos, membership FROM membership_changes WHERE user_id = ?1 AND room_id = ?2
-             AND stream_pos <= ?3 ORDER BY stream_pos DESC LIMIT 1",
+            "SELECT room_id, membership, stream_pos FROM membership_changes WHERE user_id = ?1
+             AND room_id = ?2 AND stream_pos <= ?3 ORDER BY stream_pos DESC LIMIT 1",
         )?
-        .query_row(params![user_id, room_id, upto], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![user_id, room_id, upto], membership_row)
         .optional()?)
 }
 
@@ -478,20 +510,17 @@ pub fn is_forgotten(conn: &Connection, user_id: &str, room_id: &str) -> Result<b
         .is_some())
 }
 
-/// The user's membership in every room they ever had one in, as of stream position `upto`:
-/// `(room_id, membership, stream_pos)`.
+/// The user's membership in every room they ever had one in, as of stream position `upto`.
 pub fn memberships_as_of(
     conn: &Connection,
     user_id: &str,
     upto: i64,
-) -> Result<Vec<(String, String, i64)>> {
+) -> Result<Vec<MembershipRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT room_id, membership, max(stream_pos) FROM membership_changes
          WHERE user_id = ?1 AND stream_pos <= ?2 GROUP BY room_id",
     )?;
-    let rows = stmt.query_map(params![user_id, upto], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
+    let rows = stmt.query_map(params![user_id, upto], membership_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

@@ -23,7 +23,8 @@ use crate::api::extract::{Auth, JsonBody, QueryParams, room_id};
 use crate::error::{Error, Result};
 use crate::service::sliding_sync::{
     self, ExtensionScope, Extensions, ListConfig, ListFilters, MAX_LISTS, MAX_TIMELINE_LIMIT,
-    RequiredState, RoomConfig, SlidingSyncRequest, StatePattern, ToDeviceConfig,
+    RequiredState, RoomConfig, SlidingSyncRequest, SlidingSyncResponse, StatePattern,
+    ToDeviceConfig,
 };
 use crate::service::{Server, presence};
 
@@ -157,7 +158,7 @@ async fn sync(
     auth: Auth,
     QueryParams(query): QueryParams<SyncQuery>,
     JsonBody(body): JsonBody<Value>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SlidingSyncResponse>> {
     let body: Body = serde_json::from_value(body)
         .map_err(|err| Error::bad_json(format!("Invalid sliding sync request: {err}")))?;
     let set_presence = query.set_presence.clone().or(body.set_presence.clone());

@@ -12,7 +12,7 @@ use crate::api::client::wire::FilterId;
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams, user_id};
 use crate::error::{Error, Result};
 use crate::matrix::filter::Filter;
-use crate::service::sync::{self, SyncRequest};
+use crate::service::sync::{self, SyncRequest, SyncResponse};
 use crate::service::tokens::SyncToken;
 use crate::service::{Server, filters, presence};
 
@@ -33,7 +33,7 @@ pub async fn sync(
     State(server): State<Arc<Server>>,
     auth: Auth,
     QueryParams(q): QueryParams<SyncQuery>,
-) -> Result<Json<Value>> {
+) -> Result<Json<SyncResponse>> {
     if let Some(presence) = &q.set_presence
         && !matches!(presence.as_str(), "online" | "offline" | "unavailable")
     {

@@ -121,7 +121,7 @@ pub async fn dehydrated_events(
             let more = messages.len() > TO_DEVICE_PER_SYNC;
             messages.truncate(TO_DEVICE_PER_SYNC);
             let next_batch = more
-                .then(|| messages.last().map(|m| m.0.to_string()))
+                .then(|| messages.last().map(|m| m.stream_pos.to_string()))
                 .flatten();
             let events = messages
                 .into_iter()

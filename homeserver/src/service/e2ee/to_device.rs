@@ -187,7 +187,7 @@ pub fn sync_keys(
     let messages =
         e2ee::to_device_since(conn, user_id, device_id, after, upto, TO_DEVICE_PER_SYNC)?;
     let to_device_upto = (messages.len() == TO_DEVICE_PER_SYNC)
-        .then(|| messages.last().map(|m| m.0))
+        .then(|| messages.last().map(|m| m.stream_pos))
         .flatten();
     let to_device = messages.into_iter().map(to_device_event).collect();
     let (changed, left) = match since {
@@ -229,11 +229,11 @@ pub async fn ack_to_device(
     Ok(())
 }
 
-/// A stored inbox row `(stream_pos, sender, type, content)` as the client sees it.
-pub(super) fn to_device_event((_, sender, kind, content): (i64, String, String, String)) -> Value {
+/// A stored inbox row as the client sees it.
+pub(super) fn to_device_event(message: e2ee::ToDeviceRow) -> Value {
     json!({
-        "sender": sender,
-        "type": kind,
-        "content": serde_json::from_str::<Value>(&content).unwrap_or(Value::Null),
+        "sender": message.sender,
+        "type": message.event_type,
+        "content": serde_json::from_str::<Value>(&message.content).unwrap_or(Value::Null),
     })
 }

@@ -2,22 +2,25 @@
 //! account data (MSC3959), receipts (MSC3960) and typing (MSC3961). Each reuses what `/sync`
 //! computes; only the shape of the answer and the set of rooms covered differ.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::rooms::{Matched, Sent};
-use super::{ExtensionScope, SlidingSyncRequest, TypingView};
+use super::{
+    AccountDataResponse, E2eeResponse, ExtensionScope, ExtensionsResponse, RoomEvents,
+    SlidingSyncRequest, ToDeviceResponse, TypingView,
+};
 use crate::error::Result;
 use crate::service::e2ee::sync_keys;
 use crate::service::push::rules_account_data;
-use crate::service::sync::receipt_event;
+use crate::service::sync::{DeviceLists, account_data_event, receipt_event, typing_event};
 use crate::store::{e2ee, misc};
 
 /// The `extensions` object and whether it holds nothing new.
 pub(super) struct Answer {
-    pub response: Value,
+    pub response: ExtensionsResponse,
     pub empty: bool,
 }
 
@@ -32,13 +35,13 @@ pub(super) fn compute(
     typing: &TypingView,
 ) -> Result<Answer> {
     let ext = &req.extensions;
-    let mut out = Map::new();
+    let mut out = ExtensionsResponse::default();
     let mut empty = true;
     let user = req.user_id.as_str();
     let device = req.device_id.as_str();
     if ext.e2ee || ext.to_device.is_some() {
         let to_device_after = ext.to_device.as_ref().and_then(|t| t.since).unwrap_or(0);
-        let keys = sync_keys(conn, user, device, since, Some(to_device_after), upto)?;
+        let mut keys = sync_keys(conn, user, device, since, Some(to_device_after), upto)?;
         if let Some(to_device) = &ext.to_device {
             let (events, next) = if to_device.limit < keys.to_device.len() {
                 // Fewer than `/sync` hands out: stop at the `limit`-th message.
@@ -51,29 +54,29 @@ pub(super) fn compute(
                     to_device.limit,
                 )?
                 .last()
-                .map_or(to_device_after, |m| m.0);
+                .map_or(to_device_after, |m| m.stream_pos);
                 let part = sync_keys(conn, user, device, None, Some(to_device_after), cut)?;
                 (part.to_device, cut)
             } else {
                 let next = keys.to_device_upto.unwrap_or(upto).max(to_device_after);
-                (keys.to_device.clone(), next)
+                (std::mem::take(&mut keys.to_device), next)
             };
             empty &= events.is_empty();
-            out.insert(
-                "to_device".into(),
-                json!({"next_batch": next.to_string(), "events": events}),
-            );
+            out.to_device = Some(ToDeviceResponse {
+                next_batch: next.to_string(),
+                events,
+            });
         }
         if ext.e2ee {
             empty &= keys.changed.is_empty() && keys.left.is_empty();
-            out.insert(
-                "e2ee".into(),
-                json!({
-                    "device_lists": {"changed": keys.changed, "left": keys.left},
-                    "device_one_time_keys_count": keys.one_time_key_counts,
-                    "device_unused_fallback_key_types": keys.unused_fallback_types,
-                }),
-            );
+            out.e2ee = Some(E2eeResponse {
+                device_lists: DeviceLists {
+                    changed: keys.changed,
+                    left: keys.left,
+                },
+                device_one_time_keys_count: keys.one_time_key_counts,
+                device_unused_fallback_key_types: keys.unused_fallback_types,
+            });
         }
     }
     if let Some(scope) = &ext.account_data {
@@ -87,45 +90,40 @@ pub(super) fn compute(
         } else {
             Vec::new()
         };
-        let event = |kind: &str, content: &str| {
-            let content: Value = serde_json::from_str(content).unwrap_or(Value::Null);
-            json!({"type": kind, "content": content})
-        };
+        let event = |row: &misc::AccountDataRow| account_data_event(row.kind.clone(), &row.content);
         let mut global = Vec::new();
-        let mut by_room: Map<String, Value> = Map::new();
-        for (room, kind, content) in &changed {
-            if room.is_empty() {
-                global.push(event(kind, content));
+        let mut by_room: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for row in &changed {
+            if row.room_id.is_empty() {
+                global.push(event(row));
             }
         }
         let room_rows = changed
             .iter()
-            .filter(|(room, _, _)| !sent.initial.contains_key(room))
+            .filter(|row| !sent.initial.contains_key(&row.room_id))
             .chain(
                 full.iter()
-                    .filter(|(room, _, _)| sent.initial.contains_key(room)),
+                    .filter(|row| sent.initial.contains_key(&row.room_id)),
             );
-        for (room, kind, content) in room_rows {
-            if !room.is_empty() && rooms.contains(room) {
+        for row in room_rows {
+            if !row.room_id.is_empty() && rooms.contains(&row.room_id) {
                 by_room
-                    .entry(room.clone())
-                    .or_insert_with(|| json!([]))
-                    .as_array_mut()
-                    .expect("room account data entries are arrays")
-                    .push(event(kind, content));
+                    .entry(row.room_id.clone())
+                    .or_default()
+                    .push(event(row));
             }
         }
         if let Some(rules) = rules_account_data(conn, user, since, upto)? {
             global.push(rules);
         }
         empty &= global.is_empty() && by_room.is_empty();
-        out.insert(
-            "account_data".into(),
-            json!({"global": global, "rooms": by_room}),
-        );
+        out.account_data = Some(AccountDataResponse {
+            global,
+            rooms: by_room,
+        });
     }
     if let Some(scope) = &ext.receipts {
-        let mut rooms = Map::new();
+        let mut rooms = BTreeMap::new();
         for room in rooms_in_scope(scope, matched) {
             let receipts = match sent.initial.get(&room) {
                 // A room new to the connection: receipts on the events sent, and the user's own.
@@ -144,10 +142,10 @@ pub(super) fn compute(
             }
         }
         empty &= rooms.is_empty();
-        out.insert("receipts".into(), json!({"rooms": rooms}));
+        out.receipts = Some(RoomEvents { rooms });
     }
     if let Some(scope) = &ext.typing {
-        let mut rooms = Map::new();
+        let mut rooms = BTreeMap::new();
         for room in rooms_in_scope(scope, matched) {
             let users = if sent.initial.contains_key(&room) || since.is_none() {
                 typing.all.get(&room).filter(|users| !users.is_empty())
@@ -155,17 +153,14 @@ pub(super) fn compute(
                 typing.changed.get(&room)
             };
             if let Some(users) = users {
-                rooms.insert(
-                    room,
-                    json!({"type": "m.typing", "content": {"user_ids": users}}),
-                );
+                rooms.insert(room, typing_event(users));
             }
         }
         empty &= rooms.is_empty();
-        out.insert("typing".into(), json!({"rooms": rooms}));
+        out.typing = Some(RoomEvents { rooms });
     }
     Ok(Answer {
-        response: Value::Object(out),
+        response: out,
         empty,
     })
 }

@@ -5,10 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rusqlite::Connection;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::connection::{ConnState, SentRoom};
-use super::{Computed, ListFilters, RoomConfig, SlidingSyncRequest, TypingView, extensions};
+use super::{
+    Computed, Hero, ListFilters, ListResponse, RoomConfig, RoomResponse, SlidingSyncRequest,
+    SlidingSyncResponse, TypingView, extensions,
+};
 use crate::error::Result;
 use crate::matrix::filter::{Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
@@ -75,7 +78,7 @@ pub(super) fn compute(
     };
     let dms = direct_rooms(conn, &req.user_id)?;
     let candidates = room_list(conn, req, &view, base, upto)?;
-    let mut lists = Map::new();
+    let mut lists = BTreeMap::new();
     let matched = match_rules(conn, req, &candidates, &dms, &mut lists)?;
     let by_id: HashMap<&str, &Candidate> =
         candidates.iter().map(|c| (c.room_id.as_str(), c)).collect();
@@ -90,7 +93,7 @@ pub(super) fn compute(
         rooms: base.rooms.clone(),
         list_counts,
     };
-    let mut out = Map::new();
+    let mut out = BTreeMap::new();
     let mut sent = Sent {
         initial: BTreeMap::new(),
     };
@@ -131,11 +134,13 @@ pub(super) fn compute(
     }
     let ext = extensions::compute(conn, req, &matched, &sent, since, upto, typing)?;
     let empty = out.is_empty() && ext.empty && !counts_changed;
-    let response = json!({
-        "lists": lists,
-        "rooms": out,
-        "extensions": ext.response,
-    });
+    let response = SlidingSyncResponse {
+        pos: String::new(),
+        txn_id: None,
+        lists,
+        rooms: out,
+        extensions: ext.response,
+    };
     Ok(Computed {
         response,
         state,
@@ -181,7 +186,12 @@ fn room_list(
     upto: i64,
 ) -> Result<Vec<Candidate>> {
     let mut out = Vec::new();
-    for (room_id, membership, member_pos) in state::memberships_as_of(conn, &req.user_id, upto)? {
+    for state::MembershipRow {
+        room_id,
+        membership,
+        stream_pos: member_pos,
+    } in state::memberships_as_of(conn, &req.user_id, upto)?
+    {
         let listed = match membership.as_str() {
             "join" | "knock" => true,
             "invite" => !invite_from_ignored(conn, &room_id, view)?,
@@ -240,7 +250,7 @@ fn match_rules(
     req: &SlidingSyncRequest,
     candidates: &[Candidate],
     dms: &BTreeSet<String>,
-    lists: &mut Map<String, Value>,
+    lists: &mut BTreeMap<String, ListResponse>,
 ) -> Result<Matched> {
     let mut matched = Matched {
         rooms: BTreeMap::new(),
@@ -255,7 +265,12 @@ fn match_rules(
                 filtered.push(candidate);
             }
         }
-        lists.insert(name.clone(), json!({"count": filtered.len()}));
+        lists.insert(
+            name.clone(),
+            ListResponse {
+                count: filtered.len(),
+            },
+        );
         matched.counts.insert(name.clone(), filtered.len());
         let mut selected = Vec::new();
         for (index, candidate) in filtered.iter().enumerate() {
@@ -393,7 +408,7 @@ struct RoomCtx<'a> {
 fn room_result(
     ctx: &RoomCtx<'_>,
     previous: Option<&SentRoom>,
-) -> Result<Option<(Value, BTreeSet<String>, bool)>> {
+) -> Result<Option<(RoomResponse, BTreeSet<String>, bool)>> {
     let c = ctx.candidate;
     let expanded = previous.is_some_and(|p| ctx.config.expands(&p.config));
     let membership_changed = previous.is_some_and(|p| p.membership != c.membership);
@@ -404,27 +419,21 @@ fn room_result(
     if !initial && !membership_changed && previous.is_some_and(|p| c.recency <= p.upto) {
         return Ok(None);
     }
-    let mut room = Map::new();
-    if initial {
-        room.insert("initial".into(), json!(true));
-    }
-    room.insert("membership".into(), json!(c.membership));
-    room.insert("bump_stamp".into(), json!(c.bump));
-    if !ctx.lists.is_empty() {
-        room.insert("lists".into(), json!(ctx.lists));
-    }
-    if initial || ctx.is_dm {
-        room.insert("is_dm".into(), json!(ctx.is_dm));
-    }
+    let mut room = RoomResponse {
+        initial: initial.then_some(true),
+        membership: c.membership.clone(),
+        bump_stamp: c.bump,
+        lists: ctx.lists.to_vec(),
+        is_dm: (initial || ctx.is_dm).then_some(ctx.is_dm),
+        ..RoomResponse::default()
+    };
     if matches!(c.membership.as_str(), "invite" | "knock") {
-        let stripped = sync::invited_room(ctx.conn, &c.room_id, &ctx.view.user_id)?["invite_state"]
-            ["events"]
-            .clone();
+        let stripped = sync::stripped_state(ctx.conn, &c.room_id, &ctx.view.user_id)?;
         if c.membership == "invite" {
-            room.insert("invite_state".into(), stripped.clone());
+            room.invite_state = Some(stripped.clone());
         }
-        room.insert("stripped_state".into(), stripped);
-        return Ok(Some((Value::Object(room), BTreeSet::new(), initial)));
+        room.stripped_state = Some(stripped);
+        return Ok(Some((room, BTreeSet::new(), initial)));
     }
     // Joined, or left/removed: history up to the leave, if the user was ever joined.
     let end = if c.membership == "join" {
@@ -436,9 +445,9 @@ fn room_result(
     let Some(visible) = history else {
         // A rejected invite or a withdrawn knock: only the user's own membership event.
         let own = own_member_event(ctx, end)?;
-        room.insert("required_state".into(), json!(own));
-        room.insert("timeline".into(), json!(own));
-        return Ok(Some((Value::Object(room), BTreeSet::new(), initial)));
+        room.required_state = Some(own.clone());
+        room.timeline = Some(own);
+        return Ok(Some((room, BTreeSet::new(), initial)));
     };
     let after = match previous {
         Some(p) if !initial => p.upto,
@@ -452,8 +461,8 @@ fn room_result(
         events.iter().filter(|e| e.stream_pos > live_after).count()
     };
     if expanded && ctx.config.timeline_limit > previous.map_or(0, |p| p.config.timeline_limit) {
-        room.insert("expanded_timeline".into(), json!(true));
-        room.insert("unstable_expanded_timeline".into(), json!(true));
+        room.expanded_timeline = Some(true);
+        room.unstable_expanded_timeline = Some(true);
     }
     let state_after = state_at(ctx.conn, &c.room_id, end)?;
     let state_before = if initial {
@@ -461,10 +470,7 @@ fn room_result(
     } else {
         state_at(ctx.conn, &c.room_id, after)?
     };
-    room.insert(
-        "required_state".into(),
-        json!(required_state(ctx, &state_before, &state_after, &events)?),
-    );
+    room.required_state = Some(required_state(ctx, &state_before, &state_after, &events)?);
     let timeline_ids = events.iter().map(|e| e.pdu.event_id.to_string()).collect();
     let prev_batch = match events.first() {
         Some(e) => crate::service::tokens::token_before(e),
@@ -472,15 +478,12 @@ fn room_result(
             ctx.conn, &c.room_id, end,
         )?),
     };
-    room.insert(
-        "timeline".into(),
-        json!(sync::format_all(ctx.conn, &events, ctx.view)?),
-    );
-    room.insert("prev_batch".into(), json!(prev_batch));
-    room.insert("limited".into(), json!(limited));
-    room.insert("num_live".into(), json!(num_live));
+    room.timeline = Some(sync::format_all(ctx.conn, &events, ctx.view)?);
+    room.prev_batch = Some(prev_batch);
+    room.limited = Some(limited);
+    room.num_live = Some(num_live);
     describe(ctx, &state_after, &mut room)?;
-    Ok(Some((Value::Object(room), timeline_ids, initial)))
+    Ok(Some((room, timeline_ids, initial)))
 }
 
 /// The newest `timeline_limit` events in `(after, end]` (none for a limit of 0, which still
@@ -571,7 +574,7 @@ fn required_state(
 }
 
 /// Name, avatar, heroes, member counts and unread counts.
-fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut Map<String, Value>) -> Result<()> {
+fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut RoomResponse) -> Result<()> {
     let conn = ctx.conn;
     let room_id = &ctx.candidate.room_id;
     let content = |kind: &str| -> Result<Option<Value>> {
@@ -583,36 +586,32 @@ fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut Map<String, Value>) 
     let name = content("m.room.name")?
         .and_then(|c| c.get("name").and_then(Value::as_str).map(str::to_owned))
         .filter(|n| !n.is_empty());
-    match &name {
-        Some(name) => {
-            room.insert("name".into(), json!(name));
-        }
-        None => {
-            room.insert("heroes".into(), json!(heroes(ctx)?));
-        }
+    match name {
+        Some(name) => room.name = Some(name),
+        None => room.heroes = Some(heroes(ctx)?),
     }
     if let Some(avatar) = content("m.room.avatar")? {
         let url = avatar
             .get("url")
             .and_then(Value::as_str)
             .filter(|u| !u.is_empty());
-        room.insert("avatar".into(), json!(url));
+        room.avatar = Some(url.map(str::to_owned));
     }
-    let (joined, invited) = state::member_counts(conn, room_id)?;
-    room.insert("joined_count".into(), json!(joined));
-    room.insert("invited_count".into(), json!(invited));
+    let counts = state::member_counts(conn, room_id)?;
+    room.joined_count = Some(counts.joined);
+    room.invited_count = Some(counts.invited);
     if ctx.candidate.membership == "join" {
         let (notifications, highlights) =
             crate::service::push::unread_counts(conn, room_id, &ctx.view.user_id)?;
-        room.insert("notification_count".into(), json!(notifications));
-        room.insert("highlight_count".into(), json!(highlights));
+        room.notification_count = Some(notifications);
+        room.highlight_count = Some(highlights);
     }
     Ok(())
 }
 
 /// Up to [`HEROES`] other members with their names, picked as `/sync`'s `m.heroes` are
 /// (joined or invited, in stream order; those who left when there are none).
-fn heroes(ctx: &RoomCtx<'_>) -> Result<Vec<Value>> {
+fn heroes(ctx: &RoomCtx<'_>) -> Result<Vec<Hero>> {
     let conn = ctx.conn;
     let room_id = &ctx.candidate.room_id;
     let user = ctx.view.user_id.as_str();
@@ -623,15 +622,19 @@ fn heroes(ctx: &RoomCtx<'_>) -> Result<Vec<Value>> {
     }
     let mut out = Vec::new();
     for user_id in picked {
-        let mut hero = json!({"user_id": user_id});
-        if let Some(content) = state_content(conn, room_id, "m.room.member", &user_id)? {
-            for (from, to) in [("displayname", "displayname"), ("avatar_url", "avatar_url")] {
-                if let Some(value) = content.get(from).and_then(Value::as_str) {
-                    hero[to] = json!(value);
-                }
-            }
-        }
-        out.push(hero);
+        let content = state_content(conn, room_id, "m.room.member", &user_id)?;
+        let field = |name: &str| {
+            content
+                .as_ref()
+                .and_then(|c| c.get(name))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        out.push(Hero {
+            displayname: field("displayname"),
+            avatar_url: field("avatar_url"),
+            user_id,
+        });
     }
     Ok(out)
 }
