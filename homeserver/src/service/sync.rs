@@ -843,8 +843,10 @@ pub(crate) fn receipt_event(receipts: Vec<misc::Receipt>) -> Option<Value> {
 /// the stripped state a remote inviter sent, or the local room's own.
 pub(crate) fn invited_room(conn: &Connection, room_id: &str, user_id: &str) -> Result<Value> {
     if !crate::store::dag::participating(conn, room_id)?
-        && let Some((event_id, invite_state)) =
-            crate::store::dag::remote_invite(conn, room_id, user_id)?
+        && let Some(crate::store::dag::RemoteInvite {
+            event_id,
+            invite_state,
+        }) = crate::store::dag::remote_invite(conn, room_id, user_id)?
     {
         // An invite from another unit: show the stripped state its server sent, plus the invite.
         let mut stripped: Vec<Value> = serde_json::from_str(&invite_state).unwrap_or_default();
