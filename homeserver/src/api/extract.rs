@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use ruma::OwnedUserId;
+use ruma::{DeviceId, OwnedUserId};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode};
@@ -48,14 +48,14 @@ impl Auth {
     /// The request's device, for endpoints that act on one (key upload, to-device sending,
     /// logout). An appservice request without `device_id` has none: 400 `M_MISSING_PARAM`
     /// naming the parameter (the spec says such requests "fail", without naming a code).
-    pub fn device(&self) -> Result<&str, Error> {
+    pub fn device(&self) -> Result<&DeviceId, Error> {
         if self.device_id.is_empty() {
             return Err(Error::new(
                 ErrorCode::MissingParam,
                 "This request needs a device: an application service passes device_id",
             ));
         }
-        Ok(&self.device_id)
+        Ok(self.device_id.as_str().into())
     }
 
     /// Whether the request was made with an application service's `as_token`.
@@ -134,7 +134,7 @@ async fn appservice_auth(
         .or_else(|| query.first("org.matrix.msc3202.device_id"));
     let device_id = match device {
         Some(device) => {
-            if !accounts::has_device(server, &user_id, &device).await? {
+            if !accounts::has_device(server, &user_id, device.as_str().into()).await? {
                 return Err(Error::new(
                     ErrorCode::UnknownDevice,
                     "The user has no device with this ID",

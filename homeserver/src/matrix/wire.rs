@@ -263,14 +263,14 @@ pub struct ProfileResponse {
 #[derive(Debug, Deserialize, Serialize)]
 pub struct KeysQueryRequest {
     /// The users and devices asked about.
-    pub device_keys: BTreeMap<String, Vec<String>>,
+    pub device_keys: BTreeMap<String, Vec<ruma::OwnedDeviceId>>,
 }
 
 /// `POST /user/keys/claim` (`one_time_keys` required): user → device → key algorithm.
 #[derive(Debug, Deserialize, Serialize)]
 pub struct KeysClaimRequest {
     /// The keys to claim.
-    pub one_time_keys: BTreeMap<String, BTreeMap<String, String>>,
+    pub one_time_keys: BTreeMap<String, BTreeMap<ruma::OwnedDeviceId, String>>,
 }
 
 /// The answer of `publicRooms` (`public_rooms_response.yaml`: `chunk` required), passed on to

@@ -6,7 +6,7 @@
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use ruma::{OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use sha2::{Digest, Sha256};
 
 use super::Server;
@@ -449,11 +449,11 @@ pub async fn require_appservice_user(
 }
 
 /// Whether `device_id` is one of the user's devices.
-pub async fn has_device(server: &Server, user_id: &UserId, device_id: &str) -> Result<bool> {
+pub async fn has_device(server: &Server, user_id: &UserId, device_id: &DeviceId) -> Result<bool> {
     Ok(devices(server, user_id)
         .await?
         .iter()
-        .any(|d| d.device_id == device_id))
+        .any(|d| d.device_id == device_id.as_str()))
 }
 
 /// Opens a session for a registered user without a password (`m.login.application_service`,
@@ -498,10 +498,10 @@ pub async fn login_for_appservice(
 pub async fn create_or_rename_device(
     server: &Server,
     user_id: &UserId,
-    device_id: String,
+    device_id: &DeviceId,
     display_name: Option<String>,
 ) -> Result<()> {
-    let user = user_id.to_string();
+    let (user, device_id) = (user_id.to_string(), device_id.to_string());
     let own = server.server_name().to_string();
     server
         .store
@@ -546,7 +546,7 @@ fn expired_token() -> Error {
 }
 
 /// Logs out one device.
-pub async fn logout(server: &Server, user_id: &UserId, device_id: &str) -> Result<()> {
+pub async fn logout(server: &Server, user_id: &UserId, device_id: &DeviceId) -> Result<()> {
     delete_devices(server, user_id, vec![device_id.to_owned()]).await
 }
 
@@ -567,9 +567,10 @@ pub async fn logout_all(server: &Server, user_id: &UserId) -> Result<()> {
 pub async fn delete_devices(
     server: &Server,
     user_id: &UserId,
-    device_ids: Vec<String>,
+    device_ids: Vec<OwnedDeviceId>,
 ) -> Result<()> {
     let user = user_id.to_string();
+    let device_ids: Vec<String> = device_ids.into_iter().map(String::from).collect();
     let own = server.server_name().to_string();
     server
         .store
@@ -665,20 +666,20 @@ pub async fn refresh(server: &Server, refresh_token: &str) -> Result<Session> {
 /// Sets a new password; optionally logs out every other device.
 pub async fn change_password(
     server: &Server,
-    user_id: &str,
-    keep_device: &str,
+    user_id: &UserId,
+    keep_device: Option<&DeviceId>,
     password: String,
     logout_devices: bool,
 ) -> Result<()> {
     let hash = hash_password(password).await?;
-    let (user, keep) = (user_id.to_owned(), keep_device.to_owned());
+    let (user, keep) = (user_id.to_string(), keep_device.map(DeviceId::to_string));
     let own = server.server_name().to_string();
     server
         .store
         .write(move |tx| {
             accounts::set_password(tx, &user, &hash)?;
             if logout_devices {
-                delete_devices_except_in_tx(tx, &own, &user, Some(&keep))?;
+                delete_devices_except_in_tx(tx, &own, &user, keep.as_deref())?;
             }
             Ok(())
         })
@@ -742,10 +743,10 @@ pub async fn devices(server: &Server, user_id: &UserId) -> Result<Vec<accounts::
 pub async fn rename_device(
     server: &Server,
     user_id: &UserId,
-    device_id: String,
+    device_id: &DeviceId,
     display_name: Option<String>,
 ) -> Result<()> {
-    let user = user_id.to_string();
+    let (user, device_id) = (user_id.to_string(), device_id.to_string());
     let own = server.server_name().to_string();
     let renamed = server
         .store

@@ -420,8 +420,7 @@ pub fn peer_infos(
 ) -> Result<Vec<PeerInfo>> {
     let mut peers = Vec::with_capacity(cards.len());
     for card in cards {
-        let (last_success_ts, last_error_ts, last_error, failures, queue_depth) =
-            crate::store::outbox::link_state(conn, &card.server_name)?;
+        let link = crate::store::outbox::link_state(conn, &card.server_name)?;
         peers.push(PeerInfo {
             server_name: card.server_name.clone(),
             endpoints: card.endpoints.clone(),
@@ -431,11 +430,11 @@ pub fn peer_infos(
             old_verify_keys: card.old_verify_keys.keys().cloned().collect(),
             issued_at: card.issued_at,
             link: LinkInfo {
-                last_success_ts,
-                last_error_ts,
-                last_error,
-                consecutive_failures: failures,
-                queue_depth,
+                last_success_ts: link.last_success_ts,
+                last_error_ts: link.last_error_ts,
+                last_error: link.last_error,
+                consecutive_failures: link.failures,
+                queue_depth: link.queue_depth,
             },
         });
     }

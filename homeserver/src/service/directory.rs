@@ -112,12 +112,12 @@ pub async fn local_public_rooms_in(
                 Networks::Main | Networks::All => state::public_rooms(conn)?,
             };
             let mut seen: std::collections::HashSet<String> = rooms.iter().cloned().collect();
-            for (appservice, network, room) in state::appservice_room_lists(conn)? {
-                if registered.contains(&appservice)
-                    && networks.includes(&appservice, &network)
-                    && seen.insert(room.clone())
+            for listing in state::appservice_room_lists(conn)? {
+                if registered.contains(&listing.appservice_id)
+                    && networks.includes(&listing.appservice_id, &listing.network_id)
+                    && seen.insert(listing.room_id.clone())
                 {
-                    rooms.push(room);
+                    rooms.push(listing.room_id);
                 }
             }
             let mut out = Vec::new();

@@ -87,12 +87,12 @@ pub fn position_in_tx(
         state::get_room(tx, room_id.as_str())?.ok_or_else(|| Error::not_found("Unknown room"))?;
     let (_, rules) = rules_of(&room.room_version)?;
     let extremities = events::forward_extremities(tx, room_id.as_str())?;
-    let depth = extremities.iter().map(|(_, d)| *d).max().unwrap_or(0) + 1;
+    let depth = extremities.iter().map(|e| e.depth).max().unwrap_or(0) + 1;
     let prev_events: Vec<OwnedEventId> = extremities
         .into_iter()
         .rev()
         .take(MAX_PREV_EVENTS)
-        .map(|(id, _)| id)
+        .map(|e| e.event_id)
         .collect();
 
     let content_raw = serde_json::value::to_raw_value(&event.content)
@@ -864,7 +864,7 @@ fn history_changes(
 ) -> Result<Vec<(i64, HistoryVisibility)>> {
     Ok(state::history_visibility_changes(conn, room_id)?
         .into_iter()
-        .map(|(pos, value)| (pos, HistoryVisibility::parse(value.as_deref())))
+        .map(|c| (c.stream_pos, HistoryVisibility::parse(c.value.as_deref())))
         .collect())
 }
 
@@ -901,7 +901,7 @@ fn user_visibility_with(
 ) -> Result<Visible> {
     let memberships: Vec<(i64, Membership)> = state::member_events_of(conn, room_id, user_id)?
         .into_iter()
-        .map(|(pos, m)| (pos, Membership::parse(&m)))
+        .map(|e| (e.stream_pos, Membership::parse(&e.membership)))
         .collect();
     Ok(visible_to_user(history, &memberships))
 }
@@ -918,7 +918,7 @@ pub fn server_visibility(
     let members: Vec<(i64, String, Membership)> =
         state::member_events_of_server(conn, room_id, server)?
             .into_iter()
-            .map(|(pos, user, m)| (pos, user, Membership::parse(&m)))
+            .map(|e| (e.stream_pos, e.user_id, Membership::parse(&e.membership)))
             .collect();
     Ok(visible_to_server(&history, &members))
 }
@@ -970,11 +970,11 @@ pub fn client_event_with(
         age: Some(now_ms() - i64::from(pdu.origin_server_ts.get())),
         ..Default::default()
     };
-    if let (Some((device, txn_id)), Some((user, viewer_device))) = (&event.txn, viewer)
+    if let (Some(txn), Some((user, viewer_device))) = (&event.txn, viewer)
         && pdu.sender.as_str() == user
-        && device == viewer_device
+        && txn.device_id == viewer_device
     {
-        unsigned.transaction_id = Some(txn_id.clone());
+        unsigned.transaction_id = Some(txn.txn_id.clone());
     }
     if event.txn.is_none()
         && let Some((user, _)) = viewer

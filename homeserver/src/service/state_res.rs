@@ -120,8 +120,8 @@ pub fn recompute_current_state(
     let extremities = events::forward_extremities(tx, room_id)?;
     let mut maps = Vec::new();
     let mut groups = Vec::new();
-    for (id, _) in &extremities {
-        if let Some(event) = events::get_event(tx, id.as_str())?
+    for extremity in &extremities {
+        if let Some(event) = events::get_event(tx, extremity.event_id.as_str())?
             && let Some(group) = event.state_group
         {
             maps.push(state::state_at_group(tx, group)?);

@@ -827,8 +827,10 @@ pub(crate) fn stripped_state(
     user_id: &str,
 ) -> Result<Vec<Value>> {
     if !crate::store::dag::participating(conn, room_id)?
-        && let Some((event_id, invite_state)) =
-            crate::store::dag::remote_invite(conn, room_id, user_id)?
+        && let Some(crate::store::dag::RemoteInvite {
+            event_id,
+            invite_state,
+        }) = crate::store::dag::remote_invite(conn, room_id, user_id)?
     {
         // An invite from another unit: show the stripped state its server sent, plus the invite.
         let mut stripped: Vec<Value> = serde_json::from_str(&invite_state).unwrap_or_default();

@@ -150,8 +150,16 @@ pub fn in_flight(conn: &Connection, id: &str) -> Result<Option<FormedTxn>> {
         .optional()?)
 }
 
-/// A stored event the sender examines: its position, event ID and PDU JSON.
-pub type StreamEvent = (i64, String, String);
+/// A stored event the appservice sender examines.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    /// Its stream position (how far the appservice's cursor moves past it).
+    pub stream_pos: i64,
+    /// The event ID.
+    pub event_id: String,
+    /// The stored PDU JSON.
+    pub json: String,
+}
 
 /// Accepted, non-outlier events after `after` up to `upto`, oldest first, at most `limit`.
 pub fn events_between(
@@ -166,7 +174,11 @@ pub fn events_between(
          ORDER BY stream_pos LIMIT ?3",
     )?;
     let rows = stmt.query_map(params![after, upto, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        Ok(StreamEvent {
+            stream_pos: r.get(0)?,
+            event_id: r.get(1)?,
+            json: r.get(2)?,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

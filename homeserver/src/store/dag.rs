@@ -170,17 +170,32 @@ pub fn store_remote_invite(
     Ok(())
 }
 
-/// An invite from another unit: `(event_id, invite_state JSON)`.
+/// A `remote_invites` row: an invite (or a knock's pending state) from another unit for a
+/// room this unit does not take part in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteInvite {
+    /// The invite (or knock) member event.
+    pub event_id: String,
+    /// The stripped state the inviting server sent, as a JSON list.
+    pub invite_state: String,
+}
+
+/// An invite from another unit.
 pub fn remote_invite(
     conn: &Connection,
     room_id: &str,
     user_id: &str,
-) -> Result<Option<(String, String)>> {
+) -> Result<Option<RemoteInvite>> {
     Ok(conn
         .query_row(
             "SELECT event_id, invite_state FROM remote_invites WHERE room_id = ?1 AND user_id = ?2",
             params![room_id, user_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| {
+                Ok(RemoteInvite {
+                    event_id: r.get(0)?,
+                    invite_state: r.get(1)?,
+                })
+            },
         )
         .optional()?)
 }

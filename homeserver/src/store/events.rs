@@ -26,35 +26,63 @@ pub struct StoredEvent {
     /// The redaction that redacted it, if any.
     pub redacted_by: Option<String>,
     /// Sending device and transaction ID, for local events.
-    pub txn: Option<(String, String)>,
+    pub txn: Option<EventTxn>,
+}
+
+/// Who sent a local event under which transaction ID (`PUT /send/…/{txnId}`), so the sender's
+/// device sees `unsigned.transaction_id` and a retry finds the event again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventTxn {
+    /// The sending device (an appservice request without a device: empty).
+    pub device_id: String,
+    /// The client's transaction ID.
+    pub txn_id: String,
+}
+
+/// A forward extremity of a room: an event no other event of the room references yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extremity {
+    /// The event.
+    pub event_id: OwnedEventId,
+    /// Its depth, which the next local event exceeds.
+    pub depth: u64,
 }
 
 const COLUMNS: &str =
     "event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id";
 
-/// One `events` row in `COLUMNS` order, before parsing.
-type RawRow = (
-    String,
-    String,
-    bool,
-    i64,
-    Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
+/// One `events` row in `COLUMNS` order, before its PDU is parsed.
+struct RawRow {
+    /// The event ID.
+    event_id: String,
+    /// The stored PDU JSON.
+    json: String,
+    /// Whether the event failed authorisation.
+    rejected: bool,
+    /// Local stream position.
+    stream_pos: i64,
+    /// State group of the state after the event.
+    state_group: Option<i64>,
+    /// The redaction that redacted it.
+    redacted_by: Option<String>,
+    /// The sending device, for local events.
+    txn_device: Option<String>,
+    /// The client's transaction ID, for local events.
+    txn_id: Option<String>,
+}
 
+/// The row→type function of `events` (columns in `COLUMNS` order).
 fn from_row(row: &Row<'_>) -> rusqlite::Result<RawRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-    ))
+    Ok(RawRow {
+        event_id: row.get(0)?,
+        json: row.get(1)?,
+        rejected: row.get(2)?,
+        stream_pos: row.get(3)?,
+        state_group: row.get(4)?,
+        redacted_by: row.get(5)?,
+        txn_device: row.get(6)?,
+        txn_id: row.get(7)?,
+    })
 }
 
 /// How many parsed PDUs [`PARSED`] keeps before it starts over (about 3 KiB each).
@@ -90,14 +118,17 @@ fn parse_cached(event_id: String, json: String, rejected: bool) -> Result<Pdu> {
 }
 
 fn into_stored(raw: RawRow) -> Result<StoredEvent> {
-    let (event_id, json, rejected, stream_pos, state_group, redacted_by, txn_device, txn_id) = raw;
-    let pdu = parse_cached(event_id, json, rejected)?;
+    let pdu = parse_cached(raw.event_id, raw.json, raw.rejected)?;
+    let txn = raw
+        .txn_device
+        .zip(raw.txn_id)
+        .map(|(device_id, txn_id)| EventTxn { device_id, txn_id });
     Ok(StoredEvent {
         pdu,
-        stream_pos,
-        state_group,
-        redacted_by,
-        txn: txn_device.zip(txn_id),
+        stream_pos: raw.stream_pos,
+        state_group: raw.state_group,
+        redacted_by: raw.redacted_by,
+        txn,
     })
 }
 
@@ -216,8 +247,8 @@ pub fn event_for_txn(
         .optional()?)
 }
 
-/// The room's forward extremities with their depth.
-pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<(OwnedEventId, u64)>> {
+/// The room's forward extremities with their depth, shallowest first.
+pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<Extremity>> {
     let mut stmt = conn.prepare_cached(
         "SELECT f.event_id, e.depth FROM forward_extremities f JOIN events e USING (event_id)
          WHERE f.room_id = ?1 ORDER BY e.depth",
@@ -228,8 +259,12 @@ pub fn forward_extremities(conn: &Connection, room_id: &str) -> Result<Vec<(Owne
     let mut out = Vec::new();
     for row in rows {
         let (id, depth) = row?;
-        let id = OwnedEventId::try_from(id).map_err(|err| Error::internal(err.to_string()))?;
-        out.push((id, depth as u64));
+        let event_id =
+            OwnedEventId::try_from(id).map_err(|err| Error::internal(err.to_string()))?;
+        out.push(Extremity {
+            event_id,
+            depth: depth as u64,
+        });
     }
     Ok(out)
 }

@@ -72,6 +72,17 @@ pub struct CheckpointOutcome {
     pub checkpointed_frames: i64,
 }
 
+impl CheckpointOutcome {
+    /// The one row of `PRAGMA wal_checkpoint(…)`: `(busy, log, checkpointed)`.
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            busy: row.get::<_, i64>(0)? != 0,
+            log_frames: row.get(1)?,
+            checkpointed_frames: row.get(2)?,
+        })
+    }
+}
+
 /// The database file name inside the data dir.
 pub const DB_FILE: &str = "homeserver.db";
 
@@ -374,12 +385,7 @@ impl Store {
     /// write starts the log over; see [`writer::WriterHandle::checkpoint_tail`]. Call it after a
     /// passive [`Store::checkpoint`] has copied the bulk.
     pub async fn checkpoint_tail(&self) -> Result<CheckpointOutcome> {
-        let (busy, log_frames, checkpointed_frames) = self.inner.writer.checkpoint_tail().await?;
-        Ok(CheckpointOutcome {
-            busy: busy != 0,
-            log_frames,
-            checkpointed_frames,
-        })
+        self.inner.writer.checkpoint_tail().await
     }
 
     /// Runs a WAL checkpoint on the checkpointer's own connection, off the runtime. A
@@ -403,13 +409,7 @@ impl Store {
                     CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
                     CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
                 };
-                conn.query_row(sql, [], |row| {
-                    Ok(CheckpointOutcome {
-                        busy: row.get::<_, i64>(0)? != 0,
-                        log_frames: row.get(1)?,
-                        checkpointed_frames: row.get(2)?,
-                    })
-                })
+                conn.query_row(sql, [], CheckpointOutcome::from_row)
             };
             match run() {
                 Err(err) if space::is_full(&err) && inner.space.release_reserve() => Ok(run()?),

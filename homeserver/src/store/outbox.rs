@@ -89,8 +89,21 @@ pub fn outbox_delete(conn: &Connection, destination: &str, up_to_id: i64) -> Res
     Ok(())
 }
 
-/// Link state of one peer: `(last_success_ts, last_error_ts, last_error, failures, queue_depth)`.
-pub type LinkState = (Option<i64>, Option<i64>, Option<String>, i64, i64);
+/// Link state of one peer (its `peer_links` row and its outbox depth), as `appliance status`
+/// and the admin socket show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkState {
+    /// When a delivery last succeeded (ms since the epoch).
+    pub last_success_ts: Option<i64>,
+    /// When a delivery last failed.
+    pub last_error_ts: Option<i64>,
+    /// What the last failure was.
+    pub last_error: Option<String>,
+    /// Failures since the last success.
+    pub failures: i64,
+    /// Items waiting in the peer's outbox.
+    pub queue_depth: i64,
+}
 
 /// The link state of a peer.
 pub fn link_state(conn: &Connection, server: &str) -> Result<LinkState> {
@@ -103,11 +116,21 @@ pub fn link_state(conn: &Connection, server: &str) -> Result<LinkState> {
         .query_row(
             "SELECT last_success_ts, last_error_ts, last_error, failures FROM peer_links WHERE server_name = ?1",
             params![server],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok(LinkState {
+                    last_success_ts: r.get(0)?,
+                    last_error_ts: r.get(1)?,
+                    last_error: r.get(2)?,
+                    failures: r.get(3)?,
+                    queue_depth: 0,
+                })
+            },
         )
         .optional()?;
-    let (success, error_ts, error, failures) = row.unwrap_or((None, None, None, 0));
-    Ok((success, error_ts, error, failures, depth))
+    Ok(LinkState {
+        queue_depth: depth,
+        ..row.unwrap_or_default()
+    })
 }
 
 /// Records a successful delivery.

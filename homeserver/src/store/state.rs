@@ -137,15 +137,37 @@ pub fn set_appservice_room_listed(
     Ok(())
 }
 
-/// Every `(appservice_id, network_id, room_id)` of the appservices' lists, rooms in the
-/// order of the unit's own directory (creation time).
-pub fn appservice_room_lists(conn: &Connection) -> Result<Vec<(String, String, String)>> {
+/// One `appservice_room_list` row: a room an appservice published for one of its networks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppserviceListing {
+    /// The appservice's registration ID.
+    pub appservice_id: String,
+    /// The third-party network it published the room for.
+    pub network_id: String,
+    /// The published room.
+    pub room_id: String,
+}
+
+impl AppserviceListing {
+    /// The row→type function of `appservice_room_list` (`appservice_id, network_id, room_id`).
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            appservice_id: r.get(0)?,
+            network_id: r.get(1)?,
+            room_id: r.get(2)?,
+        })
+    }
+}
+
+/// Every entry of the appservices' lists, rooms in the order of the unit's own directory
+/// (creation time).
+pub fn appservice_room_lists(conn: &Connection) -> Result<Vec<AppserviceListing>> {
     let mut stmt = conn.prepare_cached(
         "SELECT l.appservice_id, l.network_id, l.room_id
          FROM appservice_room_list l JOIN rooms r ON r.room_id = l.room_id
          ORDER BY r.created_ts, l.room_id",
     )?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let rows = stmt.query_map([], AppserviceListing::from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -576,14 +598,25 @@ pub fn state_entry_at_group(
         .optional()?)
 }
 
-/// A room's `m.room.history_visibility` events in stream order: `(stream_pos, value)`. Feeds
-/// `matrix::visibility`; the room's timeline order is its stream order. Outliers count: the
-/// state a unit received when it joined another unit's room is stored as outliers, at
-/// positions before its join.
+/// A room's `m.room.history_visibility` event, as [`matrix::visibility`] reads it.
+///
+/// [`matrix::visibility`]: crate::matrix::visibility
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisibilityChange {
+    /// Where the event sits in the room's timeline (its stream order).
+    pub stream_pos: i64,
+    /// `content.history_visibility`; `None` when absent or not a string ("not understood",
+    /// which counts as `shared`).
+    pub value: Option<String>,
+}
+
+/// A room's `m.room.history_visibility` events in stream order. Feeds `matrix::visibility`;
+/// the room's timeline order is its stream order. Outliers count: the state a unit received
+/// when it joined another unit's room is stored as outliers, at positions before its join.
 pub fn history_visibility_changes(
     conn: &Connection,
     room_id: &str,
-) -> Result<Vec<(i64, Option<String>)>> {
+) -> Result<Vec<VisibilityChange>> {
     let mut stmt = conn.prepare_cached(
         "SELECT stream_pos, json_extract(json, '$.content.history_visibility') FROM events
          WHERE room_id = ?1 AND event_type = 'm.room.history_visibility' AND state_key = ''
@@ -592,40 +625,66 @@ pub fn history_visibility_changes(
     )?;
     let rows = stmt.query_map(params![room_id], |r| {
         // A value that is not a string is "not understood" (shared), like an absent one.
-        let value: rusqlite::types::Value = r.get(1)?;
-        let value = match value {
+        let value = match r.get::<_, rusqlite::types::Value>(1)? {
             rusqlite::types::Value::Text(text) => Some(text),
             _ => None,
         };
-        Ok((r.get(0)?, value))
+        Ok(VisibilityChange {
+            stream_pos: r.get(0)?,
+            value,
+        })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A user's member events in a room in stream order: `(stream_pos, membership)`. Unlike
-/// `membership_changes` this includes backfilled events.
+/// A member event of a room (any origin, backfilled ones included), as history visibility
+/// reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberEvent {
+    /// Where the event sits in the room's timeline (its stream order).
+    pub stream_pos: i64,
+    /// The member (the event's `state_key`).
+    pub user_id: String,
+    /// `content.membership` (empty when absent).
+    pub membership: String,
+}
+
+impl MemberEvent {
+    /// The row→type function of member events read from `events`
+    /// (`stream_pos, state_key, membership`).
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            stream_pos: r.get(0)?,
+            user_id: r.get(1)?,
+            membership: r.get(2)?,
+        })
+    }
+}
+
+/// A user's member events in a room in stream order. Unlike `membership_changes` this
+/// includes backfilled events.
 pub fn member_events_of(
     conn: &Connection,
     room_id: &str,
     user_id: &str,
-) -> Result<Vec<(i64, String)>> {
+) -> Result<Vec<MemberEvent>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT stream_pos, coalesce(json_extract(json, '$.content.membership'), '') FROM events
+        "SELECT stream_pos, state_key, coalesce(json_extract(json, '$.content.membership'), '')
+         FROM events
          WHERE room_id = ?1 AND event_type = 'm.room.member' AND state_key = ?2
            AND rejected = 0 AND soft_failed = 0
          ORDER BY stream_pos",
     )?;
-    let rows = stmt.query_map(params![room_id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = stmt.query_map(params![room_id, user_id], MemberEvent::from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The member events of one server's users in a room in stream order:
-/// `(stream_pos, user_id, membership)`.
+/// The member events of one server's users in a room in stream order.
 pub fn member_events_of_server(
     conn: &Connection,
     room_id: &str,
     server: &str,
-) -> Result<Vec<(i64, String, String)>> {
+) -> Result<Vec<MemberEvent>> {
     let mut stmt = conn.prepare_cached(
         "SELECT stream_pos, state_key, coalesce(json_extract(json, '$.content.membership'), '')
          FROM events
@@ -634,9 +693,7 @@ pub fn member_events_of_server(
            AND rejected = 0 AND soft_failed = 0
          ORDER BY stream_pos",
     )?;
-    let rows = stmt.query_map(params![room_id, server], |r| {
-        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-    })?;
+    let rows = stmt.query_map(params![room_id, server], MemberEvent::from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 

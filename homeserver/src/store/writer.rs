@@ -22,6 +22,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
+use super::CheckpointOutcome;
 use crate::error::{Error, Result};
 use crate::matrix::pdu::Pdu;
 
@@ -107,7 +108,7 @@ type Job = Box<dyn FnOnce(&mut WriteTx<'_>) -> (Outcome, Completion) + Send>;
 
 enum Message {
     Job(Job),
-    Checkpoint(oneshot::Sender<rusqlite::Result<(i64, i64, i64)>>),
+    Checkpoint(oneshot::Sender<rusqlite::Result<CheckpointOutcome>>),
     Shutdown,
 }
 
@@ -187,9 +188,8 @@ impl WriterHandle {
     /// checkpoint on another connection never achieves while commits keep coming (the writer
     /// appends while it copies). So the checkpointer copies the bulk on its own connection and
     /// then has the writer copy the short tail and wait briefly for older readers: a pause of a
-    /// few milliseconds, after which the log is reused from its start. Returns `(busy, log
-    /// frames, checkpointed frames)`.
-    pub async fn checkpoint_tail(&self) -> Result<(i64, i64, i64)> {
+    /// few milliseconds, after which the log is reused from its start.
+    pub async fn checkpoint_tail(&self) -> Result<CheckpointOutcome> {
         let (reply, answer) = oneshot::channel();
         self.send(Message::Checkpoint(reply))?;
         Ok(answer.await.map_err(|_| Error::WriterGone)??)
@@ -232,7 +232,7 @@ fn run(conn: Connection, receiver: mpsc::Receiver<Message>, start_pos: i64, posi
                     tracing::debug!(
                         target: "homeserver::wal",
                         pause_us = started.elapsed().as_micros() as u64,
-                        busy = matches!(result, Ok((1, _, _))),
+                        busy = matches!(result, Ok(CheckpointOutcome { busy: true, .. })),
                         "WAL restart checkpoint"
                     );
                     let _ = reply.send(result);
@@ -261,11 +261,13 @@ const RESTART_WAIT: Duration = Duration::from_millis(10);
 /// reading, and the readers that began before the copy finished kept the log from ever
 /// restarting (peak 216 MiB at 600 events/s). Readers that begin after the copy read the
 /// database file alone and do not hold the log, so the wait ends as soon as the older ones do.
-fn checkpoint_restart(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+fn checkpoint_restart(conn: &Connection) -> rusqlite::Result<CheckpointOutcome> {
     conn.busy_timeout(RESTART_WAIT)?;
-    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
-        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-    });
+    let result = conn.query_row(
+        "PRAGMA wal_checkpoint(RESTART)",
+        [],
+        CheckpointOutcome::from_row,
+    );
     conn.busy_timeout(super::BUSY_TIMEOUT)?;
     result
 }

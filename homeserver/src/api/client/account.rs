@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use ruma::OwnedUserId;
+use ruma::{DeviceId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -523,7 +523,7 @@ pub async fn refresh(
 /// # `GET /_matrix/client/v3/account/whoami`
 pub async fn whoami(auth: Auth) -> Json<WhoAmI> {
     Json(WhoAmI {
-        device_id: auth.device().ok().map(str::to_owned),
+        device_id: auth.device().ok().map(DeviceId::to_string),
         user_id: auth.user_id,
         is_guest: false,
     })
@@ -597,7 +597,8 @@ pub(super) async fn oauth_or_password_stage(
     body: Value,
     data: Option<AuthData>,
 ) -> Result<String> {
-    let approval = oauth::account::approval_page(server, auth.user_id.as_str(), &auth.device_id);
+    let device = auth.device_id.as_str().into();
+    let approval = oauth::account::approval_page(server, &auth.user_id, device);
     let Some(approval) = approval.await? else {
         return password_stage(server, auth, action, body, data).await;
     };
@@ -658,8 +659,8 @@ pub async fn change_password(
     let session = password_stage(&server, &auth, action, bound, body.auth).await?;
     accounts::change_password(
         &server,
-        auth.user_id.as_str(),
-        &auth.device_id,
+        &auth.user_id,
+        auth.device().ok(),
         body.new_password,
         body.logout_devices,
     )

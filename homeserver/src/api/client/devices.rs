@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ruma::OwnedDeviceId;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -79,13 +80,13 @@ pub async fn list(State(server): State<Arc<Server>>, auth: Auth) -> Result<Json<
 pub async fn get_device(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams(device_id): PathParams<String>,
+    PathParams(device_id): PathParams<OwnedDeviceId>,
 ) -> Result<Json<Device>> {
     let user = auth.user_id.to_string();
     accounts::devices(&server, &auth.user_id)
         .await?
         .into_iter()
-        .find(|row| row.device_id == device_id)
+        .find(|row| row.device_id == device_id.as_str())
         .map(|row| Json(Device::of(&user, row)))
         .ok_or_else(|| Error::not_found("No such device"))
 }
@@ -101,7 +102,7 @@ pub struct RenameBody {
 pub async fn rename(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams(device_id): PathParams<String>,
+    PathParams(device_id): PathParams<OwnedDeviceId>,
     JsonBody(body): JsonBody<RenameBody>,
 ) -> Result<Json<Empty>> {
     if body.display_name.as_ref().is_some_and(|n| n.len() > 512) {
@@ -110,10 +111,10 @@ pub async fn rename(
         ));
     }
     if auth.is_appservice() {
-        accounts::create_or_rename_device(&server, &auth.user_id, device_id, body.display_name)
+        accounts::create_or_rename_device(&server, &auth.user_id, &device_id, body.display_name)
             .await?;
     } else {
-        accounts::rename_device(&server, &auth.user_id, device_id, body.display_name).await?;
+        accounts::rename_device(&server, &auth.user_id, &device_id, body.display_name).await?;
     }
     Ok(Json(Empty {}))
 }
@@ -127,7 +128,7 @@ pub struct DeleteBody {
 pub async fn delete(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams(device_id): PathParams<String>,
+    PathParams(device_id): PathParams<OwnedDeviceId>,
     body: axum::body::Bytes,
 ) -> Result<Json<Empty>> {
     // The first attempt of a UIA flow may come without a body at all.
@@ -139,7 +140,7 @@ pub async fn delete(
     if !accounts::devices(&server, &auth.user_id)
         .await?
         .iter()
-        .any(|row| row.device_id == device_id)
+        .any(|row| row.device_id == device_id.as_str())
     {
         return Err(Error::not_found("No such device"));
     }
@@ -158,7 +159,7 @@ pub async fn delete(
 
 #[derive(Deserialize)]
 pub struct DeleteManyBody {
-    devices: Vec<String>,
+    devices: Vec<OwnedDeviceId>,
     auth: Option<AuthData>,
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use ruma::{DeviceId, OwnedDeviceId};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -14,8 +15,9 @@ use crate::api::client::wire::{DeviceIdResponse, Empty, KeyChanges};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
 use crate::error::{Error, Result};
 use crate::service::e2ee::{
-    DehydratedDevice, DehydratedEvents, KeyCounts, KeysClaimAnswer, KeysQueryAnswer,
-    SignaturesUploadAnswer,
+    DehydratedDevice, DehydratedDeviceBody, DehydratedEvents, KeyCounts, KeysClaimAnswer,
+    KeysClaimBody, KeysQueryAnswer, KeysQueryBody, KeysUploadBody, SignaturesUploadAnswer,
+    SignaturesUploadBody, SigningKeysUpload, typed_users,
 };
 use crate::service::tokens::stream_position;
 use crate::service::{Server, e2ee};
@@ -66,19 +68,10 @@ const MSC3814: &str = "/_matrix/client/unstable/org.matrix.msc3814.v1";
 pub async fn upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body): JsonBody<KeysUploadBody>,
 ) -> Result<Json<KeyCounts>> {
-    if !body.is_object() {
-        return Err(Error::bad_json("body must be an object"));
-    }
     let counts = e2ee::upload_keys(&server, &auth.user_id, auth.device()?, body).await?;
     Ok(Json(counts))
-}
-
-#[derive(Deserialize)]
-pub struct QueryBody {
-    device_keys: Map<String, Value>,
-    timeout: Option<u64>,
 }
 
 fn timeout_of(ms: Option<u64>) -> Duration {
@@ -89,46 +82,21 @@ fn timeout_of(ms: Option<u64>) -> Duration {
 pub async fn query(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    JsonBody(body): JsonBody<QueryBody>,
+    JsonBody(body): JsonBody<KeysQueryBody>,
 ) -> Result<Json<KeysQueryAnswer>> {
-    if body.device_keys.values().any(|v| !v.is_array()) {
-        return Err(Error::bad_json(
-            "device_keys must map user IDs to lists of device IDs",
-        ));
-    }
-    let answer = e2ee::query_keys(
-        &server,
-        &auth.user_id,
-        body.device_keys,
-        timeout_of(body.timeout),
-    )
-    .await?;
+    let users = typed_users(body.device_keys)?;
+    let answer = e2ee::query_keys(&server, &auth.user_id, users, timeout_of(body.timeout)).await?;
     Ok(Json(answer))
-}
-
-#[derive(Deserialize)]
-pub struct ClaimBody {
-    one_time_keys: Map<String, Value>,
-    timeout: Option<u64>,
 }
 
 /// # `POST /_matrix/client/v3/keys/claim`
 pub async fn claim(
     State(server): State<Arc<Server>>,
     _auth: Auth,
-    JsonBody(body): JsonBody<ClaimBody>,
+    JsonBody(body): JsonBody<KeysClaimBody>,
 ) -> Result<Json<KeysClaimAnswer>> {
-    let well_formed = body.one_time_keys.values().all(|devices| {
-        devices
-            .as_object()
-            .is_some_and(|d| d.values().all(Value::is_string))
-    });
-    if !well_formed {
-        return Err(Error::bad_json(
-            "one_time_keys must map user IDs to device IDs to algorithms",
-        ));
-    }
-    let answer = e2ee::claim_keys(&server, body.one_time_keys, timeout_of(body.timeout)).await?;
+    let wanted = typed_users(body.one_time_keys)?;
+    let answer = e2ee::claim_keys(&server, wanted, timeout_of(body.timeout)).await?;
     Ok(Json(answer))
 }
 
@@ -153,6 +121,17 @@ pub async fn changes(
     Ok(Json(KeyChanges { changed, left }))
 }
 
+/// The body of `POST /keys/device_signing/upload`: the keys and the UIA `auth` part.
+#[derive(Deserialize)]
+pub struct DeviceSigningBody {
+    /// The cross-signing keys.
+    #[serde(flatten)]
+    keys: SigningKeysUpload,
+    /// The user-interactive authentication, when replacing keys.
+    #[serde(default)]
+    auth: Option<AuthData>,
+}
+
 /// # `POST /_matrix/client/v3/keys/device_signing/upload`
 ///
 /// The first upload needs no password (there is nothing to protect yet, and clients bootstrap
@@ -161,21 +140,18 @@ pub async fn changes(
 pub async fn device_signing_upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(raw): JsonBody<Value>,
 ) -> Result<Json<Empty>> {
+    // The raw body binds the UIA session to this request; the typed one is what is stored.
+    let body: DeviceSigningBody =
+        serde_json::from_value(raw.clone()).map_err(|err| Error::bad_json(err.to_string()))?;
     // Spec v1.17: an application service replaces its users' keys without UIA.
     let needs_auth =
-        e2ee::upload_signing_keys(&server, &auth.user_id, &body, auth.is_appservice()).await?;
+        e2ee::upload_signing_keys(&server, &auth.user_id, &body.keys, auth.is_appservice()).await?;
     if needs_auth {
-        let data: Option<AuthData> = body
-            .get("auth")
-            .cloned()
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|err| Error::bad_json(format!("auth: {err}")))?;
         let action = "POST /keys/device_signing/upload".to_owned();
-        let session = oauth_or_password_stage(&server, &auth, action, body.clone(), data).await?;
-        e2ee::upload_signing_keys(&server, &auth.user_id, &body, true).await?;
+        let session = oauth_or_password_stage(&server, &auth, action, raw, body.auth).await?;
+        e2ee::upload_signing_keys(&server, &auth.user_id, &body.keys, true).await?;
         server.uia.finish(&session, None);
     }
     Ok(Json(Empty {}))
@@ -185,8 +161,9 @@ pub async fn device_signing_upload(
 pub async fn signatures_upload(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body): JsonBody<SignaturesUploadBody>,
 ) -> Result<Json<SignaturesUploadAnswer>> {
+    let body = typed_users(body)?;
     Ok(Json(
         e2ee::upload_signatures(&server, &auth.user_id, body).await?,
     ))
@@ -228,7 +205,7 @@ pub async fn send_to_device(
 pub async fn put_dehydrated(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    JsonBody(body): JsonBody<Value>,
+    JsonBody(body): JsonBody<DehydratedDeviceBody>,
 ) -> Result<Json<DeviceIdResponse>> {
     let device_id = e2ee::put_dehydrated_device(&server, &auth.user_id, body).await?;
     Ok(Json(DeviceIdResponse { device_id }))
@@ -266,7 +243,7 @@ pub struct EventsBody {
 async fn dehydrated_events(
     server: &Server,
     auth: &Auth,
-    device_id: &str,
+    device_id: &DeviceId,
     from: Option<&str>,
 ) -> Result<Json<DehydratedEvents>> {
     Ok(Json(
@@ -279,7 +256,7 @@ async fn dehydrated_events(
 pub async fn dehydrated_events_get(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams(device_id): PathParams<String>,
+    PathParams(device_id): PathParams<OwnedDeviceId>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<DehydratedEvents>> {
     dehydrated_events(&server, &auth, &device_id, q.from.as_deref()).await
@@ -291,7 +268,7 @@ pub async fn dehydrated_events_get(
 pub async fn dehydrated_events_post(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    PathParams(device_id): PathParams<String>,
+    PathParams(device_id): PathParams<OwnedDeviceId>,
     JsonBody(body): JsonBody<EventsBody>,
 ) -> Result<Json<DehydratedEvents>> {
     dehydrated_events(&server, &auth, &device_id, body.next_batch.as_deref()).await

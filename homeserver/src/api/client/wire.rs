@@ -184,7 +184,7 @@ pub struct KeyChanges {
 #[derive(Debug, Serialize)]
 pub struct DeviceIdResponse {
     /// The dehydrated device.
-    pub device_id: String,
+    pub device_id: ruma::OwnedDeviceId,
 }
 
 /// `POST /room_keys/version`.

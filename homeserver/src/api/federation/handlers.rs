@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Signed;
 use crate::api::extract::{
@@ -377,7 +377,6 @@ pub async fn user_devices(
     if user.server_name() != server.server_name() {
         return Err(Error::invalid_param("user is not on this server"));
     }
-    let user = user.to_string();
     Ok(Json(
         server
             .store
@@ -386,18 +385,16 @@ pub async fn user_devices(
     ))
 }
 
-/// Keeps only this server's users of a `{user: …}` request map, as the JSON map the key
-/// store reads.
-fn our_users<T: serde::Serialize>(
+/// Keeps only this server's users of a `{user: …}` request map; a malformed user ID is
+/// 400 `M_INVALID_PARAM` for the whole request.
+fn our_users<T>(
     server: &Server,
     users: std::collections::BTreeMap<String, T>,
-) -> Map<String, Value> {
-    let own = server.server_name().as_str();
-    users
+) -> Result<std::collections::BTreeMap<ruma::OwnedUserId, T>> {
+    Ok(e2ee::typed_users(users)?
         .into_iter()
-        .filter(|(user, _)| user.split_once(':').map(|(_, s)| s) == Some(own))
-        .map(|(user, wanted)| (user, json!(wanted)))
-        .collect()
+        .filter(|(user, _)| user.server_name() == server.server_name())
+        .collect())
 }
 
 /// # `POST /_matrix/federation/v1/user/keys/query`
@@ -406,7 +403,7 @@ pub async fn user_keys_query(
     mut signed: Signed,
 ) -> Result<Json<e2ee::KeysQueryAnswer>> {
     let body: KeysQueryRequest = signed.body_as("keys query")?;
-    let users = our_users(&server, body.device_keys);
+    let users = our_users(&server, body.device_keys)?;
     Ok(Json(
         server
             .store
@@ -421,7 +418,7 @@ pub async fn user_keys_claim(
     mut signed: Signed,
 ) -> Result<Json<e2ee::KeysClaimAnswer>> {
     let body: KeysClaimRequest = signed.body_as("keys claim")?;
-    let users = our_users(&server, body.one_time_keys);
+    let users = our_users(&server, body.one_time_keys)?;
     Ok(Json(e2ee::claim_local(&server, users).await?))
 }
 

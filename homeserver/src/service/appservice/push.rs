@@ -399,15 +399,16 @@ fn examine(
     let mut new_cursor = if rows.len() < SCAN {
         upto.max(cursor)
     } else {
-        rows.last().map_or(cursor, |r| r.0)
+        rows.last().map_or(cursor, |r| r.stream_pos)
     };
     let mut rooms: HashMap<String, bool> = HashMap::new();
     let mut events = Vec::new();
-    for (pos, event_id, json) in rows {
-        let Ok(event_id) = ruma::OwnedEventId::try_from(event_id) else {
+    for row in rows {
+        let pos = row.stream_pos;
+        let Ok(event_id) = ruma::OwnedEventId::try_from(row.event_id) else {
             continue;
         };
-        let Ok(pdu) = Pdu::parse(event_id, json, false) else {
+        let Ok(pdu) = Pdu::parse(event_id, row.json, false) else {
             continue;
         };
         let head = store::EventHead {

@@ -9,17 +9,18 @@ use super::*; // the parent's imports and shared helpers
 pub async fn upload_signing_keys(
     server: &Server,
     user_id: &UserId,
-    body: &Value,
+    body: &SigningKeysUpload,
     replace_allowed: bool,
 ) -> Result<bool> {
     let user_id = user_id.as_str();
     let mut uploads = Vec::new();
-    for (field, key_type, usage) in [
-        ("master_key", "master", "master"),
-        ("self_signing_key", "self_signing", "self_signing"),
-        ("user_signing_key", "user_signing", "user_signing"),
+    for (field, key, key_type) in [
+        ("master_key", &body.master_key, "master"),
+        ("self_signing_key", &body.self_signing_key, "self_signing"),
+        ("user_signing_key", &body.user_signing_key, "user_signing"),
     ] {
-        let Some(key) = body.get(field).filter(|v| !v.is_null()) else {
+        let usage = key_type;
+        let Some(key) = key.as_ref().filter(|v| !v.is_null()) else {
             continue;
         };
         check_key_object(key, user_id, field)?;
@@ -90,13 +91,15 @@ fn signing_keys_changed_in_tx(tx: &mut WriteTx<'_>, own: &str, user_id: &str) ->
 pub async fn upload_signatures(
     server: &Server,
     user_id: &UserId,
-    body: Value,
+    body: SignaturesUpload,
 ) -> Result<SignaturesUploadAnswer> {
     let user_id = user_id.as_str();
-    let body = match body {
-        Value::Object(body) => body,
-        _ => return Err(Error::bad_json("body must be an object")),
-    };
+    for (target_user, keys) in &body {
+        for (key_id, object) in keys {
+            check_signed_object(object)
+                .map_err(|why| Error::bad_json(format!("{target_user}/{key_id}: {why}")))?;
+        }
+    }
     let own = server.server_name().to_string();
     let signer = user_id.to_owned();
     server
@@ -105,15 +108,13 @@ pub async fn upload_signatures(
             let mut answer = SignaturesUploadAnswer::default();
             let mut changed_users = BTreeSet::new();
             for (target_user, keys) in &body {
-                let Some(keys) = keys.as_object() else {
-                    continue;
-                };
+                let target_user = target_user.as_str();
                 for (key_id, object) in keys {
                     let fail = |errcode: &'static str, why: &str| Failure {
                         errcode,
                         error: why.to_owned(),
                     };
-                    let known = if target_user == &signer {
+                    let known = if target_user == signer {
                         e2ee::device_keys(tx, target_user)?
                             .iter()
                             .any(|row| &row.device_id == key_id)
@@ -139,6 +140,7 @@ pub async fn upload_signatures(
                             Some(fail("M_INVALID_SIGNATURE", "no signature by the uploader"))
                         }
                         (true, Some(signatures)) => {
+                            // Checked above: every signature is a string.
                             for (signer_key_id, signature) in signatures {
                                 if let Some(signature) = signature.as_str() {
                                     e2ee::add_signature(
@@ -151,14 +153,14 @@ pub async fn upload_signatures(
                                     )?;
                                 }
                             }
-                            changed_users.insert(target_user.clone());
+                            changed_users.insert(target_user.to_owned());
                             None
                         }
                     };
                     if let Some(entry) = entry {
                         answer
                             .failures
-                            .entry(target_user.clone())
+                            .entry(target_user.to_owned())
                             .or_default()
                             .insert(key_id.clone(), entry);
                     }

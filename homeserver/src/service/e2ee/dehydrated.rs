@@ -8,31 +8,28 @@ use super::*; // the parent's imports and shared helpers
 pub async fn put_dehydrated_device(
     server: &Server,
     user_id: &UserId,
-    body: Value,
-) -> Result<String> {
-    let user_id = user_id.as_str();
-    let device_id = body
-        .get("device_id")
-        .and_then(Value::as_str)
-        .filter(|d| !d.is_empty())
-        .ok_or_else(|| Error::bad_json("device_id is required"))?
-        .to_owned();
-    let data = body
-        .get("device_data")
-        .filter(|d| d.get("algorithm").is_some_and(Value::is_string))
-        .ok_or_else(|| Error::bad_json("device_data with an algorithm is required"))?
-        .to_string();
-    if body.get("device_keys").is_none_or(Value::is_null) {
+    body: DehydratedDeviceBody,
+) -> Result<OwnedDeviceId> {
+    let device_id = body.device_id;
+    if device_id.as_str().is_empty() {
+        return Err(Error::invalid_param("device_id must not be empty"));
+    }
+    if !body
+        .device_data
+        .get("algorithm")
+        .is_some_and(Value::is_string)
+    {
+        return Err(Error::bad_json("device_data with an algorithm is required"));
+    }
+    let data = body.device_data.to_string();
+    if body.keys.device_keys.as_ref().is_none_or(Value::is_null) {
         return Err(Error::bad_json("device_keys are required"));
     }
-    let upload = KeyUpload::parse(&body, user_id, &device_id)?;
-    let name = body
-        .get("initial_device_display_name")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let upload = KeyUpload::parse(body.keys, user_id, &device_id)?;
+    let name = body.initial_device_display_name;
     let own = server.server_name().to_string();
-    let user = user_id.to_owned();
-    let id = device_id.clone();
+    let user = user_id.to_string();
+    let id = device_id.to_string();
     server
         .store
         .write(move |tx| {
@@ -56,8 +53,7 @@ pub async fn put_dehydrated_device(
 
 /// `GET /dehydrated_device`: the user's dehydrated device and its data.
 pub async fn get_dehydrated_device(server: &Server, user_id: &UserId) -> Result<DehydratedDevice> {
-    let user_id = user_id.as_str();
-    let user = user_id.to_owned();
+    let user = user_id.to_string();
     let row = server
         .store
         .read(move |conn| e2ee::dehydrated_device(conn, &user))
@@ -70,10 +66,9 @@ pub async fn get_dehydrated_device(server: &Server, user_id: &UserId) -> Result<
 }
 
 /// `DELETE /dehydrated_device`: removes it (no UIA: it holds no session); returns its ID.
-pub async fn delete_dehydrated_device(server: &Server, user_id: &UserId) -> Result<String> {
-    let user_id = user_id.as_str();
+pub async fn delete_dehydrated_device(server: &Server, user_id: &UserId) -> Result<OwnedDeviceId> {
     let own = server.server_name().to_string();
-    let user = user_id.to_owned();
+    let user = user_id.to_string();
     server
         .store
         .write(move |tx| {
@@ -82,7 +77,7 @@ pub async fn delete_dehydrated_device(server: &Server, user_id: &UserId) -> Resu
                 .device_id;
             crate::store::accounts::delete_device(tx, &user, &id)?;
             devices_deleted_in_tx(tx, &own, &user, std::slice::from_ref(&id))?;
-            Ok(id)
+            Ok(OwnedDeviceId::from(id))
         })
         .await
 }
@@ -93,7 +88,7 @@ pub async fn delete_dehydrated_device(server: &Server, user_id: &UserId) -> Resu
 pub async fn dehydrated_events(
     server: &Server,
     user_id: &UserId,
-    device_id: &str,
+    device_id: &DeviceId,
     from: Option<&str>,
 ) -> Result<DehydratedEvents> {
     let user_id = user_id.as_str();
@@ -103,7 +98,7 @@ pub async fn dehydrated_events(
             .map_err(|_| Error::invalid_param("Unknown next_batch token"))?,
         None => 0,
     };
-    let (user, device) = (user_id.to_owned(), device_id.to_owned());
+    let (user, device) = (user_id.to_owned(), device_id.to_string());
     server
         .store
         .read(move |conn| {

@@ -130,12 +130,13 @@ pub async fn receive_device_list_update(
 }
 
 /// The federation `user/devices/{userId}` answer for a local user.
-pub fn user_devices(conn: &Connection, user_id: &str) -> Result<UserDevicesAnswer> {
+pub fn user_devices(conn: &Connection, user: &UserId) -> Result<UserDevicesAnswer> {
     let mut keys = local_keys(
         conn,
         None,
-        &Map::from_iter([(user_id.to_owned(), json!([]))]),
+        &DeviceQuery::from([(user.to_owned(), Vec::new())]),
     )?;
+    let user_id = user.as_str();
     let names: BTreeMap<String, Option<String>> = crate::store::accounts::devices(conn, user_id)?
         .into_iter()
         .map(|d| (d.device_id, d.display_name))

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::http::Method;
-use ruma::UserId;
+use ruma::{DeviceId, OwnedDeviceId, UserId};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
@@ -34,6 +34,7 @@ mod answers;
 mod cross_signing;
 mod dehydrated;
 mod device_lists;
+mod requests;
 mod to_device;
 
 pub use answers::{
@@ -48,14 +49,14 @@ pub use device_lists::{
     device_changed_in_tx, device_list_delta, devices_deleted_in_tx, newly_sharing,
     receive_device_list_update, user_devices,
 };
+pub use requests::{
+    ClaimRequest, DehydratedDeviceBody, DeviceQuery, KeysClaimBody, KeysQueryBody, KeysUploadBody,
+    SignaturesUpload, SignaturesUploadBody, SigningKeysUpload, typed_users,
+};
 pub use to_device::{SyncKeys, ack_to_device, receive_to_device, send_to_device, sync_keys};
 
 fn server_of(user_id: &str) -> &str {
     user_id.split_once(':').map(|(_, s)| s).unwrap_or_default()
-}
-
-fn is_local(server: &Server, user_id: &str) -> bool {
-    server_of(user_id) == server.server_name().as_str()
 }
 
 /// Checks the shape of a signed key object (`DeviceKeys` or `CrossSigningKey`): the owner, a
@@ -77,6 +78,13 @@ fn check_key_object(value: &Value, user_id: &str, what: &str) -> Result<()> {
             "{what}.keys IDs must be <algorithm>:<id>"
         )));
     }
+    check_signed_object(value).map_err(|why| Error::bad_json(format!("{what}: {why}")))
+}
+
+/// Checks the part every signed object shares: an object whose `signatures`, when present,
+/// map users to key IDs to signature strings. Returns why not.
+fn check_signed_object(value: &Value) -> std::result::Result<(), &'static str> {
+    let object = value.as_object().ok_or("must be an object")?;
     if let Some(signatures) = object.get("signatures") {
         let well_formed = signatures.as_object().is_some_and(|by_user| {
             by_user.values().all(|sigs| {
@@ -85,9 +93,7 @@ fn check_key_object(value: &Value, user_id: &str, what: &str) -> Result<()> {
             })
         });
         if !well_formed {
-            return Err(Error::bad_json(format!(
-                "{what}.signatures must map users to key IDs to signatures"
-            )));
+            return Err("signatures must map users to key IDs to signatures");
         }
     }
     Ok(())
@@ -135,8 +141,13 @@ pub struct KeyUpload {
 impl KeyUpload {
     /// Checks an upload body for `user_id`'s device `device_id`: well-formed key objects
     /// owned by that device (signatures are the clients' business, not checked here).
-    pub fn parse(body: &Value, user_id: &str, device_id: &str) -> Result<KeyUpload> {
-        let device_keys = body.get("device_keys").filter(|v| !v.is_null()).cloned();
+    pub fn parse(
+        body: KeysUploadBody,
+        user_id: &UserId,
+        device_id: &DeviceId,
+    ) -> Result<KeyUpload> {
+        let (user_id, device_id) = (user_id.as_str(), device_id.as_str());
+        let device_keys = body.device_keys.filter(|v| !v.is_null());
         if let Some(keys) = &device_keys {
             check_key_object(keys, user_id, "device_keys")?;
             if keys.get("device_id").and_then(Value::as_str) != Some(device_id) {
@@ -150,8 +161,8 @@ impl KeyUpload {
         }
         Ok(KeyUpload {
             device_keys,
-            one_time: key_map(body, &["one_time_keys"])?,
-            fallback: key_map(body, &["fallback_keys", "org.matrix.msc2732.fallback_keys"])?,
+            one_time: checked_keys(body.one_time_keys)?,
+            fallback: checked_keys(body.fallback_keys.or(body.unstable_fallback_keys))?,
         })
     }
 
@@ -200,13 +211,12 @@ impl KeyUpload {
 pub async fn upload_keys(
     server: &Server,
     user_id: &UserId,
-    device_id: &str,
-    body: Value,
+    device_id: &DeviceId,
+    body: KeysUploadBody,
 ) -> Result<KeyCounts> {
-    let user_id = user_id.as_str();
-    let upload = KeyUpload::parse(&body, user_id, device_id)?;
+    let upload = KeyUpload::parse(body, user_id, device_id)?;
     let own = server.server_name().to_string();
-    let (user, device) = (user_id.to_owned(), device_id.to_owned());
+    let (user, device) = (user_id.to_string(), device_id.to_string());
     // Encrypted appservices (MSC3202) learn their users' new key counts.
     let receivers = if upload.one_time.is_empty() && upload.fallback.is_empty() {
         Vec::new()
@@ -227,19 +237,11 @@ pub async fn upload_keys(
     Ok(counts)
 }
 
-/// Reads and checks the first present map of keys among `names` in an upload body.
-fn key_map(body: &Value, names: &[&str]) -> Result<Vec<(String, Value)>> {
-    let Some(map) = names
-        .iter()
-        .find_map(|name| body.get(*name).filter(|v| !v.is_null()))
-    else {
-        return Ok(Vec::new());
-    };
-    let map = map
-        .as_object()
-        .ok_or_else(|| Error::bad_json(format!("{} must be an object", names[0])))?;
-    map.iter()
-        .map(|(id, key)| check_one_time_key(id, key).map(|()| (id.clone(), key.clone())))
+/// Checks every one-time or fallback key of an upload body's map.
+fn checked_keys(map: Option<BTreeMap<String, Value>>) -> Result<Vec<(String, Value)>> {
+    map.unwrap_or_default()
+        .into_iter()
+        .map(|(id, key)| check_one_time_key(&id, &key).map(|()| (id, key)))
         .collect()
 }
 
@@ -265,19 +267,16 @@ fn enqueue_all(tx: &WriteTx<'_>, servers: &[String], edu: &str) -> Result<()> {
 pub fn local_keys(
     conn: &Connection,
     requester: Option<&str>,
-    users: &Map<String, Value>,
+    users: &DeviceQuery,
 ) -> Result<KeysQueryAnswer> {
     let mut device_keys = BTreeMap::new();
     let mut master_keys = KeysByUser::new();
     let mut self_signing_keys = KeysByUser::new();
     let mut user_signing_keys = KeysByUser::new();
     for (user, wanted) in users {
-        // Both edges check the shape (a list of device IDs) first; an empty list asks for
-        // every device, as the spec says.
-        let wanted: BTreeSet<&str> = wanted
-            .as_array()
-            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
+        let user = user.as_str();
+        // An empty list asks for every device, as the spec says.
+        let wanted: BTreeSet<&str> = wanted.iter().map(|id| id.as_str()).collect();
         let names: BTreeMap<String, Option<String>> = crate::store::accounts::devices(conn, user)?
             .into_iter()
             .map(|d| (d.device_id, d.display_name))
@@ -300,7 +299,7 @@ pub fn local_keys(
             }
             devices.insert(device_id, keys);
         }
-        device_keys.insert(user.clone(), devices);
+        device_keys.insert(user.to_owned(), devices);
         for (key_type, out) in [
             ("master", &mut master_keys),
             ("self_signing", &mut self_signing_keys),
@@ -310,14 +309,14 @@ pub fn local_keys(
                 if let Some(public) = cross_signing_public_key(&key) {
                     merge_signatures(conn, requester, user, &public, &mut key)?;
                 }
-                out.insert(user.clone(), key);
+                out.insert(user.to_owned(), key);
             }
         }
-        if requester == Some(user.as_str())
+        if requester == Some(user)
             && let Some(key) = e2ee::cross_signing_key(conn, user, "user_signing")?
         {
             user_signing_keys.insert(
-                user.clone(),
+                user.to_owned(),
                 serde_json::from_str(&key).unwrap_or(Value::Null),
             );
         }
@@ -361,25 +360,25 @@ fn merge_signatures(
 pub async fn query_keys(
     server: &Server,
     requester: &UserId,
-    users: Map<String, Value>,
+    users: DeviceQuery,
     timeout: Duration,
 ) -> Result<KeysQueryAnswer> {
     let requester = requester.as_str();
-    let (local, remote): (Map<String, Value>, Map<String, Value>) = users
+    let (local, remote): (DeviceQuery, DeviceQuery) = users
         .into_iter()
-        .partition(|(user, _)| is_local(server, user));
+        .partition(|(user, _)| user.server_name() == server.server_name());
     let requester_owned = requester.to_owned();
     let mut out = server
         .store
         .read(move |conn| local_keys(conn, Some(&requester_owned), &local))
         .await?;
     let mut failures = BTreeMap::new();
-    let mut by_server: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for user in remote.keys() {
+    let mut by_server: BTreeMap<String, DeviceQuery> = BTreeMap::new();
+    for (user, devices) in remote {
         by_server
-            .entry(server_of(user).to_owned())
+            .entry(user.server_name().to_string())
             .or_default()
-            .push(user.clone());
+            .insert(user, devices);
     }
     let wait = timeout.min(MAX_FEDERATION_WAIT);
     for (peer, users) in by_server {
@@ -394,8 +393,8 @@ pub async fn query_keys(
             continue;
         }
         let mut reached = true;
-        for user in &users {
-            if let Err(err) = refresh_remote_devices(server, user, wait).await {
+        for user in users.keys() {
+            if let Err(err) = refresh_remote_devices(server, user.as_str(), wait).await {
                 tracing::debug!(%user, error = %err, "device list resync failed; using the cache");
                 reached = false;
             }
@@ -406,14 +405,10 @@ pub async fn query_keys(
                 Failure::unknown("peer unreachable; cached keys returned"),
             );
         }
-        let wanted: Map<String, Value> = users
-            .iter()
-            .map(|u| (u.clone(), remote.get(u).cloned().unwrap_or(json!([]))))
-            .collect();
         let requester_owned = requester.to_owned();
         let cached = server
             .store
-            .read(move |conn| local_keys(conn, Some(&requester_owned), &wanted))
+            .read(move |conn| local_keys(conn, Some(&requester_owned), &users))
             .await?;
         out.device_keys.extend(cached.device_keys);
         out.master_keys.extend(cached.master_keys);
@@ -533,17 +528,17 @@ async fn store_remote_devices(server: &Server, user_id: &str, response: &Value) 
 /// `POST /keys/claim`: one key per requested device, one-time key first, fallback key after.
 pub async fn claim_keys(
     server: &Server,
-    wanted: Map<String, Value>,
+    wanted: ClaimRequest,
     timeout: Duration,
 ) -> Result<KeysClaimAnswer> {
-    let (local, remote): (Map<String, Value>, Map<String, Value>) = wanted
+    let (local, remote): (ClaimRequest, ClaimRequest) = wanted
         .into_iter()
-        .partition(|(user, _)| is_local(server, user));
+        .partition(|(user, _)| user.server_name() == server.server_name());
     let mut out = claim_local(server, local).await?;
-    let mut by_server: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    let mut by_server: BTreeMap<String, ClaimRequest> = BTreeMap::new();
     for (user, devices) in remote {
         by_server
-            .entry(server_of(&user).to_owned())
+            .entry(user.server_name().to_string())
             .or_default()
             .insert(user, devices);
     }
@@ -564,7 +559,9 @@ pub async fn claim_keys(
             Ok(Ok(answer)) => match serde_json::from_value::<PeerClaimAnswer>(answer) {
                 Ok(answer) => {
                     for (user, keys) in answer.one_time_keys {
-                        if server_of(&user) == peer && users.contains_key(&user) {
+                        if server_of(&user) == peer
+                            && users.keys().any(|asked| asked.as_str() == user)
+                        {
                             out.one_time_keys.insert(user, keys);
                         }
                     }
@@ -593,7 +590,7 @@ struct PeerClaimAnswer {
 
 /// Claims keys of local users for a client or a peer (see [`local_claim`]), telling encrypted
 /// appservices (MSC3202) the new key counts of their users' devices.
-pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<KeysClaimAnswer> {
+pub async fn claim_local(server: &Server, wanted: ClaimRequest) -> Result<KeysClaimAnswer> {
     let receivers = appservice_keys::msc3202_receivers(&server.appservices.all());
     let own = server.server_name().to_string();
     let (answer, queued) = server
@@ -618,28 +615,24 @@ pub async fn claim_local(server: &Server, wanted: Map<String, Value>) -> Result<
 
 /// Claims keys of local users: `{user: {device: algorithm}}` → `{one_time_keys: …}`.
 /// Unknown users, devices and algorithms are simply absent from the answer.
-pub fn local_claim(tx: &WriteTx<'_>, wanted: &Map<String, Value>) -> Result<KeysClaimAnswer> {
+pub fn local_claim(tx: &WriteTx<'_>, wanted: &ClaimRequest) -> Result<KeysClaimAnswer> {
     let mut keys = ClaimedKeys::new();
     for (user, devices) in wanted {
-        let Some(devices) = devices.as_object() else {
-            continue;
-        };
+        let user = user.as_str();
         let mut per_user = BTreeMap::new();
         for (device, algorithm) in devices {
-            let Some(algorithm) = algorithm.as_str() else {
-                continue;
-            };
+            let device = device.as_str();
             let claimed = match e2ee::claim_one_time_key(tx, user, device, algorithm)? {
                 Some(key) => Some(key),
                 None => e2ee::claim_fallback_key(tx, user, device, algorithm)?,
             };
             if let Some(claimed) = claimed {
                 let key = serde_json::from_str::<Value>(&claimed.key_json).unwrap_or(Value::Null);
-                per_user.insert(device.clone(), BTreeMap::from([(claimed.key_id, key)]));
+                per_user.insert(device.to_owned(), BTreeMap::from([(claimed.key_id, key)]));
             }
         }
         if !per_user.is_empty() {
-            keys.insert(user.clone(), per_user);
+            keys.insert(user.to_owned(), per_user);
         }
     }
     Ok(KeysClaimAnswer {

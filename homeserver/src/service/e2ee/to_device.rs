@@ -8,16 +8,15 @@ use super::*; // the parent's imports and shared helpers
 pub async fn send_to_device(
     server: &Server,
     sender: &UserId,
-    sender_device: &str,
+    sender_device: &DeviceId,
     event_type: &str,
     txn_id: &str,
     messages: Map<String, Value>,
 ) -> Result<()> {
-    let sender = sender.as_str();
     let own = server.server_name().to_string();
     let (sender, sender_device, event_type, txn_id) = (
-        sender.to_owned(),
-        sender_device.to_owned(),
+        sender.to_string(),
+        sender_device.to_string(),
         event_type.to_owned(),
         txn_id.to_owned(),
     );

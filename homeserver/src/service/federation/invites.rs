@@ -257,7 +257,11 @@ pub async fn reject_remote_invite(
         .store
         .read(move |conn| dag::remote_invite(conn, &room, &user))
         .await?;
-    let Some((invite_id, _)) = invite else {
+    let Some(dag::RemoteInvite {
+        event_id: invite_id,
+        ..
+    }) = invite
+    else {
         return Err(Error::forbidden("You are not invited to this room"));
     };
     let id = invite_id.clone();

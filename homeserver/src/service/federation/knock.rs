@@ -235,7 +235,8 @@ pub async fn has_remote_knock(server: &Server, room_id: &RoomId, user_id: &UserI
             if dag::participating(conn, &room)? {
                 return Ok(false);
             }
-            let Some((event_id, _)) = dag::remote_invite(conn, &room, &user)? else {
+            let Some(dag::RemoteInvite { event_id, .. }) = dag::remote_invite(conn, &room, &user)?
+            else {
                 return Ok(false);
             };
             Ok(events::get_event(conn, &event_id)?.is_some_and(|e| {
@@ -264,7 +265,11 @@ pub async fn rescind_remote_knock(
         .store
         .read(move |conn| dag::remote_invite(conn, &room, &user))
         .await?;
-    let Some((_, stripped_json)) = stored else {
+    let Some(dag::RemoteInvite {
+        invite_state: stripped_json,
+        ..
+    }) = stored
+    else {
         return Err(Error::forbidden("You have not knocked on this room"));
     };
     let stripped: Vec<Value> = serde_json::from_str(&stripped_json)

@@ -354,7 +354,7 @@ pub async fn join_candidates(
         .read(move |conn| dag::remote_invite(conn, &room, &user))
         .await?;
     let mut candidates = via;
-    if let Some((event_id, _)) = invite {
+    if let Some(dag::RemoteInvite { event_id, .. }) = invite {
         let id = event_id.clone();
         if let Some(event) = server
             .store

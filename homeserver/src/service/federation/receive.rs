@@ -224,7 +224,7 @@ pub(super) async fn fetch_missing_events(server: &Server, origin: &str, pdu: &Pd
         .read(move |conn| {
             Ok(events::forward_extremities(conn, &room)?
                 .into_iter()
-                .map(|(id, _)| id.to_string())
+                .map(|e| e.event_id.to_string())
                 .collect())
         })
         .await?;

@@ -13,6 +13,7 @@
 
 use std::time::Duration;
 
+use ruma::{DeviceId, UserId};
 use serde::Deserialize;
 
 use super::super::profile::{self, Field};
@@ -64,13 +65,13 @@ pub struct AccountQuery {
 /// (it keeps `m.login.password`) or a unit without a public base URL (no OAuth at all).
 pub async fn approval_page(
     server: &Server,
-    user: &str,
-    device: &str,
+    user: &UserId,
+    device: &DeviceId,
 ) -> Result<Option<ApprovalPage>> {
     let Ok(issuer) = super::issuer(server) else {
         return Ok(None);
     };
-    let (u, d) = (user.to_owned(), device.to_owned());
+    let (u, d) = (user.to_string(), device.to_string());
     let via_oauth = server
         .store
         .read(move |conn| store::session(conn, &u, &d))
@@ -81,7 +82,7 @@ pub async fn approval_page(
             "{}{ACCOUNT_PATH}?action={CROSS_SIGNING_RESET}",
             issuer.trim_end_matches('/')
         ),
-        device_id: device.to_owned(),
+        device_id: device.to_string(),
     }))
 }
 
@@ -309,7 +310,8 @@ pub async fn act(
             Ok(redirect(ACCOUNT_PATH.to_owned()))
         }
         AccountAction::DeviceDelete => {
-            accounts::delete_devices(server, &user_id, vec![form.device_id.clone()]).await?;
+            accounts::delete_devices(server, &user_id, vec![form.device_id.as_str().into()])
+                .await?;
             tracing::info!(%user, device = %form.device_id, "device signed out on the account page");
             Ok(redirect(ACCOUNT_PATH.to_owned()))
         }
@@ -326,7 +328,7 @@ pub async fn act(
             if let Some(refused) = recheck(server, &user_id, form.current_password).await? {
                 return Ok(refused);
             }
-            accounts::change_password(server, &user, "", form.password, false).await?;
+            accounts::change_password(server, &user_id, None, form.password, false).await?;
             Ok(page(
                 200,
                 html::message("Password changed", "Use the new password from now on."),

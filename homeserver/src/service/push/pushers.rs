@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use ruma::OwnedUserId;
+use ruma::{OwnedDeviceId, OwnedUserId};
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -145,7 +145,7 @@ fn gateway_of(url: &str) -> Result<Option<String>> {
 pub async fn set(
     server: &Server,
     user_id: OwnedUserId,
-    device_id: String,
+    device_id: OwnedDeviceId,
     body: Map<String, Value>,
 ) -> Result<()> {
     let pushkey = string_field(&body, "pushkey")?;
@@ -228,7 +228,7 @@ pub async fn set(
         lang,
         data: Value::Object(data.clone()).to_string(),
         gateway,
-        device_id,
+        device_id: device_id.into(),
         pushkey_ts: now_ms(),
     };
     let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
