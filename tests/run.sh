@@ -41,16 +41,17 @@ export OUTPOST_HOMESERVER="$PWD/target/release/homeserver"
 cargo test --workspace --release
 
 step "interop: a stock Synapse shares rooms both ways; matrix-nio over HTTPS (both from PyPI, pinned)"
-cargo test --release -p tests --test federation_synapse --test client_nio -- --ignored
+# --workspace, as above: `-p tests` alone unifies features differently and rebuilds ~40 crates.
+cargo test --release --workspace --test federation_synapse --test client_nio -- --ignored
 
 step "real appservices: mautrix-python's AppService, and heisenbridge to ngircd, on Outpost and Synapse"
 # The PyPI venvs and ngircd are rows of tests/host-tools.sh (installed above); each scenario also
 # runs against a stock Synapse, the proof its steps are right.
-cargo test --release -p tests --test appservice_mautrix --test appservice_irc -- --ignored
+cargo test --release --workspace --test appservice_mautrix --test appservice_irc -- --ignored
 
 step "the OAuth sign-in and consent pages in headless Chromium, keyboard only, 360px wide"
 # Debian's chromium is a row of tests/host-tools.sh; screenshots land in target/tmp/oauth-browser/.
-cargo test --release -p tests --test oauth_browser -- --ignored
+cargo test --release --workspace --test oauth_browser -- --ignored
 
 if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"
