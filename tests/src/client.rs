@@ -1,6 +1,6 @@
 //! Matrix client requests over a shared `ureq` agent, and small JSON helpers for assertions.
 
-use crate::{COUNTER, enc};
+use crate::{COUNTER, enc, password_for};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -381,6 +381,39 @@ pub fn sync_query(since: Option<&str>, timeout_ms: u64, filter: Option<&Value>) 
             .expect("writing to a String cannot fail");
     }
     query
+}
+
+/// The tests' one registration: `localpart` (password [`password_for`]) through `anon`'s server
+/// with user-interactive auth `m.login.dummy`, asserting success. The first request already
+/// carries the dummy stage, which completes registration in one request on a unit; a server
+/// that first wants a UIA session (Synapse) answers 401 with one, and the request is repeated
+/// with it.
+pub fn register_on(anon: &Client, localpart: &str) -> Client {
+    let mut request = json!({
+        "username": localpart,
+        "password": password_for(localpart),
+        "auth": { "type": "m.login.dummy" },
+    });
+    let (status, body) = anon.post("/_matrix/client/v3/register", &request);
+    let (status, body) = if status == 401 && body["session"].is_string() {
+        request["auth"] = json!({ "type": "m.login.dummy", "session": body["session"] });
+        anon.post("/_matrix/client/v3/register", &request)
+    } else {
+        (status, body)
+    };
+    assert_eq!(
+        status,
+        200,
+        "register {localpart} at {}: {body:#}",
+        anon.base_url()
+    );
+    Client {
+        http: Arc::clone(&anon.http),
+        user_id: str_field(&body, "user_id"),
+        device_id: str_field(&body, "device_id"),
+        access_token: Some(str_field(&body, "access_token")),
+        refresh_token: body["refresh_token"].as_str().map(str::to_owned),
+    }
 }
 
 /// Asserts a 200 reply and returns its body; `what` names the request in the panic message.

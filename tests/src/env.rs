@@ -332,19 +332,10 @@ impl TestEnv {
         self.anon().with_token(Some(token))
     }
 
-    /// Registers `localpart` (password [`password_for`]) with one `m.login.dummy` request,
-    /// asserting success; returns the logged-in client.
+    /// Registers `localpart` ([`register_on`](crate::client::register_on)), asserting
+    /// success; returns the logged-in client.
     pub fn register(&self, localpart: &str) -> Client {
-        let (status, body) = self.anon().post(
-            "/_matrix/client/v3/register",
-            &json!({
-                "username": localpart,
-                "password": password_for(localpart),
-                "auth": { "type": "m.login.dummy" },
-            }),
-        );
-        assert_eq!(status, 200, "register {localpart}: {status} {body:#}");
-        self.client_from_login(&body)
+        crate::client::register_on(&self.anon(), localpart)
     }
 
     /// Logs `localpart` in with its [`password_for`] password on a new device, asserting success.

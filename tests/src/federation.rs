@@ -20,10 +20,11 @@
 //! Every process is killed when its owner is dropped; on a panic the units' logs are printed and
 //! their temp dirs kept.
 
+pub use crate::client::register_on;
 use crate::client::{Client, Http, Reply, str_field};
 use crate::env::TempDir;
 use crate::raw::{parse_response, response_complete};
-use crate::{enc, homeserver_binary, password_for, poll_until, toml_str};
+use crate::{enc, homeserver_binary, poll_until, toml_str};
 use ruma::signatures::Ed25519KeyPair;
 use ruma::{CanonicalJsonObject, CanonicalJsonValue};
 use serde_json::{Value, json};
@@ -507,32 +508,6 @@ pub fn client_for(base_url: &str) -> Client {
     }
 }
 
-/// Registers `localpart` through `anon`'s server with user-interactive auth `m.login.dummy`
-/// (first asking for a UIA session, as servers such as Synapse require), asserting success.
-pub fn register_on(anon: &Client, localpart: &str) -> Client {
-    let mut request = json!({ "username": localpart, "password": password_for(localpart) });
-    let (status, body) = anon.post("/_matrix/client/v3/register", &request);
-    let (status, body) = if status == 401 {
-        request["auth"] = json!({ "type": "m.login.dummy", "session": body["session"] });
-        anon.post("/_matrix/client/v3/register", &request)
-    } else {
-        (status, body)
-    };
-    assert_eq!(
-        status,
-        200,
-        "register {localpart} at {}: {body:#}",
-        anon.base_url()
-    );
-    Client {
-        http: Arc::clone(&anon.http),
-        user_id: str_field(&body, "user_id"),
-        device_id: str_field(&body, "device_id"),
-        access_token: Some(str_field(&body, "access_token")),
-        refresh_token: body["refresh_token"].as_str().map(str::to_owned),
-    }
-}
-
 /// Runs `homeserver --config <config> peer-card --out <out>` and returns the card.
 fn make_card(config: &Path, out: &Path) -> Value {
     let output = Command::new(homeserver_binary())
@@ -718,6 +693,117 @@ impl Puppet {
     /// `(event ID, signed PDU)`.
     pub fn sign_event(&self, template: &Value) -> (String, Value) {
         sign_pdu(&self.key(), &self.name, template)
+    }
+}
+
+/// A puppet user in a room: what it needs to append events the way a real server would.
+pub struct Member {
+    /// The puppet's user.
+    pub user_id: String,
+    /// The room joined.
+    pub room: String,
+    /// The event to build on.
+    pub last: String,
+    /// The depth of `last`.
+    pub depth: u64,
+    /// The room's state as the puppet knows it: `(type, state_key) → event_id`.
+    pub state: BTreeMap<(String, String), String>,
+}
+
+impl Member {
+    /// Joins `user_id` of `puppet` to `room` on `unit` through make_join / send_join.
+    pub fn join(
+        puppet: &Puppet,
+        unit: &Unit,
+        room: &str,
+        localpart: &str,
+    ) -> Result<Member, Reply> {
+        let user_id = puppet.user_id(localpart);
+        let make = puppet.request(
+            unit,
+            "GET",
+            &format!(
+                "/_matrix/federation/v1/make_join/{}/{}?ver=12",
+                enc(room),
+                enc(&user_id)
+            ),
+            None,
+        );
+        if make.status != 200 {
+            return Err(make);
+        }
+        let template = make.json()["event"].clone();
+        let (join_id, join) = puppet.sign_event(&template);
+        let send = puppet.request(
+            unit,
+            "PUT",
+            &format!(
+                "/_matrix/federation/v2/send_join/{}/{}",
+                enc(room),
+                enc(&join_id)
+            ),
+            Some(&join),
+        );
+        if send.status != 200 {
+            return Err(send);
+        }
+        let mut state = BTreeMap::new();
+        for pdu in send.json()["state"].as_array().cloned().unwrap_or_default() {
+            let key = (
+                pdu["type"].as_str().unwrap_or_default().to_owned(),
+                pdu["state_key"].as_str().unwrap_or_default().to_owned(),
+            );
+            state.insert(key, event_id_of(&pdu));
+        }
+        state.insert(
+            ("m.room.member".to_owned(), user_id.clone()),
+            join_id.clone(),
+        );
+        Ok(Member {
+            user_id,
+            room: room.to_owned(),
+            last: join_id,
+            depth: template["depth"].as_u64().unwrap_or(1),
+            state,
+        })
+    }
+
+    pub fn state_id(&self, kind: &str, key: &str) -> String {
+        self.state
+            .get(&(kind.to_owned(), key.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| panic!("the puppet knows no {kind}/{key}"))
+    }
+
+    /// An unsigned event template from this member, on top of its last event.
+    pub fn template(&self, kind: &str, state_key: Option<&str>, content: Value) -> Value {
+        let mut auth = vec![
+            self.state_id("m.room.power_levels", ""),
+            self.state_id("m.room.member", &self.user_id),
+        ];
+        if kind == "m.room.member" {
+            auth.push(self.state_id("m.room.join_rules", ""));
+        }
+        let mut event = json!({
+            "type": kind,
+            "room_id": self.room,
+            "sender": self.user_id,
+            "content": content,
+            "origin_server_ts": now_ms(),
+            "depth": self.depth + 1,
+            "prev_events": [self.last],
+            "auth_events": auth,
+        });
+        if let Some(key) = state_key {
+            event["state_key"] = json!(key);
+        }
+        event
+    }
+
+    /// Records that `event_id` was accepted, so the next event builds on it.
+    pub fn advance(&mut self, event_id: &str) {
+        self.last = event_id.to_owned();
+        self.depth += 1;
     }
 }
 

@@ -6,16 +6,15 @@
 //! The attacker is a [`Puppet`]: a peer that exists only as a card and a signing key (made by the
 //! homeserver's own `peer-card`), so the test can sign exactly what it wants.
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tests::federation::{
-    Checks, ConnCounter, DELIVERY, Federation, Puppet, Unit, UnitOptions, eventually, free_port_on,
-    now_ms, random_key, sign_pdu, state_ids, unit_ip, wait_for_bodies, wait_for_invite, within,
-    x_matrix,
+    Checks, ConnCounter, DELIVERY, Federation, Member, Puppet, Unit, UnitOptions, eventually,
+    free_port_on, now_ms, random_key, sign_pdu, state_ids, unit_ip, wait_for_bodies,
+    wait_for_invite, within, x_matrix,
 };
 use tests::{Client, Reply, Value, enc, json, ok};
 
@@ -34,109 +33,6 @@ fn txn(origin: &str, pdus: Vec<Value>) -> Value {
 /// The per-PDU result of a `/send` reply, if the reply lists that event.
 fn pdu_result(reply: &Reply, event_id: &str) -> Option<Value> {
     reply.json()["pdus"].get(event_id).cloned()
-}
-
-/// A puppet user in a room: what it needs to append events the way a real server would.
-struct Member {
-    user_id: String,
-    room: String,
-    /// The event to build on.
-    last: String,
-    depth: u64,
-    /// The room's state as the puppet knows it: `(type, state_key) → event_id`.
-    state: BTreeMap<(String, String), String>,
-}
-
-impl Member {
-    /// Joins `user_id` of `puppet` to `room` on `unit` through make_join / send_join.
-    fn join(puppet: &Puppet, unit: &Unit, room: &str, localpart: &str) -> Result<Member, Reply> {
-        let user_id = puppet.user_id(localpart);
-        let make = puppet.request(
-            unit,
-            "GET",
-            &format!(
-                "/_matrix/federation/v1/make_join/{}/{}?ver=12",
-                enc(room),
-                enc(&user_id)
-            ),
-            None,
-        );
-        if make.status != 200 {
-            return Err(make);
-        }
-        let template = make.json()["event"].clone();
-        let (join_id, join) = puppet.sign_event(&template);
-        let send = puppet.request(
-            unit,
-            "PUT",
-            &format!(
-                "/_matrix/federation/v2/send_join/{}/{}",
-                enc(room),
-                enc(&join_id)
-            ),
-            Some(&join),
-        );
-        if send.status != 200 {
-            return Err(send);
-        }
-        let mut state = BTreeMap::new();
-        for pdu in send.json()["state"].as_array().cloned().unwrap_or_default() {
-            let key = (
-                pdu["type"].as_str().unwrap_or_default().to_owned(),
-                pdu["state_key"].as_str().unwrap_or_default().to_owned(),
-            );
-            state.insert(key, tests::federation::event_id_of(&pdu));
-        }
-        state.insert(
-            ("m.room.member".to_owned(), user_id.clone()),
-            join_id.clone(),
-        );
-        Ok(Member {
-            user_id,
-            room: room.to_owned(),
-            last: join_id,
-            depth: template["depth"].as_u64().unwrap_or(1),
-            state,
-        })
-    }
-
-    fn state_id(&self, kind: &str, key: &str) -> String {
-        self.state
-            .get(&(kind.to_owned(), key.to_owned()))
-            .cloned()
-            .unwrap_or_else(|| panic!("the puppet knows no {kind}/{key}"))
-    }
-
-    /// An unsigned event template from this member, on top of its last event.
-    fn template(&self, kind: &str, state_key: Option<&str>, content: Value) -> Value {
-        let mut auth = vec![
-            self.state_id("m.room.power_levels", ""),
-            self.state_id("m.room.member", &self.user_id),
-        ];
-        if kind == "m.room.member" {
-            auth.push(self.state_id("m.room.join_rules", ""));
-        }
-        let mut event = json!({
-            "type": kind,
-            "room_id": self.room,
-            "sender": self.user_id,
-            "content": content,
-            "origin_server_ts": now_ms(),
-            "depth": self.depth + 1,
-            "prev_events": [self.last],
-            "auth_events": auth,
-        });
-        if let Some(key) = state_key {
-            event["state_key"] = json!(key);
-        }
-        event
-    }
-
-    /// Records that `event_id` was accepted, so the next event builds on it.
-    fn advance(&mut self, event_id: &str) {
-        self.last = event_id.to_owned();
-        self.depth += 1;
-    }
 }
 
 /// `GET /rooms/{room}/event/{id}` as `client`.

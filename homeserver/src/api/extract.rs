@@ -72,11 +72,9 @@ pub fn access_token(parts: &Parts) -> Option<String> {
     {
         return Some(token.trim().to_owned());
     }
-    parts.uri.query().and_then(|query| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("access_token=").map(str::to_owned))
-    })
+    RawQuery::from_uri(&parts.uri)
+        .ok()
+        .and_then(|query| query.first("access_token"))
 }
 
 impl FromRequestParts<Arc<Server>> for Auth {

@@ -3,6 +3,8 @@
 //! Strips federation-only fields (hashes, signatures, auth/prev events, depth) and adds the
 //! `unsigned` block the caller computed (age, transaction ID, prev_content, redacted_because).
 
+use ruma::OwnedUserId;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::pdu::Pdu;
@@ -76,6 +78,22 @@ pub fn to_client_event(pdu: &Pdu, unsigned: Unsigned) -> Value {
         event.insert("unsigned".to_owned(), Value::Object(extra));
     }
     Value::Object(event)
+}
+
+/// A stripped state event as a peer may still send one in `knock_room_state` (spec:
+/// `StrippedStateEvent`, all four fields required; v1.16 asks for full PDUs instead): an entry
+/// that lacks one is malformed and dropped, not shown with an empty sender or content.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct StrippedState {
+    /// The event type.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The state key.
+    pub state_key: String,
+    /// Who sent it.
+    pub sender: OwnedUserId,
+    /// Its content.
+    pub content: Map<String, Value>,
 }
 
 /// The stripped form of a state event, as sent in `invite_state`.

@@ -7,6 +7,7 @@
 pub mod appservice;
 pub mod build;
 pub mod client_format;
+pub mod edu;
 pub mod filter;
 pub mod join_rules;
 pub mod keys;

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use super::Server;
 use crate::error::{Error, Result};
+use crate::matrix::edu;
 use crate::store::presence::{self as store, PresenceRow};
 use crate::store::{WriteTx, e2ee, outbox};
 
@@ -220,38 +221,21 @@ pub async fn get(server: &Server, user_id: &UserId) -> Result<PresenceContent> {
     }
 }
 
-/// Handles an `m.presence` EDU: updates of the origin's users.
-pub async fn receive(server: &Server, origin: &str, content: &Value) -> Result<()> {
+/// Handles an `m.presence` EDU (parsed whole, so every update has a valid state): updates of
+/// the origin's users; an update about another server's user is skipped.
+pub async fn receive(server: &Server, origin: &str, presence: edu::Presence) -> Result<()> {
     let now = server.clock.now_ms();
     let mut rows = Vec::new();
-    for update in content
-        .get("push")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(user), Some(state)) = (
-            update.get("user_id").and_then(Value::as_str),
-            update.get("presence").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        if user.split_once(':').map(|(_, s)| s) != Some(origin) || parse_state(state).is_err() {
+    for update in presence.push {
+        if update.user_id.server_name().as_str() != origin {
+            tracing::debug!(origin, user = %update.user_id, "skipped presence of another server's user");
             continue;
         }
-        let ago = update
-            .get("last_active_ago")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            .max(0);
         rows.push((
-            user.to_owned(),
-            state.to_owned(),
-            update
-                .get("status_msg")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            now - ago,
+            update.user_id.to_string(),
+            update.presence.as_str().to_owned(),
+            update.status_msg,
+            now - update.last_active_ago.max(0),
         ));
     }
     if rows.is_empty() {

@@ -8,6 +8,7 @@
 
 use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomAliasId, OwnedUserId, RoomId};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::Server;
@@ -47,21 +48,19 @@ pub async fn check(
             Error::invalid_param(format!("{key:?} is not a valid user ID for a member event"))
         })?;
         super::require_allowed_user(server, &target)?;
-        if target.server_name() != server.server_name()
-            && content.get("membership").and_then(Value::as_str) == Some("invite")
-        {
-            let is_direct = content
-                .get("is_direct")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            return Ok(StateRequest::RemoteInvite { target, is_direct });
-        }
-        let membership = content
-            .get("membership")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !matches!(membership, "join" | "leave" | "invite" | "ban" | "knock") {
+        let member = MemberFields::deserialize(&content)
+            .map_err(|err| Error::bad_json(format!("m.room.member content: {err}")))?;
+        if !matches!(
+            member.membership.as_str(),
+            "join" | "leave" | "invite" | "ban" | "knock"
+        ) {
             return Err(Error::bad_json("m.room.member needs a valid membership"));
+        }
+        if target.server_name() != server.server_name() && member.membership == "invite" {
+            return Ok(StateRequest::RemoteInvite {
+                target,
+                is_direct: member.is_direct.unwrap_or(false),
+            });
         }
     }
     if kind == "m.room.canonical_alias" {
@@ -74,6 +73,27 @@ pub async fn check(
     )))
 }
 
+/// The fields of an `m.room.member` content this check reads (`membership` required).
+#[derive(Deserialize)]
+struct MemberFields {
+    /// `join`, `leave`, `invite`, `ban` or `knock`.
+    membership: String,
+    /// Whether an invite starts a direct chat; `null` reads as absent.
+    #[serde(default)]
+    is_direct: Option<bool>,
+}
+
+/// The fields of an `m.room.canonical_alias` content (both optional; `null` reads as absent).
+#[derive(Deserialize)]
+struct CanonicalAliasFields {
+    /// The canonical alias.
+    #[serde(default)]
+    alias: Option<String>,
+    /// Other aliases that point at the room.
+    #[serde(default)]
+    alt_aliases: Option<Vec<String>>,
+}
+
 /// Spec: a canonical alias must be an alias (`M_INVALID_PARAM`) and point at this room
 /// (`M_BAD_ALIAS`, checked for aliases of this unit, the only ones we can resolve).
 async fn check_canonical_alias(
@@ -81,28 +101,12 @@ async fn check_canonical_alias(
     room: &RoomId,
     content: &Map<String, Value>,
 ) -> Result<()> {
-    let mut aliases: Vec<String> = content
-        .get("alias")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
+    let fields = CanonicalAliasFields::deserialize(content)
+        .map_err(|err| Error::invalid_param(format!("m.room.canonical_alias content: {err}")))?;
+    let aliases = fields
+        .alias
         .into_iter()
-        .collect();
-    match content.get("alt_aliases") {
-        None => {}
-        Some(Value::Array(alt)) => {
-            for entry in alt {
-                let alias = entry.as_str().ok_or_else(|| {
-                    Error::invalid_param(format!("alt_aliases entry {entry} is not a string"))
-                })?;
-                aliases.push(alias.to_owned());
-            }
-        }
-        Some(other) => {
-            return Err(Error::invalid_param(format!(
-                "alt_aliases must be a list of aliases, not {other}"
-            )));
-        }
-    }
+        .chain(fields.alt_aliases.into_iter().flatten());
     for alias in aliases {
         let parsed = OwnedRoomAliasId::try_from(alias.as_str()).map_err(|_| {
             Error::new(

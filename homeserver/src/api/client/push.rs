@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ruma::push::RuleKind;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::api::client::wire::{Empty, PushRules, RuleActions, RuleEnabled};
 use crate::api::extract::{Auth, JsonBody, PathParams, QueryParams};
@@ -251,7 +251,7 @@ async fn get_pushers(
 async fn set_pusher(
     State(server): State<Arc<Server>>,
     auth: Auth,
-    JsonBody(body): JsonBody<Map<String, Value>>,
+    JsonBody(body): JsonBody<push::pushers::SetPusherRequest>,
 ) -> Result<Json<Empty>> {
     push::pushers::set(&server, auth.user_id, auth.device_id.into(), body).await?;
     Ok(Json(Empty {}))

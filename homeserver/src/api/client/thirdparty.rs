@@ -51,14 +51,16 @@ async fn protocol(
         .ok_or_else(|| Error::not_found(format!("unknown protocol {protocol:?}")))
 }
 
-/// The query string to pass on: the client's fields, without its access token.
-fn fields(uri: &Uri) -> String {
-    uri.query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty() && !pair.starts_with("access_token="))
-        .collect::<Vec<_>>()
-        .join("&")
+/// The query string to pass on: the client's fields, without its access token, decoded by the
+/// one query reader ([`RawQuery`]: a query that does not decode is `M_INVALID_PARAM`) and
+/// encoded again.
+fn fields(uri: &Uri) -> Result<String> {
+    let query = RawQuery::from_uri(uri)?;
+    let kept: Vec<&(String, String)> = query
+        .pairs()
+        .filter(|(name, _)| name != "access_token")
+        .collect();
+    serde_urlencoded::to_string(kept).map_err(|err| Error::internal(err.to_string()))
 }
 
 /// # `GET /_matrix/client/v3/thirdparty/location/{protocol}`
@@ -68,7 +70,7 @@ async fn location(
     PathParams(protocol): PathParams<String>,
     uri: Uri,
 ) -> Result<Json<Vec<Value>>> {
-    thirdparty::lookup(&server, Lookup::Location, &protocol, &fields(&uri))
+    thirdparty::lookup(&server, Lookup::Location, &protocol, &fields(&uri)?)
         .await
         .map(Json)
 }
@@ -80,7 +82,7 @@ async fn user(
     PathParams(protocol): PathParams<String>,
     uri: Uri,
 ) -> Result<Json<Vec<Value>>> {
-    thirdparty::lookup(&server, Lookup::User, &protocol, &fields(&uri))
+    thirdparty::lookup(&server, Lookup::User, &protocol, &fields(&uri)?)
         .await
         .map(Json)
 }

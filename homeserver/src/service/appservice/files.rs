@@ -43,14 +43,17 @@ impl Entry {
 /// Every registration file in `dir` in load order, with what the loader makes of it; none when
 /// the folder does not exist.
 pub fn scan(dir: &Path, server_name: &str) -> Vec<Entry> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-                .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => {
+            tracing::warn!(dir = %dir.display(), ?err, "cannot list the appservice folder: no appservice is loaded from it");
+            Vec::new()
+        }
+    };
     paths.sort();
     let mut entries: Vec<Entry> = Vec::new();
     for path in paths {

@@ -13,7 +13,7 @@ pub mod query;
 pub mod thirdparty;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::matrix::appservice::{NamespaceKind, Registration};
 
@@ -65,19 +65,15 @@ impl Registry {
     /// Makes `loaded` the registered set; returns how many.
     pub fn install(&self, loaded: Vec<Arc<Registration>>) -> usize {
         let count = loaded.len();
-        if let Ok(mut current) = self.current.write() {
-            *current = Arc::new(loaded);
-        }
+        // A writer that panicked left a whole `Arc` behind: the lock's data is still good.
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
         tracing::info!(appservices = count, dir = %self.dir.display(), "appservices loaded");
         count
     }
 
     /// Every registered appservice, in file-name order.
     pub fn all(&self) -> Arc<Vec<Arc<Registration>>> {
-        self.current
-            .read()
-            .map(|c| Arc::clone(&c))
-            .unwrap_or_default()
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// The appservice with `id`.

@@ -778,9 +778,17 @@ fn queue_depth(
 /// installed, so every event sent once a client can act through it reaches it.
 pub async fn reload(server: &Server) -> usize {
     let registry = Arc::clone(&server.appservices);
-    let loaded = tokio::task::spawn_blocking(move || registry.read())
-        .await
-        .unwrap_or_default();
+    let loaded = match tokio::task::spawn_blocking(move || registry.read()).await {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            // Installing nothing would unregister every appservice: keep the current set.
+            tracing::error!(
+                ?err,
+                "reading the appservice folder failed; registrations unchanged"
+            );
+            return server.appservices.all().len();
+        }
+    };
     if let Err(err) = start_streams(server, &loaded).await {
         tracing::warn!(error = %err, "could not store new appservices' stream positions");
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Method;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -68,6 +69,28 @@ fn with_protocol(server: &Server, protocol: &str) -> Vec<Arc<Registration>> {
         .collect()
 }
 
+/// An appservice's answer to `GET /thirdparty/protocol/{protocol}` (spec: `Protocol`), typed
+/// as far as this server reads it: the instances, each with the `network_id` that their
+/// `instance_id` is made of. The rest is the bridge's own JSON, passed on as it came.
+#[derive(Deserialize)]
+struct ProtocolAnswer {
+    /// The networks the bridge serves.
+    instances: Vec<ProtocolInstance>,
+    /// The other fields.
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+/// One instance of a protocol (`network_id` required).
+#[derive(Deserialize)]
+struct ProtocolInstance {
+    /// The bridge's ID of the network.
+    network_id: String,
+    /// The other fields.
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
 /// The metadata of `protocol` merged from its appservices; `None` when no appservice
 /// registers it or none answered.
 /// The answer is the first appservice's protocol object (spec: `Protocol`, whose field types
@@ -77,30 +100,27 @@ pub async fn protocol(server: &Server, protocol: &str) -> Result<Option<Map<Stri
     let mut instances = Vec::new();
     let path = format!("/_matrix/app/v1/thirdparty/protocol/{}", enc(protocol));
     for reg in with_protocol(server, protocol) {
-        let Some(Value::Object(answer)) = get(server, &reg, &path).await else {
+        let Some(answer) = get(server, &reg, &path).await else {
             continue;
         };
-        for instance in answer
-            .get("instances")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let mut instance = instance.clone();
-            if let Some(obj) = instance.as_object_mut() {
-                let network = obj
-                    .get("network_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                obj.insert(
-                    "instance_id".to_owned(),
-                    Value::String(format!("{}|{network}", reg.id)),
-                );
+        let answer = match ProtocolAnswer::deserialize(answer) {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::warn!(appservice = %reg.id, protocol, %err, "malformed protocol answer: left out");
+                continue;
             }
-            instances.push(instance);
+        };
+        for mut instance in answer.instances {
+            instance.other.insert(
+                "instance_id".to_owned(),
+                Value::String(format!("{}|{}", reg.id, instance.network_id)),
+            );
+            instance
+                .other
+                .insert("network_id".to_owned(), Value::String(instance.network_id));
+            instances.push(Value::Object(instance.other));
         }
-        merged.get_or_insert(answer);
+        merged.get_or_insert(answer.other);
     }
     Ok(merged.map(|mut m| {
         m.insert("instances".to_owned(), Value::Array(instances));

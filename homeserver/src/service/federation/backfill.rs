@@ -40,45 +40,48 @@ pub async fn backfill(server: &Server, room_id: &RoomId, limit: usize) -> Result
         limit.min(100),
         query.join("&")
     );
-    for peer in servers {
-        let response: PduTransaction = match server
-            .federation
-            .request_as(&peer, Method::GET, &path, None)
-            .await
-        {
-            Ok(response) => response,
-            Err(err) => {
-                tracing::warn!(room = %room_id, peer = %peer, error = %err, "backfill failed");
-                continue;
-            }
-        };
-        let mut pdus = Vec::new();
-        for value in response.pdus {
-            match verify(server, &version, &value) {
-                Ok(pdu) if pdu.room_id == room_id => pdus.push(pdu),
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::warn!(room = %room_id, peer = %peer, error = %err, "refused backfilled event")
-                }
-            }
-        }
-        if pdus.is_empty() {
-            continue;
-        }
-        pdus.sort_by_key(|p| std::cmp::Reverse(p.depth));
-        let added = server
-            .store
-            .write(move |tx| {
-                let mut added = 0;
-                for pdu in &pdus {
-                    if dag::store_backfilled(tx, pdu)? {
-                        added += 1;
+    let (path, version) = (&path, &version);
+    let added = try_each_resident(
+        room_id,
+        servers.into_iter().collect(),
+        "backfill",
+        "no peer in the room to backfill from",
+        |peer| async move {
+            let response: PduTransaction = server
+                .federation
+                .request_as(&peer, Method::GET, path, None)
+                .await
+                .map_err(fed_error)?;
+            let mut pdus = Vec::new();
+            for value in response.pdus {
+                match verify(server, version, &value) {
+                    Ok(pdu) if pdu.room_id == room_id => pdus.push(pdu),
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(room = %room_id, peer = %peer, error = %err, "refused backfilled event")
                     }
                 }
-                Ok(added)
-            })
-            .await?;
-        return Ok(added);
-    }
-    Ok(0)
+            }
+            if pdus.is_empty() {
+                return Err(Error::not_found("the peer sent no event this unit could keep"));
+            }
+            pdus.sort_by_key(|p| std::cmp::Reverse(p.depth));
+            server
+                .store
+                .write(move |tx| {
+                    let mut added = 0;
+                    for pdu in &pdus {
+                        if dag::store_backfilled(tx, pdu)? {
+                            added += 1;
+                        }
+                    }
+                    Ok(added)
+                })
+                .await
+        },
+    )
+    .await;
+    // Best effort: each peer's failure was logged by the loop; with none able to help, back
+    // pagination simply stops where this unit's history does.
+    Ok(added.unwrap_or(0))
 }

@@ -1,113 +1,116 @@
 //! EDUs received from peers: receipts, typing notices, presence, to-device messages and
 //! device-list updates. (The receipts and typing notices this unit sends are queued by the
 //! domain services themselves, through `store::outbox::enqueue_edu_for_room`.)
+//!
+//! Each content is parsed as its `matrix::edu` type first: a malformed EDU (a required field
+//! missing or of the wrong type) is an error here, which `receive` logs with the origin and
+//! the EDU type before going on with the transaction's other EDUs.
 
 use super::*;
+use crate::matrix::edu::{EduContent, Receipts, Typing};
+use crate::matrix::wire::Edu;
 
 /// Handles an EDU: receipts and typing notices for rooms the origin's users are joined to,
 /// presence, to-device messages, device-list and cross-signing updates; other types are
-/// ignored.
-pub(super) async fn receive_edu(
-    server: &Server,
-    origin: &str,
-    edu: &crate::matrix::wire::Edu,
-) -> Result<()> {
-    let kind = edu.edu_type.as_str();
-    let content = &edu.content;
-    match kind {
-        "m.typing" => return receive_typing(server, origin, content).await,
-        "m.direct_to_device" => {
-            return crate::service::e2ee::receive_to_device(server, origin, content).await;
+/// ignored. A malformed content is `M_BAD_JSON`; an update about a user of another server
+/// than the origin is `M_FORBIDDEN` (a receipt's is skipped on its own).
+pub(super) async fn receive_edu(server: &Server, origin: &str, edu: &Edu) -> Result<()> {
+    let content = EduContent::parse(edu)
+        .map_err(|err| Error::bad_json(format!("malformed {} EDU: {err}", edu.edu_type)))?;
+    let of_origin = |user: &UserId| {
+        if user.server_name().as_str() == origin {
+            Ok(())
+        } else {
+            Err(Error::forbidden(format!(
+                "{} EDU about {user}, a user of another server",
+                edu.edu_type
+            )))
         }
-        "m.device_list_update" => {
-            return crate::service::e2ee::receive_device_list_update(server, origin, content).await;
-        }
-        "m.signing_key_update" => {
-            return crate::service::e2ee::receive_signing_key_update(server, origin, content).await;
-        }
-        "m.presence" => return crate::service::presence::receive(server, origin, content).await,
-        "m.receipt" => {}
-        _ => return Ok(()),
-    }
-    let Some(rooms) = content.as_object() else {
-        return Ok(());
     };
-    for (room_id, by_type) in rooms {
-        let Some(reads) = by_type.get("m.read").and_then(Value::as_object) else {
-            continue;
-        };
-        for (user_id, receipt) in reads {
-            if user_id.split_once(':').map(|(_, s)| s) != Some(origin) {
-                continue;
-            }
-            let Some(event_id) = receipt
-                .get("event_ids")
-                .and_then(Value::as_array)
-                .and_then(|ids| ids.first())
-                .and_then(Value::as_str)
-            else {
-                continue;
-            };
-            let ts = receipt
-                .get("data")
-                .and_then(|d| d.get("ts"))
-                .and_then(Value::as_i64)
-                .unwrap_or_else(now_ms);
-            let thread = receipt
-                .get("data")
-                .and_then(|d| d.get("thread_id"))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let (room, user, event) = (room_id.clone(), user_id.clone(), event_id.to_owned());
-            server
-                .store
-                .write(move |tx| {
-                    if state::membership(tx, &room, &user)?.as_deref() != Some("join") {
-                        return Ok(());
-                    }
-                    let pos = tx.next_stream_pos();
-                    let receipt = misc::Receipt {
-                        receipt_type: "m.read".to_owned(),
-                        user_id: user,
-                        thread_id: thread,
-                        event_id: event,
-                        ts,
-                    };
-                    misc::set_receipt(tx, &room, &receipt, pos)
-                })
-                .await?;
+    // The E2EE receivers read the content they were given; it has just been checked whole.
+    match content {
+        EduContent::Typing(typing) => {
+            of_origin(&typing.user_id)?;
+            receive_typing(server, typing).await
         }
+        EduContent::Receipt(receipts) => receive_receipts(server, origin, receipts).await,
+        EduContent::Presence(presence) => {
+            crate::service::presence::receive(server, origin, presence).await
+        }
+        EduContent::DirectToDevice(message) => {
+            of_origin(&message.sender)?;
+            crate::service::e2ee::receive_to_device(server, origin, &edu.content).await
+        }
+        EduContent::DeviceListUpdate(update) => {
+            of_origin(&update.user_id)?;
+            crate::service::e2ee::receive_device_list_update(server, origin, &edu.content).await
+        }
+        EduContent::SigningKeyUpdate(update) => {
+            of_origin(&update.user_id)?;
+            crate::service::e2ee::receive_signing_key_update(server, origin, &edu.content).await
+        }
+        EduContent::Unknown => Ok(()),
     }
-    Ok(())
 }
 
-/// Handles a peer's `m.typing` EDU: a user of the origin starts or stops typing in a room
-/// they are joined to (ignored otherwise), for 30 s at most.
-pub(super) async fn receive_typing(server: &Server, origin: &str, content: &Value) -> Result<()> {
-    let (Some(room), Some(user)) = (
-        content.get("room_id").and_then(Value::as_str),
-        content.get("user_id").and_then(Value::as_str),
-    ) else {
-        return Err(Error::bad_json("typing EDU without room_id or user_id"));
-    };
-    if user.split_once(':').map(|(_, s)| s) != Some(origin) {
-        return Err(Error::forbidden("typing EDU for a user of another server"));
+/// Handles a peer's `m.receipt` EDU: the read receipts of the origin's users in rooms they are
+/// joined to (others are skipped), in one write.
+async fn receive_receipts(server: &Server, origin: &str, receipts: Receipts) -> Result<()> {
+    let mut rows = Vec::new();
+    for (room_id, room) in receipts {
+        for (user_id, receipt) in room.read {
+            if user_id.server_name().as_str() != origin {
+                tracing::debug!(origin, user = %user_id, "skipped a receipt of another server's user");
+                continue;
+            }
+            let [event_id] = receipt.event_ids;
+            let receipt = misc::Receipt {
+                receipt_type: "m.read".to_owned(),
+                user_id: user_id.to_string(),
+                // Absent: unthreaded, stored as "".
+                thread_id: receipt.data.thread_id.unwrap_or_default(),
+                event_id: event_id.to_string(),
+                ts: receipt.data.ts,
+            };
+            rows.push((room_id.to_string(), receipt));
+        }
     }
-    let typing = content
-        .get("typing")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    if rows.is_empty() {
+        return Ok(());
+    }
+    server
+        .store
+        .write(move |tx| {
+            for (room, receipt) in &rows {
+                if state::membership(tx, room, &receipt.user_id)?.as_deref() != Some("join") {
+                    continue;
+                }
+                let pos = tx.next_stream_pos();
+                misc::set_receipt(tx, room, receipt, pos)?;
+            }
+            Ok(())
+        })
+        .await
+}
+
+/// Handles a peer's `m.typing` EDU (its user already checked to be the origin's): the user
+/// starts or stops typing in a room they are joined to (ignored otherwise), for 30 s at most.
+async fn receive_typing(server: &Server, typing: Typing) -> Result<()> {
+    let (room, user) = (typing.room_id.as_str(), typing.user_id.as_str());
     let (r, u) = (room.to_owned(), user.to_owned());
     let joined = server
         .store
         .read(move |conn| Ok(state::membership(conn, &r, &u)?.as_deref() == Some("join")))
         .await?;
     if joined
-        && server
-            .typing
-            .set(room, user, typing, std::time::Duration::from_secs(30))
+        && server.typing.set(
+            room,
+            user,
+            typing.typing,
+            std::time::Duration::from_secs(30),
+        )
     {
+        // `None`: the room's entry is gone, nobody types there.
         let now = server.typing.changed_since(room, 0).unwrap_or_default();
         crate::service::appservice::ephemeral::typing_changed(server, vec![(room.to_owned(), now)])
             .await;

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use axum::http::Method;
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use tracing::{debug, instrument};
+use tracing::{debug, instrument, warn};
 
 use super::urlencode;
 use crate::error::{Error, Result};
@@ -321,19 +321,21 @@ fn known_fields(summary: Value) -> Value {
     }
 }
 
-/// Checks the shape of a peer's answer for `room`: `room` must be the room asked about;
-/// children without a room ID are dropped; summaries keep only the spec's fields.
+/// Checks the shape of a peer's answer for `room`: `room` must be the room asked about, with
+/// the `children_state` list the spec requires of it (an answer without one is refused, not
+/// read as a room without children); children without a room ID are dropped; summaries keep
+/// only the spec's fields.
 fn check_answer(
     peer: &str,
     room: &str,
     body: HierarchyResponse,
 ) -> std::result::Result<Answer, String> {
-    let mut summary = known_fields(body.room);
+    let summary = known_fields(body.room);
     if !summary.is_object() || summary["room_id"] != room {
         return Err("the answer does not describe the room asked for".to_owned());
     }
     if !summary["children_state"].is_array() {
-        summary["children_state"] = json!([]);
+        return Err("the room's summary has no children_state list".to_owned());
     }
     let children = body
         .children
@@ -489,7 +491,7 @@ impl Walk<'_> {
                         cache.store(room, self.suggested_only, answer.clone());
                         return Some(self.take(answer));
                     }
-                    Err(why) => debug!(peer, room, why, "unusable hierarchy answer"),
+                    Err(why) => warn!(peer, room, why, "unusable hierarchy answer"),
                 },
                 Err(err @ FedError::Unreachable { .. }) => {
                     debug!(peer, room, %err, "peer unreachable; its rooms are skipped");
@@ -624,7 +626,7 @@ mod tests {
     fn peer_answers_are_checked_and_trimmed() {
         let parse = |body: Value| serde_json::from_value::<HierarchyResponse>(body);
         let body = json!({
-            "room": { "room_id": "!s:b.test", "name": "S", "evil": true },
+            "room": { "room_id": "!s:b.test", "name": "S", "evil": true, "children_state": [] },
             "children": [{ "room_id": "!c:b.test", "x": 1 }, { "name": "no id" }, 7],
             "inaccessible_children": ["!i:b.test"],
         });
@@ -636,7 +638,21 @@ mod tests {
         );
         assert_eq!(answer.children, vec![json!({ "room_id": "!c:b.test" })]);
         assert_eq!(answer.inaccessible, vec!["!i:b.test".to_owned()]);
-        assert!(check_answer("b.test", "!other:b.test", parse(body).expect("typed")).is_err());
+        assert!(
+            check_answer(
+                "b.test",
+                "!other:b.test",
+                parse(body.clone()).expect("typed")
+            )
+            .is_err()
+        );
+        // `children_state` is required of the room: without it the peer has failed.
+        let mut without = body;
+        without["room"]
+            .as_object_mut()
+            .expect("room")
+            .remove("children_state");
+        assert!(check_answer("b.test", "!s:b.test", parse(without).expect("typed")).is_err());
         // Malformed answers are refused whole, not read as empty lists.
         assert!(parse(json!([])).is_err());
         assert!(parse(json!({ "room": {}, "inaccessible_children": [] })).is_err());

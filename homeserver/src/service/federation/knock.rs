@@ -15,11 +15,12 @@ use std::collections::BTreeSet;
 
 use ruma::events::TimelineEventType;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Server, accept_membership, ask_to_enter, membership_handshake, room_rules, verify};
 use crate::error::{Error, ErrorCode, Result};
-use crate::matrix::client_format::to_stripped_state;
+use crate::matrix::client_format::{StrippedState, to_stripped_state};
 use crate::matrix::pdu::Pdu;
 use crate::matrix::wire::{MakeMembershipAnswer, SendKnockResponse};
 use crate::service::rooms;
@@ -134,7 +135,8 @@ pub async fn receive_knock(
 
 /// Turns the resident's `knock_room_state` into stripped state for the knocker's `/sync`.
 /// Full PDUs must verify (signatures of allow-listed servers, content hash) and belong to the
-/// room; entries in the older stripped form (no signatures) are kept as they are.
+/// room; entries in the older stripped form (no signatures) are kept when they have the four
+/// fields the spec requires of one, and dropped with a log line otherwise.
 fn stripped_knock_state(
     server: &Server,
     room_id: &RoomId,
@@ -153,15 +155,13 @@ fn stripped_knock_state(
                     tracing::warn!(room = %room_id, error = %err, "dropped knock_room_state entry");
                 }
             }
-        } else if entry.get("type").and_then(Value::as_str).is_some()
-            && entry.get("state_key").and_then(Value::as_str).is_some()
-        {
-            stripped.push(json!({
-                "type": entry["type"],
-                "state_key": entry["state_key"],
-                "sender": entry.get("sender").cloned().unwrap_or(Value::Null),
-                "content": entry.get("content").cloned().unwrap_or(json!({})),
-            }));
+        } else {
+            match StrippedState::deserialize(entry) {
+                Ok(entry) => stripped.push(json!(entry)),
+                Err(err) => {
+                    tracing::warn!(room = %room_id, error = %err, "dropped malformed knock_room_state entry");
+                }
+            }
         }
     }
     stripped

@@ -3,11 +3,12 @@
 //! joins co-signed for another unit) and the joining side (`make_*` → sign → `send_*` through
 //! each resident server in turn).
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::*;
 use crate::matrix::wire::{
-    EventRef, MakeMembershipAnswer, MakeMembershipResponse, SendJoinResponse,
+    EventRef, MakeMembershipAnswer, MakeMembershipResponse, SendJoinResponse, TemplateContent,
 };
 
 /// `make_join`/`make_leave` (resident side): an unsigned event template for a remote user.
@@ -203,6 +204,16 @@ pub(super) fn restricted_authoriser_in(
     }
 }
 
+/// What [`countersign_restricted_join`] reads of a peer's membership event before it is
+/// verified (`sender` and `content.membership` required, as of every event).
+#[derive(Deserialize)]
+struct JoinFields {
+    /// The joining user.
+    sender: OwnedUserId,
+    /// `membership` and the authorising user.
+    content: TemplateContent,
+}
+
 /// A restricted join names a local authorising user: checks that the joiner still qualifies
 /// and adds this unit's signature, which the auth rules of room versions 8+ require (spec:
 /// `send_join`, "the resident server must sign the event"). Other events pass unchanged.
@@ -212,24 +223,20 @@ pub(super) async fn countersign_restricted_join(
     version: &str,
     value: Value,
 ) -> Result<Value> {
-    let content = value.get("content").cloned().unwrap_or(Value::Null);
+    let join = JoinFields::deserialize(&value)
+        .map_err(|err| Error::bad_json(format!("malformed membership event: {err}")))?;
     let own = server.server_name().to_string();
-    let Some(authoriser) = content
-        .get("join_authorised_via_users_server")
-        .and_then(Value::as_str)
-        .filter(|a| a.rsplit_once(':').is_some_and(|(_, s)| s == own))
-        .map(str::to_owned)
+    let Some(authoriser) = join
+        .content
+        .join_authorised_via_users_server
+        .filter(|a| a.server_name().as_str() == own)
     else {
         return Ok(value);
     };
-    if content.get("membership").and_then(Value::as_str) != Some("join") {
+    if join.content.membership != "join" {
         return Ok(value);
     }
-    let sender = value
-        .get("sender")
-        .and_then(Value::as_str)
-        .and_then(|s| OwnedUserId::try_from(s).ok())
-        .ok_or_else(|| Error::bad_json("membership event without a valid sender"))?;
+    let sender = join.sender;
     let room = room_id.to_owned();
     let who = sender.clone();
     let decision = server

@@ -71,11 +71,24 @@ pub async fn receive_transaction(
     let mut placed = if checked.is_empty() {
         Vec::new()
     } else {
-        server
+        // A failed write places nothing: every PDU then takes the per-PDU path below, which
+        // reports its own failure against its event.
+        match server
             .store
             .write(move |tx| accept_run_in_tx(tx, &checked))
             .await
-            .unwrap_or_default()
+        {
+            Ok(placed) => placed,
+            Err(err) => {
+                tracing::warn!(
+                    origin,
+                    txn_id,
+                    ?err,
+                    "batch write of the transaction's PDUs failed"
+                );
+                Vec::new()
+            }
+        }
     }
     .into_iter();
     let mut results = Map::new();
@@ -109,8 +122,9 @@ pub async fn receive_transaction(
         }
     }
     for edu in edus {
+        // EDUs are best effort: a malformed or refused one is dropped, the rest still count.
         if let Err(err) = receive_edu(server, origin, &edu).await {
-            tracing::debug!(origin, error = %err, "ignored EDU");
+            tracing::warn!(origin, edu_type = %edu.edu_type, error = %err, "dropped EDU");
         }
     }
     let response = TransactionResult { pdus: results };

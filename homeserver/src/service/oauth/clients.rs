@@ -96,7 +96,10 @@ pub async fn register(server: &Server, body: &[u8]) -> Result<RegisteredClient> 
         client_id: random_string(24),
         client_id_issued_at: now / 1000,
         client_name: request.client_name,
-        client_uri: request.client_uri.unwrap_or_default(),
+        // `validate_metadata` refused a request without one.
+        client_uri: request
+            .client_uri
+            .ok_or_else(|| Error::oauth("invalid_client_metadata", "client_uri is required"))?,
         logo_uri: request.logo_uri,
         tos_uri: request.tos_uri,
         policy_uri: request.policy_uri,

@@ -22,7 +22,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use ruma::{OwnedDeviceId, OwnedUserId};
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -106,13 +106,64 @@ pub async fn list(server: &Server, user_id: OwnedUserId) -> Result<PusherList> {
         .await
 }
 
-/// A string field: absent is `None`, present but not a string is `M_BAD_JSON`.
-fn string_field(body: &Map<String, Value>, key: &str) -> Result<Option<String>> {
-    match body.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Error::bad_json(format!("'{key}' must be a string"))),
-    }
+/// The body of `POST /pushers/set` (`pusher.yaml`). Every field is optional to serde so that a
+/// missing one is `M_MISSING_PARAM` naming it, as the spec's example answer does ([`set`]
+/// checks which are required: `kind`, `app_id` and `pushkey` always, the rest unless `kind`
+/// is `null`); a field of the wrong type (`append: "yes"`, `data.format: 1`) is `M_BAD_JSON`.
+#[derive(Debug, Deserialize)]
+pub struct SetPusherRequest {
+    /// Routing key at the gateway (at most 512 bytes).
+    #[serde(default)]
+    pub pushkey: Option<String>,
+    /// `http`, or `null` to delete the pusher; outer `None` when absent.
+    #[serde(default, deserialize_with = "present")]
+    pub kind: Option<Option<String>>,
+    /// Reverse-DNS application ID (at most 64 characters).
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// Shown to the user.
+    #[serde(default)]
+    pub app_display_name: Option<String>,
+    /// Shown to the user.
+    #[serde(default)]
+    pub device_display_name: Option<String>,
+    /// The device-specific rule set tag.
+    #[serde(default)]
+    pub profile_tag: Option<String>,
+    /// Preferred language.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// For the pusher implementation: `url`, `format` and the client's own keys.
+    #[serde(default)]
+    pub data: Option<PusherData>,
+    /// Keep other users' pushers with the same app ID and pushkey (default false).
+    #[serde(default)]
+    pub append: bool,
+}
+
+/// A pusher's `data` (`PusherData`): `url` and `format` typed, any other key kept as the client
+/// sent it, since the spec has the server forward it to the gateway.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct PusherData {
+    /// The gateway's `/notify` URL (required for `http` pushers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `event_id_only`, or absent for full notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// The client's own keys.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A present field is `Some`, even `null` (`Some(None)`); with `#[serde(default)]` an absent
+/// one is `None`.
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// Where to deliver for a pusher URL: `Ok(Some(ip:port))` if we can, `Ok(None)` if the URL is
@@ -146,26 +197,21 @@ pub async fn set(
     server: &Server,
     user_id: OwnedUserId,
     device_id: OwnedDeviceId,
-    body: Map<String, Value>,
+    body: SetPusherRequest,
 ) -> Result<()> {
-    let pushkey = string_field(&body, "pushkey")?;
-    let app_id = string_field(&body, "app_id")?;
     let mut absent: Vec<&str> = Vec::new();
-    if pushkey.is_none() {
-        absent.push("pushkey");
+    for (name, present) in [
+        ("pushkey", body.pushkey.is_some()),
+        ("app_id", body.app_id.is_some()),
+        ("kind", body.kind.is_some()),
+    ] {
+        if !present {
+            absent.push(name);
+        }
     }
-    if app_id.is_none() {
-        absent.push("app_id");
-    }
-    if !body.contains_key("kind") {
-        absent.push("kind");
-    }
-    let (Some(pushkey), Some(app_id)) = (pushkey, app_id) else {
+    let (Some(pushkey), Some(app_id), Some(kind)) = (body.pushkey, body.app_id, body.kind) else {
         return Err(missing(&absent));
     };
-    if !absent.is_empty() {
-        return Err(missing(&absent));
-    }
     if pushkey.len() > MAX_PUSHKEY_BYTES {
         return Err(Error::invalid_param("'pushkey' is longer than 512 bytes"));
     }
@@ -175,7 +221,7 @@ pub async fn set(
         ));
     }
     let user = user_id.to_string();
-    let Some(kind) = string_field(&body, "kind")? else {
+    let Some(kind) = kind else {
         server
             .store
             .write(move |tx| store::delete_pusher(tx, &user, &app_id, &pushkey).map(|_| ()))
@@ -187,36 +233,33 @@ pub async fn set(
             "Pusher kind {kind:?} is not supported; use \"http\""
         )));
     }
-    let app_display_name = string_field(&body, "app_display_name")?;
-    let device_display_name = string_field(&body, "device_display_name")?;
-    let lang = string_field(&body, "lang")?;
-    let data = body.get("data");
     for (name, present) in [
-        ("app_display_name", app_display_name.is_some()),
-        ("device_display_name", device_display_name.is_some()),
-        ("lang", lang.is_some()),
-        ("data", data.is_some()),
+        ("app_display_name", body.app_display_name.is_some()),
+        ("device_display_name", body.device_display_name.is_some()),
+        ("lang", body.lang.is_some()),
+        ("data", body.data.is_some()),
     ] {
         if !present {
             absent.push(name);
         }
     }
-    let (Some(app_display_name), Some(device_display_name), Some(lang), Some(data)) =
-        (app_display_name, device_display_name, lang, data)
-    else {
+    let (Some(app_display_name), Some(device_display_name), Some(lang), Some(data)) = (
+        body.app_display_name,
+        body.device_display_name,
+        body.lang,
+        body.data,
+    ) else {
         return Err(missing(&absent));
     };
-    let data = data
-        .as_object()
-        .ok_or_else(|| Error::bad_json("'data' must be an object"))?;
     let url = data
-        .get("url")
-        .and_then(Value::as_str)
+        .url
+        .as_deref()
         .ok_or_else(|| Error::invalid_param("'data.url' is required for http pushers"))?;
     let gateway = gateway_of(url)?;
     if gateway.is_none() {
         tracing::warn!(user = %user_id, url, "pusher URL is not an http:// IP address: it is stored but never delivered to");
     }
+    let data = serde_json::to_string(&data).map_err(|e| Error::internal(e.to_string()))?;
     let pusher = Pusher {
         user_id: user,
         app_id,
@@ -224,14 +267,14 @@ pub async fn set(
         kind,
         app_display_name,
         device_display_name,
-        profile_tag: string_field(&body, "profile_tag")?,
+        profile_tag: body.profile_tag,
         lang,
-        data: Value::Object(data.clone()).to_string(),
+        data,
         gateway,
         device_id: device_id.into(),
         pushkey_ts: now_ms(),
     };
-    let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
+    let append = body.append;
     server
         .store
         .write(move |tx| {
@@ -412,9 +455,14 @@ fn notify_body(conn: &Connection, queued: &QueuedPush) -> Result<Option<Value>> 
     };
     let actions: Value = serde_json::from_str(&actions).unwrap_or(Value::Null);
     let tweaks = tweaks(&actions);
-    let mut data: Map<String, Value> = serde_json::from_str(&p.data).unwrap_or_default();
-    data.remove("url");
-    let event_id_only = data.get("format").and_then(Value::as_str) == Some("event_id_only");
+    // Written by `set` from a checked body; a damaged row still delivers, in full format.
+    let data: PusherData = serde_json::from_str(&p.data).unwrap_or_else(|err| {
+        tracing::warn!(user = %p.user_id, app_id = %p.app_id, %err, "stored pusher data does not parse");
+        PusherData::default()
+    });
+    let event_id_only = data.format.as_deref() == Some("event_id_only");
+    // The spec: everything but `url` is passed on to the gateway.
+    let data = PusherData { url: None, ..data };
     let pdu = &event.pdu;
     let room_id = pdu.room_id.as_str();
     let unread = store::total_unread(conn, &p.user_id)?;
@@ -466,11 +514,18 @@ fn notify_body(conn: &Connection, queued: &QueuedPush) -> Result<Option<Value>> 
     Ok(Some(json!({"notification": notification})))
 }
 
+/// A gateway's answer to `/notify` (push gateway API: `rejected` required).
+#[derive(Deserialize)]
+struct NotifyResponse {
+    /// Pushkeys the gateway no longer accepts: their pushers are deleted.
+    rejected: Vec<String>,
+}
+
 /// POSTs a notification to a gateway; returns the pushkeys it rejected.
 async fn post(gateway: &str, data: &str, body: &Value) -> Result<Vec<String>, PostError> {
-    let url = serde_json::from_str::<Value>(data)
+    let url = serde_json::from_str::<PusherData>(data)
         .ok()
-        .and_then(|d| d.get("url").and_then(Value::as_str).map(str::to_owned))
+        .and_then(|d| d.url)
         .ok_or_else(|| PostError::Permanent("pusher has no URL".to_owned()))?;
     let uri: Uri = url
         .parse()
@@ -526,12 +581,13 @@ async fn post(gateway: &str, data: &str, body: &Value) -> Result<Vec<String>, Po
     if status.is_success() {
         // A gateway's 200 without a readable `rejected` list rejects nothing: the pusher is
         // kept rather than deleted on a gateway's malformed answer.
-        let rejected = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("rejected").cloned())
-            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
-            .unwrap_or_default();
-        return Ok(rejected);
+        return Ok(match serde_json::from_slice::<NotifyResponse>(&bytes) {
+            Ok(answer) => answer.rejected,
+            Err(err) => {
+                tracing::warn!(gateway, %err, "push gateway's answer has no valid 'rejected' list");
+                Vec::new()
+            }
+        });
     }
     let reason = format!(
         "{status}: {}",
