@@ -49,7 +49,11 @@ fn listed(client: &Client, limit: usize) -> Vec<String> {
             None => format!("/_matrix/client/v3/notifications?limit={limit}"),
         };
         let page = client.get_ok(&path);
-        for n in page["notifications"].as_array().cloned().unwrap_or_default() {
+        for n in page["notifications"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
             out.push(str_field(&n["event"], "event_id"));
         }
         match page.get("next_token").and_then(Value::as_str) {
@@ -105,15 +109,24 @@ fn one_outcome_per_event_counts_for_every_member() {
         assert_eq!(counts(member, &room), (3, 0));
     }
     assert_eq!(counts(&alice, &room), (0, 0), "own messages never count");
-    assert_eq!(listed(bob, 2), [last.as_str(), mention.as_str(), first.as_str()]);
-    assert_eq!(listed(&crowd[1], 1), [last.as_str(), mention.as_str(), first.as_str()]);
+    assert_eq!(
+        listed(bob, 2),
+        [last.as_str(), mention.as_str(), first.as_str()]
+    );
+    assert_eq!(
+        listed(&crowd[1], 1),
+        [last.as_str(), mention.as_str(), first.as_str()]
+    );
     assert!(listed(&alice, 10).is_empty(), "own messages are not listed");
     let highlights = bob.get_ok("/_matrix/client/v3/notifications?only=highlight");
     assert_eq!(
         highlights["notifications"][0]["event"]["event_id"], mention,
         "{highlights:#}"
     );
-    assert_eq!(highlights["notifications"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        highlights["notifications"].as_array().map(Vec::len),
+        Some(1)
+    );
 
     bob.post_ok(
         &format!(
@@ -162,7 +175,11 @@ fn membership_and_own_rules_bound_the_shared_outcome() {
     let while_away = send(&alice, &room, &text("carol is away"));
     carol.join(&room);
     let back = send(&alice, &room, &text("carol is back"));
-    assert_eq!(counts(&carol, &room), (1, 0), "only what came after the rejoin");
+    assert_eq!(
+        counts(&carol, &room),
+        (1, 0),
+        "only what came after the rejoin"
+    );
     assert_eq!(
         listed(&carol, 10),
         [back.as_str(), while_joined.as_str()],
@@ -183,7 +200,10 @@ fn membership_and_own_rules_bound_the_shared_outcome() {
     );
     send(&alice, &room, &text("muted for dave"));
     assert_eq!(counts(&dave, &room), (3, 0));
-    assert_eq!(listed(&dave, 10), [back.as_str(), while_away.as_str(), while_joined.as_str()]);
+    assert_eq!(
+        listed(&dave, 10),
+        [back.as_str(), while_away.as_str(), while_joined.as_str()]
+    );
     // Erin's rule adds a highlight to every message: her own rows from now on, the shared
     // outcome before.
     erin.put_ok(
@@ -234,6 +254,12 @@ fn rows_written_per_member_before_the_upgrade_still_count() {
     env.restart();
     let new = send(&alice, &room, &text("new"));
     assert_eq!(counts(&bob, &room), (3, 0));
-    assert_eq!(listed(&bob, 2), [new.as_str(), old[1].as_str(), old[0].as_str()]);
-    assert_eq!(listed(&carol, 5), [new.as_str(), old[1].as_str(), old[0].as_str()]);
+    assert_eq!(
+        listed(&bob, 2),
+        [new.as_str(), old[1].as_str(), old[0].as_str()]
+    );
+    assert_eq!(
+        listed(&carol, 5),
+        [new.as_str(), old[1].as_str(), old[0].as_str()]
+    );
 }

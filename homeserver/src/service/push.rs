@@ -757,7 +757,11 @@ fn default_user(sender: &str, named: &[String]) -> Result<OwnedUserId> {
         .map(|n| format!("@outpost-push-defaults-{n}:outpost.invalid"))
         .find(|id| id != sender && !named.iter().any(|name| name == id))
         .map(|id| OwnedUserId::try_from(id).map_err(|err| Error::internal(err.to_string())))
-        .unwrap_or_else(|| Err(Error::internal("no free user ID for the default push rules")))
+        .unwrap_or_else(|| {
+            Err(Error::internal(
+                "no free user ID for the default push rules",
+            ))
+        })
 }
 
 thread_local! {

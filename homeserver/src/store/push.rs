@@ -789,7 +789,9 @@ mod tests {
     use super::*;
 
     fn changes(list: &[(i64, &str)]) -> Vec<(i64, String)> {
-        list.iter().map(|(pos, m)| (*pos, (*m).to_owned())).collect()
+        list.iter()
+            .map(|(pos, m)| (*pos, (*m).to_owned()))
+            .collect()
     }
 
     fn run(after: i64, before: i64) -> JoinedRun {
@@ -799,7 +801,13 @@ mod tests {
     #[test]
     fn runs_follow_joins_and_leaves() {
         // Joined at 10, left at 20, invited at 30, joined at 40 (and a profile change at 45).
-        let history = changes(&[(10, "join"), (20, "leave"), (30, "invite"), (40, "join"), (45, "join")]);
+        let history = changes(&[
+            (10, "join"),
+            (20, "leave"),
+            (30, "invite"),
+            (40, "join"),
+            (45, "join"),
+        ]);
         assert_eq!(
             runs_from(false, 0, history.clone(), i64::MAX),
             [run(9, 20), run(39, i64::MAX)]
