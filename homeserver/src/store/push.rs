@@ -520,7 +520,7 @@ pub fn notifications(
         }
     }
     // An own row and the shared outcome of the same event: the own row (first) stands.
-    out.sort_by(|a, b| b.stream_pos.cmp(&a.stream_pos));
+    out.sort_by_key(|n| std::cmp::Reverse(n.stream_pos));
     out.dedup_by_key(|n| n.stream_pos);
     out.truncate(limit);
     Ok(out)
