@@ -1,5 +1,5 @@
-//! `/notifications`: the events that notified a user (rows written by push evaluation,
-//! `service::push::notify_in_tx`), newest first, filtered by history visibility like every
+//! `/notifications`: the events that notified a user (their own rows and the shared default
+//! outcomes written by push evaluation, `service::push::notify_in_tx`), newest first, filtered by history visibility like every
 //! path that returns events, in the client format.
 
 use std::collections::HashMap;

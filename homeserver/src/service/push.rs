@@ -2,13 +2,14 @@
 //! counts and pushers.
 //!
 //! The rule set, its editing (`before`/`after`, enable, actions) and the evaluation of
-//! conditions are ruma's (`ruma::push::Ruleset`); this module stores a user's set, runs it for
-//! every local member of a room when an event is stored ([`notify_in_tx`], called from
-//! `service::persist`, the step every local send and received PDU goes through, inside the
-//! event's transaction), and answers unread counts for `/sync`. Pushers and delivery to push
-//! gateways live in [`pushers`]; the `/notifications` listing in `service::notifications`.
+//! conditions are ruma's (`ruma::push::Ruleset`); this module stores a user's set, evaluates
+//! each stored event once for the members on the default rules and once per member with rules
+//! of their own or named by the event ([`notify_in_tx`], called from `service::persist`, the
+//! step every local send and received PDU goes through, inside the event's transaction), and
+//! answers unread counts for `/sync`. Pushers and delivery to push gateways live in
+//! [`pushers`]; the `/notifications` listing in `service::notifications`.
 //!
-//! Evaluation runs on the writer thread only, for every event and every local member, so parsed
+//! Evaluation runs on the writer thread only, for every event, so parsed
 //! rule sets are cached there (`RULES`); each use checks the cached set against the stream
 //! position of the user's last change, so nothing has to invalidate it.
 
@@ -518,6 +519,9 @@ struct CachedRules {
     /// that does, `.m.rule.is_room_mention`, first requires `m.mentions.room`, and default
     /// rules' conditions cannot be edited.)
     custom_needs_power: bool,
+    /// A user-defined rule tests `room_member_count` (the default rules only ask whether it is
+    /// 2, so for them the count of a big room need not be read in full).
+    custom_needs_count: bool,
 }
 
 impl CachedRules {
@@ -530,6 +534,7 @@ impl CachedRules {
         };
         let mut needs_display_name = false;
         let mut custom_needs_power = false;
+        let mut custom_needs_count = false;
         for rule in &rules {
             for condition in conditions(rule) {
                 #[allow(deprecated)]
@@ -541,6 +546,11 @@ impl CachedRules {
                 {
                     custom_needs_power = true;
                 }
+                if matches!(condition, PushCondition::RoomMemberCount(_))
+                    && !rule.is_server_default()
+                {
+                    custom_needs_count = true;
+                }
             }
         }
         Self {
@@ -548,6 +558,7 @@ impl CachedRules {
             rules,
             needs_display_name,
             custom_needs_power,
+            custom_needs_count,
         }
     }
 }
@@ -738,89 +749,150 @@ impl Evaluation<'_, '_> {
     }
 }
 
-/// Evaluates the push rules of every local member of the event's room (and of a local user it
-/// invites), except the sender, and stores the notifications and queued pushes in the event's
-/// transaction. `pos` is where the event was just stored; an event that kept an older position
-/// (a de-outliered one) is history, not news, and notifies nobody.
+/// The ID the shared default outcome is evaluated for: a user no event can be about unless it
+/// names it (then the next candidate is taken). The default rules differ between users only
+/// in the rules that name them, so this user's outcome is every unnamed member's.
+fn default_user(sender: &str, named: &[String]) -> Result<OwnedUserId> {
+    (0u32..)
+        .map(|n| format!("@outpost-push-defaults-{n}:outpost.invalid"))
+        .find(|id| id != sender && !named.iter().any(|name| name == id))
+        .map(|id| OwnedUserId::try_from(id).map_err(|err| Error::internal(err.to_string())))
+        .unwrap_or_else(|| {
+            Err(Error::internal(
+                "no free user ID for the default push rules",
+            ))
+        })
+}
+
+thread_local! {
+    /// The server-default rules of [`default_user`]'s usual ID, parsed once per writer thread.
+    static DEFAULTS: RefCell<Option<(OwnedUserId, Rc<CachedRules>)>> = const { RefCell::new(None) };
+}
+
+/// The server-default rules of `user`, cached for the usual one.
+fn default_rules(user: &UserId) -> Rc<CachedRules> {
+    DEFAULTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((id, rules)) = cache.as_ref()
+            && id == user
+        {
+            return Rc::clone(rules);
+        }
+        let rules = Rc::new(CachedRules::new(None, Ruleset::server_default(user)));
+        *cache = Some((user.to_owned(), Rc::clone(&rules)));
+        rules
+    })
+}
+
+/// The local users the event names, whose default rules may decide differently from the
+/// shared outcome: those in `m.mentions.user_ids` (`.m.rule.is_user_mention`) and the target
+/// of an invite (`.m.rule.invite_for_me`).
+fn named_users(pdu: &Pdu, event: &FlattenedJson) -> (Vec<String>, Option<String>) {
+    let mut named: Vec<String> = Vec::new();
+    let mentions = pdu.content_value();
+    if let Some(ids) = mentions
+        .get("m.mentions")
+        .and_then(|m| m.get("user_ids"))
+        .and_then(Value::as_array)
+    {
+        named.extend(ids.iter().filter_map(Value::as_str).map(str::to_owned));
+    }
+    let invitee = (pdu.kind == ruma::events::TimelineEventType::RoomMember
+        && event.get_str("content.membership") == Some("invite"))
+    .then(|| pdu.state_key.clone())
+    .flatten();
+    if let Some(invitee) = &invitee {
+        named.push(invitee.clone());
+    }
+    named.sort();
+    named.dedup();
+    (named, invitee)
+}
+
+/// Evaluates the push rules for the event's room and stores the outcome in the event's
+/// transaction (see migration 0022): one shared outcome for every local member on the default
+/// rules whom the event does not name (`room_notifications`, counted at read time), one row
+/// per member evaluated on their own (their own rules, or named by the event: an `@`-mention
+/// or the invitee), and a queued push per pusher of every member it notifies. The sender is
+/// never notified. `pos` is where the event was just stored; an event that kept an older
+/// position (a de-outliered one) is history, not news, and notifies nobody.
 pub fn notify_in_tx(tx: &WriteTx<'_>, pdu: &Pdu, pos: i64) -> Result<()> {
     if pdu.rejected || store::event_pos(tx, pdu.event_id.as_str())? != Some(pos) {
         return Ok(());
     }
     let room_id = pdu.room_id.as_str();
     let sender = pdu.sender.as_str();
-    let members = store::joined_members(tx, room_id)?;
-    if members.iter().any(|m| m.local && m.user_id == sender) {
+    if store::local_member(tx, sender, Some(room_id))?.is_some() {
         store::set_own_last_event(tx, sender, room_id, pos)?;
     }
-    let mut recipients: Vec<Member> = members
-        .iter()
-        .filter(|m| m.local && m.user_id != sender)
-        .cloned()
-        .collect();
-    if pdu.kind == ruma::events::TimelineEventType::RoomMember
-        && let Some(target) = pdu.state_key.as_deref()
-        && target != sender
-        && pdu
-            .content_value()
-            .get("membership")
-            .and_then(Value::as_str)
-            == Some("invite")
-        && let Some(member) = store::local_member(tx, target)?
-    {
-        recipients.push(member);
-    }
-    if recipients.is_empty() {
-        return Ok(());
-    }
-
     let event = flatten(pdu)?;
-    let member_count = UInt::try_from(members.len() as u64).unwrap_or(UInt::MAX);
+    let (named, invitee) = named_users(pdu, &event);
+    // Members who cannot just take the shared outcome: their own rules, a pusher, or named.
+    let mut members: Vec<Member> = store::special_members(tx, room_id)?;
+    for name in &named {
+        if members.iter().any(|m| &m.user_id == name) {
+            continue;
+        }
+        // The invitee is not joined; anyone else named must be.
+        let joined_to = (invitee.as_deref() != Some(name.as_str())).then_some(room_id);
+        if let Some(member) = store::local_member(tx, name, joined_to)? {
+            members.push(member);
+        }
+    }
+    members.retain(|m| m.user_id != sender);
+
+    let mut own_rules = Vec::with_capacity(members.len());
+    for member in &members {
+        let individual = member.rules_pos.is_some() || named.contains(&member.user_id);
+        own_rules.push(if individual {
+            Some(rules_for(tx, member)?)
+        } else {
+            None
+        });
+    }
+    // The default rules only ask whether the room has 2 members; a user's own rule may ask more.
+    let full_count = own_rules.iter().flatten().any(|r| r.custom_needs_count);
+    let count = store::joined_count(tx, room_id, (!full_count).then_some(3))?;
+    let member_count = UInt::try_from(count.max(0) as u64).unwrap_or(UInt::MAX);
     let room_mention = event
         .get("content.m\\.mentions.room")
         .and_then(|value| value.as_bool())
         == Some(true);
+    let ctx = Evaluation {
+        tx,
+        pdu,
+        event: &event,
+        member_count,
+        room_mention,
+    };
     let mut power: Option<PushConditionPowerLevelsCtx> = None;
-    // Users on the server defaults differ only in the rules that name them: `m.mentions.user_ids`
-    // and, for a member event, `.m.rule.invite_for_me` of its target. So one evaluation serves
-    // every other member on the defaults (a member event is then `.m.rule.member_event` for
-    // all of them); a join into a room of N members evaluates once instead of N times.
-    let shareable = event.get("content.m\\.mentions.user_ids").is_none();
-    let member_target = (pdu.kind == ruma::events::TimelineEventType::RoomMember)
-        .then_some(pdu.state_key.as_deref())
-        .flatten();
-    let mut for_defaults: Option<Option<Outcome>> = None;
+    let anyone = default_user(sender, &named)?;
+    let shared = ctx.run(anyone.as_str(), &default_rules(&anyone), &mut power)?;
+    if let Some(outcome) = &shared {
+        store::insert_room_notification(tx, room_id, pos, outcome.highlight, &outcome.actions)?;
+    }
+
     let now = now_ms();
     let mut queued = false;
-    for member in recipients {
-        // A member without a stored rule set is on the defaults. Their shared outcome needs no
-        // rules loaded: in a room larger than the rules cache, loading them for every member
-        // of every event would rebuild the default rule set thousands of times per message.
-        let share = shareable
-            && member.rules_pos.is_none()
-            && member_target != Some(member.user_id.as_str());
-        let outcome = match &for_defaults {
-            Some(outcome) if share => outcome.clone(),
-            _ => {
-                let cached = rules_for(tx, &member)?;
-                let ctx = Evaluation {
-                    tx,
-                    pdu,
-                    event: &event,
-                    member_count,
-                    room_mention,
-                };
-                let outcome = ctx.run(&member.user_id, &cached, &mut power)?;
-                if share {
-                    for_defaults = Some(outcome.clone());
+    for (member, rules) in members.iter().zip(&own_rules) {
+        let outcome = match rules {
+            Some(rules) => {
+                let outcome = ctx.run(&member.user_id, rules, &mut power)?;
+                if let Some(Outcome { highlight, actions }) = &outcome {
+                    store::insert_notification(
+                        tx,
+                        &member.user_id,
+                        pos,
+                        room_id,
+                        *highlight,
+                        actions,
+                    )?;
                 }
                 outcome
             }
+            None => shared.clone(),
         };
-        let Some(Outcome { highlight, actions }) = outcome else {
-            continue;
-        };
-        store::insert_notification(tx, &member.user_id, pos, room_id, highlight, &actions)?;
-        if member.has_pushers {
+        if outcome.is_some() && member.has_pushers {
             queued |= store::enqueue_push(tx, &member.user_id, pos, now)? > 0;
         }
     }

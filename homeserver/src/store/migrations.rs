@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0019_receipts_stream.sql"),
     include_str!("migrations/0020_appservice_readd.sql"),
     include_str!("migrations/0021_oauth.sql"),
+    include_str!("migrations/0022_shared_notifications.sql"),
 ];
 
 /// Why migrating failed.

@@ -1,7 +1,10 @@
 //! Storage of push rules, per-user notifications, pushers and the push outbox.
 //!
-//! A user's rules are rows in evaluation order; notifications are one row per (user, event)
-//! that notified; the outbox is one row per (pusher, event) waiting for the push gateway.
+//! A user's rules are rows in evaluation order; notifications are one shared outcome per event
+//! for the members on the default rules (`room_notifications`, migration 0022) plus one row per
+//! (user, event) for members evaluated on their own (their own rules, or named by the event),
+//! and unread counts combine both at read time; the outbox is one row per (pusher, event)
+//! waiting for the push gateway.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -62,8 +65,10 @@ pub fn rules_pos(conn: &Connection, user_id: &str) -> Result<Option<i64>> {
 
 /// Replaces a user's whole rule set, recording the change at `pos`.
 pub fn replace_rules(conn: &Connection, user_id: &str, rules: &[RuleRow], pos: i64) -> Result<()> {
+    // `custom_since` is set by the first change only: from there on the user's events were
+    // evaluated with their own rules, not the shared default outcome.
     conn.execute(
-        "INSERT INTO push_rulesets (user_id, stream_pos) VALUES (?1, ?2)
+        "INSERT INTO push_rulesets (user_id, stream_pos, custom_since) VALUES (?1, ?2, ?2)
          ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos",
         params![user_id, pos],
     )?;
@@ -112,38 +117,63 @@ pub struct Member {
     pub has_pushers: bool,
 }
 
-/// Every joined member of a room, marking active local accounts and their rules' version.
-pub fn joined_members(conn: &Connection, room_id: &str) -> Result<Vec<Member>> {
+/// The joined local members of a room who cannot simply take the shared default outcome: those
+/// with their own rules or with a pusher. Driven from the (few) users with either, so a room
+/// of 10,000 members on the defaults costs nothing here.
+pub fn special_members(conn: &Connection, room_id: &str) -> Result<Vec<Member>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT cs.state_key, u.user_id IS NOT NULL AND u.deactivated = 0, p.stream_pos,
-            EXISTS (SELECT 1 FROM pushers WHERE user_id = cs.state_key AND gateway IS NOT NULL)
-         FROM current_state cs
-         LEFT JOIN users u ON u.user_id = cs.state_key
-         LEFT JOIN push_rulesets p ON p.user_id = cs.state_key
-         WHERE cs.room_id = ?1 AND cs.event_type = 'm.room.member' AND cs.membership = 'join'",
+        "SELECT s.user_id, p.stream_pos,
+            EXISTS (SELECT 1 FROM pushers WHERE user_id = s.user_id AND gateway IS NOT NULL)
+         FROM (SELECT user_id FROM push_rulesets
+               UNION SELECT user_id FROM pushers WHERE gateway IS NOT NULL) s
+         JOIN current_state cs ON cs.room_id = ?1 AND cs.event_type = 'm.room.member'
+            AND cs.state_key = s.user_id AND cs.membership = 'join'
+         JOIN users u ON u.user_id = s.user_id AND u.deactivated = 0
+         LEFT JOIN push_rulesets p ON p.user_id = s.user_id",
     )?;
     let rows = stmt.query_map(params![room_id], |r| {
         Ok(Member {
             user_id: r.get(0)?,
-            local: r.get(1)?,
-            rules_pos: r.get(2)?,
-            has_pushers: r.get(3)?,
+            local: true,
+            rules_pos: r.get(1)?,
+            has_pushers: r.get(2)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// A local, active account with its rules' version; `None` if `user_id` is not one.
-pub fn local_member(conn: &Connection, user_id: &str) -> Result<Option<Member>> {
+/// How many members are joined to a room, counting at most `cap` (`None`: all). The default
+/// rules only ask whether it is 2, so a cap of 3 answers them without reading a big room's
+/// member list.
+pub fn joined_count(conn: &Connection, room_id: &str, cap: Option<i64>) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM current_state
+             WHERE room_id = ?1 AND event_type = 'm.room.member' AND membership = 'join'
+             LIMIT ?2)",
+        )?
+        .query_row(params![room_id, cap.unwrap_or(-1)], |r| r.get(0))?)
+}
+
+/// A local, active account with its rules' version; `None` if `user_id` is not one. With
+/// `joined_to`, only if they are joined to that room.
+pub fn local_member(
+    conn: &Connection,
+    user_id: &str,
+    joined_to: Option<&str>,
+) -> Result<Option<Member>> {
     Ok(conn
         .prepare_cached(
             "SELECT u.user_id, p.stream_pos,
                 EXISTS (SELECT 1 FROM pushers WHERE user_id = u.user_id AND gateway IS NOT NULL)
              FROM users u
              LEFT JOIN push_rulesets p ON p.user_id = u.user_id
-             WHERE u.user_id = ?1 AND u.deactivated = 0",
+             WHERE u.user_id = ?1 AND u.deactivated = 0
+             AND (?2 IS NULL OR EXISTS (SELECT 1 FROM current_state
+                WHERE room_id = ?2 AND event_type = 'm.room.member' AND state_key = ?1
+                AND membership = 'join'))",
         )?
-        .query_row(params![user_id], |r| {
+        .query_row(params![user_id, joined_to], |r| {
             Ok(Member {
                 user_id: r.get(0)?,
                 local: true,
@@ -194,6 +224,27 @@ pub fn insert_notification(
     Ok(())
 }
 
+/// Stores what the default rules decided for the event at `pos` (when it notifies): the
+/// outcome of every member on the defaults whom the event does not name (migration 0022),
+/// with the room's running totals. `pos` is the newest position in the room.
+pub fn insert_room_notification(
+    conn: &Connection,
+    room_id: &str,
+    pos: i64,
+    highlight: bool,
+    actions: &str,
+) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO room_notifications (room_id, stream_pos, highlight, actions,
+            notified, highlighted)
+         SELECT ?1, ?2, ?3, ?4, coalesce(last.notified, 0) + 1, coalesce(last.highlighted, 0) + ?3
+         FROM (SELECT 1) LEFT JOIN (SELECT notified, highlighted FROM room_notifications
+            WHERE room_id = ?1 ORDER BY stream_pos DESC LIMIT 1) last",
+    )?
+    .execute(params![room_id, pos, highlight, actions])?;
+    Ok(())
+}
+
 /// Moves the staged notifications into `notifications` once they span [`FOLD_SPAN`]
 /// positions up to `pos` (the event just stored). Runs in the writer's transaction.
 pub fn fold_notifications(conn: &Connection, pos: i64) -> Result<()> {
@@ -229,11 +280,115 @@ pub fn read_pos(conn: &Connection, user_id: &str, room_id: &str) -> Result<i64> 
         .query_row(params![user_id, room_id], |r| r.get(0))?)
 }
 
+/// When the user left the default rules (`None`: never): shared outcomes of events from there
+/// on are not theirs.
+pub fn custom_since(conn: &Connection, user_id: &str) -> Result<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT custom_since FROM push_rulesets WHERE user_id = ?1")?
+        .query_row(params![user_id], |r| r.get(0))
+        .optional()?)
+}
+
+/// A stretch of stream positions in which a user was joined to a room (and on the default
+/// rules): the shared outcomes in it are theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinedRun {
+    /// The run holds the positions after this one (exclusive)...
+    pub after: i64,
+    /// ... and before this one (exclusive).
+    pub before: i64,
+}
+
+/// The runs in which the membership is `join`, from membership changes in stream order after
+/// `after` (`joined_at_start`: the membership at `after`), each cut at `before`.
+fn runs_from(
+    joined_at_start: bool,
+    after: i64,
+    changes: impl IntoIterator<Item = (i64, String)>,
+    before: i64,
+) -> Vec<JoinedRun> {
+    let mut runs = Vec::new();
+    let mut start = joined_at_start.then_some(after);
+    for (pos, membership) in changes {
+        if membership == "join" {
+            // A join is the member's own event; from it on they are joined.
+            start.get_or_insert(pos - 1);
+        } else if let Some(run_after) = start.take() {
+            runs.push(JoinedRun {
+                after: run_after,
+                before: pos,
+            });
+        }
+    }
+    if let Some(run_after) = start {
+        runs.push(JoinedRun {
+            after: run_after,
+            before: i64::MAX,
+        });
+    }
+    runs.into_iter()
+        .map(|run| JoinedRun {
+            after: run.after,
+            before: run.before.min(before),
+        })
+        .filter(|run| run.before > run.after + 1)
+        .collect()
+}
+
+/// The runs after `after` in which `user_id` was joined to `room_id`, cut where they left the
+/// default rules.
+pub fn joined_runs(
+    conn: &Connection,
+    user_id: &str,
+    room_id: &str,
+    after: i64,
+) -> Result<Vec<JoinedRun>> {
+    let at_start: Option<String> = conn
+        .prepare_cached(
+            "SELECT membership FROM membership_changes
+             WHERE user_id = ?1 AND room_id = ?2 AND stream_pos <= ?3
+             ORDER BY stream_pos DESC LIMIT 1",
+        )?
+        .query_row(params![user_id, room_id, after], |r| r.get(0))
+        .optional()?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT stream_pos, membership FROM membership_changes
+         WHERE user_id = ?1 AND room_id = ?2 AND stream_pos > ?3 ORDER BY stream_pos",
+    )?;
+    let changes = stmt
+        .query_map(params![user_id, room_id, after], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+    let before = custom_since(conn, user_id)?.unwrap_or(i64::MAX);
+    Ok(runs_from(
+        at_start.as_deref() == Some("join"),
+        after,
+        changes,
+        before,
+    ))
+}
+
+/// The running totals `(notified, highlighted)` of a room's shared outcomes up to `pos`.
+fn running_totals(conn: &Connection, room_id: &str, pos: i64) -> Result<(i64, i64)> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT notified, highlighted FROM room_notifications
+             WHERE room_id = ?1 AND stream_pos <= ?2 ORDER BY stream_pos DESC LIMIT 1",
+        )?
+        .query_row(params![room_id, pos], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, 0)))
+}
+
 /// `(notification_count, highlight_count)` of a room for a user: notifications after the
-/// read position.
+/// read position. Their own rows count as they are; the event's shared outcomes count in the
+/// runs they were joined and on the default rules, except where an own row stands for the
+/// same event (a member the event names). Their own events are before the read position
+/// (sending marks the room read), so they never count.
 pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<(i64, i64)> {
     let after = read_pos(conn, user_id, room_id)?;
-    Ok(conn
+    let (mut count, mut highlight): (i64, i64) = conn
         .prepare_cached(
             "SELECT count(*), coalesce(sum(highlight), 0) FROM (
                 SELECT highlight FROM notifications
@@ -244,7 +399,41 @@ pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<
         )?
         .query_row(params![user_id, room_id, after], |r| {
             Ok((r.get(0)?, r.get(1)?))
-        })?)
+        })?;
+    for run in joined_runs(conn, user_id, room_id, after)? {
+        let (upto, upto_highlight) = running_totals(conn, room_id, run.before - 1)?;
+        let (from, from_highlight) = running_totals(conn, room_id, run.after)?;
+        let (redacted, redacted_highlight): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(highlight), 0) FROM room_notifications
+                 WHERE room_id = ?1 AND stream_pos > ?2 AND stream_pos < ?3 AND redacted = 1",
+            )?
+            .query_row(params![room_id, run.after, run.before], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let shared = upto - from - redacted;
+        let shared_highlight = upto_highlight - from_highlight - redacted_highlight;
+        if shared == 0 {
+            continue;
+        }
+        let (own, own_highlight): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT count(*), coalesce(sum(s.highlight), 0) FROM (
+                    SELECT stream_pos FROM notifications
+                    WHERE user_id = ?1 AND room_id = ?2 AND stream_pos > ?3 AND stream_pos < ?4
+                    UNION ALL
+                    SELECT stream_pos FROM notifications_recent
+                    WHERE stream_pos > ?3 AND stream_pos < ?4 AND user_id = ?1 AND room_id = ?2) n
+                 JOIN room_notifications s ON s.room_id = ?2 AND s.stream_pos = n.stream_pos
+                    AND s.redacted = 0",
+            )?
+            .query_row(params![user_id, room_id, run.after, run.before], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        count += shared - own;
+        highlight += shared_highlight - own_highlight;
+    }
+    Ok((count, highlight))
 }
 
 /// Unread notifications of a user across the rooms they are joined to (the push gateway's
@@ -270,7 +459,9 @@ pub struct Notification {
     pub actions: String,
 }
 
-/// A user's notifications older than `before`, newest first.
+/// A user's notifications older than `before`, newest first: their own rows and the shared
+/// outcomes of the runs they were joined and on the default rules (not of their own events),
+/// an own row winning over the shared outcome of the same event.
 pub fn notifications(
     conn: &Connection,
     user_id: &str,
@@ -292,18 +483,81 @@ pub fn notifications(
          JOIN events e ON e.stream_pos = n.stream_pos
          ORDER BY n.stream_pos DESC LIMIT ?4",
     )?;
-    let rows = stmt.query_map(
-        params![user_id, before, only_highlight, limit as i64],
-        |r| {
-            Ok(Notification {
-                stream_pos: r.get(0)?,
-                event_id: r.get(1)?,
-                room_id: r.get(2)?,
-                actions: r.get(3)?,
-            })
-        },
+    let row = |r: &Row<'_>| {
+        Ok(Notification {
+            stream_pos: r.get(0)?,
+            event_id: r.get(1)?,
+            room_id: r.get(2)?,
+            actions: r.get(3)?,
+        })
+    };
+    let mut out: Vec<Notification> = stmt
+        .query_map(params![user_id, before, only_highlight, limit as i64], row)?
+        .collect::<rusqlite::Result<_>>()?;
+    // Each source gives up to `limit` rows, so the first `limit` of the merge are exact.
+    let mut shared = conn.prepare_cached(
+        "SELECT s.stream_pos, e.event_id, s.room_id, s.actions FROM room_notifications s
+         JOIN events e ON e.stream_pos = s.stream_pos
+         WHERE s.room_id = ?1 AND s.stream_pos > ?2 AND s.stream_pos < ?3
+         AND (?4 = 0 OR s.highlight = 1) AND s.redacted = 0 AND e.sender != ?5
+         ORDER BY s.stream_pos DESC LIMIT ?6",
     )?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
+    let cut = before.min(custom_since(conn, user_id)?.unwrap_or(i64::MAX));
+    for (room_id, run) in all_joined_runs(conn, user_id, cut)? {
+        let rows = shared.query_map(
+            params![
+                room_id,
+                run.after,
+                run.before,
+                only_highlight,
+                user_id,
+                limit as i64
+            ],
+            row,
+        )?;
+        for notification in rows {
+            out.push(notification?);
+        }
+    }
+    // An own row and the shared outcome of the same event: the own row (first) stands.
+    out.sort_by_key(|n| std::cmp::Reverse(n.stream_pos));
+    out.dedup_by_key(|n| n.stream_pos);
+    out.truncate(limit);
+    Ok(out)
+}
+
+/// Every run in which `user_id` was joined to a room, over their whole history, cut at
+/// `before`.
+fn all_joined_runs(
+    conn: &Connection,
+    user_id: &str,
+    before: i64,
+) -> Result<Vec<(String, JoinedRun)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT room_id, stream_pos, membership FROM membership_changes
+         WHERE user_id = ?1 AND stream_pos < ?2 ORDER BY room_id, stream_pos",
+    )?;
+    let changes = stmt
+        .query_map(params![user_id, before], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for room in changes.chunk_by(|a, b| a.0 == b.0) {
+        let room_id = &room[0].0;
+        let runs = runs_from(
+            false,
+            0,
+            room.iter().map(|(_, pos, m)| (*pos, m.clone())),
+            before,
+        );
+        out.extend(runs.into_iter().map(|run| (room_id.clone(), run)));
+    }
+    Ok(out)
 }
 
 /// A registered pusher.
@@ -497,7 +751,9 @@ pub fn postpone_pusher(
     Ok(())
 }
 
-/// The actions stored for a notification, if the event notified the user.
+/// The actions stored for a notification, if the event notified the user: their own row, else
+/// the event's shared outcome (a push is queued only for a user the event notified, so the
+/// shared outcome is theirs when they have no row).
 pub fn notification_actions(
     conn: &Connection,
     user_id: &str,
@@ -510,7 +766,11 @@ pub fn notification_actions(
              WHERE user_id = ?1 AND room_id = ?2 AND stream_pos = ?3
              UNION ALL
              SELECT actions FROM notifications_recent
-             WHERE stream_pos = ?3 AND user_id = ?1 AND room_id = ?2",
+             WHERE stream_pos = ?3 AND user_id = ?1 AND room_id = ?2
+             UNION ALL
+             SELECT actions FROM room_notifications
+             WHERE room_id = ?2 AND stream_pos = ?3 AND redacted = 0
+             LIMIT 1",
         )?
         .query_row(params![user_id, room_id, pos], |r| r.get(0))
         .optional()?)
@@ -522,4 +782,44 @@ pub fn event_at(conn: &Connection, pos: i64) -> Result<Option<String>> {
         .prepare_cached("SELECT event_id FROM events WHERE stream_pos = ?1")?
         .query_row(params![pos], |r| r.get(0))
         .optional()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(list: &[(i64, &str)]) -> Vec<(i64, String)> {
+        list.iter()
+            .map(|(pos, m)| (*pos, (*m).to_owned()))
+            .collect()
+    }
+
+    fn run(after: i64, before: i64) -> JoinedRun {
+        JoinedRun { after, before }
+    }
+
+    #[test]
+    fn runs_follow_joins_and_leaves() {
+        // Joined at 10, left at 20, invited at 30, joined at 40 (and a profile change at 45).
+        let history = changes(&[
+            (10, "join"),
+            (20, "leave"),
+            (30, "invite"),
+            (40, "join"),
+            (45, "join"),
+        ]);
+        assert_eq!(
+            runs_from(false, 0, history.clone(), i64::MAX),
+            [run(9, 20), run(39, i64::MAX)]
+        );
+        // Cut where the user left the default rules.
+        assert_eq!(runs_from(false, 0, history, 15), [run(9, 15)]);
+        // Already joined at the read position.
+        assert_eq!(
+            runs_from(true, 50, changes(&[(60, "leave")]), i64::MAX),
+            [run(50, 60)]
+        );
+        // Nothing left between a read position and a leave right after it.
+        assert!(runs_from(true, 50, changes(&[(51, "leave")]), i64::MAX).is_empty());
+    }
 }
