@@ -403,9 +403,11 @@ pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<
     for run in joined_runs(conn, user_id, room_id, after)? {
         let (upto, upto_highlight) = running_totals(conn, room_id, run.before - 1)?;
         let (from, from_highlight) = running_totals(conn, room_id, run.after)?;
+        // Without `INDEXED BY` the planner walks the primary key over every unread row.
         let (redacted, redacted_highlight): (i64, i64) = conn
             .prepare_cached(
-                "SELECT count(*), coalesce(sum(highlight), 0) FROM room_notifications
+                "SELECT count(*), coalesce(sum(highlight), 0)
+                 FROM room_notifications INDEXED BY room_notifications_redacted
                  WHERE room_id = ?1 AND stream_pos > ?2 AND stream_pos < ?3 AND redacted = 1",
             )?
             .query_row(params![room_id, run.after, run.before], |r| {
