@@ -2,9 +2,14 @@
 //!
 //! Strips federation-only fields (hashes, signatures, auth/prev events, depth) and adds the
 //! `unsigned` block the caller computed (age, transaction ID, prev_content, redacted_because).
+//! [`state_event_with_age`] writes the common case of a state event straight from its stored
+//! JSON, for listings of thousands (`/members`).
+
+use std::borrow::Cow;
 
 use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::pdu::Pdu;
@@ -104,4 +109,93 @@ pub fn to_stripped_state(pdu: &Pdu) -> Value {
         "sender": pdu.sender,
         "content": pdu.content_value(),
     })
+}
+
+/// The fields of a stored state event that its client form repeats, borrowed from the JSON.
+#[derive(serde::Deserialize)]
+struct StoredStateFields<'a> {
+    #[serde(borrow)]
+    content: &'a RawValue,
+    #[serde(borrow)]
+    room_id: Cow<'a, str>,
+    #[serde(borrow)]
+    sender: Cow<'a, str>,
+    origin_server_ts: u64,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    state_key: Cow<'a, str>,
+}
+
+/// A state event's client form with only `unsigned.age`, serialised as it is built.
+#[derive(serde::Serialize)]
+struct ClientStateEvent<'a> {
+    event_id: &'a str,
+    room_id: &'a str,
+    sender: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    origin_server_ts: u64,
+    content: &'a RawValue,
+    state_key: &'a str,
+    unsigned: AgeOnly,
+}
+
+#[derive(serde::Serialize)]
+struct AgeOnly {
+    age: i64,
+}
+
+/// The client form of a stored, unredacted state event whose `unsigned` holds only its age,
+/// written straight from the stored JSON: what [`to_client_event`] gives with
+/// `Unsigned { age, .. }` and nothing else, without parsing a [`Pdu`] or building a `Value`.
+/// `/members` of a room with thousands of members formats each member event this way (parsing
+/// and building values were most of its time). `None` when the JSON lacks a field the form
+/// needs (a v12 create event has no `room_id`): the caller then takes the general path.
+pub fn state_event_with_age(event_id: &str, json: &str, now_ms: i64) -> Option<Box<RawValue>> {
+    let fields: StoredStateFields<'_> = serde_json::from_str(json).ok()?;
+    let sent = i64::try_from(fields.origin_server_ts).unwrap_or(i64::MAX);
+    let event = ClientStateEvent {
+        event_id,
+        room_id: &fields.room_id,
+        sender: &fields.sender,
+        kind: &fields.kind,
+        origin_server_ts: fields.origin_server_ts,
+        content: fields.content,
+        state_key: &fields.state_key,
+        unsigned: AgeOnly {
+            age: now_ms.saturating_sub(sent).max(0),
+        },
+    };
+    serde_json::value::to_raw_value(&event).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_event_with_age_matches_to_client_event() {
+        let json = r#"{"auth_events":["$a"],"content":{"displayname":"B\u00f6b \"x\"","membership":"join"},"depth":7,"hashes":{"sha256":"x"},"origin_server_ts":1000,"prev_events":["$p"],"room_id":"!r:example.org","sender":"@b\u006fb:example.org","signatures":{},"state_key":"@bob:example.org","type":"m.room.member"}"#;
+        let id = ruma::OwnedEventId::try_from("$e1").expect("valid event ID");
+        let pdu = Pdu::parse(id, json.to_owned(), false).expect("valid PDU");
+        let general = to_client_event(
+            &pdu,
+            Unsigned {
+                age: Some(250),
+                ..Unsigned::default()
+            },
+        );
+        let fast = state_event_with_age("$e1", json, 1250).expect("formats");
+        let fast: Value = serde_json::from_str(fast.get()).expect("JSON");
+        assert_eq!(fast, general);
+        // A clock behind the event's timestamp gives age 0, as `to_client_event` does.
+        let early = state_event_with_age("$e1", json, 10).expect("formats");
+        assert!(
+            early.get().contains(r#""unsigned":{"age":0}"#),
+            "{}",
+            early.get()
+        );
+        assert!(state_event_with_age("$e1", r#"{"type":"m.room.create"}"#, 0).is_none());
+    }
 }

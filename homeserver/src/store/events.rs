@@ -223,6 +223,46 @@ pub fn get_event(conn: &Connection, event_id: &str) -> Result<Option<StoredEvent
         .transpose()
 }
 
+/// One event of a room's current state, unparsed: for listings of thousands (`/members`) that
+/// format most events straight from their JSON and load the few that need more with
+/// [`get_event`].
+#[derive(Debug)]
+pub struct CurrentStateRow {
+    /// The event's ID.
+    pub event_id: String,
+    /// Its state key.
+    pub state_key: String,
+    /// `current_state.membership`: the `membership` of an `m.room.member` event.
+    pub membership: Option<String>,
+    /// The stored PDU JSON (redacted form once redacted).
+    pub json: String,
+    /// The redaction that redacted it, if any.
+    pub redacted_by: Option<String>,
+}
+
+/// The events of `room_id`'s current state of type `event_type`, in one query (no order).
+pub fn current_state_rows(
+    conn: &Connection,
+    room_id: &str,
+    event_type: &str,
+) -> Result<Vec<CurrentStateRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.event_id, c.state_key, c.membership, e.json, e.redacted_by
+         FROM current_state c JOIN events e ON e.event_id = c.event_id
+         WHERE c.room_id = ?1 AND c.event_type = ?2",
+    )?;
+    let rows = stmt.query_map(params![room_id, event_type], |row| {
+        Ok(CurrentStateRow {
+            event_id: row.get(0)?,
+            state_key: row.get(1)?,
+            membership: row.get(2)?,
+            json: row.get(3)?,
+            redacted_by: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Loads one event and checks it belongs to `room_id`.
 pub fn get_room_event(
     conn: &Connection,

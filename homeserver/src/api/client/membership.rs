@@ -215,7 +215,7 @@ pub async fn members(
     auth: Auth,
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<MembersQuery>,
-) -> Result<Json<Chunk<Value>>> {
+) -> Result<Json<Chunk<Box<serde_json::value::RawValue>>>> {
     let room = room_id(&room)?;
     let filter = MembersFilter {
         membership: q.membership,

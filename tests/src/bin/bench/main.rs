@@ -23,6 +23,14 @@
 //! to a peer and the peer's catch-up after an outage of `--outage` messages (see
 //! `federation.rs`). Both need 127.0.0.2 and .3 on the loopback interface.
 //!
+//! With `--crowd N` it measures N users each long-polling `/sync` in N/5 rooms of 25 while
+//! `--rate` messages/s (default 200) are offered for `--seconds` (default 60): delivery to every
+//! member, server CPU, peak RSS, WAL growth (see `crowd.rs`).
+//!
+//! With `--compare synapse` it runs the send scenario (and with `--rooms N` the rooms scenario)
+//! on Outpost and then on a stock Synapse from the pinned venv, and prints each figure's ratio
+//! (see `synapse.rs`).
+//!
 //! With `--appservice` it measures the homeserver -> appservice path instead: a test
 //! appservice (`tests::appservice`) whose namespace holds a member of the room receives the
 //! K x M messages; it prints events/s and transactions/s delivered, the send -> appservice
@@ -30,12 +38,14 @@
 //!
 //! Usage: `cargo run --release -p tests --bin bench -- [--senders K] [--messages M]
 //! [--users N] [--rate R] [--wal] [--tls] [--appservice] [--rooms N] [--bigroom N]
-//! [--federation N [--outage N]] [--config TOML]`. It asserts nothing
+//! [--federation N [--outage N]] [--crowd N [--seconds S]] [--compare synapse] [--config TOML]`. It asserts nothing
 //! about speed.
 
 mod bigroom;
+mod crowd;
 mod federation;
 mod rooms;
+mod synapse;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,6 +54,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
+use synapse::{Synapse, Target};
 use tests::bench::{mib, ms, percentiles, row};
 use tests::{Client, TestEnv, Value, enc, json, str_field};
 
@@ -66,6 +77,11 @@ OPTIONS:
     --bigroom N     a room with N members: send, /members, initial /sync, a federated join
     --federation N  N messages from K senders on unit A to unit B, then an outage
     --outage N      messages sent while B is down with --federation (default 100000; 0 skips)
+    --crowd N       N users each long-polling /sync in N/5 rooms of 25, --rate msg/s offered
+                    (default 200) for --seconds: delivery p50/p99/max, CPU, RSS, WAL
+    --seconds S     how long --crowd offers its messages (default 60)
+    --compare SERVER  also run the send scenario (and --rooms N) on SERVER (only \"synapse\",
+                    from target/synapse-venv or $OUTPOST_SYNAPSE_VENV) and print the ratios
     --config TOML   extra TOML appended to the server's config (e.g. \"[storage]\\n...\")
     -h, --help      print this help";
 
@@ -83,6 +99,9 @@ struct Args {
     bigroom: Option<usize>,
     federation: Option<usize>,
     outage: usize,
+    crowd: Option<usize>,
+    seconds: u64,
+    compare: bool,
     config: String,
 }
 
@@ -99,6 +118,9 @@ impl Args {
         let mut bigroom = None;
         let mut federation = None;
         let mut outage = 100_000;
+        let mut crowd = None;
+        let mut seconds = 60;
+        let mut compare = false;
         let mut config = String::new();
         while let Some(flag) = raw.next() {
             let mut value = |name: &str| raw.next().ok_or(format!("{name} needs a value"));
@@ -114,6 +136,12 @@ impl Args {
                 "--bigroom" => bigroom = Some(parse_number(&value("--bigroom")?)?),
                 "--federation" => federation = Some(parse_number(&value("--federation")?)?),
                 "--outage" => outage = parse_number(&value("--outage")?)?,
+                "--crowd" => crowd = Some(parse_number(&value("--crowd")?)?),
+                "--seconds" => seconds = parse_number(&value("--seconds")?)? as u64,
+                "--compare" => match value("--compare")?.as_str() {
+                    "synapse" => compare = true,
+                    other => return Err(format!("--compare: only synapse is known, not {other}")),
+                },
                 "--config" => config = value("--config")?.replace("\\n", "\n"),
                 "--rate" => {
                     let text = value("--rate")?;
@@ -144,6 +172,9 @@ impl Args {
             bigroom,
             federation,
             outage,
+            crowd,
+            seconds,
+            compare,
             config,
         }))
     }
@@ -170,6 +201,25 @@ struct SyncStats {
 
 fn main() -> ExitCode {
     match Args::parse(std::env::args().skip(1)) {
+        Ok(Some(args)) if args.compare => {
+            run_compare(&args);
+            ExitCode::SUCCESS
+        }
+        Ok(Some(Args {
+            crowd: Some(users),
+            rate,
+            seconds,
+            config,
+            ..
+        })) => {
+            crowd::run(&crowd::Crowd {
+                users,
+                rate: rate.unwrap_or(200.0),
+                seconds,
+                config,
+            });
+            ExitCode::SUCCESS
+        }
         Ok(Some(args)) if args.rooms.is_some() => {
             rooms::run(args.rooms.unwrap_or_default(), &args.config);
             ExitCode::SUCCESS
@@ -258,24 +308,8 @@ fn handshake_cost(env: &TestEnv) {
 }
 
 fn run(args: Args) {
-    let rate_text = args.rate.map_or_else(
-        || "closed loop".to_owned(),
-        |r| format!("{r} msg/s offered"),
-    );
-    println!(
-        "Outpost bench: {} senders x {} messages, {} users, {rate_text}",
-        args.senders, args.messages, args.users
-    );
-    // With --wal the server logs each restart checkpoint's writer pause for the report.
-    let log = if args.wal {
-        "[log]\nlevel = \"info,homeserver::wal=debug\"\n"
-    } else {
-        ""
-    };
-    let extra = format!(
-        "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n{log}\n{}\n",
-        args.config
-    );
+    println!("Outpost bench: {}", describe(&args));
+    let extra = server_config(&args);
     let mut env = if args.tls {
         TestEnv::tls(&extra)
     } else {
@@ -289,9 +323,66 @@ fn run(args: Args) {
         "idle RSS (VmRSS)",
         mib(env.idle_rss_kib().unwrap_or_default()),
     );
+    let wal = args.wal.then(|| wal_path(&env.db_path()));
+    let figures = send_scenario(&Target::Outpost(&env), &args, wal.as_deref());
+    if let Some((before, after, peak)) = figures.wal {
+        report_wal(&mut env, &before, &after, figures.sent, peak);
+        return;
+    }
+    let status = env.sigterm();
+    row("server exit after SIGTERM", status);
+}
 
+/// `K senders x M messages, N users, <rate>` for the report's first line.
+fn describe(args: &Args) -> String {
+    let rate_text = args.rate.map_or_else(
+        || "closed loop".to_owned(),
+        |r| format!("{r} msg/s offered"),
+    );
+    format!(
+        "{} senders x {} messages, {} users, {rate_text}",
+        args.senders, args.messages, args.users
+    )
+}
+
+/// Outpost's config for the send scenario: open registration, no rate limits, `--config`.
+fn server_config(args: &Args) -> String {
+    // With --wal the server logs each restart checkpoint's writer pause for the report.
+    let log = if args.wal {
+        "[log]\nlevel = \"info,homeserver::wal=debug\"\n"
+    } else {
+        ""
+    };
+    format!(
+        "[registration]\nenabled = true\n\n[rate_limit]\nenabled = false\n\n{log}\n{}\n",
+        args.config
+    )
+}
+
+/// What the send scenario measured, for a comparison between servers.
+struct SendFigures {
+    /// Messages answered 200.
+    sent: usize,
+    /// Of them, per second of the sending phase.
+    throughput: f64,
+    /// Send latencies, sorted.
+    send: Vec<Duration>,
+    /// Send -> `/sync` delivery, sorted.
+    delivery: Vec<Duration>,
+    /// Server CPU per message, sends and `/sync` together.
+    cpu_per_message: Option<Duration>,
+    /// Peak RSS of the server process, KiB.
+    peak_kib: u64,
+    /// With `--wal`: the log's header before and after the sends, and its peak size.
+    wal: Option<(WalHeader, WalHeader, u64)>,
+}
+
+/// The send scenario on `target`: K senders post M messages each into one room (closed loop,
+/// or paced to `--rate`) while its first member long-polls `/sync`; prints the figures and
+/// returns them. With `wal`, samples that log file too.
+fn send_scenario(target: &Target<'_>, args: &Args, wal: Option<&Path>) -> SendFigures {
     let users: Vec<Client> = (0..args.users)
-        .map(|i| env.register(&format!("bench{i}")))
+        .map(|i| target.register(&format!("bench{i}")))
         .collect();
     let room = users[0].create_room(&json!({ "preset": "public_chat", "name": "bench" }));
     for user in &users[1..] {
@@ -316,19 +407,18 @@ fn run(args: Args) {
         thread::spawn(move || listen(&client, &room, since, total, epoch, &done, &stats))
     };
 
-    let wal_path = wal_path(&env.db_path());
-    let wal_start = args.wal.then(|| WalHeader::read(&wal_path));
+    let wal_start = wal.map(WalHeader::read);
     let wal_peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sampler = args.wal.then(|| {
+    let sampler = wal.map(|path| {
         let (path, peak, done) = (
-            wal_path.clone(),
+            path.to_path_buf(),
             Arc::clone(&wal_peak),
             Arc::clone(&senders_done),
         );
         thread::spawn(move || sample_wal(&path, &peak, &done))
     });
 
-    let cpu_start = env.cpu_time();
+    let cpu_start = target.cpu_time();
     let start = Instant::now();
     let threads: Vec<_> = (0..args.senders)
         .map(|s| {
@@ -344,17 +434,17 @@ fn run(args: Args) {
         sent.first_error = sent.first_error.or(stats.first_error);
     }
     let elapsed = start.elapsed();
-    let wal_end = args.wal.then(|| WalHeader::read(&wal_path));
+    let wal_end = wal.map(WalHeader::read);
     senders_done.store(true, Ordering::SeqCst);
     if let Some(sampler) = sampler {
         sampler.join().expect("WAL sampler panicked");
     }
     listener.join().expect("sync thread panicked");
-    let cpu_used = env
+    let cpu_used = target
         .cpu_time()
         .zip(cpu_start)
         .map(|(end, start)| end.saturating_sub(start));
-    let peak = env.proc_status_kib("VmHWM").unwrap_or_default();
+    let peak = target.proc_status_kib("VmHWM").unwrap_or_default();
 
     let ok_count = sent.latencies.len();
     row(
@@ -378,7 +468,7 @@ fn run(args: Args) {
         &format!("send latency{basis}"),
         percentiles(&mut sent.latencies),
     );
-    let mut sync = sync_stats.lock().expect("sync stats lock");
+    let mut sync = std::mem::take(&mut *sync_stats.lock().expect("sync stats lock"));
     let delivered = sync.delivery.len();
     row(
         &format!("send->sync delivery{basis}"),
@@ -391,29 +481,130 @@ fn run(args: Args) {
             sync.limited_responses
         ),
     );
-    if let Some(cpu) = cpu_used {
+    let cpu_per_message = cpu_used.map(|cpu| cpu / u32::try_from(ok_count.max(1)).unwrap_or(1));
+    if let (Some(cpu), Some(per)) = (cpu_used, cpu_per_message) {
         row(
             "server CPU, sends + /sync",
             format!(
                 "{:.2} s -> {:.0} us per message",
                 cpu.as_secs_f64(),
-                cpu.as_secs_f64() * 1e6 / ok_count.max(1) as f64
+                per.as_secs_f64() * 1e6
             ),
         );
     }
     row("peak RSS (VmHWM)", mib(peak));
-    if let (Some(before), Some(after)) = (wal_start, wal_end) {
-        report_wal(
-            &mut env,
-            &before,
-            &after,
-            ok_count,
-            wal_peak.load(Ordering::SeqCst),
-        );
-        return;
+    SendFigures {
+        sent: ok_count,
+        throughput: ok_count as f64 / elapsed.as_secs_f64(),
+        send: sent.latencies,
+        delivery: sync.delivery,
+        cpu_per_message,
+        peak_kib: peak,
+        wal: wal_start
+            .zip(wal_end)
+            .map(|(before, after)| (before, after, wal_peak.load(Ordering::SeqCst))),
     }
-    let status = env.sigterm();
-    row("server exit after SIGTERM", status);
+}
+
+/// `--compare synapse`: the send scenario (and with `--rooms N` the rooms scenario) on
+/// Outpost, then on a stock Synapse, each on a fresh server, and the ratio of each figure.
+fn run_compare(args: &Args) {
+    println!(
+        "Outpost vs Synapse ({}): {}",
+        tests::venv::SYNAPSE_REQUIREMENT,
+        describe(args)
+    );
+    let env = TestEnv::with_config(&server_config(args));
+    println!("--- Outpost: send");
+    let outpost = send_scenario(&Target::Outpost(&env), args, None);
+    drop(env);
+    let synapse = Synapse::start();
+    println!("--- Synapse: send");
+    let stock = send_scenario(&Target::Synapse(&synapse), args, None);
+    drop(synapse);
+    println!("--- send: Outpost vs Synapse (ratio > 1: Outpost better)");
+    let at = |sample: &[Duration], q: f64| {
+        sample
+            .get(((sample.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+    };
+    compare_row(
+        "throughput, msg/s",
+        format!("{:.0}", outpost.throughput),
+        format!("{:.0}", stock.throughput),
+        outpost.throughput / stock.throughput.max(1e-9),
+    );
+    for (label, a, b) in [
+        (
+            "send latency p50",
+            at(&outpost.send, 0.5),
+            at(&stock.send, 0.5),
+        ),
+        (
+            "send latency p99",
+            at(&outpost.send, 0.99),
+            at(&stock.send, 0.99),
+        ),
+        (
+            "delivery p50",
+            at(&outpost.delivery, 0.5),
+            at(&stock.delivery, 0.5),
+        ),
+        (
+            "delivery p99",
+            at(&outpost.delivery, 0.99),
+            at(&stock.delivery, 0.99),
+        ),
+        (
+            "server CPU per message",
+            outpost.cpu_per_message,
+            stock.cpu_per_message,
+        ),
+    ] {
+        if let (Some(a), Some(b)) = (a, b) {
+            compare_row(
+                label,
+                ms(a),
+                ms(b),
+                b.as_secs_f64() / a.as_secs_f64().max(1e-9),
+            );
+        }
+    }
+    compare_row(
+        "peak RSS",
+        mib(outpost.peak_kib),
+        mib(stock.peak_kib),
+        stock.peak_kib as f64 / outpost.peak_kib.max(1) as f64,
+    );
+    if let Some(n) = args.rooms {
+        let env = TestEnv::with_config(&rooms::server_config(&args.config));
+        println!("--- Outpost: one account in {n} rooms");
+        let outpost = rooms::scenario(&Target::Outpost(&env), n);
+        drop(env);
+        let synapse = Synapse::start();
+        println!("--- Synapse: one account in {n} rooms");
+        let stock = rooms::scenario(&Target::Synapse(&synapse), n);
+        drop(synapse);
+        println!("--- rooms: Outpost vs Synapse, p50 wall time (ratio > 1: Outpost faster)");
+        for (label, a) in &outpost {
+            if let Some((_, b)) = stock.iter().find(|(other, _)| other == label) {
+                compare_row(
+                    label,
+                    ms(*a),
+                    ms(*b),
+                    b.as_secs_f64() / a.as_secs_f64().max(1e-9),
+                );
+            }
+        }
+    }
+}
+
+/// One line of a comparison: the figure on each server and their ratio.
+fn compare_row(label: &str, outpost: String, synapse: String, ratio: f64) {
+    row(
+        label,
+        format!("Outpost {outpost:>12}   Synapse {synapse:>12}   ratio {ratio:.2}"),
+    );
 }
 
 /// Prints how long the writer paused for its restart checkpoints (sends queue behind it),
