@@ -21,7 +21,7 @@ use crate::venv::{synapse_python, target_dir};
 use std::time::{Duration, Instant};
 
 /// How long Synapse may take to come up (first start creates its SQLite schema).
-const SYNAPSE_READY: Duration = Duration::from_secs(120);
+const SYNAPSE_READY: Duration = Duration::from_secs(180);
 
 /// `target/<venv>/bin/<program>`, made by `tests/host-tools.sh ensure suite`; panics naming the
 /// command to run when it is missing.
@@ -208,52 +208,15 @@ impl Homeserver {
     /// A stock Synapse (client listener only, SQLite) with `registrations` in
     /// `app_service_config_files`; installs Synapse into `target/synapse-venv` if needed.
     pub fn synapse(server_name: &str, registrations: &[&Registration]) -> Homeserver {
-        let python = synapse_python();
         let dir = TempDir::new();
-        let d = dir.path().display();
-        let port = free_addr().port();
         let mut files = String::new();
         for registration in registrations {
             let path = dir.path().join(format!("{}.yaml", registration.id));
             fs::write(&path, registration.yaml(server_name)).expect("writing a registration");
             write!(files, "\"{}\", ", path.display()).expect("writing to a String cannot fail");
         }
-        fs::write(
-            dir.path().join("log.yaml"),
-            "version: 1\nformatters:\n  f:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\n\
-             handlers:\n  console:\n    class: logging.StreamHandler\n    formatter: f\n\
-             root:\n  level: INFO\n  handlers: [console]\ndisable_existing_loggers: false\n",
-        )
-        .expect("writing log.yaml");
-        let config = format!(
-            r#"server_name: "{server_name}"
-pid_file: {d}/homeserver.pid
-signing_key_path: {d}/signing.key
-media_store_path: {d}/media
-log_config: {d}/log.yaml
-report_stats: false
-enable_metrics: false
-database:
-  name: sqlite3
-  args:
-    database: {d}/homeserver.db
-listeners:
-  - port: {port}
-    bind_addresses: ["127.0.0.1"]
-    type: http
-    tls: false
-    resources:
-      - names: [client]
-app_service_config_files: [{files}]
-federation_domain_whitelist: []
-trusted_key_servers: []
-suppress_key_server_warning: true
-enable_registration: true
-enable_registration_without_verification: true
-macaroon_secret_key: "outpost-appservice-test-macaroon"
-form_secret: "outpost-appservice-test-form"
-presence:
-  enabled: false
+        let extra = format!(
+            r#"app_service_config_files: [{files}]
 rc_message:
   per_second: 1000
   burst_count: 1000
@@ -266,40 +229,7 @@ rc_joins:
     burst_count: 1000
 "#
         );
-        let config_path = dir.path().join("homeserver.yaml");
-        fs::write(&config_path, config).expect("writing homeserver.yaml");
-        let status = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .status()
-            .expect("running synapse --generate-keys");
-        assert!(status.success(), "synapse --generate-keys failed");
-        let mut process = Spawned::start(
-            "synapse",
-            Command::new(&python)
-                .args(["-m", "synapse.app.homeserver", "-c"])
-                .arg(&config_path)
-                .stdin(Stdio::null()),
-            &dir.path().join("synapse.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let anon = client_for(&url);
-        let start = Instant::now();
-        loop {
-            process.assert_running();
-            if anon
-                .try_request("GET", "/_matrix/client/versions", &[], None)
-                .is_ok_and(|r| r.status == 200)
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < SYNAPSE_READY,
-                "synapse not ready within {SYNAPSE_READY:?}"
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
+        let (process, url) = start_synapse(&dir, server_name, "INFO", &extra);
         Homeserver::Synapse { process, url, dir }
     }
 
@@ -380,4 +310,98 @@ pub fn wait_listening(what: &str, port: u16, deadline: Duration) {
             .ok()
             .map(|_| ())
     });
+}
+
+/// Starts a stock Synapse with its files in `dir`: client listener only on a free loopback
+/// port, SQLite, open registration, presence off, no federation. `extra` is YAML appended to
+/// the config (appservice files, rate limits) and `log_level` the root logger's level.
+/// Returns the process (killed on drop) and its base URL once `/versions` answers; panics
+/// if that takes longer than [`SYNAPSE_READY`]. The interop tests and `bench --compare` share
+/// it, so both measure the same configuration.
+pub fn start_synapse(
+    dir: &TempDir,
+    server_name: &str,
+    log_level: &str,
+    extra: &str,
+) -> (Spawned, String) {
+    let python = synapse_python();
+    let d = dir.path().display();
+    let port = free_addr().port();
+    fs::write(
+        dir.path().join("log.yaml"),
+        format!(
+            "version: 1\nformatters:\n  f:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\n\
+             handlers:\n  console:\n    class: logging.StreamHandler\n    formatter: f\n\
+             root:\n  level: {log_level}\n  handlers: [console]\ndisable_existing_loggers: false\n"
+        ),
+    )
+    .expect("writing log.yaml");
+    let config = format!(
+        r#"server_name: "{server_name}"
+pid_file: {d}/homeserver.pid
+signing_key_path: {d}/signing.key
+media_store_path: {d}/media
+log_config: {d}/log.yaml
+report_stats: false
+enable_metrics: false
+database:
+  name: sqlite3
+  args:
+    database: {d}/homeserver.db
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    resources:
+      - names: [client]
+federation_domain_whitelist: []
+trusted_key_servers: []
+suppress_key_server_warning: true
+enable_registration: true
+enable_registration_without_verification: true
+macaroon_secret_key: "outpost-test-macaroon"
+form_secret: "outpost-test-form"
+presence:
+  enabled: false
+{extra}"#
+    );
+    let config_path = dir.path().join("homeserver.yaml");
+    fs::write(&config_path, config).expect("writing homeserver.yaml");
+    // PYTHONDONTWRITEBYTECODE: the venv may be another checkout's, used read-only.
+    let status = Command::new(&python)
+        .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
+        .arg(&config_path)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::null())
+        .status()
+        .expect("running synapse --generate-keys");
+    assert!(status.success(), "synapse --generate-keys failed");
+    let mut process = Spawned::start(
+        "synapse",
+        Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config_path)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null()),
+        &dir.path().join("synapse.log"),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let anon = client_for(&url);
+    let start = Instant::now();
+    loop {
+        process.assert_running();
+        if anon
+            .try_request("GET", "/_matrix/client/versions", &[], None)
+            .is_ok_and(|r| r.status == 200)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < SYNAPSE_READY,
+            "synapse not ready within {SYNAPSE_READY:?}"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    (process, url)
 }

@@ -6,18 +6,11 @@
 //! The bench's scenarios talk to either server through [`Target`], which gives them what they
 //! need of it: registration, the process to read CPU and memory from, a label.
 
-use std::fs;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tests::bridge::Spawned;
+use tests::bridge::{Spawned, start_synapse};
 use tests::federation::{client_for, register_on};
-use tests::venv::synapse_python;
-use tests::{Client, TempDir, TestEnv, free_addr, proc_status_kib, process_cpu_time};
-
-/// How long Synapse may take to answer `/versions` (first start creates its schema).
-const READY: Duration = Duration::from_secs(180);
+use tests::{Client, TempDir, TestEnv, proc_status_kib, process_cpu_time};
 
 /// Every `rc_*` limit Synapse 1.163 knows of, with its sub-limits if it has any, raised so the
 /// bench measures the server and not its throttle.
@@ -65,87 +58,11 @@ pub struct Synapse {
 }
 
 impl Synapse {
-    /// Starts Synapse on a free port with a fresh SQLite database; panics when it is not
-    /// answering within [`READY`].
+    /// Starts Synapse on a free port with a fresh SQLite database, through the interop
+    /// tests' launcher; panics when it is not answering in time.
     pub fn start() -> Synapse {
-        let python = synapse_python();
         let dir = TempDir::new();
-        let d = dir.path().display();
-        let port = free_addr().port();
-        fs::write(
-            dir.path().join("log.yaml"),
-            "version: 1\nformatters:\n  f:\n    format: '%(asctime)s %(levelname)s %(name)s %(message)s'\n\
-             handlers:\n  console:\n    class: logging.StreamHandler\n    formatter: f\n\
-             root:\n  level: WARNING\n  handlers: [console]\ndisable_existing_loggers: false\n",
-        )
-        .expect("writing log.yaml");
-        let limits = unlimited_yaml();
-        let config = format!(
-            r#"server_name: "synapse.bench"
-pid_file: {d}/homeserver.pid
-signing_key_path: {d}/signing.key
-media_store_path: {d}/media
-log_config: {d}/log.yaml
-report_stats: false
-enable_metrics: false
-database:
-  name: sqlite3
-  args:
-    database: {d}/homeserver.db
-listeners:
-  - port: {port}
-    bind_addresses: ["127.0.0.1"]
-    type: http
-    tls: false
-    resources:
-      - names: [client]
-federation_domain_whitelist: []
-trusted_key_servers: []
-suppress_key_server_warning: true
-enable_registration: true
-enable_registration_without_verification: true
-macaroon_secret_key: "outpost-bench-macaroon"
-form_secret: "outpost-bench-form"
-presence:
-  enabled: false
-{limits}"#
-        );
-        let config_path = dir.path().join("homeserver.yaml");
-        fs::write(&config_path, config).expect("writing homeserver.yaml");
-        let status = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "--generate-keys", "-c"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .status()
-            .expect("running synapse --generate-keys");
-        assert!(status.success(), "synapse --generate-keys failed");
-        let mut process = Spawned::start(
-            "synapse",
-            Command::new(&python)
-                .args(["-m", "synapse.app.homeserver", "-c"])
-                .arg(&config_path)
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .stdin(Stdio::null()),
-            &dir.path().join("synapse.log"),
-        );
-        let url = format!("http://127.0.0.1:{port}");
-        let anon = client_for(&url);
-        let start = Instant::now();
-        loop {
-            process.assert_running();
-            if anon
-                .try_request("GET", "/_matrix/client/versions", &[], None)
-                .is_ok_and(|r| r.status == 200)
-            {
-                break;
-            }
-            assert!(
-                start.elapsed() < READY,
-                "synapse not ready within {READY:?}"
-            );
-            thread::sleep(Duration::from_millis(200));
-        }
+        let (process, url) = start_synapse(&dir, "synapse.bench", "WARNING", &unlimited_yaml());
         Synapse {
             process,
             url,
