@@ -9,14 +9,18 @@ use std::process::{Command, Stdio};
 /// release cannot turn CI red overnight; raise it deliberately).
 pub const SYNAPSE_REQUIREMENT: &str = "matrix-synapse==1.163.2";
 
-/// The checkout's `target/` directory, found from the running test executable
-/// (`target/<profile>/deps/<test>`), so it holds even when `$OUTPOST_HOMESERVER` names a binary
-/// elsewhere.
+/// The checkout's `target/` directory, found from the running executable (a test's
+/// `target/<profile>/deps/<test>` or the bench's `target/<profile>/bench`), so it holds even
+/// when `$OUTPOST_HOMESERVER` names a binary elsewhere.
 pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable knows its own path");
-    exe.ancestors()
-        .nth(3)
-        .expect("test executables live in target/<profile>/deps/")
+    let exe = std::env::current_exe().expect("the executable knows its own path");
+    let mut dir = exe.parent().expect("an executable lives in a directory");
+    // Test executables live in target/<profile>/deps/, binaries (the bench) in target/<profile>/.
+    if dir.file_name() == Some("deps".as_ref()) {
+        dir = dir.parent().expect("deps/ lies in target/<profile>/");
+    }
+    dir.parent()
+        .expect("target/<profile>/ lies in the target directory")
         .to_path_buf()
 }
 
