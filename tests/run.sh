@@ -8,7 +8,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's wall time is printed when the next begins, and all of them at the end (CI keeps
+# the log of a failed run only; a passing run's total is all it reports).
+STEP_NAME='' STEP_START=$SECONDS TIMES=()
+step_done() {
+	[ -z "$STEP_NAME" ] || TIMES+=("$(printf '%5d s  %s' $((SECONDS - STEP_START)) "$STEP_NAME")")
+}
+step() {
+	step_done
+	STEP_NAME=$* STEP_START=$SECONDS
+	printf '\n==> %s (at %d s)\n' "$*" "$SECONDS"
+}
+report_times() {
+	step_done
+	printf '\n==> step times (total %d s)\n' "$SECONDS"
+	printf '%s\n' "${TIMES[@]}"
+}
+trap report_times EXIT
 
 # Every external command the suite runs (TLS tools, Synapse's venv, the layer linters, the
 # image build and qemu) is listed with its Debian package in tests/host-tools.sh. Install what a
