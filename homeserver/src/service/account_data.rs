@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::error::{Error, ErrorCode, Result};
 use crate::service::Server;
 use crate::store::misc::{self, Receipt};
+use crate::store::wake::Audience;
 use crate::store::{events, outbox};
 use crate::util::now_ms;
 
@@ -56,7 +57,7 @@ pub async fn put(
                     ),
                 ));
             }
-            let pos = tx.next_stream_pos();
+            let pos = tx.next_stream_pos(Audience::User(&user));
             misc::set_account_data(tx, &user, &room, &kind, &content, pos)
         })
         .await
@@ -102,7 +103,9 @@ pub async fn store_receipt(
             if events::get_room_event(tx, &room, &event)?.is_none() {
                 return Err(Error::not_found("Event not found in this room"));
             }
-            let pos = tx.next_stream_pos();
+            // A receipt is for the room (the reader is joined, checked above), and so is
+            // the reader's own `m.fully_read` marker.
+            let pos = tx.next_stream_pos(Audience::Room(&room));
             if receipt_type == "m.fully_read" {
                 let content = json!({"event_id": event}).to_string();
                 return misc::set_account_data(tx, &user, &room, "m.fully_read", &content, pos);
@@ -206,7 +209,7 @@ pub async fn edit_tag(
                 None => tags.remove(&tag).is_some(),
             };
             if changed {
-                let pos = tx.next_stream_pos();
+                let pos = tx.next_stream_pos(Audience::User(&user));
                 let content = json!({"tags": tags}).to_string();
                 misc::set_account_data(tx, &user, &room, "m.tag", &content, pos)?;
             }

@@ -10,6 +10,7 @@ use super::Server;
 use super::rooms::{CreateRoom, create_room, send};
 use crate::error::{Error, Result};
 use crate::matrix::build::NewEvent;
+use crate::store::wake::Audience;
 use crate::store::{accounts, misc, state};
 use crate::util::now_ms;
 
@@ -108,7 +109,7 @@ async fn new_notices_room(
         .store
         .write(move |tx| {
             misc::set_notice_room(tx, &target, &room_key)?;
-            let pos = tx.next_stream_pos();
+            let pos = tx.next_stream_pos(Audience::User(&target));
             misc::set_account_data(
                 tx,
                 &target,

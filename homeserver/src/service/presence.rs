@@ -17,6 +17,7 @@ use super::Server;
 use crate::error::{Error, Result};
 use crate::matrix::edu;
 use crate::store::presence::{self as store, PresenceRow};
+use crate::store::wake::Audience;
 use crate::store::{WriteTx, e2ee, outbox};
 
 /// How often activity alone (no state change) is written.
@@ -149,7 +150,7 @@ pub async fn set(
                 state,
                 status_msg: message,
                 last_active_ts,
-                stream_pos: tx.next_stream_pos(),
+                stream_pos: tx.next_stream_pos(Audience::PeersOf(&user)),
             };
             store::set(tx, &row)?;
             if !receivers.is_empty() {
@@ -245,7 +246,7 @@ pub async fn receive(server: &Server, origin: &str, presence: edu::Presence) -> 
         .store
         .write(move |tx| {
             for (user_id, state, status_msg, last_active_ts) in rows {
-                let stream_pos = tx.next_stream_pos();
+                let stream_pos = tx.next_stream_pos(Audience::PeersOf(&user_id));
                 store::set(
                     tx,
                     &PresenceRow {

@@ -39,6 +39,7 @@ use super::Server;
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::pdu::Pdu;
 use crate::store::push::{self as store, Member, RuleRow};
+use crate::store::wake::Audience;
 use crate::store::{WriteTx, events, state};
 use crate::util::now_ms;
 
@@ -282,7 +283,7 @@ async fn modify<T: Send + 'static>(
         .write(move |tx| {
             let mut rules = ruleset(tx, &user_id)?;
             let answer = edit(&mut rules)?;
-            let pos = tx.next_stream_pos();
+            let pos = tx.next_stream_pos(Audience::User(user_id.as_str()));
             store::replace_rules(tx, user_id.as_str(), &rows_from_ruleset(&rules)?, pos)?;
             // The push rule tables are not among those the writer scans for the newest
             // position at start-up: record it so positions never go backwards.

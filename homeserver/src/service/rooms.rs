@@ -28,6 +28,7 @@ use crate::matrix::rules_for;
 use crate::matrix::visibility::{
     HistoryVisibility, Membership, Visible, visible_to_server, visible_to_user,
 };
+use crate::store::wake::Audience;
 use crate::store::{WriteTx, events, misc, state};
 use crate::util::now_ms;
 
@@ -296,7 +297,7 @@ fn persist_in_tx(
     current_group: Option<i64>,
     txn: Option<(&str, &str)>,
 ) -> Result<i64> {
-    let pos = tx.next_stream_pos();
+    let pos = tx.next_stream_pos(Audience::of_event(pdu));
     let group = match &pdu.state_key {
         Some(key) => {
             let mut delta = state::StateMap::new();

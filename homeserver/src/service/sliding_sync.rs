@@ -31,8 +31,9 @@ pub use response::{
 
 use super::Server;
 use super::account_data::ignored_users;
-use super::sync::MAX_TIMEOUT;
+use super::sync::{MAX_TIMEOUT, Wake};
 use crate::error::Result;
+use crate::store::wake::Interest;
 
 /// Most timeline events one room may ask for.
 pub const MAX_TIMELINE_LIMIT: usize = 1000;
@@ -256,10 +257,10 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyn
         let (request, resumed, ignored_users) =
             (Arc::clone(&req), Arc::clone(&base), Arc::clone(&ignored));
         let resumed_pos = base_id.map(|_| base.stream_pos);
-        let computed = server
+        let (computed, interest) = server
             .store
             .read(move |conn| {
-                rooms::compute(
+                let computed = rooms::compute(
                     conn,
                     &request,
                     &ignored_users,
@@ -267,7 +268,8 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyn
                     resumed_pos,
                     upto,
                     &typing,
-                )
+                )?;
+                Ok((computed, Interest::of(conn, request.user_id.as_str())?))
             })
             .await?;
         let Computed {
@@ -284,13 +286,14 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyn
         // Nothing new: answering with the same `pos` is correct once the wait is over (a
         // resumed connection always has one).
         response.pos = req.pos.clone().unwrap_or_default();
-        tokio::select! {
-            changed = tokio::time::timeout_at(deadline, positions.changed()) => match changed {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(response),
-            },
-            changed = typing_changes.changed() => if changed.is_err() { return Ok(response) },
-            _ = crate::util::stopped(&mut shutdown) => return Ok(response),
+        let wake = Wake {
+            positions: &mut positions,
+            typing: &mut typing_changes,
+            shutdown: &mut shutdown,
+            deadline,
+        };
+        if !wake.concerning(server, &interest, upto, typing_now).await {
+            return Ok(response);
         }
     }
 }

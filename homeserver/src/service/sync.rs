@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
+use tokio::sync::watch;
 
 use super::Server;
 use super::rooms::load_state_events;
@@ -28,6 +29,7 @@ use crate::matrix::client_format::to_stripped_state;
 use crate::matrix::filter::{EventFormat, Filter, RoomEventFilter};
 use crate::matrix::visibility::Visible;
 use crate::store::events::{self, StoredEvent};
+use crate::store::wake::Interest;
 use crate::store::{misc, search, state};
 pub use response::{
     DeviceLists, Events, InvitedRoom, JoinedRoom, KnockedRoom, LeftRoom, RoomState, RoomSummary,
@@ -117,14 +119,20 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
         let request = req.clone();
         // Presence ages and idle rules are judged against the server's clock.
         let now = server.clock.now_ms();
-        let Computed {
-            mut response,
-            empty,
-            to_device_upto,
-            lazy_sent,
-        } = server
+        let (
+            Computed {
+                mut response,
+                empty,
+                to_device_upto,
+                lazy_sent,
+            },
+            interest,
+        ) = server
             .store
-            .read(move |conn| compute(conn, &request, upto, &typing, now))
+            .read(move |conn| {
+                let computed = compute(conn, &request, upto, &typing, now)?;
+                Ok((computed, Interest::of(conn, request.user_id.as_str())?))
+            })
             .await?;
         response.next_batch = super::tokens::SyncToken {
             pos: upto,
@@ -147,13 +155,68 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
             }
             return Ok(response);
         }
-        tokio::select! {
-            changed = tokio::time::timeout_at(deadline, positions.changed()) => match changed {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Ok(response),
-            },
-            changed = typing_changes.changed() => if changed.is_err() { return Ok(response) },
-            _ = crate::util::stopped(&mut shutdown) => return Ok(response),
+        let wake = Wake {
+            positions: &mut positions,
+            typing: &mut typing_changes,
+            shutdown: &mut shutdown,
+            deadline,
+        };
+        if !wake.concerning(server, &interest, upto, typing_now).await {
+            return Ok(response);
+        }
+    }
+}
+
+/// What a waiting long-poll (`/sync`, sliding sync) listens to.
+pub(super) struct Wake<'a> {
+    /// The newest stream position.
+    pub positions: &'a mut watch::Receiver<i64>,
+    /// The typing serial.
+    pub typing: &'a mut watch::Receiver<u64>,
+    /// The server's shutdown signal.
+    pub shutdown: &'a mut watch::Receiver<bool>,
+    /// When the long-poll answers anyway.
+    pub deadline: tokio::time::Instant,
+}
+
+impl Wake<'_> {
+    /// Waits until something after stream position `checked` or typing serial `typing_checked`
+    /// concerns `interest` (true: compute again), or the deadline or shutdown (false: answer).
+    /// Commits and typing changes elsewhere on the server leave the poller asleep: before,
+    /// each of them cost every waiting poller a full computation that found nothing.
+    pub async fn concerning(
+        self,
+        server: &Server,
+        interest: &Interest,
+        mut checked: i64,
+        mut typing_checked: u64,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                changed = tokio::time::timeout_at(self.deadline, self.positions.changed()) => {
+                    match changed {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return false,
+                    }
+                    let upto = *self.positions.borrow();
+                    if server.store.wakes().concerns(checked, upto, interest) {
+                        return true;
+                    }
+                    checked = upto;
+                }
+                changed = self.typing.changed() => {
+                    if changed.is_err() {
+                        return false;
+                    }
+                    let serial = *self.typing.borrow();
+                    let rooms = server.typing.changes_since(typing_checked);
+                    if rooms.keys().any(|room| interest.has_room(room)) {
+                        return true;
+                    }
+                    typing_checked = serial;
+                }
+                _ = crate::util::stopped(self.shutdown) => return false,
+            }
         }
     }
 }

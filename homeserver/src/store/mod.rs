@@ -31,6 +31,7 @@ pub mod search;
 pub mod sliding_sync;
 pub mod space;
 pub mod state;
+pub mod wake;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -134,6 +135,7 @@ struct Inner {
     path: PathBuf,
     position: watch::Receiver<i64>,
     commits: watch::Receiver<u64>,
+    wakes: Arc<wake::WakeLog>,
 }
 
 /// Applies the pragmas every connection needs.
@@ -231,6 +233,9 @@ impl Store {
         let (position_tx, position) = watch::channel(start_pos);
         let (commits_tx, commits) = watch::channel(0);
         let (written_tx, written) = watch::channel(0);
+        let wakes = Arc::new(wake::WakeLog::default());
+        // Pollers that start at `start_pos` are judged by the log from the first batch on.
+        wakes.publish(start_pos, wake::Touched::default());
         let writer = writer::WriterHandle::spawn(
             conn,
             start_pos,
@@ -238,6 +243,7 @@ impl Store {
                 position: position_tx,
                 commits: commits_tx,
                 written: written_tx,
+                wakes: Arc::clone(&wakes),
             },
         );
         let checkpointer = Connection::open(&path).map_err(sqlite)?;
@@ -266,6 +272,7 @@ impl Store {
                 path,
                 position,
                 commits,
+                wakes,
             }),
         })
     }
@@ -374,6 +381,12 @@ impl Store {
     /// sync notifier waits on it instead of polling the database.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.inner.position.clone()
+    }
+
+    /// Whom the recent commits concern: a waiting `/sync` woken by [`Store::subscribe`] asks it
+    /// whether to look again.
+    pub fn wakes(&self) -> &wake::WakeLog {
+        &self.inner.wakes
     }
 
     /// A receiver that changes after every commit that queued something for a peer.

@@ -23,6 +23,7 @@ use rusqlite::Connection;
 use tokio::sync::{oneshot, watch};
 
 use super::CheckpointOutcome;
+use super::wake::{Audience, Touched, WakeLog};
 use crate::error::{Error, Result};
 use crate::matrix::pdu::Pdu;
 
@@ -44,12 +45,15 @@ pub struct WriteTx<'a> {
     next_pos: &'a mut i64,
     cache: &'a RefCell<PduCache>,
     outbox: &'a std::cell::Cell<bool>,
+    touched: &'a RefCell<Touched>,
 }
 
 impl WriteTx<'_> {
-    /// Allocates the next stream position. Positions allocated by a request that then fails
+    /// Allocates the next stream position for what `audience` may see (so only their waiting
+    /// `/sync`s wake, see [`super::wake`]). Positions allocated by a request that then fails
     /// are simply skipped; readers only ever compare positions.
-    pub fn next_stream_pos(&mut self) -> i64 {
+    pub fn next_stream_pos(&mut self, audience: Audience<'_>) -> i64 {
+        self.touched.borrow_mut().add(self.conn, audience);
         *self.next_pos += 1;
         *self.next_pos
     }
@@ -121,6 +125,8 @@ pub struct Signals {
     pub commits: watch::Sender<u64>,
     /// A counter bumped by every commit (wakes the checkpointer).
     pub written: watch::Sender<u64>,
+    /// Whom each batch's positions concern, published before `position` moves.
+    pub wakes: std::sync::Arc<WakeLog>,
 }
 
 /// The async side's handle to the writer thread.
@@ -285,6 +291,7 @@ fn commit_batch(
     }
     let batch_start = *next_pos;
     let outbox = std::cell::Cell::new(false);
+    let touched = RefCell::new(Touched::default());
     let mut completions = Vec::with_capacity(jobs.len());
     let mut disk_full = false;
     let commit_result = (|| -> rusqlite::Result<()> {
@@ -296,6 +303,7 @@ fn commit_batch(
                 next_pos: &mut *next_pos,
                 cache,
                 outbox: &outbox,
+                touched: &touched,
             };
             let (outcome, completion) = job(&mut tx);
             completions.push(completion);
@@ -312,6 +320,7 @@ fn commit_batch(
             // Publish the new position before answering, so a client that gets its 200 and
             // syncs at once already sees its own write.
             if *next_pos != batch_start {
+                position.wakes.publish(*next_pos, touched.into_inner());
                 position.position.send_replace(*next_pos);
             }
             if outbox.get() {

@@ -66,7 +66,7 @@ pub async fn upload_signing_keys(
 /// Records a change of a local user's cross-signing keys and sends `m.signing_key_update`
 /// to the peers sharing a room with them.
 fn signing_keys_changed_in_tx(tx: &mut WriteTx<'_>, own: &str, user_id: &str) -> Result<()> {
-    let pos = tx.next_stream_pos();
+    let pos = tx.next_stream_pos(Audience::PeersOf(user_id));
     e2ee::record_device_list_change(tx, user_id, pos)?;
     let servers = e2ee::servers_sharing_rooms(tx, user_id, own)?;
     if servers.is_empty() {
@@ -170,7 +170,7 @@ pub async fn upload_signatures(
                 if server_of(&user) == own {
                     signing_keys_changed_in_tx(tx, &own, &user)?;
                 } else {
-                    let pos = tx.next_stream_pos();
+                    let pos = tx.next_stream_pos(Audience::PeersOf(&user));
                     e2ee::record_device_list_change(tx, &user, pos)?;
                 }
             }
@@ -214,7 +214,7 @@ pub async fn receive_signing_key_update(
             // New cross-signing keys come with new signatures over the user's devices, which
             // this EDU does not carry: resync the device list at the next query.
             e2ee::mark_remote_stale(tx, &user)?;
-            let pos = tx.next_stream_pos();
+            let pos = tx.next_stream_pos(Audience::PeersOf(&user));
             e2ee::record_device_list_change(tx, &user, pos)
         })
         .await

@@ -14,7 +14,7 @@ pub fn device_changed_in_tx(
     deleted: bool,
 ) -> Result<()> {
     let prev = e2ee::last_device_list_change(tx, user_id)?;
-    let pos = tx.next_stream_pos();
+    let pos = tx.next_stream_pos(Audience::PeersOf(user_id));
     e2ee::record_device_list_change(tx, user_id, pos)?;
     let servers = e2ee::servers_sharing_rooms(tx, user_id, own)?;
     if servers.is_empty() {
@@ -123,7 +123,7 @@ pub async fn receive_device_list_update(
                     e2ee::mark_remote_stale(tx, &user)?;
                 }
             }
-            let pos = tx.next_stream_pos();
+            let pos = tx.next_stream_pos(Audience::PeersOf(&user));
             e2ee::record_device_list_change(tx, &user, pos)
         })
         .await

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use super::Server;
 use super::appservice::ephemeral as appservice_keys;
 use crate::error::{Error, Result};
+use crate::store::wake::Audience;
 use crate::store::{WriteTx, e2ee, outbox};
 use crate::util::now_ms;
 use crate::util::urlencode;
@@ -515,7 +516,7 @@ async fn store_remote_devices(server: &Server, user_id: &str, response: &Value) 
     server
         .store
         .write(move |tx| {
-            let fetched_pos = tx.next_stream_pos();
+            let fetched_pos = tx.next_stream_pos(Audience::PeersOf(&user));
             e2ee::replace_remote_devices(tx, &user, stream_id, fetched_pos, &devices)?;
             for (key_type, key) in &cross {
                 e2ee::set_cross_signing_key(tx, &user, key_type, key)?;

@@ -93,7 +93,7 @@ fn deliver_local_in_tx(
         };
         let text = content.to_string();
         for target in targets {
-            let pos = tx.next_stream_pos();
+            let pos = tx.next_stream_pos(Audience::User(user));
             e2ee::push_to_device(tx, pos, user, target, sender, event_type, &text)?;
             // Appservices that receive ephemeral data get messages to their users too.
             let (receivers, own) = appservices;

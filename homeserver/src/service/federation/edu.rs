@@ -9,6 +9,7 @@
 use super::*;
 use crate::matrix::edu::{EduContent, Receipts, Typing};
 use crate::matrix::wire::Edu;
+use crate::store::wake::Audience;
 
 /// Handles an EDU: receipts and typing notices for rooms the origin's users are joined to,
 /// presence, to-device messages, device-list and cross-signing updates; other types are
@@ -85,7 +86,7 @@ async fn receive_receipts(server: &Server, origin: &str, receipts: Receipts) -> 
                 if state::membership(tx, room, &receipt.user_id)?.as_deref() != Some("join") {
                     continue;
                 }
-                let pos = tx.next_stream_pos();
+                let pos = tx.next_stream_pos(Audience::Room(room));
                 misc::set_receipt(tx, room, receipt, pos)?;
             }
             Ok(())

@@ -28,6 +28,7 @@ use crate::matrix::room_rules;
 use crate::service::persist::{self, CurrentState};
 use crate::service::state_res::resolve;
 use crate::store::state::{self, StateMap};
+use crate::store::wake::Audience;
 use crate::store::{WriteTx, dag, events};
 use crate::transport::peers::Allowlist;
 
@@ -266,7 +267,7 @@ pub fn accept_in_tx(
         .err();
     }
 
-    let pos = tx.next_stream_pos();
+    let pos = tx.next_stream_pos(Audience::of_event(pdu));
     let rejected = rejection.is_some();
     let group = {
         let mut delta = StateMap::new();

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::service::Server;
 use crate::service::rooms::{self, CreateRoom};
 use crate::service::state_request::StateRequest;
+use crate::store::wake::Audience;
 
 use super::*;
 use crate::matrix::wire::{InviteRequest, InviteResponse};
@@ -232,7 +233,10 @@ pub async fn receive_invite(
                 return Ok(());
             }
             if !dag::have_event(tx, signed.event_id.as_str())? {
-                let pos = tx.next_stream_pos();
+                let pos = tx.next_stream_pos(Audience::Member {
+                    room,
+                    user: &target,
+                });
                 dag::insert_outlier(tx, &signed, pos)?;
                 state::record_membership_change(tx, pos, room, &target, "invite")?;
             }
@@ -290,7 +294,7 @@ pub async fn reject_remote_invite(
         .store
         .write(move |tx| {
             if !dag::have_event(tx, leave.event_id.as_str())? {
-                let pos = tx.next_stream_pos();
+                let pos = tx.next_stream_pos(Audience::of_event(&leave));
                 dag::insert_outlier(tx, &leave, pos)?;
                 state::record_membership_change(
                     tx,

@@ -24,6 +24,7 @@ use crate::matrix::client_format::{StrippedState, to_stripped_state};
 use crate::matrix::pdu::Pdu;
 use crate::matrix::wire::{MakeMembershipAnswer, SendKnockResponse};
 use crate::service::rooms;
+use crate::store::wake::Audience;
 use crate::store::{dag, events, state};
 use crate::util::now_ms;
 
@@ -214,7 +215,7 @@ async fn try_knock(
                 state::create_room(tx, room, &version, &creator, now_ms())?;
             }
             if !dag::have_event(tx, knock.event_id.as_str())? {
-                let pos = tx.next_stream_pos();
+                let pos = tx.next_stream_pos(Audience::of_event(&knock));
                 dag::insert_outlier(tx, &knock, pos)?;
                 state::record_membership_change(tx, pos, room, user.as_str(), "knock")?;
             }
@@ -323,7 +324,7 @@ async fn store_leave(
         .store
         .write(move |tx| {
             if !dag::have_event(tx, leave.event_id.as_str())? {
-                let pos = tx.next_stream_pos();
+                let pos = tx.next_stream_pos(Audience::of_event(&leave));
                 dag::insert_outlier(tx, &leave, pos)?;
                 state::record_membership_change(
                     tx,

@@ -10,6 +10,7 @@ use super::*;
 use crate::matrix::wire::{
     EventRef, MakeMembershipAnswer, MakeMembershipResponse, SendJoinResponse, TemplateContent,
 };
+use crate::store::wake::Audience;
 
 /// `make_join`/`make_leave` (resident side): an unsigned event template for a remote user.
 pub async fn make_membership_template(
@@ -479,7 +480,7 @@ pub(super) async fn try_join(
             }
             for pdu in &outliers {
                 if !dag::have_event(tx, pdu.event_id.as_str())? {
-                    let pos = tx.next_stream_pos();
+                    let pos = tx.next_stream_pos(Audience::Room(room.as_str()));
                     dag::insert_outlier(tx, pdu, pos)?;
                 }
             }

@@ -8,6 +8,7 @@ use crate::matrix::wire::{
     TransactionResult,
 };
 use crate::store::WriteTx;
+use crate::store::wake::Audience;
 
 /// Most rounds of fetching missing events for one incoming PDU.
 pub(super) const MAX_FETCH_ROUNDS: usize = 4;
@@ -220,7 +221,7 @@ pub(super) async fn store_outliers(
         .write(move |tx| {
             for pdu in &pdus {
                 if !dag::have_event(tx, pdu.event_id.as_str())? {
-                    let pos = tx.next_stream_pos();
+                    let pos = tx.next_stream_pos(Audience::Room(pdu.room_id.as_str()));
                     dag::insert_outlier(tx, pdu, pos)?;
                 }
             }
