@@ -38,7 +38,7 @@ use serde_json::{Map, Value, json};
 use super::Server;
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::pdu::Pdu;
-use crate::store::push::{self as store, Member, RuleRow};
+use crate::store::push::{self as store, Member, RuleRow, UnreadCounts};
 use crate::store::wake::Audience;
 use crate::store::{WriteTx, events, state};
 use crate::util::now_ms;
@@ -263,9 +263,9 @@ pub fn rules_account_data(
     ))
 }
 
-/// `(notification_count, highlight_count)` of a room for `/sync`: notifications after the
+/// The unread counts of a room for `/sync`: notifications after the
 /// user's read receipt (the newer of `m.read` and `m.read.private`) or their own last event.
-pub fn unread_counts(conn: &Connection, room_id: &str, user_id: &str) -> Result<(i64, i64)> {
+pub fn unread_counts(conn: &Connection, room_id: &str, user_id: &str) -> Result<UnreadCounts> {
     store::unread_counts(conn, user_id, room_id)
 }
 

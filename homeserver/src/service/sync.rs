@@ -831,8 +831,7 @@ fn joined_room(
     if let Some(event) = receipt_event(receipts) {
         ephemeral.push(event);
     }
-    let (notification_count, highlight_count) =
-        super::push::unread_counts(conn, room_id, &req.user_id)?;
+    let unread = super::push::unread_counts(conn, room_id, &req.user_id)?;
     let counts = state::member_counts(conn, room_id)?;
     Ok(Some(JoinedRoom {
         timeline: Timeline {
@@ -844,8 +843,8 @@ fn joined_room(
         ephemeral: Events::of(ephemeral),
         account_data: Events::default(),
         unread_notifications: Some(UnreadNotifications {
-            notification_count,
-            highlight_count,
+            notification_count: unread.notifications,
+            highlight_count: unread.highlights,
         }),
         summary: RoomSummary {
             heroes,

@@ -381,12 +381,21 @@ fn running_totals(conn: &Connection, room_id: &str, pos: i64) -> Result<(i64, i6
         .unwrap_or((0, 0)))
 }
 
-/// `(notification_count, highlight_count)` of a room for a user: notifications after the
+/// A room's unread counts for one user: `/sync`'s `unread_notifications`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnreadCounts {
+    /// Notifying events after the read position (`notification_count`).
+    pub notifications: i64,
+    /// Those of them that highlight (`highlight_count`).
+    pub highlights: i64,
+}
+
+/// The unread counts of a room for a user: notifications after the
 /// read position. Their own rows count as they are; the event's shared outcomes count in the
 /// runs they were joined and on the default rules, except where an own row stands for the
 /// same event (a member the event names). Their own events are before the read position
 /// (sending marks the room read), so they never count.
-pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<(i64, i64)> {
+pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<UnreadCounts> {
     let after = read_pos(conn, user_id, room_id)?;
     let (mut count, mut highlight): (i64, i64) = conn
         .prepare_cached(
@@ -435,7 +444,10 @@ pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<
         count += shared - own;
         highlight += shared_highlight - own_highlight;
     }
-    Ok((count, highlight))
+    Ok(UnreadCounts {
+        notifications: count,
+        highlights: highlight,
+    })
 }
 
 /// Unread notifications of a user across the rooms they are joined to (the push gateway's
@@ -443,7 +455,7 @@ pub fn unread_counts(conn: &Connection, user_id: &str, room_id: &str) -> Result<
 pub fn total_unread(conn: &Connection, user_id: &str) -> Result<i64> {
     let mut total = 0;
     for room in super::state::rooms_with_membership(conn, user_id, "join")? {
-        total += unread_counts(conn, user_id, &room)?.0;
+        total += unread_counts(conn, user_id, &room)?.notifications;
     }
     Ok(total)
 }

@@ -601,10 +601,9 @@ fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut RoomResponse) -> Res
     room.joined_count = Some(counts.joined);
     room.invited_count = Some(counts.invited);
     if ctx.candidate.membership == "join" {
-        let (notifications, highlights) =
-            crate::service::push::unread_counts(conn, room_id, &ctx.view.user_id)?;
-        room.notification_count = Some(notifications);
-        room.highlight_count = Some(highlights);
+        let unread = crate::service::push::unread_counts(conn, room_id, &ctx.view.user_id)?;
+        room.notification_count = Some(unread.notifications);
+        room.highlight_count = Some(unread.highlights);
     }
     Ok(())
 }
