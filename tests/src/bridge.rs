@@ -387,15 +387,22 @@ presence:
         &dir.path().join("synapse.log"),
     );
     let url = format!("http://127.0.0.1:{port}");
-    let anon = client_for(&url);
+    wait_synapse_ready(&client_for(&url), || process.assert_running());
+    (process, url)
+}
+
+/// Waits until the Synapse behind `anon` answers `/_matrix/client/versions`, calling
+/// `assert_running` (which panics with the log when the process has exited) between tries;
+/// panics after [`SYNAPSE_READY`]. A first start compiles Synapse's Python, which is slow.
+pub fn wait_synapse_ready(anon: &Client, mut assert_running: impl FnMut()) {
     let start = Instant::now();
     loop {
-        process.assert_running();
+        assert_running();
         if anon
             .try_request("GET", "/_matrix/client/versions", &[], None)
             .is_ok_and(|r| r.status == 200)
         {
-            break;
+            return;
         }
         assert!(
             start.elapsed() < SYNAPSE_READY,
@@ -403,5 +410,4 @@ presence:
         );
         thread::sleep(Duration::from_millis(200));
     }
-    (process, url)
 }

@@ -18,7 +18,8 @@ use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tests::bridge::wait_synapse_ready;
 use tests::federation::{
     Checks, Puppet, Unit, UnitOptions, client_for, free_port_on, register_on, timeline_bodies,
     unit_ip, within,
@@ -27,9 +28,6 @@ use tests::{Client, TempDir, enc, json, str_field};
 
 /// Synapse's loopback address.
 const SYNAPSE_IP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
-
-/// How long Synapse may take to come up (first start creates its SQLite schema).
-const SYNAPSE_READY: Duration = Duration::from_secs(120);
 
 /// Cross-server delivery deadline; Synapse batches and backs off more than Outpost.
 const DELIVERY: Duration = Duration::from_secs(60);
@@ -192,26 +190,15 @@ rc_joins:
         client_url: format!("http://{SYNAPSE_IP}:{client_port}"),
     };
     let anon = client_for(&synapse.client_url);
-    let start = Instant::now();
-    loop {
+    wait_synapse_ready(&anon, || {
         if let Some(status) = synapse.child.try_wait().expect("polling synapse") {
             panic!(
                 "synapse exited with {status}:\n{}",
                 fs::read_to_string(&synapse.log).unwrap_or_default()
             );
         }
-        if anon
-            .try_request("GET", "/_matrix/client/versions", &[], None)
-            .is_ok_and(|r| r.status == 200)
-        {
-            return synapse;
-        }
-        assert!(
-            start.elapsed() < SYNAPSE_READY,
-            "synapse not ready within {SYNAPSE_READY:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
+    synapse
 }
 
 /// Whether `client` sees `body` in `room` (joined or not yet: errors count as no).
