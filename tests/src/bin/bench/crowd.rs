@@ -133,19 +133,13 @@ pub fn run(crowd: &Crowd) {
 
     // Every user's first /sync (timeout 0) before the window, so the long polls are waiting.
     let ready = Instant::now();
-    let (sinces, connections) = runtime.block_on(initial_syncs(addr, &members, &filter_ids));
+    let sinces = runtime.block_on(initial_syncs(addr, &members, &filter_ids));
     row(
         "initial /sync of every user",
         format!("{:.1} s", ready.elapsed().as_secs_f64()),
     );
-    for (((member, since), conn), filter) in members
-        .iter()
-        .zip(sinces)
-        .zip(connections)
-        .zip(filter_ids.iter())
-    {
+    for ((member, since), filter) in members.iter().zip(sinces).zip(filter_ids.iter()) {
         runtime.spawn(sync_loop(
-            conn,
             addr,
             member.token.clone(),
             filter.clone(),
@@ -499,13 +493,12 @@ fn sync_path(filter: &str, since: Option<&str>, timeout_ms: u64) -> String {
     path
 }
 
-/// Opens one connection per member and runs its initial `/sync` (64 at a time); returns the
-/// `next_batch` tokens and the connections.
-async fn initial_syncs(
-    addr: SocketAddr,
-    members: &[Member],
-    filters: &[String],
-) -> (Vec<String>, Vec<Conn>) {
+/// Runs every member's initial `/sync` (64 at a time, each on a connection of its own that is
+/// closed after it); returns the `next_batch` tokens. The long polls open their own
+/// connections: a thousand connections idle between the initial sync and the first long poll
+/// would exceed the server's per-address cap on idle connections (256), which closes the
+/// excess, and every one of those would show as a `/sync` error in the window.
+async fn initial_syncs(addr: SocketAddr, members: &[Member], filters: &[String]) -> Vec<String> {
     let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for (member, filter) in members.iter().zip(filters) {
@@ -525,22 +518,18 @@ async fn initial_syncs(
             .expect("initial /sync");
             assert_eq!(status, 200, "initial /sync answered {status}");
             let body: Value = serde_json::from_slice(&body).expect("initial /sync is JSON");
-            (tests::str_field(&body, "next_batch"), conn)
+            tests::str_field(&body, "next_batch")
         }));
     }
     let mut sinces = Vec::new();
-    let mut conns = Vec::new();
     for task in tasks {
-        let (since, conn) = task.await.expect("initial /sync task");
-        sinces.push(since);
-        conns.push(conn);
+        sinces.push(task.await.expect("initial /sync task"));
     }
-    (sinces, conns)
+    sinces
 }
 
 /// One user's long-poll loop until `stop`: records each benchmark message's arrival.
 async fn sync_loop(
-    mut conn: Conn,
     addr: SocketAddr,
     token: String,
     filter: String,
@@ -548,6 +537,15 @@ async fn sync_loop(
     arrivals: Arc<Mutex<Arrivals>>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut conn = match connect(addr).await {
+        Ok(conn) => conn,
+        Err(err) => {
+            let mut arrivals = arrivals.lock().expect("arrivals lock");
+            arrivals.errors += 1;
+            arrivals.first_error.get_or_insert(err);
+            return;
+        }
+    };
     while !stop.load(Ordering::Relaxed) {
         let path = sync_path(&filter, Some(&since), POLL_TIMEOUT_MS);
         let reply = request(&mut conn, addr, "GET", &path, &token, None).await;
