@@ -6,6 +6,7 @@
 # byte (sha256), those of the reference build.
 #
 #   image/check-reproducible.sh [--reference DIR] [--homeserver BIN] [--appliance BIN]
+#   image/check-reproducible.sh --build-only [--appliance BIN]
 #
 # The reference binaries (BIN, default target/release/homeserver) must have been built in this
 # checkout after `source image/rust-env.sh` (tests/run.sh does). Without --reference, the
@@ -16,6 +17,11 @@
 # crates are unpacked again at another path and nothing is fetched. Only the binaries' packages
 # are built there (-p homeserver [-p appliance-tools] --bins).
 # Exits 1 and prints what differs; keeps target/image-repro for a closer look (diffoscope).
+#
+# --build-only makes the second checkout and its release build, and stops. A later check
+# reuses that build when the files it would copy are the same, byte for byte and with the
+# same times (a tar of them hashes the same): tests/run.sh starts it in the background at the
+# lowest priority right after its own build, so it uses the CPU the test steps leave idle.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,12 +29,14 @@ WORK=$REPO/target/image-repro
 REFERENCE=
 HOMESERVER=$REPO/target/release/homeserver
 APPLIANCE=
+BUILD_ONLY=
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--reference) REFERENCE=$2; shift 2 ;;
 	--homeserver) HOMESERVER=$2; shift 2 ;;
 	--appliance) APPLIANCE=$2; shift 2 ;;
-	-h | --help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--build-only) BUILD_ONLY=1; shift ;;
+	-h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "check-reproducible.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -43,36 +51,52 @@ if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 fi
 export SOURCE_DATE_EPOCH
 
-rm -rf "$WORK"
+# --- the second checkout, its CARGO_HOME, its build ------------------------------------------
+CHECKOUT=$WORK/checkout
+CARGO_HOME_1=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
+CARGO_HOME_2=$WORK/cargo-home
+packages=(-p homeserver)
+[ -z "$APPLIANCE" ] || packages+=(-p appliance-tools)
+# What the second checkout holds: this working tree's tracked and untracked-but-not-ignored
+# files (in CI, HEAD), as one tar; its hash and the packages name a build that can be reused.
 mkdir -p "$WORK"
+TREE=$WORK/tree.tar
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
+	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
+	tar -cf - --null -T -) >"$TREE"
+KEY="$(sha256sum <"$TREE" | cut -d' ' -f1) ${packages[*]}"
+if [ -f "$WORK/build.key" ] && [ "$(cat "$WORK/build.key")" = "$KEY" ]; then
+	log "second release build: reused, made earlier ($(cat "$WORK/build-seconds") s)"
+	find "$WORK" -mindepth 1 -maxdepth 1 ! -name checkout ! -name cargo-home ! -name build.key \
+		! -name build-seconds -exec rm -rf {} +
+else
+	find "$WORK" -mindepth 1 -maxdepth 1 ! -name tree.tar -exec rm -rf {} +
+	log "second checkout at $CHECKOUT, CARGO_HOME $CARGO_HOME_2"
+	mkdir -p "$CHECKOUT" "$CARGO_HOME_2/registry"
+	tar -xf "$TREE" -C "$CHECKOUT"
+	rm -f "$TREE"
+	cp -a "$CARGO_HOME_1/registry/index" "$CARGO_HOME_1/registry/cache" "$CARGO_HOME_2/registry/"
+	start=$(date +%s)
+	(
+		cd "$CHECKOUT"
+		export CARGO_HOME=$CARGO_HOME_2
+		unset CARGO_TARGET_DIR
+		# shellcheck disable=SC1091 # the second checkout's image/rust-env.sh, the same file
+		source image/rust-env.sh
+		nice cargo build --quiet --release --offline --locked "${packages[@]}" --bins
+	)
+	echo $(($(date +%s) - start)) >"$WORK/build-seconds"
+	echo "$KEY" >"$WORK/build.key"
+	log "second release build: $(cat "$WORK/build-seconds") s"
+fi
+rm -f "$TREE"
+[ -z "$BUILD_ONLY" ] || exit 0
+
 if [ -z "$REFERENCE" ]; then
 	REFERENCE=$WORK/a
 	bash "$REPO/image/build-test-image.sh" --out "$REFERENCE" --homeserver "$HOMESERVER" \
 		${APPLIANCE:+--appliance "$APPLIANCE"}
 fi
-
-# --- the second checkout, its CARGO_HOME, its build ------------------------------------------
-CHECKOUT=$WORK/checkout
-CARGO_HOME_1=$(cd "${CARGO_HOME:-$HOME/.cargo}" && pwd -P)
-CARGO_HOME_2=$WORK/cargo-home
-log "second checkout at $CHECKOUT, CARGO_HOME $CARGO_HOME_2"
-mkdir -p "$CHECKOUT" "$CARGO_HOME_2/registry"
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard |
-	while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
-	tar -cf - --null -T -) | tar -xf - -C "$CHECKOUT"
-cp -a "$CARGO_HOME_1/registry/index" "$CARGO_HOME_1/registry/cache" "$CARGO_HOME_2/registry/"
-packages=(-p homeserver)
-[ -z "$APPLIANCE" ] || packages+=(-p appliance-tools)
-start=$(date +%s)
-(
-	cd "$CHECKOUT"
-	export CARGO_HOME=$CARGO_HOME_2
-	unset CARGO_TARGET_DIR
-	# shellcheck disable=SC1091 # the second checkout's image/rust-env.sh, the same file
-	source image/rust-env.sh
-	nice cargo build --quiet --release --offline --locked "${packages[@]}" --bins
-)
-log "second release build: $(($(date +%s) - start)) s"
 
 # --- the binaries, stripped as the image strips them ------------------------------------------
 differ=0
