@@ -249,17 +249,25 @@ fn compute(
     // The user's membership at `since`, and the rooms whose membership went through something
     // other than a join in the gap: a room the user was joined to all along gets an
     // incremental section (a display-name change is one new event), any other a fresh one.
+    let memberships = state::memberships_as_of(conn, &req.user_id, upto)?;
     let (at_since, interrupted, joined_in_gap) = match since {
         Some(since) => {
-            let at_since: HashMap<String, String> =
+            let changes = state::membership_changes(conn, &req.user_id, since, upto)?;
+            // Without a change in the gap, the memberships at `since` are those at `upto`.
+            let at_since: HashMap<String, String> = if changes.is_empty() {
+                memberships
+                    .iter()
+                    .map(|row| (row.room_id.clone(), row.membership.clone()))
+                    .collect()
+            } else {
                 state::memberships_as_of(conn, &req.user_id, since)?
                     .into_iter()
                     .map(|row| (row.room_id, row.membership))
-                    .collect();
-            let (joined, interrupted): (Vec<_>, Vec<_>) =
-                state::membership_changes(conn, &req.user_id, since, upto)?
-                    .into_iter()
-                    .partition(|change| change.membership == "join");
+                    .collect()
+            };
+            let (joined, interrupted): (Vec<_>, Vec<_>) = changes
+                .into_iter()
+                .partition(|change| change.membership == "join");
             let interrupted: BTreeSet<String> = interrupted
                 .into_iter()
                 .map(|change| change.room_id)
@@ -315,7 +323,6 @@ fn compute(
         global_account_data.push(event);
     }
 
-    let memberships = state::memberships_as_of(conn, &req.user_id, upto)?;
     // A sync visiting every room asks once which of them have relations at all.
     let with_related;
     let req = if active.is_none() {
@@ -662,30 +669,44 @@ fn state_section(
     let Some(group) = group else {
         return Ok(Vec::new());
     };
-    let full = state::state_at_group(conn, group)?;
-    let mut map = if gap {
-        full.clone()
+    // Without a gap the section holds only wanted members, so only their entries are read;
+    // with one, the whole state less what the client had at `since`.
+    let (mut map, wanted_members) = if gap {
+        let mut map = state::state_at_group(conn, group)?;
+        let wanted = lazy.map_or_else(HashMap::new, |lazy| {
+            lazy.wanted
+                .iter()
+                .filter_map(|member| {
+                    let key = ("m.room.member".to_owned(), member.clone());
+                    map.get(&key).map(|id| (member.clone(), id.clone()))
+                })
+                .collect()
+        });
+        if let Some(since) = since
+            && let Some(old_group) = state::state_group_before(conn, room_id, since + 1)?
+        {
+            let old = state::state_at_group(conn, old_group)?;
+            map.retain(|key, id| old.get(key) != Some(id));
+        }
+        (map, wanted)
     } else {
-        Default::default()
+        let wanted = match lazy {
+            Some(lazy) => {
+                state::member_entries_at_group(conn, group, lazy.wanted.iter().map(String::as_str))?
+            }
+            None => HashMap::new(),
+        };
+        (state::StateMap::new(), wanted)
     };
-    if let Some(since) = since
-        && let Some(old_group) = state::state_group_before(conn, room_id, since + 1)?
-    {
-        let old = state::state_at_group(conn, old_group)?;
-        map.retain(|key, id| old.get(key) != Some(id));
-    }
     if let Some(lazy) = lazy {
         // Incrementally, the members who changed in the gap stay; the initial view keeps
         // only the wanted ones.
         if since.is_none() {
             map.retain(|(kind, key), _| kind != "m.room.member" || lazy.wanted.contains(key));
         }
-        for member in &lazy.wanted {
-            let key = ("m.room.member".to_owned(), member.clone());
-            if let Some(id) = full.get(&key)
-                && (lazy.resend || !lazy.has(member, id))
-            {
-                map.insert(key, id.clone());
+        for (member, id) in wanted_members {
+            if lazy.resend || !lazy.has(&member, &id) {
+                map.insert(("m.room.member".to_owned(), member), id);
             }
         }
     }

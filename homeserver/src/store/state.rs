@@ -4,7 +4,7 @@
 //! A state group is either a full snapshot or a delta against a previous group; chains are cut
 //! with a fresh snapshot every [`MAX_DELTA_DEPTH`] deltas so loading any state stays cheap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -243,6 +243,32 @@ pub fn state_at_group(conn: &Connection, group: i64) -> Result<StateMap> {
         state.insert(key, event_id);
     }
     Ok(state)
+}
+
+/// The member events of `members` in a group's state (walking its delta chain), member →
+/// event ID; members without one are absent. A lazy-loading incremental `/sync` without a gap
+/// needs only the timeline's senders and the heroes, not the whole state of the room.
+pub fn member_entries_at_group<'a>(
+    conn: &Connection,
+    group: i64,
+    members: impl IntoIterator<Item = &'a str>,
+) -> Result<HashMap<String, String>> {
+    let members = serde_json::Value::from(members.into_iter().collect::<Vec<_>>()).to_string();
+    // Farthest group first, so a nearer delta's entry overwrites an older one.
+    let mut entries = conn.prepare_cached(with_chain!(
+        "SELECT e.state_key, e.event_id
+         FROM chain CROSS JOIN json_each(?2) AS m
+              CROSS JOIN state_group_entries e
+              ON e.state_group = chain.g AND e.event_type = 'm.room.member' AND e.state_key = m.value
+         ORDER BY chain.n DESC"
+    ))?;
+    let rows = entries.query_map(params![group, members], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut found = HashMap::new();
+    for row in rows {
+        let (member, event_id) = row?;
+        found.insert(member, event_id);
+    }
+    Ok(found)
 }
 
 /// Updates the current state after a state event and records the room's current group.
