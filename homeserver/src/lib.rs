@@ -257,6 +257,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, StartError> {
         tokens: Default::default(),
         typing: Default::default(),
         hierarchy_cache: Default::default(),
+        filters: Default::default(),
         sliding_sync: Default::default(),
         delayed: Default::default(),
         shutdown: shutdown_rx,

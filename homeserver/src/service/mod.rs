@@ -83,6 +83,8 @@ pub struct Server {
     pub client_tls: Option<Arc<crate::transport::client_tls::ClientTls>>,
     /// Peers' recent space-hierarchy answers, so paging a hierarchy does not ask each time.
     pub hierarchy_cache: hierarchy_cache::Cache,
+    /// Parsed `/sync` filters by owner and ID (a stored filter never changes).
+    pub filters: filters::Cache,
     /// What each sliding sync connection has been sent, per `pos` (in memory, bounded).
     pub sliding_sync: sliding_sync::Connections,
     /// Wakes the delayed-events timer when a new event may be due sooner.

@@ -46,7 +46,7 @@ pub async fn sync(
         None => Filter::default(),
         Some(raw) if raw.trim_start().starts_with('{') => serde_json::from_str(raw)
             .map_err(|err| Error::bad_json(format!("Invalid filter: {err}")))?,
-        Some(id) => filters::load(&server, &auth.user_id, id).await?,
+        Some(id) => Filter::clone(&*filters::load(&server, &auth.user_id, id).await?),
     };
     // Syncing marks the user active unless the client says otherwise (spec: `set_presence`,
     // default `online`; `offline` leaves presence untouched).
