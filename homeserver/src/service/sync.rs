@@ -97,7 +97,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
     if let Some(since) = req.since {
         // Syncing with a token acknowledges the to-device messages handed out before it.
         let acked = req.to_device_since.unwrap_or(since);
-        let device = super::device_key(req.device_id.as_deref());
+        let device = req.device_id.as_deref();
         super::e2ee::ack_to_device(server, &req.user_id, device, acked).await?;
     }
     loop {
@@ -437,7 +437,7 @@ fn compute(
     let keys = super::e2ee::sync_keys(
         conn,
         &req.user_id,
-        super::device_key(req.device_id.as_deref()),
+        req.device_id.as_deref(),
         since,
         req.to_device_since,
         upto,

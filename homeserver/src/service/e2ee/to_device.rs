@@ -174,14 +174,16 @@ pub struct SyncKeys {
 
 /// Computes the end-to-end encryption part of a sync for `(since, upto]`; to-device
 /// messages from `to_device_since` (the same as `since` unless a previous sync was cut short).
+/// A device-less request (`None`) reads the rows kept under `""` ([`crate::service::device_key`]).
 pub fn sync_keys(
     conn: &Connection,
     user_id: &str,
-    device_id: &str,
+    device_id: Option<&DeviceId>,
     since: Option<i64>,
     to_device_since: Option<i64>,
     upto: i64,
 ) -> Result<SyncKeys> {
+    let device_id = crate::service::device_key(device_id);
     let after = to_device_since.or(since).unwrap_or(0);
     let messages =
         e2ee::to_device_since(conn, user_id, device_id, after, upto, TO_DEVICE_PER_SYNC)?;
@@ -205,13 +207,15 @@ pub fn sync_keys(
     })
 }
 
-/// Deletes the to-device messages a device acknowledged by syncing with a later token.
+/// Deletes the to-device messages a device acknowledged by syncing with a later token (for a
+/// device-less request, those kept under `""`).
 pub async fn ack_to_device(
     server: &Server,
     user_id: &str,
-    device_id: &str,
+    device_id: Option<&DeviceId>,
     upto: i64,
 ) -> Result<()> {
+    let device_id = crate::service::device_key(device_id);
     let (user, device) = (user_id.to_owned(), device_id.to_owned());
     let pending = server
         .store
