@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use ruma::{DeviceId, OwnedUserId};
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorCode};
@@ -25,10 +25,11 @@ use crate::service::{Server, accounts};
 pub struct Auth {
     /// The user (for an appservice: its sender, or the user it masquerades as).
     pub user_id: OwnedUserId,
-    /// The device the token belongs to. Empty for an appservice request that names no
-    /// `device_id`: such a request has no device, and endpoints that need one ask for it
-    /// through [`Auth::device`].
-    pub device_id: String,
+    /// The device the token belongs to. `None` for an appservice request that names no
+    /// `device_id` (and for an empty device ID, which has always read as none): such a
+    /// request has no device, and endpoints that need one ask for it through
+    /// [`Auth::device`].
+    pub device_id: Option<OwnedDeviceId>,
     /// The application service whose `as_token` authenticated the request, if any.
     pub appservice: Option<Arc<Registration>>,
 }
@@ -49,13 +50,12 @@ impl Auth {
     /// logout). An appservice request without `device_id` has none: 400 `M_MISSING_PARAM`
     /// naming the parameter (the spec says such requests "fail", without naming a code).
     pub fn device(&self) -> Result<&DeviceId, Error> {
-        if self.device_id.is_empty() {
-            return Err(Error::new(
+        self.device_id.as_deref().ok_or_else(|| {
+            Error::new(
                 ErrorCode::MissingParam,
                 "This request needs a device: an application service passes device_id",
-            ));
-        }
-        Ok(self.device_id.as_str().into())
+            )
+        })
     }
 
     /// Whether the request was made with an application service's `as_token`.
@@ -94,7 +94,7 @@ impl FromRequestParts<Arc<Server>> for Auth {
                     .map_err(|err| Error::internal(format!("stored user id: {err}")))?;
                 Auth {
                     user_id,
-                    device_id: owner.device_id,
+                    device_id: device_of(owner.device_id),
                     appservice: None,
                 }
             }
@@ -138,15 +138,21 @@ async fn appservice_auth(
                     "The user has no device with this ID",
                 ));
             }
-            device
+            device_of(device)
         }
-        None => String::new(),
+        None => None,
     };
     Ok(Auth {
         user_id,
         device_id,
         appservice: Some(registration),
     })
+}
+
+/// A request's device from its stored or named ID. An empty ID (a device `/login` with
+/// `"device_id": ""` made) has always read as no device, and still does.
+fn device_of(id: String) -> Option<OwnedDeviceId> {
+    (!id.is_empty()).then(|| id.into())
 }
 
 /// The raw access token of a request, unchecked (`None` without one): for `/register` and

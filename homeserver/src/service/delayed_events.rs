@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ruma::events::TimelineEventType;
-use ruma::{OwnedRoomId, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedRoomId, OwnedUserId, UserId};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
@@ -82,7 +82,7 @@ pub fn parse_delay(raw: &str) -> Result<u64> {
 pub async fn schedule(
     server: &Server,
     user: OwnedUserId,
-    device: String,
+    device: Option<OwnedDeviceId>,
     txn_id: Option<String>,
     request: Schedule,
 ) -> Result<String> {
@@ -144,6 +144,7 @@ pub async fn schedule(
         error: None,
         finalised_ts: None,
     };
+    let device = super::device_key(device.as_deref()).to_owned();
     let delay_id = server
         .store
         .write(move |tx| {

@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use ruma::OwnedDeviceId;
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
@@ -38,8 +39,15 @@ const EVENTS_LIMIT: u64 = 100;
 pub struct Viewer {
     /// The user.
     pub user_id: String,
-    /// Their device.
-    pub device_id: String,
+    /// Their device (`None`: an application service's request without one).
+    pub device_id: Option<OwnedDeviceId>,
+}
+
+impl Viewer {
+    /// The `(user, device)` pair event formatting takes.
+    fn pair(&self) -> (&str, &str) {
+        (&self.user_id, super::device_key(self.device_id.as_deref()))
+    }
 }
 
 // The answers. Events are client-format event JSON (arbitrary content), taken from `/sync`'s
@@ -337,7 +345,7 @@ async fn room_events(
                     ..RoomEventFilter::default()
                 };
                 let (list, _) = sync::timeline(conn, &room, &filter, &visible, since, upto)?;
-                format_events(conn, &list, Some((&viewer_c.user_id, &viewer_c.device_id)))
+                format_events(conn, &list, Some(viewer_c.pair()))
             })
             .await?;
         if !chunk.is_empty() || tokio::time::Instant::now() >= deadline {
@@ -381,7 +389,7 @@ pub fn event(conn: &Connection, viewer: &Viewer, event_id: &str) -> Result<Value
     if !visible.allows(stored.stream_pos) || stored.pdu.rejected {
         return Err(not_found());
     }
-    format_events(conn, &[stored], Some((&viewer.user_id, &viewer.device_id)))?
+    format_events(conn, &[stored], Some(viewer.pair()))?
         .pop()
         .ok_or_else(|| Error::internal("formatting lost the event"))
 }
@@ -406,7 +414,7 @@ pub fn room_initial_sync(
         ..RoomEventFilter::default()
     };
     let (list, _) = sync::timeline(conn, room_id, &filter, &visible, 0, upto)?;
-    let chunk = format_events(conn, &list, Some((user, &viewer.device_id)))?;
+    let chunk = format_events(conn, &list, Some(viewer.pair()))?;
     // The state at the last position the user may see: now, unless they left.
     let state_map = match visible.last_at_or_before(i64::MAX) {
         Some(i64::MAX) => state::current_state(conn, room_id)?,
@@ -419,7 +427,7 @@ pub fn room_initial_sync(
     let state_events = rooms::load_state_events(conn, &state_map, |_, _| true)?;
     let state_json = state_events
         .iter()
-        .map(|e| rooms::client_event(conn, e, Some((user, &viewer.device_id))))
+        .map(|e| rooms::client_event(conn, e, Some(viewer.pair())))
         .collect::<Result<Vec<_>>>()?;
     let membership = state_events
         .iter()

@@ -116,3 +116,11 @@ pub fn require_allowed_user(server: &Server, user_id: &ruma::UserId) -> crate::e
         )))
     }
 }
+
+/// A request's device as the store keeps it (transaction IDs, delayed events, lazy-loaded
+/// members, to-device messages, pushers) and as event formatting compares it: `""` for a
+/// request without a device (an application service's that names none), which is what those
+/// rows have always held for it.
+pub fn device_key(device: Option<&ruma::DeviceId>) -> &str {
+    device.map_or("", ruma::DeviceId::as_str)
+}

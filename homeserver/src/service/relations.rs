@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use ruma::{OwnedEventId, OwnedRoomId, UserId};
+use ruma::{DeviceId, OwnedEventId, OwnedRoomId, UserId};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -221,11 +221,11 @@ fn relations_page(
 pub async fn relations(
     server: &Server,
     user: &UserId,
-    device: &str,
+    device: Option<&DeviceId>,
     request: RelationsRequest,
 ) -> Result<RelationsPage> {
     let user = user.to_string();
-    let device = device.to_owned();
+    let device = super::device_key(device).to_owned();
     server
         .store
         .read(move |conn| relations_page(conn, (&user, &device), &request))
@@ -236,7 +236,7 @@ pub async fn relations(
 pub async fn threads(
     server: &Server,
     user: &UserId,
-    device: &str,
+    device: Option<&DeviceId>,
     room: OwnedRoomId,
     query: ThreadsQuery,
 ) -> Result<ThreadsPage> {
@@ -260,7 +260,7 @@ pub async fn threads(
         .transpose()?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let user = user.to_string();
-    let device = device.to_owned();
+    let device = super::device_key(device).to_owned();
     server
         .store
         .read(move |conn| {

@@ -14,8 +14,8 @@ use ruma::state_res::{
     auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
 };
 use ruma::{
-    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId,
-    RoomId, RoomVersionId, UserId,
+    CanonicalJsonObject, MilliSecondsSinceUnixEpoch, OwnedDeviceId, OwnedEventId, OwnedRoomId,
+    OwnedUserId, RoomId, RoomVersionId, UserId,
 };
 use serde_json::{Value, json};
 
@@ -594,13 +594,14 @@ pub async fn profile_of(
         .await
 }
 
-/// Sends a message-like or state event on behalf of a local user (idempotent per txn ID).
+/// Sends a message-like or state event on behalf of a local user, idempotent per `txn`: the
+/// sending device (`None`: a request without one, scoped to the user) and its transaction ID.
 pub async fn send(
     server: &Server,
     room_id: OwnedRoomId,
     sender: OwnedUserId,
     event: NewEvent,
-    txn: Option<(String, String)>,
+    txn: Option<(Option<OwnedDeviceId>, String)>,
 ) -> Result<OwnedEventId> {
     send_with(server, room_id, sender, event, txn, |_, _| Ok(())).await
 }
@@ -612,7 +613,7 @@ pub async fn send_at(
     room_id: OwnedRoomId,
     sender: OwnedUserId,
     event: NewEvent,
-    txn: Option<(String, String)>,
+    txn: Option<(Option<OwnedDeviceId>, String)>,
     ts: Option<MilliSecondsSinceUnixEpoch>,
 ) -> Result<OwnedEventId> {
     send_inner(server, room_id, sender, event, txn, ts, |_, _| Ok(())).await
@@ -626,7 +627,7 @@ pub async fn send_with(
     room_id: OwnedRoomId,
     sender: OwnedUserId,
     event: NewEvent,
-    txn: Option<(String, String)>,
+    txn: Option<(Option<OwnedDeviceId>, String)>,
     also: impl FnOnce(&rusqlite::Connection, &ruma::EventId) -> Result<()> + Send + 'static,
 ) -> Result<OwnedEventId> {
     send_inner(server, room_id, sender, event, txn, None, also).await
@@ -637,7 +638,7 @@ async fn send_inner(
     room_id: OwnedRoomId,
     sender: OwnedUserId,
     event: NewEvent,
-    txn: Option<(String, String)>,
+    txn: Option<(Option<OwnedDeviceId>, String)>,
     ts: Option<MilliSecondsSinceUnixEpoch>,
     also: impl FnOnce(&rusqlite::Connection, &ruma::EventId) -> Result<()> + Send + 'static,
 ) -> Result<OwnedEventId> {
@@ -645,7 +646,10 @@ async fn send_inner(
     server
         .store
         .write(move |tx| {
-            if let Some((device, txn_id)) = &txn
+            let txn_ref = txn
+                .as_ref()
+                .map(|(d, t)| (super::device_key(d.as_deref()), t.as_str()));
+            if let Some((device, txn_id)) = txn_ref
                 && let Some(existing) = events::event_for_txn(tx, sender.as_str(), device, txn_id)?
             {
                 return OwnedEventId::try_from(existing)
@@ -660,7 +664,6 @@ async fn send_inner(
             if event.kind == TimelineEventType::RoomEncryption {
                 check_encryption_stays_on(tx, &room_id, &event)?;
             }
-            let txn_ref = txn.as_ref().map(|(d, t)| (d.as_str(), t.as_str()));
             let ts = ts.unwrap_or_else(MilliSecondsSinceUnixEpoch::now);
             let event_id = append_at_in_tx(tx, &signer, &room_id, &sender, event, txn_ref, ts)?
                 .event_id

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ruma::OwnedDeviceId;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -372,8 +373,15 @@ fn profile_at(conn: &Connection, group: Option<i64>, room: &str, user: &str) -> 
 pub struct Viewer {
     /// The user.
     pub user_id: String,
-    /// Their device.
-    pub device_id: String,
+    /// Their device (`None`: an application service's request without one).
+    pub device_id: Option<OwnedDeviceId>,
+}
+
+impl Viewer {
+    /// The `(user, device)` pair event formatting takes.
+    fn pair(&self) -> (&str, &str) {
+        (&self.user_id, super::device_key(self.device_id.as_deref()))
+    }
 }
 
 fn context_of(
@@ -413,7 +421,7 @@ fn context_of(
     };
     let format = |list: &[StoredEvent]| -> Result<Vec<Value>> {
         list.iter()
-            .map(|e| rooms::client_event(conn, e, Some((&viewer.user_id, &viewer.device_id))))
+            .map(|e| rooms::client_event(conn, e, Some(viewer.pair())))
             .collect()
     };
     Ok(ResultContext {
@@ -438,7 +446,7 @@ fn visible_state(conn: &Connection, viewer: &Viewer, room: &str, upto: i64) -> R
     };
     rooms::load_state_events(conn, &map, |_, _| true)?
         .iter()
-        .map(|e| rooms::client_event(conn, e, Some((&viewer.user_id, &viewer.device_id))))
+        .map(|e| rooms::client_event(conn, e, Some(viewer.pair())))
         .collect()
 }
 
@@ -579,11 +587,8 @@ fn run_search(
     let mut rooms_seen: Vec<String> = Vec::new();
     // The results with their bundled aggregations, in one batch.
     let page_events: Vec<StoredEvent> = page.iter().map(|(_, e)| e.clone()).collect();
-    let page_formatted = super::aggregations::format_events(
-        conn,
-        &page_events,
-        Some((&viewer.user_id, &viewer.device_id)),
-    )?;
+    let page_formatted =
+        super::aggregations::format_events(conn, &page_events, Some(viewer.pair()))?;
     for ((hit, event), formatted) in page.iter().zip(page_formatted) {
         let room = event.pdu.room_id.to_string();
         let room_visible = rooms

@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ruma::OwnedDeviceId;
+
 pub use connection::Connections;
 use connection::{ConnKey, ConnState};
 pub use response::{
@@ -185,8 +187,8 @@ pub struct Extensions {
 pub struct SlidingSyncRequest {
     /// The user syncing.
     pub user_id: String,
-    /// Their device.
-    pub device_id: String,
+    /// Their device (`None`: an application service's request without one).
+    pub device_id: Option<OwnedDeviceId>,
     /// The connection (`""` when the client named none).
     pub conn_id: String,
     /// The `pos` resumed from (`None`: a new connection).
@@ -233,7 +235,8 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyn
     let (base_id, base) = server.sliding_sync.resume(&key, req.pos.as_deref())?;
     if let Some(since) = req.extensions.to_device.as_ref().and_then(|t| t.since) {
         // A to-device token acknowledges the messages handed out before it (MSC3885).
-        super::e2ee::ack_to_device(server, &req.user_id, &req.device_id, since).await?;
+        let device = req.device_id.as_deref();
+        super::e2ee::ack_to_device(server, &req.user_id, device, since).await?;
     }
     let user = req.user_id.clone();
     let ignored = server

@@ -18,6 +18,7 @@ mod response;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
+use ruma::OwnedDeviceId;
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -48,8 +49,8 @@ pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct SyncRequest {
     /// The user syncing.
     pub user_id: String,
-    /// Their device.
-    pub device_id: String,
+    /// Their device (`None`: an application service's request without one).
+    pub device_id: Option<OwnedDeviceId>,
     /// Position from the `since` token.
     pub since: Option<i64>,
     /// Typing serial from the `since` token (0 when none).
@@ -96,7 +97,8 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
     if let Some(since) = req.since {
         // Syncing with a token acknowledges the to-device messages handed out before it.
         let acked = req.to_device_since.unwrap_or(since);
-        super::e2ee::ack_to_device(server, &req.user_id, &req.device_id, acked).await?;
+        let device = req.device_id.as_deref();
+        super::e2ee::ack_to_device(server, &req.user_id, device, acked).await?;
     }
     loop {
         let upto = *positions.borrow_and_update();
@@ -143,7 +145,8 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
         let done = !empty || req.since.is_none() || req.full_state || req.timeout.is_zero();
         if done {
             if !lazy_sent.is_empty() {
-                let (user, device) = (req.user_id.clone(), req.device_id.clone());
+                let user = req.user_id.clone();
+                let device = super::device_key(req.device_id.as_deref()).to_owned();
                 server
                     .store
                     // Bookkeeping of what was sent: allowed below the free-space watermark,
@@ -441,7 +444,7 @@ fn compute(
     let keys = super::e2ee::sync_keys(
         conn,
         &req.user_id,
-        &req.device_id,
+        req.device_id.as_deref(),
         since,
         req.to_device_since,
         upto,
@@ -534,7 +537,10 @@ pub(crate) fn format_all(
     events: &[StoredEvent],
     req: &SyncRequest,
 ) -> Result<Vec<Value>> {
-    let viewer = Some((req.user_id.as_str(), req.device_id.as_str()));
+    let viewer = Some((
+        req.user_id.as_str(),
+        super::device_key(req.device_id.as_deref()),
+    ));
     let known = super::aggregations::Known {
         ignored: Some(&req.ignored),
         related_rooms: req.related_rooms.as_ref(),
@@ -596,7 +602,8 @@ impl Lazy {
         wanted.extend(heroes.iter().cloned());
         let sent = match req.since {
             Some(since) => {
-                misc::lazy_members_sent(conn, &req.user_id, &req.device_id, room_id, since)?
+                let device = super::device_key(req.device_id.as_deref());
+                misc::lazy_members_sent(conn, &req.user_id, device, room_id, since)?
                     .into_iter()
                     .map(|sent| (sent.member, sent.event_id))
                     .collect()

@@ -3,7 +3,7 @@
 //! history this unit holds is backfilled from a peer by `service::federation::route::messages`,
 //! which then asks [`messages`] again.
 
-use ruma::{OwnedEventId, OwnedRoomId, UserId};
+use ruma::{DeviceId, OwnedEventId, OwnedRoomId, UserId};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -167,7 +167,7 @@ fn lazy_members(conn: &Connection, room: &str, chunk: &[StoredEvent]) -> Result<
 pub async fn messages(
     server: &Server,
     user: &UserId,
-    device: &str,
+    device: Option<&DeviceId>,
     room: OwnedRoomId,
     q: &MessagesQuery,
     current: i64,
@@ -182,7 +182,7 @@ pub async fn messages(
     let from = q.from.as_deref().map(PageToken::parse).transpose()?;
     let to = q.to.as_deref().map(PageToken::parse).transpose()?;
     let user = user.to_string();
-    let device = device.to_owned();
+    let device = super::device_key(device).to_owned();
     server
         .store
         .read(move |conn| {
@@ -240,12 +240,12 @@ pub async fn messages(
 pub async fn get_event(
     server: &Server,
     user: &UserId,
-    device: &str,
+    device: Option<&DeviceId>,
     room: OwnedRoomId,
     event: OwnedEventId,
 ) -> Result<Value> {
     let user = user.to_string();
-    let device = device.to_owned();
+    let device = super::device_key(device).to_owned();
     server
         .store
         .read(move |conn| {
@@ -280,7 +280,7 @@ pub struct ContextQuery {
 pub async fn context(
     server: &Server,
     user: &UserId,
-    device: &str,
+    device: Option<&DeviceId>,
     room: OwnedRoomId,
     event: OwnedEventId,
     q: ContextQuery,
@@ -288,7 +288,7 @@ pub async fn context(
     let limit = q.limit.unwrap_or(10).min(MAX_LIMIT);
     let filter = parse_filter(q.filter.as_deref())?;
     let user = user.to_string();
-    let device = device.to_owned();
+    let device = super::device_key(device).to_owned();
     server
         .store
         .read(move |conn| {

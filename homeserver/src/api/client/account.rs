@@ -597,9 +597,12 @@ pub(super) async fn oauth_or_password_stage(
     body: Value,
     data: Option<AuthData>,
 ) -> Result<String> {
-    let device = auth.device_id.as_str().into();
-    let approval = oauth::account::approval_page(server, &auth.user_id, device);
-    let Some(approval) = approval.await? else {
+    let approval = match auth.device_id.as_deref() {
+        Some(device) => oauth::account::approval_page(server, &auth.user_id, device).await?,
+        // No device, no OAuth session: an OAuth grant always names a non-empty device.
+        None => None,
+    };
+    let Some(approval) = approval else {
         return password_stage(server, auth, action, body, data).await;
     };
     let op = uia::Operation::of_user(auth.user_id.as_str(), action, body).approved_on(approval);

@@ -23,8 +23,9 @@ pub async fn messages(
     QueryParams(q): QueryParams<MessagesQuery>,
 ) -> Result<Json<MessagesPage>> {
     let room = room_id(&room)?;
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        route::messages(&server, &auth.user_id, &auth.device_id, room, q).await?,
+        route::messages(&server, &auth.user_id, device, room, q).await?,
     ))
 }
 
@@ -36,8 +37,9 @@ pub async fn get_event(
 ) -> Result<Json<Value>> {
     // One client-format event: its content is arbitrary JSON.
     let (room, event) = (room_id(&room)?, event_id(&event)?);
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        timeline::get_event(&server, &auth.user_id, &auth.device_id, room, event).await?,
+        timeline::get_event(&server, &auth.user_id, device, room, event).await?,
     ))
 }
 
@@ -49,8 +51,9 @@ pub async fn context(
     QueryParams(q): QueryParams<ContextQuery>,
 ) -> Result<Json<ContextPage>> {
     let (room, event) = (room_id(&room)?, event_id(&event)?);
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        timeline::context(&server, &auth.user_id, &auth.device_id, room, event, q).await?,
+        timeline::context(&server, &auth.user_id, device, room, event, q).await?,
     ))
 }
 

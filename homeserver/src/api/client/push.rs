@@ -253,6 +253,6 @@ async fn set_pusher(
     auth: Auth,
     JsonBody(body): JsonBody<push::pushers::SetPusherRequest>,
 ) -> Result<Json<Empty>> {
-    push::pushers::set(&server, auth.user_id, auth.device_id.into(), body).await?;
+    push::pushers::set(&server, auth.user_id, auth.device_id, body).await?;
     Ok(Json(Empty {}))
 }

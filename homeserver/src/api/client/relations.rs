@@ -56,8 +56,9 @@ pub async fn relations_all(
     QueryParams(query): QueryParams<RelationsQuery>,
 ) -> Result<Json<RelationsPage>> {
     let request = request(&room, &parent, None, None, query)?;
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        relations::relations(&server, &auth.user_id, &auth.device_id, request).await?,
+        relations::relations(&server, &auth.user_id, device, request).await?,
     ))
 }
 
@@ -69,8 +70,9 @@ pub async fn relations_of_type(
     QueryParams(query): QueryParams<RelationsQuery>,
 ) -> Result<Json<RelationsPage>> {
     let request = request(&room, &parent, Some(rel_type), None, query)?;
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        relations::relations(&server, &auth.user_id, &auth.device_id, request).await?,
+        relations::relations(&server, &auth.user_id, device, request).await?,
     ))
 }
 
@@ -82,8 +84,9 @@ pub async fn relations_of_type_and_event_type(
     QueryParams(query): QueryParams<RelationsQuery>,
 ) -> Result<Json<RelationsPage>> {
     let request = request(&room, &parent, Some(rel_type), Some(event_type), query)?;
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        relations::relations(&server, &auth.user_id, &auth.device_id, request).await?,
+        relations::relations(&server, &auth.user_id, device, request).await?,
     ))
 }
 
@@ -95,7 +98,8 @@ pub async fn threads(
     QueryParams(query): QueryParams<ThreadsQuery>,
 ) -> Result<Json<ThreadsPage>> {
     let room = room_id(&room)?;
+    let device = auth.device_id.as_deref();
     Ok(Json(
-        relations::threads(&server, &auth.user_id, &auth.device_id, room, query).await?,
+        relations::threads(&server, &auth.user_id, device, room, query).await?,
     ))
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use ruma::DeviceId;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -169,7 +170,12 @@ async fn sync(
             "set_presence must be online, offline or unavailable",
         ));
     }
-    let request = parse(auth.user_id.as_str(), &auth.device_id, query, body)?;
+    let request = parse(
+        auth.user_id.as_str(),
+        auth.device_id.as_deref(),
+        query,
+        body,
+    )?;
     match set_presence.as_deref().unwrap_or("online") {
         "offline" => {}
         state => presence::mark_active(&server, auth.user_id.as_str(), state).await?,
@@ -180,7 +186,7 @@ async fn sync(
 /// Validates the wire request into the service's terms.
 fn parse(
     user_id: &str,
-    device_id: &str,
+    device_id: Option<&DeviceId>,
     query: SyncQuery,
     body: Body,
 ) -> Result<SlidingSyncRequest> {
@@ -261,7 +267,7 @@ fn parse(
     let timeout = query.timeout.or(body.timeout).unwrap_or(0);
     Ok(SlidingSyncRequest {
         user_id: user_id.to_owned(),
-        device_id: device_id.to_owned(),
+        device_id: device_id.map(DeviceId::to_owned),
         conn_id: body.conn_id.unwrap_or_default(),
         pos: query.pos.or(body.pos),
         timeout: Duration::from_millis(timeout),

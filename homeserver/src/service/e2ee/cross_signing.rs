@@ -179,32 +179,24 @@ pub async fn upload_signatures(
         .await
 }
 
-/// Handles an `m.signing_key_update` EDU: caches the user's new cross-signing keys.
+/// Handles an `m.signing_key_update` EDU: caches the user's new cross-signing keys. The
+/// caller has checked that the user belongs to the EDU's origin.
 pub async fn receive_signing_key_update(
     server: &Server,
-    origin: &str,
-    content: &Value,
+    update: edu::SigningKeyUpdate,
 ) -> Result<()> {
-    let Some(user) = content.get("user_id").and_then(Value::as_str) else {
-        return Err(Error::bad_json("m.signing_key_update without user_id"));
-    };
-    if server_of(user) != origin {
-        return Err(Error::forbidden(
-            "signing key update for a user of another server",
-        ));
-    }
+    let user = update.user_id.to_string();
     let mut keys = Vec::new();
-    for (field, key_type) in [
-        ("master_key", "master"),
-        ("self_signing_key", "self_signing"),
+    for (key, field, key_type) in [
+        (update.master_key, "master_key", "master"),
+        (update.self_signing_key, "self_signing_key", "self_signing"),
     ] {
-        if let Some(key) = content.get(field)
-            && check_key_object(key, user, field).is_ok()
+        if let Some(key) = key
+            && check_key_object(&key, &user, field).is_ok()
         {
             keys.push((key_type, key.to_string()));
         }
     }
-    let user = user.to_owned();
     server
         .store
         .write(move |tx| {

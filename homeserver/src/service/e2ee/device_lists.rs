@@ -67,41 +67,25 @@ pub fn devices_deleted_in_tx(
 
 /// Handles an `m.device_list_update` EDU: applies it to the cached list when it follows
 /// the update we hold (`prev_id`), marks the cache stale on a gap, and tells local clients
-/// the user's devices changed either way.
+/// the user's devices changed either way. The caller has checked that the user belongs to
+/// the EDU's origin.
 pub async fn receive_device_list_update(
     server: &Server,
-    origin: &str,
-    content: &Value,
+    update: edu::DeviceListUpdate,
 ) -> Result<()> {
-    let (Some(user), Some(device), Some(stream_id)) = (
-        content.get("user_id").and_then(Value::as_str),
-        content.get("device_id").and_then(Value::as_str),
-        content.get("stream_id").and_then(Value::as_i64),
-    ) else {
-        return Err(Error::bad_json(
-            "m.device_list_update without user_id, device_id or stream_id",
-        ));
-    };
-    if server_of(user) != origin {
-        return Err(Error::forbidden(
-            "device list update for a user of another server",
-        ));
-    }
-    let prev: Vec<i64> = content
-        .get("prev_id")
-        .and_then(Value::as_array)
-        .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
-        .unwrap_or_default();
-    let deleted = content.get("deleted").and_then(Value::as_bool) == Some(true);
-    let keys = content
-        .get("keys")
-        .filter(|k| check_key_object(k, user, "keys").is_ok())
-        .map(Value::to_string);
-    let name = content
-        .get("device_display_name")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let (user, device) = (user.to_owned(), device.to_owned());
+    let edu::DeviceListUpdate {
+        user_id,
+        device_id: device,
+        device_display_name: name,
+        stream_id,
+        prev_id: prev,
+        deleted,
+        keys,
+    } = update;
+    let user = user_id.to_string();
+    let keys = keys
+        .filter(|k| check_key_object(k, &user, "keys").is_ok())
+        .map(|k| k.to_string());
     server
         .store
         .write(move |tx| {

@@ -21,6 +21,7 @@ use serde_json::{Map, Value, json};
 use super::Server;
 use super::appservice::ephemeral as appservice_keys;
 use crate::error::{Error, Result};
+use crate::matrix::edu;
 use crate::store::wake::Audience;
 use crate::store::{WriteTx, e2ee, outbox};
 use crate::util::now_ms;

@@ -110,39 +110,36 @@ fn deliver_local_in_tx(
     Ok(())
 }
 
-/// Handles an `m.direct_to_device` EDU from a peer: messages from its users to ours.
-pub async fn receive_to_device(server: &Server, origin: &str, content: &Value) -> Result<()> {
-    let (Some(sender), Some(event_type), Some(messages)) = (
-        content.get("sender").and_then(Value::as_str),
-        content.get("type").and_then(Value::as_str),
-        content.get("messages").and_then(Value::as_object),
-    ) else {
-        return Err(Error::bad_json(
-            "m.direct_to_device without sender, type or messages",
-        ));
-    };
-    if server_of(sender) != origin {
-        return Err(Error::forbidden(
-            "to-device message from a user of another server",
-        ));
-    }
+/// Handles an `m.direct_to_device` EDU from a peer: messages from its users to ours. The
+/// caller has checked that the sender belongs to the EDU's origin.
+pub async fn receive_to_device(server: &Server, message: edu::DirectToDevice) -> Result<()> {
     let own = server.server_name().to_string();
-    let (sender, event_type, messages) =
-        (sender.to_owned(), event_type.to_owned(), messages.clone());
+    let edu::DirectToDevice {
+        sender,
+        event_type,
+        messages,
+        ..
+    } = message;
+    let sender = sender.to_string();
     let receivers = crate::service::appservice::ephemeral::receivers(&server.appservices.all());
     let any_receiver = !receivers.is_empty();
     let delivered = server
         .store
         .write(move |tx| {
-            for (user, devices) in &messages {
-                if let (true, Some(devices)) = (server_of(user) == own, devices.as_object()) {
+            for (user, devices) in messages {
+                if user.server_name().as_str() == own {
+                    // Each content is an object passed on as it came.
+                    let devices: Map<String, Value> = devices
+                        .into_iter()
+                        .map(|(device, content)| (device, Value::Object(content)))
+                        .collect();
                     deliver_local_in_tx(
                         tx,
                         (&receivers, &own),
                         &sender,
                         &event_type,
-                        user,
-                        devices,
+                        user.as_str(),
+                        &devices,
                     )?;
                 }
             }
@@ -174,14 +171,16 @@ pub struct SyncKeys {
 
 /// Computes the end-to-end encryption part of a sync for `(since, upto]`; to-device
 /// messages from `to_device_since` (the same as `since` unless a previous sync was cut short).
+/// A device-less request (`None`) reads the rows kept under `""` ([`crate::service::device_key`]).
 pub fn sync_keys(
     conn: &Connection,
     user_id: &str,
-    device_id: &str,
+    device_id: Option<&DeviceId>,
     since: Option<i64>,
     to_device_since: Option<i64>,
     upto: i64,
 ) -> Result<SyncKeys> {
+    let device_id = crate::service::device_key(device_id);
     let after = to_device_since.or(since).unwrap_or(0);
     let messages =
         e2ee::to_device_since(conn, user_id, device_id, after, upto, TO_DEVICE_PER_SYNC)?;
@@ -205,13 +204,15 @@ pub fn sync_keys(
     })
 }
 
-/// Deletes the to-device messages a device acknowledged by syncing with a later token.
+/// Deletes the to-device messages a device acknowledged by syncing with a later token (for a
+/// device-less request, those kept under `""`).
 pub async fn ack_to_device(
     server: &Server,
     user_id: &str,
-    device_id: &str,
+    device_id: Option<&DeviceId>,
     upto: i64,
 ) -> Result<()> {
+    let device_id = crate::service::device_key(device_id);
     let (user, device) = (user_id.to_owned(), device_id.to_owned());
     let pending = server
         .store

@@ -28,7 +28,6 @@ pub(super) async fn receive_edu(server: &Server, origin: &str, edu: &Edu) -> Res
             )))
         }
     };
-    // The E2EE receivers read the content they were given; it has just been checked whole.
     match content {
         EduContent::Typing(typing) => {
             of_origin(&typing.user_id)?;
@@ -40,15 +39,15 @@ pub(super) async fn receive_edu(server: &Server, origin: &str, edu: &Edu) -> Res
         }
         EduContent::DirectToDevice(message) => {
             of_origin(&message.sender)?;
-            crate::service::e2ee::receive_to_device(server, origin, &edu.content).await
+            crate::service::e2ee::receive_to_device(server, message).await
         }
         EduContent::DeviceListUpdate(update) => {
             of_origin(&update.user_id)?;
-            crate::service::e2ee::receive_device_list_update(server, origin, &edu.content).await
+            crate::service::e2ee::receive_device_list_update(server, update).await
         }
         EduContent::SigningKeyUpdate(update) => {
             of_origin(&update.user_id)?;
-            crate::service::e2ee::receive_signing_key_update(server, origin, &edu.content).await
+            crate::service::e2ee::receive_signing_key_update(server, update).await
         }
         EduContent::Unknown => Ok(()),
     }

@@ -4,7 +4,7 @@
 //! they wrap never import federation behaviour (the layering test keeps it so). `/createRoom`
 //! and state requests with a remote invite are routed the same way in [`super::invites`].
 
-use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, UserId};
+use ruma::{DeviceId, OwnedRoomAliasId, OwnedRoomId, OwnedUserId, UserId};
 
 use super::{
     backfill, invite_remote_checked, join_candidates, join_remote, reject_remote_invite,
@@ -58,7 +58,7 @@ pub async fn public_rooms(
 pub async fn messages(
     server: &Server,
     user: &UserId,
-    device: &str,
+    device: Option<&DeviceId>,
     room: OwnedRoomId,
     q: MessagesQuery,
 ) -> Result<MessagesPage> {

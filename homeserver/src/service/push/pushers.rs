@@ -196,7 +196,7 @@ fn gateway_of(url: &str) -> Result<Option<String>> {
 pub async fn set(
     server: &Server,
     user_id: OwnedUserId,
-    device_id: OwnedDeviceId,
+    device_id: Option<OwnedDeviceId>,
     body: SetPusherRequest,
 ) -> Result<()> {
     let mut absent: Vec<&str> = Vec::new();
@@ -271,7 +271,7 @@ pub async fn set(
         lang,
         data,
         gateway,
-        device_id: device_id.into(),
+        device_id: crate::service::device_key(device_id.as_deref()).to_owned(),
         pushkey_ts: now_ms(),
     };
     let append = body.append;

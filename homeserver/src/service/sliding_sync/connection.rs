@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ruma::OwnedDeviceId;
+
 use super::RoomConfig;
 use crate::error::{Error, ErrorCode, Result};
 
@@ -25,8 +27,8 @@ const MAX_CONNECTIONS: usize = 2048;
 pub struct ConnKey {
     /// The user.
     pub user_id: String,
-    /// Their device.
-    pub device_id: String,
+    /// Their device (`None`: an application service's request without one).
+    pub device_id: Option<OwnedDeviceId>,
     /// The client's connection name (`""` when it sent none).
     pub conn_id: String,
 }

@@ -38,7 +38,7 @@ pub(super) fn compute(
     let mut out = ExtensionsResponse::default();
     let mut empty = true;
     let user = req.user_id.as_str();
-    let device = req.device_id.as_str();
+    let device = req.device_id.as_deref();
     if ext.e2ee || ext.to_device.is_some() {
         let to_device_after = ext.to_device.as_ref().and_then(|t| t.since).unwrap_or(0);
         let mut keys = sync_keys(conn, user, device, since, Some(to_device_after), upto)?;
@@ -48,7 +48,7 @@ pub(super) fn compute(
                 let cut = e2ee::to_device_since(
                     conn,
                     user,
-                    device,
+                    crate::service::device_key(device),
                     to_device_after,
                     upto,
                     to_device.limit,
