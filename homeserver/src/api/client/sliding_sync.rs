@@ -178,7 +178,7 @@ async fn sync(
     )?;
     match set_presence.as_deref().unwrap_or("online") {
         "offline" => {}
-        state => presence::mark_active(&server, auth.user_id.as_str(), state).await?,
+        state => presence::mark_active(&server, &auth.user_id, state).await?,
     }
     Ok(Json(sliding_sync::sync(&server, request).await?))
 }

@@ -52,7 +52,7 @@ pub async fn sync(
     // default `online`; `offline` leaves presence untouched).
     match q.set_presence.as_deref().unwrap_or("online") {
         "offline" => {}
-        state => presence::mark_active(&server, auth.user_id.as_str(), state).await?,
+        state => presence::mark_active(&server, &auth.user_id, state).await?,
     }
     let request = SyncRequest {
         user_id: auth.user_id.to_string(),
