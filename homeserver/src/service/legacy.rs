@@ -119,7 +119,7 @@ pub struct InitialSync {
 
 fn sync_request(server: &Server, viewer: &Viewer, filter: Filter) -> SyncRequest {
     SyncRequest {
-        user_id: viewer.user_id.to_string(),
+        user_id: viewer.user_id.clone(),
         device_id: viewer.device_id.clone(),
         since: None,
         typing_since: 0,

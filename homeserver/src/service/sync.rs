@@ -18,7 +18,7 @@ mod response;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use ruma::OwnedDeviceId;
+use ruma::{OwnedDeviceId, OwnedUserId};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -48,7 +48,7 @@ pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
     /// The user syncing.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// Their device (`None`: an application service's request without one).
     pub device_id: Option<OwnedDeviceId>,
     /// Position from the `since` token.
@@ -86,7 +86,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
     let user = req.user_id.clone();
     let ignored = server
         .store
-        .read(move |conn| super::account_data::ignored_users(conn, &user))
+        .read(move |conn| super::account_data::ignored_users(conn, user.as_str()))
         .await?;
     req.filter
         .room
@@ -98,7 +98,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
         // Syncing with a token acknowledges the to-device messages handed out before it.
         let acked = req.to_device_since.unwrap_or(since);
         let device = req.device_id.as_deref();
-        super::e2ee::ack_to_device(server, &req.user_id, device, acked).await?;
+        super::e2ee::ack_to_device(server, req.user_id.as_str(), device, acked).await?;
     }
     loop {
         let upto = *positions.borrow_and_update();
@@ -152,7 +152,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
                     // Bookkeeping of what was sent: allowed below the free-space watermark,
                     // so /sync keeps working.
                     .write_bookkeeping(move |tx| {
-                        misc::record_lazy_members_sent(tx, &user, &device, &lazy_sent, upto)
+                        misc::record_lazy_members_sent(tx, user.as_str(), &device, &lazy_sent, upto)
                     })
                     .await?;
             }
@@ -252,10 +252,10 @@ fn compute(
     // The user's membership at `since`, and the rooms whose membership went through something
     // other than a join in the gap: a room the user was joined to all along gets an
     // incremental section (a display-name change is one new event), any other a fresh one.
-    let memberships = state::memberships_as_of(conn, &req.user_id, upto)?;
+    let memberships = state::memberships_as_of(conn, req.user_id.as_str(), upto)?;
     let (at_since, interrupted, joined_in_gap) = match since {
         Some(since) => {
-            let changes = state::membership_changes(conn, &req.user_id, since, upto)?;
+            let changes = state::membership_changes(conn, req.user_id.as_str(), since, upto)?;
             // Without a change in the gap, the memberships at `since` are those at `upto`.
             let at_since: HashMap<String, String> = if changes.is_empty() {
                 memberships
@@ -263,7 +263,7 @@ fn compute(
                     .map(|row| (row.room_id.clone(), row.membership.clone()))
                     .collect()
             } else {
-                state::memberships_as_of(conn, &req.user_id, since)?
+                state::memberships_as_of(conn, req.user_id.as_str(), since)?
                     .into_iter()
                     .map(|row| (row.room_id, row.membership))
                     .collect()
@@ -302,7 +302,7 @@ fn compute(
 
     let account_data = misc::account_data_since(
         conn,
-        &req.user_id,
+        req.user_id.as_str(),
         if since.is_some() { after } else { 0 },
         upto,
     )?;
@@ -321,7 +321,8 @@ fn compute(
         }
     }
     if req.filter.account_data.allows_type("m.push_rules")
-        && let Some(event) = super::push::rules_account_data(conn, &req.user_id, since, upto)?
+        && let Some(event) =
+            super::push::rules_account_data(conn, req.user_id.as_str(), since, upto)?
     {
         global_account_data.push(event);
     }
@@ -380,25 +381,26 @@ fn compute(
             }
             "invite" if since.is_none() || member_pos > after => {
                 let inviter =
-                    state::current_state_id(conn, &room_id, "m.room.member", &req.user_id)?
+                    state::current_state_id(conn, &room_id, "m.room.member", req.user_id.as_str())?
                         .map(|id| events::get_event(conn, &id))
                         .transpose()?
                         .flatten()
                         .map(|event| event.pdu.sender.to_string());
                 if !inviter.is_some_and(|inviter| req.ignored.contains(&inviter)) {
-                    let invite_state = Events::of(stripped_state(conn, &room_id, &req.user_id)?);
+                    let invite_state =
+                        Events::of(stripped_state(conn, &room_id, req.user_id.as_str())?);
                     rooms.invite.insert(room_id, InvitedRoom { invite_state });
                 }
             }
             "knock" if since.is_none() || member_pos > after => {
-                let knock_state = Events::of(stripped_state(conn, &room_id, &req.user_id)?);
+                let knock_state = Events::of(stripped_state(conn, &room_id, req.user_id.as_str())?);
                 rooms.knock.insert(room_id, KnockedRoom { knock_state });
             }
             "leave" | "ban" => {
                 let show = match since {
                     Some(_) => member_pos > after,
                     None => room_filter.include_leave,
-                } && !state::is_forgotten(conn, &req.user_id, &room_id)?;
+                } && !state::is_forgotten(conn, req.user_id.as_str(), &room_id)?;
                 if show {
                     // A room joined and left within this batch comes as a fresh view, as a
                     // newly joined room would; one left after being joined at `since` comes
@@ -415,14 +417,14 @@ fn compute(
 
     let mut presence_rows = crate::store::presence::changed_for(
         conn,
-        &req.user_id,
+        req.user_id.as_str(),
         if since.is_some() { after } else { 0 },
         upto,
     )?;
     if let Some(since) = since {
         // Users the syncing user newly shares a room with: their presence, changed or not,
         // since the client never had it.
-        for user in super::e2ee::newly_sharing(conn, &req.user_id, since, upto)? {
+        for user in super::e2ee::newly_sharing(conn, req.user_id.as_str(), since, upto)? {
             if !presence_rows.iter().any(|row| row.user_id == user)
                 && let Some(row) = crate::store::presence::get(conn, &user)?
             {
@@ -443,7 +445,7 @@ fn compute(
         .collect();
     let keys = super::e2ee::sync_keys(
         conn,
-        &req.user_id,
+        req.user_id.as_str(),
         req.device_id.as_deref(),
         since,
         req.to_device_since,
@@ -598,12 +600,12 @@ impl Lazy {
         }
         let mut wanted: BTreeSet<String> =
             timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
-        wanted.insert(req.user_id.clone());
+        wanted.insert(req.user_id.to_string());
         wanted.extend(heroes.iter().cloned());
         let sent = match req.since {
             Some(since) => {
                 let device = super::device_key(req.device_id.as_deref());
-                misc::lazy_members_sent(conn, &req.user_id, device, room_id, since)?
+                misc::lazy_members_sent(conn, req.user_id.as_str(), device, room_id, since)?
                     .into_iter()
                     .map(|sent| (sent.member, sent.event_id))
                     .collect()
@@ -798,7 +800,7 @@ fn joined_room(
     lazy_sent: &mut Vec<(String, String, String)>,
 ) -> Result<Option<JoinedRoom>> {
     let after = since.unwrap_or(0);
-    let visible = visible_to(conn, room_id, &req.user_id)?;
+    let visible = visible_to(conn, room_id, req.user_id.as_str())?;
     let (events, limited) = timeline(
         conn,
         room_id,
@@ -827,7 +829,7 @@ fn joined_room(
     {
         return Ok(None);
     }
-    let heroes = heroes(conn, room_id, &req.user_id)?;
+    let heroes = heroes(conn, room_id, req.user_id.as_str())?;
     let lazy = Lazy::for_room(
         conn,
         req,
@@ -859,7 +861,7 @@ fn joined_room(
     if let Some(event) = receipt_event(receipts) {
         ephemeral.push(event);
     }
-    let unread = super::push::unread_counts(conn, room_id, &req.user_id)?;
+    let unread = super::push::unread_counts(conn, room_id, req.user_id.as_str())?;
     let counts = state::member_counts(conn, room_id)?;
     Ok(Some(JoinedRoom {
         timeline: Timeline {
@@ -959,7 +961,7 @@ fn left_room(
     lazy_sent: &mut Vec<(String, String, String)>,
 ) -> Result<LeftRoom> {
     let after = since.unwrap_or(0);
-    let visible = visible_to(conn, room_id, &req.user_id)?;
+    let visible = visible_to(conn, room_id, req.user_id.as_str())?;
     let (events, limited) = timeline(
         conn,
         room_id,
