@@ -445,7 +445,7 @@ fn compute(
         .collect();
     let keys = super::e2ee::sync_keys(
         conn,
-        req.user_id.as_str(),
+        &req.user_id,
         req.device_id.as_deref(),
         since,
         req.to_device_since,

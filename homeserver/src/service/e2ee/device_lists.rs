@@ -151,10 +151,11 @@ pub fn user_devices(conn: &Connection, user: &UserId) -> Result<UserDevicesAnswe
 /// users who no longer share any.
 pub fn device_list_delta(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     after: i64,
     upto: i64,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    let user_id = user.as_str();
     let changed = e2ee::device_list_changes(conn, after, upto)?;
     let others_changed = changed.iter().any(|u| u != user_id);
     let SharingDelta {

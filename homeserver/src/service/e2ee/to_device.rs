@@ -174,12 +174,13 @@ pub struct SyncKeys {
 /// A device-less request (`None`) reads the rows kept under `""` ([`crate::service::device_key`]).
 pub fn sync_keys(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     device_id: Option<&DeviceId>,
     since: Option<i64>,
     to_device_since: Option<i64>,
     upto: i64,
 ) -> Result<SyncKeys> {
+    let user_id = user.as_str();
     let device_id = crate::service::device_key(device_id);
     let after = to_device_since.or(since).unwrap_or(0);
     let messages =
@@ -189,7 +190,7 @@ pub fn sync_keys(
         .flatten();
     let to_device = messages.into_iter().map(to_device_event).collect();
     let (changed, left) = match since {
-        Some(since) => device_list_delta(conn, user_id, since, upto)?,
+        Some(since) => device_list_delta(conn, user, since, upto)?,
         None => (Vec::new(), Vec::new()),
     };
     Ok(SyncKeys {
