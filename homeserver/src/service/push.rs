@@ -246,18 +246,17 @@ pub fn ruleset_json(ruleset: &Ruleset) -> Result<Value> {
 /// incremental one when the user's rules changed in `(since, upto]`.
 pub fn rules_account_data(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     since: Option<i64>,
     upto: i64,
 ) -> Result<Option<Value>> {
     if let Some(since) = since {
-        match store::rules_pos(conn, user_id)? {
+        match store::rules_pos(conn, user.as_str())? {
             Some(pos) if pos > since && pos <= upto => {}
             _ => return Ok(None),
         }
     }
-    let user = OwnedUserId::try_from(user_id).map_err(|err| Error::internal(err.to_string()))?;
-    let rules = ruleset_json(&ruleset(conn, &user)?)?;
+    let rules = ruleset_json(&ruleset(conn, user)?)?;
     Ok(Some(
         json!({"type": "m.push_rules", "content": {"global": rules}}),
     ))

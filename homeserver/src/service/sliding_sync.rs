@@ -236,7 +236,7 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyn
     if let Some(since) = req.extensions.to_device.as_ref().and_then(|t| t.since) {
         // A to-device token acknowledges the messages handed out before it (MSC3885).
         let device = req.device_id.as_deref();
-        super::e2ee::ack_to_device(server, req.user_id.as_str(), device, since).await?;
+        super::e2ee::ack_to_device(server, &req.user_id, device, since).await?;
     }
     let user = req.user_id.clone();
     let ignored = server

@@ -98,7 +98,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
         // Syncing with a token acknowledges the to-device messages handed out before it.
         let acked = req.to_device_since.unwrap_or(since);
         let device = req.device_id.as_deref();
-        super::e2ee::ack_to_device(server, req.user_id.as_str(), device, acked).await?;
+        super::e2ee::ack_to_device(server, &req.user_id, device, acked).await?;
     }
     loop {
         let upto = *positions.borrow_and_update();
@@ -321,8 +321,7 @@ fn compute(
         }
     }
     if req.filter.account_data.allows_type("m.push_rules")
-        && let Some(event) =
-            super::push::rules_account_data(conn, req.user_id.as_str(), since, upto)?
+        && let Some(event) = super::push::rules_account_data(conn, &req.user_id, since, upto)?
     {
         global_account_data.push(event);
     }
@@ -424,7 +423,7 @@ fn compute(
     if let Some(since) = since {
         // Users the syncing user newly shares a room with: their presence, changed or not,
         // since the client never had it.
-        for user in super::e2ee::newly_sharing(conn, req.user_id.as_str(), since, upto)? {
+        for user in super::e2ee::newly_sharing(conn, &req.user_id, since, upto)? {
             if !presence_rows.iter().any(|row| row.user_id == user)
                 && let Some(row) = crate::store::presence::get(conn, &user)?
             {

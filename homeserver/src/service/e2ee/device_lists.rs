@@ -180,11 +180,11 @@ pub fn device_list_delta(
 /// sends them in `presence` too, since the client never had their presence).
 pub fn newly_sharing(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     after: i64,
     upto: i64,
 ) -> Result<BTreeSet<String>> {
-    Ok(sharing_delta(conn, user_id, after, upto, false)?.joined)
+    Ok(sharing_delta(conn, user.as_str(), after, upto, false)?.joined)
 }
 
 /// Who shares a room with a user now, and who came to or stopped sharing one in a range.

@@ -209,18 +209,18 @@ pub fn sync_keys(
 /// device-less request, those kept under `""`).
 pub async fn ack_to_device(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     device_id: Option<&DeviceId>,
     upto: i64,
 ) -> Result<()> {
     let device_id = crate::service::device_key(device_id);
-    let (user, device) = (user_id.to_owned(), device_id.to_owned());
+    let (user, device) = (user_id.to_string(), device_id.to_owned());
     let pending = server
         .store
         .read(move |conn| e2ee::has_to_device_upto(conn, &user, &device, upto))
         .await?;
     if pending {
-        let (user, device) = (user_id.to_owned(), device_id.to_owned());
+        let (user, device) = (user_id.to_string(), device_id.to_owned());
         server
             .store
             // Deletes delivered rows: allowed below the free-space watermark, so /sync works.

@@ -120,7 +120,7 @@ pub(super) fn compute(
                     .push(event(row));
             }
         }
-        if let Some(rules) = rules_account_data(conn, user, since, upto)? {
+        if let Some(rules) = rules_account_data(conn, &req.user_id, since, upto)? {
             global.push(rules);
         }
         empty &= global.is_empty() && by_room.is_empty();
