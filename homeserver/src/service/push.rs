@@ -264,8 +264,8 @@ pub fn rules_account_data(
 
 /// The unread counts of a room for `/sync`: notifications after the
 /// user's read receipt (the newer of `m.read` and `m.read.private`) or their own last event.
-pub fn unread_counts(conn: &Connection, room_id: &str, user_id: &str) -> Result<UnreadCounts> {
-    store::unread_counts(conn, user_id, room_id)
+pub fn unread_counts(conn: &Connection, room_id: &str, user: &UserId) -> Result<UnreadCounts> {
+    store::unread_counts(conn, user.as_str(), room_id)
 }
 
 // Rule CRUD.

@@ -18,7 +18,7 @@ mod response;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -386,13 +386,12 @@ fn compute(
                         .flatten()
                         .map(|event| event.pdu.sender.to_string());
                 if !inviter.is_some_and(|inviter| req.ignored.contains(&inviter)) {
-                    let invite_state =
-                        Events::of(stripped_state(conn, &room_id, req.user_id.as_str())?);
+                    let invite_state = Events::of(stripped_state(conn, &room_id, &req.user_id)?);
                     rooms.invite.insert(room_id, InvitedRoom { invite_state });
                 }
             }
             "knock" if since.is_none() || member_pos > after => {
-                let knock_state = Events::of(stripped_state(conn, &room_id, req.user_id.as_str())?);
+                let knock_state = Events::of(stripped_state(conn, &room_id, &req.user_id)?);
                 rooms.knock.insert(room_id, KnockedRoom { knock_state });
             }
             "leave" | "ban" => {
@@ -775,8 +774,9 @@ fn room_state(
 pub(crate) fn heroes(
     conn: &Connection,
     room_id: &str,
-    user_id: &str,
+    user: &UserId,
 ) -> Result<Option<Vec<String>>> {
+    let user_id = user.as_str();
     if state::has_name_or_alias(conn, room_id)? {
         return Ok(None);
     }
@@ -828,7 +828,7 @@ fn joined_room(
     {
         return Ok(None);
     }
-    let heroes = heroes(conn, room_id, req.user_id.as_str())?;
+    let heroes = heroes(conn, room_id, &req.user_id)?;
     let lazy = Lazy::for_room(
         conn,
         req,
@@ -860,7 +860,7 @@ fn joined_room(
     if let Some(event) = receipt_event(receipts) {
         ephemeral.push(event);
     }
-    let unread = super::push::unread_counts(conn, room_id, req.user_id.as_str())?;
+    let unread = super::push::unread_counts(conn, room_id, &req.user_id)?;
     let counts = state::member_counts(conn, room_id)?;
     Ok(Some(JoinedRoom {
         timeline: Timeline {
@@ -915,8 +915,9 @@ pub(crate) fn receipt_event(receipts: Vec<misc::Receipt>) -> Option<Value> {
 pub(crate) fn stripped_state(
     conn: &Connection,
     room_id: &str,
-    user_id: &str,
+    user: &UserId,
 ) -> Result<Vec<Value>> {
+    let user_id = user.as_str();
     if !crate::store::dag::participating(conn, room_id)?
         && let Some(crate::store::dag::RemoteInvite {
             event_id,

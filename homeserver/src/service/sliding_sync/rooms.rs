@@ -429,7 +429,7 @@ fn room_result(
         ..RoomResponse::default()
     };
     if matches!(c.membership.as_str(), "invite" | "knock") {
-        let stripped = sync::stripped_state(ctx.conn, &c.room_id, ctx.view.user_id.as_str())?;
+        let stripped = sync::stripped_state(ctx.conn, &c.room_id, &ctx.view.user_id)?;
         if c.membership == "invite" {
             room.invite_state = Some(stripped.clone());
         }
@@ -602,7 +602,7 @@ fn describe(ctx: &RoomCtx<'_>, state: &StateMap, room: &mut RoomResponse) -> Res
     room.joined_count = Some(counts.joined);
     room.invited_count = Some(counts.invited);
     if ctx.candidate.membership == "join" {
-        let unread = crate::service::push::unread_counts(conn, room_id, ctx.view.user_id.as_str())?;
+        let unread = crate::service::push::unread_counts(conn, room_id, &ctx.view.user_id)?;
         room.notification_count = Some(unread.notifications);
         room.highlight_count = Some(unread.highlights);
     }
