@@ -189,7 +189,7 @@ pub async fn reset_password(server: &Server, user: &str, password: String) -> Re
 pub async fn revoke_oauth(server: &Server, user: &str) -> Result<(String, Vec<String>)> {
     let user_id = parse_user(server.server_name(), user)?;
     active_user(&server.store, &user_id).await?;
-    let devices = super::oauth::grants::revoke_user(server, user_id.as_str()).await?;
+    let devices = super::oauth::grants::revoke_user(server, &user_id).await?;
     Ok((user_id.to_string(), devices))
 }
 

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ruma::OwnedDeviceId;
+use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
@@ -38,7 +38,7 @@ const EVENTS_LIMIT: u64 = 100;
 #[derive(Debug, Clone)]
 pub struct Viewer {
     /// The user.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// Their device (`None`: an application service's request without one).
     pub device_id: Option<OwnedDeviceId>,
 }
@@ -46,7 +46,10 @@ pub struct Viewer {
 impl Viewer {
     /// The `(user, device)` pair event formatting takes.
     fn pair(&self) -> (&str, &str) {
-        (&self.user_id, super::device_key(self.device_id.as_deref()))
+        (
+            self.user_id.as_str(),
+            super::device_key(self.device_id.as_deref()),
+        )
     }
 }
 
@@ -267,7 +270,7 @@ pub async fn events(
     viewer: Viewer,
     from: Option<String>,
     timeout: Duration,
-    room: Option<String>,
+    room: Option<OwnedRoomId>,
 ) -> Result<EventsPage> {
     let parsed = from.as_deref().map(SyncToken::parse).transpose()?;
     let (since, typing, to_device) = match parsed {
@@ -319,7 +322,7 @@ struct Cursor {
 async fn room_events(
     server: &Server,
     viewer: Viewer,
-    room: String,
+    room: OwnedRoomId,
     cursor: Cursor,
     start: String,
     timeout: Duration,
@@ -338,13 +341,17 @@ async fn room_events(
         let chunk = server
             .store
             .read(move |conn| {
-                let visible = rooms::visibility(conn, &room, &viewer_c.user_id)?;
+                let visible = rooms::visibility(conn, room.as_str(), viewer_c.user_id.as_str())?;
                 let filter = RoomEventFilter {
                     limit: Some(EVENTS_LIMIT),
-                    not_senders: super::account_data::ignored_users(conn, &viewer_c.user_id)?,
+                    not_senders: super::account_data::ignored_users(
+                        conn,
+                        viewer_c.user_id.as_str(),
+                    )?,
                     ..RoomEventFilter::default()
                 };
-                let (list, _) = sync::timeline(conn, &room, &filter, &visible, since, upto)?;
+                let (list, _) =
+                    sync::timeline(conn, room.as_str(), &filter, &visible, since, upto)?;
                 format_events(conn, &list, Some(viewer_c.pair()))
             })
             .await?;
@@ -373,18 +380,16 @@ async fn room_events(
 
 /// # `GET /events/{eventId}`: one event of any room, if the user may see it (404 otherwise,
 /// as for an unknown event).
-pub fn event(conn: &Connection, viewer: &Viewer, event_id: &str) -> Result<Value> {
+fn event(conn: &Connection, viewer: &Viewer, event_id: &str) -> Result<Value> {
     let not_found = || Error::not_found("Event not found");
     let stored = events::get_event(conn, event_id)?.ok_or_else(not_found)?;
-    let visible =
-        rooms::visibility(conn, stored.pdu.room_id.as_str(), &viewer.user_id).map_err(|err| {
-            match err {
-                Error::Matrix {
-                    code: ErrorCode::Forbidden,
-                    ..
-                } => not_found(),
-                err => err,
-            }
+    let visible = rooms::visibility(conn, stored.pdu.room_id.as_str(), viewer.user_id.as_str())
+        .map_err(|err| match err {
+            Error::Matrix {
+                code: ErrorCode::Forbidden,
+                ..
+            } => not_found(),
+            err => err,
         })?;
     if !visible.allows(stored.stream_pos) || stored.pdu.rejected {
         return Err(not_found());
@@ -399,7 +404,7 @@ pub fn event(conn: &Connection, viewer: &Viewer, event_id: &str) -> Result<Value
 /// user may see and the state at the last of them they may see (the current state unless
 /// they left), the user's membership, the room's directory visibility and their room
 /// account data. 403 when the user may read nothing of it.
-pub fn room_initial_sync(
+fn room_initial_sync(
     conn: &Connection,
     viewer: &Viewer,
     room_id: &str,
@@ -463,10 +468,10 @@ pub fn room_initial_sync(
 }
 
 /// `GET /events/{eventId}` for `viewer` (404 when hidden or unknown).
-pub async fn get_event(server: &Server, viewer: Viewer, event_id: String) -> Result<Value> {
+pub async fn get_event(server: &Server, viewer: Viewer, event_id: OwnedEventId) -> Result<Value> {
     server
         .store
-        .read(move |conn| event(conn, &viewer, &event_id))
+        .read(move |conn| event(conn, &viewer, event_id.as_str()))
         .await
 }
 
@@ -474,12 +479,12 @@ pub async fn get_event(server: &Server, viewer: Viewer, event_id: String) -> Res
 pub async fn initial_sync_room(
     server: &Server,
     viewer: Viewer,
-    room_id: String,
+    room_id: OwnedRoomId,
     limit: Option<u64>,
 ) -> Result<RoomInfo> {
     let upto = server.store.current_pos();
     server
         .store
-        .read(move |conn| room_initial_sync(conn, &viewer, &room_id, upto, limit))
+        .read(move |conn| room_initial_sync(conn, &viewer, room_id.as_str(), upto, limit))
         .await
 }

@@ -221,7 +221,7 @@ pub async fn act(
             .read(move |conn| crate::store::accounts::get_user(conn, &key).map(|u| u.is_some()))
             .await?;
         if !known {
-            super::appservice::query::user_exists(server, target.as_str()).await;
+            super::appservice::query::user_exists(server, &target).await;
         }
     }
     let membership = match action {

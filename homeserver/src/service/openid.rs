@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ruma::UserId;
+
 use crate::service::accounts::token_hash;
 use crate::util::random_string;
 
@@ -23,12 +25,12 @@ pub struct Tokens {
 
 impl Tokens {
     /// Issues a token for `user_id`; returns it (the only copy) for the client.
-    pub fn issue(&self, user_id: &str) -> String {
+    pub fn issue(&self, user_id: &UserId) -> String {
         let token = random_string(32);
         let now = Instant::now();
         let mut live = self.lock();
         live.retain(|_, (_, expires)| *expires > now);
-        live.insert(token_hash(&token), (user_id.to_owned(), now + LIFETIME));
+        live.insert(token_hash(&token), (user_id.to_string(), now + LIFETIME));
         token
     }
 

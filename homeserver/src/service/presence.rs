@@ -94,9 +94,7 @@ pub fn content_at(own: &str, row: &PresenceRow, now: i64) -> Value {
 
 /// Presence from activity (`/sync`'s `set_presence`): like [`set`], but while the disk is
 /// under the free-space watermark the update is skipped, so syncing keeps working read-only.
-pub async fn mark_active(server: &Server, user_id: &str, state: &str) -> Result<()> {
-    // The caller's authenticated user: an ID the server issued, so parsing cannot fail.
-    let user = <&UserId>::try_from(user_id).map_err(|e| Error::internal(e.to_string()))?;
+pub async fn mark_active(server: &Server, user: &UserId, state: &str) -> Result<()> {
     match set(server, user, state, None).await {
         Err(Error::ResourceLimit { .. }) => Ok(()),
         other => other,

@@ -47,7 +47,7 @@ pub async fn load(server: &Server, user: &UserId) -> Result<(Option<String>, Opt
             .await
     };
     let mut found = lookup(user.to_string()).await?;
-    if found.is_none() && super::appservice::query::user_exists(server, user.as_str()).await {
+    if found.is_none() && super::appservice::query::user_exists(server, user).await {
         found = lookup(user.to_string()).await?;
     }
     found.ok_or_else(|| Error::not_found("Profile not found"))

@@ -246,18 +246,17 @@ pub fn ruleset_json(ruleset: &Ruleset) -> Result<Value> {
 /// incremental one when the user's rules changed in `(since, upto]`.
 pub fn rules_account_data(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     since: Option<i64>,
     upto: i64,
 ) -> Result<Option<Value>> {
     if let Some(since) = since {
-        match store::rules_pos(conn, user_id)? {
+        match store::rules_pos(conn, user.as_str())? {
             Some(pos) if pos > since && pos <= upto => {}
             _ => return Ok(None),
         }
     }
-    let user = OwnedUserId::try_from(user_id).map_err(|err| Error::internal(err.to_string()))?;
-    let rules = ruleset_json(&ruleset(conn, &user)?)?;
+    let rules = ruleset_json(&ruleset(conn, user)?)?;
     Ok(Some(
         json!({"type": "m.push_rules", "content": {"global": rules}}),
     ))
@@ -265,8 +264,8 @@ pub fn rules_account_data(
 
 /// The unread counts of a room for `/sync`: notifications after the
 /// user's read receipt (the newer of `m.read` and `m.read.private`) or their own last event.
-pub fn unread_counts(conn: &Connection, room_id: &str, user_id: &str) -> Result<UnreadCounts> {
-    store::unread_counts(conn, user_id, room_id)
+pub fn unread_counts(conn: &Connection, room_id: &str, user: &UserId) -> Result<UnreadCounts> {
+    store::unread_counts(conn, user.as_str(), room_id)
 }
 
 // Rule CRUD.

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ruma::OwnedDeviceId;
+use ruma::{OwnedDeviceId, OwnedUserId};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -372,7 +372,7 @@ fn profile_at(conn: &Connection, group: Option<i64>, room: &str, user: &str) -> 
 #[derive(Debug, Clone)]
 pub struct Viewer {
     /// The user.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// Their device (`None`: an application service's request without one).
     pub device_id: Option<OwnedDeviceId>,
 }
@@ -380,7 +380,10 @@ pub struct Viewer {
 impl Viewer {
     /// The `(user, device)` pair event formatting takes.
     fn pair(&self) -> (&str, &str) {
-        (&self.user_id, super::device_key(self.device_id.as_deref()))
+        (
+            self.user_id.as_str(),
+            super::device_key(self.device_id.as_deref()),
+        )
     }
 }
 
@@ -512,7 +515,7 @@ fn run_search(
         Some((cursor, group)) => (Some(cursor), group),
         None => (None, None),
     };
-    let mut rooms = searchable_rooms(conn, &viewer.user_id, &request.filter)?;
+    let mut rooms = searchable_rooms(conn, viewer.user_id.as_str(), &request.filter)?;
     let nothing = Visible::nothing();
     let mut senders = request.filter.senders.clone();
     match &group {
@@ -684,7 +687,7 @@ fn match_rank(entry: &DirectoryEntry, term: &str) -> Option<u8> {
 #[tracing::instrument(skip(server))]
 pub async fn search_users(
     server: &Server,
-    requester: String,
+    requester: OwnedUserId,
     term: String,
     limit: Option<usize>,
 ) -> Result<DirectoryResults> {
@@ -698,7 +701,7 @@ pub async fn search_users(
                 .into_iter()
                 .map(|e| (e.user_id.clone(), e))
                 .collect();
-            for member in store::visible_room_members(conn, &requester)? {
+            for member in store::visible_room_members(conn, requester.as_str())? {
                 // Local users' global profiles are authoritative; a local user missing from
                 // `users` does not exist (or never did).
                 if member.user_id.ends_with(&local_suffix) {

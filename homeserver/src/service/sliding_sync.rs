@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ruma::OwnedDeviceId;
+use ruma::{OwnedDeviceId, OwnedUserId};
 
 pub use connection::Connections;
 use connection::{ConnKey, ConnState};
@@ -183,10 +183,10 @@ pub struct Extensions {
 }
 
 /// A parsed sliding sync request.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SlidingSyncRequest {
     /// The user syncing.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// Their device (`None`: an application service's request without one).
     pub device_id: Option<OwnedDeviceId>,
     /// The connection (`""` when the client named none).
@@ -228,7 +228,7 @@ struct TypingView {
 #[tracing::instrument(skip_all, fields(user = %req.user_id, conn = %req.conn_id))]
 pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyncResponse> {
     let key = ConnKey {
-        user_id: req.user_id.clone(),
+        user_id: req.user_id.to_string(),
         device_id: req.device_id.clone(),
         conn_id: req.conn_id.clone(),
     };
@@ -241,7 +241,7 @@ pub async fn sync(server: &Server, req: SlidingSyncRequest) -> Result<SlidingSyn
     let user = req.user_id.clone();
     let ignored = server
         .store
-        .read(move |conn| ignored_users(conn, &user))
+        .read(move |conn| ignored_users(conn, user.as_str()))
         .await?;
     let deadline = tokio::time::Instant::now() + req.timeout.min(MAX_TIMEOUT);
     let mut positions = server.store.subscribe();

@@ -18,7 +18,7 @@ mod response;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use ruma::OwnedDeviceId;
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
@@ -48,7 +48,7 @@ pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
     /// The user syncing.
-    pub user_id: String,
+    pub user_id: OwnedUserId,
     /// Their device (`None`: an application service's request without one).
     pub device_id: Option<OwnedDeviceId>,
     /// Position from the `since` token.
@@ -86,7 +86,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
     let user = req.user_id.clone();
     let ignored = server
         .store
-        .read(move |conn| super::account_data::ignored_users(conn, &user))
+        .read(move |conn| super::account_data::ignored_users(conn, user.as_str()))
         .await?;
     req.filter
         .room
@@ -152,7 +152,7 @@ pub async fn sync(server: &Server, mut req: SyncRequest) -> Result<SyncResponse>
                     // Bookkeeping of what was sent: allowed below the free-space watermark,
                     // so /sync keeps working.
                     .write_bookkeeping(move |tx| {
-                        misc::record_lazy_members_sent(tx, &user, &device, &lazy_sent, upto)
+                        misc::record_lazy_members_sent(tx, user.as_str(), &device, &lazy_sent, upto)
                     })
                     .await?;
             }
@@ -252,10 +252,10 @@ fn compute(
     // The user's membership at `since`, and the rooms whose membership went through something
     // other than a join in the gap: a room the user was joined to all along gets an
     // incremental section (a display-name change is one new event), any other a fresh one.
-    let memberships = state::memberships_as_of(conn, &req.user_id, upto)?;
+    let memberships = state::memberships_as_of(conn, req.user_id.as_str(), upto)?;
     let (at_since, interrupted, joined_in_gap) = match since {
         Some(since) => {
-            let changes = state::membership_changes(conn, &req.user_id, since, upto)?;
+            let changes = state::membership_changes(conn, req.user_id.as_str(), since, upto)?;
             // Without a change in the gap, the memberships at `since` are those at `upto`.
             let at_since: HashMap<String, String> = if changes.is_empty() {
                 memberships
@@ -263,7 +263,7 @@ fn compute(
                     .map(|row| (row.room_id.clone(), row.membership.clone()))
                     .collect()
             } else {
-                state::memberships_as_of(conn, &req.user_id, since)?
+                state::memberships_as_of(conn, req.user_id.as_str(), since)?
                     .into_iter()
                     .map(|row| (row.room_id, row.membership))
                     .collect()
@@ -302,7 +302,7 @@ fn compute(
 
     let account_data = misc::account_data_since(
         conn,
-        &req.user_id,
+        req.user_id.as_str(),
         if since.is_some() { after } else { 0 },
         upto,
     )?;
@@ -380,7 +380,7 @@ fn compute(
             }
             "invite" if since.is_none() || member_pos > after => {
                 let inviter =
-                    state::current_state_id(conn, &room_id, "m.room.member", &req.user_id)?
+                    state::current_state_id(conn, &room_id, "m.room.member", req.user_id.as_str())?
                         .map(|id| events::get_event(conn, &id))
                         .transpose()?
                         .flatten()
@@ -398,7 +398,7 @@ fn compute(
                 let show = match since {
                     Some(_) => member_pos > after,
                     None => room_filter.include_leave,
-                } && !state::is_forgotten(conn, &req.user_id, &room_id)?;
+                } && !state::is_forgotten(conn, req.user_id.as_str(), &room_id)?;
                 if show {
                     // A room joined and left within this batch comes as a fresh view, as a
                     // newly joined room would; one left after being joined at `since` comes
@@ -415,7 +415,7 @@ fn compute(
 
     let mut presence_rows = crate::store::presence::changed_for(
         conn,
-        &req.user_id,
+        req.user_id.as_str(),
         if since.is_some() { after } else { 0 },
         upto,
     )?;
@@ -598,12 +598,12 @@ impl Lazy {
         }
         let mut wanted: BTreeSet<String> =
             timeline.iter().map(|e| e.pdu.sender.to_string()).collect();
-        wanted.insert(req.user_id.clone());
+        wanted.insert(req.user_id.to_string());
         wanted.extend(heroes.iter().cloned());
         let sent = match req.since {
             Some(since) => {
                 let device = super::device_key(req.device_id.as_deref());
-                misc::lazy_members_sent(conn, &req.user_id, device, room_id, since)?
+                misc::lazy_members_sent(conn, req.user_id.as_str(), device, room_id, since)?
                     .into_iter()
                     .map(|sent| (sent.member, sent.event_id))
                     .collect()
@@ -774,8 +774,9 @@ fn room_state(
 pub(crate) fn heroes(
     conn: &Connection,
     room_id: &str,
-    user_id: &str,
+    user: &UserId,
 ) -> Result<Option<Vec<String>>> {
+    let user_id = user.as_str();
     if state::has_name_or_alias(conn, room_id)? {
         return Ok(None);
     }
@@ -798,7 +799,7 @@ fn joined_room(
     lazy_sent: &mut Vec<(String, String, String)>,
 ) -> Result<Option<JoinedRoom>> {
     let after = since.unwrap_or(0);
-    let visible = visible_to(conn, room_id, &req.user_id)?;
+    let visible = visible_to(conn, room_id, req.user_id.as_str())?;
     let (events, limited) = timeline(
         conn,
         room_id,
@@ -914,8 +915,9 @@ pub(crate) fn receipt_event(receipts: Vec<misc::Receipt>) -> Option<Value> {
 pub(crate) fn stripped_state(
     conn: &Connection,
     room_id: &str,
-    user_id: &str,
+    user: &UserId,
 ) -> Result<Vec<Value>> {
+    let user_id = user.as_str();
     if !crate::store::dag::participating(conn, room_id)?
         && let Some(crate::store::dag::RemoteInvite {
             event_id,
@@ -959,7 +961,7 @@ fn left_room(
     lazy_sent: &mut Vec<(String, String, String)>,
 ) -> Result<LeftRoom> {
     let after = since.unwrap_or(0);
-    let visible = visible_to(conn, room_id, &req.user_id)?;
+    let visible = visible_to(conn, room_id, req.user_id.as_str())?;
     let (events, limited) = timeline(
         conn,
         room_id,

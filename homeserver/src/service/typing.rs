@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use ruma::{RoomId, UserId};
 use tokio::sync::watch;
 
 /// Longest typing timeout we honour; clients renew while the user keeps typing.
@@ -52,20 +53,20 @@ impl Typing {
     }
 
     /// Starts or stops `user` typing in `room`; returns whether anything changed.
-    pub fn set(&self, room_id: &str, user_id: &str, typing: bool, timeout: Duration) -> bool {
+    pub fn set(&self, room_id: &RoomId, user_id: &UserId, typing: bool, timeout: Duration) -> bool {
         let Ok(mut rooms) = self.rooms.lock() else {
             return false;
         };
-        let room = rooms.entry(room_id.to_owned()).or_default();
+        let room = rooms.entry(room_id.to_string()).or_default();
         let changed = if typing {
             room.users
                 .insert(
-                    user_id.to_owned(),
+                    user_id.to_string(),
                     Instant::now() + timeout.min(MAX_TIMEOUT),
                 )
                 .is_none()
         } else {
-            room.users.remove(user_id).is_some()
+            room.users.remove(user_id.as_str()).is_some()
         };
         if changed {
             self.bump(room);
@@ -116,9 +117,9 @@ impl Typing {
     }
 
     /// The users typing in `room_id` if it changed after `since` (`None`: unchanged).
-    pub fn changed_since(&self, room_id: &str, since: u64) -> Option<Vec<String>> {
+    pub fn changed_since(&self, room_id: &RoomId, since: u64) -> Option<Vec<String>> {
         let rooms = self.rooms.lock().ok()?;
-        let room = rooms.get(room_id)?;
+        let room = rooms.get(room_id.as_str())?;
         (room.changed > since).then(|| {
             let mut users: Vec<String> = room.users.keys().cloned().collect();
             users.sort();
@@ -156,19 +157,13 @@ pub async fn set_typing(
             "You are not joined to this room",
         ));
     }
-    if server
-        .typing
-        .set(room.as_str(), user.as_str(), typing, timeout)
-    {
+    if server.typing.set(room, user, typing, timeout) {
         // Tell the room's other units (spec: the `m.typing` EDU), and the appservices that
         // receive ephemeral data (who types there now).
         let receivers = super::appservice::ephemeral::receivers(&server.appservices.all());
         let for_appservices = super::appservice::ephemeral::typing_event(
             room.as_str(),
-            &server
-                .typing
-                .changed_since(room.as_str(), 0)
-                .unwrap_or_default(),
+            &server.typing.changed_since(room, 0).unwrap_or_default(),
         );
         let any_receiver = !receivers.is_empty();
         let own = server.server_name().to_string();
@@ -208,32 +203,44 @@ pub async fn set_typing(
 
 #[cfg(test)]
 mod tests {
+    use ruma::{room_id, user_id};
+
     use super::*;
 
     #[test]
     fn typing_changes_are_seen_once_per_serial() {
         let typing = Typing::default();
-        assert!(typing.set("!r:x", "@a:x", true, Duration::from_secs(30)));
+        assert!(typing.set(
+            room_id!("!r:x"),
+            user_id!("@a:x"),
+            true,
+            Duration::from_secs(30)
+        ));
         assert!(
-            !typing.set("!r:x", "@a:x", true, Duration::from_secs(30)),
+            !typing.set(
+                room_id!("!r:x"),
+                user_id!("@a:x"),
+                true,
+                Duration::from_secs(30)
+            ),
             "renewal is not a change"
         );
         assert_eq!(
-            typing.changed_since("!r:x", 0),
+            typing.changed_since(room_id!("!r:x"), 0),
             Some(vec!["@a:x".to_owned()])
         );
         let seen = typing.serial();
-        assert_eq!(typing.changed_since("!r:x", seen), None);
-        typing.set("!r:x", "@a:x", false, Duration::ZERO);
-        assert_eq!(typing.changed_since("!r:x", seen), Some(vec![]));
+        assert_eq!(typing.changed_since(room_id!("!r:x"), seen), None);
+        typing.set(room_id!("!r:x"), user_id!("@a:x"), false, Duration::ZERO);
+        assert_eq!(typing.changed_since(room_id!("!r:x"), seen), Some(vec![]));
     }
 
     #[test]
     fn expired_notices_disappear() {
         let typing = Typing::default();
-        typing.set("!r:x", "@a:x", true, Duration::ZERO);
+        typing.set(room_id!("!r:x"), user_id!("@a:x"), true, Duration::ZERO);
         let seen = typing.serial();
         typing.expire();
-        assert_eq!(typing.changed_since("!r:x", seen), Some(vec![]));
+        assert_eq!(typing.changed_since(room_id!("!r:x"), seen), Some(vec![]));
     }
 }

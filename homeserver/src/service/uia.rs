@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ruma::UserId;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -77,10 +78,10 @@ pub struct PendingApproval {
 
 impl Operation {
     /// An operation of a logged-in user, bound to its body.
-    pub fn of_user(user: &str, action: impl Into<String>, mut body: Value) -> Self {
+    pub fn of_user(user: &UserId, action: impl Into<String>, mut body: Value) -> Self {
         strip_auth(&mut body);
         Operation {
-            user: Some(user.to_owned()),
+            user: Some(user.to_string()),
             action: action.into(),
             body,
             remember_params: false,
@@ -464,7 +465,11 @@ mod tests {
     const FLOWS: Flows<'static> = &[&["m.login.password"]];
 
     fn delete(device: &str) -> Operation {
-        Operation::of_user("@a:x", format!("DELETE /devices/{device}"), json!({}))
+        Operation::of_user(
+            ruma::user_id!("@a:x"),
+            format!("DELETE /devices/{device}"),
+            json!({}),
+        )
     }
 
     fn session_of(err: Error) -> String {
@@ -561,6 +566,7 @@ mod tests {
         assert!(matches!(replay, Ok(Step::Replay(v)) if v["user_id"] == "@a:x"));
     }
     fn reset(user: &str) -> Operation {
+        let user = <&UserId>::try_from(user).expect("a valid test user ID");
         Operation::of_user(user, "POST /keys/device_signing/upload", json!({"k": 1})).approved_on(
             ApprovalPage {
                 url: "https://unit/_outpost/account?action=org.matrix.cross_signing_reset"

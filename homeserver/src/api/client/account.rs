@@ -541,7 +541,7 @@ pub(super) async fn password_stage(
 ) -> Result<String> {
     const STAGE: &str = "m.login.password";
     const FLOWS: uia::Flows<'static> = &[&[STAGE]];
-    let op = uia::Operation::of_user(auth.user_id.as_str(), action, body);
+    let op = uia::Operation::of_user(&auth.user_id, action, body);
     let data = data.unwrap_or_default();
     let step = server
         .uia
@@ -605,7 +605,7 @@ pub(super) async fn oauth_or_password_stage(
     let Some(approval) = approval else {
         return password_stage(server, auth, action, body, data).await;
     };
-    let op = uia::Operation::of_user(auth.user_id.as_str(), action, body).approved_on(approval);
+    let op = uia::Operation::of_user(&auth.user_id, action, body).approved_on(approval);
     let data = data.unwrap_or_default();
     let step = server.uia.step(
         &op,

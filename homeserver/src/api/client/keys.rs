@@ -113,7 +113,7 @@ pub async fn changes(
     QueryParams(q): QueryParams<ChangesQuery>,
 ) -> Result<Json<KeyChanges>> {
     let (from, to) = (stream_position(&q.from)?, stream_position(&q.to)?);
-    let user = auth.user_id.to_string();
+    let user = auth.user_id;
     let (changed, left) = server
         .store
         .read(move |conn| e2ee::device_list_delta(conn, &user, from, to.max(from)))

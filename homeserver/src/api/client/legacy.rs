@@ -17,7 +17,7 @@ use crate::service::legacy::{self, Viewer};
 
 fn viewer(auth: Auth) -> Viewer {
     Viewer {
-        user_id: auth.user_id.to_string(),
+        user_id: auth.user_id,
         device_id: auth.device_id,
     }
 }
@@ -55,11 +55,7 @@ pub async fn events(
     auth: Auth,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Json<legacy::EventsPage>> {
-    let room = q
-        .room_id
-        .as_deref()
-        .map(|raw| room_id(raw).map(|id| id.to_string()))
-        .transpose()?;
+    let room = q.room_id.as_deref().map(room_id).transpose()?;
     let timeout = Duration::from_millis(q.timeout.unwrap_or(0));
     Ok(Json(
         legacy::events(&server, viewer(auth), q.from, timeout, room).await?,
@@ -73,7 +69,7 @@ pub async fn event(
     PathParams(event): PathParams<String>,
 ) -> Result<Json<Value>> {
     // One client-format event: its content is arbitrary JSON.
-    let event = event_id(&event)?.to_string();
+    let event = event_id(&event)?;
     Ok(Json(legacy::get_event(&server, viewer(auth), event).await?))
 }
 
@@ -84,7 +80,7 @@ pub async fn room_initial_sync(
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<InitialSyncQuery>,
 ) -> Result<Json<legacy::RoomInfo>> {
-    let room = room_id(&room)?.to_string();
+    let room = room_id(&room)?;
     Ok(Json(
         legacy::initial_sync_room(&server, viewer(auth), room, q.limit).await?,
     ))

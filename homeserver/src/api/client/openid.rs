@@ -22,7 +22,7 @@ pub async fn request_token(
             "You may only request OpenID tokens for yourself",
         ));
     }
-    let token = server.openid.issue(auth.user_id.as_str());
+    let token = server.openid.issue(&auth.user_id);
     Ok(Json(OpenIdToken {
         access_token: token,
         token_type: "Bearer",

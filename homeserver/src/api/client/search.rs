@@ -302,7 +302,7 @@ pub async fn search_events(
     };
     let request = request_of(criteria, query.next_batch)?;
     let viewer = Viewer {
-        user_id: auth.user_id.to_string(),
+        user_id: auth.user_id,
         device_id: auth.device_id,
     };
     let found = search::search_events(&server, viewer, request).await?;
@@ -326,13 +326,7 @@ pub async fn search_users(
     auth: Auth,
     JsonBody(body): JsonBody<DirectoryBody>,
 ) -> Result<Json<UserDirectory>> {
-    let found = search::search_users(
-        &server,
-        auth.user_id.to_string(),
-        body.search_term,
-        body.limit,
-    )
-    .await?;
+    let found = search::search_users(&server, auth.user_id, body.search_term, body.limit).await?;
     let results = found
         .results
         .into_iter()

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use ruma::DeviceId;
+use ruma::{DeviceId, UserId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -170,22 +170,17 @@ async fn sync(
             "set_presence must be online, offline or unavailable",
         ));
     }
-    let request = parse(
-        auth.user_id.as_str(),
-        auth.device_id.as_deref(),
-        query,
-        body,
-    )?;
+    let request = parse(&auth.user_id, auth.device_id.as_deref(), query, body)?;
     match set_presence.as_deref().unwrap_or("online") {
         "offline" => {}
-        state => presence::mark_active(&server, auth.user_id.as_str(), state).await?,
+        state => presence::mark_active(&server, &auth.user_id, state).await?,
     }
     Ok(Json(sliding_sync::sync(&server, request).await?))
 }
 
 /// Validates the wire request into the service's terms.
 fn parse(
-    user_id: &str,
+    user_id: &UserId,
     device_id: Option<&DeviceId>,
     query: SyncQuery,
     body: Body,
@@ -214,7 +209,7 @@ fn parse(
                 Some(out)
             }
         };
-        let room = room_config(user_id, list.timeline_limit, list.required_state);
+        let room = room_config(user_id.as_str(), list.timeline_limit, list.required_state);
         let filters = list.filters.map(filters).unwrap_or_default();
         lists.insert(
             name,
@@ -230,7 +225,11 @@ fn parse(
         let room = room_id(&room)?;
         subscriptions.insert(
             room.to_string(),
-            room_config(user_id, config.timeline_limit, config.required_state),
+            room_config(
+                user_id.as_str(),
+                config.timeline_limit,
+                config.required_state,
+            ),
         );
     }
     let ext = body.extensions;

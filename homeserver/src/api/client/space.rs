@@ -77,7 +77,7 @@ pub async fn space_hierarchy(
     PathParams(room): PathParams<String>,
     QueryParams(q): QueryParams<HierarchyQuery>,
 ) -> Result<Json<HierarchyPage>> {
-    let root = room_id(&room)?.to_string();
+    let root = room_id(&room)?;
     let max_depth = q.max_depth.unwrap_or(MAX_DEPTH).min(MAX_DEPTH);
     let skip = match q.from.as_deref() {
         Some(token) => skip_of(token, max_depth, q.suggested_only)?,
@@ -93,7 +93,7 @@ pub async fn space_hierarchy(
         max_depth,
         suggested_only: q.suggested_only,
     };
-    let page = hierarchy::client_hierarchy(&server, auth.user_id.to_string(), root, params).await?;
+    let page = hierarchy::client_hierarchy(&server, auth.user_id, root, params).await?;
     Ok(Json(HierarchyPage {
         rooms: page.rooms,
         next_batch: page

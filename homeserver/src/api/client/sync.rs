@@ -52,10 +52,10 @@ pub async fn sync(
     // default `online`; `offline` leaves presence untouched).
     match q.set_presence.as_deref().unwrap_or("online") {
         "offline" => {}
-        state => presence::mark_active(&server, auth.user_id.as_str(), state).await?,
+        state => presence::mark_active(&server, &auth.user_id, state).await?,
     }
     let request = SyncRequest {
-        user_id: auth.user_id.to_string(),
+        user_id: auth.user_id,
         device_id: auth.device_id,
         since: since.map(|t| t.pos),
         typing_since: since.map(|t| t.typing).unwrap_or(0),

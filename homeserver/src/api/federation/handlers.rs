@@ -483,7 +483,7 @@ pub async fn timestamp_to_event(
     QueryParams(q): QueryParams<TimestampQuery>,
     signed: Signed,
 ) -> Result<Json<crate::service::timeline::TimestampMatch>> {
-    let room = room_id(&room)?.to_string();
+    let room = room_id(&room)?;
     let forward = q.forward()?;
     let found = resident::closest_to_timestamp(&server, signed.origin, room, q.ts, forward).await?;
     timestamp_answer(found)

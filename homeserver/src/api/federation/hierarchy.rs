@@ -41,7 +41,7 @@ pub async fn space_hierarchy(
     QueryParams(query): QueryParams<HierarchyQuery>,
     signed: Signed,
 ) -> Result<Json<HierarchyResponse>> {
-    let room = room_id(&room)?.to_string();
+    let room = room_id(&room)?;
     hierarchy::answer_peer(&server, signed.origin, room, query.suggested_only)
         .await
         .map(Json)

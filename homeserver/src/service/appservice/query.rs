@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use axum::http::Method;
+use ruma::UserId;
 
 use crate::matrix::appservice::NamespaceKind;
 use crate::service::Server;
@@ -42,8 +43,8 @@ async fn ask(server: &Server, kind: NamespaceKind, id: &str) -> bool {
 }
 
 /// Whether an appservice has (now) created the local user `user_id` it was asked about.
-pub async fn user_exists(server: &Server, user_id: &str) -> bool {
-    ask(server, NamespaceKind::Users, user_id).await
+pub async fn user_exists(server: &Server, user_id: &UserId) -> bool {
+    ask(server, NamespaceKind::Users, user_id.as_str()).await
 }
 
 /// Whether an appservice has (now) created a room with the local alias `alias`.

@@ -151,10 +151,11 @@ pub fn user_devices(conn: &Connection, user: &UserId) -> Result<UserDevicesAnswe
 /// users who no longer share any.
 pub fn device_list_delta(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     after: i64,
     upto: i64,
 ) -> Result<(Vec<String>, Vec<String>)> {
+    let user_id = user.as_str();
     let changed = e2ee::device_list_changes(conn, after, upto)?;
     let others_changed = changed.iter().any(|u| u != user_id);
     let SharingDelta {
@@ -179,11 +180,11 @@ pub fn device_list_delta(
 /// sends them in `presence` too, since the client never had their presence).
 pub fn newly_sharing(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     after: i64,
     upto: i64,
 ) -> Result<BTreeSet<String>> {
-    Ok(sharing_delta(conn, user_id, after, upto, false)?.joined)
+    Ok(sharing_delta(conn, user.as_str(), after, upto, false)?.joined)
 }
 
 /// Who shares a room with a user now, and who came to or stopped sharing one in a range.

@@ -174,12 +174,13 @@ pub struct SyncKeys {
 /// A device-less request (`None`) reads the rows kept under `""` ([`crate::service::device_key`]).
 pub fn sync_keys(
     conn: &Connection,
-    user_id: &str,
+    user: &UserId,
     device_id: Option<&DeviceId>,
     since: Option<i64>,
     to_device_since: Option<i64>,
     upto: i64,
 ) -> Result<SyncKeys> {
+    let user_id = user.as_str();
     let device_id = crate::service::device_key(device_id);
     let after = to_device_since.or(since).unwrap_or(0);
     let messages =
@@ -189,7 +190,7 @@ pub fn sync_keys(
         .flatten();
     let to_device = messages.into_iter().map(to_device_event).collect();
     let (changed, left) = match since {
-        Some(since) => device_list_delta(conn, user_id, since, upto)?,
+        Some(since) => device_list_delta(conn, user, since, upto)?,
         None => (Vec::new(), Vec::new()),
     };
     Ok(SyncKeys {
@@ -208,18 +209,18 @@ pub fn sync_keys(
 /// device-less request, those kept under `""`).
 pub async fn ack_to_device(
     server: &Server,
-    user_id: &str,
+    user_id: &UserId,
     device_id: Option<&DeviceId>,
     upto: i64,
 ) -> Result<()> {
     let device_id = crate::service::device_key(device_id);
-    let (user, device) = (user_id.to_owned(), device_id.to_owned());
+    let (user, device) = (user_id.to_string(), device_id.to_owned());
     let pending = server
         .store
         .read(move |conn| e2ee::has_to_device_upto(conn, &user, &device, upto))
         .await?;
     if pending {
-        let (user, device) = (user_id.to_owned(), device_id.to_owned());
+        let (user, device) = (user_id.to_string(), device_id.to_owned());
         server
             .store
             // Deletes delivered rows: allowed below the free-space watermark, so /sync works.

@@ -104,14 +104,17 @@ async fn receive_typing(server: &Server, typing: Typing) -> Result<()> {
         .await?;
     if joined
         && server.typing.set(
-            room,
-            user,
+            &typing.room_id,
+            &typing.user_id,
             typing.typing,
             std::time::Duration::from_secs(30),
         )
     {
         // `None`: the room's entry is gone, nobody types there.
-        let now = server.typing.changed_since(room, 0).unwrap_or_default();
+        let now = server
+            .typing
+            .changed_since(&typing.room_id, 0)
+            .unwrap_or_default();
         crate::service::appservice::ephemeral::typing_changed(server, vec![(room.to_owned(), now)])
             .await;
     }

@@ -16,6 +16,7 @@ use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 
 use axum::http::Method;
+use ruma::{OwnedRoomId, OwnedUserId};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 use tracing::{debug, instrument, warn};
@@ -213,19 +214,20 @@ fn server_may_see(conn: &Connection, room: &str, origin: &str, summary: &Value) 
 pub async fn answer_peer(
     server: &Server,
     origin: String,
-    room: String,
+    room: OwnedRoomId,
     suggested_only: bool,
 ) -> Result<HierarchyResponse> {
     let own = server.server_name().to_string();
     server
         .store
         .read(move |conn| {
+            let room = room.as_str();
             let not_found = || Error::not_found("Room does not exist.");
-            if !held(conn, &room, &own)? {
+            if !held(conn, room, &own)? {
                 return Err(not_found());
             }
-            let summary = space_summary(conn, &room, suggested_only)?;
-            if !server_may_see(conn, &room, &origin, &summary)? {
+            let summary = space_summary(conn, room, suggested_only)?;
+            if !server_may_see(conn, room, &origin, &summary)? {
                 return Err(not_found());
             }
             let mut children = Vec::new();
@@ -523,13 +525,14 @@ impl Walk<'_> {
 #[instrument(skip(server))]
 pub async fn client_hierarchy(
     server: &Server,
-    user: String,
-    root: String,
+    user: OwnedUserId,
+    root: OwnedRoomId,
     params: WalkParams,
 ) -> Result<Page> {
+    let root = root.to_string();
     let mut walk = Walk {
         server,
-        user,
+        user: user.to_string(),
         suggested_only: params.suggested_only,
         remote: HashMap::new(),
         inaccessible: HashSet::new(),

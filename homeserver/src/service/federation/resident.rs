@@ -263,15 +263,15 @@ pub async fn alias(server: &Server, alias: String) -> Result<String> {
 pub async fn closest_to_timestamp(
     server: &Server,
     origin: String,
-    room: String,
+    room: OwnedRoomId,
     ts: i64,
     forward: bool,
 ) -> Result<Option<events::TimestampMatch>> {
     server
         .store
         .read(move |conn| {
-            require_in_room(conn, &room, &origin)?;
-            events::closest_to_timestamp(conn, &room, ts, forward)
+            require_in_room(conn, room.as_str(), &origin)?;
+            events::closest_to_timestamp(conn, room.as_str(), ts, forward)
         })
         .await
 }

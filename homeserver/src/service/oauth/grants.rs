@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use ruma::UserId;
 use serde::{Deserialize, Serialize};
 
 use super::super::{Server, accounts};
@@ -581,8 +582,8 @@ pub async fn revoke(server: &Server, request: RevocationRequest) -> Result<()> {
 
 /// Ends every OAuth session of a user (their devices are logged out, refresh tokens with
 /// them): `appliance oauth revoke`. Returns the devices signed out.
-pub async fn revoke_user(server: &Server, user_id: &str) -> Result<Vec<String>> {
-    let user = user_id.to_owned();
+pub async fn revoke_user(server: &Server, user_id: &UserId) -> Result<Vec<String>> {
+    let user = user_id.to_string();
     let own = server.server_name().to_string();
     let ended = server
         .store

@@ -41,7 +41,14 @@ pub(super) fn compute(
     let device = req.device_id.as_deref();
     if ext.e2ee || ext.to_device.is_some() {
         let to_device_after = ext.to_device.as_ref().and_then(|t| t.since).unwrap_or(0);
-        let mut keys = sync_keys(conn, user, device, since, Some(to_device_after), upto)?;
+        let mut keys = sync_keys(
+            conn,
+            &req.user_id,
+            device,
+            since,
+            Some(to_device_after),
+            upto,
+        )?;
         if let Some(to_device) = &ext.to_device {
             let (events, next) = if to_device.limit < keys.to_device.len() {
                 // Fewer than `/sync` hands out: stop at the `limit`-th message.
@@ -55,7 +62,7 @@ pub(super) fn compute(
                 )?
                 .last()
                 .map_or(to_device_after, |m| m.stream_pos);
-                let part = sync_keys(conn, user, device, None, Some(to_device_after), cut)?;
+                let part = sync_keys(conn, &req.user_id, device, None, Some(to_device_after), cut)?;
                 (part.to_device, cut)
             } else {
                 let next = keys.to_device_upto.unwrap_or(upto).max(to_device_after);
@@ -113,7 +120,7 @@ pub(super) fn compute(
                     .push(event(row));
             }
         }
-        if let Some(rules) = rules_account_data(conn, user, since, upto)? {
+        if let Some(rules) = rules_account_data(conn, &req.user_id, since, upto)? {
             global.push(rules);
         }
         empty &= global.is_empty() && by_room.is_empty();

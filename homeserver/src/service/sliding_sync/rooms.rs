@@ -76,7 +76,7 @@ pub(super) fn compute(
         ignored: ignored.to_vec(),
         related_rooms: None,
     };
-    let dms = direct_rooms(conn, &req.user_id)?;
+    let dms = direct_rooms(conn, req.user_id.as_str())?;
     let candidates = room_list(conn, req, &view, base, upto)?;
     let mut lists = BTreeMap::new();
     let matched = match_rules(conn, req, &candidates, &dms, &mut lists)?;
@@ -108,7 +108,8 @@ pub(super) fn compute(
             candidate,
             config,
             lists: list_names,
-            is_dm: dms.contains(room_id) || invited_as_direct(conn, candidate, &req.user_id)?,
+            is_dm: dms.contains(room_id)
+                || invited_as_direct(conn, candidate, req.user_id.as_str())?,
             since,
             upto,
         };
@@ -190,7 +191,7 @@ fn room_list(
         room_id,
         membership,
         stream_pos: member_pos,
-    } in state::memberships_as_of(conn, &req.user_id, upto)?
+    } in state::memberships_as_of(conn, req.user_id.as_str(), upto)?
     {
         let listed = match membership.as_str() {
             "join" | "knock" => true,
@@ -199,7 +200,7 @@ fn room_list(
                 base.rooms
                     .get(&room_id)
                     .is_some_and(|sent| sent.membership != membership)
-                    && !state::is_forgotten(conn, &req.user_id, &room_id)?
+                    && !state::is_forgotten(conn, req.user_id.as_str(), &room_id)?
             }
             _ => false,
         };
@@ -236,7 +237,7 @@ fn invite_from_ignored(conn: &Connection, room_id: &str, view: &SyncRequest) -> 
     if view.ignored.is_empty() {
         return Ok(false);
     }
-    let inviter = state::current_state_id(conn, room_id, "m.room.member", &view.user_id)?
+    let inviter = state::current_state_id(conn, room_id, "m.room.member", view.user_id.as_str())?
         .map(|id| events::get_event(conn, &id))
         .transpose()?
         .flatten()
@@ -261,7 +262,7 @@ fn match_rules(
     for (name, list) in &req.lists {
         let mut filtered = Vec::new();
         for candidate in candidates {
-            if passes(conn, &req.user_id, candidate, &list.filters, dms)? {
+            if passes(conn, req.user_id.as_str(), candidate, &list.filters, dms)? {
                 filtered.push(candidate);
             }
         }
@@ -441,7 +442,7 @@ fn room_result(
     } else {
         c.member_pos
     };
-    let history = visibility(ctx.conn, &c.room_id, &ctx.view.user_id).ok();
+    let history = visibility(ctx.conn, &c.room_id, ctx.view.user_id.as_str()).ok();
     let Some(visible) = history else {
         // A rejected invite or a withdrawn knock: only the user's own membership event.
         let own = own_member_event(ctx, end)?;
@@ -518,12 +519,12 @@ fn state_at(conn: &Connection, room_id: &str, pos: i64) -> Result<StateMap> {
 /// The user's own membership event as of `end`, in the client format.
 fn own_member_event(ctx: &RoomCtx<'_>, end: i64) -> Result<Vec<Value>> {
     let map = state_at(ctx.conn, &ctx.candidate.room_id, end)?;
-    let key = ("m.room.member".to_owned(), ctx.view.user_id.clone());
+    let key = ("m.room.member".to_owned(), ctx.view.user_id.to_string());
     let id = map.get(&key).cloned().or(state::current_state_id(
         ctx.conn,
         &ctx.candidate.room_id,
         "m.room.member",
-        &ctx.view.user_id,
+        ctx.view.user_id.as_str(),
     )?);
     let events: Vec<StoredEvent> = id
         .map(|id| events::get_event(ctx.conn, &id))
