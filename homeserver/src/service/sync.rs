@@ -284,11 +284,17 @@ fn compute(
     let joined_at_since = |room: &str| at_since.get(room).is_some_and(|m| m == "join");
     // An incremental section of a room the user stayed in has news only from events, receipts
     // or typing in the gap (see `joined_room`'s early return); asking the stream once which
-    // rooms have any keeps a sync with a quiet gap from visiting every room.
+    // rooms have any keeps a sync with a quiet gap from visiting every room. Only rooms the
+    // user is joined to now are asked about: the others never take an incremental section.
     let active: Option<BTreeSet<String>> = match since {
         Some(since) if !req.full_state => {
+            let joined: Vec<&str> = memberships
+                .iter()
+                .filter(|row| row.membership == "join")
+                .map(|row| row.room_id.as_str())
+                .collect();
             let mut active: BTreeSet<String> =
-                events::rooms_with_events_between(conn, since, upto)?
+                events::rooms_with_events_between(conn, &joined, since, upto)?
                     .into_iter()
                     .collect();
             active.extend(misc::rooms_with_receipts_between(conn, since, upto)?);
@@ -698,9 +704,12 @@ fn state_section(
         (map, wanted)
     } else {
         let wanted = match lazy {
-            Some(lazy) => {
-                state::member_entries_at_group(conn, group, lazy.wanted.iter().map(String::as_str))?
-            }
+            Some(lazy) => state::member_entries_at_group(
+                conn,
+                room_id,
+                group,
+                lazy.wanted.iter().map(String::as_str),
+            )?,
             None => HashMap::new(),
         };
         (state::StateMap::new(), wanted)

@@ -245,30 +245,47 @@ pub fn state_at_group(conn: &Connection, group: i64) -> Result<StateMap> {
     Ok(state)
 }
 
-/// The member events of `members` in a group's state (walking its delta chain), member →
-/// event ID; members without one are absent. A lazy-loading incremental `/sync` without a gap
-/// needs only the timeline's senders and the heroes, not the whole state of the room.
+/// The member events of `members` in a room's state group, member → event ID; members
+/// without one are absent. A lazy-loading incremental `/sync` without a gap needs only the
+/// timeline's senders and the heroes, not the whole state of the room. When `group` is the
+/// room's current one (the usual case: no state event since the timeline began) they are
+/// read from `current_state`, which holds exactly that group's state; otherwise by walking
+/// the group's delta chain.
 pub fn member_entries_at_group<'a>(
     conn: &Connection,
+    room_id: &str,
     group: i64,
     members: impl IntoIterator<Item = &'a str>,
 ) -> Result<HashMap<String, String>> {
     let members = serde_json::Value::from(members.into_iter().collect::<Vec<_>>()).to_string();
-    // Farthest group first, so a nearer delta's entry overwrites an older one.
-    let mut entries = conn.prepare_cached(with_chain!(
-        "SELECT e.state_key, e.event_id
-         FROM chain CROSS JOIN json_each(?2) AS m
-              CROSS JOIN state_group_entries e
-              ON e.state_group = chain.g AND e.event_type = 'm.room.member' AND e.state_key = m.value
-         ORDER BY chain.n DESC"
-    ))?;
-    let rows = entries.query_map(params![group, members], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let mut found = HashMap::new();
-    for row in rows {
-        let (member, event_id) = row?;
-        found.insert(member, event_id);
-    }
-    Ok(found)
+    let current: Option<i64> = conn
+        .prepare_cached("SELECT current_state_group FROM rooms WHERE room_id = ?1")?
+        .query_row(params![room_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let entry: fn(&rusqlite::Row<'_>) -> rusqlite::Result<(String, String)> =
+        |r| Ok((r.get(0)?, r.get(1)?));
+    let mut stmt;
+    let rows = if current == Some(group) {
+        stmt = conn.prepare_cached(
+            "SELECT c.state_key, c.event_id FROM json_each(?2) AS m
+             CROSS JOIN current_state c
+             ON c.room_id = ?1 AND c.event_type = 'm.room.member' AND c.state_key = m.value",
+        )?;
+        stmt.query_map(params![room_id, members], entry)?
+    } else {
+        // Farthest group first, so a nearer delta's entry overwrites an older one.
+        stmt = conn.prepare_cached(with_chain!(
+            "SELECT e.state_key, e.event_id
+             FROM chain CROSS JOIN json_each(?2) AS m
+                  CROSS JOIN state_group_entries e
+                  ON e.state_group = chain.g AND e.event_type = 'm.room.member'
+                  AND e.state_key = m.value
+             ORDER BY chain.n DESC"
+        ))?;
+        stmt.query_map(params![group, members], entry)?
+    };
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// Updates the current state after a state event and records the room's current group.
