@@ -6,6 +6,12 @@
 //! become a database write each time). The idle rule is applied when presence is read, not by
 //! a timer: a local user last active more than [`IDLE_AFTER`] ago shows as `unavailable`,
 //! more than [`OFFLINE_AFTER`] ago as `offline`.
+//!
+//! Only news takes a stream position and so reaches clients' `/sync` ([`is_news`], as
+//! Synapse's `should_notify`): a new state or status message, or activity that makes a user
+//! currently active again. Activity while they stay currently active moves `last_active_ts`
+//! in place. Each active user's minute of activity used to wake every room-mate's long poll:
+//! with a thousand users that was most of a unit's `/sync` work (`bench --crowd` over 90 s).
 
 use std::time::Duration;
 
@@ -134,6 +140,23 @@ pub async fn set(
     if unchanged {
         return Ok(());
     }
+    if let Some(current) = &current
+        && !is_news(Some(current), &state, &message, true, now)
+    {
+        // Peers still hear of the activity, so their copy of the user does not age into
+        // "not currently active"; they apply the same rule.
+        let row = PresenceRow {
+            last_active_ts: now,
+            ..current.clone()
+        };
+        return server
+            .store
+            .write(move |tx| {
+                store::touch(tx, &row.user_id, now)?;
+                send_to_peers_in_tx(tx, &own, &row, now)
+            })
+            .await;
+    }
     let receivers = super::appservice::ephemeral::receivers(&server.appservices.all());
     let any_receiver = !receivers.is_empty();
     let stored = server
@@ -168,6 +191,24 @@ pub async fn set(
         server.appservice_kicker.kick();
     }
     stored
+}
+
+/// Whether writing `state`, `status_msg` and fresh activity over `current` is news to the
+/// clients that hold the user's presence: a first row, a new state or status message, or a
+/// change of `currently_active` as the row reads now (the idle rule applied to `local` users).
+/// Activity of a user who stays currently active is not (Synapse's `should_notify` likewise).
+fn is_news(
+    current: Option<&PresenceRow>,
+    state: &str,
+    status_msg: &Option<String>,
+    local: bool,
+    now: i64,
+) -> bool {
+    current.is_none_or(|current| {
+        current.state != state
+            || current.status_msg != *status_msg
+            || effective(current, local, now).2 != (state == "online")
+    })
 }
 
 /// Queues an `m.presence` EDU for every peer sharing a room with the user.
@@ -244,6 +285,11 @@ pub async fn receive(server: &Server, origin: &str, presence: edu::Presence) -> 
         .store
         .write(move |tx| {
             for (user_id, state, status_msg, last_active_ts) in rows {
+                let current = store::get(tx, &user_id)?;
+                if !is_news(current.as_ref(), &state, &status_msg, false, now) {
+                    store::touch(tx, &user_id, last_active_ts)?;
+                    continue;
+                }
                 let stream_pos = tx.next_stream_pos(Audience::PeersOf(&user_id));
                 store::set(
                     tx,
@@ -283,6 +329,40 @@ mod tests {
             content["last_active_ago"].as_i64().expect("ago"),
             content["currently_active"].as_bool().expect("active"),
         )
+    }
+
+    #[test]
+    fn only_news_of_presence_reaches_clients() {
+        let clock = FakeClock::at(1_700_000_000_000);
+        let now = clock.now_ms();
+        let online = row("@a:unit.test", "online", now);
+        assert!(is_news(None, "online", &None, true, now), "a first row");
+        let later = now + ms(ACTIVITY_RESOLUTION);
+        assert!(
+            !is_news(Some(&online), "online", &None, true, later),
+            "a minute's activity of a user who stays currently active"
+        );
+        assert!(is_news(Some(&online), "unavailable", &None, true, later));
+        assert!(is_news(
+            Some(&online),
+            "online",
+            &Some("Lunch".to_owned()),
+            true,
+            later
+        ));
+        let back = now + ms(IDLE_AFTER) + 1;
+        assert!(
+            is_news(Some(&online), "online", &None, true, back),
+            "activity after the user stopped reading as currently active"
+        );
+        let away = row("@a:unit.test", "unavailable", now);
+        assert!(
+            !is_news(Some(&away), "unavailable", &None, true, later),
+            "activity while unavailable changes nothing a client shows"
+        );
+        let remote = row("@b:peer.test", "online", now);
+        assert!(!is_news(Some(&remote), "online", &None, false, later));
+        assert!(is_news(Some(&remote), "offline", &None, false, later));
     }
 
     #[test]

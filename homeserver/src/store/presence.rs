@@ -59,6 +59,15 @@ pub fn set(conn: &Connection, presence: &PresenceRow) -> Result<()> {
     Ok(())
 }
 
+/// Moves a user's last activity forward in place, keeping the row's stream position: activity
+/// while the user stays currently active is no news to the clients holding their presence
+/// (the service decides), but the idle rule reads it.
+pub fn touch(conn: &Connection, user_id: &str, last_active_ts: i64) -> Result<()> {
+    conn.prepare_cached("UPDATE presence SET last_active_ts = ?2 WHERE user_id = ?1")?
+        .execute(params![user_id, last_active_ts])?;
+    Ok(())
+}
+
 /// Presence of the users who share a joined room with `user_id` (and their own), changed in
 /// `(after, upto]`.
 pub fn changed_for(
