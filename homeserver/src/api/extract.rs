@@ -46,6 +46,15 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
+    /// Who asks, for the services that format events for the requester (legacy `/events`,
+    /// `/initialSync`, search).
+    pub fn viewer(self) -> crate::service::Viewer {
+        crate::service::Viewer {
+            user_id: self.user_id,
+            device_id: self.device_id,
+        }
+    }
+
     /// The request's device, for endpoints that act on one (key upload, to-device sending,
     /// logout). An appservice request without `device_id` has none: 400 `M_MISSING_PARAM`
     /// naming the parameter (the spec says such requests "fail", without naming a code).

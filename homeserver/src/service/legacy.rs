@@ -15,16 +15,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedRoomId};
 use rusqlite::Connection;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::Server;
 use super::aggregations::format_events;
 use super::rooms;
 use super::sync::{self, SyncRequest};
 use super::tokens::{self, SyncToken};
+use super::{Server, Viewer};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::filter::{Filter, RoomEventFilter};
 use crate::store::{events, misc, state};
@@ -33,25 +33,6 @@ use crate::store::{events, misc, state};
 const DEFAULT_LIMIT: u64 = 10;
 /// Most events one `/events` answer carries per room.
 const EVENTS_LIMIT: u64 = 100;
-
-/// Who asks: user and device.
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    /// The user.
-    pub user_id: OwnedUserId,
-    /// Their device (`None`: an application service's request without one).
-    pub device_id: Option<OwnedDeviceId>,
-}
-
-impl Viewer {
-    /// The `(user, device)` pair event formatting takes.
-    fn pair(&self) -> (&str, &str) {
-        (
-            self.user_id.as_str(),
-            super::device_key(self.device_id.as_deref()),
-        )
-    }
-}
 
 // The answers. Events are client-format event JSON (arbitrary content), taken from `/sync`'s
 // answer or formatted as `/messages` does.

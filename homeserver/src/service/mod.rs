@@ -117,6 +117,23 @@ pub fn require_allowed_user(server: &Server, user_id: &ruma::UserId) -> crate::e
     }
 }
 
+/// Who asks, for the services that format events for the requester (`unsigned.transaction_id`
+/// on their own events): `/events`, `/initialSync` and search.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The user.
+    pub user_id: ruma::OwnedUserId,
+    /// Their device (`None`: an application service's request without one).
+    pub device_id: Option<ruma::OwnedDeviceId>,
+}
+
+impl Viewer {
+    /// The `(user, device)` pair event formatting takes.
+    pub(crate) fn pair(&self) -> (&str, &str) {
+        (self.user_id.as_str(), device_key(self.device_id.as_deref()))
+    }
+}
+
 /// A request's device as the store keeps it (transaction IDs, delayed events, lazy-loaded
 /// members, to-device messages, pushers) and as event formatting compares it: `""` for a
 /// request without a device (an application service's that names none), which is what those

@@ -21,13 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ruma::{OwnedDeviceId, OwnedUserId};
+use ruma::OwnedUserId;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Server;
 use super::rooms;
+use super::{Server, Viewer};
 use crate::error::{Error, ErrorCode, Result};
 use crate::matrix::filter::RoomEventFilter;
 use crate::matrix::visibility::Visible;
@@ -366,25 +366,6 @@ fn profile_at(conn: &Connection, group: Option<i64>, room: &str, user: &str) -> 
     };
     let field = |name: &str| content.get(name).and_then(Value::as_str).map(str::to_owned);
     Ok((field("displayname"), field("avatar_url")))
-}
-
-/// Who is asking, for formatting events (`unsigned.transaction_id`).
-#[derive(Debug, Clone)]
-pub struct Viewer {
-    /// The user.
-    pub user_id: OwnedUserId,
-    /// Their device (`None`: an application service's request without one).
-    pub device_id: Option<OwnedDeviceId>,
-}
-
-impl Viewer {
-    /// The `(user, device)` pair event formatting takes.
-    fn pair(&self) -> (&str, &str) {
-        (
-            self.user_id.as_str(),
-            super::device_key(self.device_id.as_deref()),
-        )
-    }
 }
 
 fn context_of(

@@ -13,14 +13,7 @@ use serde_json::Value;
 use crate::api::extract::{Auth, PathParams, QueryParams, event_id, room_id};
 use crate::error::Result;
 use crate::service::Server;
-use crate::service::legacy::{self, Viewer};
-
-fn viewer(auth: Auth) -> Viewer {
-    Viewer {
-        user_id: auth.user_id,
-        device_id: auth.device_id,
-    }
-}
+use crate::service::legacy;
 
 /// Query parameters of `GET /initialSync` and `GET /rooms/{roomId}/initialSync`.
 #[derive(Deserialize, Default)]
@@ -37,7 +30,7 @@ pub async fn initial_sync(
     QueryParams(q): QueryParams<InitialSyncQuery>,
 ) -> Result<Json<legacy::InitialSync>> {
     Ok(Json(
-        legacy::initial_sync(&server, viewer(auth), q.limit, q.archived).await?,
+        legacy::initial_sync(&server, auth.viewer(), q.limit, q.archived).await?,
     ))
 }
 
@@ -58,7 +51,7 @@ pub async fn events(
     let room = q.room_id.as_deref().map(room_id).transpose()?;
     let timeout = Duration::from_millis(q.timeout.unwrap_or(0));
     Ok(Json(
-        legacy::events(&server, viewer(auth), q.from, timeout, room).await?,
+        legacy::events(&server, auth.viewer(), q.from, timeout, room).await?,
     ))
 }
 
@@ -70,7 +63,9 @@ pub async fn event(
 ) -> Result<Json<Value>> {
     // One client-format event: its content is arbitrary JSON.
     let event = event_id(&event)?;
-    Ok(Json(legacy::get_event(&server, viewer(auth), event).await?))
+    Ok(Json(
+        legacy::get_event(&server, auth.viewer(), event).await?,
+    ))
 }
 
 /// # `GET /_matrix/client/v3/rooms/{roomId}/initialSync`
@@ -82,6 +77,6 @@ pub async fn room_initial_sync(
 ) -> Result<Json<legacy::RoomInfo>> {
     let room = room_id(&room)?;
     Ok(Json(
-        legacy::initial_sync_room(&server, viewer(auth), room, q.limit).await?,
+        legacy::initial_sync_room(&server, auth.viewer(), room, q.limit).await?,
     ))
 }

@@ -22,7 +22,6 @@ use crate::matrix::wire::ProfileResponse;
 use crate::service::Server;
 use crate::service::search::{
     self, ContextRequest, GroupKey, Order, ResultContext, SearchKey, SearchRequest, SearchResults,
-    Viewer,
 };
 
 /// The routes of this area.
@@ -301,11 +300,7 @@ pub async fn search_events(
         }));
     };
     let request = request_of(criteria, query.next_batch)?;
-    let viewer = Viewer {
-        user_id: auth.user_id,
-        device_id: auth.device_id,
-    };
-    let found = search::search_events(&server, viewer, request).await?;
+    let found = search::search_events(&server, auth.viewer(), request).await?;
     Ok(Json(SearchResponse {
         search_categories: SearchCategories {
             room_events: Some(results_json(found)),
