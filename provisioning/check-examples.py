@@ -9,7 +9,7 @@ For each format in provisioning/ (the provisioning file, the peer card, the back
   - every invalid example fails it, except those listed in SEMANTIC below: mistakes a schema
     cannot express (colliding ports, a broken signature, a repeated path). Those must pass the
     schema, so the list stays honest, and the black-box tests check that the tool refuses them
-    (tests/tests/appliance.rs for provisioning files, tests/tests/appliance_backup_crypt.rs for
+    (tests/tests/blackbox/appliance.rs for provisioning files, tests/tests/blackbox/appliance_backup_crypt.rs for
     peer cards and backup manifests).
 
 Needs the `jsonschema` package. Run with any Python that has it; otherwise the script re-runs

@@ -71,16 +71,16 @@ cargo test --workspace --release
 
 step "interop: a stock Synapse shares rooms both ways; matrix-nio over HTTPS (both from PyPI, pinned)"
 # --workspace, as above: `-p tests` alone unifies features differently and rebuilds ~40 crates.
-cargo test --release --workspace --test federation_synapse --test client_nio -- --ignored
+cargo test --release --workspace --test blackbox -- --ignored federation_synapse:: client_nio::
 
 step "real appservices: mautrix-python's AppService, and heisenbridge to ngircd, on Outpost and Synapse"
 # The PyPI venvs and ngircd are rows of tests/host-tools.sh (installed above); each scenario also
 # runs against a stock Synapse, the proof its steps are right.
-cargo test --release --workspace --test appservice_mautrix --test appservice_irc -- --ignored
+cargo test --release --workspace --test blackbox -- --ignored appservice_mautrix:: appservice_irc::
 
 step "the OAuth sign-in and consent pages in headless Chromium, keyboard only, 360px wide"
 # Debian's chromium is a row of tests/host-tools.sh; screenshots land in target/tmp/oauth-browser/.
-cargo test --release --workspace --test oauth_browser -- --ignored
+cargo test --release --workspace --test blackbox -- --ignored oauth_browser::
 
 if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"

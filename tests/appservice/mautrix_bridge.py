@@ -1,7 +1,7 @@
 """A bridge written with mautrix-python's `AppService`, driven through the flow every mautrix
 bridge performs, against the homeserver under test.
 
-Run by tests/tests/appservice_mautrix.rs with the venv of the `mautrix` row of
+Run by tests/tests/blackbox/appservice_mautrix.rs with the venv of the `mautrix` row of
 tests/host-tools.sh. Both sides of the bridge act here: the appservice (bot, ghost users,
 transactions, queries) through mautrix's appservice API, and a human Matrix user through
 mautrix's plain client API with an access token the Rust test registered.

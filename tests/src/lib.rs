@@ -20,7 +20,7 @@
 //! client, metadata-driven, and the suite's one scripted browser over `html`).
 //!
 //! The harness owns no Matrix behaviour beyond request shapes: every assertion about behaviour
-//! lives in `tests/tests/*.rs`.
+//! lives in `tests/tests/blackbox/*.rs`.
 
 pub mod appliance;
 pub mod appservice;

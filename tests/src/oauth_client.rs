@@ -11,7 +11,7 @@
 //! `oauth_browser.rs` use it; `tests/client/` drives the same pages through the SDK's reqwest
 //! with this module's form parser (`html.rs`).
 //!
-//! Request shapes only; what the server must answer is asserted in `tests/tests/oauth_*.rs`.
+//! Request shapes only; what the server must answer is asserted in `tests/tests/blackbox/oauth_*.rs`.
 
 use crate::client::Reply;
 use crate::html::{self, Form};

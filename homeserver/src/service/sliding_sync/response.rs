@@ -4,7 +4,7 @@
 //!
 //! Which fields are present matters to clients (Element X reads a missing field as "unchanged"
 //! and an empty one as "now empty"), so each `skip_serializing_if` below is deliberate, and
-//! `tests/tests/sync_shape.rs` pins the result.
+//! `tests/tests/blackbox/sync_shape.rs` pins the result.
 
 use std::collections::BTreeMap;
 

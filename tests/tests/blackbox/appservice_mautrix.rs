@@ -13,7 +13,7 @@
 //!
 //! Ignored by a plain `cargo test` (it needs the PyPI venvs of `tests/host-tools.sh ensure
 //! suite`); the README's test command (`tests/run.sh`) runs it as its own step:
-//! `cargo test --release -p tests --test appservice_mautrix -- --ignored`.
+//! `cargo test --release -p tests --test blackbox -- --ignored appservice_mautrix::`.
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};

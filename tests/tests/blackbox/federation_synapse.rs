@@ -12,7 +12,7 @@
 //!
 //! Ignored by a plain `cargo test` (it needs PyPI, a ~250 MB venv and root); the README's test
 //! command (`tests/run.sh`) runs it as its own step:
-//! `cargo test --release -p tests --test federation_synapse -- --ignored --nocapture`.
+//! `cargo test --release -p tests --test blackbox -- --ignored --nocapture federation_synapse::`.
 
 use std::fs::{self, File};
 use std::net::{Ipv4Addr, SocketAddr};

@@ -9,7 +9,7 @@
 //!
 //! Ignored by a plain `cargo test` (it needs `ngircd` and the heisenbridge venv of
 //! `tests/host-tools.sh ensure suite`); the README's test command (`tests/run.sh`) runs it as
-//! its own step: `cargo test --release -p tests --test appservice_irc -- --ignored`.
+//! its own step: `cargo test --release -p tests --test blackbox -- --ignored appservice_irc::`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
