@@ -19,11 +19,35 @@ step() {
 	STEP_NAME=$* STEP_START=$SECONDS
 	printf '\n==> %s (at %d s)\n' "$*" "$SECONDS"
 }
-REPRO_PID=
+# Builds that no early step needs run in the background at the lowest CPU and I/O priority
+# (nice 19, idle I/O class), so they take only the CPU the foreground leaves idle: rustc's
+# single-threaded front end of a big crate, linking, downloads, the black-box tests' waits.
+# Every step on a two-core machine is CPU-bound otherwise, so this idle time is what a fresh
+# run can still win. bg_wait prints a job's log where its result is needed and fails the run
+# with it if the job failed.
+declare -A BG_PID=()
+mkdir -p target/background
+bg_start() {
+	local name=$1
+	shift
+	setsid nice -n 19 ionice -c 3 "$@" >"target/background/$name.log" 2>&1 &
+	BG_PID[$name]=$!
+}
+bg_wait() {
+	local name=$1
+	if ! wait "${BG_PID[$name]}"; then
+		cat "target/background/$name.log"
+		echo "the background job '$name' failed" >&2
+		exit 1
+	fi
+	unset "BG_PID[$name]"
+	cat "target/background/$name.log"
+}
 report_times() {
-	# A background build left running by a failed step goes with it.
+	# A background job left running by a failed step goes with it
 	# (setsid made it a process group of its own: cargo and rustc go too).
-	[ -z "$REPRO_PID" ] || kill -- "-$REPRO_PID" 2>/dev/null || true
+	local pid
+	for pid in "${BG_PID[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
 	step_done
 	printf '\n==> step times (total %d s)\n' "$SECONDS"
 	printf '%s\n' "${TIMES[@]}"
@@ -50,20 +74,25 @@ python3 provisioning/check-examples.py
 # shellcheck source=image/rust-env.sh
 source image/rust-env.sh
 
+# Every crate both Cargo projects use, fetched in the foreground: a background cargo must not
+# hold the package cache's lock while the foreground one waits for it.
+step "fetch crates (workspace and tests/client)"
+cargo fetch --locked
+[ ! -f tests/client/Cargo.toml ] || cargo fetch --locked --manifest-path tests/client/Cargo.toml
+
+# The reproducibility check's second release build (image/check-reproducible.sh, which the
+# boot test runs) needs nothing the suite makes, only the sources and the fetched crates; the
+# boot test reuses it (or builds again if the tree changed). The matrix-sdk test's debug build
+# has its own target dir; its step finds it built.
+bg_start second-build bash image/check-reproducible.sh --build-only --appliance target/release/appliance
+[ ! -f tests/client/Cargo.toml ] ||
+	bg_start client-build cargo test --no-run --locked --manifest-path tests/client/Cargo.toml
+
 step "lint (clippy, warnings are errors)"
 cargo clippy --workspace --all-targets --release -- -D warnings
 
 step "build (release)"
 cargo build --workspace --release --all-targets
-
-# The reproducibility check's second release build (image/check-reproducible.sh, which the
-# boot test runs) needs nothing the tests make. It starts now, in the background at the lowest
-# CPU and I/O priority, so it uses what the test steps leave idle instead of adding its 10-15
-# minutes to the image step. The boot test reuses it (or builds again if the tree changed).
-REPRO_LOG=target/repro-build.log
-setsid nice -n 19 ionice -c 3 bash image/check-reproducible.sh --build-only \
-	--appliance target/release/appliance >"$REPRO_LOG" 2>&1 &
-REPRO_PID=$!
 
 step "unit and black-box tests"
 export OUTPOST_HOMESERVER="$PWD/target/release/homeserver"
@@ -86,20 +115,15 @@ if [ -f tests/client/Cargo.toml ]; then
   step "real-client test (matrix-sdk, its own Cargo project and lockfile)"
   # Debug profile: ~4-5 min to build (with end-to-end encryption) versus far longer optimised,
   # and the tests make few requests.
-  cargo test --manifest-path tests/client/Cargo.toml
+  bg_wait client-build
+  cargo test --locked --manifest-path tests/client/Cargo.toml
 fi
 
 step "image: layer checks (crates vs Cargo.lock, units, firewall, bitbake parse, lint)"
 bash tests/image/check-layer.sh
 
-step "the reproducibility check's second build (started after the build, in the background)"
-if ! wait "$REPRO_PID"; then
-	cat "$REPRO_LOG"
-	echo "the second checkout's release build failed" >&2
-	exit 1
-fi
-REPRO_PID=
-cat "$REPRO_LOG"
+step "the reproducibility check's second build (started before clippy, in the background)"
+bg_wait second-build
 
 step "image: build the qemu test image twice, boot it under TCG, check it"
 python3 tests/image/boot-test.py --appliance target/release/appliance
