@@ -43,6 +43,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::error::{Error, Result};
 pub use space::{SpaceGuard, SpacePolicy, SpaceState};
+use writer::Erased;
 pub use writer::WriteTx;
 
 /// Largest size the WAL file is left at after a checkpoint restarts it: a burst may grow the
@@ -290,23 +291,42 @@ impl Store {
     ///
     /// Refused with `M_RESOURCE_LIMIT_EXCEEDED` while free space is under the watermark; a
     /// write that finds the disk full anyway gets the same error, never a 500.
-    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    pub fn write<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + '_
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.inner.space.check()?;
-        self.write_bookkeeping(f).await
+        self.write_typed(erase_write(f), true)
     }
 
     /// Like [`Store::write`], but also below the free-space watermark: for the small writes a
     /// read path needs (acknowledging delivered to-device messages) and for workers' bookkeeping
     /// that deletes rows (a delivered outbox). Nothing a client sends may use it.
-    pub async fn write_bookkeeping<T, F>(&self, f: F) -> Result<T>
+    pub fn write_bookkeeping<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + '_
     where
         F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.write_typed(erase_write(f), false)
+    }
+
+    /// The future of [`Store::write`] and [`Store::write_bookkeeping`], generic only over the
+    /// result type: an `async fn` generic over the closure too would be compiled once per
+    /// call site.
+    async fn write_typed<T: 'static>(
+        &self,
+        f: writer::ErasedWrite,
+        check_space: bool,
+    ) -> Result<T> {
+        if check_space {
+            self.inner.space.check()?;
+        }
+        downcast(self.write_erased(f).await?)
+    }
+
+    /// The one, non-generic body of [`Store::write`]: each kind of write only adds
+    /// its boxed closure and a downcast, not a copy of this future and the writer's channel.
+    async fn write_erased(&self, f: writer::ErasedWrite) -> Result<Erased> {
         self.inner
             .writer
             .submit(f)
@@ -339,11 +359,25 @@ impl Store {
     /// transaction: every statement of `f` sees the same snapshot, and the WAL read lock is
     /// taken once instead of per statement (an initial `/sync` runs thousands of statements;
     /// locking and unlocking the shared memory for each was 8% of its CPU).
-    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    pub fn read<T, F>(&self, f: F) -> impl Future<Output = Result<T>> + Send + '_
     where
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        let f: ErasedRead = Box::new(move |conn| f(conn).map(|value| Box::new(value) as Erased));
+        self.read_typed(f)
+    }
+
+    /// The future of [`Store::read`], generic only over the result type (see
+    /// [`Store::write_typed`]).
+    async fn read_typed<T: 'static>(&self, f: ErasedRead) -> Result<T> {
+        downcast(self.read_erased(f).await?)
+    }
+
+    /// The one, non-generic body of [`Store::read`]. A read's closure and result are boxed so
+    /// that the blocking task, its harness and this future are compiled once instead of once
+    /// per query (with the writer's, a tenth of the crate's LLVM IR and of its build time).
+    async fn read_erased(&self, f: ErasedRead) -> Result<Erased> {
         let _permit = self
             .inner
             .reader_slots
@@ -437,4 +471,25 @@ impl Store {
     pub fn shutdown(&self) {
         self.inner.writer.shutdown();
     }
+}
+
+/// A read as [`Store::read_erased`] takes it: its result type erased.
+type ErasedRead = Box<dyn FnOnce(&Connection) -> Result<Erased> + Send>;
+
+/// Boxes a write request and erases its result type, for [`Store::write_erased`].
+fn erase_write<T, F>(f: F) -> writer::ErasedWrite
+where
+    F: FnOnce(&mut WriteTx<'_>) -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    Box::new(move |tx| f(tx).map(|value| Box::new(value) as Erased))
+}
+
+/// Takes a read's or write's result back out of its box: [`Store::read`] and
+/// [`Store::write_bookkeeping`] box a `T` and ask for that same `T`, so this cannot fail.
+fn downcast<T: 'static>(erased: Erased) -> Result<T> {
+    erased
+        .downcast::<T>()
+        .map(|value| *value)
+        .map_err(|_| Error::internal("a store result came back as another type"))
 }
