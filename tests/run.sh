@@ -87,10 +87,10 @@ step "fetch crates (workspace and tests/client)"
 cargo fetch --locked
 [ ! -f tests/client/Cargo.toml ] || cargo fetch --locked --manifest-path tests/client/Cargo.toml
 
-# The reproducibility check's second release build (image/check-reproducible.sh, which the
-# boot test runs) needs nothing the suite makes, only the sources and the fetched crates; the
-# boot test reuses it (or builds again if the tree changed). The matrix-sdk test's debug build
-# has its own target dir; its step finds it built.
+# The reproducibility check's second release build (image/check-reproducible.sh, its last
+# image step) needs nothing the suite makes, only the sources and the fetched crates; that step
+# reuses it (or builds again if the tree changed). The matrix-sdk test's debug build has its
+# own target dir; its step finds it built.
 bg_start second-build bash image/check-reproducible.sh --build-only --appliance target/release/appliance
 [ ! -f tests/client/Cargo.toml ] ||
 	bg_start client-build cargo test --no-run --locked --manifest-path tests/client/Cargo.toml
@@ -126,18 +126,21 @@ if [ -f tests/client/Cargo.toml ]; then
   cargo test --locked --manifest-path tests/client/Cargo.toml
 fi
 
-step "the reproducibility check's second build (started before clippy, in the background)"
-bg_wait second-build
-
-step "image: build the qemu test image twice, boot it under TCG, check it"
-# The layer checks need nothing the image tests make, and a guest under TCG leaves about half
-# of the two cores idle: they run meanwhile in the background, reported after the update test.
+step "image: build the qemu test image, boot it under TCG, check it"
+# A guest under TCG leaves about half of the two cores idle. The second build (still running
+# on a fresh machine) and the layer checks, which need nothing the image tests make, take it
+# meanwhile; the reproducibility check compares the two builds after the image tests.
 bg_start layer-checks bash tests/image/check-layer.sh
-python3 tests/image/boot-test.py --appliance target/release/appliance
+python3 tests/image/boot-test.py --appliance target/release/appliance --no-reproducibility
 
 step "image: signed A/B updates, rollback and Secure Boot (one guest under TCG, cold restarts)"
 # Releases are derived from the image the boot test built (target/image), not built again.
 python3 tests/image/update-test.py --appliance target/release/appliance
+
+step "image: reproducible (a second checkout at another path, with its own target dir and CARGO_HOME, builds the same binaries and image)"
+bg_wait second-build
+bash image/check-reproducible.sh --reference target/image --homeserver target/release/homeserver \
+	--appliance target/release/appliance
 
 step "image: layer checks (crates vs Cargo.lock, units, firewall, bitbake parse, lint; ran in the background during the image tests)"
 bg_wait layer-checks
