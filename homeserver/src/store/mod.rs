@@ -139,6 +139,9 @@ struct Inner {
     wakes: Arc<wake::WakeLog>,
 }
 
+/// How much of the database file each reader maps (SQLite reads pages beyond it with pread).
+const READER_MMAP_SIZE: i64 = 256 * 1024 * 1024;
+
 /// Applies the pragmas every connection needs.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // Referential integrity is enforced by SQLite, not hoped for in code.
@@ -260,6 +263,12 @@ impl Store {
             )
             .map_err(sqlite)?;
             configure(&reader).map_err(sqlite)?;
+            // Readers map the database file instead of copying every page they touch with a
+            // pread: `bench --crowd` (1,000 long-polling users) made 23,000 preads a second.
+            // Read-only: the writer still writes with pwrite and fsync.
+            reader
+                .pragma_update(None, "mmap_size", READER_MMAP_SIZE)
+                .map_err(sqlite)?;
             readers.push(reader);
         }
         Ok(Self {
