@@ -21,7 +21,8 @@
 # --build-only makes the second checkout and its release build, and stops. A later check
 # reuses that build when the files it would copy are the same, byte for byte and with the
 # same times (a tar of them hashes the same): tests/run.sh starts it in the background at the
-# lowest priority right after its own build, so it uses the CPU the test steps leave idle.
+# lowest priority before its clippy step, so it uses the CPU the other steps leave idle, and
+# runs the comparison (--reference target/image) after its image tests.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
 	--homeserver) HOMESERVER=$2; shift 2 ;;
 	--appliance) APPLIANCE=$2; shift 2 ;;
 	--build-only) BUILD_ONLY=1; shift ;;
-	-h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "check-reproducible.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
